@@ -1,0 +1,48 @@
+# callbridge — `make run` serves the app, `make test` runs the whole suite.
+# Both create .venv and install what they need on the first run.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+CONSTRAINTS := requirements/constraints.txt
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test lint format lock clean
+
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[test,redis,postgres]'
+	touch $@
+
+# Embedded default: SQLite + in-memory channel layer + in-process services, DEBUG on.
+run: $(VENV)/.installed
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	$(PY) manage.py demo_operator --url http://localhost:$(PORT)/admin/
+	DEBUG=$${DEBUG:-true} $(PY) manage.py serve --bind $(HOST) --port $(PORT)
+
+test: $(VENV)/.installed
+	tools/system-deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+# Re-pin every transitive dependency after changing pyproject.toml.
+lock:
+	rm -rf /tmp/callbridge-lock && $(PYTHON) -m venv /tmp/callbridge-lock
+	/tmp/callbridge-lock/bin/pip install --quiet -e '.[test,redis,postgres]'
+	/tmp/callbridge-lock/bin/pip freeze --exclude-editable > $(CONSTRAINTS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,16 @@
+"""ASGI entry point: HTTP (Django) now, WebSockets (Channels) as they arrive."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "callbridge.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter  # noqa: E402  (after Django set-up)
+
+from callbridge.lifespan import ServicesLifespan  # noqa: E402
+
+application = ServicesLifespan(ProtocolTypeRouter({"http": django_asgi_app}))

@@ -1,0 +1,236 @@
+"""callbridge settings: one file, driven by environment variables (see .env.example).
+
+Embedded defaults need nothing else: SQLite and the in-memory channel layer under
+CALLBRIDGE_DATA_DIR. DATABASE_URL selects PostgreSQL, REDIS_URL the Redis channel layer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from callbridge.env import (
+    env_bool,
+    env_choice,
+    env_int,
+    env_list,
+    env_rate,
+    env_str,
+    load_dotenv,
+    persistent_secret,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+load_dotenv(BASE_DIR / ".env")
+
+DATA_DIR = Path(env_str("CALLBRIDGE_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+
+DEBUG = env_bool("DEBUG", False)
+# A stable key without configuration: generated once into the data dir. Several hosts
+# sharing a database must set SECRET_KEY explicitly to the same value.
+SECRET_KEY = env_str("SECRET_KEY") or persistent_secret(DATA_DIR / "secret_key")
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "corsheaders",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "channels",
+    "calls",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "callbridge.urls"
+ASGI_APPLICATION = "callbridge.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------------------
+_database_url = env_str("DATABASE_URL")
+if _database_url:
+    DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=60)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "db.sqlite3",
+            "OPTIONS": {
+                # IMMEDIATE takes the write lock at BEGIN: concurrent transitions queue
+                # instead of failing with "database is locked" on lock upgrade.
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+            # A file, not shared-cache memory: async tests write from several threads.
+            "TEST": {"NAME": str(DATA_DIR / "test.sqlite3")},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Channel layer ----------------------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    try:
+        import channels_redis  # noqa: F401
+    except ImportError:
+        raise ImproperlyConfigured(
+            "REDIS_URL is set but channels-redis is not installed: pip install 'callbridge[redis]'"
+        ) from None
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# --- Auth, i18n, static -----------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "frontend"]
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(DATA_DIR / "media"))).resolve()
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+# Request bodies: SDP offers are a few KiB; nothing legitimate comes near this.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int(
+    "CALLBRIDGE_MAX_BODY_BYTES", 256 * 1024, minimum=16 * 1024, maximum=16 * 1024 * 1024
+)
+
+# --- Security behind TLS ----------------------------------------------------------------
+if env_bool("CALLBRIDGE_BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+# --- CORS (integrators' pages on other origins) -----------------------------------------
+CORS_ALLOWED_ORIGINS = env_list("CALLBRIDGE_CORS_ORIGINS")
+CORS_URLS_REGEX = r"^/(api|call)/.*$"
+CORS_ALLOW_HEADERS = ("accept", "authorization", "content-type", "token", "x-csrftoken")
+
+# --- REST framework ---------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "calls.api.authentication.BearerTokenAuthentication",
+        "calls.api.authentication.StaffSessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "calls.api.throttling.PrincipalRateThrottle",
+        "calls.api.throttling.ClientIpRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "principal": env_rate("CALLBRIDGE_RATE_LIMIT_PRINCIPAL", "600/min"),
+        "client_ip": env_rate("CALLBRIDGE_RATE_LIMIT_IP", "1200/min"),
+    },
+    "EXCEPTION_HANDLER": "calls.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "callbridge API",
+    "DESCRIPTION": "Sessions, calls and WebRTC signaling. Errors: "
+    '{"code", "message", "recoverable"} with the codes of the public contract.',
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- callbridge -------------------------------------------------------------------------
+# Public base URL used in links handed to end users (e.g. https://calls.example.com).
+# Empty: built from the request's host.
+CALLBRIDGE_PUBLIC_URL = env_str("CALLBRIDGE_PUBLIC_URL").rstrip("/")
+CALLBRIDGE_RING_TIMEOUT_S = env_int("CALLBRIDGE_RING_TIMEOUT_S", 45, minimum=1, maximum=3600)
+CALLBRIDGE_SESSION_TTL_S = env_int("CALLBRIDGE_SESSION_TTL_S", 3600, minimum=60)
+CALLBRIDGE_SESSION_MAX_TTL_S = env_int("CALLBRIDGE_SESSION_MAX_TTL_S", 7 * 86400, minimum=60)
+if CALLBRIDGE_SESSION_TTL_S > CALLBRIDGE_SESSION_MAX_TTL_S:
+    raise ImproperlyConfigured("CALLBRIDGE_SESSION_TTL_S exceeds CALLBRIDGE_SESSION_MAX_TTL_S")
+
+# ICE: nothing by default (LAN / localhost). Never fall back to a public STUN server.
+CALLBRIDGE_STUN_URLS = env_list("CALLBRIDGE_STUN_URLS")
+CALLBRIDGE_TURN_URLS = env_list("CALLBRIDGE_TURN_URLS")
+CALLBRIDGE_TURN_SECRET = env_str("CALLBRIDGE_TURN_SECRET")
+CALLBRIDGE_TURN_TTL = env_int("CALLBRIDGE_TURN_TTL", 86400, minimum=60, maximum=7 * 86400)
+for _url in CALLBRIDGE_STUN_URLS:
+    if not _url.startswith(("stun:", "stuns:")):
+        raise ImproperlyConfigured(f"CALLBRIDGE_STUN_URLS: {_url!r} is not a stun:/stuns: URL")
+for _url in CALLBRIDGE_TURN_URLS:
+    if not _url.startswith(("turn:", "turns:")):
+        raise ImproperlyConfigured(f"CALLBRIDGE_TURN_URLS: {_url!r} is not a turn:/turns: URL")
+if bool(CALLBRIDGE_TURN_URLS) != bool(CALLBRIDGE_TURN_SECRET):
+    raise ImproperlyConfigured(
+        "CALLBRIDGE_TURN_URLS and CALLBRIDGE_TURN_SECRET go together: set both or neither"
+    )
+
+LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        "calls": {"level": LOG_LEVEL},
+        "callbridge": {"level": LOG_LEVEL},
+        "django": {"level": "WARNING"},
+    },
+}

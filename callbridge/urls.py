@@ -1,0 +1,12 @@
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/", include("calls.api.urls")),
+    path("", include("calls.pages.urls")),
+]
+
+# JSON error bodies under /api/ (HTML elsewhere).
+handler404 = "calls.api.errors.not_found_view"
+handler500 = "calls.api.errors.server_error_view"

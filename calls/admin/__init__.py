@@ -1,0 +1,7 @@
+from django.contrib import admin
+
+from calls.admin import call_admin, credentials_admin  # noqa: F401  (registers the admins)
+
+admin.site.site_header = "callbridge"
+admin.site.site_title = "callbridge"
+admin.site.index_title = "Calls, credentials and records"

@@ -1,0 +1,125 @@
+"""Read-only call records with their legs and event timeline; hang up stuck calls."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest
+
+from calls.errors import CallStateError
+from calls.models import Call, CallEvent, Leg
+from calls.principals import Principal
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class LegInline(ReadOnlyInline):
+    model = Leg
+    fields = [
+        "id",
+        "role",
+        "party",
+        "media_state",
+        "created_at",
+        "media_connected_at",
+        "media_ended_at",
+    ]
+    readonly_fields = fields
+
+
+class CallEventInline(ReadOnlyInline):
+    model = CallEvent
+    verbose_name_plural = "event timeline"
+    fields = ["created_at", "name", "actor", "actor_role", "data"]
+    readonly_fields = fields
+    ordering = ["created_at", "id"]
+
+
+@admin.register(Call)
+class CallAdmin(admin.ModelAdmin):
+    list_display = [
+        "short_id",
+        "state",
+        "mode",
+        "direction",
+        "session",
+        "operator",
+        "created_at",
+        "duration_display",
+        "end_reason",
+    ]
+    list_filter = ["state", "mode", "direction", "end_reason", "created_at"]
+    date_hierarchy = "created_at"
+    search_fields = ["session__display_name", "created_by", "ended_by"]
+    search_help_text = "A full call id, or an end user's name, or who placed / ended the call"
+    list_select_related = ["session", "operator_user", "operator_token"]
+    inlines = [LegInline, CallEventInline]
+    actions = ["hang_up"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [field.name for field in Call._meta.fields] + ["duration_display"]
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        try:
+            call_id = uuid.UUID(search_term.strip())
+        except ValueError:
+            return super().get_search_results(request, queryset, search_term)
+        return queryset.filter(Q(pk=call_id) | Q(session_id=call_id)), False
+
+    @admin.display(description="call", ordering="created_at")
+    def short_id(self, call: Call) -> str:
+        return str(call.pk)[:8]
+
+    @admin.display(description="operator")
+    def operator(self, call: Call) -> str:
+        return str(call.operator_user or call.operator_token or "")
+
+    @admin.display(description="talk time")
+    def duration_display(self, call: Call) -> str:
+        duration = call.duration
+        if duration is None:
+            return "—"
+        seconds = int(duration.total_seconds())
+        return f"{seconds // 60}:{seconds % 60:02d}"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # calls are placed through the API and the dashboard
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # state changes only through the state machine
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # the audit trail outlives the call
+
+    def has_hang_up_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_staff and request.user.has_perm("calls.change_call")
+
+    @admin.action(description="Hang up selected calls", permissions=["hang_up"])
+    def hang_up(self, request: HttpRequest, queryset: QuerySet[Call]) -> None:
+        operator = Principal.staff(request.user)
+        ended = 0
+        for call in queryset.open():
+            try:
+                call.hang_up(operator)
+                ended += 1
+            except CallStateError:
+                continue  # ended meanwhile
+        self.message_user(request, f"Hung up {ended} call(s).", messages.SUCCESS)

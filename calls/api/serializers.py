@@ -1,0 +1,150 @@
+"""Translate between JSON and records. Models decide; serializers only translate."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from calls.errors import ErrorCode
+from calls.models import Call, CallMode, CallState, Leg
+
+METADATA_MAX_BYTES = 4096
+
+
+class ErrorSerializer(serializers.Serializer):
+    code = serializers.ChoiceField(choices=[code.value for code in ErrorCode])
+    message = serializers.CharField()
+    recoverable = serializers.BooleanField()
+    details = serializers.DictField(required=False)
+
+
+class IceServerSerializer(serializers.Serializer):
+    urls = serializers.ListField(child=serializers.CharField())
+    username = serializers.CharField(required=False)
+    credential = serializers.CharField(required=False)
+
+
+class TurnStatusSerializer(serializers.Serializer):
+    enabled = serializers.BooleanField()
+    status = serializers.CharField(required=False, help_text="'not_configured' when disabled")
+    ttl = serializers.IntegerField(required=False, help_text="seconds the credentials last")
+    expiresAt = serializers.DateTimeField(required=False)
+
+
+class IceConfigSerializer(serializers.Serializer):
+    iceServers = IceServerSerializer(many=True)
+    turn = TurnStatusSerializer()
+
+
+class SessionCreateSerializer(serializers.Serializer):
+    displayName = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    metadata = serializers.JSONField(required=False, help_text="a JSON object, up to 4 KiB")
+    ttl = serializers.IntegerField(
+        required=False, min_value=60, help_text="seconds until the session token expires"
+    )
+
+    def validate_metadata(self, value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("must be a JSON object")
+        if len(json.dumps(value).encode()) > METADATA_MAX_BYTES:
+            raise serializers.ValidationError(f"must be at most {METADATA_MAX_BYTES} bytes")
+        return value
+
+    def validate_ttl(self, value: int) -> int:
+        if value > settings.CALLBRIDGE_SESSION_MAX_TTL_S:
+            raise serializers.ValidationError(
+                f"must be at most {settings.CALLBRIDGE_SESSION_MAX_TTL_S} seconds"
+            )
+        return value
+
+
+class SessionCreatedSerializer(IceConfigSerializer):
+    sessionId = serializers.UUIDField()
+    sessionToken = serializers.CharField(help_text="shown once; the end user's bearer token")
+    expiresAt = serializers.DateTimeField()
+    url = serializers.URLField(help_text="opens the end-user page for this session")
+    displayName = serializers.CharField()
+    metadata = serializers.DictField()
+
+
+class CallCreateSerializer(serializers.Serializer):
+    mode = serializers.ChoiceField(choices=CallMode.choices, default=CallMode.BRIDGE)
+    sessionId = serializers.UUIDField(
+        required=False, help_text="operators: the end-user session to ring"
+    )
+
+
+class LegSerializer(serializers.ModelSerializer):
+    legID = serializers.UUIDField(source="id", help_text="the leg's WebSocket sessionId")
+    mediaState = serializers.CharField(source="media_state")
+    createdAt = serializers.DateTimeField(source="created_at")
+    mediaConnectedAt = serializers.DateTimeField(source="media_connected_at")
+    mediaEndedAt = serializers.DateTimeField(source="media_ended_at")
+
+    class Meta:
+        model = Leg
+        fields = [
+            "legID",
+            "role",
+            "party",
+            "mediaState",
+            "createdAt",
+            "mediaConnectedAt",
+            "mediaEndedAt",
+        ]
+
+
+class EndedBySerializer(serializers.Serializer):
+    role = serializers.CharField()
+    name = serializers.CharField()
+
+
+class CallSerializer(serializers.ModelSerializer):
+    callID = serializers.UUIDField(source="id")
+    state = serializers.ChoiceField(choices=CallState.choices)
+    sessionId = serializers.UUIDField(source="session_id", allow_null=True)
+    createdAt = serializers.DateTimeField(source="created_at")
+    ringDeadline = serializers.DateTimeField(source="ring_deadline", allow_null=True)
+    answeredAt = serializers.DateTimeField(source="answered_at", allow_null=True)
+    endedAt = serializers.DateTimeField(source="ended_at", allow_null=True)
+    endReason = serializers.SerializerMethodField()
+    endedBy = serializers.SerializerMethodField()
+    legs = LegSerializer(many=True, read_only=True)
+    recording = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Call
+        fields = [
+            "callID",
+            "state",
+            "mode",
+            "direction",
+            "sessionId",
+            "createdAt",
+            "ringDeadline",
+            "answeredAt",
+            "endedAt",
+            "endReason",
+            "endedBy",
+            "legs",
+            "recording",
+        ]
+
+    def get_endReason(self, call: Call) -> str | None:
+        return call.end_reason or None
+
+    @extend_schema_field(EndedBySerializer(allow_null=True))
+    def get_endedBy(self, call: Call) -> dict[str, str] | None:
+        if not call.ended_by:
+            return None
+        return {"role": call.ended_by_role, "name": call.ended_by}
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_recording(self, call: Call) -> dict[str, Any] | None:
+        # Recordings arrive with the recording feature; until then a call has none.
+        return None

@@ -1,0 +1,209 @@
+"""REST endpoints of the public contract: ICE config, end-user sessions, the call lifecycle."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from calls import policy
+from calls.api.exceptions import ApiError
+from calls.api.pagination import LinkHeaderCursorPagination
+from calls.api.serializers import (
+    CallCreateSerializer,
+    CallSerializer,
+    ErrorSerializer,
+    IceConfigSerializer,
+    SessionCreatedSerializer,
+    SessionCreateSerializer,
+)
+from calls.errors import ErrorCode
+from calls.ice import ice_configuration
+from calls.models import Call, CallState, EndUserSession
+from calls.principals import Principal
+
+ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 409, 429)}
+
+
+def principal_of(request: Request) -> Principal:
+    principal = request.user
+    assert isinstance(principal, Principal)  # guaranteed by our authentication classes
+    return principal
+
+
+def json_object(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object (an empty body counts as `{}`)."""
+    data = request.data
+    if not data:
+        return {}
+    if not isinstance(data, dict):
+        raise ApiError(ErrorCode.INVALID_MESSAGE, "The request body must be a JSON object")
+    return data
+
+
+def require_operator(principal: Principal) -> None:
+    if not principal.is_operator:
+        raise ApiError(ErrorCode.FORBIDDEN, "Only operators and API tokens may do that")
+
+
+def enduser_page_url(request: Request, token: str) -> str:
+    path = f"{reverse('enduser-page')}?token={token}"
+    if settings.CALLBRIDGE_PUBLIC_URL:
+        return settings.CALLBRIDGE_PUBLIC_URL + path
+    return request.build_absolute_uri(path)
+
+
+class WebRtcConfigView(APIView):
+    @extend_schema(
+        summary="ICE servers for a peer connection (TURN credentials when configured)",
+        responses={200: IceConfigSerializer, **ERRORS},
+    )
+    def get(self, request: Request) -> Response:
+        principal = principal_of(request)
+        not_after = principal.session.expires_at if principal.session is not None else None
+        return Response(ice_configuration(principal.pk, not_after=not_after))
+
+
+class SessionCreateView(APIView):
+    @extend_schema(
+        summary="Create an end-user session (its token is shown once)",
+        request=SessionCreateSerializer,
+        responses={201: SessionCreatedSerializer, **ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        principal = principal_of(request)
+        require_operator(principal)
+        body = SessionCreateSerializer(data=json_object(request))
+        body.is_valid(raise_exception=True)
+        fields = body.validated_data
+        session, token = EndUserSession.create(
+            ttl_seconds=fields.get("ttl", settings.CALLBRIDGE_SESSION_TTL_S),
+            display_name=fields.get("displayName", ""),
+            metadata=fields.get("metadata"),
+            created_by_user=principal.user,
+            created_by_token=principal.api_token,
+        )
+        ice = ice_configuration(f"end_user-{session.pk}", not_after=session.expires_at)
+        return Response(
+            {
+                "sessionId": str(session.pk),
+                "sessionToken": token,
+                "expiresAt": session.expires_at.isoformat(),
+                "displayName": session.display_name,
+                "metadata": session.metadata,
+                "url": enduser_page_url(request, token),
+                **ice,
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+
+STATE_FILTER = OpenApiParameter(
+    "state",
+    str,
+    description="comma-separated states to include: " + ", ".join(CallState.values),
+)
+
+
+class CallViewSet(viewsets.GenericViewSet):
+    serializer_class = CallSerializer
+    pagination_class = LinkHeaderCursorPagination
+    lookup_url_kwarg = "callID"
+    lookup_value_regex = "[0-9a-fA-F-]{36}"
+
+    def get_queryset(self) -> QuerySet[Call]:
+        calls = Call.objects.prefetch_related("legs")
+        if self.action == "list":
+            calls = calls.visible_to(principal_of(self.request))
+        return calls
+
+    def get_object(self) -> Call:
+        call = get_object_or_404(self.get_queryset(), pk=self.kwargs["callID"])
+        policy.require_party(principal_of(self.request), call)
+        return call
+
+    def _call_response(self, call: Call, status_code: int = status.HTTP_200_OK) -> Response:
+        fresh = self.get_queryset().get(pk=call.pk)
+        return Response(CallSerializer(fresh).data, status=status_code)
+
+    @extend_schema(
+        summary="List calls (newest first; `Link` header for the next page)",
+        parameters=[STATE_FILTER],
+        responses={200: CallSerializer(many=True), **ERRORS},
+    )
+    def list(self, request: Request) -> Response:
+        calls = self.get_queryset()
+        if states := request.query_params.get("state"):
+            wanted = [item.strip() for item in states.split(",") if item.strip()]
+            unknown = [item for item in wanted if item not in CallState.values]
+            if unknown:
+                raise ApiError(ErrorCode.INVALID_ARGUMENT, f"state: unknown state {unknown[0]!r}")
+            calls = calls.filter(state__in=wanted)
+        page = self.paginate_queryset(calls)
+        return self.get_paginated_response(CallSerializer(page, many=True).data)
+
+    @extend_schema(summary="One call", responses={200: CallSerializer, **ERRORS})
+    def retrieve(self, request: Request, callID: str) -> Response:
+        return Response(CallSerializer(self.get_object()).data)
+
+    @extend_schema(
+        summary="Place a call: end users ring the operators, operators ring `sessionId`",
+        request=CallCreateSerializer,
+        responses={201: CallSerializer, **ERRORS},
+    )
+    def create(self, request: Request) -> Response:
+        principal = principal_of(request)
+        body = CallCreateSerializer(data=json_object(request))
+        body.is_valid(raise_exception=True)
+        session_id = body.validated_data.get("sessionId")
+        session = None
+        if session_id is not None:
+            if not principal.is_operator:
+                if principal.session is None or session_id != principal.session.pk:
+                    raise ApiError(ErrorCode.FORBIDDEN, "End users can only call the operators")
+            else:
+                session = EndUserSession.objects.filter(pk=session_id).first()
+                if session is None:
+                    raise ApiError(ErrorCode.NOT_FOUND, "No such session")
+        call = Call.start(by=principal, mode=body.validated_data["mode"], session=session)
+        return self._call_response(call, status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Answer a ringing call", request=None, responses={200: CallSerializer, **ERRORS}
+    )
+    @action(detail=True, methods=["post"])
+    def answer(self, request: Request, callID: str) -> Response:
+        return self._verb(lambda call, who: call.answer(who), callee_only=True)
+
+    @extend_schema(
+        summary="Reject a ringing call", request=None, responses={200: CallSerializer, **ERRORS}
+    )
+    @action(detail=True, methods=["post"])
+    def reject(self, request: Request, callID: str) -> Response:
+        return self._verb(lambda call, who: call.reject(who), callee_only=True)
+
+    @extend_schema(
+        summary="End a call (a ringing call: cancel as its caller, reject as its callee)",
+        request=None,
+        responses={200: CallSerializer, **ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def hangup(self, request: Request, callID: str) -> Response:
+        return self._verb(lambda call, who: call.hang_up(who), callee_only=False)
+
+    def _verb(self, apply: Any, *, callee_only: bool) -> Response:
+        principal = principal_of(self.request)
+        call = self.get_object()
+        if callee_only:
+            policy.require_callee(principal, call)
+        apply(call, principal)  # CallbridgeError (e.g. CALL_STATE) becomes the error body
+        return self._call_response(call)

@@ -1,0 +1,428 @@
+"""Calls, their legs and their append-only event history.
+
+The call state machine lives here and only here: every state change goes through
+`Call._transition`, which locks the row, checks TRANSITIONS, updates the call and appends
+a CallEvent in one transaction. Views and consumers call the verbs (`answer`, `reject`,
+`hang_up`, `miss`, `terminate`); nothing else writes `Call.state`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+from django.conf import settings
+from django.db import models, transaction
+from django.utils import timezone
+
+from calls.errors import CallbridgeError, CallStateError, ErrorCode
+from calls.models.credentials import ApiToken, EndUserSession
+from calls.principals import SYSTEM, Principal
+from calls.signals import call_event_recorded
+
+
+class CallState(models.TextChoices):
+    RINGING = "ringing"
+    ACTIVE = "active"
+    ENDED = "ended"
+    MISSED = "missed"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+
+OPEN_STATES = frozenset({CallState.RINGING, CallState.ACTIVE})
+FINAL_STATES = frozenset(set(CallState) - OPEN_STATES)
+
+
+class CallMode(models.TextChoices):
+    BRIDGE = "bridge"
+    ECHO = "echo"
+
+
+class CallDirection(models.TextChoices):
+    INBOUND = "inbound", "inbound (end user → operators)"
+    OUTBOUND = "outbound", "outbound (operators → end user)"
+
+
+class EndReason(models.TextChoices):
+    HANGUP = "hangup"
+    MISSED = "missed"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+    MEDIA_TIMEOUT = "media_timeout"
+    MEDIA_FAILURE = "media_failure"
+    SERVER_RESTART = "server_restart"
+
+
+class LegRole(models.TextChoices):
+    USER = "user"
+    OPERATOR = "operator"
+    SYSTEM = "system"
+
+
+class MediaState(models.TextChoices):
+    NEW = "new"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    CLOSED = "closed"
+    FAILED = "failed"
+
+
+class CallAction(StrEnum):
+    ANSWER = "answer"
+    REJECT = "reject"
+    CANCEL = "cancel"  # the caller gives up before an answer
+    MISS = "miss"  # nobody answered within the ring timeout
+    HANG_UP = "hang up"
+    TERMINATE = "terminate"  # the system ends it (media timeout/failure, restart)
+
+
+# (action, from state) -> to state. Anything not listed is illegal.
+TRANSITIONS: dict[tuple[CallAction, CallState], CallState] = {
+    (CallAction.ANSWER, CallState.RINGING): CallState.ACTIVE,
+    (CallAction.REJECT, CallState.RINGING): CallState.REJECTED,
+    (CallAction.CANCEL, CallState.RINGING): CallState.CANCELLED,
+    (CallAction.MISS, CallState.RINGING): CallState.MISSED,
+    (CallAction.HANG_UP, CallState.ACTIVE): CallState.ENDED,
+    (CallAction.TERMINATE, CallState.RINGING): CallState.CANCELLED,
+    (CallAction.TERMINATE, CallState.ACTIVE): CallState.ENDED,
+}
+
+# The end reason each ending action records; TERMINATE passes its own.
+ACTION_END_REASONS: dict[CallAction, EndReason] = {
+    CallAction.REJECT: EndReason.REJECTED,
+    CallAction.CANCEL: EndReason.CANCELLED,
+    CallAction.MISS: EndReason.MISSED,
+    CallAction.HANG_UP: EndReason.HANGUP,
+}
+SYSTEM_END_REASONS = frozenset(
+    {EndReason.MEDIA_TIMEOUT, EndReason.MEDIA_FAILURE, EndReason.SERVER_RESTART}
+)
+
+
+class CallQuerySet(models.QuerySet):
+    def open(self) -> CallQuerySet:
+        return self.filter(state__in=OPEN_STATES)
+
+    def visible_to(self, principal: Principal) -> CallQuerySet:
+        if principal.is_operator:
+            return self
+        if principal.session is not None:
+            return self.filter(session=principal.session)
+        return self.none()
+
+    def overdue_ringing(self, now: Any = None) -> CallQuerySet:
+        return self.filter(state=CallState.RINGING, ring_deadline__lte=now or timezone.now())
+
+
+class Call(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    state = models.CharField(
+        max_length=16, choices=CallState.choices, default=CallState.RINGING, db_index=True
+    )
+    mode = models.CharField(max_length=16, choices=CallMode.choices, default=CallMode.BRIDGE)
+    direction = models.CharField(max_length=16, choices=CallDirection.choices)
+    # The end-user party (null for an operator's own echo call).
+    session = models.ForeignKey(
+        EndUserSession, on_delete=models.SET_NULL, null=True, blank=True, related_name="calls"
+    )
+    # The operator party: a staff user or an integrator's token (set by whoever answered
+    # an inbound call, or who placed an outbound one).
+    operator_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="operated_calls",
+    )
+    operator_token = models.ForeignKey(
+        ApiToken, on_delete=models.SET_NULL, null=True, blank=True, related_name="calls"
+    )
+    created_by = models.CharField(max_length=200)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    ring_deadline = models.DateTimeField(null=True, blank=True, db_index=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=32, choices=EndReason.choices, blank=True)
+    ended_by = models.CharField(max_length=200, blank=True)
+    ended_by_role = models.CharField(max_length=16, choices=LegRole.choices, blank=True)
+
+    objects = CallQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                name="call_final_state_has_end",
+                condition=models.Q(state__in=OPEN_STATES, ended_at=None)
+                | (~models.Q(state__in=OPEN_STATES) & ~models.Q(ended_at=None)),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.mode} call {str(self.pk)[:8]} ({self.state})"
+
+    # --- derived -------------------------------------------------------------------------
+    @property
+    def is_open(self) -> bool:
+        return self.state in OPEN_STATES
+
+    @property
+    def caller_role(self) -> str:
+        return LegRole.USER if self.direction == CallDirection.INBOUND else LegRole.OPERATOR
+
+    @property
+    def duration(self) -> timedelta | None:
+        """Talk time: from answer to end (or now while active)."""
+        if self.answered_at is None:
+            return None
+        return (self.ended_at or timezone.now()) - self.answered_at
+
+    # --- creation ------------------------------------------------------------------------
+    @classmethod
+    def start(cls, *, by: Principal, mode: str, session: EndUserSession | None = None) -> Call:
+        """Place a new call. End users ring the operators; operators ring `session`."""
+        if mode not in CallMode.values:
+            raise CallbridgeError(ErrorCode.INVALID_ARGUMENT, f"unknown mode {mode!r}")
+        if by.role == LegRole.USER:
+            session = by.session
+        elif mode == CallMode.BRIDGE and session is None:
+            raise CallbridgeError(
+                ErrorCode.INVALID_ARGUMENT, "sessionId is required to call an end user"
+            )
+        now = timezone.now()
+        with transaction.atomic():
+            if session is not None:
+                # Lock the session so two concurrent calls cannot both find it free.
+                session = EndUserSession.objects.select_for_update().get(pk=session.pk)
+                if not session.is_usable:
+                    raise CallbridgeError(
+                        ErrorCode.INVALID_ARGUMENT, "that session has expired or was revoked"
+                    )
+                if (
+                    mode == CallMode.BRIDGE
+                    and session.calls.open().filter(mode=CallMode.BRIDGE).exists()
+                ):
+                    raise CallStateError("that end user is already in a call")
+            ringing = mode == CallMode.BRIDGE
+            call = cls.objects.create(
+                state=CallState.RINGING if ringing else CallState.ACTIVE,
+                mode=mode,
+                direction=(
+                    CallDirection.INBOUND if by.role == LegRole.USER else CallDirection.OUTBOUND
+                ),
+                session=session if mode == CallMode.BRIDGE or by.role == LegRole.USER else None,
+                operator_user=by.user,
+                operator_token=by.api_token,
+                created_by=by.label,
+                created_at=now,
+                answered_at=None if ringing else now,
+                ring_deadline=(
+                    now + timedelta(seconds=settings.CALLBRIDGE_RING_TIMEOUT_S) if ringing else None
+                ),
+            )
+            leg = Leg.join(call, by)
+            call._record(
+                "call.created",
+                by,
+                {"state": call.state, "mode": mode, "direction": call.direction},
+                leg=leg,
+            )
+        return call
+
+    # --- transitions ---------------------------------------------------------------------
+    def answer(self, by: Principal) -> CallEvent:
+        def joined(call: Call) -> dict[str, Any]:
+            if by.is_operator:
+                call.operator_user, call.operator_token = by.user, by.api_token
+                Call.objects.filter(pk=call.pk).update(
+                    operator_user=by.user, operator_token=by.api_token
+                )
+            return {"legID": str(Leg.join(call, by).pk)}
+
+        return self._transition(lambda _: CallAction.ANSWER, by, side_effect=joined)
+
+    def reject(self, by: Principal) -> CallEvent:
+        return self._transition(lambda _: CallAction.REJECT, by)
+
+    def hang_up(self, by: Principal) -> CallEvent:
+        """End the call from whatever state it is in when the lock is taken."""
+
+        def action_for(call: Call) -> CallAction:
+            if call.state != CallState.RINGING:
+                return CallAction.HANG_UP
+            return CallAction.CANCEL if by.role == call.caller_role else CallAction.REJECT
+
+        return self._transition(action_for, by)
+
+    def miss(self) -> CallEvent:
+        return self._transition(lambda _: CallAction.MISS, SYSTEM)
+
+    def terminate(self, reason: EndReason) -> CallEvent:
+        if reason not in SYSTEM_END_REASONS:
+            raise ValueError(f"{reason!r} is not a system end reason")
+        return self._transition(lambda _: CallAction.TERMINATE, SYSTEM, reason=reason)
+
+    def _transition(
+        self,
+        choose_action: Callable[[Call], CallAction],
+        by: Principal,
+        *,
+        reason: EndReason | None = None,
+        side_effect: Callable[[Call], dict[str, Any]] | None = None,
+    ) -> CallEvent:
+        with transaction.atomic():
+            call = Call.objects.select_for_update().get(pk=self.pk)
+            action = choose_action(call)
+            previous = CallState(call.state)
+            target = TRANSITIONS.get((action, previous))
+            if target is None:
+                raise CallStateError(f"cannot {action} a call that is {call.state}")
+            now = timezone.now()
+            changes: dict[str, Any] = {"state": target, "ring_deadline": None}
+            if target == CallState.ACTIVE:
+                changes["answered_at"] = now
+                event_name = "call.answered"
+            else:
+                changes.update(
+                    ended_at=now,
+                    end_reason=reason or ACTION_END_REASONS[action],
+                    ended_by=by.label,
+                    ended_by_role=by.role,
+                )
+                event_name = "call.ended"
+            Call.objects.filter(pk=call.pk).update(**changes)
+            for field, value in changes.items():
+                setattr(call, field, value)
+            data: dict[str, Any] = {"from": previous, "state": target}
+            if target != CallState.ACTIVE:
+                data["reason"] = changes["end_reason"]
+            if side_effect is not None:
+                data.update(side_effect(call))
+            event = call._record(event_name, by, data)
+        self._copy_from(call)
+        return event
+
+    def _copy_from(self, other: Call) -> None:
+        for field in self._meta.concrete_fields:
+            setattr(self, field.attname, getattr(other, field.attname))
+
+    def _record(
+        self, name: str, by: Principal, data: dict[str, Any], leg: Leg | None = None
+    ) -> CallEvent:
+        event = CallEvent.objects.create(
+            call=self, leg=leg, name=name, actor=by.label, actor_role=by.role, data=data
+        )
+        transaction.on_commit(lambda: call_event_recorded.send(sender=Call, event=event))
+        return event
+
+    @classmethod
+    def expire_overdue(cls) -> list[uuid.UUID]:
+        """Mark every ringing call past its ring deadline as missed; returns their ids."""
+        missed = []
+        for call in cls.objects.overdue_ringing():
+            try:
+                call.miss()
+            except CallStateError:
+                continue  # answered or ended meanwhile (another process got there first)
+            missed.append(call.pk)
+        return missed
+
+
+class Leg(models.Model):
+    """One party's place in a call; its media connection is its RTCPeerConnection.
+
+    The id is the WebSocket `sessionId` of that leg. A reconnect re-uses the leg.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="legs")
+    role = models.CharField(max_length=16, choices=LegRole.choices)
+    session = models.ForeignKey(
+        EndUserSession, on_delete=models.SET_NULL, null=True, blank=True, related_name="legs"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="call_legs",
+    )
+    api_token = models.ForeignKey(
+        ApiToken, on_delete=models.SET_NULL, null=True, blank=True, related_name="legs"
+    )
+    party = models.CharField(max_length=200)
+    media_state = models.CharField(
+        max_length=16, choices=MediaState.choices, default=MediaState.NEW
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    media_connected_at = models.DateTimeField(null=True, blank=True)
+    media_ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [
+            # One user leg and one operator leg per call; system legs (echo, playback,
+            # recorder) may be several.
+            models.UniqueConstraint(
+                fields=["call", "role"],
+                condition=~models.Q(role="system"),
+                name="one_leg_per_human_role",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role} leg {str(self.pk)[:8]} ({self.party})"
+
+    @classmethod
+    def join(cls, call: Call, by: Principal) -> Leg:
+        return cls.objects.create(
+            call=call,
+            role=by.role,
+            session=by.session,
+            user=by.user,
+            api_token=by.api_token,
+            party=by.label,
+        )
+
+
+class AppendOnlyQuerySet(models.QuerySet):
+    def update(self, **kwargs: Any) -> int:
+        raise PermissionError("call events are append-only")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise PermissionError("call events are append-only")
+
+
+class CallEvent(models.Model):
+    """One entry of a call's history. Written once, never changed or deleted."""
+
+    call = models.ForeignKey(Call, on_delete=models.PROTECT, related_name="events")
+    leg = models.ForeignKey(
+        Leg, on_delete=models.PROTECT, null=True, blank=True, related_name="events"
+    )
+    name = models.CharField(max_length=64)
+    actor = models.CharField(max_length=200)
+    actor_role = models.CharField(max_length=16, choices=LegRole.choices)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} by {self.actor}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise PermissionError("call events are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise PermissionError("call events are append-only")

@@ -1,0 +1,171 @@
+"""Credentials: integrators' API tokens and end users' session tokens (stored hashed)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from calls.tokens import IssuedToken, TokenKind, digest_matches, issue_token, token_prefix
+
+# last_used_at / last_seen_at are written at most this often, not on every request.
+USAGE_WRITE_INTERVAL = timedelta(seconds=60)
+
+
+class TokenQuerySet(models.QuerySet):
+    def find(self, token: str) -> Any | None:
+        """The row this token belongs to (revoked/expired included), or None."""
+        prefix = token_prefix(token)
+        if prefix is None:
+            return None
+        row = self.filter(prefix=prefix).first()
+        if row is None or not digest_matches(token, row.token_hash):
+            return None
+        return row
+
+
+class HashedTokenModel(models.Model):
+    token_kind: TokenKind
+
+    prefix = models.CharField(max_length=12, unique=True, editable=False)
+    token_hash = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = TokenQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    @classmethod
+    def new_secret(cls) -> IssuedToken:
+        return issue_token(cls.token_kind)
+
+    def set_secret(self, issued: IssuedToken) -> None:
+        self.prefix = issued.prefix
+        self.token_hash = issued.digest
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def revoke(self) -> None:
+        if self.revoked_at is None:
+            type(self).objects.filter(pk=self.pk, revoked_at=None).update(revoked_at=timezone.now())
+            self.refresh_from_db(fields=["revoked_at"])
+
+
+class ApiToken(HashedTokenModel):
+    """An integrator backend's key. Acts as an operator on every call."""
+
+    token_kind = "cbk"  # noqa: S105 (a prefix, not a secret)
+
+    name = models.CharField(max_length=100)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="api_tokens",
+        editable=False,
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "API token"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @classmethod
+    def create(cls, name: str, created_by: Any = None) -> tuple[ApiToken, str]:
+        """Create a token; the returned secret is the only copy that will ever exist."""
+        issued = cls.new_secret()
+        token = cls(name=name, created_by=created_by)
+        token.set_secret(issued)
+        token.save()
+        return token, issued.token
+
+    def touch(self) -> None:
+        now = timezone.now()
+        if self.last_used_at is None or now - self.last_used_at >= USAGE_WRITE_INTERVAL:
+            ApiToken.objects.filter(pk=self.pk).update(last_used_at=now)
+            self.last_used_at = now
+
+
+class EndUserSession(HashedTokenModel):
+    """An end user's identity for a while: who they are and the token their page uses."""
+
+    token_kind = "cbs"  # noqa: S105 (a prefix, not a secret)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    display_name = models.CharField(max_length=100, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    expires_at = models.DateTimeField()
+    created_by_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        editable=False,
+    )
+    created_by_token = models.ForeignKey(
+        ApiToken,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="sessions",
+        editable=False,
+    )
+    online = models.BooleanField(default=False, editable=False)
+    last_seen_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "end-user session"
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["online", "expires_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.display_name or 'anonymous'} ({str(self.pk)[:8]})"
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        ttl_seconds: int,
+        display_name: str = "",
+        metadata: dict[str, Any] | None = None,
+        created_by_user: Any = None,
+        created_by_token: ApiToken | None = None,
+    ) -> tuple[EndUserSession, str]:
+        issued = cls.new_secret()
+        session = cls(
+            display_name=display_name,
+            metadata=metadata or {},
+            expires_at=timezone.now() + timedelta(seconds=ttl_seconds),
+            created_by_user=created_by_user,
+            created_by_token=created_by_token,
+        )
+        session.set_secret(issued)
+        session.save()
+        return session, issued.token
+
+    @property
+    def is_expired(self) -> bool:
+        return timezone.now() >= self.expires_at
+
+    @property
+    def is_usable(self) -> bool:
+        return not self.is_expired and not self.is_revoked
+
+    def touch(self) -> None:
+        now = timezone.now()
+        if self.last_seen_at is None or now - self.last_seen_at >= USAGE_WRITE_INTERVAL:
+            EndUserSession.objects.filter(pk=self.pk).update(last_seen_at=now)
+            self.last_seen_at = now

@@ -1,0 +1,9 @@
+"""Signals other parts listen to (ring timer now; WebSocket fan-out later).
+
+Sent after the transaction commits, so listeners only ever see durable facts.
+"""
+
+from django.dispatch import Signal
+
+# kwargs: event (CallEvent)
+call_event_recorded = Signal()

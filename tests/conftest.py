@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from calls.models import ApiToken, Call, EndUserSession
+from calls.principals import Principal
+
+
+def pytest_configure() -> None:
+    from django.conf import settings
+
+    settings.STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns without it
+
+
+@pytest.fixture(autouse=True)
+def _plain_static_storage(settings: Any) -> None:
+    # The manifest storage needs `collectstatic`; tests render templates without it.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits() -> None:
+    cache.clear()
+
+
+@pytest.fixture
+def staff_user(db: Any) -> Any:
+    return get_user_model().objects.create_user(
+        username="alice", password="correct horse battery", is_staff=True
+    )
+
+
+@pytest.fixture
+def superuser(db: Any) -> Any:
+    return get_user_model().objects.create_superuser(
+        username="root", password="correct horse battery"
+    )
+
+
+@pytest.fixture
+def api_token(db: Any) -> tuple[ApiToken, str]:
+    return ApiToken.create("crm-backend")
+
+
+@pytest.fixture
+def make_session(db: Any) -> Callable[..., tuple[EndUserSession, str]]:
+    def make(display_name: str = "Ada", ttl_seconds: int = 3600) -> tuple[EndUserSession, str]:
+        return EndUserSession.create(ttl_seconds=ttl_seconds, display_name=display_name)
+
+    return make
+
+
+def bearer_client(token: str, header: str = "authorization") -> APIClient:
+    client = APIClient()
+    if header == "authorization":
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    else:
+        client.credentials(HTTP_TOKEN=token)
+    return client
+
+
+@pytest.fixture
+def operator_client(api_token: tuple[ApiToken, str]) -> APIClient:
+    return bearer_client(api_token[1])
+
+
+@pytest.fixture
+def operator(api_token: tuple[ApiToken, str]) -> Principal:
+    return Principal.for_api_token(api_token[0])
+
+
+@pytest.fixture
+def inbound_call(make_session: Callable[..., tuple[EndUserSession, str]]) -> Call:
+    session, _ = make_session()
+    return Call.start(by=Principal.end_user(session), mode="bridge")
+
+
+def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
+    body = response.json()
+    assert response.status_code == status, body
+    assert body["code"] == code, body
+    assert set(body) >= {"code", "message", "recoverable"}
+    assert isinstance(body["recoverable"], bool)
+    assert "Traceback" not in response.content.decode()
+    return body

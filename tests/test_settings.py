@@ -1,0 +1,120 @@
+"""Settings come from the environment and fail loudly on bad values."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from callbridge.env import env_bool, env_int, env_list, env_rate, load_dotenv
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def settings_in_subprocess(env: dict[str, str], expression: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CALLBRIDGE_", "DEBUG"))}
+    clean.pop("DATABASE_URL", None)
+    clean.pop("REDIS_URL", None)
+    code = f"import callbridge.settings as s; print({expression})"
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**clean, "CALLBRIDGE_DATA_DIR": str(ROOT / "var"), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("reader", "value"),
+    [
+        (lambda e: env_bool("X", False, environ=e), "maybe"),
+        (lambda e: env_int("X", 1, environ=e), "ten"),
+        (lambda e: env_int("X", 1, minimum=1, environ=e), "0"),
+        (lambda e: env_rate("X", "1/min", environ=e), "lots"),
+    ],
+)
+def test_it_fails_loudly_on_bad_values(reader, value: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ImproperlyConfigured, match="X="):
+        reader({"X": value})
+
+
+def test_it_reads_values_and_defaults() -> None:
+    assert env_bool("X", True, environ={}) is True
+    assert env_bool("X", False, environ={"X": "yes"}) is True
+    assert env_int("X", 7, environ={"X": " 12 "}) == 12
+    assert env_list("X", environ={"X": "a, b,,c"}) == ["a", "b", "c"]
+    assert env_rate("X", "5/s", environ={}) == "5/s"
+
+
+def test_it_loads_a_dotenv_file_without_overriding_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CB_TEST_KEEP", "from-env")
+    monkeypatch.delenv("CB_TEST_NEW", raising=False)
+    dotenv = tmp_path / ".env"
+    dotenv.write_text('# comment\nCB_TEST_KEEP=from-file\nexport CB_TEST_NEW="quoted value"\n')
+    load_dotenv(dotenv)
+    assert os.environ["CB_TEST_KEEP"] == "from-env"
+    assert os.environ["CB_TEST_NEW"] == "quoted value"
+    monkeypatch.delenv("CB_TEST_NEW")
+    dotenv.write_text("this line is wrong\n")
+    with pytest.raises(ImproperlyConfigured, match=":1:"):
+        load_dotenv(dotenv)
+
+
+def test_it_has_debug_off_and_embedded_backends_by_default() -> None:
+    result = settings_in_subprocess(
+        {}, "s.DEBUG, s.DATABASES['default']['ENGINE'], s.CHANNEL_LAYERS['default']['BACKEND']"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        "False django.db.backends.sqlite3 channels.layers.InMemoryChannelLayer"
+    )
+
+
+def test_it_selects_postgres_and_redis_from_urls() -> None:
+    result = settings_in_subprocess(
+        {
+            "DATABASE_URL": "postgres://cb:pw@127.0.0.1:5432/cb",
+            "REDIS_URL": "redis://127.0.0.1:6379/0",
+        },
+        "s.DATABASES['default']['ENGINE'], s.CHANNEL_LAYERS['default']['BACKEND']",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "django.db.backends.postgresql",
+        "channels_redis.core.RedisChannelLayer",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CALLBRIDGE_TURN_URLS": "turn:t.example.com:3478"}, "go together"),
+        ({"CALLBRIDGE_TURN_SECRET": "s"}, "go together"),
+        ({"CALLBRIDGE_STUN_URLS": "stun.example.com"}, "not a stun"),
+        ({"CALLBRIDGE_RING_TIMEOUT_S": "soon"}, "CALLBRIDGE_RING_TIMEOUT_S"),
+        ({"DEBUG": "perhaps"}, "DEBUG"),
+        ({"CALLBRIDGE_SESSION_TTL_S": "999999999"}, "exceeds"),
+    ],
+)
+def test_it_refuses_to_start_with_bad_configuration(env: dict[str, str], message: str) -> None:
+    result = settings_in_subprocess(env, "'started'")
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr and message in result.stderr
+
+
+def test_it_documents_every_variable_it_reads() -> None:
+    source = (ROOT / "callbridge" / "settings.py").read_text()
+    read = set(re.findall(r'env_\w+\(\s*"([A-Z0-9_]+)"', source))
+    documented = set(re.findall(r"^([A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M))
+    assert read, "no variables found: the pattern is stale"
+    assert read - documented == set()
+    assert documented - read == set()
