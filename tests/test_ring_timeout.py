@@ -26,13 +26,14 @@ async def state_of(call: Call) -> Call:
     return await Call.objects.aget(pk=call.pk)
 
 
-async def wait_for_state(call: Call, state: str, timeout: float = 5.0) -> Call:
+async def wait_for_state(call: Call, state: str, within: float = 5.0) -> Call:
     async def poll() -> Call:
-        while (current := await state_of(call)).state != state:
+        # The test observes the database the way an API reader would.
+        while (current := await state_of(call)).state != state:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         return current
 
-    return await asyncio.wait_for(poll(), timeout)
+    return await asyncio.wait_for(poll(), within)
 
 
 @pytest.fixture
@@ -77,7 +78,7 @@ async def test_it_misses_calls_left_ringing_while_it_was_not_running(settings: A
     timer = RingTimer(idle_recheck_s=60)
     task = asyncio.create_task(timer.run())
     try:
-        assert (await wait_for_state(call, "missed", timeout=2)).end_reason == "missed"
+        assert (await wait_for_state(call, "missed", within=2)).end_reason == "missed"
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
