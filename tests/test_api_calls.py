@@ -219,3 +219,18 @@ def test_it_allows_cors_preflight_only_for_configured_origins(
         HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST",
     )
     assert "Access-Control-Allow-Origin" not in other
+
+
+def test_it_answers_unexpected_failures_with_a_reference_and_no_traceback(
+    operator_client: APIClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Call:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(Call, "start", broken)
+    response = operator_client.post("/api/calls", {"mode": "echo"}, format="json")
+    body = assert_error(response, 500, "HANDLER_ERROR")
+    assert "disk on fire" not in response.content.decode()
+    reference = body["message"].rsplit(" ", 1)[-1].rstrip(")")
+    logged = [r for r in caplog.records if reference in r.getMessage()]
+    assert logged and logged[0].exc_info is not None

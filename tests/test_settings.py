@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -118,3 +119,26 @@ def test_it_documents_every_variable_it_reads() -> None:
     assert read, "no variables found: the pattern is stale"
     assert read - documented == set()
     assert documented - read == set()
+
+
+def test_it_passes_the_deployment_checklist_with_production_settings() -> None:
+    production = {
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": "calls.example.com",
+        "CALLBRIDGE_BEHIND_TLS_PROXY": "true",
+        "SECURE_SSL_REDIRECT": "true",
+        "SECURE_HSTS_SECONDS": "31536000",
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS": "true",
+        "SECURE_HSTS_PRELOAD": "true",
+    }
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CALLBRIDGE_", "DEBUG"))}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env={**clean, "CALLBRIDGE_DATA_DIR": str(ROOT / "var"), **production},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
