@@ -101,6 +101,8 @@ def test_it_refuses_a_second_call_while_one_is_open(
     [
         ("{not json", "application/json", 400, "INVALID_MESSAGE"),
         ("[1, 2]", "application/json", 400, "INVALID_MESSAGE"),
+        ("[]", "application/json", 400, "INVALID_MESSAGE"),
+        ("null", "application/json", 400, "INVALID_MESSAGE"),
         ('"echo"', "application/json", 400, "INVALID_MESSAGE"),
         ("mode=echo", "application/x-www-form-urlencoded", 400, "INVALID_MESSAGE"),
         ('{"mode": "conference"}', "application/json", 400, "INVALID_ARGUMENT"),

@@ -17,19 +17,23 @@ from callbridge.env import env_bool, env_int, env_list, env_rate, load_dotenv
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def settings_in_subprocess(env: dict[str, str], expression: str) -> subprocess.CompletedProcess:
+def run_with_env(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """Run Python in the project with a clean callbridge environment plus `env`."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("CALLBRIDGE_", "DEBUG"))}
     clean.pop("DATABASE_URL", None)
     clean.pop("REDIS_URL", None)
-    code = f"import callbridge.settings as s; print({expression})"
     return subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, *args],
         cwd=ROOT,
         env={**clean, "CALLBRIDGE_DATA_DIR": str(ROOT / "var"), **env},
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def settings_in_subprocess(env: dict[str, str], expression: str) -> subprocess.CompletedProcess:
+    return run_with_env(env, "-c", f"import callbridge.settings as s; print({expression})")
 
 
 @pytest.mark.parametrize(
@@ -131,14 +135,6 @@ def test_it_passes_the_deployment_checklist_with_production_settings() -> None:
         "SECURE_HSTS_INCLUDE_SUBDOMAINS": "true",
         "SECURE_HSTS_PRELOAD": "true",
     }
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CALLBRIDGE_", "DEBUG"))}
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT,
-        env={**clean, "CALLBRIDGE_DATA_DIR": str(ROOT / "var"), **production},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_with_env(production, "manage.py", "check", "--deploy", "--fail-level", "WARNING")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout

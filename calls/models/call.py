@@ -236,15 +236,8 @@ class Call(models.Model):
 
     # --- transitions ---------------------------------------------------------------------
     def answer(self, by: Principal) -> CallEvent:
-        def joined(call: Call) -> dict[str, Any]:
-            if by.is_operator:
-                call.operator_user, call.operator_token = by.user, by.api_token
-                Call.objects.filter(pk=call.pk).update(
-                    operator_user=by.user, operator_token=by.api_token
-                )
-            return {"legID": str(Leg.join(call, by).pk)}
-
-        return self._transition(lambda _: CallAction.ANSWER, by, side_effect=joined)
+        """The answerer joins the call (its leg; as operator, the call's operator)."""
+        return self._transition(lambda _: CallAction.ANSWER, by)
 
     def reject(self, by: Principal) -> CallEvent:
         return self._transition(lambda _: CallAction.REJECT, by)
@@ -273,7 +266,6 @@ class Call(models.Model):
         by: Principal,
         *,
         reason: EndReason | None = None,
-        side_effect: Callable[[Call], dict[str, Any]] | None = None,
     ) -> CallEvent:
         with transaction.atomic():
             call = Call.objects.select_for_update().get(pk=self.pk)
@@ -286,6 +278,8 @@ class Call(models.Model):
             changes: dict[str, Any] = {"state": target, "ring_deadline": None}
             if target == CallState.ACTIVE:
                 changes["answered_at"] = now
+                if by.is_operator:
+                    changes.update(operator_user=by.user, operator_token=by.api_token)
                 event_name = "call.answered"
             else:
                 changes.update(
@@ -299,11 +293,13 @@ class Call(models.Model):
             for field, value in changes.items():
                 setattr(call, field, value)
             data: dict[str, Any] = {"from": previous, "state": target}
-            if target != CallState.ACTIVE:
+            leg = None
+            if target == CallState.ACTIVE:
+                leg = Leg.join(call, by)
+                data["legID"] = str(leg.pk)
+            else:
                 data["reason"] = changes["end_reason"]
-            if side_effect is not None:
-                data.update(side_effect(call))
-            event = call._record(event_name, by, data)
+            event = call._record(event_name, by, data, leg=leg)
         self._copy_from(call)
         return event
 
