@@ -123,7 +123,8 @@ def test_it_rejects_invalid_tokens(token: str) -> None:
 def test_it_rejects_a_revoked_api_token(api_token: tuple[ApiToken, str]) -> None:
     token, secret = api_token
     token.revoke()
-    assert_error(bearer_client(secret).get("/api/calls"), 401, "UNAUTHORIZED")
+    body = assert_error(bearer_client(secret).get("/api/calls"), 401, "UNAUTHORIZED")
+    assert body["message"] == "API token revoked"
 
 
 def test_it_rejects_expired_and_revoked_session_tokens(

@@ -32,17 +32,19 @@ def authenticate_token(token: str) -> Principal:
     """The principal a raw token stands for; UNAUTHORIZED for anything unusable."""
     kind = token_kind(token)
     if kind == "cbk":
-        api_token = ApiToken.objects.select_related("created_by").find(token)
-        if api_token is not None and not api_token.is_revoked:
+        api_token = ApiToken.objects.find(token)
+        if api_token is not None:
+            if api_token.is_revoked:
+                raise ApiError(ErrorCode.UNAUTHORIZED, "API token revoked")
             api_token.touch()
             return Principal.for_api_token(api_token)
     elif kind == "cbs":
         session = EndUserSession.objects.find(token)
-        if session is not None and session.is_revoked:
-            raise ApiError(ErrorCode.UNAUTHORIZED, "Session token revoked")
-        if session is not None and session.is_expired:
-            raise ApiError(ErrorCode.UNAUTHORIZED, "Session token expired")
         if session is not None:
+            if session.is_revoked:
+                raise ApiError(ErrorCode.UNAUTHORIZED, "Session token revoked")
+            if session.is_expired:
+                raise ApiError(ErrorCode.UNAUTHORIZED, "Session token expired")
             session.touch()
             return Principal.end_user(session)
     raise ApiError(ErrorCode.UNAUTHORIZED, "Invalid authentication token")
