@@ -1,4 +1,4 @@
-"""ASGI entry point: HTTP (Django) now, WebSockets (Channels) as they arrive."""
+"""ASGI entry point: HTTP (Django) and the WebSockets (/ws/signal, /ws/operator)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "callbridge.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402  (after Django set-up)
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (after Django set-up)
 
 from callbridge.lifespan import ServicesLifespan  # noqa: E402
+from calls.consumers.routing import websocket_urlpatterns  # noqa: E402
 
-application = ServicesLifespan(ProtocolTypeRouter({"http": django_asgi_app}))
+application = ServicesLifespan(
+    ProtocolTypeRouter({"http": django_asgi_app, "websocket": URLRouter(websocket_urlpatterns)})
+)

@@ -6,6 +6,7 @@ parse, so a typo in a deployment stops start-up instead of silently using a defa
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -82,6 +83,17 @@ def env_choice(
     if value not in choices:
         raise ImproperlyConfigured(f"{name}={value!r} must be one of {', '.join(choices)}")
     return value
+
+
+def env_ip_list(name: str, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Comma-separated IP addresses (v4 or v6)."""
+    addresses = env_list(name, environ=environ)
+    for address in addresses:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {address!r} is not an IP address") from None
+    return addresses
 
 
 _RATE = re.compile(r"^[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)$")

@@ -15,6 +15,7 @@ from callbridge.env import (
     env_bool,
     env_choice,
     env_int,
+    env_ip_list,
     env_list,
     env_rate,
     env_str,
@@ -195,6 +196,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"OfferTypeEnum": ["offer"], "AnswerTypeEnum": ["answer"]},
 }
 
 # --- callbridge -------------------------------------------------------------------------
@@ -202,6 +204,16 @@ SPECTACULAR_SETTINGS = {
 # Empty: built from the request's host.
 CALLBRIDGE_PUBLIC_URL = env_str("CALLBRIDGE_PUBLIC_URL").rstrip("/")
 CALLBRIDGE_RING_TIMEOUT_S = env_int("CALLBRIDGE_RING_TIMEOUT_S", 45, minimum=1, maximum=3600)
+CALLBRIDGE_MEDIA_GRACE_S = env_int("CALLBRIDGE_MEDIA_GRACE_S", 60, minimum=1, maximum=3600)
+CALLBRIDGE_ICE_TIMEOUT_S = env_int("CALLBRIDGE_ICE_TIMEOUT_S", 20, minimum=1, maximum=300)
+# Local addresses the media worker advertises as ICE host candidates (comma-separated IPs).
+# Empty: every interface except loopback (aioice's default).
+CALLBRIDGE_ICE_HOST_ADDRESSES = env_ip_list("CALLBRIDGE_ICE_HOST_ADDRESSES")
+# The in-process media worker's name (its channel is "media.<name>").
+CALLBRIDGE_MEDIA_WORKER_NAME = env_str("CALLBRIDGE_MEDIA_WORKER_NAME", "embedded")
+CALLBRIDGE_WS_MAX_MESSAGE_BYTES = env_int(
+    "CALLBRIDGE_WS_MAX_MESSAGE_BYTES", 64 * 1024, minimum=4096, maximum=1024 * 1024
+)
 CALLBRIDGE_SESSION_TTL_S = env_int("CALLBRIDGE_SESSION_TTL_S", 3600, minimum=60)
 CALLBRIDGE_SESSION_MAX_TTL_S = env_int("CALLBRIDGE_SESSION_MAX_TTL_S", 7 * 86400, minimum=60)
 if CALLBRIDGE_SESSION_TTL_S > CALLBRIDGE_SESSION_MAX_TTL_S:

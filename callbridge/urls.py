@@ -4,6 +4,7 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("calls.api.urls")),
+    path("call/", include("calls.api.wago_urls")),
     path("", include("calls.pages.urls")),
 ]
 

@@ -1,4 +1,4 @@
-"""Background services of a serving process (ring timer now; the media worker later).
+"""Background services of a serving process: call deadlines and the embedded media worker.
 
 Started once per event loop: eagerly by `manage.py serve`, or lazily by the ASGI app on
 its first connection when another server runs it (e.g. the plain `daphne` command).
@@ -8,41 +8,71 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from calls.ring_timer import RingTimer
+from aiortc import RTCIceServer
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from calls.deadlines import CallDeadlines
+from calls.media.aiortc_internals import advertise_host_addresses
+from calls.media.peer import PeerSettings
+from calls.media.worker import MediaWorker
+from calls.media_reporter import DatabaseLegReporter
 
 logger = logging.getLogger(__name__)
 
-ServiceFactory = Callable[[], Coroutine[Any, Any, None]]
+
+class Service(Protocol):
+    async def run(self) -> None: ...
 
 
-def default_services() -> dict[str, ServiceFactory]:
-    return {"ring-timer": lambda: RingTimer().run()}
+def media_worker() -> MediaWorker:
+    advertise_host_addresses(settings.CALLBRIDGE_ICE_HOST_ADDRESSES)
+    stun = tuple(RTCIceServer(urls=url) for url in settings.CALLBRIDGE_STUN_URLS)
+    return MediaWorker(
+        name=settings.CALLBRIDGE_MEDIA_WORKER_NAME,
+        layer=get_channel_layer(),
+        reporter=DatabaseLegReporter(),
+        peer_settings=PeerSettings(
+            ice_servers=stun, ice_timeout_s=settings.CALLBRIDGE_ICE_TIMEOUT_S
+        ),
+    )
+
+
+def default_services() -> dict[str, Service]:
+    return {"call-deadlines": CallDeadlines(), "media-worker": media_worker()}
 
 
 class BackgroundServices:
-    def __init__(self, factories: Callable[[], dict[str, ServiceFactory]]) -> None:
-        self._factories = factories
-        self._tasks: dict[asyncio.AbstractEventLoop, list[asyncio.Task[None]]] = {}
+    def __init__(self, make_services: Callable[[], dict[str, Service]]) -> None:
+        self._make_services = make_services
+        self._running: dict[asyncio.AbstractEventLoop, dict[str, tuple[Any, asyncio.Task]]] = {}
 
     def ensure_started(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         loop = loop or asyncio.get_running_loop()
-        if loop in self._tasks:
+        if loop in self._running:
             return
         # Forget loops that are gone (tests run one loop per test).
-        self._tasks = {old: tasks for old, tasks in self._tasks.items() if not old.is_closed()}
-        tasks = []
-        for name, factory in self._factories().items():
-            task = loop.create_task(factory(), name=f"callbridge:{name}")
+        self._running = {old: run for old, run in self._running.items() if not old.is_closed()}
+        running = {}
+        for name, service in self._make_services().items():
+            task = loop.create_task(service.run(), name=f"callbridge:{name}")
             task.add_done_callback(_log_unexpected_exit)
-            tasks.append(task)
-        self._tasks[loop] = tasks
-        logger.info("background services started: %s", ", ".join(self._factories()))
+            running[name] = (service, task)
+        self._running[loop] = running
+        logger.info("background services started: %s", ", ".join(running))
+
+    def get(self, name: str) -> Any:
+        """This loop's running instance of a service (None if not running)."""
+        running = self._running.get(asyncio.get_running_loop(), {})
+        return running[name][0] if name in running else None
 
     async def stop(self) -> None:
-        tasks = self._tasks.pop(asyncio.get_running_loop(), [])
+        """Stop this loop's services; the media worker closes every peer connection."""
+        running = self._running.pop(asyncio.get_running_loop(), {})
+        tasks = [task for _, task in running.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -33,6 +33,22 @@ def _fresh_rate_limits() -> None:
 
 
 @pytest.fixture
+async def asgi_app(settings: Any) -> Any:
+    """The ASGI app with its background services (media worker, deadlines) in this loop."""
+    from channels.layers import channel_layers
+
+    from callbridge.asgi import application
+    from calls.services import services
+
+    settings.CALLBRIDGE_ICE_HOST_ADDRESSES = ["127.0.0.1"]
+    settings.CALLBRIDGE_STUN_URLS = []
+    services.ensure_started()
+    yield application
+    await services.stop()
+    channel_layers.backends.clear()  # in-memory queues belong to this test's loop
+
+
+@pytest.fixture
 def staff_user(db: Any) -> Any:
     return get_user_model().objects.create_user(
         username="alice", password="correct horse battery", is_staff=True

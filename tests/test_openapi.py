@@ -25,6 +25,13 @@ def test_it_generates_a_valid_schema_without_warnings(tmp_path: Path) -> None:
         "/api/calls/{callID}/answer",
         "/api/calls/{callID}/reject",
         "/api/calls/{callID}/hangup",
+        "/api/calls/{callID}/webrtc/offer",
+        "/api/calls/{callID}/webrtc/close",
+        "/call/webrtc/config",
+        "/call/webrtc/offer",
+        "/call/webrtc/close",
+        "/call/make",
+        "/call/hangup",
     }
     assert set(schema["components"]["securitySchemes"]) == {
         "bearerAuth",

@@ -13,10 +13,9 @@ from rest_framework.authentication import BaseAuthentication, SessionAuthenticat
 from rest_framework.request import Request
 
 from calls.api.exceptions import ApiError
-from calls.errors import ErrorCode
-from calls.models import ApiToken, EndUserSession
+from calls.authn import principal_for_token
+from calls.errors import CallbridgeError
 from calls.principals import Principal
-from calls.tokens import token_kind
 
 
 def bearer_token(request: Request) -> str | None:
@@ -28,34 +27,15 @@ def bearer_token(request: Request) -> str | None:
     return token or None
 
 
-def authenticate_token(token: str) -> Principal:
-    """The principal a raw token stands for; UNAUTHORIZED for anything unusable."""
-    kind = token_kind(token)
-    if kind == "cbk":
-        api_token = ApiToken.objects.find(token)
-        if api_token is not None:
-            if api_token.is_revoked:
-                raise ApiError(ErrorCode.UNAUTHORIZED, "API token revoked")
-            api_token.touch()
-            return Principal.for_api_token(api_token)
-    elif kind == "cbs":
-        session = EndUserSession.objects.find(token)
-        if session is not None:
-            if session.is_revoked:
-                raise ApiError(ErrorCode.UNAUTHORIZED, "Session token revoked")
-            if session.is_expired:
-                raise ApiError(ErrorCode.UNAUTHORIZED, "Session token expired")
-            session.touch()
-            return Principal.end_user(session)
-    raise ApiError(ErrorCode.UNAUTHORIZED, "Invalid authentication token")
-
-
 class BearerTokenAuthentication(BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[Principal, Principal] | None:
         token = bearer_token(request)
         if token is None:
             return None
-        principal = authenticate_token(token)
+        try:
+            principal = principal_for_token(token)
+        except CallbridgeError as error:
+            raise ApiError(error.code, error.message) from None
         return principal, principal
 
     def authenticate_header(self, request: Request) -> str:

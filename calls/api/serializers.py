@@ -79,6 +79,20 @@ class CallCreateSerializer(serializers.Serializer):
     )
 
 
+class OfferSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=["offer"], help_text="always 'offer'")
+    sdp = serializers.CharField(
+        max_length=32 * 1024, trim_whitespace=False, help_text="with all ICE candidates"
+    )
+
+
+class AnswerSerializer(serializers.Serializer):
+    callID = serializers.UUIDField()
+    type = serializers.ChoiceField(choices=["answer"])
+    sdp = serializers.CharField()
+    sessionId = serializers.UUIDField(help_text="the leg this media connection belongs to")
+
+
 class LegSerializer(serializers.ModelSerializer):
     legID = serializers.UUIDField(source="id", help_text="the leg's WebSocket sessionId")
     mediaState = serializers.CharField(source="media_state")

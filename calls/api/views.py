@@ -20,13 +20,16 @@ from calls import policy
 from calls.api.exceptions import ApiError
 from calls.api.pagination import LinkHeaderCursorPagination
 from calls.api.serializers import (
+    AnswerSerializer,
     CallCreateSerializer,
     CallSerializer,
     ErrorSerializer,
     IceConfigSerializer,
+    OfferSerializer,
     SessionCreatedSerializer,
     SessionCreateSerializer,
 )
+from calls.api.webrtc import answer_offer, close_media
 from calls.errors import ErrorCode
 from calls.ice import ice_configuration
 from calls.models import Call, CallState, EndUserSession
@@ -52,6 +55,23 @@ def json_object(request: Request) -> dict[str, Any]:
 def require_operator(principal: Principal) -> None:
     if not principal.is_operator:
         raise ApiError(ErrorCode.FORBIDDEN, "Only operators and API tokens may do that")
+
+
+def place_call(principal: Principal, body: dict[str, Any]) -> Call:
+    """POST /api/calls and WaGo's /call/make."""
+    fields = CallCreateSerializer(data=body)
+    fields.is_valid(raise_exception=True)
+    session_id = fields.validated_data.get("sessionId")
+    session = None
+    if session_id is not None:
+        if not principal.is_operator:
+            if principal.session is None or session_id != principal.session.pk:
+                raise ApiError(ErrorCode.FORBIDDEN, "End users can only call the operators")
+        else:
+            session = EndUserSession.objects.filter(pk=session_id).first()
+            if session is None:
+                raise ApiError(ErrorCode.NOT_FOUND, "No such session")
+    return Call.start(by=principal, mode=fields.validated_data["mode"], session=session)
 
 
 def enduser_page_url(request: Request, token: str) -> str:
@@ -160,20 +180,7 @@ class CallViewSet(viewsets.GenericViewSet):
         responses={201: CallSerializer, **ERRORS},
     )
     def create(self, request: Request) -> Response:
-        principal = principal_of(request)
-        body = CallCreateSerializer(data=json_object(request))
-        body.is_valid(raise_exception=True)
-        session_id = body.validated_data.get("sessionId")
-        session = None
-        if session_id is not None:
-            if not principal.is_operator:
-                if principal.session is None or session_id != principal.session.pk:
-                    raise ApiError(ErrorCode.FORBIDDEN, "End users can only call the operators")
-            else:
-                session = EndUserSession.objects.filter(pk=session_id).first()
-                if session is None:
-                    raise ApiError(ErrorCode.NOT_FOUND, "No such session")
-        call = Call.start(by=principal, mode=body.validated_data["mode"], session=session)
+        call = place_call(principal_of(request), json_object(request))
         return self._call_response(call, status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -198,6 +205,36 @@ class CallViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["post"])
     def hangup(self, request: Request, callID: str) -> Response:
         return self._verb(lambda call, who: call.hang_up(who), callee_only=False)
+
+    @extend_schema(
+        summary="Send this party's SDP offer (ICE gathering complete); the answer comes back",
+        request=OfferSerializer,
+        responses={200: AnswerSerializer, 502: ErrorSerializer, **ERRORS},
+    )
+    @action(detail=True, methods=["post"], url_path="webrtc/offer")
+    def webrtc_offer(self, request: Request, callID: str) -> Response:
+        body = OfferSerializer(data=json_object(request))
+        body.is_valid(raise_exception=True)
+        plan, sdp = answer_offer(principal_of(request), callID, body.validated_data["sdp"])
+        return Response(
+            {
+                "callID": str(plan.call_id),
+                "type": "answer",
+                "sdp": sdp,
+                "sessionId": str(plan.leg_id),
+            }
+        )
+
+    @extend_schema(
+        summary="Close this party's media (not a hang-up: a new offer reconnects)",
+        request=None,
+        responses={200: CallSerializer, **ERRORS},
+    )
+    @action(detail=True, methods=["post"], url_path="webrtc/close")
+    def webrtc_close(self, request: Request, callID: str) -> Response:
+        call = self.get_object()
+        close_media(principal_of(request), call)
+        return self._call_response(call)
 
     def _verb(self, apply: Callable[[Call, Principal], object], *, callee_only: bool) -> Response:
         principal = principal_of(self.request)

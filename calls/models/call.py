@@ -118,6 +118,9 @@ class CallQuerySet(models.QuerySet):
     def overdue_ringing(self, now: Any = None) -> CallQuerySet:
         return self.filter(state=CallState.RINGING, ring_deadline__lte=now or timezone.now())
 
+    def overdue_media(self, now: Any = None) -> CallQuerySet:
+        return self.filter(state=CallState.ACTIVE, media_deadline__lte=now or timezone.now())
+
 
 class Call(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -143,8 +146,12 @@ class Call(models.Model):
         ApiToken, on_delete=models.SET_NULL, null=True, blank=True, related_name="calls"
     )
     created_by = models.CharField(max_length=200)
+    # The media worker that owns this call's peer connections.
+    media_worker = models.CharField(max_length=100, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     ring_deadline = models.DateTimeField(null=True, blank=True, db_index=True)
+    # Set while an active call lacks media on a leg it needs; passing it ends the call.
+    media_deadline = models.DateTimeField(null=True, blank=True, db_index=True)
     answered_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     end_reason = models.CharField(max_length=32, choices=EndReason.choices, blank=True)
@@ -176,6 +183,19 @@ class Call(models.Model):
         return LegRole.USER if self.direction == CallDirection.INBOUND else LegRole.OPERATOR
 
     @property
+    def media_roles(self) -> set[str]:
+        """The legs that must have media for the call to be working."""
+        if self.mode == CallMode.ECHO:
+            return {self.caller_role}
+        return {LegRole.USER, LegRole.OPERATOR}
+
+    def _media_deadline(self, now: Any) -> Any:
+        connected = {leg.role for leg in self.legs.all() if leg.media_state == MediaState.CONNECTED}
+        if self.media_roles <= connected:
+            return None
+        return self.media_deadline or now + timedelta(seconds=settings.CALLBRIDGE_MEDIA_GRACE_S)
+
+    @property
     def duration(self) -> timedelta | None:
         """Talk time: from answer to end (or now while active)."""
         if self.answered_at is None:
@@ -184,8 +204,20 @@ class Call(models.Model):
 
     # --- creation ------------------------------------------------------------------------
     @classmethod
-    def start(cls, *, by: Principal, mode: str, session: EndUserSession | None = None) -> Call:
-        """Place a new call. End users ring the operators; operators ring `session`."""
+    def start(
+        cls,
+        *,
+        by: Principal,
+        mode: str,
+        session: EndUserSession | None = None,
+        call_id: uuid.UUID | None = None,
+        leg_id: uuid.UUID | None = None,
+        media_state: str = "new",
+    ) -> Call:
+        """Place a new call. End users ring the operators; operators ring `session`.
+
+        `call_id`/`leg_id` let a media offer that was answered first keep its ids.
+        """
         if mode not in CallMode.values:
             raise CallbridgeError(ErrorCode.INVALID_ARGUMENT, f"unknown mode {mode!r}")
         if by.role == LegRole.USER:
@@ -210,6 +242,7 @@ class Call(models.Model):
                     raise CallStateError("that end user is already in a call")
             ringing = mode == CallMode.BRIDGE
             call = cls.objects.create(
+                id=call_id or uuid.uuid4(),
                 state=CallState.RINGING if ringing else CallState.ACTIVE,
                 mode=mode,
                 direction=(
@@ -219,13 +252,17 @@ class Call(models.Model):
                 operator_user=by.user,
                 operator_token=by.api_token,
                 created_by=by.label,
+                media_worker=settings.CALLBRIDGE_MEDIA_WORKER_NAME,
                 created_at=now,
                 answered_at=None if ringing else now,
+                media_deadline=(
+                    None if ringing else now + timedelta(seconds=settings.CALLBRIDGE_MEDIA_GRACE_S)
+                ),
                 ring_deadline=(
                     now + timedelta(seconds=settings.CALLBRIDGE_RING_TIMEOUT_S) if ringing else None
                 ),
             )
-            leg = Leg.join(call, by)
+            leg = Leg.join(call, by, leg_id=leg_id, media_state=media_state)
             call._record(
                 "call.created",
                 by,
@@ -235,9 +272,13 @@ class Call(models.Model):
         return call
 
     # --- transitions ---------------------------------------------------------------------
-    def answer(self, by: Principal) -> CallEvent:
+    def answer(
+        self, by: Principal, *, leg_id: uuid.UUID | None = None, media_state: str = "new"
+    ) -> CallEvent:
         """The answerer joins the call (its leg; as operator, the call's operator)."""
-        return self._transition(lambda _: CallAction.ANSWER, by)
+        return self._transition(
+            lambda _: CallAction.ANSWER, by, new_leg={"leg_id": leg_id, "media_state": media_state}
+        )
 
     def reject(self, by: Principal) -> CallEvent:
         return self._transition(lambda _: CallAction.REJECT, by)
@@ -266,6 +307,7 @@ class Call(models.Model):
         by: Principal,
         *,
         reason: EndReason | None = None,
+        new_leg: dict[str, Any] | None = None,
     ) -> CallEvent:
         with transaction.atomic():
             call = Call.objects.select_for_update().get(pk=self.pk)
@@ -278,11 +320,15 @@ class Call(models.Model):
             changes: dict[str, Any] = {"state": target, "ring_deadline": None}
             if target == CallState.ACTIVE:
                 changes["answered_at"] = now
+                changes["media_deadline"] = now + timedelta(
+                    seconds=settings.CALLBRIDGE_MEDIA_GRACE_S
+                )
                 if by.is_operator:
                     changes.update(operator_user=by.user, operator_token=by.api_token)
                 event_name = "call.answered"
             else:
                 changes.update(
+                    media_deadline=None,
                     ended_at=now,
                     end_reason=reason or ACTION_END_REASONS[action],
                     ended_by=by.label,
@@ -295,7 +341,7 @@ class Call(models.Model):
             data: dict[str, Any] = {"from": previous, "state": target}
             leg = None
             if target == CallState.ACTIVE:
-                leg = Leg.join(call, by)
+                leg = Leg.join(call, by, **(new_leg or {}))
                 data["legID"] = str(leg.pk)
             else:
                 data["reason"] = changes["end_reason"]
@@ -315,6 +361,27 @@ class Call(models.Model):
         )
         transaction.on_commit(lambda: call_event_recorded.send(sender=Call, event=event))
         return event
+
+    def expire_media(self) -> CallEvent:
+        """End the call with `media_timeout` if its media deadline has really passed."""
+
+        def still_overdue(call: Call) -> CallAction:
+            if call.media_deadline is None or call.media_deadline > timezone.now():
+                raise CallStateError("the call has its media back")
+            return CallAction.TERMINATE
+
+        return self._transition(still_overdue, SYSTEM, reason=EndReason.MEDIA_TIMEOUT)
+
+    @classmethod
+    def expire_media_timeouts(cls) -> list[uuid.UUID]:
+        ended = []
+        for call in cls.objects.overdue_media():
+            try:
+                call.expire_media()
+            except CallStateError:
+                continue  # media came back, or the call ended meanwhile
+            ended.append(call.pk)
+        return ended
 
     @classmethod
     def expire_overdue(cls) -> list[uuid.UUID]:
@@ -374,9 +441,51 @@ class Leg(models.Model):
     def __str__(self) -> str:
         return f"{self.role} leg {str(self.pk)[:8]} ({self.party})"
 
+    def set_media_state(self, state: MediaState | str) -> CallEvent | None:
+        """Record a media state change (the media worker reports them) and its event.
+
+        Keeps the call's media deadline: cleared while every leg it needs is connected,
+        started (CALLBRIDGE_MEDIA_GRACE_S) when one is not.
+        """
+        state = MediaState(state)
+        with transaction.atomic():
+            call = Call.objects.select_for_update().get(pk=self.call_id)
+            leg = Leg.objects.select_for_update().get(pk=self.pk)
+            previous = leg.media_state
+            if previous == state:
+                return None
+            now = timezone.now()
+            changes: dict[str, Any] = {"media_state": state}
+            if state == MediaState.CONNECTED:
+                changes["media_connected_at"] = now
+            elif state in (MediaState.DISCONNECTED, MediaState.CLOSED, MediaState.FAILED):
+                changes["media_ended_at"] = now
+            Leg.objects.filter(pk=leg.pk).update(**changes)
+            for name, value in changes.items():
+                setattr(self, name, value)
+            if call.state == CallState.ACTIVE:
+                deadline = call._media_deadline(now)
+                if deadline != call.media_deadline:
+                    Call.objects.filter(pk=call.pk).update(media_deadline=deadline)
+            return call._record(
+                f"media.{state}",
+                SYSTEM,
+                {"legID": str(leg.pk), "role": leg.role, "from": previous, "state": state},
+                leg=leg,
+            )
+
     @classmethod
-    def join(cls, call: Call, by: Principal) -> Leg:
+    def join(
+        cls,
+        call: Call,
+        by: Principal,
+        *,
+        leg_id: uuid.UUID | None = None,
+        media_state: str = "new",
+    ) -> Leg:
         return cls.objects.create(
+            id=leg_id or uuid.uuid4(),
+            media_state=media_state,
             call=call,
             role=by.role,
             session=by.session,

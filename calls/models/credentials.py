@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 from calls.tokens import IssuedToken, TokenKind, digest_matches, issue_token, token_prefix
@@ -124,6 +124,8 @@ class EndUserSession(HashedTokenModel):
         editable=False,
     )
     online = models.BooleanField(default=False, editable=False)
+    # Open signaling sockets registered for this session (online while > 0).
+    sockets = models.PositiveIntegerField(default=0, editable=False)
     last_seen_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
@@ -169,3 +171,22 @@ class EndUserSession(HashedTokenModel):
         if self.last_seen_at is None or now - self.last_seen_at >= USAGE_WRITE_INTERVAL:
             EndUserSession.objects.filter(pk=self.pk).update(last_seen_at=now)
             self.last_seen_at = now
+
+    def socket_opened(self) -> bool:
+        """Count a registered socket; True if the session just came online."""
+        return self._count_socket(+1)
+
+    def socket_closed(self) -> bool:
+        """Uncount a socket; True if the session just went offline."""
+        return self._count_socket(-1)
+
+    def _count_socket(self, delta: int) -> bool:
+        with transaction.atomic():
+            session = EndUserSession.objects.select_for_update().get(pk=self.pk)
+            sockets = max(0, session.sockets + delta)
+            online = sockets > 0
+            EndUserSession.objects.filter(pk=self.pk).update(
+                sockets=sockets, online=online, last_seen_at=timezone.now()
+            )
+        self.sockets, changed, self.online = sockets, online != session.online, online
+        return changed

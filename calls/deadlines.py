@@ -1,8 +1,12 @@
-"""Ends ringing calls as `missed` at their ring deadline, with nobody polling the API.
+"""Ends calls at their deadlines, with nobody polling the API.
 
-Sleeps until the earliest deadline in the database, and is woken when a ringing call is
-created in this process. Safe with several processes: `Call.miss` is a locked transition,
-so a call another process already ended is skipped.
+- ring deadline: a ringing call nobody answered ends as `missed`;
+- media deadline: an active call that lacked media on a leg for CALLBRIDGE_MEDIA_GRACE_S
+  ends with `media_timeout`.
+
+Sleeps until the earliest deadline in the database, and is woken by every call event
+recorded in this process (a new call, an answer, a leg losing media). Safe with several
+processes: the endings are locked transitions that re-check the deadline.
 """
 
 from __future__ import annotations
@@ -22,20 +26,28 @@ from calls.signals import call_event_recorded
 logger = logging.getLogger(__name__)
 
 
-def _expire_and_find_next() -> tuple[int, datetime | None]:
-    missed = Call.expire_overdue()
-    for call_id in missed:
-        logger.info("call %s missed: ring timeout", call_id)
-    upcoming = (
-        Call.objects.filter(state=CallState.RINGING, ring_deadline__isnull=False)
-        .order_by("ring_deadline")
-        .values_list("ring_deadline", flat=True)
+def _earliest(queryset: Any, field: str) -> datetime | None:
+    return (
+        queryset.filter(**{f"{field}__isnull": False})
+        .order_by(field)
+        .values_list(field, flat=True)
         .first()
     )
-    return len(missed), upcoming
 
 
-class RingTimer:
+def _expire_and_find_next() -> datetime | None:
+    for call_id in Call.expire_overdue():
+        logger.info("call %s missed: ring timeout", call_id)
+    for call_id in Call.expire_media_timeouts():
+        logger.info("call %s ended: media timeout", call_id)
+    upcoming = [
+        _earliest(Call.objects.filter(state=CallState.RINGING), "ring_deadline"),
+        _earliest(Call.objects.filter(state=CallState.ACTIVE), "media_deadline"),
+    ]
+    return min((when for when in upcoming if when is not None), default=None)
+
+
+class CallDeadlines:
     def __init__(self, idle_recheck_s: float = 30.0, error_backoff_s: float = 1.0) -> None:
         # Re-check at least this often even when idle: covers calls created by other
         # processes sharing the database.
@@ -58,9 +70,9 @@ class RingTimer:
 
     async def _sweep(self) -> float:
         try:
-            _, upcoming = await database_sync_to_async(_expire_and_find_next)()
+            upcoming = await database_sync_to_async(_expire_and_find_next)()
         except Exception:
-            logger.exception("ring timer sweep failed; retrying")
+            logger.exception("call deadline sweep failed; retrying")
             return self.error_backoff_s
         if upcoming is None:
             return self.idle_recheck_s
@@ -68,8 +80,8 @@ class RingTimer:
         return min(max(seconds, 0.0), self.idle_recheck_s)
 
     def _on_call_event(self, sender: Any, event: CallEvent, **kwargs: Any) -> None:
-        # Called on commit, from whatever thread wrote the call.
-        if event.name == "call.created" and event.data.get("state") == CallState.RINGING:
-            loop = self._loop
-            if loop is not None and not loop.is_closed():
-                loop.call_soon_threadsafe(self._wake.set)
+        # Called on commit, from whatever thread wrote the call: any event may have set
+        # or moved a deadline.
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake.set)

@@ -1,4 +1,4 @@
-"""The ring timeout: a call nobody answers ends as `missed` with nobody polling."""
+"""Call deadlines: ring timeout (`missed`) and media grace (`media_timeout`), nobody polling."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 
+from calls.deadlines import CallDeadlines
 from calls.models import ApiToken, Call, EndUserSession
 from calls.principals import Principal
-from calls.ring_timer import RingTimer
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
@@ -37,9 +37,9 @@ async def wait_for_state(call: Call, state: str, within: float = 5.0) -> Call:
 
 
 @pytest.fixture
-async def ring_timer() -> AsyncIterator[RingTimer]:
+async def ring_timer() -> AsyncIterator[CallDeadlines]:
     # Idle re-check far beyond the test's timeouts: only the deadline/wake-up can fire.
-    timer = RingTimer(idle_recheck_s=60)
+    timer = CallDeadlines(idle_recheck_s=60)
     task = asyncio.create_task(timer.run())
     await asyncio.sleep(0.2)  # first sweep done, now sleeping "forever"
     yield timer
@@ -48,7 +48,7 @@ async def ring_timer() -> AsyncIterator[RingTimer]:
 
 
 async def test_it_ends_an_unanswered_call_as_missed_at_its_deadline(
-    settings: Any, ring_timer: RingTimer
+    settings: Any, ring_timer: CallDeadlines
 ) -> None:
     settings.CALLBRIDGE_RING_TIMEOUT_S = 1
     call = await sync_to_async(ring)()
@@ -60,7 +60,7 @@ async def test_it_ends_an_unanswered_call_as_missed_at_its_deadline(
     assert names == ["call.created", "call.ended"]
 
 
-async def test_it_leaves_answered_calls_alone(settings: Any, ring_timer: RingTimer) -> None:
+async def test_it_leaves_answered_calls_alone(settings: Any, ring_timer: CallDeadlines) -> None:
     settings.CALLBRIDGE_RING_TIMEOUT_S = 1
     answered = await sync_to_async(ring)("Ada")
     unanswered = await sync_to_async(ring)("Bob")
@@ -75,7 +75,7 @@ async def test_it_misses_calls_left_ringing_while_it_was_not_running(settings: A
     settings.CALLBRIDGE_RING_TIMEOUT_S = 1
     call = await sync_to_async(ring)()
     await asyncio.sleep(1.1)  # the deadline passes with no timer running (a restart)
-    timer = RingTimer(idle_recheck_s=60)
+    timer = CallDeadlines(idle_recheck_s=60)
     task = asyncio.create_task(timer.run())
     try:
         assert (await wait_for_state(call, "missed", within=2)).end_reason == "missed"

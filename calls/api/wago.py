@@ -1,0 +1,128 @@
+"""WaGo-compatible aliases: the same behaviour under WaGo's paths and bodies (`token:` header).
+
+WaGo's browser example (fetch config → offer with complete gathering → answer) works
+against these with only its base URL, token and call id changed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from calls import calling
+from calls.api.serializers import (
+    AnswerSerializer,
+    CallCreateSerializer,
+    CallSerializer,
+    ErrorSerializer,
+    IceConfigSerializer,
+    OfferSerializer,
+)
+from calls.api.views import (
+    ERRORS,
+    WebRtcConfigView,
+    json_object,
+    place_call,
+    principal_of,
+)
+from calls.api.webrtc import answer_offer, close_media
+from calls.ice import ice_configuration
+from calls.models import Call
+
+
+class CallIdSerializer(serializers.Serializer):
+    callID = serializers.UUIDField()
+
+
+class WagoOfferSerializer(OfferSerializer, CallIdSerializer):
+    pass
+
+
+class WagoAnswerSerializer(AnswerSerializer):
+    turn = serializers.DictField()
+
+
+def _call_body(call: Call) -> dict[str, Any]:
+    fresh = Call.objects.prefetch_related("legs").get(pk=call.pk)
+    return CallSerializer(fresh).data
+
+
+def _call_id(request: Request) -> str:
+    body = CallIdSerializer(data=json_object(request))
+    body.is_valid(raise_exception=True)
+    return str(body.validated_data["callID"])
+
+
+class WagoConfigView(WebRtcConfigView):
+    @extend_schema(
+        summary="WaGo: ICE servers (same as /api/webrtc/config)",
+        responses={200: IceConfigSerializer, **ERRORS},
+        operation_id="wago_webrtc_config",
+    )
+    def get(self, request: Request) -> Response:
+        return super().get(request)
+
+
+class WagoOfferView(APIView):
+    @extend_schema(
+        summary="WaGo: send an SDP offer for a call",
+        request=WagoOfferSerializer,
+        responses={200: WagoAnswerSerializer, 502: ErrorSerializer, **ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        body = WagoOfferSerializer(data=json_object(request))
+        body.is_valid(raise_exception=True)
+        principal = principal_of(request)
+        plan, sdp = answer_offer(
+            principal, str(body.validated_data["callID"]), body.validated_data["sdp"]
+        )
+        turn = ice_configuration(principal.pk)["turn"]
+        return Response(
+            {
+                "callID": str(plan.call_id),
+                "type": "answer",
+                "sdp": sdp,
+                "sessionId": str(plan.leg_id),
+                "turn": turn,
+            }
+        )
+
+
+class WagoCloseView(APIView):
+    @extend_schema(
+        summary="WaGo: close this party's media bridge (the call stays)",
+        request=CallIdSerializer,
+        responses={200: CallSerializer, **ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        principal = principal_of(request)
+        call = calling.call_for(principal, _call_id(request))
+        close_media(principal, call)
+        return Response(_call_body(call))
+
+
+class WagoMakeView(APIView):
+    @extend_schema(
+        summary="WaGo: place a call (same as POST /api/calls)",
+        request=CallCreateSerializer,
+        responses={201: CallSerializer, **ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        call = place_call(principal_of(request), json_object(request))
+        return Response(_call_body(call), status=status.HTTP_201_CREATED)
+
+
+class WagoHangupView(APIView):
+    @extend_schema(
+        summary="WaGo: hang up a call",
+        request=CallIdSerializer,
+        responses={200: CallSerializer, **ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        call = calling.hang_up(principal_of(request), _call_id(request))
+        return Response(_call_body(call))

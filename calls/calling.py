@@ -1,0 +1,166 @@
+"""What signaling (REST and WebSocket alike) may do to calls: offers, legs, hang-up.
+
+Offers: who an SDP offer connects is decided before the media worker sees it, and
+recorded after.
+
+`plan_offer` only reads: it checks the principal may send this offer and picks the call
+and leg (new ids for a new call or a first answer). The worker answers the SDP; only then
+`commit_offer` writes (creates the call, answers it, or marks a reconnect), so an offer
+the worker refuses (bad SDP) leaves no trace. Shared by REST and WebSocket signaling.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+
+from django.db import transaction
+
+from calls import policy
+from calls.errors import CallbridgeError, CallStateError, ErrorCode
+from calls.models import Call, CallMode, CallState, Leg, LegRole, MediaState
+from calls.principals import Principal
+
+
+class OfferKind(StrEnum):
+    CREATE = "create"  # a new call, with the offerer's leg
+    ANSWER = "answer"  # the offerer answers a call ringing for it
+    ATTACH = "attach"  # the offerer's existing leg gets (new) media: first media or reconnect
+
+
+@dataclass(frozen=True)
+class OfferPlan:
+    kind: OfferKind
+    call_id: uuid.UUID
+    leg_id: uuid.UUID
+    role: str
+    mode: str
+    worker: str
+
+
+def _not_found() -> CallbridgeError:
+    return CallbridgeError(ErrorCode.NOT_FOUND, "No such call")
+
+
+def parse_uuid(value: str, not_found: CallbridgeError) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise not_found from None
+
+
+def plan_offer(principal: Principal, call_id: str | None, mode: str | None) -> OfferPlan:
+    from django.conf import settings
+
+    if call_id is None:
+        mode = mode or CallMode.BRIDGE
+        if mode not in CallMode.values:
+            raise CallbridgeError(ErrorCode.INVALID_ARGUMENT, f"unknown mode {mode!r}")
+        if principal.is_operator and mode == CallMode.BRIDGE:
+            raise CallbridgeError(
+                ErrorCode.INVALID_ARGUMENT,
+                "operators ring an end user with POST /api/calls {sessionId}, then send the offer"
+                " with its callSid",
+            )
+        if principal.session is not None and not principal.session.is_usable:
+            raise CallbridgeError(ErrorCode.UNAUTHORIZED, "Session token expired")
+        return OfferPlan(
+            OfferKind.CREATE,
+            uuid.uuid4(),
+            uuid.uuid4(),
+            principal.role,
+            mode,
+            settings.CALLBRIDGE_MEDIA_WORKER_NAME,
+        )
+
+    call = Call.objects.filter(pk=parse_uuid(call_id, _not_found())).first()
+    if call is None:
+        raise _not_found()
+    policy.require_party(principal, call)
+    if not call.is_open:
+        raise CallStateError(f"the call is {call.state}")
+    leg = call.legs.filter(role=principal.role).first()
+    if leg is not None:
+        return OfferPlan(OfferKind.ATTACH, call.pk, leg.pk, leg.role, call.mode, call.media_worker)
+    if call.state == CallState.RINGING and principal.role != call.caller_role:
+        return OfferPlan(
+            OfferKind.ANSWER, call.pk, uuid.uuid4(), principal.role, call.mode, call.media_worker
+        )
+    raise CallbridgeError(ErrorCode.FORBIDDEN, "you have no place in this call")
+
+
+def commit_offer(principal: Principal, plan: OfferPlan) -> None:
+    """Record what the accepted offer did. CallbridgeError if the call moved on meanwhile."""
+    if plan.kind == OfferKind.CREATE:
+        Call.start(
+            by=principal,
+            mode=plan.mode,
+            call_id=plan.call_id,
+            leg_id=plan.leg_id,
+            media_state=MediaState.CONNECTING,
+        )
+    elif plan.kind == OfferKind.ANSWER:
+        call = Call.objects.get(pk=plan.call_id)
+        policy.require_callee(principal, call)
+        call.answer(principal, leg_id=plan.leg_id, media_state=MediaState.CONNECTING)
+    else:
+        with transaction.atomic():
+            leg = Leg.objects.select_related("call").get(pk=plan.leg_id)
+            if not leg.call.is_open:
+                raise CallStateError(f"the call is {leg.call.state}")
+            leg.set_media_state(MediaState.CONNECTING)
+
+
+@dataclass(frozen=True)
+class LegRef:
+    call_id: uuid.UUID
+    leg_id: uuid.UUID
+    role: str
+    worker: str
+
+
+def leg_for(principal: Principal, leg_id: str) -> LegRef:
+    """A leg the principal may send candidates for / close (its own; operators: any operator's)."""
+    not_found = CallbridgeError(ErrorCode.NOT_FOUND, "No such session", recoverable=True)
+    leg = Leg.objects.select_related("call").filter(pk=parse_uuid(leg_id, not_found)).first()
+    if leg is None:
+        raise not_found
+    mine = (
+        leg.role == LegRole.OPERATOR
+        if principal.is_operator
+        else principal.session is not None and leg.session_id == principal.session.pk
+    )
+    if not mine:
+        raise CallbridgeError(ErrorCode.FORBIDDEN, "that session is not yours")
+    return LegRef(leg.call_id, leg.pk, leg.role, leg.call.media_worker)
+
+
+def own_leg(principal: Principal, call: Call) -> LegRef:
+    """The principal's leg in `call` (REST close)."""
+    policy.require_party(principal, call)
+    leg = call.legs.filter(role=principal.role).first()
+    if leg is None:
+        raise CallbridgeError(ErrorCode.FORBIDDEN, "you have no place in this call")
+    return LegRef(call.pk, leg.pk, leg.role, call.media_worker)
+
+
+def call_for(principal: Principal, call_id: str) -> Call:
+    """The call, if the principal is a party to it (NOT_FOUND / FORBIDDEN otherwise)."""
+    call = Call.objects.filter(pk=parse_uuid(call_id, _not_found())).first()
+    if call is None:
+        raise _not_found()
+    policy.require_party(principal, call)
+    return call
+
+
+def hang_up(principal: Principal, call_id: str) -> Call:
+    call = call_for(principal, call_id)
+    call.hang_up(principal)
+    return call
+
+
+def open_calls(principal: Principal) -> list[tuple[Call, list[Leg]]]:
+    """The principal's open calls with their legs (to resume after a socket reconnect)."""
+    calls = Call.objects.open().visible_to(principal).prefetch_related("legs")[:50]
+    return [(call, list(call.legs.all())) for call in calls]

@@ -1,0 +1,78 @@
+"""/ws/operator: the live feed of every call and end-user presence, for staff only."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from calls.errors import CallbridgeError, ErrorCode
+from calls.events import OPERATORS_GROUP, call_summary, session_summary
+from calls.models import Call, EndUserSession
+from calls.signaling import protocol
+
+RECENT_ENDED = 20
+
+
+def snapshot() -> dict[str, Any]:
+    related = ("session", "operator_user", "operator_token")
+    open_calls = Call.objects.open().select_related(*related).prefetch_related("legs")
+    ended = (
+        Call.objects.exclude(state__in=["ringing", "active"])
+        .select_related(*related)
+        .prefetch_related("legs")
+        .order_by("-ended_at")[:RECENT_ENDED]
+    )
+    online = EndUserSession.objects.filter(online=True, revoked_at=None)
+    return {
+        "calls": [call_summary(call) for call in open_calls],
+        "recent": [call_summary(call) for call in ended],
+        "online": [session_summary(session) for session in online if session.is_usable],
+    }
+
+
+class OperatorConsumer(AsyncWebsocketConsumer):
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if not (user and user.is_authenticated and user.is_active and user.is_staff):
+            await self.close(code=4403)
+            return
+        await self.channel_layer.group_add(OPERATORS_GROUP, self.channel_name)
+        await self.accept()
+        await self._send({"type": "snapshot", "data": await database_sync_to_async(snapshot)()})
+
+    async def disconnect(self, code: int) -> None:
+        await self.channel_layer.group_discard(OPERATORS_GROUP, self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        error = CallbridgeError(
+            ErrorCode.INVALID_MESSAGE, "this socket only sends events; act through /api/"
+        )
+        await self._send(protocol.error("", error))
+
+    async def call_event(self, message: dict[str, Any]) -> None:
+        call = message["call"]
+        name = (
+            protocol.wire_event_name(
+                message["name"], message["data"], message["callerRole"], "operator"
+            )
+            or message["name"]
+        )
+        await self._send(
+            protocol.event(
+                "", call["callID"], name, record=message["name"], call=call, **_extra(message)
+            )
+        )
+
+    async def presence_event(self, message: dict[str, Any]) -> None:
+        await self._send(protocol.event("", "", message["name"], session=message["session"]))
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(message))
+
+
+def _extra(message: dict[str, Any]) -> dict[str, Any]:
+    data = message["data"]
+    return {key: data[key] for key in ("reason", "legID", "role") if key in data}

@@ -1,0 +1,241 @@
+"""/ws/signal: WebRTC signaling in PolyAI's envelope. Thin: authenticate, dispatch, reply."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections import deque
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from calls import calling, media_link
+from calls.authn import principal_for_token
+from calls.calling import LegRef, OfferKind, OfferPlan
+from calls.errors import CallbridgeError, ErrorCode
+from calls.events import OPERATORS_GROUP, call_group, publish_presence, session_group
+from calls.principals import Principal
+from calls.signaling import protocol
+
+logger = logging.getLogger(__name__)
+
+
+def _register_socket(principal: Principal) -> None:
+    session = principal.session
+    if session is not None and session.socket_opened():
+        publish_presence(session)
+
+
+def _unregister_socket(principal: Principal) -> None:
+    session = principal.session
+    if session is not None and session.socket_closed():
+        publish_presence(session)
+
+
+class SignalConsumer(AsyncWebsocketConsumer):
+    async def connect(self) -> None:
+        self.principal: Principal | None = None
+        self.registered = False
+        self.legs: dict[str, LegRef] = {}  # leg id → leg this socket speaks for
+        self.offers: dict[str, OfferPlan] = {}  # request id → offer awaiting the worker
+        self.groups_joined: set[str] = set()
+        self.seen_events: deque[int] = deque(maxlen=512)
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        for group in self.groups_joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        if self.registered and self.principal is not None:
+            await database_sync_to_async(_unregister_socket)(self.principal)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            message = protocol.parse(text_data, settings.CALLBRIDGE_WS_MAX_MESSAGE_BYTES)
+            await self._dispatch(message)
+        except CallbridgeError as error:
+            await self._send(protocol.error(protocol.session_id_of(text_data), error))
+        except Exception:
+            reference = uuid.uuid4().hex[:12]
+            logger.exception("signaling message failed (ref %s)", reference)
+            failure = CallbridgeError(
+                ErrorCode.HANDLER_ERROR, f"Internal error (reference {reference})"
+            )
+            await self._send(protocol.error(protocol.session_id_of(text_data), failure))
+
+    async def _dispatch(self, message: protocol.Message) -> None:
+        if isinstance(message, protocol.Register):
+            await self._register(message)
+        elif isinstance(message, protocol.Offer):
+            await self._offer(message)
+        elif isinstance(message, protocol.IceCandidate):
+            await self._candidate(message)
+        elif isinstance(message, protocol.Close):
+            leg = await self._leg(message.session_id)
+            await media_link.send(leg.worker, media_link.close_message(leg))
+        elif isinstance(message, protocol.Hangup):
+            await self._hangup(message)
+
+    # --- client messages -------------------------------------------------------------------
+    async def _authenticate(self, token: str) -> Principal:
+        principal = await database_sync_to_async(principal_for_token)(token)
+        if self.principal is not None and principal != self.principal:
+            raise CallbridgeError(
+                ErrorCode.FORBIDDEN, "this socket is signed in as someone else; open another"
+            )
+        self.principal = principal
+        return principal
+
+    def _require_principal(self) -> Principal:
+        if self.principal is None:
+            raise CallbridgeError(ErrorCode.UNAUTHORIZED, "Auth token required")
+        return self.principal
+
+    async def _register(self, message: protocol.Register) -> None:
+        principal = await self._authenticate(message.auth_token)
+        if not self.registered:
+            if principal.session is not None:
+                await self._join(session_group(principal.session.pk))
+            else:
+                await self._join(OPERATORS_GROUP)
+            await database_sync_to_async(_register_socket)(principal)
+            self.registered = True
+        calls = await database_sync_to_async(calling.open_calls)(principal)
+        resumable = []
+        for call, legs in calls:
+            mine = next((leg for leg in legs if leg.role == principal.role), None)
+            if mine is not None:
+                self.legs[str(mine.pk)] = LegRef(call.pk, mine.pk, mine.role, call.media_worker)
+                await self._join(call_group(call.pk))
+            resumable.append(
+                {
+                    "callSid": str(call.pk),
+                    "state": call.state,
+                    "mode": call.mode,
+                    "direction": call.direction,
+                    "sessionId": str(mine.pk) if mine else "",
+                    "mediaState": mine.media_state if mine else None,
+                }
+            )
+        await self._send(protocol.event("", "", "registered", role=principal.role, calls=resumable))
+
+    async def _offer(self, message: protocol.Offer) -> None:
+        principal = await self._authenticate(message.auth_token)
+        plan = await database_sync_to_async(calling.plan_offer)(
+            principal, message.call_sid, message.mode
+        )
+        request_id = uuid.uuid4().hex
+        self.offers[request_id] = plan
+        # Join before the offer is recorded: its events then reach us after our answer.
+        await self._join(call_group(plan.call_id))
+        await media_link.send(
+            plan.worker,
+            {
+                **media_link.offer_message(plan, message.sdp),
+                "reply_to": self.channel_name,
+                "request_id": request_id,
+            },
+        )
+
+    async def _candidate(self, message: protocol.IceCandidate) -> None:
+        leg = await self._leg(message.session_id)
+        data = {
+            "candidate": message.candidate,
+            "sdpMid": message.sdp_mid,
+            "sdpMLineIndex": message.sdp_mline_index,
+        }
+        await media_link.send(
+            leg.worker,
+            {
+                **media_link.candidate_message(leg, data),
+                "reply_to": self.channel_name,
+                "request_id": "",
+            },
+        )
+
+    async def _hangup(self, message: protocol.Hangup) -> None:
+        principal = self._require_principal()
+        if message.session_id is not None:
+            call_id = str((await self._leg(message.session_id)).call_id)
+        else:
+            call_id = message.call_sid or ""
+        await database_sync_to_async(calling.hang_up)(principal, call_id)
+
+    async def _leg(self, leg_id: str) -> LegRef:
+        principal = self._require_principal()
+        if leg_id not in self.legs:
+            self.legs[leg_id] = await database_sync_to_async(calling.leg_for)(principal, leg_id)
+        return self.legs[leg_id]
+
+    # --- media worker replies ----------------------------------------------------------------
+    async def media_answer(self, reply: dict[str, Any]) -> None:
+        plan = self.offers.pop(reply.get("request_id") or "", None)
+        if plan is None or self.principal is None:
+            return
+        try:
+            await database_sync_to_async(calling.commit_offer)(self.principal, plan)
+        except CallbridgeError as error:
+            await media_link.send(plan.worker, media_link.abandon_message(plan))
+            await self._leave_unless_mine(plan)
+            await self._send(protocol.error("", error, call_sid=str(plan.call_id)))
+            return
+        self.legs[str(plan.leg_id)] = LegRef(plan.call_id, plan.leg_id, plan.role, plan.worker)
+        await self._send(protocol.answer(str(plan.leg_id), str(plan.call_id), reply["sdp"]))
+
+    async def media_error(self, reply: dict[str, Any]) -> None:
+        error = CallbridgeError(ErrorCode(reply["code"]), reply["message"])
+        plan = self.offers.pop(reply.get("request_id") or "", None)
+        if plan is not None:
+            await self._leave_unless_mine(plan)
+            session_id = str(plan.leg_id) if plan.kind == OfferKind.ATTACH else ""
+            await self._send(protocol.error(session_id, error, call_sid=str(plan.call_id)))
+        else:  # a candidate the worker could not use
+            await self._send(protocol.error(reply.get("leg") or "", error))
+
+    async def _leave_unless_mine(self, plan: OfferPlan) -> None:
+        if not any(leg.call_id == plan.call_id for leg in self.legs.values()):
+            await self.channel_layer.group_discard(call_group(plan.call_id), self.channel_name)
+            self.groups_joined.discard(call_group(plan.call_id))
+
+    # --- call events -----------------------------------------------------------------------
+    async def call_event(self, message: dict[str, Any]) -> None:
+        if message["id"] in self.seen_events or self.principal is None:
+            return  # the same event can reach us through two groups
+        self.seen_events.append(message["id"])
+        call = message["call"]
+        data = message["data"]
+        mine = next(
+            (leg_id for leg_id, leg in self.legs.items() if str(leg.call_id) == call["callID"]),
+            "",
+        )
+        name = protocol.wire_event_name(
+            message["name"], data, message["callerRole"], self.principal.role
+        )
+        if message["name"] == "media.failed" and data.get("legID") == mine:
+            failure = CallbridgeError(
+                ErrorCode.MEDIA_BRIDGE_FAILURE, "the media connection could not be established"
+            )
+            await self._send(protocol.error(mine, failure, call_sid=call["callID"]))
+        if name is None:
+            return
+        details: dict[str, Any] = {"state": call["state"], "mode": call["mode"]}
+        if name == "call.ended":
+            details["reason"] = data.get("reason")
+        if name.startswith("media."):
+            details.update(legID=data.get("legID"), role=data.get("role"), media=data.get("state"))
+        await self._send(protocol.event(mine, call["callID"], name, **details))
+
+    async def presence_event(self, message: dict[str, Any]) -> None:
+        if self.principal is not None and self.principal.is_operator:
+            await self._send(protocol.event("", "", message["name"], **message["session"]))
+
+    # --- plumbing --------------------------------------------------------------------------
+    async def _join(self, group: str) -> None:
+        if group not in self.groups_joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.groups_joined.add(group)
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(message))

@@ -1,0 +1,117 @@
+"""Fan-out of call records to the sockets and media workers that need them.
+
+Every CallEvent, once committed, goes to the channel-layer groups of who may see it:
+  operators        every call (the dashboard, registered operator sockets)
+  session-<id>     the calls of one end-user session (its registered sockets)
+  call-<id>        the sockets that joined that call with an offer
+and a call that ended tells its media worker to close the legs. Presence changes of
+end-user sessions go to `operators`. Consumers turn these into wire messages.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from calls import media_link
+from calls.models import Call, CallEvent, EndUserSession
+
+logger = logging.getLogger(__name__)
+
+OPERATORS_GROUP = "operators"
+
+
+def session_group(session_id: Any) -> str:
+    return f"session-{session_id}"
+
+
+def call_group(call_id: Any) -> str:
+    return f"call-{call_id}"
+
+
+def call_summary(call: Call) -> dict[str, Any]:
+    """What a dashboard needs to draw a call."""
+    return {
+        "callID": str(call.pk),
+        "state": call.state,
+        "mode": call.mode,
+        "direction": call.direction,
+        "sessionId": str(call.session_id) if call.session_id else None,
+        "displayName": call.session.display_name if call.session else "",
+        "operator": str(call.operator_user or call.operator_token or ""),
+        "createdAt": call.created_at.isoformat(),
+        "answeredAt": call.answered_at.isoformat() if call.answered_at else None,
+        "endedAt": call.ended_at.isoformat() if call.ended_at else None,
+        "endReason": call.end_reason or None,
+        "ringDeadline": call.ring_deadline.isoformat() if call.ring_deadline else None,
+        "legs": [
+            {"legID": str(leg.pk), "role": leg.role, "mediaState": leg.media_state}
+            for leg in call.legs.all()
+        ],
+    }
+
+
+def session_summary(session: EndUserSession) -> dict[str, Any]:
+    return {
+        "sessionId": str(session.pk),
+        "displayName": session.display_name,
+        "online": session.online,
+        "metadata": session.metadata,
+    }
+
+
+def event_message(event: CallEvent) -> dict[str, Any]:
+    call = Call.objects.select_related("session", "operator_user", "operator_token").get(
+        pk=event.call_id
+    )
+    return {
+        "type": "call.event",
+        "id": event.pk,
+        "name": event.name,
+        "data": event.data,
+        "call": call_summary(call),
+        "callerRole": call.caller_role,
+    }
+
+
+def publish_call_event(sender: Any, event: CallEvent, **kwargs: Any) -> None:
+    """Receiver of call_event_recorded (runs after commit, in the writer's thread)."""
+    try:
+        message = event_message(event)
+        call = message["call"]
+        groups = [OPERATORS_GROUP, call_group(call["callID"])]
+        if call["sessionId"]:
+            groups.append(session_group(call["sessionId"]))
+        _group_send(groups, message)
+        if event.name == "call.ended":
+            worker = Call.objects.filter(pk=event.call_id).values_list("media_worker", flat=True)
+            if worker[0]:
+                async_to_sync(media_link.send)(
+                    worker[0], media_link.end_call_message(event.call_id)
+                )
+    except Exception:
+        logger.exception("could not publish %s of call %s", event.name, event.call_id)
+
+
+def publish_presence(session: EndUserSession) -> None:
+    name = "presence.online" if session.online else "presence.offline"
+    try:
+        _group_send(
+            [OPERATORS_GROUP],
+            {"type": "presence.event", "name": name, "session": session_summary(session)},
+        )
+    except Exception:
+        logger.exception("could not publish %s of session %s", name, session.pk)
+
+
+def _group_send(groups: list[str], message: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+
+    async def send_all() -> None:
+        for group in groups:
+            await layer.group_send(group, message)
+
+    async_to_sync(send_all)()

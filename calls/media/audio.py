@@ -1,0 +1,152 @@
+"""Audio routing between legs: drain what a leg sends, feed what a leg hears.
+
+`InboundAudio` always drains a leg's remote track (an undrained aiortc track queues
+without bound), notes when audio last arrived, and fans frames out to subscriptions.
+`OutboundAudioTrack` is what a leg hears: frames from whatever subscription it is given,
+re-timed onto its own continuous clock, with silence whenever the source has nothing.
+Swapping the source (the other party reconnects) needs no renegotiation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from fractions import Fraction
+
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import AudioFrame
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 48000
+FRAME_SAMPLES = 960  # 20 ms at 48 kHz
+TIME_BASE = Fraction(1, SAMPLE_RATE)
+# How long past a frame's due time we wait for the source before sending silence.
+SOURCE_SLACK_S = 0.06
+# Frames a slow consumer may fall behind before the oldest are dropped (bounds latency).
+SUBSCRIPTION_DEPTH = 5
+
+
+def silence_frame(samples: int = FRAME_SAMPLES) -> AudioFrame:
+    frame = AudioFrame(format="s16", layout="stereo", samples=samples)
+    for plane in frame.planes:
+        plane.update(bytes(plane.buffer_size))
+    frame.sample_rate = SAMPLE_RATE
+    frame.time_base = TIME_BASE
+    return frame
+
+
+def copy_frame(frame: AudioFrame) -> AudioFrame:
+    """A private copy: frames are shared between subscribers and encoded in threads."""
+    copy = AudioFrame(format=frame.format.name, layout=frame.layout.name, samples=frame.samples)
+    for source, target in zip(frame.planes, copy.planes, strict=True):
+        # Decoders pad their buffers: copy only what the frame holds.
+        target.update(memoryview(source)[: target.buffer_size])
+    copy.sample_rate = frame.sample_rate
+    return copy
+
+
+class AudioSubscription:
+    """A short queue of frames for one consumer; the oldest are dropped when it lags."""
+
+    def __init__(self, depth: int = SUBSCRIPTION_DEPTH) -> None:
+        self._frames: deque[AudioFrame] = deque(maxlen=depth)
+        self._ready = asyncio.Event()
+        self.dropped = 0
+
+    def put(self, frame: AudioFrame) -> None:
+        if len(self._frames) == self._frames.maxlen:
+            self.dropped += 1
+        self._frames.append(frame)
+        self._ready.set()
+
+    async def get(self, within: float) -> AudioFrame | None:
+        """The next frame, or None if none arrives within `within` seconds."""
+        if not self._frames:
+            self._ready.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), within)
+        return self._frames.popleft() if self._frames else None
+
+
+class InboundAudio:
+    """Drains one remote audio track and fans its frames out."""
+
+    def __init__(self, track: MediaStreamTrack, name: str) -> None:
+        self.track = track
+        self.name = name
+        self.frames_received = 0
+        self.last_frame_at: float | None = None
+        self._subscriptions: set[AudioSubscription] = set()
+        self._task = asyncio.get_running_loop().create_task(
+            self._pump(), name=f"inbound-audio:{name}"
+        )
+
+    def subscribe(self) -> AudioSubscription:
+        subscription = AudioSubscription()
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: AudioSubscription) -> None:
+        self._subscriptions.discard(subscription)
+
+    async def _pump(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                frame = await self.track.recv()
+            except MediaStreamError:
+                return  # the peer connection closed
+            self.frames_received += 1
+            self.last_frame_at = loop.time()
+            for subscription in self._subscriptions:
+                subscription.put(frame)
+
+    async def stop(self) -> None:
+        self._subscriptions.clear()
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+class OutboundAudioTrack(MediaStreamTrack):
+    """What one leg hears. Paced in real time; silence when its source has nothing."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._source: AudioSubscription | None = None
+        self._clock_start: float | None = None
+        self._pts = 0
+        self.frames_sent = 0
+        self.silent_frames = 0
+
+    def use(self, source: AudioSubscription | None) -> None:
+        """Hear `source` from now on (None: silence)."""
+        self._source = source
+
+    async def recv(self) -> AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        loop = asyncio.get_running_loop()
+        if self._clock_start is None:
+            self._clock_start = loop.time()
+        due = self._clock_start + self._pts / SAMPLE_RATE
+        frame = None
+        if self._source is not None:
+            frame = await self._source.get(max(due + SOURCE_SLACK_S - loop.time(), 0.0))
+        if frame is None:
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            frame = silence_frame()
+            self.silent_frames += 1
+        else:
+            frame = copy_frame(frame)
+        frame.pts = self._pts
+        frame.time_base = TIME_BASE
+        self._pts += frame.samples
+        self.frames_sent += 1
+        return frame

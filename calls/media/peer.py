@@ -1,0 +1,211 @@
+"""One leg's peer connection: answer an offer, take candidates, watch the media, close.
+
+Media states (as the records name them): new → connecting → connected ⇄ disconnected,
+then closed or failed. Every change goes through `_set_state`, which logs and reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamTrack
+from aiortc.sdp import candidate_from_sdp
+
+from calls.errors import CallbridgeError, ErrorCode
+from calls.media.audio import AudioSubscription, InboundAudio, OutboundAudioTrack
+
+logger = logging.getLogger(__name__)
+
+MAX_SDP_BYTES = 32 * 1024
+
+
+@dataclass(frozen=True)
+class PeerSettings:
+    ice_servers: tuple[RTCIceServer, ...] = ()
+    ice_timeout_s: float = 20.0
+    # No audio from a connected leg for this long: it is `disconnected` until audio returns.
+    inactivity_s: float = 3.0
+    watchdog_interval_s: float = 0.5
+
+
+StateCallback = Callable[["LegPeer", str], None]
+
+
+def _opus_only() -> list:
+    return [
+        codec
+        for codec in RTCRtpSender.getCapabilities("audio").codecs
+        if codec.mimeType.lower() == "audio/opus"
+    ]
+
+
+def _bad_offer(message: str) -> CallbridgeError:
+    return CallbridgeError(ErrorCode.INVALID_ARGUMENT, message)
+
+
+class LegPeer:
+    def __init__(
+        self,
+        *,
+        leg_id: str,
+        role: str,
+        settings: PeerSettings,
+        on_state: StateCallback,
+        on_inbound: Callable[[LegPeer], None],
+    ) -> None:
+        self.leg_id = leg_id
+        self.role = role
+        self.settings = settings
+        self.state = "new"
+        self.outbound = OutboundAudioTrack()
+        self.inbound: InboundAudio | None = None
+        self._on_state = on_state
+        self._on_inbound = on_inbound
+        self._reporting = True
+        self._closed = False
+        self._listening: tuple[InboundAudio, AudioSubscription] | None = None
+        self._timers: list[asyncio.Task[None]] = []
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=list(settings.ice_servers)))
+        self.pc.on("track", self._on_track)
+        self.pc.on("connectionstatechange", self._on_connection_state)
+
+    # --- negotiation ---------------------------------------------------------------------
+    async def answer(self, offer_sdp: str) -> str:
+        """Our answer SDP, all candidates included; INVALID_ARGUMENT if the offer is unusable."""
+        if len(offer_sdp.encode()) > MAX_SDP_BYTES:
+            raise _bad_offer("the SDP offer is too large")
+        if not offer_sdp.startswith("v=0"):
+            raise _bad_offer("the SDP offer is not SDP (it must start with v=0)")
+        if "\nm=audio " not in offer_sdp.replace("\r\n", "\n"):
+            raise _bad_offer("the SDP offer has no audio")
+        sender = self.pc.addTrack(self.outbound)
+        transceiver = next(t for t in self.pc.getTransceivers() if t.sender is sender)
+        transceiver.setCodecPreferences(_opus_only())
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        except Exception as error:  # aiortc raises many kinds on malformed SDP
+            logger.info("leg %s: unusable offer: %r", self.leg_id, error)
+            if "codec" in str(error).lower():
+                raise _bad_offer("the SDP offer must include Opus audio") from None
+            raise _bad_offer("the SDP offer could not be parsed") from None
+        for other in self.pc.getTransceivers():
+            if other.kind != "audio":
+                other.direction = "inactive"  # audio only: video is answered inactive
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        self._set_state("connecting")
+        self._start_timer(self._ice_deadline())
+        return self.pc.localDescription.sdp
+
+    async def add_candidate(self, candidate: str, sdp_mid: str | None, mline: int | None) -> None:
+        if candidate == "":
+            await self.pc.addIceCandidate(None)  # end of candidates
+            return
+        text = candidate.removeprefix("a=").removeprefix("candidate:")
+        try:
+            parsed = candidate_from_sdp(text)
+        except Exception:
+            raise _bad_offer("not an ICE candidate") from None
+        if parsed.protocol.lower() not in ("udp", "tcp"):
+            raise _bad_offer("unsupported candidate transport")
+        parsed.sdpMid = sdp_mid
+        parsed.sdpMLineIndex = mline
+        if sdp_mid is None and mline is None:
+            parsed.sdpMLineIndex = 0
+        await self.pc.addIceCandidate(parsed)
+
+    # --- routing -------------------------------------------------------------------------
+    def listen_to(self, origin: LegPeer | None) -> None:
+        """Hear `origin`'s audio (itself for echo; None for silence)."""
+        if self._listening is not None:
+            source, subscription = self._listening
+            source.unsubscribe(subscription)
+            self._listening = None
+        if origin is None or origin.inbound is None:
+            self.outbound.use(None)
+            return
+        subscription = origin.inbound.subscribe()
+        self._listening = (origin.inbound, subscription)
+        self.outbound.use(subscription)
+
+    # --- events --------------------------------------------------------------------------
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind != "audio" or self.inbound is not None:
+            return
+        self.inbound = InboundAudio(track, name=self.leg_id)
+        self._on_inbound(self)
+
+    async def _on_connection_state(self) -> None:
+        state = self.pc.connectionState
+        if state == "connected":
+            self._set_state("connected")
+            self._start_timer(self._watch_inbound())
+        elif state == "failed":
+            # Connected before: the network went away (a reconnect may follow).
+            self._set_state("disconnected" if self.state != "connecting" else "failed")
+
+    async def _ice_deadline(self) -> None:
+        await asyncio.sleep(self.settings.ice_timeout_s)
+        if self.state == "connecting":
+            logger.info(
+                "leg %s: no connection within %ss", self.leg_id, self.settings.ice_timeout_s
+            )
+            await self.close("failed")
+
+    async def _watch_inbound(self) -> None:
+        loop = asyncio.get_running_loop()
+        connected_at = loop.time()
+        while not self._closed:
+            await asyncio.sleep(self.settings.watchdog_interval_s)
+            if self.inbound is None:
+                continue  # a receive-only client sends nothing to watch
+            last = self.inbound.last_frame_at or connected_at
+            silent_for = loop.time() - last
+            if self.state == "connected" and silent_for > self.settings.inactivity_s:
+                self._set_state("disconnected")
+            elif self.state == "disconnected" and silent_for <= self.settings.inactivity_s:
+                self._set_state("connected")
+
+    def _start_timer(self, coroutine: object) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)  # type: ignore[arg-type]
+        self._timers.append(task)
+
+    def _set_state(self, state: str) -> None:
+        if state == self.state or (self._closed and state not in ("closed", "failed")):
+            return
+        logger.info("leg %s (%s) media %s → %s", self.leg_id, self.role, self.state, state)
+        self.state = state
+        if self._reporting:
+            self._on_state(self, state)
+
+    # --- teardown ------------------------------------------------------------------------
+    async def close(self, final_state: str = "closed", *, report: bool = True) -> None:
+        """Close the peer connection and everything it owns. Idempotent."""
+        if self._closed:
+            return
+        self._reporting = report
+        self._set_state(final_state)
+        self._closed = True
+        self.listen_to(None)
+        current = asyncio.current_task()
+        for task in self._timers:
+            if task is not current:
+                task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(
+                *(t for t in self._timers if t is not current), return_exceptions=True
+            )
+        if self.inbound is not None:
+            await self.inbound.stop()
+        self.outbound.stop()
+        await self.pc.close()

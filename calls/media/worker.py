@@ -1,0 +1,214 @@
+"""The media worker: owns the peer connections of its calls, reached via the channel layer.
+
+Messages on its channel (`media.<name>`), each handled in order per call:
+  media.offer      {call, mode, leg, role, sdp, reply_to, request_id}  → media.answer | media.error
+  media.candidate  {call, leg, candidate, sdpMid, sdpMLineIndex, reply_to?, request_id?}
+  media.close      {call, leg, reply_to?} close that leg's media; the call stays → media.closed
+  media.end_call   {call}               the call ended: close all its legs
+Leg media states go to the LegReporter (the database) in the order they happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from calls.errors import CallbridgeError, ErrorCode
+from calls.media.peer import LegPeer, PeerSettings
+
+logger = logging.getLogger(__name__)
+
+
+def worker_channel(name: str) -> str:
+    return f"media.{name}"
+
+
+class ChannelLayer(Protocol):
+    async def send(self, channel: str, message: dict[str, Any]) -> None: ...
+    async def receive(self, channel: str) -> dict[str, Any]: ...
+
+
+class LegReporter(Protocol):
+    async def leg_state(self, call_id: str, leg_id: str, state: str) -> None: ...
+
+
+@dataclass
+class CallMedia:
+    call_id: str
+    mode: str  # "echo" | "bridge"
+    legs: dict[str, LegPeer] = field(default_factory=dict)  # by role
+
+    def route(self) -> None:
+        """Point every leg's ears at the right mouth: itself (echo) or the other party."""
+        for role, peer in self.legs.items():
+            if self.mode == "echo":
+                peer.listen_to(peer)
+            else:
+                other = "operator" if role == "user" else "user"
+                peer.listen_to(self.legs.get(other))
+
+    def find(self, leg_id: str) -> LegPeer | None:
+        return next((peer for peer in self.legs.values() if peer.leg_id == leg_id), None)
+
+
+class MediaWorker:
+    def __init__(
+        self,
+        name: str,
+        layer: ChannelLayer,
+        reporter: LegReporter,
+        peer_settings: PeerSettings,
+    ) -> None:
+        self.name = name
+        self.channel = worker_channel(name)
+        self.layer = layer
+        self.reporter = reporter
+        self.peer_settings = peer_settings
+        self.calls: dict[str, CallMedia] = {}
+        self._call_locks: dict[str, asyncio.Lock] = {}
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._reports: asyncio.Queue[Awaitable[None] | None] = asyncio.Queue()
+
+    @property
+    def peer_count(self) -> int:
+        return sum(len(call.legs) for call in self.calls.values())
+
+    async def run(self) -> None:
+        reporting = asyncio.get_running_loop().create_task(self._report_in_order())
+        logger.info("media worker %s listening on %s", self.name, self.channel)
+        try:
+            while True:
+                message = await self.layer.receive(self.channel)
+                task = asyncio.get_running_loop().create_task(self._handle_in_call_order(message))
+                self._handlers.add(task)
+                task.add_done_callback(self._handlers.discard)
+        finally:
+            await self.close_all()
+            await self._reports.put(None)
+            await asyncio.gather(reporting, return_exceptions=True)
+
+    async def close_all(self) -> None:
+        """Close every peer connection (shutdown)."""
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        for call_id in list(self.calls):
+            await self._end_call(call_id)
+
+    # --- dispatch ------------------------------------------------------------------------
+    async def _handle_in_call_order(self, message: dict[str, Any]) -> None:
+        call_id = str(message.get("call", ""))
+        lock = self._call_locks.setdefault(call_id, asyncio.Lock())
+        async with lock:
+            try:
+                await self._handle(message)
+            except CallbridgeError as error:
+                await self._reply(message, {"type": "media.error", **error.as_body()})
+            except Exception:
+                logger.exception("media worker %s: %s failed", self.name, message.get("type"))
+                failure = CallbridgeError(ErrorCode.MEDIA_BRIDGE_FAILURE, "media worker error")
+                await self._reply(message, {"type": "media.error", **failure.as_body()})
+        if call_id not in self.calls and not lock.locked():
+            self._call_locks.pop(call_id, None)
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "media.offer":
+            await self._offer(message)
+        elif kind == "media.candidate":
+            await self._candidate(message)
+        elif kind == "media.close":
+            await self._close_leg(message["call"], message["leg"])
+            await self._reply(message, {"type": "media.closed"})
+        elif kind == "media.end_call":
+            await self._end_call(message["call"])
+        else:
+            logger.warning("media worker %s: unknown message %r", self.name, kind)
+
+    async def _reply(self, message: dict[str, Any], reply: dict[str, Any]) -> None:
+        if message.get("reply_to"):
+            reply.update(request_id=message.get("request_id"), call=message.get("call"))
+            reply.setdefault("leg", message.get("leg"))
+            await self.layer.send(message["reply_to"], reply)
+
+    # --- handlers ------------------------------------------------------------------------
+    async def _offer(self, message: dict[str, Any]) -> None:
+        call_id, leg_id, role = message["call"], message["leg"], message["role"]
+        call = self.calls.get(call_id) or CallMedia(call_id, message["mode"])
+        peer = LegPeer(
+            leg_id=leg_id,
+            role=role,
+            settings=self.peer_settings,
+            on_state=lambda p, state: self._report(call_id, p, state),
+            on_inbound=lambda _: self._reroute(call_id),
+        )
+        try:
+            answer = await peer.answer(message["sdp"])
+        except BaseException:
+            await peer.close(report=False)  # a bad offer changes nothing
+            raise
+        self.calls[call_id] = call
+        previous = call.legs.get(role)
+        call.legs[role] = peer
+        if previous is not None:
+            await previous.close(report=False)  # reconnect: the new connection replaces it
+        call.route()
+        await self._reply(message, {"type": "media.answer", "sdp": answer})
+
+    async def _candidate(self, message: dict[str, Any]) -> None:
+        call = self.calls.get(message["call"])
+        peer = call.find(message["leg"]) if call else None
+        if peer is None:
+            raise CallbridgeError(ErrorCode.NOT_FOUND, "that leg has no media connection")
+        await peer.add_candidate(
+            message.get("candidate", ""), message.get("sdpMid"), message.get("sdpMLineIndex")
+        )
+
+    async def _close_leg(self, call_id: str, leg_id: str) -> None:
+        call = self.calls.get(call_id)
+        peer = call.find(leg_id) if call else None
+        if call is None or peer is None:
+            return
+        del call.legs[peer.role]
+        await peer.close("closed")
+        call.route()
+        if not call.legs:
+            del self.calls[call_id]
+
+    async def _end_call(self, call_id: str) -> None:
+        call = self.calls.pop(call_id, None)
+        if call is None:
+            return
+        for peer in list(call.legs.values()):
+            await peer.close("closed")
+        call.legs.clear()
+
+    def _reroute(self, call_id: str) -> None:
+        call = self.calls.get(call_id)
+        if call is not None:
+            call.route()
+
+    # --- reporting -----------------------------------------------------------------------
+    def _report(self, call_id: str, peer: LegPeer, state: str) -> None:
+        self._reports.put_nowait(self.reporter.leg_state(call_id, peer.leg_id, state))
+        if state == "failed":
+            asyncio.get_running_loop().create_task(self._drop_failed(call_id, peer))
+
+    async def _drop_failed(self, call_id: str, peer: LegPeer) -> None:
+        call = self.calls.get(call_id)
+        if call is not None and call.legs.get(peer.role) is peer:
+            del call.legs[peer.role]
+            call.route()
+            if not call.legs:
+                self.calls.pop(call_id, None)
+        await peer.close("failed")
+
+    async def _report_in_order(self) -> None:
+        while (report := await self._reports.get()) is not None:
+            try:
+                await report
+            except Exception:
+                logger.exception("media worker %s: could not record a leg state", self.name)

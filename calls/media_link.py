@@ -1,0 +1,74 @@
+"""Talking to media workers over the channel layer (they may live in other processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from channels.layers import get_channel_layer
+
+from calls.calling import LegRef, OfferKind, OfferPlan
+from calls.errors import CallbridgeError, ErrorCode
+from calls.media.worker import worker_channel
+
+REPLY_TIMEOUT_S = 15.0
+
+
+def offer_message(plan: OfferPlan, sdp: str) -> dict[str, Any]:
+    return {
+        "type": "media.offer",
+        "call": str(plan.call_id),
+        "leg": str(plan.leg_id),
+        "role": plan.role,
+        "mode": plan.mode,
+        "sdp": sdp,
+    }
+
+
+def candidate_message(leg: LegRef, data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "media.candidate",
+        "call": str(leg.call_id),
+        "leg": str(leg.leg_id),
+        "candidate": data["candidate"],
+        "sdpMid": data.get("sdpMid"),
+        "sdpMLineIndex": data.get("sdpMLineIndex"),
+    }
+
+
+def close_message(leg: LegRef) -> dict[str, Any]:
+    return {"type": "media.close", "call": str(leg.call_id), "leg": str(leg.leg_id)}
+
+
+def abandon_message(plan: OfferPlan) -> dict[str, Any]:
+    """Undo the worker's side of an offer the records refused."""
+    if plan.kind == OfferKind.CREATE:
+        return end_call_message(plan.call_id)
+    return close_message(LegRef(plan.call_id, plan.leg_id, plan.role, plan.worker))
+
+
+def end_call_message(call_id: uuid.UUID | str) -> dict[str, Any]:
+    return {"type": "media.end_call", "call": str(call_id)}
+
+
+async def send(worker: str, message: dict[str, Any]) -> None:
+    await get_channel_layer().send(worker_channel(worker), message)
+
+
+async def request(worker: str, message: dict[str, Any], within: float = REPLY_TIMEOUT_S) -> dict:
+    """Send and wait for the worker's reply (for callers without a socket: REST)."""
+    layer = get_channel_layer()
+    reply_to = await layer.new_channel("media-reply.")
+    await layer.send(
+        worker_channel(worker), {**message, "reply_to": reply_to, "request_id": reply_to}
+    )
+    try:
+        reply = await asyncio.wait_for(layer.receive(reply_to), within)
+    except TimeoutError:
+        raise CallbridgeError(
+            ErrorCode.MEDIA_BRIDGE_FAILURE, "the media worker did not answer"
+        ) from None
+    if reply["type"] == "media.error":
+        raise CallbridgeError(ErrorCode(reply["code"]), reply["message"])
+    return reply

@@ -1,0 +1,231 @@
+"""The /ws/signal wire protocol (PolyAI's envelope): parsing, validation, messages.
+
+Pure: no Django, no aiortc. Every problem with a client message is a CallbridgeError with
+the contract's code; the consumer only authenticates, dispatches and replies.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from calls.errors import CallbridgeError, ErrorCode
+
+MODES = ("bridge", "echo")
+MAX_SDP_CHARS = 32 * 1024
+MAX_CANDIDATE_CHARS = 1024
+MAX_ID_CHARS = 100
+
+
+@dataclass(frozen=True)
+class Register:
+    auth_token: str
+
+
+@dataclass(frozen=True)
+class Offer:
+    auth_token: str
+    sdp: str
+    call_sid: str | None
+    mode: str | None
+
+
+@dataclass(frozen=True)
+class IceCandidate:
+    session_id: str
+    candidate: str
+    sdp_mid: str | None
+    sdp_mline_index: int | None
+
+
+@dataclass(frozen=True)
+class Close:
+    session_id: str
+
+
+@dataclass(frozen=True)
+class Hangup:
+    session_id: str | None
+    call_sid: str | None
+
+
+Message = Register | Offer | IceCandidate | Close | Hangup
+
+
+def _invalid(message: str) -> CallbridgeError:
+    return CallbridgeError(ErrorCode.INVALID_MESSAGE, message)
+
+
+def _bad_value(message: str) -> CallbridgeError:
+    return CallbridgeError(ErrorCode.INVALID_ARGUMENT, message)
+
+
+def _optional_str(envelope: dict[str, Any], key: str, limit: int = MAX_ID_CHARS) -> str | None:
+    value = envelope.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise _invalid(f"{key} must be a string")
+    if len(value) > limit:
+        raise _bad_value(f"{key} is too long")
+    return value
+
+
+def _required_str(envelope: dict[str, Any], key: str) -> str:
+    value = _optional_str(envelope, key)
+    if value is None:
+        raise _invalid(f"{key} is required")
+    return value
+
+
+def _auth_token(envelope: dict[str, Any]) -> str:
+    token = envelope.get("authToken")
+    if token is None or token == "":
+        raise CallbridgeError(ErrorCode.UNAUTHORIZED, "Auth token required")
+    if not isinstance(token, str) or len(token) > 256:
+        raise CallbridgeError(ErrorCode.UNAUTHORIZED, "Invalid authentication token")
+    return token
+
+
+def _data(envelope: dict[str, Any]) -> dict[str, Any]:
+    data = envelope.get("data")
+    if not isinstance(data, dict):
+        raise _invalid("data must be an object")
+    return data
+
+
+def _offer(envelope: dict[str, Any]) -> Offer:
+    token = _auth_token(envelope)
+    data = _data(envelope)
+    sdp = data.get("sdp")
+    if not isinstance(sdp, str) or not sdp:
+        raise _invalid("data.sdp is required")
+    if data.get("type", "offer") != "offer":
+        raise _bad_value("data.type must be 'offer'")
+    if len(sdp) > MAX_SDP_CHARS:
+        raise _bad_value("data.sdp is too large")
+    if not sdp.startswith("v=0"):
+        raise _bad_value("data.sdp is not an SDP offer")
+    mode = _optional_str(envelope, "mode")
+    if mode is not None and mode not in MODES:
+        raise _bad_value(f"unknown mode {mode!r} (use bridge or echo)")
+    return Offer(token, sdp, _optional_str(envelope, "callSid"), mode)
+
+
+def _ice_candidate(envelope: dict[str, Any]) -> IceCandidate:
+    session_id = _required_str(envelope, "sessionId")
+    data = _data(envelope)
+    candidate = data.get("candidate")
+    if not isinstance(candidate, str):
+        raise _invalid("data.candidate is required ('' for end of candidates)")
+    if len(candidate) > MAX_CANDIDATE_CHARS:
+        raise _bad_value("data.candidate is too long")
+    mid = data.get("sdpMid")
+    if mid is not None and (not isinstance(mid, str) or len(mid) > 32):
+        raise _bad_value("data.sdpMid must be a short string")
+    index = data.get("sdpMLineIndex")
+    if index is not None and (
+        isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < 64
+    ):
+        raise _bad_value("data.sdpMLineIndex must be a small integer")
+    return IceCandidate(session_id, candidate, mid, index)
+
+
+def _hangup(envelope: dict[str, Any]) -> Hangup:
+    session_id = _optional_str(envelope, "sessionId")
+    call_sid = _optional_str(envelope, "callSid")
+    if session_id is None and call_sid is None:
+        raise _invalid("hangup needs sessionId or callSid")
+    return Hangup(session_id, call_sid)
+
+
+_PARSERS = {
+    "register": lambda e: Register(_auth_token(e)),
+    "offer": _offer,
+    "ice-candidate": _ice_candidate,
+    "close": lambda e: Close(_required_str(e, "sessionId")),
+    "hangup": _hangup,
+}
+
+
+def parse(text: str | None, max_bytes: int) -> Message:
+    """One client message, validated; CallbridgeError with the contract's code if not."""
+    if text is None:
+        raise _invalid("send JSON text frames, not binary")
+    if len(text.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise _invalid(f"message too large (limit {max_bytes} bytes)")
+    try:
+        envelope = json.loads(text)
+    except (ValueError, RecursionError):
+        raise _invalid("message is not JSON") from None
+    if not isinstance(envelope, dict):
+        raise _invalid("message must be a JSON object")
+    kind = envelope.get("type")
+    if not isinstance(kind, str):
+        raise _invalid("type is required")
+    parser = _PARSERS.get(kind)
+    if parser is None:
+        raise _invalid(f"unknown message type {kind[:40]!r}")
+    session_id = envelope.get("sessionId", "")
+    if session_id is not None and not isinstance(session_id, str):
+        raise _invalid("sessionId must be a string")
+    return parser(envelope)
+
+
+def session_id_of(text: str | None) -> str:
+    """Best-effort sessionId of a (possibly invalid) message, to address an error reply."""
+    try:
+        envelope = json.loads(text or "")
+    except (ValueError, RecursionError):
+        return ""
+    value = envelope.get("sessionId") if isinstance(envelope, dict) else None
+    return value if isinstance(value, str) and len(value) <= MAX_ID_CHARS else ""
+
+
+# --- server → client ---------------------------------------------------------------------
+def answer(session_id: str, call_sid: str, sdp: str) -> dict[str, Any]:
+    return {
+        "type": "answer",
+        "sessionId": session_id,
+        "callSid": call_sid,
+        "data": {"type": "answer", "sdp": sdp},
+    }
+
+
+def event(session_id: str, call_sid: str, name: str, **data: Any) -> dict[str, Any]:
+    return {
+        "type": "event",
+        "sessionId": session_id,
+        "callSid": call_sid,
+        "data": {"name": name, **data},
+    }
+
+
+def error(session_id: str, failure: CallbridgeError, call_sid: str = "") -> dict[str, Any]:
+    message: dict[str, Any] = {"type": "error", "sessionId": session_id, "data": failure.as_body()}
+    if call_sid:
+        message["callSid"] = call_sid
+    return message
+
+
+# --- call records → wire events ------------------------------------------------------------
+MEDIA_EVENTS = {
+    "media.connected": "media.connected",
+    "media.disconnected": "media.disconnected",
+    "media.closed": "media.disconnected",
+    "media.failed": "media.disconnected",
+}
+
+
+def wire_event_name(
+    record_name: str, data: dict[str, Any], caller_role: str, my_role: str
+) -> str | None:
+    """The contract's event name for a recorded call event, seen from `my_role`; None: skip."""
+    if record_name == "call.created":
+        if data.get("state") != "ringing":
+            return None  # echo calls start answered: the offer's answer says it all
+        return "call.ringing" if my_role == caller_role else "call.incoming"
+    if record_name in ("call.answered", "call.ended"):
+        return record_name
+    return MEDIA_EVENTS.get(record_name)

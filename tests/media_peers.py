@@ -1,0 +1,152 @@
+"""Real aiortc client peers for tests: distinct tones in, frequency detected out.
+
+Clients gather only on 127.0.0.1 (the same wrapper as the media worker), with an explicit
+empty iceServers list (aiortc's default is Google STUN, which stalls here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import AudioFrame
+
+from calls.media.aiortc_internals import advertise_host_addresses
+
+SAMPLE_RATE = 48000
+FRAME = 960
+
+
+class ToneTrack(MediaStreamTrack):
+    """A sine tone, paced in real time like a microphone."""
+
+    kind = "audio"
+
+    def __init__(self, frequency: float, amplitude: float = 0.3) -> None:
+        super().__init__()
+        self.frequency = frequency
+        self.amplitude = amplitude
+        self._pts = 0
+        self._start: float | None = None
+        self.muted = False
+
+    async def recv(self) -> AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        loop = asyncio.get_running_loop()
+        if self._start is None:
+            self._start = loop.time()
+        delay = self._start + self._pts / SAMPLE_RATE - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        t = (np.arange(FRAME) + self._pts) / SAMPLE_RATE
+        level = 0.0 if self.muted else self.amplitude
+        samples = (np.sin(2 * math.pi * self.frequency * t) * level * 32767).astype(np.int16)
+        frame = AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
+        self._pts += FRAME
+        return frame
+
+
+@dataclass
+class AudioSink:
+    """Collects the audio a client hears."""
+
+    samples: list[np.ndarray] = field(default_factory=list)
+    task: asyncio.Task | None = None
+
+    def attach(self, track: MediaStreamTrack) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._drain(track))
+
+    async def _drain(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            mono = frame.to_ndarray().reshape(-1, len(frame.layout.channels))[:, 0]
+            self.samples.append(mono.astype(np.float64))
+
+    def clear(self) -> None:
+        self.samples.clear()
+
+    @property
+    def seconds(self) -> float:
+        return sum(len(chunk) for chunk in self.samples) / SAMPLE_RATE
+
+    def dominant_frequency(self, last_seconds: float = 1.0) -> float:
+        data = np.concatenate(self.samples)[-int(last_seconds * SAMPLE_RATE) :]
+        spectrum = np.abs(np.fft.rfft(data * np.hanning(len(data))))
+        spectrum[: int(50 * len(data) / SAMPLE_RATE)] = 0  # ignore DC / rumble
+        return float(np.fft.rfftfreq(len(data), 1 / SAMPLE_RATE)[int(np.argmax(spectrum))])
+
+    def rms(self, last_seconds: float = 0.5) -> float:
+        data = np.concatenate(self.samples)[-int(last_seconds * SAMPLE_RATE) :]
+        return float(np.sqrt(np.mean(data**2)))
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+
+class ClientPeer:
+    """A browser stand-in: sends a tone, hears the server."""
+
+    def __init__(self, frequency: float) -> None:
+        advertise_host_addresses(["127.0.0.1"])
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.tone = ToneTrack(frequency)
+        self.sink = AudioSink()
+        self.pc.addTrack(self.tone)
+        self.pc.on("track", self.sink.attach)
+        self.connected = asyncio.Event()
+
+        @self.pc.on("connectionstatechange")
+        def _state() -> None:
+            if self.pc.connectionState == "connected":
+                self.connected.set()
+
+    async def offer(self, trickle: bool = False) -> str:
+        """The offer SDP; with `trickle`, without candidates (send them with candidates())."""
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        sdp = self.pc.localDescription.sdp
+        if trickle:
+            sdp = re.sub(r"a=candidate:[^\r\n]*\r\n|a=end-of-candidates\r\n", "", sdp)
+        return sdp
+
+    def candidates(self) -> list[dict]:
+        lines = re.findall(r"a=(candidate:[^\r\n]+)", self.pc.localDescription.sdp)
+        return [{"candidate": line, "sdpMid": "0", "sdpMLineIndex": 0} for line in lines]
+
+    async def accept(self, answer_sdp: str) -> None:
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+
+    async def wait_connected(self, within: float = 10.0) -> None:
+        await asyncio.wait_for(self.connected.wait(), within)
+
+    async def hears(self, frequency: float, within: float = 8.0, tolerance: float = 25.0) -> float:
+        """Wait until the last second heard is dominated by `frequency`; returns what was heard."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        heard = 0.0
+        self.sink.clear()
+        while loop.time() < deadline:
+            await asyncio.sleep(0.25)
+            if self.sink.seconds >= 1.0 and self.sink.rms() > 300:
+                heard = self.sink.dominant_frequency()
+                if abs(heard - frequency) <= tolerance:
+                    return heard
+        raise AssertionError(f"expected to hear {frequency} Hz, heard {heard:.0f} Hz")
+
+    async def close(self) -> None:
+        await self.sink.stop()
+        await self.pc.close()
