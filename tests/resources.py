@@ -32,7 +32,8 @@ def open_peer_connections() -> int:
     return sum(
         1
         for obj in gc.get_objects()
-        if isinstance(obj, RTCPeerConnection) and obj.connectionState != "closed"
+        # type(), not isinstance(): dead weak proxies raise on isinstance
+        if type(obj) is RTCPeerConnection and obj.connectionState != "closed"
     )
 
 

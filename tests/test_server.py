@@ -1,7 +1,9 @@
-"""A real `manage.py serve` (daphne) process: the README tour, the ring timer, static files."""
+"""A real `manage.py serve` (daphne) process: the README tour, the ring timer, static files,
+and two aiortc clients talking through it over real WebSockets and REST."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.media_peers import ClientPeer
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.daphne
@@ -72,7 +76,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         for key, value in os.environ.items()
         if not key.startswith(("CALLBRIDGE_", "DJANGO_")) and key not in ("DATABASE_URL", "DEBUG")
     }
-    env.update(CALLBRIDGE_DATA_DIR=str(data_dir), CALLBRIDGE_RING_TIMEOUT_S="2")
+    env.update(
+        CALLBRIDGE_DATA_DIR=str(data_dir),
+        CALLBRIDGE_RING_TIMEOUT_S="2",
+        CALLBRIDGE_ICE_HOST_ADDRESSES="127.0.0.1",
+    )
     port = free_port()
     running = Server(url=f"http://127.0.0.1:{port}", env=env, log=data_dir / "serve.log")
     running.manage("migrate", "--noinput")
@@ -165,3 +173,115 @@ def test_it_serves_pages_static_files_and_json_errors(server: Server) -> None:
     assert login_status == 200 and "callbridge" in login
     missing_status, missing, _ = server.request("GET", "/api/nothing")
     assert (missing_status, missing["code"]) == (404, "NOT_FOUND")
+
+
+class RealSocket:
+    """/ws/signal over a real TCP WebSocket."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.received: list[dict[str, Any]] = []
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.connection.send(json.dumps(message))
+
+    async def expect(self, kind: str, name: str | None = None, within: float = 10.0) -> dict:
+        async def read() -> dict:
+            while True:
+                message = json.loads(await self.connection.recv())
+                self.received.append(message)
+                if message["type"] == "error":
+                    raise AssertionError(message)
+                if message["type"] == kind and (name is None or message["data"]["name"] == name):
+                    return message
+
+        return await asyncio.wait_for(read(), within)
+
+
+async def test_it_bridges_two_aiortc_clients_through_the_real_server(server: Server) -> None:
+    import websockets
+
+    token = (await asyncio.to_thread(server.manage, "createapitoken", "bridge", "--quiet")).strip()
+    _, session, _ = await asyncio.to_thread(
+        server.request, "POST", "/api/sessions", token, {"displayName": "Ada"}
+    )
+    ws_url = server.url.replace("http://", "ws://") + "/ws/signal"
+    user_peer, operator_peer = ClientPeer(440), ClientPeer(880)
+    try:
+        async with (
+            websockets.connect(ws_url, open_timeout=10) as user_connection,
+            websockets.connect(ws_url, open_timeout=10) as operator_connection,
+        ):
+            user, operator = RealSocket(user_connection), RealSocket(operator_connection)
+            await user.send(
+                {
+                    "type": "offer",
+                    "sessionId": "",
+                    "authToken": session["sessionToken"],
+                    "data": {"type": "offer", "sdp": await user_peer.offer()},
+                }
+            )
+            user_answer = await user.expect("answer")
+            await user.expect("event", "call.ringing")
+            await operator.send(
+                {
+                    "type": "offer",
+                    "sessionId": "",
+                    "authToken": token,
+                    "callSid": user_answer["callSid"],
+                    "data": {"type": "offer", "sdp": await operator_peer.offer()},
+                }
+            )
+            operator_answer = await operator.expect("answer")
+            await user_peer.accept(user_answer["data"]["sdp"])
+            await operator_peer.accept(operator_answer["data"]["sdp"])
+            await user_peer.wait_connected()
+            await operator_peer.wait_connected()
+            assert abs(await user_peer.hears(880) - 880) < 25
+            assert abs(await operator_peer.hears(440) - 440) < 25
+            await user.send({"type": "hangup", "sessionId": user_answer["sessionId"]})
+            for socket_ in (user, operator):
+                ended = await socket_.expect("event", "call.ended")
+                assert ended["data"]["reason"] == "hangup"
+    finally:
+        await user_peer.close()
+        await operator_peer.close()
+    _, call, _ = await asyncio.to_thread(
+        server.request, "GET", f"/api/calls/{user_answer['callSid']}", token
+    )
+    assert (call["state"], call["endReason"]) == ("ended", "hangup")
+    assert sorted(leg["mediaState"] for leg in call["legs"]) == ["closed", "closed"]
+
+
+async def test_it_echoes_through_the_real_server_the_wago_way(server: Server) -> None:
+    token = (await asyncio.to_thread(server.manage, "createapitoken", "wago", "--quiet")).strip()
+
+    def wago(method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(server.url + path, data=data, method=method)
+        request.add_header("token", token)
+        request.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(request, timeout=20) as response:
+            return json.loads(response.read())
+
+    config = await asyncio.to_thread(wago, "GET", "/call/webrtc/config")
+    call = await asyncio.to_thread(wago, "POST", "/call/make", {"mode": "echo"})
+    peer = ClientPeer(1000)
+    try:
+        offer_sdp = await peer.offer()
+        answer = await asyncio.to_thread(
+            wago,
+            "POST",
+            "/call/webrtc/offer",
+            {"callID": call["callID"], "type": "offer", "sdp": offer_sdp},
+        )
+        payload = answer.get("data") or answer
+        await peer.accept(payload["sdp"])
+        await peer.wait_connected()
+        assert abs(await peer.hears(1000) - 1000) < 25
+        assert config["iceServers"] == []
+        await asyncio.to_thread(wago, "POST", "/call/webrtc/close", {"callID": call["callID"]})
+        ended = await asyncio.to_thread(wago, "POST", "/call/hangup", {"callID": call["callID"]})
+        assert ended["state"] == "ended"
+    finally:
+        await peer.close()

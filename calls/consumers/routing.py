@@ -1,9 +1,18 @@
 from channels.auth import AuthMiddlewareStack
-from django.urls import path
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.urls import path, re_path
 
 from calls.consumers.operator import OperatorConsumer
 from calls.consumers.origins import PageOriginValidator
 from calls.consumers.signal import SignalConsumer
+
+
+class NoSuchSocket(AsyncWebsocketConsumer):
+    """Any other path: refuse the handshake (instead of a router exception in the logs)."""
+
+    async def connect(self) -> None:
+        await self.close(code=4404)
+
 
 websocket_urlpatterns = [
     # Token-authenticated: non-browser clients (no Origin header) are welcome.
@@ -13,4 +22,5 @@ websocket_urlpatterns = [
         "ws/operator",
         PageOriginValidator(AuthMiddlewareStack(OperatorConsumer.as_asgi()), allow_no_origin=False),
     ),
+    re_path(r"", NoSuchSocket.as_asgi()),
 ]
