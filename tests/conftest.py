@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -10,6 +10,7 @@ from rest_framework.test import APIClient
 
 from calls.models import ApiToken, Call, EndUserSession
 from calls.principals import Principal
+from tests.live_server import Server, running_server
 
 
 def pytest_configure() -> None:
@@ -30,6 +31,13 @@ def _plain_static_storage(settings: Any) -> None:
 @pytest.fixture(autouse=True)
 def _fresh_rate_limits() -> None:
     cache.clear()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A real `manage.py serve` process with its own database (shared by a module)."""
+    with running_server(tmp_path_factory.mktemp("callbridge-data")) as running:
+        yield running
 
 
 @pytest.fixture

@@ -5,112 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.live_server import Server
 from tests.media_peers import ClientPeer
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.daphne
-
-
-@dataclass
-class Server:
-    url: str
-    env: dict[str, str]
-    log: Path
-
-    def request(
-        self, method: str, path: str, token: str | None = None, body: Any = None
-    ) -> tuple[int, Any, dict[str, str]]:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.url + path, data=data, method=method)
-        if token:
-            request.add_header("Authorization", f"Bearer {token}")
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                raw, status, headers = response.read(), response.status, dict(response.headers)
-        except urllib.error.HTTPError as error:
-            raw, status, headers = error.read(), error.code, dict(error.headers)
-        kind = headers.get("Content-Type", "")
-        return status, json.loads(raw) if "json" in kind else raw.decode(), headers
-
-    def manage(self, *args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        )
-        return result.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    data_dir = tmp_path_factory.mktemp("callbridge-data")
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("CALLBRIDGE_", "DJANGO_")) and key not in ("DATABASE_URL", "DEBUG")
-    }
-    env.update(
-        CALLBRIDGE_DATA_DIR=str(data_dir),
-        CALLBRIDGE_RING_TIMEOUT_S="2",
-        CALLBRIDGE_ICE_HOST_ADDRESSES="127.0.0.1",
-    )
-    port = free_port()
-    running = Server(url=f"http://127.0.0.1:{port}", env=env, log=data_dir / "serve.log")
-    running.manage("migrate", "--noinput")
-    running.manage("collectstatic", "--noinput")
-    with running.log.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"serve did not start:\n{running.log.read_text()}")
-                time.sleep(0.1)
-        yield running
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 def readme_tour() -> str:
