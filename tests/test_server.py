@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.live_server import Server
+from tests.live_server import Server, running_server
 from tests.media_peers import ClientPeer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -194,3 +194,45 @@ async def test_it_echoes_through_the_real_server_the_wago_way(server: Server) ->
         assert ended["state"] == "ended"
     finally:
         await peer.close()
+
+
+async def test_it_closes_every_peer_connection_when_stopped(tmp_path: Path) -> None:
+    import signal
+
+    import websockets
+
+    with running_server(tmp_path) as server:
+        token = (await asyncio.to_thread(server.manage, "createapitoken", "t", "--quiet")).strip()
+        peer = ClientPeer(440)
+        try:
+            ws_url = server.url.replace("http://", "ws://") + "/ws/signal"
+            async with websockets.connect(ws_url, open_timeout=10) as connection:
+                socket_ = RealSocket(connection)
+                await socket_.send(
+                    {
+                        "type": "offer",
+                        "sessionId": "",
+                        "authToken": token,
+                        "mode": "echo",
+                        "data": {"type": "offer", "sdp": await peer.offer()},
+                    }
+                )
+                answer = await socket_.expect("answer")
+                await peer.accept(answer["data"]["sdp"])
+                await peer.wait_connected()
+                await socket_.expect("event", "media.connected")
+                assert server.process is not None
+                server.process.send_signal(signal.SIGTERM)
+                exit_code = await asyncio.to_thread(server.process.wait, 20)
+        finally:
+            await peer.close()
+        assert exit_code == 0, server.log.read_text()
+        assert "Traceback" not in server.log.read_text()
+        state = await asyncio.to_thread(
+            server.manage,
+            "shell",
+            "-c",
+            f"from calls.models import Leg; print(Leg.objects.get(pk='{answer['sessionId']}')"
+            ".media_state)",
+        )
+        assert state.strip().splitlines()[-1] == "closed"  # after the shell's own notices

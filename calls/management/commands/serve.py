@@ -8,14 +8,42 @@ from typing import Any
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
 from django.core.management.base import BaseCommand
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 
 from calls.services import services
 
 
+def start_services() -> None:
+    """Start the services on daphne's loop; stop them (closing every peer connection) first
+    thing when daphne shuts down."""
+    loop = asyncio.get_event_loop()  # daphne sets its asyncio reactor's loop before this
+    services.ensure_started(loop)
+
+    def stop() -> Deferred:
+        return Deferred.fromFuture(asyncio.ensure_future(services.stop(), loop=loop))
+
+    reactor.addSystemEventTrigger("before", "shutdown", stop)
+
+
+def finish_leftover_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what daphne left pending (WebSocket application instances and their channel
+    receives) and let it finish, as asyncio.run does. A coroutine still suspended when
+    Python finalizes is closed by the garbage collector with half its modules gone, which
+    crashes CPython 3.11 (segfault in asyncio.Queue.get's cleanup)."""
+    if loop.is_closed():
+        return
+    leftovers = asyncio.all_tasks(loop)
+    for task in leftovers:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_asyncgens())
+
+
 class ServerWithServices(Server):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # Daphne calls ready_callable with its asyncio loop set, just before it runs.
-        kwargs["ready_callable"] = lambda: services.ensure_started(asyncio.get_event_loop())
+        # Daphne calls ready_callable just before its reactor runs.
+        kwargs["ready_callable"] = start_services
         super().__init__(*args, **kwargs)
 
 
@@ -54,3 +82,4 @@ class Command(BaseCommand):
         cli = CommandLineInterface()
         cli.server_class = ServerWithServices
         cli.run(argv)
+        finish_leftover_tasks(asyncio.get_event_loop())
