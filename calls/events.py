@@ -6,11 +6,18 @@ Every CallEvent, once committed, goes to the channel-layer groups of who may see
   call-<id>        the sockets that joined that call with an offer
 and a call that ended tells its media worker to close the legs. Presence changes of
 end-user sessions go to `operators`. Consumers turn these into wire messages.
+
+Records are written in sync threads; those threads only enqueue what to send. One
+EventPublisher task on the event loop sends it, in commit order, so a database thread never
+waits for the loop (which may be waiting for that thread). Without a running publisher
+(management commands, tests without a loop) the send happens in place.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -85,33 +92,70 @@ def publish_call_event(sender: Any, event: CallEvent, **kwargs: Any) -> None:
         groups = [OPERATORS_GROUP, call_group(call["callID"])]
         if call["sessionId"]:
             groups.append(session_group(call["sessionId"]))
-        _group_send(groups, message)
+        worker = ""
         if event.name == "call.ended":
-            worker = Call.objects.filter(pk=event.call_id).values_list("media_worker", flat=True)
-            if worker[0]:
-                async_to_sync(media_link.send)(
-                    worker[0], media_link.end_call_message(event.call_id)
-                )
+            worker = Call.objects.filter(pk=event.call_id).values_list("media_worker", flat=True)[0]
+
+        async def send() -> None:
+            await _group_send(groups, message)
+            if worker:
+                await media_link.send(worker, media_link.end_call_message(event.call_id))
+
+        _dispatch(send)
     except Exception:
         logger.exception("could not publish %s of call %s", event.name, event.call_id)
 
 
 def publish_presence(session: EndUserSession) -> None:
     name = "presence.online" if session.online else "presence.offline"
+    message = {"type": "presence.event", "name": name, "session": session_summary(session)}
     try:
-        _group_send(
-            [OPERATORS_GROUP],
-            {"type": "presence.event", "name": name, "session": session_summary(session)},
-        )
+        _dispatch(lambda: _group_send([OPERATORS_GROUP], message))
     except Exception:
         logger.exception("could not publish %s of session %s", name, session.pk)
 
 
-def _group_send(groups: list[str], message: dict[str, Any]) -> None:
+async def _group_send(groups: list[str], message: dict[str, Any]) -> None:
     layer = get_channel_layer()
+    for group in groups:
+        await layer.group_send(group, message)
 
-    async def send_all() -> None:
-        for group in groups:
-            await layer.group_send(group, message)
 
-    async_to_sync(send_all)()
+Send = Callable[[], Awaitable[None]]
+
+
+class EventPublisher:
+    """Sends what database threads enqueued, in order, from the event loop."""
+
+    active: EventPublisher | None = None
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue[Send] = asyncio.Queue()
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        EventPublisher.active = self
+        try:
+            while True:
+                send = await self._queue.get()
+                try:
+                    await send()
+                except Exception:
+                    logger.exception("could not deliver a call event")
+        finally:
+            if EventPublisher.active is self:
+                EventPublisher.active = None
+
+    def submit(self, send: Send) -> bool:
+        loop = self._loop
+        if loop is None or loop.is_closed() or EventPublisher.active is not self:
+            return False
+        loop.call_soon_threadsafe(self._queue.put_nowait, send)
+        return True
+
+
+def _dispatch(send: Send) -> None:
+    publisher = EventPublisher.active
+    if publisher is None or not publisher.submit(send):
+        async_to_sync(send)()

@@ -16,6 +16,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from calls.deadlines import CallDeadlines
+from calls.events import EventPublisher
 from calls.media.aiortc_internals import advertise_host_addresses
 from calls.media.peer import PeerSettings
 from calls.media.worker import MediaWorker
@@ -42,7 +43,13 @@ def media_worker() -> MediaWorker:
 
 
 def default_services() -> dict[str, Service]:
-    return {"call-deadlines": CallDeadlines(), "media-worker": media_worker()}
+    # Started in this order, stopped in reverse: the publisher outlives the others, so
+    # what they record while stopping (legs closing) still reaches the sockets.
+    return {
+        "event-publisher": EventPublisher(),
+        "call-deadlines": CallDeadlines(),
+        "media-worker": media_worker(),
+    }
 
 
 class BackgroundServices:
@@ -72,10 +79,9 @@ class BackgroundServices:
     async def stop(self) -> None:
         """Stop this loop's services; the media worker closes every peer connection."""
         running = self._running.pop(asyncio.get_running_loop(), {})
-        tasks = [task for _, task in running.values()]
-        for task in tasks:
+        for _, task in reversed(running.values()):
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(task, return_exceptions=True)
 
 
 def _log_unexpected_exit(task: asyncio.Task[None]) -> None:

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import asyncio
+import gc
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,6 +21,38 @@ def pytest_configure() -> None:
     from django.conf import settings
 
     settings.STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns without it
+
+
+@pytest.fixture(autouse=True)
+def _dump_stuck_tasks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Shortly before pytest-timeout fails a stuck test, print every pending asyncio task's
+    stack: its thread dump alone only shows an event loop waiting in select()."""
+    timeout = float(request.config.getini("timeout") or 120)
+    timer = threading.Timer(max(timeout - 10, 1), _dump_pending_tasks)
+    timer.daemon = True
+    timer.start()
+    yield
+    timer.cancel()
+
+
+def _dump_pending_tasks() -> None:
+    def running_loops() -> list[asyncio.AbstractEventLoop]:
+        loops = []
+        for obj in gc.get_objects():
+            try:
+                if isinstance(obj, asyncio.AbstractEventLoop) and obj.is_running():
+                    loops.append(obj)
+            except ReferenceError:  # a dead weak proxy
+                continue
+        return loops
+
+    def print_tasks() -> None:
+        for task in asyncio.all_tasks():
+            print(f"--- pending task {task.get_name()}", file=sys.stderr)
+            task.print_stack(file=sys.stderr)
+
+    for loop in running_loops():
+        loop.call_soon_threadsafe(print_tasks)
 
 
 @pytest.fixture(autouse=True)

@@ -69,3 +69,14 @@ class SignalClient:
 
     async def close(self) -> None:
         await self.communicator.disconnect(timeout=5)
+
+
+def staff_cookie(username: str = "alice") -> str:
+    """A Cookie header value for a logged-in staff user (sync: call via sync_to_async)."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    user, _ = get_user_model().objects.get_or_create(username=username, defaults={"is_staff": True})
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}"

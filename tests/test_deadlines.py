@@ -11,6 +11,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from calls.deadlines import CallDeadlines
+from calls.events import EventPublisher
 from calls.models import ApiToken, Call, EndUserSession
 from calls.principals import Principal
 
@@ -34,6 +35,16 @@ async def wait_for_state(call: Call, state: str, within: float = 5.0) -> Call:
         return current
 
     return await asyncio.wait_for(poll(), within)
+
+
+@pytest.fixture(autouse=True)
+async def publisher() -> AsyncIterator[None]:
+    """As in a server: call events leave through the event publisher."""
+    task = asyncio.create_task(EventPublisher().run())
+    await asyncio.sleep(0)
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 @pytest.fixture

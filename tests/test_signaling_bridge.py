@@ -8,26 +8,16 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.test import Client
 
 from calls.models import ApiToken, Call, EndUserSession
 from calls.services import services
 from tests.media_peers import ClientPeer
 from tests.resources import Resources, settle_to
-from tests.signal_client import SignalClient
+from tests.signal_client import SignalClient, staff_cookie
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
 USER_TONE, OPERATOR_TONE = 440, 880
-
-
-def staff_cookie() -> str:
-    from django.contrib.auth import get_user_model
-
-    user = get_user_model().objects.create_user("alice", password="x" * 12, is_staff=True)
-    client = Client()
-    client.force_login(user)
-    return f"sessionid={client.cookies['sessionid'].value}"
 
 
 @dataclass

@@ -1,0 +1,57 @@
+"""/ws/operator: staff see every call and end users coming and going."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from calls.models import EndUserSession
+from tests.signal_client import SignalClient, staff_cookie
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+
+async def dashboard(asgi_app: Any) -> SignalClient:
+    cookie = await sync_to_async(staff_cookie)()
+    client = SignalClient(asgi_app, "/ws/operator", origin="http://localhost")
+    client.communicator.scope["headers"].append((b"cookie", cookie.encode()))
+    await client.connect()
+    return client
+
+
+async def test_it_reports_end_users_online_and_offline(asgi_app: Any) -> None:
+    session, token = await sync_to_async(EndUserSession.create)(ttl_seconds=600, display_name="Ada")
+    feed = await dashboard(asgi_app)
+    assert (await feed.receive())["data"]["online"] == []
+    first, second = SignalClient(asgi_app), SignalClient(asgi_app)
+    for page in (first, second):  # the same end user in two tabs
+        await page.connect()
+        await page.send({"type": "register", "sessionId": "", "authToken": token})
+        await page.expect("event", "registered")
+    online = await feed.expect("event", "presence.online")
+    assert online["data"]["session"]["sessionId"] == str(session.pk)
+    assert online["data"]["session"]["displayName"] == "Ada"
+
+    again = await dashboard(asgi_app)
+    snapshot = await again.receive()
+    assert [s["displayName"] for s in snapshot["data"]["online"]] == ["Ada"]
+    await again.close()
+
+    await first.close()
+    assert [m for m in await feed.drain() if m["data"]["name"].startswith("presence")] == []
+    await second.close()  # the last tab closes
+    offline = await feed.expect("event", "presence.offline")
+    assert offline["data"]["session"]["online"] is False
+    stored = await EndUserSession.objects.aget(pk=session.pk)
+    assert (stored.online, stored.sockets) == (False, 0)
+    await feed.close()
+
+
+async def test_it_only_listens(asgi_app: Any) -> None:
+    feed = await dashboard(asgi_app)
+    await feed.receive()
+    await feed.send({"type": "offer"})
+    assert (await feed.receive())["data"]["code"] == "INVALID_MESSAGE"
+    await feed.close()
