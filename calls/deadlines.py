@@ -64,7 +64,10 @@ class CallDeadlines:
                 self._wake.clear()
                 delay = await self._sweep()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                    # asyncio.timeout, not wait_for: on 3.11 a cancel that races the
+                    # event being set can leave wait_for's inner task hanging.
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
         finally:
             call_event_recorded.disconnect(dispatch_uid=id(self))
 

@@ -64,7 +64,8 @@ async def request(worker: str, message: dict[str, Any], within: float = REPLY_TI
         worker_channel(worker), {**message, "reply_to": reply_to, "request_id": reply_to}
     )
     try:
-        reply = await asyncio.wait_for(layer.receive(reply_to), within)
+        async with asyncio.timeout(within):
+            reply = await layer.receive(reply_to)
     except TimeoutError:
         raise CallbridgeError(
             ErrorCode.MEDIA_BRIDGE_FAILURE, "the media worker did not answer"

@@ -27,12 +27,18 @@ class Server:
     process: subprocess.Popen | None = None
 
     def request(
-        self, method: str, path: str, token: str | None = None, body: Any = None
+        self,
+        method: str,
+        path: str,
+        token: str | None = None,
+        body: Any = None,
+        token_header: str = "Authorization",
     ) -> tuple[int, Any, dict[str, str]]:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.url + path, data=data, method=method)
         if token:
-            request.add_header("Authorization", f"Bearer {token}")
+            bearer = token_header.lower() == "authorization"
+            request.add_header(token_header, f"Bearer {token}" if bearer else token)
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:
@@ -42,6 +48,12 @@ class Server:
             raw, status, headers = error.read(), error.code, dict(error.headers)
         kind = headers.get("Content-Type", "")
         return status, json.loads(raw) if "json" in kind else raw.decode(), headers
+
+    def wago(self, token: str, method: str, path: str, body: Any = None) -> Any:
+        """A WaGo-style call (`token:` header); the JSON body of a successful answer."""
+        status, answer, _ = self.request(method, path, token, body, token_header="token")
+        assert 200 <= status < 300, answer
+        return answer
 
     def manage(self, *args: str) -> str:
         result = subprocess.run(

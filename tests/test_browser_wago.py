@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,15 +20,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.daphne]
 TONE = 1000
 
 
-def wago(server: Server, token: str, method: str, path: str, body: Any = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(server.url + path, data=data, method=method)
-    request.add_header("token", token)
-    request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=20) as response:
-        return json.loads(response.read())
-
-
 async def test_it_runs_wagos_browser_example_against_the_aliases(
     server: Server, tmp_path: Path
 ) -> None:
@@ -41,7 +29,7 @@ async def test_it_runs_wagos_browser_example_against_the_aliases(
     token = (
         await asyncio.to_thread(server.manage, "createapitoken", "wago-page", "--quiet")
     ).strip()
-    call = await asyncio.to_thread(wago, server, token, "POST", "/call/make", {"mode": "echo"})
+    call = await asyncio.to_thread(server.wago, token, "POST", "/call/make", {"mode": "echo"})
     example = (ROOT / "tests/fixtures/wago_live_audio_example.js").read_text()
     example = (
         example.replace("https://your-wago-server.com", server.url)

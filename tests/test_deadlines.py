@@ -93,3 +93,17 @@ async def test_it_misses_calls_left_ringing_while_it_was_not_running(settings: A
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_it_stops_even_when_cancelled_as_it_is_woken() -> None:
+    # A cancel racing a wake-up once left the sweeper hanging (asyncio.wait_for on 3.11).
+    for _ in range(30):
+        timer = CallDeadlines(idle_recheck_s=60)
+        task = asyncio.create_task(timer.run())
+        while timer._loop is None:
+            assert not task.done(), task
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.02)  # its first sweep is done; it waits for a wake-up
+        timer._wake.set()
+        task.cancel()
+        await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 2)

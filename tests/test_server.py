@@ -8,8 +8,6 @@ import json
 import re
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -166,12 +164,7 @@ async def test_it_echoes_through_the_real_server_the_wago_way(server: Server) ->
     token = (await asyncio.to_thread(server.manage, "createapitoken", "wago", "--quiet")).strip()
 
     def wago(method: str, path: str, body: Any = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(server.url + path, data=data, method=method)
-        request.add_header("token", token)
-        request.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(request, timeout=20) as response:
-            return json.loads(response.read())
+        return server.wago(token, method, path, body)
 
     config = await asyncio.to_thread(wago, "GET", "/call/webrtc/config")
     call = await asyncio.to_thread(wago, "POST", "/call/make", {"mode": "echo"})

@@ -67,7 +67,8 @@ class AudioSubscription:
         if not self._frames:
             self._ready.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), within)
+                async with asyncio.timeout(within):  # not wait_for: no inner task
+                    await self._ready.wait()
         return self._frames.popleft() if self._frames else None
 
 
