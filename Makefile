@@ -22,7 +22,10 @@ run: $(VENV)/.installed
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py demo_operator --url http://localhost:$(PORT)/admin/
-	DEBUG=$${DEBUG:-true} $(PY) manage.py serve --bind $(HOST) --port $(PORT)
+	@echo "End-user page (public lobby): http://localhost:$(PORT)/talk/"
+	@echo "Operator dashboard:           http://localhost:$(PORT)/admin/dashboard/"
+	DEBUG=$${DEBUG:-true} CALLBRIDGE_PUBLIC_LOBBY=$${CALLBRIDGE_PUBLIC_LOBBY:-true} \
+		$(PY) manage.py serve --bind $(HOST) --port $(PORT)
 
 test: $(VENV)/.installed
 	tools/system-deps

@@ -139,7 +139,7 @@ STATICFILES_DIRS = [BASE_DIR / "frontend"]
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(DATA_DIR / "media"))).resolve()
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    "staticfiles": {"BACKEND": "callbridge.storage.StaticStorage"},
 }
 # Request bodies: SDP offers are a few KiB; nothing legitimate comes near this.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int(
@@ -203,6 +203,9 @@ SPECTACULAR_SETTINGS = {
 # Public base URL used in links handed to end users (e.g. https://calls.example.com).
 # Empty: built from the request's host.
 CALLBRIDGE_PUBLIC_URL = env_str("CALLBRIDGE_PUBLIC_URL").rstrip("/")
+# Anyone may open /talk/ and call (an anonymous session is made for them). Off by default;
+# `make run` turns it on for the demo.
+CALLBRIDGE_PUBLIC_LOBBY = env_bool("CALLBRIDGE_PUBLIC_LOBBY", False)
 CALLBRIDGE_RING_TIMEOUT_S = env_int("CALLBRIDGE_RING_TIMEOUT_S", 45, minimum=1, maximum=3600)
 CALLBRIDGE_MEDIA_GRACE_S = env_int("CALLBRIDGE_MEDIA_GRACE_S", 60, minimum=1, maximum=3600)
 CALLBRIDGE_ICE_TIMEOUT_S = env_int("CALLBRIDGE_ICE_TIMEOUT_S", 20, minimum=1, maximum=300)

@@ -1,7 +1,10 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from calls.pages.views import dashboard
+
 urlpatterns = [
+    path("admin/dashboard/", dashboard, name="operator-dashboard"),
     path("admin/", admin.site.urls),
     path("api/", include("calls.api.urls")),
     path("call/", include("calls.api.wago_urls")),

@@ -52,10 +52,11 @@ def require_browser_environment() -> None:
     pytest.skip(message)
 
 
-def chromium_args(microphone_wav: Path | None) -> list[str]:
+def chromium_args(microphone_wav: Path | None, allow_microphone: bool = True) -> list[str]:
     args = [
         "--no-sandbox",
-        "--use-fake-ui-for-media-stream",
+        # Answer the permission prompt: allow (fake UI) or deny, as a person would.
+        "--use-fake-ui-for-media-stream" if allow_microphone else "--deny-permission-prompts",
         "--use-fake-device-for-media-stream",
         "--autoplay-policy=no-user-gesture-required",
         "--allow-loopback-in-peer-connection",
@@ -71,9 +72,13 @@ def chromium_args(microphone_wav: Path | None) -> list[str]:
     return args
 
 
-async def launch(playwright: Any, microphone_wav: Path | None) -> Any:
+async def launch(
+    playwright: Any, microphone_wav: Path | None, allow_microphone: bool = True
+) -> Any:
     return await playwright.chromium.launch(
-        executable_path=CHROMIUM, headless=True, args=chromium_args(microphone_wav)
+        executable_path=CHROMIUM,
+        headless=True,
+        args=chromium_args(microphone_wav, allow_microphone),
     )
 
 

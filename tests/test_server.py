@@ -72,7 +72,7 @@ def test_it_serves_pages_static_files_and_json_errors(server: Server) -> None:
     status, page, _ = server.request("GET", "/talk/?token=cbs_unknown")
     assert status == 401
     stylesheet = re.search(r'href="(/static/[^"]+\.css)"', page)
-    assert stylesheet and re.search(r"enduser\.[0-9a-f]{12}\.css", stylesheet.group(1))
+    assert stylesheet and re.search(r"app\.[0-9a-f]{12}\.css", stylesheet.group(1))
     css_status, css, headers = server.request("GET", stylesheet.group(1))
     assert css_status == 200 and "font-family" in css
     assert "max-age" in headers.get("Cache-Control", "")

@@ -5,3 +5,4 @@ from calls.admin import call_admin, credentials_admin  # noqa: F401  (registers 
 admin.site.site_header = "callbridge"
 admin.site.site_title = "callbridge"
 admin.site.index_title = "Calls, credentials and records"
+admin.site.index_template = "admin/callbridge_index.html"

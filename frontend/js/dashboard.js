@@ -1,0 +1,310 @@
+// The operators' dashboard: every call live (/ws/operator), and the operator's own audio.
+// Actions use the REST API with the admin session (CSRF header); media offers are sent
+// over REST with ICE gathering complete.
+import {
+  LevelMeter, fillMicrophoneSelect, formatDuration, openMicrophone, rememberMicrophone,
+  rememberedMicrophone,
+} from "./media.js";
+import {CallMedia, qualityWarnings} from "./peer.js";
+
+const config = JSON.parse(document.getElementById("config").textContent);
+const $ = (id) => document.getElementById(id);
+const ui = {
+  feed: $("feed"), status: $("my-status"), timer: $("my-timer"), problem: $("my-problem"),
+  quality: $("quality"), hangup: $("my-hangup"), mute: $("my-mute"), microphone: $("microphone"),
+  level: $("level"), farLevel: $("far-level"), remote: $("remote"),
+  lists: {ringing: $("ringing"), active: $("active"), online: $("online"), recent: $("recent")},
+};
+const REASONS = {
+  hangup: "hung up", missed: "missed", rejected: "rejected", cancelled: "cancelled",
+  media_timeout: "connection lost", media_failure: "connection failed",
+  server_restart: "server restarted",
+};
+
+const calls = new Map();    // callID → call summary
+const online = new Map();   // sessionId → session summary
+const meter = new LevelMeter(ui.level);
+const farMeter = new LevelMeter(ui.farLevel);
+let microphone = null;
+let mine = null;            // {callID, media, answeredAt}
+let idleText = "Not in a call.";  // after a call: how it ended
+let tickers = [];
+
+// --- REST --------------------------------------------------------------------------------
+async function api(method, path, body) {
+  const response = await fetch(`/api${path}`, {
+    method,
+    credentials: "same-origin",
+    headers: {"Content-Type": "application/json", "X-CSRFToken": config.csrfToken},
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) throw Object.assign(new Error(data.message || response.statusText), data);
+  return data;
+}
+
+function problem(text) {
+  ui.problem.textContent = text || "";
+  ui.problem.hidden = !text;
+}
+
+// --- my audio ------------------------------------------------------------------------------
+async function ensureMicrophone() {
+  if (microphone) return microphone;
+  try {
+    microphone = await openMicrophone(ui.microphone.value || rememberedMicrophone());
+  } catch (error) {
+    problem(error.message);
+    throw error;
+  }
+  meter.attach(microphone);
+  await fillMicrophoneSelect(ui.microphone, microphone.getAudioTracks()[0].getSettings().deviceId);
+  return microphone;
+}
+
+function setMyStatus(text) {
+  ui.status.textContent = text;
+  const inCall = Boolean(mine);
+  ui.hangup.hidden = ui.mute.hidden = !inCall;
+  ui.quality.hidden = !inCall;
+}
+
+// Connect (or reconnect) my media to `callID`: answers it when it rings for operators.
+async function connectMine(callID) {
+  problem("");
+  const stream = await ensureMicrophone();
+  mine?.media?.close();
+  const media = new CallMedia({
+    iceServers: config.iceServers,
+    audioElement: ui.remote,
+    onState: (state) => {
+      if (mine?.media !== media) return;
+      if (state === "connected") {
+        farMeter.attach(media.remoteStream);
+        renderMine();
+      } else if (state === "failed") {
+        setMyStatus("Reconnecting…");
+        connectMine(callID).catch((error) => problem(error.message));
+      }
+    },
+  });
+  media.setMuted(ui.mute.getAttribute("aria-pressed") === "true");
+  mine = {callID, media, answeredAt: mine?.callID === callID ? mine.answeredAt : null};
+  idleText = "Not in a call.";
+  setMyStatus("Connecting…");
+  const sdp = await media.offer(stream, {gather: true});
+  try {
+    const answer = await api("POST", `/calls/${callID}/webrtc/offer`, {type: "offer", sdp});
+    await media.accept(answer.sdp);
+  } catch (error) {
+    media.close();
+    if (mine?.media === media) mine = null;
+    setMyStatus("Not in a call.");
+    throw error;
+  }
+}
+
+function renderMine() {
+  if (!mine) {
+    setMyStatus(idleText);
+    ui.timer.hidden = true;
+    return;
+  }
+  const call = calls.get(mine.callID);
+  const who = call?.displayName || "the end user";
+  if (!call || call.state === "ringing") {
+    setMyStatus(`Calling ${who}…`);
+  } else if (mine.media?.pc.connectionState === "connected") {
+    setMyStatus(`Talking with ${who}.`);
+    ui.timer.hidden = false;
+  } else {
+    setMyStatus("Connecting…");
+  }
+}
+
+function endMine(reason) {
+  mine?.media?.close();
+  farMeter.detach();
+  mine = null;
+  ui.timer.hidden = true;
+  idleText = reason ? `Call ended (${REASONS[reason] || reason}).` : "Not in a call.";
+  setMyStatus(idleText);
+}
+
+async function hangUp(callID) {
+  try {
+    await api("POST", `/calls/${callID}/hangup`);
+  } catch (error) {
+    problem(error.message);
+  }
+  if (mine?.callID === callID) endMine("hangup");
+}
+
+// --- the lists -----------------------------------------------------------------------------
+function button(label, className, onClick) {
+  const element = document.createElement("button");
+  element.type = "button";
+  element.textContent = label;
+  if (className) element.className = className;
+  element.addEventListener("click", () => {
+    element.disabled = true;
+    Promise.resolve(onClick()).catch((error) => problem(error.message))
+      .finally(() => { element.disabled = false; });
+  });
+  return element;
+}
+
+function link(text, href) {
+  const element = document.createElement("a");
+  element.href = href;
+  element.textContent = text;
+  return element;
+}
+
+function item(whoText, metaText, ...actions) {
+  const li = document.createElement("li");
+  const who = document.createElement("span");
+  who.className = "who";
+  who.textContent = whoText;
+  const meta = document.createElement("span");
+  meta.className = "meta";
+  meta.textContent = metaText;
+  li.append(who, meta, ...actions);
+  return li;
+}
+
+const callUrl = (id) => config.callAdminUrl.replace("00000000-0000-0000-0000-000000000000", id);
+const since = (iso) => (Date.now() - Date.parse(iso)) / 1000;
+const name = (call) => call.displayName || (call.mode === "echo" ? "echo test" : "anonymous");
+
+function render() {
+  const all = [...calls.values()].sort((a, b) => Date.parse(b.createdAt) - Date.parse(a.createdAt));
+  const ringing = all.filter((c) => c.state === "ringing");
+  const active = all.filter((c) => c.state === "active");
+  const ended = all.filter((c) => !["ringing", "active"].includes(c.state)).slice(0, 20);
+  tickers = [];
+
+  ui.lists.ringing.replaceChildren(...ringing.map((call) => {
+    const inbound = call.direction === "inbound";
+    const li = item(inbound ? `${name(call)} is calling` : `Calling ${name(call)}`,
+                    formatDuration(since(call.createdAt)));
+    tickers.push(() => { li.querySelector(".meta").textContent = formatDuration(since(call.createdAt)); });
+    if (inbound) {
+      li.append(button("Answer", "primary", () => connectMine(call.callID)),
+                button("Reject", "danger", () => api("POST", `/calls/${call.callID}/reject`)));
+    } else {
+      li.append(button("Cancel", "danger", () => hangUp(call.callID)));
+    }
+    li.append(link("Details", callUrl(call.callID)));
+    return li;
+  }));
+
+  ui.lists.active.replaceChildren(...active.map((call) => {
+    const started = call.answeredAt || call.createdAt;
+    const li = item(`${name(call)}${call.operator ? ` ↔ ${call.operator}` : ""}`,
+                    formatDuration(since(started)),
+                    button("Hang up", "danger", () => hangUp(call.callID)),
+                    link("Details", callUrl(call.callID)));
+    tickers.push(() => { li.querySelector(".meta").textContent = formatDuration(since(started)); });
+    return li;
+  }));
+
+  ui.lists.online.replaceChildren(...[...online.values()].map((session) => {
+    const busy = all.some((c) => c.sessionId === session.sessionId && c.mode === "bridge" &&
+                                 ["ringing", "active"].includes(c.state));
+    const li = item(session.displayName || "anonymous", busy ? "in a call" : "available");
+    if (!busy) {
+      li.append(button("Call", "primary", async () => {
+        const call = await api("POST", "/calls", {sessionId: session.sessionId});
+        calls.set(call.callID, {...call, displayName: session.displayName, legs: call.legs});
+        await connectMine(call.callID);
+      }));
+    }
+    return li;
+  }));
+
+  ui.lists.recent.replaceChildren(...ended.map((call) => {
+    const talk = call.answeredAt && call.endedAt
+      ? formatDuration((Date.parse(call.endedAt) - Date.parse(call.answeredAt)) / 1000) : "—";
+    return item(name(call), `${REASONS[call.endReason] || call.endReason || call.state} · ${talk}`,
+                link("Details", callUrl(call.callID)));
+  }));
+
+  for (const [key, list] of Object.entries(ui.lists)) {
+    document.querySelector(`[data-empty-for="${key}"]`).hidden = list.children.length > 0;
+  }
+  renderMine();
+}
+
+// --- the live feed -------------------------------------------------------------------------
+function onFeed(message) {
+  if (message.type === "snapshot") {
+    calls.clear();
+    online.clear();
+    for (const call of [...message.data.calls, ...message.data.recent]) calls.set(call.callID, call);
+    for (const session of message.data.online) online.set(session.sessionId, session);
+  } else if (message.type === "event") {
+    const data = message.data;
+    if (data.call) calls.set(data.call.callID, data.call);
+    if (data.name === "presence.online") online.set(data.session.sessionId, data.session);
+    if (data.name === "presence.offline") online.delete(data.session.sessionId);
+    if (data.name === "call.answered" && mine?.callID === message.callSid) mine.answeredAt = Date.now();
+    if (data.name === "call.ended" && mine?.callID === message.callSid) endMine(data.reason);
+  }
+  render();
+}
+
+function connectFeed(attempt = 0) {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${location.host}${config.feedPath}`);
+  socket.onopen = () => {
+    attempt = 0;
+    ui.feed.textContent = "Live.";
+    ui.feed.dataset.live = "true";
+  };
+  socket.onmessage = (event) => onFeed(JSON.parse(event.data));
+  socket.onclose = () => {
+    ui.feed.textContent = "Live feed lost: reconnecting…";
+    ui.feed.dataset.live = "false";
+    setTimeout(() => connectFeed(attempt + 1), Math.min(10000, 500 * 2 ** attempt));
+  };
+}
+
+// --- controls and timers -------------------------------------------------------------------
+ui.hangup.addEventListener("click", () => mine && hangUp(mine.callID));
+ui.mute.addEventListener("click", () => {
+  const muted = ui.mute.getAttribute("aria-pressed") !== "true";
+  ui.mute.setAttribute("aria-pressed", String(muted));
+  ui.mute.textContent = muted ? "Unmute" : "Mute";
+  mine?.media?.setMuted(muted);
+});
+ui.microphone.addEventListener("change", async () => {
+  rememberMicrophone(ui.microphone.value);
+  const old = microphone;
+  microphone = null;
+  try {
+    const stream = await ensureMicrophone();
+    await mine?.media?.useMicrophone(stream);
+    old?.getTracks().forEach((track) => track.stop());
+  } catch (error) {
+    microphone = old;
+  }
+});
+
+setInterval(async () => {
+  for (const tick of tickers) tick();
+  if (mine?.answeredAt) ui.timer.textContent = formatDuration((Date.now() - mine.answeredAt) / 1000);
+  if (mine?.media?.pc.connectionState === "connected") {
+    const reading = await mine.media.quality();
+    const warnings = qualityWarnings(reading);
+    const parts = [`RTT ${reading.rttMs ?? "–"} ms`, `jitter ${reading.jitterMs ?? "–"} ms`,
+                   `loss ${reading.lossPercent == null ? "–" : reading.lossPercent.toFixed(1)}%`];
+    ui.quality.textContent = (warnings.length ? `Warning: ${warnings.join(", ")}. ` : "") +
+                             parts.join(" · ");
+    ui.quality.classList.toggle("warning", warnings.length > 0);
+  }
+}, 1000);
+
+connectFeed();
+ensureMicrophone().catch(() => {});
+render();

@@ -1,0 +1,319 @@
+// The end-user call page: call the operators, take their calls, test the microphone.
+import {
+  LevelMeter, Ringer, fillMicrophoneSelect, formatDuration, openMicrophone,
+  rememberMicrophone, rememberedMicrophone,
+} from "./media.js";
+import {CallMedia} from "./peer.js";
+import {SignalSocket} from "./signaling.js";
+
+const config = JSON.parse(document.getElementById("config").textContent);
+const $ = (id) => document.getElementById(id);
+const ui = {
+  status: $("status"), problem: $("problem"), timer: $("timer"), incoming: $("incoming"),
+  call: $("call"), test: $("test"), hangup: $("hangup"), mute: $("mute"), retry: $("retry"),
+  accept: $("accept"), decline: $("decline"), microphone: $("microphone"), level: $("level"),
+  remote: $("remote"), note: $("note"),
+};
+
+const END_REASONS = {
+  hangup: "The call has ended.",
+  missed: "Nobody answered. Please try again later.",
+  rejected: "The call was declined.",
+  cancelled: "The call was cancelled.",
+  media_timeout: "The connection was lost.",
+  media_failure: "The connection failed.",
+  server_restart: "The service restarted. Please call again.",
+};
+
+const meter = new LevelMeter(ui.level);
+const ringer = new Ringer();
+let microphone = null;   // MediaStream
+let call = null;         // {callSid, sessionId, mode, media, answeredAt, pending: []}
+let incoming = null;     // callSid of a call ringing for us
+let timerHandle = null;
+let reconnectTimer = null;
+
+function show(element, visible) {
+  element.hidden = !visible;
+}
+
+function setState(state, text) {
+  document.body.dataset.state = state;
+  ui.status.textContent = text;
+  const inCall = ["calling", "connecting", "connected", "reconnecting", "testing"].includes(state);
+  const hangupLabel = call?.mode === "echo" ? "Stop the test" : "Hang up";
+  const ready = !inCall && state !== "incoming" && microphone !== null;
+  show(ui.call, !inCall && state !== "incoming" && state !== "mic-problem");
+  show(ui.test, !inCall && state !== "incoming" && state !== "mic-problem");
+  ui.call.disabled = ui.test.disabled = !ready;
+  show(ui.hangup, inCall);
+  ui.hangup.textContent = hangupLabel;
+  show(ui.mute, inCall);
+  show(ui.incoming, state === "incoming");
+  show(ui.retry, state === "mic-problem");
+  show(ui.timer, state === "connected" || state === "testing");
+}
+
+function setProblem(text) {
+  ui.problem.textContent = text || "";
+  show(ui.problem, Boolean(text));
+}
+
+async function ensureMicrophone() {
+  if (microphone) return microphone;
+  try {
+    microphone = await openMicrophone(ui.microphone.value || rememberedMicrophone());
+  } catch (error) {
+    microphone = null;
+    setProblem(error.message);
+    setState("mic-problem", "Your microphone is not available.");
+    throw error;
+  }
+  setProblem("");
+  meter.attach(microphone);
+  await fillMicrophoneSelect(ui.microphone, microphone.getAudioTracks()[0].getSettings().deviceId);
+  return microphone;
+}
+
+// --- signaling -----------------------------------------------------------------------
+const socket = new SignalSocket(config.signalPath, {
+  onopen: () => socket.sendNow({type: "register", sessionId: "", authToken: config.token}),
+  onmessage: handle,
+  onstatus: (status) => {
+    if (status === "reconnecting" && call) setState("reconnecting", "Reconnecting…");
+  },
+});
+
+async function handle(message) {
+  const data = message.data || {};
+  if (message.type === "answer") return onAnswer(message);
+  if (message.type === "error") return onError(message);
+  if (message.type !== "event") return;
+  switch (data.name) {
+    case "registered": return onRegistered(data);
+    case "call.ringing":
+      if (call && call.callSid === message.callSid) setState("calling", "Calling the operators…");
+      return;
+    case "call.incoming":
+      if (!call && !incoming) {
+        incoming = message.callSid;
+        ringer.start();
+        setState("incoming", "An operator is calling you.");
+      }
+      return;
+    case "call.answered":
+      if (call && call.callSid === message.callSid) {
+        call.answeredAt = Date.now();
+        if (call.media?.pc.connectionState === "connected") connected();
+        else setState("connecting", "Connecting…");
+      }
+      return;
+    case "media.connected":
+    case "media.disconnected":
+      return onMediaEvent(message);
+    case "call.ended":
+      if (incoming === message.callSid) {
+        ringer.stop();
+        incoming = null;
+        setState("ended", "You missed a call.");
+      }
+      if (call && call.callSid === message.callSid) finish(data.reason);
+      return;
+  }
+}
+
+function onRegistered(data) {
+  const open = (data.calls || []).find((c) => c.sessionId);
+  if (call) {
+    // The socket came back: media usually survived; if not, reconnect it.
+    if (call.media?.pc.connectionState !== "connected") reconnectMedia();
+    else if (call.answeredAt) connected();
+    return;
+  }
+  if (open) {
+    // The page was reloaded during a call: take our place in it again.
+    call = {callSid: open.callSid, sessionId: open.sessionId, mode: open.mode, pending: [],
+            answeredAt: open.state === "active" ? Date.now() : null};
+    reconnectMedia();
+  } else if (!incoming) {
+    setState(microphone ? "idle" : document.body.dataset.state || "idle",
+             microphone ? "Ready." : ui.status.textContent);
+  }
+}
+
+async function onAnswer(message) {
+  if (!call || call.sessionId && call.sessionId !== message.sessionId) return;
+  call.callSid = message.callSid;
+  call.sessionId = message.sessionId;
+  await call.media.accept(message.data.sdp);
+  for (const candidate of call.pending.splice(0)) sendCandidate(candidate);
+}
+
+function onError(message) {
+  const error = message.data;
+  if (error.code === "MEDIA_BRIDGE_FAILURE" && call) {
+    reconnectMedia();
+    return;
+  }
+  setProblem(error.message);
+  if (call && !call.sessionId) {  // our offer was refused: there is no call
+    closeMedia();
+    call = null;
+    setState("idle", "Ready.");
+  }
+}
+
+function onMediaEvent(message) {
+  if (!call || call.callSid !== message.callSid) return;
+  const mine = message.data.legID === call.sessionId;
+  if (!mine && call.mode === "bridge") {
+    ui.note.textContent = message.data.name === "media.disconnected"
+      ? "The operator's connection dropped; waiting for them to come back…" : "";
+  }
+}
+
+// --- calls -----------------------------------------------------------------------------
+async function startCall(mode, callSid = null) {
+  setProblem("");
+  const stream = await ensureMicrophone();
+  call = {callSid, sessionId: "", mode, pending: [], answeredAt: mode === "echo" ? Date.now() : null};
+  await connectMedia(stream);
+  // An echo test or an accepted call shows "Connecting…" until the media connects.
+  if (mode === "bridge" && !callSid) setState("calling", "Calling the operators…");
+  else setState("connecting", "Connecting…");
+}
+
+async function connectMedia(stream) {
+  const media = new CallMedia({
+    iceServers: config.iceServers,
+    audioElement: ui.remote,
+    onCandidate: (candidate) => {
+      if (media !== call?.media) return;
+      if (call.sessionId) sendCandidate(candidate);
+      else call.pending.push(candidate);
+    },
+    onState: (state) => onMediaState(media, state),
+  });
+  media.setMuted(ui.mute.getAttribute("aria-pressed") === "true");
+  call.media = media;
+  const sdp = await media.offer(stream);
+  const offer = {type: "offer", sessionId: "", authToken: config.token,
+                 data: {type: "offer", sdp}};
+  if (call.callSid) offer.callSid = call.callSid;
+  else offer.mode = call.mode;
+  socket.send(offer);
+}
+
+function sendCandidate(candidate) {
+  socket.send({type: "ice-candidate", sessionId: call.sessionId, data: {
+    candidate: candidate ? candidate.candidate : "",
+    sdpMid: candidate?.sdpMid ?? "0",
+    sdpMLineIndex: candidate?.sdpMLineIndex ?? 0,
+  }});
+}
+
+function onMediaState(media, state) {
+  if (!call || media !== call.media) return;
+  if (state === "connected") {
+    clearTimeout(reconnectTimer);
+    if (call.answeredAt) connected();
+  } else if (state === "failed") {
+    reconnectMedia();
+  } else if (state === "disconnected") {
+    setState("reconnecting", "Reconnecting…");
+    clearTimeout(reconnectTimer);
+    reconnectTimer = setTimeout(() => {
+      if (call?.media === media && media.pc.connectionState !== "connected") reconnectMedia();
+    }, 3000);
+  }
+}
+
+async function reconnectMedia() {
+  if (!call || !call.callSid) return;
+  setState("reconnecting", "Reconnecting…");
+  closeMedia();
+  call.sessionId = "";  // the answer names our (same) leg again
+  try {
+    await connectMedia(await ensureMicrophone());
+  } catch (error) {
+    console.error(error);
+  }
+}
+
+function connected() {
+  const testing = call.mode === "echo";
+  setState(testing ? "testing" : "connected",
+           testing ? "Testing your microphone: you should hear yourself." : "Connected.");
+  ui.note.textContent = "";
+  clearInterval(timerHandle);
+  const start = call.answeredAt || Date.now();
+  const tick = () => { ui.timer.textContent = formatDuration((Date.now() - start) / 1000); };
+  tick();
+  timerHandle = setInterval(tick, 1000);
+}
+
+function closeMedia() {
+  call?.media?.close();
+  if (call) call.media = null;
+}
+
+function finish(reason) {
+  const testing = call?.mode === "echo";
+  closeMedia();
+  call = null;
+  clearInterval(timerHandle);
+  clearTimeout(reconnectTimer);
+  ui.note.textContent = "";
+  setState("ended", testing ? "Microphone test finished." : END_REASONS[reason] || "The call has ended.");
+}
+
+// --- buttons ---------------------------------------------------------------------------
+ui.call.addEventListener("click", () => startCall("bridge").catch(console.error));
+ui.test.addEventListener("click", () => startCall("echo").catch(console.error));
+ui.hangup.addEventListener("click", () => {
+  if (!call) return;
+  if (call.sessionId) socket.send({type: "hangup", sessionId: call.sessionId});
+  else if (call.callSid) socket.send({type: "hangup", callSid: call.callSid});
+  finish("hangup");
+});
+ui.accept.addEventListener("click", () => {
+  ringer.stop();
+  const callSid = incoming;
+  incoming = null;
+  startCall("bridge", callSid).catch(console.error);
+});
+ui.decline.addEventListener("click", () => {
+  ringer.stop();
+  socket.send({type: "hangup", callSid: incoming});
+  incoming = null;
+  setState("idle", "Ready.");
+});
+ui.mute.addEventListener("click", () => {
+  const muted = ui.mute.getAttribute("aria-pressed") !== "true";
+  ui.mute.setAttribute("aria-pressed", String(muted));
+  ui.mute.textContent = muted ? "Unmute" : "Mute";
+  call?.media?.setMuted(muted);
+});
+ui.retry.addEventListener("click", async () => {
+  try {
+    await ensureMicrophone();
+    setState("idle", "Ready.");
+  } catch (error) { /* the message is on the page */ }
+});
+ui.microphone.addEventListener("change", async () => {
+  rememberMicrophone(ui.microphone.value);
+  const old = microphone;
+  microphone = null;
+  try {
+    const stream = await ensureMicrophone();
+    await call?.media?.useMicrophone(stream);
+    old?.getTracks().forEach((track) => track.stop());
+  } catch (error) {
+    microphone = old;
+  }
+});
+
+setState("checking", "Checking your microphone…");
+ensureMicrophone()
+  .then(() => { if (!call && !incoming) setState("idle", "Ready."); })
+  .catch(() => {});

@@ -1,0 +1,105 @@
+// One media connection to the server: our microphone out, the far side's audio in.
+
+export class CallMedia {
+  constructor({iceServers, audioElement, onState, onCandidate}) {
+    this.pc = new RTCPeerConnection({iceServers: iceServers || []});
+    this.audioElement = audioElement;
+    this.onState = onState || (() => {});
+    this.onCandidate = onCandidate || (() => {});
+    this.sender = null;
+    this.muted = false;
+    this.remoteStream = null;
+    this.pc.ontrack = (event) => {
+      this.remoteStream = event.streams[0] || new MediaStream([event.track]);
+      this.audioElement.srcObject = this.remoteStream;
+      this.audioElement.play().catch(() => {});
+    };
+    this.pc.onicecandidate = (event) => this.onCandidate(event.candidate);
+    this.pc.onconnectionstatechange = () => this.onState(this.pc.connectionState);
+  }
+
+  // Our offer. `gather`: wait until every candidate is in it (REST signaling).
+  async offer(stream, {gather = false} = {}) {
+    const [track] = stream.getAudioTracks();
+    this.sender = this.pc.addTrack(track, stream);
+    track.enabled = !this.muted;
+    const transceiver = this.pc.getTransceivers().find((t) => t.sender === this.sender);
+    const opus = RTCRtpSender.getCapabilities?.("audio")?.codecs
+      .filter((codec) => codec.mimeType.toLowerCase() === "audio/opus");
+    if (opus?.length && transceiver?.setCodecPreferences) transceiver.setCodecPreferences(opus);
+    await this.pc.setLocalDescription(await this.pc.createOffer());
+    if (gather) await this.gathered();
+    return this.pc.localDescription.sdp;
+  }
+
+  gathered() {
+    return new Promise((resolve) => {
+      if (this.pc.iceGatheringState === "complete") return resolve();
+      const check = () => {
+        if (this.pc.iceGatheringState === "complete") {
+          this.pc.removeEventListener("icegatheringstatechange", check);
+          resolve();
+        }
+      };
+      this.pc.addEventListener("icegatheringstatechange", check);
+      setTimeout(resolve, 5000);  // a stuck STUN/TURN server must not block the call
+    });
+  }
+
+  async accept(answerSdp) {
+    await this.pc.setRemoteDescription({type: "answer", sdp: answerSdp});
+  }
+
+  async useMicrophone(stream) {
+    const [track] = stream.getAudioTracks();
+    track.enabled = !this.muted;
+    if (this.sender) await this.sender.replaceTrack(track);
+  }
+
+  setMuted(muted) {
+    this.muted = muted;
+    const track = this.sender?.track;
+    if (track) track.enabled = !muted;
+  }
+
+  // RTT, jitter and loss of what we receive, from getStats().
+  async quality() {
+    const report = await this.pc.getStats();
+    const result = {rttMs: null, jitterMs: null, lossPercent: null};
+    report.forEach((stat) => {
+      if (stat.type === "candidate-pair" && stat.nominated && stat.currentRoundTripTime != null) {
+        result.rttMs = Math.round(stat.currentRoundTripTime * 1000);
+      }
+      if (stat.type === "inbound-rtp" && stat.kind === "audio") {
+        if (stat.jitter != null) result.jitterMs = Math.round(stat.jitter * 1000);
+        const received = stat.packetsReceived || 0;
+        const lost = Math.max(0, stat.packetsLost || 0);
+        if (received + lost > 0) result.lossPercent = (100 * lost) / (received + lost);
+      }
+    });
+    return result;
+  }
+
+  close() {
+    this.pc.onconnectionstatechange = null;
+    this.pc.close();
+    if (this.audioElement.srcObject === this.remoteStream) this.audioElement.srcObject = null;
+  }
+}
+
+export const QUALITY_LIMITS = {rttMs: 300, jitterMs: 30, lossPercent: 3};
+
+// Human warnings for a quality reading; empty when all is well.
+export function qualityWarnings(reading) {
+  const warnings = [];
+  if (reading.rttMs != null && reading.rttMs > QUALITY_LIMITS.rttMs) {
+    warnings.push(`high delay (${reading.rttMs} ms)`);
+  }
+  if (reading.jitterMs != null && reading.jitterMs > QUALITY_LIMITS.jitterMs) {
+    warnings.push(`unsteady audio (jitter ${reading.jitterMs} ms)`);
+  }
+  if (reading.lossPercent != null && reading.lossPercent > QUALITY_LIMITS.lossPercent) {
+    warnings.push(`audio dropping (${reading.lossPercent.toFixed(1)}% lost)`);
+  }
+  return warnings;
+}

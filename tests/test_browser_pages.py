@@ -1,0 +1,258 @@
+"""The end-user page and the operator dashboard, driven in real chromium like people do."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browser import (
+    PEAKS_OF_AUDIO_ELEMENT,
+    launch,
+    require_browser_environment,
+    write_tone_wav,
+)
+from tests.live_server import ROOT, Server
+
+pytestmark = [pytest.mark.browser, pytest.mark.daphne]
+
+USER_TONE, OPERATOR_TONE = 440, 880
+SCREENSHOTS = ROOT / "var" / "screenshots"
+# Tone measurements need the browser's voice processing off (it squashes steady tones).
+NO_PROCESSING = "try { localStorage.setItem('callbridge.audioProcessing', 'off'); } catch (e) {}"
+
+
+async def screenshot(page: Any, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+async def heard(page: Any, selector: str = "#remote", samples: int = 25) -> list[float]:
+    peaks = await page.evaluate(PEAKS_OF_AUDIO_ELEMENT, {"selector": selector, "samples": samples})
+    return [peak["hz"] for peak in peaks if peak["db"] > -90]
+
+
+def mostly(frequencies: list[float], tone: float) -> bool:
+    near = [hz for hz in frequencies if abs(hz - tone) < 30]
+    return bool(frequencies) and len(near) >= 0.8 * len(frequencies)
+
+
+async def end_user_link(server: Server, name: str = "Ada") -> tuple[str, str]:
+    token = (await asyncio.to_thread(server.manage, "createapitoken", "pages", "--quiet")).strip()
+    _, session, _ = await asyncio.to_thread(
+        server.request, "POST", "/api/sessions", token, {"displayName": name}
+    )
+    return session["url"], token
+
+
+@pytest.fixture
+async def playwright() -> AsyncIterator[Any]:
+    require_browser_environment()
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as running:
+        yield running
+
+
+PHONE = {"width": 390, "height": 760}
+DESKTOP = {"width": 1280, "height": 800}
+
+
+async def open_page(
+    playwright: Any, tmp_path: Path, tone: int, url: str, viewport: dict[str, int] = PHONE
+) -> tuple[Any, Any, list[str]]:
+    browser = await launch(playwright, write_tone_wav(tmp_path / f"{tone}.wav", tone))
+    context = await browser.new_context(viewport=viewport)
+    await context.add_init_script(NO_PROCESSING)
+    page = await context.new_page()
+    page.set_default_timeout(15_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    await page.goto(url)
+    return browser, page, errors
+
+
+async def status_is(page: Any, text: str) -> None:
+    await page.wait_for_function(
+        "(text) => document.getElementById('status').textContent.includes(text)", arg=text
+    )
+
+
+async def test_it_tests_the_microphone_with_an_echo(
+    server: Server, playwright: Any, tmp_path: Path
+) -> None:
+    url, token = await end_user_link(server)
+    browser, page, errors = await open_page(playwright, tmp_path, 1000, url)
+    try:
+        await status_is(page, "Ready.")
+        await screenshot(page, "enduser-ready")
+        await page.get_by_role("button", name="Test my microphone").click()
+        await status_is(page, "Testing your microphone")
+        assert mostly(await heard(page), 1000)
+        await screenshot(page, "enduser-echo-test")
+        await page.get_by_role("button", name="Stop the test").click()
+        await status_is(page, "Microphone test finished.")
+        assert errors == []
+    finally:
+        await browser.close()
+    _, calls, _ = await asyncio.to_thread(server.request, "GET", "/api/calls?state=active", token)
+    assert calls == []
+
+
+OPERATOR_PASSWORD = "dashboard-test-pw-1"
+
+
+async def operator_dashboard(server: Server, playwright: Any, tmp_path: Path) -> tuple[Any, Any]:
+    create = (
+        "from django.contrib.auth import get_user_model; U = get_user_model(); "
+        f"U.objects.filter(username='op').exists() or "
+        f"U.objects.create_superuser('op', 'op@example.com', '{OPERATOR_PASSWORD}')"
+    )
+    await asyncio.to_thread(server.manage, "shell", "-c", create)
+    login = f"{server.url}/admin/login/?next=/admin/dashboard/"
+    browser, page, _ = await open_page(playwright, tmp_path, OPERATOR_TONE, login, DESKTOP)
+    await page.get_by_label("Username").fill("op")
+    await page.get_by_label("Password").fill(OPERATOR_PASSWORD)
+    await page.get_by_role("button", name="Log in").click()
+    await page.wait_for_url("**/admin/dashboard/")
+    await page.wait_for_function("document.getElementById('feed').textContent === 'Live.'")
+    return browser, page
+
+
+async def my_status_is(page: Any, text: str) -> None:
+    await page.wait_for_function(
+        "(text) => document.getElementById('my-status').textContent.includes(text)", arg=text
+    )
+
+
+async def call_state(server: Server, token: str, call_id: str) -> dict[str, Any]:
+    _, call, _ = await asyncio.to_thread(server.request, "GET", f"/api/calls/{call_id}", token)
+    return call
+
+
+@pytest.mark.parametrize("who_hangs_up", ["user", "operator"])
+async def test_it_connects_an_end_user_and_an_operator_who_hear_each_other(
+    server: Server, playwright: Any, tmp_path: Path, who_hangs_up: str
+) -> None:
+    url, token = await end_user_link(server)
+    operator_browser, dashboard = await operator_dashboard(server, playwright, tmp_path)
+    user_browser, page, errors = await open_page(playwright, tmp_path, USER_TONE, url)
+    try:
+        await status_is(page, "Ready.")
+        await page.get_by_role("button", name="Call", exact=True).click()
+        await status_is(page, "Calling the operators")
+        ringing = dashboard.locator("#ringing li", has_text="Ada is calling")
+        await ringing.wait_for()
+        await screenshot(dashboard, "dashboard-ringing")
+        await ringing.get_by_role("button", name="Answer").click()
+
+        await status_is(page, "Connected.")
+        await my_status_is(dashboard, "Talking with Ada.")
+        assert mostly(await heard(page), OPERATOR_TONE)
+        assert mostly(await heard(dashboard), USER_TONE)
+        await screenshot(page, "enduser-connected")
+        await screenshot(dashboard, "dashboard-in-call")
+        _, active, _ = await asyncio.to_thread(
+            server.request, "GET", "/api/calls?state=active", token
+        )
+        (call_id,) = [call["callID"] for call in active]
+
+        if who_hangs_up == "user":
+            await page.get_by_role("button", name="Hang up").click()
+            await my_status_is(dashboard, "Call ended (hung up)")
+        else:
+            await dashboard.locator("#my-hangup").click()
+            await status_is(page, "The call has ended.")
+        await status_is(page, "The call has ended.")
+        await screenshot(page, "enduser-ended")
+        call = await call_state(server, token, call_id)
+        assert (call["state"], call["endReason"], call["endedBy"]["role"]) == (
+            "ended",
+            "hangup",
+            who_hangs_up,
+        )
+        recent = dashboard.locator("#recent li", has_text="Ada")
+        await recent.first.wait_for()
+        assert errors == []
+    finally:
+        await user_browser.close()
+        await operator_browser.close()
+
+
+async def test_it_lets_an_operator_call_an_online_end_user(
+    server: Server, playwright: Any, tmp_path: Path
+) -> None:
+    url, _ = await end_user_link(server, "Bea")
+    user_browser, page, errors = await open_page(playwright, tmp_path, USER_TONE, url)
+    operator_browser, dashboard = await operator_dashboard(server, playwright, tmp_path)
+    try:
+        await status_is(page, "Ready.")
+        available = dashboard.locator("#online li", has_text="Bea")
+        await available.get_by_role("button", name="Call").click()
+        await page.get_by_role("region", name="Incoming call").wait_for()
+        await screenshot(page, "enduser-incoming")
+        await page.get_by_role("button", name="Accept").click()
+        await status_is(page, "Connected.")
+        await my_status_is(dashboard, "Talking with Bea.")
+        assert mostly(await heard(page), OPERATOR_TONE)
+        assert mostly(await heard(dashboard), USER_TONE)
+        await page.get_by_role("button", name="Hang up").click()
+        await my_status_is(dashboard, "Call ended")
+        assert errors == []
+    finally:
+        await user_browser.close()
+        await operator_browser.close()
+
+
+async def test_it_explains_a_blocked_microphone(
+    server: Server, playwright: Any, tmp_path: Path
+) -> None:
+    url, _ = await end_user_link(server, "Cy")
+    browser = await launch(playwright, None, allow_microphone=False)
+    try:
+        page = await (await browser.new_context()).new_page()
+        await page.goto(url)
+        alert = page.get_by_role("alert")
+        await alert.wait_for()
+        assert "Microphone access is blocked" in await alert.text_content()
+        assert not await page.get_by_role("button", name="Call", exact=True).is_visible()
+        assert await page.get_by_role("button", name="Try again").is_visible()
+        await screenshot(page, "enduser-microphone-blocked")
+    finally:
+        await browser.close()
+
+
+async def test_it_survives_a_dropped_signaling_socket(
+    server: Server, playwright: Any, tmp_path: Path
+) -> None:
+    url, token = await end_user_link(server, "Dee")
+    browser, page, errors = await open_page(playwright, tmp_path, 1000, "about:blank")
+    sockets: list[Any] = []
+
+    async def through_proxy(socket: Any) -> None:
+        sockets.append(socket)
+        socket.connect_to_server()
+
+    await page.route_web_socket("**/ws/signal", through_proxy)
+    try:
+        await page.goto(url)
+        await status_is(page, "Ready.")
+        await page.get_by_role("button", name="Test my microphone").click()
+        await status_is(page, "Testing your microphone")
+        assert mostly(await heard(page), 1000)
+        await sockets[0].close(code=1012, reason="server restarting")  # the server drops it
+        async with asyncio.timeout(15):
+            while len(sockets) < 2:  # noqa: ASYNC110 (waiting for the page to reconnect)
+                await asyncio.sleep(0.1)
+        await status_is(page, "Testing your microphone")
+        assert mostly(await heard(page), 1000)  # the media never stopped
+        _, active, _ = await asyncio.to_thread(
+            server.request, "GET", "/api/calls?state=active", token
+        )
+        assert len(active) == 1
+        assert errors == []
+    finally:
+        await browser.close()
