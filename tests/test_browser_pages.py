@@ -249,10 +249,57 @@ async def test_it_survives_a_dropped_signaling_socket(
                 await asyncio.sleep(0.1)
         await status_is(page, "Testing your microphone")
         assert mostly(await heard(page), 1000)  # the media never stopped
+        session_id = await page.evaluate("JSON.parse(config.textContent).sessionId")
         _, active, _ = await asyncio.to_thread(
             server.request, "GET", "/api/calls?state=active", token
         )
-        assert len(active) == 1
+        assert [c["sessionId"] for c in active].count(session_id) == 1
+        await page.get_by_role("button", name="Stop the test").click()
+        await status_is(page, "Microphone test finished.")
+        assert errors == []
+    finally:
+        await browser.close()
+
+
+async def test_it_reconnects_its_media_after_a_network_blip(
+    server: Server, playwright: Any, tmp_path: Path
+) -> None:
+    import json
+
+    import websockets
+
+    url, token = await end_user_link(server, "Eve")
+    session_token = url.split("token=")[1]
+    browser, page, errors = await open_page(playwright, tmp_path, 1000, url)
+    try:
+        await status_is(page, "Ready.")
+        await page.get_by_role("button", name="Test my microphone").click()
+        await status_is(page, "Testing your microphone")
+        _, active, _ = await asyncio.to_thread(
+            server.request, "GET", "/api/calls?state=active", token
+        )
+        session_id = await page.evaluate("JSON.parse(config.textContent).sessionId")
+        (call,) = [c for c in active if c["sessionId"] == session_id]
+        leg = call["legs"][0]["legID"]
+        connected_at = call["legs"][0]["mediaConnectedAt"]
+        # The server drops this leg's media (as if its network vanished).
+        ws_url = server.url.replace("http://", "ws://") + "/ws/signal"
+        async with websockets.connect(ws_url, open_timeout=10) as other_tab:
+            await other_tab.send(
+                json.dumps({"type": "register", "sessionId": "", "authToken": session_token})
+            )
+            await other_tab.recv()
+            await other_tab.send(json.dumps({"type": "close", "sessionId": leg}))
+        async with asyncio.timeout(15):  # the same leg connects again, later
+            while True:
+                again = await call_state(server, token, call["callID"])
+                (now,) = again["legs"]
+                if now["mediaState"] == "connected" and now["mediaConnectedAt"] > connected_at:
+                    break
+                await asyncio.sleep(0.2)
+        assert (again["state"], now["legID"]) == ("active", leg)
+        await status_is(page, "Testing your microphone")
+        assert mostly(await heard(page), 1000)
         assert errors == []
     finally:
         await browser.close()

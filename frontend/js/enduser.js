@@ -98,7 +98,7 @@ async function handle(message) {
       if (!call && !incoming) {
         incoming = message.callSid;
         ringer.start();
-        setState("incoming", "An operator is calling you.");
+        setState("incoming", "Incoming call…");
       }
       return;
     case "call.answered":
@@ -166,6 +166,11 @@ function onError(message) {
 function onMediaEvent(message) {
   if (!call || call.callSid !== message.callSid) return;
   const mine = message.data.legID === call.sessionId;
+  if (mine && ["closed", "failed"].includes(message.data.media)) {
+    // The server lost our media (a network blip, a closed leg): offer again, same call.
+    reconnectMedia();
+    return;
+  }
   if (!mine && call.mode === "bridge") {
     ui.note.textContent = message.data.name === "media.disconnected"
       ? "The operator's connection dropped; waiting for them to come back…" : "";
