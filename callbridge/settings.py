@@ -238,6 +238,19 @@ if bool(CALLBRIDGE_TURN_URLS) != bool(CALLBRIDGE_TURN_SECRET):
         "CALLBRIDGE_TURN_URLS and CALLBRIDGE_TURN_SECRET go together: set both or neither"
     )
 
+# Recording consent: whose consent a recording needs (every human party, the end user, none),
+# and the text people agree to. Changing the text means a new version: older consents
+# then no longer count.
+CALLBRIDGE_RECORDING_CONSENT = env_choice(
+    "CALLBRIDGE_RECORDING_CONSENT", "all", ("all", "user", "none")
+)
+CALLBRIDGE_CONSENT_POLICY_VERSION = env_str("CALLBRIDGE_CONSENT_POLICY_VERSION", "1")
+CALLBRIDGE_CONSENT_TEXT = env_str(
+    "CALLBRIDGE_CONSENT_TEXT",
+    "This call may be recorded. The recording is kept for quality and records purposes and "
+    "is only heard by authorised staff. Do you agree to be recorded?",
+)
+
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
 LOGGING = {
     "version": 1,

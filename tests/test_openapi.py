@@ -25,6 +25,7 @@ def test_it_generates_a_valid_schema_without_warnings(tmp_path: Path) -> None:
         "/api/calls/{callID}/answer",
         "/api/calls/{callID}/reject",
         "/api/calls/{callID}/hangup",
+        "/api/calls/{callID}/consent",
         "/api/calls/{callID}/webrtc/offer",
         "/api/calls/{callID}/webrtc/close",
         "/call/webrtc/config",

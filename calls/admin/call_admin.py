@@ -10,7 +10,7 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 
 from calls.errors import CallStateError
-from calls.models import Call, CallEvent, Leg
+from calls.models import Call, CallEvent, Leg, RecordingConsent
 from calls.principals import Principal
 
 
@@ -51,6 +51,45 @@ class CallEventInline(ReadOnlyInline):
     ordering = ["created_at", "id"]
 
 
+class ConsentInline(ReadOnlyInline):
+    model = RecordingConsent
+    verbose_name_plural = "recording consents"
+    fields = [
+        "created_at",
+        "party",
+        "role",
+        "granted",
+        "policy_version",
+        "text_sha256",
+        "method",
+        "ip",
+        "user_agent",
+    ]
+    readonly_fields = fields
+
+
+@admin.register(RecordingConsent)
+class RecordingConsentAdmin(admin.ModelAdmin):
+    """Read-only: nobody edits a consent."""
+
+    list_display = ["created_at", "call", "party", "role", "granted", "policy_version", "method"]
+    list_filter = ["granted", "role", "method", "policy_version"]
+    search_fields = ["party", "=ip"]
+    list_select_related = ["call"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [field.name for field in RecordingConsent._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(Call)
 class CallAdmin(admin.ModelAdmin):
     list_display = [
@@ -69,7 +108,7 @@ class CallAdmin(admin.ModelAdmin):
     search_fields = ["session__display_name", "created_by", "ended_by"]
     search_help_text = "A full call id, or an end user's name, or who placed / ended the call"
     list_select_related = ["session", "operator_user", "operator_token"]
-    inlines = [LegInline, CallEventInline]
+    inlines = [LegInline, ConsentInline, CallEventInline]
     actions = ["hang_up"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:

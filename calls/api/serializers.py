@@ -10,8 +10,9 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from calls.consent import consent_status
 from calls.errors import ErrorCode
-from calls.models import Call, CallMode, CallState, Leg
+from calls.models import Call, CallMode, CallState, ConsentMethod, Leg
 
 METADATA_MAX_BYTES = 4096
 
@@ -93,6 +94,35 @@ class AnswerSerializer(serializers.Serializer):
     sessionId = serializers.UUIDField(help_text="the leg this media connection belongs to")
 
 
+class ConsentRequestSerializer(serializers.Serializer):
+    granted = serializers.BooleanField(help_text="true: I agree to be recorded; false: I withdraw")
+    policy = serializers.CharField(max_length=32, help_text="the consent policy version shown")
+    via = serializers.ChoiceField(
+        choices=ConsentMethod.choices, default=ConsentMethod.API, help_text="where it was given"
+    )
+
+
+class ConsentStatusSerializer(serializers.Serializer):
+    policy = serializers.ChoiceField(choices=["all", "user", "none"])
+    version = serializers.CharField()
+    required = serializers.ListField(child=serializers.CharField())
+    missing = serializers.ListField(child=serializers.CharField(), help_text="roles not agreed")
+
+
+class ConsentSerializer(serializers.Serializer):
+    consentID = serializers.IntegerField(source="pk")
+    callID = serializers.UUIDField(source="call_id")
+    role = serializers.CharField()
+    granted = serializers.BooleanField()
+    policy = serializers.CharField(source="policy_version")
+    method = serializers.CharField()
+    createdAt = serializers.DateTimeField(source="created_at")
+
+
+class ConsentAnswerSerializer(ConsentSerializer):
+    consent = ConsentStatusSerializer(help_text="the call's consent status after this answer")
+
+
 class LegSerializer(serializers.ModelSerializer):
     legID = serializers.UUIDField(source="id", help_text="the leg's WebSocket sessionId")
     mediaState = serializers.CharField(source="media_state")
@@ -129,6 +159,7 @@ class CallSerializer(serializers.ModelSerializer):
     endReason = serializers.SerializerMethodField()
     endedBy = serializers.SerializerMethodField()
     legs = LegSerializer(many=True, read_only=True)
+    consent = serializers.SerializerMethodField()
     recording = serializers.SerializerMethodField()
 
     class Meta:
@@ -146,6 +177,7 @@ class CallSerializer(serializers.ModelSerializer):
             "endReason",
             "endedBy",
             "legs",
+            "consent",
             "recording",
         ]
 
@@ -157,6 +189,16 @@ class CallSerializer(serializers.ModelSerializer):
         if not call.ended_by:
             return None
         return {"role": call.ended_by_role, "name": call.ended_by}
+
+    @extend_schema_field(ConsentStatusSerializer)
+    def get_consent(self, call: Call) -> dict[str, Any]:
+        status = consent_status(call)
+        return {
+            "policy": status.policy,
+            "version": status.version,
+            "required": status.required,
+            "missing": status.missing,
+        }
 
     @extend_schema_field(OpenApiTypes.OBJECT)
     def get_recording(self, call: Call) -> dict[str, Any] | None:

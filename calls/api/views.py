@@ -23,6 +23,9 @@ from calls.api.serializers import (
     AnswerSerializer,
     CallCreateSerializer,
     CallSerializer,
+    ConsentAnswerSerializer,
+    ConsentRequestSerializer,
+    ConsentSerializer,
     ErrorSerializer,
     IceConfigSerializer,
     OfferSerializer,
@@ -30,6 +33,7 @@ from calls.api.serializers import (
     SessionCreateSerializer,
 )
 from calls.api.webrtc import answer_offer, close_media
+from calls.consent import record_answer
 from calls.errors import ErrorCode
 from calls.ice import ice_configuration
 from calls.models import Call, CallState, EndUserSession
@@ -140,7 +144,7 @@ class CallViewSet(viewsets.GenericViewSet):
     lookup_value_regex = "[0-9a-fA-F-]{36}"
 
     def get_queryset(self) -> QuerySet[Call]:
-        calls = Call.objects.prefetch_related("legs")
+        calls = Call.objects.prefetch_related("legs", "consents")
         if self.action == "list":
             calls = calls.visible_to(principal_of(self.request))
         return calls
@@ -205,6 +209,29 @@ class CallViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["post"])
     def hangup(self, request: Request, callID: str) -> Response:
         return self._verb(lambda call, who: call.hang_up(who), callee_only=False)
+
+    @extend_schema(
+        summary="Give or withdraw your own consent to be recorded on this call",
+        request=ConsentRequestSerializer,
+        responses={201: ConsentAnswerSerializer, **ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def consent(self, request: Request, callID: str) -> Response:
+        body = ConsentRequestSerializer(data=json_object(request))
+        body.is_valid(raise_exception=True)
+        answer = record_answer(
+            principal_of(request),
+            self.get_object(),
+            granted=body.validated_data["granted"],
+            policy_version=body.validated_data["policy"],
+            method=body.validated_data["via"],
+            ip=request.META.get("REMOTE_ADDR") or None,
+            user_agent=request.META.get("HTTP_USER_AGENT", ""),
+        )
+        fresh = self.get_queryset().get(pk=answer.call_id)
+        data = ConsentSerializer(answer).data
+        data["consent"] = CallSerializer(fresh).data["consent"]
+        return Response(data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
         summary="Send this party's SDP offer (ICE gathering complete); the answer comes back",

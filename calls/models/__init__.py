@@ -9,6 +9,7 @@ from calls.models.call import (
     LegRole,
     MediaState,
 )
+from calls.models.consent import ConsentMethod, RecordingConsent
 from calls.models.credentials import ApiToken, EndUserSession
 
 __all__ = [
@@ -18,9 +19,11 @@ __all__ = [
     "CallEvent",
     "CallMode",
     "CallState",
+    "ConsentMethod",
     "EndReason",
     "EndUserSession",
     "Leg",
     "LegRole",
     "MediaState",
+    "RecordingConsent",
 ]

@@ -19,6 +19,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from calls.errors import CallbridgeError, CallStateError, ErrorCode
+from calls.models.append_only import AppendOnlyModel
 from calls.models.credentials import ApiToken, EndUserSession
 from calls.principals import SYSTEM, Principal
 from calls.signals import call_event_recorded
@@ -495,15 +496,7 @@ class Leg(models.Model):
         )
 
 
-class AppendOnlyQuerySet(models.QuerySet):
-    def update(self, **kwargs: Any) -> int:
-        raise PermissionError("call events are append-only")
-
-    def delete(self) -> tuple[int, dict[str, int]]:
-        raise PermissionError("call events are append-only")
-
-
-class CallEvent(models.Model):
+class CallEvent(AppendOnlyModel):
     """One entry of a call's history. Written once, never changed or deleted."""
 
     call = models.ForeignKey(Call, on_delete=models.PROTECT, related_name="events")
@@ -516,18 +509,8 @@ class CallEvent(models.Model):
     data = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
-    objects = AppendOnlyQuerySet.as_manager()
-
     class Meta:
         ordering = ["created_at", "id"]
 
     def __str__(self) -> str:
         return f"{self.name} by {self.actor}"
-
-    def save(self, *args: Any, **kwargs: Any) -> None:
-        if not self._state.adding:
-            raise PermissionError("call events are append-only")
-        super().save(*args, **kwargs)
-
-    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
-        raise PermissionError("call events are append-only")
