@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from channels.db import database_sync_to_async
 
-from calls.models import Leg, MediaState
+from calls.models import Leg, MediaState, Recording
 
 logger = logging.getLogger(__name__)
 
@@ -20,8 +21,23 @@ def record_leg_state(leg_id: str, state: str) -> None:
     leg.set_media_state(state)
 
 
+def record_recording_finished(
+    recording_id: str, reason: str, by: str, result: dict[str, Any]
+) -> None:
+    recording = Recording.objects.filter(pk=recording_id).first()
+    if recording is None:
+        logger.warning("finished recording %s has no record", recording_id)
+        return
+    recording.finish(reason=reason, by=by, result=result)
+
+
 class DatabaseLegReporter:
     async def leg_state(self, call_id: str, leg_id: str, state: str) -> None:
         if state == MediaState.CONNECTING:
             return  # recorded when the offer was accepted (commit_offer)
         await database_sync_to_async(record_leg_state)(leg_id, state)
+
+    async def recording_finished(
+        self, recording_id: str, reason: str, by: str, result: dict[str, Any]
+    ) -> None:
+        await database_sync_to_async(record_recording_finished)(recording_id, reason, by, result)

@@ -26,6 +26,8 @@ def test_it_generates_a_valid_schema_without_warnings(tmp_path: Path) -> None:
         "/api/calls/{callID}/reject",
         "/api/calls/{callID}/hangup",
         "/api/calls/{callID}/consent",
+        "/api/calls/{callID}/record",
+        "/api/calls/{callID}/record/stop",
         "/api/calls/{callID}/webrtc/offer",
         "/api/calls/{callID}/webrtc/close",
         "/call/webrtc/config",
@@ -33,6 +35,7 @@ def test_it_generates_a_valid_schema_without_warnings(tmp_path: Path) -> None:
         "/call/webrtc/close",
         "/call/make",
         "/call/hangup",
+        "/call/record",
     }
     assert set(schema["components"]["securitySchemes"]) == {
         "bearerAuth",

@@ -10,7 +10,7 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 
 from calls.errors import CallStateError
-from calls.models import Call, CallEvent, Leg, RecordingConsent
+from calls.models import Call, CallEvent, Leg, Recording, RecordingConsent
 from calls.principals import Principal
 
 
@@ -68,6 +68,37 @@ class ConsentInline(ReadOnlyInline):
     readonly_fields = fields
 
 
+class RecordingInline(ReadOnlyInline):
+    model = Recording
+    fields = ["started_at", "state", "duration_s", "size_bytes", "sha256", "started_by",
+              "stopped_by", "stop_reason"]
+    readonly_fields = fields
+    show_change_link = True
+
+
+@admin.register(Recording)
+class RecordingAdmin(admin.ModelAdmin):
+    """Read-only: nobody edits a hash or the consents a recording relied on."""
+
+    list_display = ["started_at", "call", "state", "duration_s", "stop_reason", "started_by"]
+    list_filter = ["state", "stop_reason", "started_at"]
+    search_fields = ["=sha256", "file_name", "started_by"]
+    list_select_related = ["call"]
+    filter_horizontal = []
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [field.name for field in Recording._meta.fields] + ["consents"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(RecordingConsent)
 class RecordingConsentAdmin(admin.ModelAdmin):
     """Read-only: nobody edits a consent."""
@@ -108,7 +139,7 @@ class CallAdmin(admin.ModelAdmin):
     search_fields = ["session__display_name", "created_by", "ended_by"]
     search_help_text = "A full call id, or an end user's name, or who placed / ended the call"
     list_select_related = ["session", "operator_user", "operator_token"]
-    inlines = [LegInline, ConsentInline, CallEventInline]
+    inlines = [LegInline, ConsentInline, RecordingInline, CallEventInline]
     actions = ["hang_up"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:

@@ -6,13 +6,12 @@ import json
 from typing import Any
 
 from django.conf import settings
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from calls.consent import consent_status
 from calls.errors import ErrorCode
-from calls.models import Call, CallMode, CallState, ConsentMethod, Leg
+from calls.models import Call, CallMode, CallState, ConsentMethod, Leg, Recording
 
 METADATA_MAX_BYTES = 4096
 
@@ -123,6 +122,38 @@ class ConsentAnswerSerializer(ConsentSerializer):
     consent = ConsentStatusSerializer(help_text="the call's consent status after this answer")
 
 
+class RecordingSerializer(serializers.ModelSerializer):
+    recordingID = serializers.UUIDField(source="id")
+    callID = serializers.UUIDField(source="call_id")
+    fileName = serializers.CharField(source="file_name")
+    startedAt = serializers.DateTimeField(source="started_at")
+    endedAt = serializers.DateTimeField(source="ended_at", allow_null=True)
+    durationS = serializers.FloatField(source="duration_s", allow_null=True)
+    sizeBytes = serializers.IntegerField(source="size_bytes", allow_null=True)
+    startedBy = serializers.CharField(source="started_by")
+    stoppedBy = serializers.CharField(source="stopped_by")
+    stopReason = serializers.CharField(source="stop_reason")
+    consents = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+
+    class Meta:
+        model = Recording
+        fields = [
+            "recordingID",
+            "callID",
+            "state",
+            "fileName",
+            "startedAt",
+            "endedAt",
+            "durationS",
+            "sizeBytes",
+            "sha256",
+            "startedBy",
+            "stoppedBy",
+            "stopReason",
+            "consents",
+        ]
+
+
 class LegSerializer(serializers.ModelSerializer):
     legID = serializers.UUIDField(source="id", help_text="the leg's WebSocket sessionId")
     mediaState = serializers.CharField(source="media_state")
@@ -200,7 +231,8 @@ class CallSerializer(serializers.ModelSerializer):
             "missing": status.missing,
         }
 
-    @extend_schema_field(OpenApiTypes.OBJECT)
+    @extend_schema_field(RecordingSerializer(allow_null=True))
     def get_recording(self, call: Call) -> dict[str, Any] | None:
-        # Recordings arrive with the recording feature; until then a call has none.
-        return None
+        """The call's latest recording."""
+        latest = max(call.recordings.all(), key=lambda r: r.started_at, default=None)
+        return RecordingSerializer(latest).data if latest else None

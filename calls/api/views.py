@@ -29,6 +29,7 @@ from calls.api.serializers import (
     ErrorSerializer,
     IceConfigSerializer,
     OfferSerializer,
+    RecordingSerializer,
     SessionCreatedSerializer,
     SessionCreateSerializer,
 )
@@ -36,8 +37,9 @@ from calls.api.webrtc import answer_offer, close_media
 from calls.consent import record_answer
 from calls.errors import ErrorCode
 from calls.ice import ice_configuration
-from calls.models import Call, CallState, EndUserSession
+from calls.models import Call, CallState, EndUserSession, StopReason
 from calls.principals import Principal
+from calls.recordings import start_recording, stop_if_recording, stop_recording
 
 ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 409, 429)}
 
@@ -144,7 +146,7 @@ class CallViewSet(viewsets.GenericViewSet):
     lookup_value_regex = "[0-9a-fA-F-]{36}"
 
     def get_queryset(self) -> QuerySet[Call]:
-        calls = Call.objects.prefetch_related("legs", "consents")
+        calls = Call.objects.prefetch_related("legs", "consents", "recordings__consents")
         if self.action == "list":
             calls = calls.visible_to(principal_of(self.request))
         return calls
@@ -228,10 +230,34 @@ class CallViewSet(viewsets.GenericViewSet):
             ip=request.META.get("REMOTE_ADDR") or None,
             user_agent=request.META.get("HTTP_USER_AGENT", ""),
         )
+        if not answer.granted:  # withdrawal stops a running recording at once
+            stop_if_recording(answer.call, answer.party, StopReason.CONSENT_WITHDRAWN)
         fresh = self.get_queryset().get(pk=answer.call_id)
         data = ConsentSerializer(answer).data
         data["consent"] = CallSerializer(fresh).data["consent"]
         return Response(data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Start recording (409 CONSENT_REQUIRED while a needed consent is missing)",
+        request=None,
+        responses={201: RecordingSerializer, 502: ErrorSerializer, **ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def record(self, request: Request, callID: str) -> Response:
+        recording = start_recording(principal_of(request), self.get_object())
+        return Response(RecordingSerializer(recording).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Stop the running recording",
+        request=None,
+        responses={200: RecordingSerializer, **ERRORS},
+    )
+    @action(detail=True, methods=["post"], url_path="record/stop")
+    def record_stop(self, request: Request, callID: str) -> Response:
+        principal = principal_of(request)
+        require_operator(principal)
+        recording = stop_recording(self.get_object(), principal.label, StopReason.STOPPED)
+        return Response(RecordingSerializer(recording).data)
 
     @extend_schema(
         summary="Send this party's SDP offer (ICE gathering complete); the answer comes back",

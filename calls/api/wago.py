@@ -22,6 +22,7 @@ from calls.api.serializers import (
     ErrorSerializer,
     IceConfigSerializer,
     OfferSerializer,
+    RecordingSerializer,
 )
 from calls.api.views import (
     ERRORS,
@@ -33,6 +34,7 @@ from calls.api.views import (
 from calls.api.webrtc import answer_offer, close_media
 from calls.ice import ice_configuration
 from calls.models import Call
+from calls.recordings import start_recording
 
 
 class CallIdSerializer(serializers.Serializer):
@@ -104,6 +106,27 @@ class WagoCloseView(APIView):
         call = calling.call_for(principal, _call_id(request))
         close_media(principal, call)
         return Response(_call_body(call))
+
+
+class WagoRecordSerializer(serializers.Serializer):
+    CallID = serializers.UUIDField()
+    Path = serializers.CharField(required=False, allow_blank=True, max_length=200)
+
+
+class WagoRecordView(APIView):
+    @extend_schema(
+        summary="WaGo: record a call (Path: a plain .wav name in the recordings folder)",
+        request=WagoRecordSerializer,
+        responses={201: RecordingSerializer, **ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        body = WagoRecordSerializer(data=json_object(request))
+        body.is_valid(raise_exception=True)
+        principal = principal_of(request)
+        call = calling.call_for(principal, str(body.validated_data["CallID"]))
+        name = body.validated_data.get("Path") or None
+        recording = start_recording(principal, call, name)
+        return Response(RecordingSerializer(recording).data, status=status.HTTP_201_CREATED)
 
 
 class WagoMakeView(APIView):

@@ -6,6 +6,7 @@ from calls.api.wago import (
     WagoHangupView,
     WagoMakeView,
     WagoOfferView,
+    WagoRecordView,
 )
 
 urlpatterns = [
@@ -14,4 +15,5 @@ urlpatterns = [
     path("webrtc/close", WagoCloseView.as_view(), name="wago-webrtc-close"),
     path("make", WagoMakeView.as_view(), name="wago-make"),
     path("hangup", WagoHangupView.as_view(), name="wago-hangup"),
+    path("record", WagoRecordView.as_view(), name="wago-record"),
 ]

@@ -221,8 +221,12 @@ class SignalConsumer(AsyncWebsocketConsumer):
         if name is None:
             return
         details: dict[str, Any] = {"state": call["state"], "mode": call["mode"]}
-        if name == "call.ended":
+        if name in ("call.ended", "recording.stopped"):
             details["reason"] = data.get("reason")
+        if name.startswith("recording."):
+            details["recordingID"] = data.get("recordingID")
+            if "consents" in data:
+                details["consents"] = data["consents"]
         if name.startswith("media."):
             details.update(legID=data.get("legID"), role=data.get("role"), media=data.get("state"))
         await self._send(protocol.event(mine, call["callID"], name, **details))

@@ -62,6 +62,12 @@ class AudioSubscription:
         self._frames.append(frame)
         self._ready.set()
 
+    def drain(self) -> list[AudioFrame]:
+        """Every queued frame, without waiting."""
+        frames = list(self._frames)
+        self._frames.clear()
+        return frames
+
     async def get(self, within: float) -> AudioFrame | None:
         """The next frame, or None if none arrives within `within` seconds."""
         if not self._frames:

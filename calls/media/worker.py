@@ -4,7 +4,9 @@ Messages on its channel (`media.<name>`), each handled in order per call:
   media.offer      {call, mode, leg, role, sdp, reply_to, request_id}  → media.answer | media.error
   media.candidate  {call, leg, candidate, sdpMid, sdpMLineIndex, reply_to?, request_id?}
   media.close      {call, leg, reply_to?} close that leg's media; the call stays → media.closed
-  media.end_call   {call}               the call ended: close all its legs
+  media.end_call   {call}               the call ended: stop its recordings, close its legs
+  media.record_start {call, mode, recording, path, reply_to} → media.recording
+  media.record_stop  {call, recording, reason, by, reply_to?} → media.recorded {result}
 Leg media states go to the LegReporter (the database) in the order they happen.
 """
 
@@ -14,10 +16,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from calls.errors import CallbridgeError, ErrorCode
 from calls.media.peer import LegPeer, PeerSettings
+from calls.media.recorder import CHANNELS, CallRecorder
 
 logger = logging.getLogger(__name__)
 
@@ -34,21 +38,35 @@ class ChannelLayer(Protocol):
 class LegReporter(Protocol):
     async def leg_state(self, call_id: str, leg_id: str, state: str) -> None: ...
 
+    async def recording_finished(
+        self, recording_id: str, reason: str, by: str, result: dict[str, Any]
+    ) -> None: ...
+
 
 @dataclass
 class CallMedia:
     call_id: str
     mode: str  # "echo" | "bridge"
     legs: dict[str, LegPeer] = field(default_factory=dict)  # by role
+    recorders: dict[str, CallRecorder] = field(default_factory=dict)  # by recording id
 
     def route(self) -> None:
-        """Point every leg's ears at the right mouth: itself (echo) or the other party."""
+        """Point every leg's ears at the right mouth: itself (echo) or the other party;
+        and every recorder at the legs' current audio."""
         for role, peer in self.legs.items():
             if self.mode == "echo":
                 peer.listen_to(peer)
             else:
                 other = "operator" if role == "user" else "user"
                 peer.listen_to(self.legs.get(other))
+        for recorder in self.recorders.values():
+            for role in CHANNELS:
+                peer = self.legs.get(role)
+                recorder.listen(role, peer.inbound if peer else None)
+
+    @property
+    def idle(self) -> bool:
+        return not self.legs and not self.recorders
 
     def find(self, leg_id: str) -> LegPeer | None:
         return next((peer for peer in self.legs.values() if peer.leg_id == leg_id), None)
@@ -96,7 +114,7 @@ class MediaWorker:
             task.cancel()
         await asyncio.gather(*self._handlers, return_exceptions=True)
         for call_id in list(self.calls):
-            await self._end_call(call_id)
+            await self._end_call(call_id, "shutdown")
 
     # --- dispatch ------------------------------------------------------------------------
     async def _handle_in_call_order(self, message: dict[str, Any]) -> None:
@@ -124,7 +142,15 @@ class MediaWorker:
             await self._close_leg(message["call"], message["leg"])
             await self._reply(message, {"type": "media.closed"})
         elif kind == "media.end_call":
-            await self._end_call(message["call"])
+            await self._end_call(message["call"], "hangup")
+        elif kind == "media.record_start":
+            await self._record_start(message)
+            await self._reply(message, {"type": "media.recording"})
+        elif kind == "media.record_stop":
+            result = await self._record_stop(
+                message["call"], message["recording"], message["reason"], message["by"]
+            )
+            await self._reply(message, {"type": "media.recorded", "result": result})
         else:
             logger.warning("media worker %s: unknown message %r", self.name, kind)
 
@@ -175,16 +201,51 @@ class MediaWorker:
         del call.legs[peer.role]
         await peer.close("closed")
         call.route()
-        if not call.legs:
+        if call.idle:
             del self.calls[call_id]
 
-    async def _end_call(self, call_id: str) -> None:
+    async def _end_call(self, call_id: str, reason: str) -> None:
         call = self.calls.pop(call_id, None)
         if call is None:
             return
+        for recording_id in list(call.recorders):
+            await self._finish_recording(call, recording_id, reason, "system")
         for peer in list(call.legs.values()):
             await peer.close("closed")
         call.legs.clear()
+
+    async def _record_start(self, message: dict[str, Any]) -> None:
+        call_id = message["call"]
+        call = self.calls.get(call_id) or CallMedia(call_id, message["mode"])
+        recorder = CallRecorder(message["recording"], Path(message["path"]))
+        try:
+            await recorder.start()
+        except OSError as error:
+            raise CallbridgeError(
+                ErrorCode.MEDIA_BRIDGE_FAILURE, f"cannot write the recording: {error.strerror}"
+            ) from None
+        self.calls[call_id] = call
+        call.recorders[message["recording"]] = recorder
+        call.route()
+
+    async def _record_stop(
+        self, call_id: str, recording_id: str, reason: str, by: str
+    ) -> dict[str, Any]:
+        call = self.calls.get(call_id)
+        if call is None or recording_id not in call.recorders:
+            raise CallbridgeError(ErrorCode.CALL_STATE, "that recording is not running")
+        result = await self._finish_recording(call, recording_id, reason, by)
+        if call.idle:
+            self.calls.pop(call_id, None)
+        return result
+
+    async def _finish_recording(
+        self, call: CallMedia, recording_id: str, reason: str, by: str
+    ) -> dict[str, Any]:
+        recorder = call.recorders.pop(recording_id)
+        result = (await recorder.stop()).as_dict()
+        self._reports.put_nowait(self.reporter.recording_finished(recording_id, reason, by, result))
+        return result
 
     def _reroute(self, call_id: str) -> None:
         call = self.calls.get(call_id)
@@ -202,7 +263,7 @@ class MediaWorker:
         if call is not None and call.legs.get(peer.role) is peer:
             del call.legs[peer.role]
             call.route()
-            if not call.legs:
+            if call.idle:
                 self.calls.pop(call_id, None)
         await peer.close("failed")
 

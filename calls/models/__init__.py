@@ -11,6 +11,7 @@ from calls.models.call import (
 )
 from calls.models.consent import ConsentMethod, RecordingConsent
 from calls.models.credentials import ApiToken, EndUserSession
+from calls.models.recording import Recording, RecordingState, StopReason
 
 __all__ = [
     "ApiToken",
@@ -25,5 +26,8 @@ __all__ = [
     "Leg",
     "LegRole",
     "MediaState",
+    "Recording",
     "RecordingConsent",
+    "RecordingState",
+    "StopReason",
 ]

@@ -226,6 +226,6 @@ def wire_event_name(
         if data.get("state") != "ringing":
             return None  # echo calls start answered: the offer's answer says it all
         return "call.ringing" if my_role == caller_role else "call.incoming"
-    if record_name in ("call.answered", "call.ended"):
+    if record_name in ("call.answered", "call.ended", "recording.started", "recording.stopped"):
         return record_name
     return MEDIA_EVENTS.get(record_name)

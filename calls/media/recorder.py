@@ -1,0 +1,185 @@
+"""Records a call: one stereo WAV, left = end user, right = operator, on wall-clock time.
+
+Every 20 ms of wall-clock time becomes exactly 960 samples per channel: what the leg sent
+meanwhile, or silence if it sent nothing (a gap, a reconnect) — so one leg's trouble never
+shifts the other channel. File writes happen in a thread; the WAV header's sizes are
+patched at every flush, so even an interrupted file is valid up to its last flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from av import AudioFrame
+
+from calls.media.audio import FRAME_SAMPLES, SAMPLE_RATE, AudioSubscription, InboundAudio
+
+logger = logging.getLogger(__name__)
+
+TICK_S = FRAME_SAMPLES / SAMPLE_RATE
+FLUSH_TICKS = 25  # write every 0.5 s
+MAX_BACKLOG = SAMPLE_RATE // 5  # a leg may run 200 ms ahead before its oldest audio is dropped
+CHANNELS = ("user", "operator")  # left, right
+
+
+@dataclass(frozen=True)
+class RecordingResult:
+    size_bytes: int
+    sha256: str
+    duration_s: float
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        return {"size_bytes": self.size_bytes, "sha256": self.sha256, "duration_s": self.duration_s}
+
+
+class WavWriter:
+    """48 kHz 16-bit stereo PCM. Blocking: call it from a thread."""
+
+    HEADER = struct.Struct("<4sI4s4sIHHIIHH4sI")
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.file = path.open("xb")  # a fresh file, never an existing one
+        self.data_bytes = 0
+        self._write_header()
+
+    def _write_header(self) -> None:
+        self.file.seek(0)
+        self.file.write(
+            self.HEADER.pack(
+                b"RIFF",
+                36 + self.data_bytes,
+                b"WAVE",
+                b"fmt ",
+                16,
+                1,
+                2,
+                SAMPLE_RATE,
+                SAMPLE_RATE * 4,
+                4,
+                16,
+                b"data",
+                self.data_bytes,
+            )
+        )
+        self.file.seek(0, 2)
+
+    def append(self, pcm: bytes) -> None:
+        self.file.write(pcm)
+        self.data_bytes += len(pcm)
+        self._write_header()
+        self.file.flush()
+
+    def close(self) -> RecordingResult:
+        self._write_header()
+        self.file.close()
+        digest = hashlib.sha256()
+        with self.path.open("rb") as written:
+            for block in iter(lambda: written.read(1 << 20), b""):
+                digest.update(block)
+        return RecordingResult(
+            size_bytes=self.path.stat().st_size,
+            sha256=digest.hexdigest(),
+            duration_s=self.data_bytes / 4 / SAMPLE_RATE,
+        )
+
+
+class ChannelFeed:
+    """One channel's samples: drained from a leg's audio, taken 960 at a time."""
+
+    def __init__(self) -> None:
+        self.source: InboundAudio | None = None
+        self.subscription: AudioSubscription | None = None
+        self.buffer = np.zeros(0, dtype=np.int16)
+
+    def listen(self, source: InboundAudio | None) -> None:
+        if source is self.source:
+            return
+        if self.source is not None and self.subscription is not None:
+            self.source.unsubscribe(self.subscription)
+        self.source, self.subscription = source, source.subscribe() if source else None
+
+    def take(self, samples: int) -> np.ndarray:
+        if self.subscription is not None:
+            chunks = [self.buffer, *(_first_channel(f) for f in self.subscription.drain())]
+            self.buffer = np.concatenate(chunks)[-MAX_BACKLOG:]
+        out = np.zeros(samples, dtype=np.int16)
+        available = min(samples, len(self.buffer))
+        out[:available] = self.buffer[:available]
+        self.buffer = self.buffer[available:]
+        return out
+
+
+def _first_channel(frame: AudioFrame) -> np.ndarray:
+    channels = len(frame.layout.channels)
+    samples = frame.to_ndarray().reshape(-1)
+    return samples.reshape(-1, channels)[:, 0].astype(np.int16)
+
+
+class CallRecorder:
+    def __init__(self, recording_id: str, path: Path) -> None:
+        self.recording_id = recording_id
+        self.path = path
+        self.channels = {role: ChannelFeed() for role in CHANNELS}
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[RecordingResult] | None = None
+
+    def listen(self, role: str, source: InboundAudio | None) -> None:
+        if role in self.channels:
+            self.channels[role].listen(source)
+
+    async def start(self) -> None:
+        """Open the file (errors surface here), then record until stop()."""
+        loop = asyncio.get_running_loop()
+        writer = await loop.run_in_executor(None, WavWriter, self.path)
+        self._task = loop.create_task(self._record(writer), name=f"recorder:{self.recording_id}")
+
+    async def stop(self) -> RecordingResult:
+        self._stop.set()
+        assert self._task is not None
+        result = await self._task
+        for feed in self.channels.values():
+            feed.listen(None)
+        return result
+
+    async def _record(self, writer: WavWriter) -> RecordingResult:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        ticks = 0
+        pending: list[bytes] = []
+        try:
+            while not self._stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(
+                        max(0.0, started + (ticks + 1) * TICK_S - loop.time())
+                    ):
+                        await self._stop.wait()
+                # Catch up to now: wall-clock time decides how much audio there is.
+                due = int((loop.time() - started) / TICK_S)
+                while ticks < due:
+                    left = self.channels["user"].take(FRAME_SAMPLES)
+                    right = self.channels["operator"].take(FRAME_SAMPLES)
+                    pending.append(np.column_stack((left, right)).tobytes())
+                    ticks += 1
+                if len(pending) >= FLUSH_TICKS:
+                    await loop.run_in_executor(None, writer.append, b"".join(pending))
+                    pending.clear()
+        finally:
+            # Stop, hang-up, shutdown or error: the file is always finalized.
+            await asyncio.shield(loop.run_in_executor(None, writer.append, b"".join(pending)))
+            result = await asyncio.shield(loop.run_in_executor(None, writer.close))
+        logger.info(
+            "recording %s: %.2f s, %d bytes",
+            self.recording_id,
+            result.duration_s,
+            result.size_bytes,
+        )
+        return result

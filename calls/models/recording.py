@@ -1,0 +1,113 @@
+"""Recordings: one stereo WAV per recording, tied to the consents it relied on."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.db import models, transaction
+from django.utils import timezone
+
+from calls.errors import CallStateError
+from calls.models.call import Call, CallState
+from calls.models.consent import RecordingConsent
+from calls.principals import Principal
+
+
+class RecordingState(models.TextChoices):
+    RECORDING = "recording"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+
+class StopReason(models.TextChoices):
+    STOPPED = "stopped"
+    HANGUP = "hangup"
+    CONSENT_WITHDRAWN = "consent_withdrawn"
+    SHUTDOWN = "shutdown"
+    FAILED = "failed"
+
+
+class Recording(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    call = models.ForeignKey(Call, on_delete=models.PROTECT, related_name="recordings")
+    # A plain name inside MEDIA_ROOT/recordings/, chosen by the server (or a WaGo `Path`).
+    file_name = models.CharField(max_length=200, unique=True)
+    state = models.CharField(
+        max_length=16, choices=RecordingState.choices, default=RecordingState.RECORDING
+    )
+    started_at = models.DateTimeField(default=timezone.now)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    duration_s = models.FloatField("duration (s)", null=True, blank=True)
+    size_bytes = models.BigIntegerField(null=True, blank=True)
+    sha256 = models.CharField("SHA-256", max_length=64, blank=True)
+    started_by = models.CharField(max_length=200)
+    stopped_by = models.CharField(max_length=200, blank=True)
+    stop_reason = models.CharField(max_length=32, choices=StopReason.choices, blank=True)
+    consents = models.ManyToManyField(RecordingConsent, related_name="recordings", blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        permissions = [("listen_recording", "Can listen to and download recordings")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["call"],
+                condition=models.Q(state="recording"),
+                name="one_running_recording_per_call",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"recording {str(self.pk)[:8]} of call {str(self.call_id)[:8]} ({self.state})"
+
+    @classmethod
+    def begin(
+        cls,
+        call: Call,
+        by: Principal,
+        consents: list[RecordingConsent],
+        file_name: str,
+        recording_id: uuid.UUID | None = None,
+    ) -> Recording:
+        with transaction.atomic():
+            locked = Call.objects.select_for_update().get(pk=call.pk)
+            if locked.state != CallState.ACTIVE:
+                raise CallStateError(f"only an active call can be recorded (it is {locked.state})")
+            if locked.recordings.filter(state=RecordingState.RECORDING).exists():
+                raise CallStateError("the call is already being recorded")
+            recording = cls.objects.create(
+                id=recording_id or uuid.uuid4(),
+                call=locked,
+                file_name=file_name,
+                started_by=by.label,
+            )
+            recording.consents.set(consents)
+            locked._record(
+                "recording.started",
+                by,
+                {"recordingID": str(recording.pk), "consents": [c.pk for c in consents]},
+            )
+        return recording
+
+    def finish(self, *, reason: str, by: str, result: dict[str, Any]) -> None:
+        """Record how it ended, with the file's facts measured by the recorder."""
+        with transaction.atomic():
+            call = Call.objects.select_for_update().get(pk=self.call_id)
+            updated = Recording.objects.filter(pk=self.pk, state=RecordingState.RECORDING).update(
+                state=RecordingState.FAILED
+                if reason == StopReason.FAILED
+                else RecordingState.FINISHED,
+                ended_at=timezone.now(),
+                duration_s=result.get("duration_s"),
+                size_bytes=result.get("size_bytes"),
+                sha256=result.get("sha256", ""),
+                stopped_by=by,
+                stop_reason=reason,
+            )
+            if updated:
+                call._record(
+                    "recording.stopped",
+                    Principal("system"),
+                    {"recordingID": str(self.pk), "reason": reason, "stoppedBy": by},
+                )
+        self.refresh_from_db()

@@ -1,0 +1,223 @@
+"""Recording a call between real peers: consent first, one channel per party, always valid."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import wave
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from asgiref.sync import sync_to_async
+from django.test import AsyncClient
+
+from calls.models import ApiToken, EndUserSession, Recording
+from tests.media_peers import ClientPeer
+from tests.signal_client import SignalClient
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+USER_TONE, OPERATOR_TONE = 440, 880
+
+
+@dataclass
+class LiveCall:
+    call_id: str
+    user: SignalClient
+    operator: SignalClient
+    user_token: str
+    operator_token: str
+    http: AsyncClient
+
+    async def post(self, path: str, token: str, body: Any = None) -> Any:
+        return await self.http.post(
+            path,
+            body or {},
+            content_type="application/json",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+
+    async def consent(self, token: str, granted: bool = True) -> Any:
+        return await self.post(
+            f"/api/calls/{self.call_id}/consent", token, {"granted": granted, "policy": "1"}
+        )
+
+
+@pytest.fixture
+async def live_call(asgi_app: Any, settings: Any, tmp_path: Path) -> AsyncIterator[LiveCall]:
+    settings.MEDIA_ROOT = tmp_path
+    _, user_token = await sync_to_async(EndUserSession.create)(ttl_seconds=600, display_name="Ada")
+    _, operator_token = await sync_to_async(ApiToken.create)("recorder")
+    user, operator = SignalClient(asgi_app), SignalClient(asgi_app)
+    await user.connect()
+    await operator.connect()
+    user_peer, operator_peer = ClientPeer(USER_TONE), ClientPeer(OPERATOR_TONE)
+    user_answer = await user.offer(user_token, await user_peer.offer())
+    operator_answer = await operator.offer(
+        operator_token, await operator_peer.offer(), callSid=user_answer["callSid"]
+    )
+    await user_peer.accept(user_answer["data"]["sdp"])
+    await operator_peer.accept(operator_answer["data"]["sdp"])
+    await user_peer.wait_connected()
+    await operator_peer.wait_connected()
+    await operator_peer.hears(USER_TONE)  # audio flows both ways before we record
+    await user_peer.hears(OPERATOR_TONE)
+    yield LiveCall(
+        user_answer["callSid"], user, operator, user_token, operator_token, AsyncClient()
+    )
+    await user_peer.close()
+    await operator_peer.close()
+    await user.close()
+    await operator.close()
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
+    with wave.open(str(path)) as wav:
+        assert (wav.getnchannels(), wav.getframerate(), wav.getsampwidth()) == (2, 48000, 2)
+        frames = wav.getnframes()
+        data = np.frombuffer(wav.readframes(frames), dtype="<i2").reshape(-1, 2)
+    return data[:, 0].astype(float), data[:, 1].astype(float), frames / 48000
+
+
+def dominant(samples: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    spectrum[:50] = 0
+    return float(np.fft.rfftfreq(len(samples), 1 / 48000)[int(np.argmax(spectrum))])
+
+
+async def finished(recording_id: str) -> Recording:
+    # The worker reports asynchronously: watch the record as an API reader would (10 s).
+    for _ in range(200):
+        recording = await Recording.objects.aget(pk=recording_id)
+        if recording.state != "recording":
+            return recording
+        await asyncio.sleep(0.05)
+    raise AssertionError("the recording never finished")
+
+
+def check_file(recording: Recording, media_root: Path) -> tuple[np.ndarray, np.ndarray, float]:
+    path = media_root / "recordings" / recording.file_name
+    content = path.read_bytes()
+    assert hashlib.sha256(content).hexdigest() == recording.sha256
+    assert len(content) == recording.size_bytes
+    return read_wav(path)
+
+
+async def test_it_records_each_party_on_its_own_channel(live_call: LiveCall, settings: Any) -> None:
+    assert (await live_call.consent(live_call.user_token)).status_code == 201
+    assert (await live_call.consent(live_call.operator_token)).status_code == 201
+    started = await live_call.post(
+        f"/api/calls/{live_call.call_id}/record", live_call.operator_token
+    )
+    began = time.monotonic()
+    assert started.status_code == 201, started.json()
+    event = await live_call.user.expect("event", "recording.started")
+    assert len(event["data"]["consents"]) == 2
+    await asyncio.sleep(2.0)
+    ended = time.monotonic()
+    stopped = await live_call.post(
+        f"/api/calls/{live_call.call_id}/record/stop", live_call.operator_token
+    )
+    assert stopped.status_code == 200, stopped.json()
+    body = stopped.json()
+    assert (body["state"], body["stopReason"]) == ("finished", "stopped")
+    recording = await Recording.objects.aget(pk=body["recordingID"])
+    left, right, seconds = await asyncio.to_thread(check_file, recording, Path(settings.MEDIA_ROOT))
+    assert abs(seconds - (ended - began)) < 0.1
+    assert abs(recording.duration_s - seconds) < 0.001
+    last_second = slice(-48000, None)
+    assert abs(dominant(left[last_second]) - USER_TONE) < 10  # left = end user
+    assert abs(dominant(right[last_second]) - OPERATOR_TONE) < 10  # right = operator
+    consents = await sync_to_async(
+        lambda: sorted(recording.consents.values_list("role", flat=True))
+    )()
+    assert consents == ["operator", "user"]
+    assert (await live_call.user.expect("event", "recording.stopped"))["data"][
+        "reason"
+    ] == "stopped"
+
+
+async def test_it_refuses_to_record_without_every_consent(
+    live_call: LiveCall, settings: Any
+) -> None:
+    await live_call.consent(live_call.user_token)
+    refused = await live_call.post(
+        f"/api/calls/{live_call.call_id}/record", live_call.operator_token
+    )
+    body = refused.json()
+    assert (refused.status_code, body["code"]) == (409, "CONSENT_REQUIRED")
+    assert body["details"]["missing"] == ["operator"] and "operator" in body["message"]
+    assert await Recording.objects.acount() == 0
+    assert not (Path(settings.MEDIA_ROOT) / "recordings").exists()
+
+
+async def test_it_stops_at_once_when_consent_is_withdrawn(
+    live_call: LiveCall, settings: Any
+) -> None:
+    await live_call.consent(live_call.user_token)
+    await live_call.consent(live_call.operator_token)
+    started = (
+        await live_call.post(f"/api/calls/{live_call.call_id}/record", live_call.operator_token)
+    ).json()
+    await asyncio.sleep(0.5)
+    withdrawn = await live_call.consent(live_call.user_token, granted=False)
+    assert withdrawn.json()["consent"]["missing"] == ["user"]
+    recording = await Recording.objects.aget(pk=started["recordingID"])
+    assert (recording.state, recording.stop_reason) == ("finished", "consent_withdrawn")
+    await asyncio.to_thread(check_file, recording, Path(settings.MEDIA_ROOT))
+    stopped = await live_call.user.expect("event", "recording.stopped")
+    assert stopped["data"]["reason"] == "consent_withdrawn"
+
+
+async def test_it_finalizes_the_file_when_the_call_is_hung_up(
+    live_call: LiveCall, settings: Any
+) -> None:
+    await live_call.consent(live_call.user_token)
+    await live_call.consent(live_call.operator_token)
+    started = (
+        await live_call.post(f"/api/calls/{live_call.call_id}/record", live_call.operator_token)
+    ).json()
+    await asyncio.sleep(1.0)
+    await live_call.post(f"/api/calls/{live_call.call_id}/hangup", live_call.user_token)
+    recording = await finished(started["recordingID"])
+    assert recording.stop_reason == "hangup"
+    _, _, seconds = await asyncio.to_thread(check_file, recording, Path(settings.MEDIA_ROOT))
+    assert 0.9 < seconds < 2.0
+
+
+@pytest.mark.parametrize(
+    "path", ["../escape.wav", "files/calls/x.wav", "/etc/x.wav", "x.mp3", ".x.wav"]
+)
+async def test_it_keeps_wagos_path_inside_the_recordings_folder(
+    live_call: LiveCall, settings: Any, path: str
+) -> None:
+    await live_call.consent(live_call.user_token)
+    await live_call.consent(live_call.operator_token)
+    response = await live_call.http.post(
+        "/call/record",
+        {"CallID": live_call.call_id, "Path": path},
+        content_type="application/json",
+        headers={"token": live_call.operator_token},
+    )
+    assert (response.status_code, response.json()["code"]) == (400, "INVALID_ARGUMENT")
+    assert await Recording.objects.acount() == 0
+
+
+async def test_it_records_under_a_wago_name(live_call: LiveCall, settings: Any) -> None:
+    await live_call.consent(live_call.user_token)
+    await live_call.consent(live_call.operator_token)
+    response = await live_call.http.post(
+        "/call/record",
+        {"CallID": live_call.call_id, "Path": "ada-call.wav"},
+        content_type="application/json",
+        headers={"token": live_call.operator_token},
+    )
+    assert response.status_code == 201, response.json()
+    await asyncio.sleep(0.5)
+    await live_call.post(f"/api/calls/{live_call.call_id}/record/stop", live_call.operator_token)
+    assert (Path(settings.MEDIA_ROOT) / "recordings" / "ada-call.wav").is_file()
