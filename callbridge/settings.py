@@ -244,6 +244,9 @@ if bool(CALLBRIDGE_TURN_URLS) != bool(CALLBRIDGE_TURN_SECRET):
 CALLBRIDGE_RECORDING_CONSENT = env_choice(
     "CALLBRIDGE_RECORDING_CONSENT", "all", ("all", "user", "none")
 )
+# Days a finished recording's file is kept (0: forever); `manage.py purge_recordings`
+# deletes older files and keeps a tombstone (hash, size, when and why).
+CALLBRIDGE_RECORDING_RETENTION_DAYS = env_int("CALLBRIDGE_RECORDING_RETENTION_DAYS", 0, minimum=0)
 CALLBRIDGE_CONSENT_POLICY_VERSION = env_str("CALLBRIDGE_CONSENT_POLICY_VERSION", "1")
 CALLBRIDGE_CONSENT_TEXT = env_str(
     "CALLBRIDGE_CONSENT_TEXT",

@@ -6,12 +6,25 @@ import uuid
 from typing import Any
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils.html import format_html
 
 from calls.errors import CallStateError
-from calls.models import Call, CallEvent, Leg, Recording, RecordingConsent
+from calls.models import (
+    AccessAction,
+    Call,
+    CallEvent,
+    Leg,
+    Recording,
+    RecordingAccess,
+    RecordingConsent,
+)
 from calls.principals import Principal
+from calls.recordings import recordings_dir
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -27,6 +40,10 @@ class ReadOnlyInline(admin.TabularInline):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Audit rows belong on the page they describe: whoever may open it sees them.
+        return bool(request.user.is_active and request.user.is_staff)
 
 
 class LegInline(ReadOnlyInline):
@@ -70,24 +87,100 @@ class ConsentInline(ReadOnlyInline):
 
 class RecordingInline(ReadOnlyInline):
     model = Recording
-    fields = ["started_at", "state", "duration_s", "size_bytes", "sha256", "started_by",
-              "stopped_by", "stop_reason"]
+    fields = [
+        "started_at",
+        "state",
+        "duration_s",
+        "size_bytes",
+        "sha256",
+        "started_by",
+        "stopped_by",
+        "stop_reason",
+    ]
     readonly_fields = fields
     show_change_link = True
 
 
+class AccessInline(ReadOnlyInline):
+    model = RecordingAccess
+    verbose_name_plural = "who listened or downloaded"
+    fields = ["at", "username", "action", "ip"]
+    readonly_fields = fields
+
+
 @admin.register(Recording)
 class RecordingAdmin(admin.ModelAdmin):
-    """Read-only: nobody edits a hash or the consents a recording relied on."""
+    """Read-only: nobody edits a hash or the consents a recording relied on. Listening and
+    downloading need `calls.listen_recording`, go through Django, and are logged."""
 
-    list_display = ["started_at", "call", "state", "duration_s", "stop_reason", "started_by"]
-    list_filter = ["state", "stop_reason", "started_at"]
+    list_display = [
+        "started_at",
+        "call",
+        "state",
+        "duration_s",
+        "stop_reason",
+        "started_by",
+        "purged_at",
+    ]
+    list_filter = ["state", "stop_reason", "started_at", ("purged_at", admin.EmptyFieldListFilter)]
     search_fields = ["=sha256", "file_name", "started_by"]
     list_select_related = ["call"]
-    filter_horizontal = []
+    inlines = [AccessInline]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [field.name for field in Recording._meta.fields] + ["consents"]
+        fields = [field.name for field in Recording._meta.fields] + ["consents_relied_on"]
+        return ["audio", *fields]
+
+    @admin.display(description="consents relied on")
+    def consents_relied_on(self, recording: Recording) -> str:
+        return "; ".join(str(consent) for consent in recording.consents.all()) or "—"
+
+    @admin.display(description="listen")
+    def audio(self, recording: Recording) -> str:
+        if recording.purged_at:
+            return f"Deleted {recording.purged_at:%Y-%m-%d}: {recording.purge_reason}"
+        if recording.state != "finished":
+            return "Not available until the recording has finished."
+        url = reverse("admin:calls_recording_audio", args=[recording.pk])
+        return format_html(
+            '<audio controls preload="none" src="{}"></audio> <a href="{}?download=1">Download</a>',
+            url,
+            url,
+        )
+
+    def get_urls(self) -> list[Any]:
+        audio = path(
+            "<uuid:recording_id>/audio/",
+            self.admin_site.admin_view(self.audio_view),
+            name="calls_recording_audio",
+        )
+        return [audio, *super().get_urls()]
+
+    def audio_view(self, request: HttpRequest, recording_id: Any) -> HttpResponse:
+        if not request.user.has_perm("calls.listen_recording"):
+            raise PermissionDenied
+        recording = get_object_or_404(Recording, pk=recording_id)
+        if recording.purged_at or recording.state != "finished":
+            raise Http404("This recording's file is not available.")
+        file = recordings_dir() / recording.file_name
+        if not file.is_file():
+            raise Http404("This recording's file is missing.")
+        download = request.GET.get("download") == "1"
+        RecordingAccess.objects.create(
+            recording=recording,
+            user=request.user,
+            username=request.user.get_username(),
+            action=AccessAction.DOWNLOAD if download else AccessAction.LISTEN,
+            ip=request.META.get("REMOTE_ADDR") or None,
+        )
+        response = FileResponse(
+            file.open("rb"),
+            as_attachment=download,
+            filename=recording.file_name,
+            content_type="audio/wav",
+        )
+        response["Cache-Control"] = "no-store"
+        return response
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

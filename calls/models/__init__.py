@@ -11,9 +11,16 @@ from calls.models.call import (
 )
 from calls.models.consent import ConsentMethod, RecordingConsent
 from calls.models.credentials import ApiToken, EndUserSession
-from calls.models.recording import Recording, RecordingState, StopReason
+from calls.models.recording import (
+    AccessAction,
+    Recording,
+    RecordingAccess,
+    RecordingState,
+    StopReason,
+)
 
 __all__ = [
+    "AccessAction",
     "ApiToken",
     "Call",
     "CallDirection",
@@ -27,6 +34,7 @@ __all__ = [
     "LegRole",
     "MediaState",
     "Recording",
+    "RecordingAccess",
     "RecordingConsent",
     "RecordingState",
     "StopReason",

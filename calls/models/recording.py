@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 
 from calls.errors import CallStateError
+from calls.models.append_only import AppendOnlyModel
 from calls.models.call import Call, CallState
 from calls.models.consent import RecordingConsent
 from calls.principals import Principal
@@ -45,6 +47,9 @@ class Recording(models.Model):
     stopped_by = models.CharField(max_length=200, blank=True)
     stop_reason = models.CharField(max_length=32, choices=StopReason.choices, blank=True)
     consents = models.ManyToManyField(RecordingConsent, related_name="recordings", blank=True)
+    # Tombstone: the file is gone (retention), the facts about it stay.
+    purged_at = models.DateTimeField(null=True, blank=True)
+    purge_reason = models.CharField(max_length=200, blank=True)
 
     class Meta:
         ordering = ["-started_at"]
@@ -111,3 +116,29 @@ class Recording(models.Model):
                     {"recordingID": str(self.pk), "reason": reason, "stoppedBy": by},
                 )
         self.refresh_from_db()
+
+
+class AccessAction(models.TextChoices):
+    LISTEN = "listen"
+    DOWNLOAD = "download"
+
+
+class RecordingAccess(AppendOnlyModel):
+    """Who listened to or downloaded a recording, when, from where."""
+
+    recording = models.ForeignKey(Recording, on_delete=models.PROTECT, related_name="accesses")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    username = models.CharField(max_length=150)
+    action = models.CharField(max_length=16, choices=AccessAction.choices)
+    at = models.DateTimeField(default=timezone.now)
+    ip = models.GenericIPAddressField("IP address", null=True, blank=True)
+
+    class Meta:
+        verbose_name = "recording access"
+        verbose_name_plural = "recording accesses"
+        ordering = ["-at"]
+
+    def __str__(self) -> str:
+        return f"{self.username} {self.action} {self.at:%Y-%m-%d %H:%M}"
