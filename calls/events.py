@@ -24,6 +24,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from calls import media_link
+from calls.consent import consent_status
 from calls.models import Call, CallEvent, EndUserSession
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,16 @@ def call_summary(call: Call) -> dict[str, Any]:
             {"legID": str(leg.pk), "role": leg.role, "mediaState": leg.media_state}
             for leg in call.legs.all()
         ],
+        "consentMissing": consent_status(call).missing if call.is_open else [],
+        "recording": _recording_summary(call),
     }
+
+
+def _recording_summary(call: Call) -> dict[str, Any] | None:
+    latest = max(call.recordings.all(), key=lambda r: r.started_at, default=None)
+    if latest is None:
+        return None
+    return {"recordingID": str(latest.pk), "state": latest.state, "stopReason": latest.stop_reason}
 
 
 def session_summary(session: EndUserSession) -> dict[str, Any]:

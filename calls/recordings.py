@@ -8,6 +8,7 @@ from pathlib import Path
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
+from django.db import transaction
 
 from calls import media_link, policy
 from calls.consent import consent_status
@@ -29,6 +30,9 @@ def start_recording(principal: Principal, call: Call, name: str | None = None) -
     policy.require_party(principal, call)
     status = consent_status(call)
     if status.missing:
+        # The parties' pages ask for the missing consent when they see this.
+        with transaction.atomic():
+            call._record("consent.requested", principal, {"missing": status.missing})
         raise CallbridgeError(
             ErrorCode.CONSENT_REQUIRED,
             f"recording needs the consent of: {', '.join(status.missing)}",

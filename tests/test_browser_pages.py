@@ -303,3 +303,52 @@ async def test_it_reconnects_its_media_after_a_network_blip(
         assert errors == []
     finally:
         await browser.close()
+
+
+async def test_it_records_only_after_both_agree_and_stops_when_the_user_withdraws(
+    server: Server, playwright: Any, tmp_path: Path
+) -> None:
+    url, token = await end_user_link(server, "Flo")
+    operator_browser, dashboard = await operator_dashboard(server, playwright, tmp_path)
+    user_browser, page, errors = await open_page(playwright, tmp_path, USER_TONE, url)
+    try:
+        await status_is(page, "Ready.")
+        await page.get_by_role("button", name="Call", exact=True).click()
+        ringing = dashboard.locator("#ringing li", has_text="Flo is calling")
+        await ringing.get_by_role("button", name="Answer").click()
+        await status_is(page, "Connected.")
+        await my_status_is(dashboard, "Talking with Flo.")
+
+        await dashboard.get_by_role("button", name="Give my consent to be recorded").click()
+        await dashboard.get_by_role("button", name="Record", exact=True).click()
+        await dashboard.get_by_role("alert").filter(has_text="consent of: user").wait_for()
+        prompt = page.get_by_role("region", name="Recording consent")
+        await prompt.wait_for()
+        assert "Do you agree to be recorded?" in await prompt.text_content()
+        await screenshot(page, "enduser-consent")
+        await page.get_by_role("button", name="I agree to be recorded").click()
+        await dashboard.wait_for_function(
+            "document.getElementById('my-consent').textContent.includes('everyone agreed')"
+        )
+        await dashboard.get_by_role("button", name="Record", exact=True).click()
+        await page.locator("#recording").wait_for()
+        await dashboard.get_by_role("link", name="● Recording").wait_for()
+        await screenshot(page, "enduser-recording")
+        await screenshot(dashboard, "dashboard-recording")
+
+        await page.get_by_role("button", name="Stop recording me").click()
+        await page.locator("#recording").wait_for(state="hidden")
+        _, active, _ = await asyncio.to_thread(
+            server.request, "GET", "/api/calls?state=active", token
+        )
+        (call,) = [c for c in active if c["recording"]]
+        assert (call["recording"]["state"], call["recording"]["stopReason"]) == (
+            "finished",
+            "consent_withdrawn",
+        )
+        assert call["recording"]["sha256"] and call["recording"]["durationS"] > 0
+        await page.get_by_role("button", name="Hang up").click()
+        assert errors == []
+    finally:
+        await user_browser.close()
+        await operator_browser.close()

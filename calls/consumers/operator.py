@@ -18,11 +18,12 @@ RECENT_ENDED = 20
 
 def snapshot() -> dict[str, Any]:
     related = ("session", "operator_user", "operator_token")
-    open_calls = Call.objects.open().select_related(*related).prefetch_related("legs")
+    prefetch = ("legs", "consents", "recordings")
+    open_calls = Call.objects.open().select_related(*related).prefetch_related(*prefetch)
     ended = (
         Call.objects.exclude(state__in=["ringing", "active"])
         .select_related(*related)
-        .prefetch_related("legs")
+        .prefetch_related(*prefetch)
         .order_by("-ended_at")[:RECENT_ENDED]
     )
     online = EndUserSession.objects.filter(online=True, revoked_at=None)

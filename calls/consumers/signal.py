@@ -223,6 +223,8 @@ class SignalConsumer(AsyncWebsocketConsumer):
         details: dict[str, Any] = {"state": call["state"], "mode": call["mode"]}
         if name in ("call.ended", "recording.stopped"):
             details["reason"] = data.get("reason")
+        if name.startswith("consent."):
+            details.update({key: data[key] for key in ("missing", "role") if key in data})
         if name.startswith("recording."):
             details["recordingID"] = data.get("recordingID")
             if "consents" in data:

@@ -20,6 +20,14 @@ from calls.tokens import token_kind
 LOBBY_NAME_MAX = 60
 
 
+def consent_config() -> dict[str, str]:
+    return {
+        "consentPolicy": settings.CALLBRIDGE_RECORDING_CONSENT,
+        "consentVersion": settings.CALLBRIDGE_CONSENT_POLICY_VERSION,
+        "consentText": settings.CALLBRIDGE_CONSENT_TEXT,
+    }
+
+
 def _no_store(response: HttpResponse) -> HttpResponse:
     # The token is in the URL: keep it out of other sites' logs and caches.
     response["Referrer-Policy"] = "no-referrer"
@@ -51,6 +59,7 @@ def enduser_page(request: HttpRequest) -> HttpResponse:
             "displayName": session.display_name,
             "expiresAt": session.expires_at.isoformat(),
             "signalPath": "/ws/signal",
+            **consent_config(),
             **ice_configuration(f"end_user-{session.pk}", not_after=session.expires_at),
         }
     return _no_store(render(request, "enduser/page.html", context, status=status))
@@ -74,6 +83,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "operator": request.user.get_username(),
         "csrfToken": get_token(request),
         "feedPath": "/ws/operator",
+        "recordingAdminUrl": reverse(
+            "admin:calls_recording_change", args=["00000000-0000-0000-0000-000000000000"]
+        ),
+        **consent_config(),
         "callAdminUrl": reverse(
             "admin:calls_call_change", args=["00000000-0000-0000-0000-000000000000"]
         ),

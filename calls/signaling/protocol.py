@@ -210,6 +210,17 @@ def error(session_id: str, failure: CallbridgeError, call_sid: str = "") -> dict
 
 
 # --- call records → wire events ------------------------------------------------------------
+PASSED_THROUGH = frozenset(
+    {
+        "call.answered",
+        "call.ended",
+        "recording.started",
+        "recording.stopped",
+        "consent.requested",
+        "consent.granted",
+        "consent.withdrawn",
+    }
+)
 MEDIA_EVENTS = {
     "media.connected": "media.connected",
     "media.disconnected": "media.disconnected",
@@ -226,6 +237,6 @@ def wire_event_name(
         if data.get("state") != "ringing":
             return None  # echo calls start answered: the offer's answer says it all
         return "call.ringing" if my_role == caller_role else "call.incoming"
-    if record_name in ("call.answered", "call.ended", "recording.started", "recording.stopped"):
+    if record_name in PASSED_THROUGH:
         return record_name
     return MEDIA_EVENTS.get(record_name)

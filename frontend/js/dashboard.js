@@ -13,6 +13,8 @@ const ui = {
   feed: $("feed"), status: $("my-status"), timer: $("my-timer"), problem: $("my-problem"),
   quality: $("quality"), hangup: $("my-hangup"), mute: $("my-mute"), microphone: $("microphone"),
   level: $("level"), farLevel: $("far-level"), remote: $("remote"),
+  consent: $("my-consent"), consentGive: $("my-consent-give"), record: $("my-record"),
+  recordStop: $("my-record-stop"), recordingLink: $("my-recording-link"),
   lists: {ringing: $("ringing"), active: $("active"), online: $("online"), recent: $("recent")},
 };
 const REASONS = {
@@ -104,7 +106,29 @@ async function connectMine(callID) {
   }
 }
 
+function renderRecording(call) {
+  const active = Boolean(mine && call && call.state === "active");
+  const missing = call?.consentMissing || [];
+  const recording = call?.recording;
+  const running = recording?.state === "recording";
+  ui.consent.hidden = !active;
+  ui.consent.textContent = missing.length
+    ? `Recording consent missing from: ${missing.join(", ")}.`
+    : "Recording consent: everyone agreed.";
+  ui.consentGive.hidden = !active || !missing.includes("operator");
+  ui.consentGive.title = config.consentText;
+  ui.record.hidden = !active || running;
+  ui.recordStop.hidden = !active || !running;
+  ui.recordingLink.hidden = !recording;
+  if (recording) {
+    ui.recordingLink.href = config.recordingAdminUrl.replace(
+      "00000000-0000-0000-0000-000000000000", recording.recordingID);
+    ui.recordingLink.textContent = running ? "● Recording" : "Recording";
+  }
+}
+
 function renderMine() {
+  renderRecording(mine ? calls.get(mine.callID) : null);
   if (!mine) {
     setMyStatus(idleText);
     ui.timer.hidden = true;
@@ -272,6 +296,33 @@ function connectFeed(attempt = 0) {
 
 // --- controls and timers -------------------------------------------------------------------
 ui.hangup.addEventListener("click", () => mine && hangUp(mine.callID));
+ui.consentGive.addEventListener("click", async () => {
+  if (!mine) return;
+  try {
+    await api("POST", `/calls/${mine.callID}/consent`,
+              {granted: true, policy: config.consentVersion, via: "dashboard"});
+  } catch (error) {
+    problem(error.message);
+  }
+});
+ui.record.addEventListener("click", async () => {
+  if (!mine) return;
+  problem("");
+  try {
+    await api("POST", `/calls/${mine.callID}/record`);
+  } catch (error) {
+    problem(error.code === "CONSENT_REQUIRED"
+      ? `Not recording: ${error.message}. The end user has been asked.` : error.message);
+  }
+});
+ui.recordStop.addEventListener("click", async () => {
+  if (!mine) return;
+  try {
+    await api("POST", `/calls/${mine.callID}/record/stop`);
+  } catch (error) {
+    problem(error.message);
+  }
+});
 ui.mute.addEventListener("click", () => {
   const muted = ui.mute.getAttribute("aria-pressed") !== "true";
   ui.mute.setAttribute("aria-pressed", String(muted));

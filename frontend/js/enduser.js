@@ -12,8 +12,12 @@ const ui = {
   status: $("status"), problem: $("problem"), timer: $("timer"), incoming: $("incoming"),
   call: $("call"), test: $("test"), hangup: $("hangup"), mute: $("mute"), retry: $("retry"),
   accept: $("accept"), decline: $("decline"), microphone: $("microphone"), level: $("level"),
-  remote: $("remote"), note: $("note"),
+  remote: $("remote"), note: $("note"), recording: $("recording"), consent: $("consent"),
+  consentText: $("consent-text"), consentVersion: $("consent-version"),
+  consentYes: $("consent-yes"), consentNo: $("consent-no"), withdraw: $("withdraw"),
 };
+ui.consentText.textContent = config.consentText;
+ui.consentVersion.textContent = config.consentVersion;
 
 const END_REASONS = {
   hangup: "The call has ended.",
@@ -111,6 +115,19 @@ async function handle(message) {
     case "media.connected":
     case "media.disconnected":
       return onMediaEvent(message);
+    case "consent.requested":
+      if (call && call.callSid === message.callSid && (data.missing || []).includes("user")) {
+        show(ui.consent, true);
+      }
+      return;
+    case "recording.started":
+    case "recording.stopped":
+      if (call && call.callSid === message.callSid) {
+        const on = data.name === "recording.started";
+        show(ui.recording, on);
+        show(ui.withdraw, on);
+      }
+      return;
     case "call.ended":
       if (incoming === message.callSid) {
         ringer.stop();
@@ -262,7 +279,27 @@ function closeMedia() {
   if (call) call.media = null;
 }
 
+async function answerConsent(granted) {
+  if (!call?.callSid) return;
+  const response = await fetch(`/api/calls/${call.callSid}/consent`, {
+    method: "POST",
+    headers: {"Content-Type": "application/json", Authorization: `Bearer ${config.token}`},
+    body: JSON.stringify({granted, policy: config.consentVersion, via: "page"}),
+  });
+  if (!response.ok) {
+    const error = await response.json().catch(() => ({}));
+    setProblem(error.message || "Your answer could not be saved.");
+    return;
+  }
+  show(ui.consent, false);
+  ui.note.textContent = granted ? "Thank you: you agreed to be recorded." :
+    "You said no: this call will not be recorded.";
+}
+
 function finish(reason) {
+  show(ui.consent, false);
+  show(ui.recording, false);
+  show(ui.withdraw, false);
   const testing = call?.mode === "echo";
   closeMedia();
   call = null;
@@ -293,6 +330,9 @@ ui.decline.addEventListener("click", () => {
   incoming = null;
   setState("idle", "Ready.");
 });
+ui.consentYes.addEventListener("click", () => answerConsent(true).catch(console.error));
+ui.consentNo.addEventListener("click", () => answerConsent(false).catch(console.error));
+ui.withdraw.addEventListener("click", () => answerConsent(false).catch(console.error));
 ui.mute.addEventListener("click", () => {
   const muted = ui.mute.getAttribute("aria-pressed") !== "true";
   ui.mute.setAttribute("aria-pressed", String(muted));
