@@ -14,6 +14,7 @@ from rest_framework.test import APIClient
 
 from calls.models import ApiToken, Call, EndUserSession
 from calls.principals import Principal
+from tests.live_call import live_call  # noqa: F401  (a shared fixture)
 from tests.live_server import Server, running_server
 
 

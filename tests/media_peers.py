@@ -88,6 +88,14 @@ class AudioSink:
         spectrum[: int(50 * len(data) / SAMPLE_RATE)] = 0  # ignore DC / rumble
         return float(np.fft.rfftfreq(len(data), 1 / SAMPLE_RATE)[int(np.argmax(spectrum))])
 
+    def strength(self, frequency: float, last_seconds: float = 1.0) -> float:
+        """How loud `frequency` is next to the loudest sound heard (1.0: it is the loudest)."""
+        data = np.concatenate(self.samples)[-int(last_seconds * SAMPLE_RATE) :]
+        spectrum = np.abs(np.fft.rfft(data * np.hanning(len(data))))
+        freqs = np.fft.rfftfreq(len(data), 1 / SAMPLE_RATE)
+        window = (freqs > frequency - 15) & (freqs < frequency + 15)
+        return float(spectrum[window].max() / (spectrum.max() + 1e-9))
+
     def rms(self, last_seconds: float = 0.5) -> float:
         data = np.concatenate(self.samples)[-int(last_seconds * SAMPLE_RATE) :]
         return float(np.sqrt(np.mean(data**2)))

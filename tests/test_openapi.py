@@ -26,6 +26,8 @@ def test_it_generates_a_valid_schema_without_warnings(tmp_path: Path) -> None:
         "/api/calls/{callID}/reject",
         "/api/calls/{callID}/hangup",
         "/api/calls/{callID}/consent",
+        "/api/calls/{callID}/play",
+        "/api/calls/{callID}/play/stop",
         "/api/calls/{callID}/record",
         "/api/calls/{callID}/record/stop",
         "/api/calls/{callID}/webrtc/offer",
@@ -36,6 +38,7 @@ def test_it_generates_a_valid_schema_without_warnings(tmp_path: Path) -> None:
         "/call/make",
         "/call/hangup",
         "/call/record",
+        "/call/play",
     }
     assert set(schema["components"]["securitySchemes"]) == {
         "bearerAuth",

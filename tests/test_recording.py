@@ -6,74 +6,17 @@ import asyncio
 import hashlib
 import time
 import wave
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from asgiref.sync import sync_to_async
-from django.test import AsyncClient
 
-from calls.models import ApiToken, EndUserSession, Recording
-from tests.media_peers import ClientPeer
-from tests.signal_client import SignalClient
+from calls.models import Recording
+from tests.live_call import OPERATOR_TONE, USER_TONE, LiveCall
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
-
-USER_TONE, OPERATOR_TONE = 440, 880
-
-
-@dataclass
-class LiveCall:
-    call_id: str
-    user: SignalClient
-    operator: SignalClient
-    user_token: str
-    operator_token: str
-    http: AsyncClient
-
-    async def post(self, path: str, token: str, body: Any = None) -> Any:
-        return await self.http.post(
-            path,
-            body or {},
-            content_type="application/json",
-            headers={"Authorization": f"Bearer {token}"},
-        )
-
-    async def consent(self, token: str, granted: bool = True) -> Any:
-        return await self.post(
-            f"/api/calls/{self.call_id}/consent", token, {"granted": granted, "policy": "1"}
-        )
-
-
-@pytest.fixture
-async def live_call(asgi_app: Any, settings: Any, tmp_path: Path) -> AsyncIterator[LiveCall]:
-    settings.MEDIA_ROOT = tmp_path
-    _, user_token = await sync_to_async(EndUserSession.create)(ttl_seconds=600, display_name="Ada")
-    _, operator_token = await sync_to_async(ApiToken.create)("recorder")
-    user, operator = SignalClient(asgi_app), SignalClient(asgi_app)
-    await user.connect()
-    await operator.connect()
-    user_peer, operator_peer = ClientPeer(USER_TONE), ClientPeer(OPERATOR_TONE)
-    user_answer = await user.offer(user_token, await user_peer.offer())
-    operator_answer = await operator.offer(
-        operator_token, await operator_peer.offer(), callSid=user_answer["callSid"]
-    )
-    await user_peer.accept(user_answer["data"]["sdp"])
-    await operator_peer.accept(operator_answer["data"]["sdp"])
-    await user_peer.wait_connected()
-    await operator_peer.wait_connected()
-    await operator_peer.hears(USER_TONE)  # audio flows both ways before we record
-    await user_peer.hears(OPERATOR_TONE)
-    yield LiveCall(
-        user_answer["callSid"], user, operator, user_token, operator_token, AsyncClient()
-    )
-    await user_peer.close()
-    await operator_peer.close()
-    await user.close()
-    await operator.close()
 
 
 def read_wav(path: Path) -> tuple[np.ndarray, np.ndarray, float]:

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from calls.admin import call_admin, credentials_admin  # noqa: F401  (registers the admins)
+from calls.admin import audio_admin, call_admin, credentials_admin  # noqa: F401  (registers)
 
 admin.site.site_header = "callbridge"
 admin.site.site_title = "callbridge"

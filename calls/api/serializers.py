@@ -122,6 +122,18 @@ class ConsentAnswerSerializer(ConsentSerializer):
     consent = ConsentStatusSerializer(help_text="the call's consent status after this answer")
 
 
+class PlayRequestSerializer(serializers.Serializer):
+    file = serializers.CharField(max_length=100, help_text="a library file's name or id")
+    to = serializers.ChoiceField(choices=["user", "operator", "both"], default="user")
+
+
+class PlaybackSerializer(serializers.Serializer):
+    playbackID = serializers.UUIDField()
+    file = serializers.CharField()
+    to = serializers.CharField()
+    durationS = serializers.FloatField()
+
+
 class RecordingSerializer(serializers.ModelSerializer):
     recordingID = serializers.UUIDField(source="id")
     callID = serializers.UUIDField(source="call_id")

@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from calls import policy
+from calls import playback, policy
 from calls.api.exceptions import ApiError
 from calls.api.pagination import LinkHeaderCursorPagination
 from calls.api.serializers import (
@@ -29,6 +29,8 @@ from calls.api.serializers import (
     ErrorSerializer,
     IceConfigSerializer,
     OfferSerializer,
+    PlaybackSerializer,
+    PlayRequestSerializer,
     RecordingSerializer,
     SessionCreatedSerializer,
     SessionCreateSerializer,
@@ -236,6 +238,34 @@ class CallViewSet(viewsets.GenericViewSet):
         data = ConsentSerializer(answer).data
         data["consent"] = CallSerializer(fresh).data["consent"]
         return Response(data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Play a library audio file into the call (mixed over the live audio)",
+        request=PlayRequestSerializer,
+        responses={200: PlaybackSerializer, 502: ErrorSerializer, **ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def play(self, request: Request, callID: str) -> Response:
+        body = PlayRequestSerializer(data=json_object(request))
+        body.is_valid(raise_exception=True)
+        result = playback.play(
+            principal_of(request),
+            self.get_object(),
+            body.validated_data["file"],
+            body.validated_data["to"],
+        )
+        return Response(result)
+
+    @extend_schema(
+        summary="Stop playing files into the call",
+        request=None,
+        responses={200: CallSerializer, **ERRORS},
+    )
+    @action(detail=True, methods=["post"], url_path="play/stop")
+    def play_stop(self, request: Request, callID: str) -> Response:
+        call = self.get_object()
+        playback.stop(principal_of(request), call)
+        return self._call_response(call)
 
     @extend_schema(
         summary="Start recording (409 CONSENT_REQUIRED while a needed consent is missing)",

@@ -14,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from calls import calling
+from calls import calling, playback
 from calls.api.serializers import (
     AnswerSerializer,
     CallCreateSerializer,
@@ -22,6 +22,7 @@ from calls.api.serializers import (
     ErrorSerializer,
     IceConfigSerializer,
     OfferSerializer,
+    PlaybackSerializer,
     RecordingSerializer,
 )
 from calls.api.views import (
@@ -127,6 +128,24 @@ class WagoRecordView(APIView):
         name = body.validated_data.get("Path") or None
         recording = start_recording(principal, call, name)
         return Response(RecordingSerializer(recording).data, status=status.HTTP_201_CREATED)
+
+
+class WagoPlaySerializer(CallIdSerializer):
+    file = serializers.CharField(max_length=100)
+
+
+class WagoPlayView(APIView):
+    @extend_schema(
+        summary="WaGo: play a library file to the end user",
+        request=WagoPlaySerializer,
+        responses={200: PlaybackSerializer, **ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        body = WagoPlaySerializer(data=json_object(request))
+        body.is_valid(raise_exception=True)
+        principal = principal_of(request)
+        call = calling.call_for(principal, str(body.validated_data["callID"]))
+        return Response(playback.play(principal, call, body.validated_data["file"], "user"))
 
 
 class WagoMakeView(APIView):

@@ -6,6 +6,7 @@ from calls.api.wago import (
     WagoHangupView,
     WagoMakeView,
     WagoOfferView,
+    WagoPlayView,
     WagoRecordView,
 )
 
@@ -16,4 +17,5 @@ urlpatterns = [
     path("make", WagoMakeView.as_view(), name="wago-make"),
     path("hangup", WagoHangupView.as_view(), name="wago-hangup"),
     path("record", WagoRecordView.as_view(), name="wago-record"),
+    path("play", WagoPlayView.as_view(), name="wago-play"),
 ]

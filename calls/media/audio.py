@@ -15,6 +15,7 @@ import logging
 from collections import deque
 from fractions import Fraction
 
+import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
@@ -117,6 +118,38 @@ class InboundAudio:
         await asyncio.gather(self._task, return_exceptions=True)
 
 
+class Playback:
+    """Samples (48 kHz mono) played once over what a leg hears."""
+
+    def __init__(self, playback_id: str, samples: np.ndarray) -> None:
+        self.playback_id = playback_id
+        self.samples = samples
+        self.position = 0
+
+    @property
+    def done(self) -> bool:
+        return self.position >= len(self.samples)
+
+    def take(self, count: int) -> np.ndarray:
+        chunk = np.zeros(count, dtype=np.int32)
+        piece = self.samples[self.position : self.position + count]
+        chunk[: len(piece)] = piece
+        self.position += count
+        return chunk
+
+
+def mix(frame: AudioFrame, overlays: list[Playback]) -> AudioFrame:
+    """`frame` with the overlays added (saturating), as a new s16 frame."""
+    channels = len(frame.layout.channels)
+    base = frame.to_ndarray().reshape(-1, channels).astype(np.int32)
+    for overlay in overlays:
+        base += overlay.take(len(base))[:, None]
+    mixed = np.clip(base, -32768, 32767).astype(np.int16).reshape(1, -1)
+    out = AudioFrame.from_ndarray(mixed, format="s16", layout=frame.layout.name)
+    out.sample_rate = SAMPLE_RATE
+    return out
+
+
 class OutboundAudioTrack(MediaStreamTrack):
     """What one leg hears. Paced in real time; silence when its source has nothing."""
 
@@ -125,6 +158,7 @@ class OutboundAudioTrack(MediaStreamTrack):
     def __init__(self) -> None:
         super().__init__()
         self._source: AudioSubscription | None = None
+        self.overlays: dict[str, Playback] = {}
         self._clock_start: float | None = None
         self._pts = 0
         self.frames_sent = 0
@@ -152,6 +186,10 @@ class OutboundAudioTrack(MediaStreamTrack):
             self.silent_frames += 1
         else:
             frame = copy_frame(frame)
+        if self.overlays:
+            frame = mix(frame, list(self.overlays.values()))
+            for playback_id in [k for k, p in self.overlays.items() if p.done]:
+                del self.overlays[playback_id]
         frame.pts = self._pts
         frame.time_base = TIME_BASE
         self._pts += frame.samples

@@ -7,6 +7,8 @@ Messages on its channel (`media.<name>`), each handled in order per call:
   media.end_call   {call}               the call ended: stop its recordings, close its legs
   media.record_start {call, mode, recording, path, reply_to} → media.recording
   media.record_stop  {call, recording, reason, by, reply_to?} → media.recorded {result}
+  media.play       {call, playback, path, to, reply_to} → media.playing {durationS}
+  media.play_stop  {call, reply_to?} → media.play_stopped
 Leg media states go to the LegReporter (the database) in the order they happen.
 """
 
@@ -19,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from calls.audio_decoding import UnusableAudio, decode_mono
 from calls.errors import CallbridgeError, ErrorCode
+from calls.media.audio import Playback
 from calls.media.peer import LegPeer, PeerSettings
 from calls.media.recorder import CHANNELS, CallRecorder
 
@@ -146,6 +150,14 @@ class MediaWorker:
         elif kind == "media.record_start":
             await self._record_start(message)
             await self._reply(message, {"type": "media.recording"})
+        elif kind == "media.play":
+            duration = await self._play(message)
+            await self._reply(message, {"type": "media.playing", "durationS": duration})
+        elif kind == "media.play_stop":
+            call = self.calls.get(message["call"])
+            for peer in call.legs.values() if call else []:
+                peer.outbound.overlays.clear()
+            await self._reply(message, {"type": "media.play_stopped"})
         elif kind == "media.record_stop":
             result = await self._record_stop(
                 message["call"], message["recording"], message["reason"], message["by"]
@@ -213,6 +225,24 @@ class MediaWorker:
         for peer in list(call.legs.values()):
             await peer.close("closed")
         call.legs.clear()
+
+    async def _play(self, message: dict[str, Any]) -> float:
+        call = self.calls.get(message["call"])
+        roles = ["user", "operator"] if message["to"] == "both" else [message["to"]]
+        targets = [call.legs[role] for role in roles if call and role in call.legs]
+        if len(targets) != len(roles):
+            raise CallbridgeError(
+                ErrorCode.CALL_STATE, f"no media connection to play to ({message['to']})"
+            )
+        try:
+            samples = await asyncio.get_running_loop().run_in_executor(
+                None, decode_mono, message["path"]
+            )
+        except UnusableAudio as error:
+            raise CallbridgeError(ErrorCode.INVALID_ARGUMENT, str(error)) from None
+        for peer in targets:
+            peer.outbound.overlays[message["playback"]] = Playback(message["playback"], samples)
+        return len(samples) / 48000
 
     async def _record_start(self, message: dict[str, Any]) -> None:
         call_id = message["call"]

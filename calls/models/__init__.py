@@ -1,3 +1,4 @@
+from calls.models.audio_file import AudioFile
 from calls.models.call import (
     Call,
     CallDirection,
@@ -22,6 +23,7 @@ from calls.models.recording import (
 __all__ = [
     "AccessAction",
     "ApiToken",
+    "AudioFile",
     "Call",
     "CallDirection",
     "CallEvent",

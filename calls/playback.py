@@ -1,0 +1,74 @@
+"""Playing library files into calls (REST and WaGo's /call/play). Never a server path."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.db import transaction
+
+from calls import media_link, policy
+from calls.errors import CallbridgeError, CallStateError, ErrorCode
+from calls.models import AudioFile, Call, CallState
+from calls.principals import Principal
+
+TARGETS = ("user", "operator", "both")
+
+
+def library_file(reference: Any) -> AudioFile:
+    """A library file by name or id; INVALID_ARGUMENT for anything else."""
+    text = str(reference).strip()
+    found = AudioFile.objects.filter(name=text).first()
+    if found is None and text.isdigit():
+        found = AudioFile.objects.filter(pk=int(text)).first()
+    if found is None:
+        raise CallbridgeError(
+            ErrorCode.INVALID_ARGUMENT, f"no audio file {text[:100]!r} in the library"
+        )
+    return found
+
+
+def play(principal: Principal, call: Call, reference: Any, to: str) -> dict[str, Any]:
+    if not principal.is_operator:
+        raise CallbridgeError(ErrorCode.FORBIDDEN, "Only operators and API tokens may play files")
+    policy.require_party(principal, call)
+    if to not in TARGETS:
+        raise CallbridgeError(ErrorCode.INVALID_ARGUMENT, "to must be user, operator or both")
+    audio = library_file(reference)
+    if call.state != CallState.ACTIVE:
+        raise CallStateError(f"only an active call can play audio (it is {call.state})")
+    playback_id = str(uuid.uuid4())
+    reply = async_to_sync(media_link.request)(
+        call.media_worker,
+        {
+            "type": "media.play",
+            "call": str(call.pk),
+            "playback": playback_id,
+            "path": audio.file.path,
+            "to": to,
+        },
+    )
+    with transaction.atomic():
+        call._record(
+            "playback.started", principal, {"file": audio.name, "to": to, "playbackID": playback_id}
+        )
+    return {
+        "playbackID": playback_id,
+        "file": audio.name,
+        "to": to,
+        "durationS": reply["durationS"],
+    }
+
+
+def stop(principal: Principal, call: Call) -> None:
+    if not principal.is_operator:
+        raise CallbridgeError(
+            ErrorCode.FORBIDDEN, "Only operators and API tokens may stop playback"
+        )
+    policy.require_party(principal, call)
+    async_to_sync(media_link.request)(
+        call.media_worker, {"type": "media.play_stop", "call": str(call.pk)}
+    )
+    with transaction.atomic():
+        call._record("playback.stopped", principal, {})
