@@ -309,6 +309,20 @@ async def test_it_records_only_after_both_agree_and_stops_when_the_user_withdraw
     server: Server, playwright: Any, tmp_path: Path
 ) -> None:
     url, token = await end_user_link(server, "Flo")
+    # A 600 Hz library file, there when the dashboard opens.
+    add = (
+        "import wave, numpy as np; from pathlib import Path; from django.conf import settings; "
+        "from calls.models import AudioFile; "
+        "d = Path(settings.MEDIA_ROOT) / 'audio'; d.mkdir(parents=True, exist_ok=True); "
+        "t = np.arange(48000 * 6) / 48000; "
+        "w = wave.open(str(d / 'chime.wav'), 'wb'); w.setnchannels(1); w.setsampwidth(2); "
+        "w.setframerate(48000); "
+        "w.writeframes((np.sin(2 * np.pi * 600 * t) * 0.6 * 32767).astype('<i2').tobytes()); "
+        "w.close(); "
+        "AudioFile.objects.get_or_create(name='chime', "
+        "defaults={'file': 'audio/chime.wav', 'duration_s': 6.0})"
+    )
+    await asyncio.to_thread(server.manage, "shell", "-c", add)
     operator_browser, dashboard = await operator_dashboard(server, playwright, tmp_path)
     user_browser, page, errors = await open_page(playwright, tmp_path, USER_TONE, url)
     try:
@@ -335,6 +349,13 @@ async def test_it_records_only_after_both_agree_and_stops_when_the_user_withdraw
         await dashboard.get_by_role("link", name="● Recording").wait_for()
         await screenshot(page, "enduser-recording")
         await screenshot(dashboard, "dashboard-recording")
+
+        # A library file played to the end user is heard over the operator's voice.
+        await dashboard.get_by_label("Play a file").select_option("chime")
+        await dashboard.get_by_role("button", name="Play", exact=True).click()
+        await asyncio.sleep(1.0)  # the request, decoding the file, the first packets
+        assert mostly(await heard(page, samples=15), 600)
+        await dashboard.get_by_role("button", name="Stop playing").click()
 
         await page.get_by_role("button", name="Stop recording me").click()
         await page.locator("#recording").wait_for(state="hidden")

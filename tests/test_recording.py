@@ -15,6 +15,7 @@ from asgiref.sync import sync_to_async
 
 from calls.models import Recording
 from tests.live_call import OPERATOR_TONE, USER_TONE, LiveCall
+from tests.media_peers import ClientPeer
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -164,3 +165,56 @@ async def test_it_records_under_a_wago_name(live_call: LiveCall, settings: Any) 
     await asyncio.sleep(0.5)
     await live_call.post(f"/api/calls/{live_call.call_id}/record/stop", live_call.operator_token)
     assert (Path(settings.MEDIA_ROOT) / "recordings" / "ada-call.wav").is_file()
+
+
+def longest_silence(samples: np.ndarray, threshold: float = 300.0) -> float:
+    """Seconds of the longest run of near-silence."""
+    quiet = np.abs(samples) < threshold
+    longest = current = 0
+    for is_quiet in quiet:
+        current = current + 1 if is_quiet else 0
+        longest = max(longest, current)
+    return longest / 48000
+
+
+async def test_it_records_a_gap_as_silence_without_shifting_the_other_side(
+    live_call: LiveCall, settings: Any
+) -> None:
+    from calls.models import Leg
+
+    await live_call.consent(live_call.user_token)
+    await live_call.consent(live_call.operator_token)
+    started = await live_call.post(
+        f"/api/calls/{live_call.call_id}/record", live_call.operator_token
+    )
+    await asyncio.sleep(1.0)
+    leg = await Leg.objects.aget(call_id=live_call.call_id, role="user")
+    gap_began = time.monotonic()
+    await live_call.user.send({"type": "close", "sessionId": str(leg.pk)})
+    await live_call.user.expect("event", "media.disconnected")
+    await live_call.user_peer.close()
+    await asyncio.sleep(1.0)
+    again = ClientPeer(USER_TONE)
+    try:
+        answer = await live_call.user.offer(
+            live_call.user_token, await again.offer(), callSid=live_call.call_id
+        )
+        await again.accept(answer["data"]["sdp"])
+        await again.wait_connected()
+        gap = time.monotonic() - gap_began
+        await live_call.operator_peer.hears(USER_TONE)  # the user is audible again
+        await asyncio.sleep(1.0)
+        stopped = await live_call.post(
+            f"/api/calls/{live_call.call_id}/record/stop", live_call.operator_token
+        )
+    finally:
+        await again.close()
+    recording = await Recording.objects.aget(pk=stopped.json()["recordingID"])
+    left, right, seconds = await asyncio.to_thread(check_file, recording, Path(settings.MEDIA_ROOT))
+    settle = slice(int(0.3 * 48000), None)  # the first moments may be quiet on both sides
+    silence = longest_silence(left[settle])
+    print(f"gap {gap:.3f} s, recorded silence {silence:.3f} s, file {seconds:.3f} s")
+    assert gap - 0.25 < silence < gap + 0.35, (silence, gap)
+    assert longest_silence(right[settle]) < 0.1  # the operator's side never stopped
+    assert abs(dominant(left[-48000:]) - USER_TONE) < 10
+    assert started.status_code == 201 and seconds > 3.0

@@ -4,10 +4,12 @@ and two aiortc clients talking through it over real WebSockets and REST."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import subprocess
 import time
+import wave
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +191,9 @@ async def test_it_echoes_through_the_real_server_the_wago_way(server: Server) ->
         await peer.close()
 
 
-async def test_it_closes_every_peer_connection_when_stopped(tmp_path: Path) -> None:
+async def test_it_closes_every_peer_connection_and_recording_when_stopped(
+    tmp_path: Path,
+) -> None:
     import signal
 
     import websockets
@@ -214,6 +218,19 @@ async def test_it_closes_every_peer_connection_when_stopped(tmp_path: Path) -> N
                 await peer.accept(answer["data"]["sdp"])
                 await peer.wait_connected()
                 await socket_.expect("event", "media.connected")
+                call = answer["callSid"]
+                await asyncio.to_thread(
+                    server.request,
+                    "POST",
+                    f"/api/calls/{call}/consent",
+                    token,
+                    {"granted": True, "policy": "1"},
+                )
+                status, recording, _ = await asyncio.to_thread(
+                    server.request, "POST", f"/api/calls/{call}/record", token
+                )
+                assert status == 201, recording
+                await asyncio.sleep(1.0)
                 assert server.process is not None
                 server.process.send_signal(signal.SIGTERM)
                 exit_code = await asyncio.to_thread(server.process.wait, 20)
@@ -229,3 +246,18 @@ async def test_it_closes_every_peer_connection_when_stopped(tmp_path: Path) -> N
             ".media_state)",
         )
         assert state.strip().splitlines()[-1] == "closed"  # after the shell's own notices
+        facts = await asyncio.to_thread(
+            server.manage,
+            "shell",
+            "-c",
+            "from calls.models import Recording; "
+            f"r = Recording.objects.get(pk='{recording['recordingID']}'); "
+            "print(r.state, r.stop_reason, r.sha256, r.size_bytes)",
+        )
+        state_, reason, sha256, size = facts.strip().splitlines()[-1].split()
+        assert (state_, reason) == ("finished", "shutdown")
+        wav = tmp_path / "media" / "recordings" / recording["fileName"]
+        content = wav.read_bytes()
+        assert hashlib.sha256(content).hexdigest() == sha256 and len(content) == int(size)
+        with wave.open(str(wav)) as finished:  # a valid header, about a second of audio
+            assert 0.8 < finished.getnframes() / finished.getframerate() < 3.0

@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from calls.ice import ice_configuration
-from calls.models import EndUserSession
+from calls.models import AudioFile, EndUserSession
 from calls.tokens import token_kind
 
 LOBBY_NAME_MAX = 60
@@ -90,6 +90,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "callAdminUrl": reverse(
             "admin:calls_call_change", args=["00000000-0000-0000-0000-000000000000"]
         ),
+        "audioFiles": [
+            {"name": audio.name, "durationS": round(audio.duration_s, 1)}
+            for audio in AudioFile.objects.all()
+        ],
         **ice_configuration(f"staff-{request.user.pk}"),
     }
     context = {

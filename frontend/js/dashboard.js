@@ -15,6 +15,8 @@ const ui = {
   level: $("level"), farLevel: $("far-level"), remote: $("remote"),
   consent: $("my-consent"), consentGive: $("my-consent-give"), record: $("my-record"),
   recordStop: $("my-record-stop"), recordingLink: $("my-recording-link"),
+  playback: $("my-playback"), playFile: $("play-file"), playTo: $("play-to"), play: $("play"),
+  playStop: $("play-stop"),
   lists: {ringing: $("ringing"), active: $("active"), online: $("online"), recent: $("recent")},
 };
 const REASONS = {
@@ -120,6 +122,7 @@ function renderRecording(call) {
   ui.record.hidden = !active || running;
   ui.recordStop.hidden = !active || !running;
   ui.recordingLink.hidden = !recording;
+  ui.playback.hidden = !active || config.audioFiles.length === 0;
   if (recording) {
     ui.recordingLink.href = config.recordingAdminUrl.replace(
       "00000000-0000-0000-0000-000000000000", recording.recordingID);
@@ -313,6 +316,29 @@ ui.record.addEventListener("click", async () => {
   } catch (error) {
     problem(error.code === "CONSENT_REQUIRED"
       ? `Not recording: ${error.message}. The end user has been asked.` : error.message);
+  }
+});
+ui.playFile.replaceChildren(...config.audioFiles.map((audio) => {
+  const option = document.createElement("option");
+  option.value = audio.name;
+  option.textContent = `${audio.name} (${audio.durationS} s)`;
+  return option;
+}));
+ui.play.addEventListener("click", async () => {
+  if (!mine) return;
+  problem("");
+  try {
+    await api("POST", `/calls/${mine.callID}/play`, {file: ui.playFile.value, to: ui.playTo.value});
+  } catch (error) {
+    problem(error.message);
+  }
+});
+ui.playStop.addEventListener("click", async () => {
+  if (!mine) return;
+  try {
+    await api("POST", `/calls/${mine.callID}/play/stop`);
+  } catch (error) {
+    problem(error.message);
   }
 });
 ui.recordStop.addEventListener("click", async () => {
