@@ -85,6 +85,19 @@ class ConsentInline(ReadOnlyInline):
     readonly_fields = fields
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Audit records: viewable, never added, changed or deleted through the admin."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 class RecordingInline(ReadOnlyInline):
     model = Recording
     fields = [
@@ -109,7 +122,7 @@ class AccessInline(ReadOnlyInline):
 
 
 @admin.register(Recording)
-class RecordingAdmin(admin.ModelAdmin):
+class RecordingAdmin(ReadOnlyAdmin):
     """Read-only: nobody edits a hash or the consents a recording relied on. Listening and
     downloading need `calls.listen_recording`, go through Django, and are logged."""
 
@@ -182,18 +195,9 @@ class RecordingAdmin(admin.ModelAdmin):
         response["Cache-Control"] = "no-store"
         return response
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
 
 @admin.register(RecordingConsent)
-class RecordingConsentAdmin(admin.ModelAdmin):
+class RecordingConsentAdmin(ReadOnlyAdmin):
     """Read-only: nobody edits a consent."""
 
     list_display = ["created_at", "call", "party", "role", "granted", "policy_version", "method"]
@@ -204,18 +208,13 @@ class RecordingConsentAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [field.name for field in RecordingConsent._meta.fields]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
 
 @admin.register(Call)
-class CallAdmin(admin.ModelAdmin):
+class CallAdmin(ReadOnlyAdmin):
+    """No add, change or delete: calls are placed through the API and the dashboard, change
+    state only through the state machine (the hang-up action uses it), and their audit
+    trail outlives them."""
+
     list_display = [
         "short_id",
         "state",
@@ -262,15 +261,6 @@ class CallAdmin(admin.ModelAdmin):
             return "—"
         seconds = int(duration.total_seconds())
         return f"{seconds // 60}:{seconds % 60:02d}"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # calls are placed through the API and the dashboard
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # state changes only through the state machine
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # the audit trail outlives the call
 
     def has_hang_up_permission(self, request: HttpRequest) -> bool:
         return request.user.is_staff and request.user.has_perm("calls.change_call")

@@ -1,10 +1,7 @@
 // The operators' dashboard: every call live (/ws/operator), and the operator's own audio.
 // Actions use the REST API with the admin session (CSRF header); media offers are sent
 // over REST with ICE gathering complete.
-import {
-  LevelMeter, fillMicrophoneSelect, formatDuration, openMicrophone, rememberMicrophone,
-  rememberedMicrophone,
-} from "./media.js";
+import {LevelMeter, Microphone, formatDuration} from "./media.js";
 import {CallMedia, qualityWarnings} from "./peer.js";
 
 const config = JSON.parse(document.getElementById("config").textContent);
@@ -27,9 +24,10 @@ const REASONS = {
 
 const calls = new Map();    // callID → call summary
 const online = new Map();   // sessionId → session summary
-const meter = new LevelMeter(ui.level);
 const farMeter = new LevelMeter(ui.farLevel);
-let microphone = null;
+const microphone = new Microphone({
+  select: ui.microphone, meter: ui.level, onProblem: (error) => problem(error.message),
+});
 let mine = null;            // {callID, media, answeredAt}
 let idleText = "Not in a call.";  // after a call: how it ended
 let tickers = [];
@@ -53,18 +51,7 @@ function problem(text) {
 }
 
 // --- my audio ------------------------------------------------------------------------------
-async function ensureMicrophone() {
-  if (microphone) return microphone;
-  try {
-    microphone = await openMicrophone(ui.microphone.value || rememberedMicrophone());
-  } catch (error) {
-    problem(error.message);
-    throw error;
-  }
-  meter.attach(microphone);
-  await fillMicrophoneSelect(ui.microphone, microphone.getAudioTracks()[0].getSettings().deviceId);
-  return microphone;
-}
+const ensureMicrophone = () => microphone.ensure();
 
 function setMyStatus(text) {
   ui.status.textContent = text;
@@ -355,18 +342,8 @@ ui.mute.addEventListener("click", () => {
   ui.mute.textContent = muted ? "Unmute" : "Mute";
   mine?.media?.setMuted(muted);
 });
-ui.microphone.addEventListener("change", async () => {
-  rememberMicrophone(ui.microphone.value);
-  const old = microphone;
-  microphone = null;
-  try {
-    const stream = await ensureMicrophone();
-    await mine?.media?.useMicrophone(stream);
-    old?.getTracks().forEach((track) => track.stop());
-  } catch (error) {
-    microphone = old;
-  }
-});
+ui.microphone.addEventListener("change", () =>
+  microphone.change(async (stream) => mine?.media?.useMicrophone(stream)));
 
 setInterval(async () => {
   for (const tick of tickers) tick();

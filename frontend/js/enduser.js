@@ -1,8 +1,5 @@
 // The end-user call page: call the operators, take their calls, test the microphone.
-import {
-  LevelMeter, Ringer, fillMicrophoneSelect, formatDuration, openMicrophone,
-  rememberMicrophone, rememberedMicrophone,
-} from "./media.js";
+import {Microphone, Ringer, formatDuration} from "./media.js";
 import {CallMedia} from "./peer.js";
 import {SignalSocket} from "./signaling.js";
 
@@ -29,9 +26,15 @@ const END_REASONS = {
   server_restart: "The service restarted. Please call again.",
 };
 
-const meter = new LevelMeter(ui.level);
 const ringer = new Ringer();
-let microphone = null;   // MediaStream
+const microphone = new Microphone({
+  select: ui.microphone,
+  meter: ui.level,
+  onProblem: (error) => {
+    setProblem(error.message);
+    setState("mic-problem", "Your microphone is not available.");
+  },
+});
 let call = null;         // {callSid, sessionId, mode, media, answeredAt, pending: []}
 let incoming = null;     // callSid of a call ringing for us
 let timerHandle = null;
@@ -46,7 +49,7 @@ function setState(state, text) {
   ui.status.textContent = text;
   const inCall = ["calling", "connecting", "connected", "reconnecting", "testing"].includes(state);
   const hangupLabel = call?.mode === "echo" ? "Stop the test" : "Hang up";
-  const ready = !inCall && state !== "incoming" && microphone !== null;
+  const ready = !inCall && state !== "incoming" && microphone.stream !== null;
   show(ui.call, !inCall && state !== "incoming" && state !== "mic-problem");
   show(ui.test, !inCall && state !== "incoming" && state !== "mic-problem");
   ui.call.disabled = ui.test.disabled = !ready;
@@ -64,19 +67,9 @@ function setProblem(text) {
 }
 
 async function ensureMicrophone() {
-  if (microphone) return microphone;
-  try {
-    microphone = await openMicrophone(ui.microphone.value || rememberedMicrophone());
-  } catch (error) {
-    microphone = null;
-    setProblem(error.message);
-    setState("mic-problem", "Your microphone is not available.");
-    throw error;
-  }
+  const stream = await microphone.ensure();
   setProblem("");
-  meter.attach(microphone);
-  await fillMicrophoneSelect(ui.microphone, microphone.getAudioTracks()[0].getSettings().deviceId);
-  return microphone;
+  return stream;
 }
 
 // --- signaling -----------------------------------------------------------------------
@@ -153,8 +146,8 @@ function onRegistered(data) {
             answeredAt: open.state === "active" ? Date.now() : null};
     reconnectMedia();
   } else if (!incoming) {
-    setState(microphone ? "idle" : document.body.dataset.state || "idle",
-             microphone ? "Ready." : ui.status.textContent);
+    setState(microphone.stream ? "idle" : document.body.dataset.state || "idle",
+             microphone.stream ? "Ready." : ui.status.textContent);
   }
 }
 
@@ -345,18 +338,8 @@ ui.retry.addEventListener("click", async () => {
     setState("idle", "Ready.");
   } catch (error) { /* the message is on the page */ }
 });
-ui.microphone.addEventListener("change", async () => {
-  rememberMicrophone(ui.microphone.value);
-  const old = microphone;
-  microphone = null;
-  try {
-    const stream = await ensureMicrophone();
-    await call?.media?.useMicrophone(stream);
-    old?.getTracks().forEach((track) => track.stop());
-  } catch (error) {
-    microphone = old;
-  }
-});
+ui.microphone.addEventListener("change", () =>
+  microphone.change(async (stream) => call?.media?.useMicrophone(stream)));
 
 setState("checking", "Checking your microphone…");
 ensureMicrophone()

@@ -81,6 +81,44 @@ export async function fillMicrophoneSelect(select, current) {
   select.disabled = microphones.length === 0;
 }
 
+// The page's microphone: opened on demand, metered, listed, switched.
+export class Microphone {
+  constructor({select, meter, onProblem}) {
+    this.select = select;
+    this.meter = new LevelMeter(meter);
+    this.onProblem = onProblem;
+    this.stream = null;
+  }
+
+  async ensure() {
+    if (this.stream) return this.stream;
+    try {
+      this.stream = await openMicrophone(this.select.value || rememberedMicrophone());
+    } catch (error) {
+      this.stream = null;
+      this.onProblem(error);
+      throw error;
+    }
+    this.meter.attach(this.stream);
+    const deviceId = this.stream.getAudioTracks()[0].getSettings().deviceId;
+    await fillMicrophoneSelect(this.select, deviceId);
+    return this.stream;
+  }
+
+  // Switch to the selected device; `use(stream)` hands it to a running call.
+  async change(use) {
+    rememberMicrophone(this.select.value);
+    const old = this.stream;
+    this.stream = null;
+    try {
+      await use(await this.ensure());
+      old?.getTracks().forEach((track) => track.stop());
+    } catch (error) {
+      this.stream = old;
+    }
+  }
+}
+
 let sharedContext = null;
 export function audioContext() {
   sharedContext ??= new AudioContext();
