@@ -101,11 +101,7 @@ def record_answer(
             raise CallStateError(f"the call is {locked.state}")
         consent = RecordingConsent.objects.create(
             call=locked,
-            role=principal.role,
-            session=principal.session,
-            user=principal.user,
-            api_token=principal.api_token,
-            party=principal.label,
+            **principal.party_fields(),
             granted=granted,
             policy_version=policy_version,
             text_sha256=consent_text_sha256(),

@@ -80,6 +80,16 @@ class Principal:
             return f"end user {name} ({str(self.session.pk)[:8]})"
         return "system"
 
+    def party_fields(self) -> dict[str, object]:
+        """The columns that say who a leg or a consent belongs to."""
+        return {
+            "role": self.role,
+            "session": self.session,
+            "user": self.user,
+            "api_token": self.api_token,
+            "party": self.label,
+        }
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Principal) and self.pk == other.pk
 

@@ -39,6 +39,12 @@ class LiveCall:
             headers={"Authorization": f"Bearer {token}"},
         )
 
+    async def consent_all(self) -> None:
+        """Both parties agree to be recorded."""
+        for token in (self.user_token, self.operator_token):
+            response = await self.consent(token)
+            assert response.status_code == 201, response.json()
+
     async def consent(self, token: str, granted: bool = True) -> Any:
         return await self.post(
             f"/api/calls/{self.call_id}/consent", token, {"granted": granted, "policy": "1"}

@@ -53,8 +53,7 @@ def check_file(recording: Recording, media_root: Path) -> tuple[np.ndarray, np.n
 
 
 async def test_it_records_each_party_on_its_own_channel(live_call: LiveCall, settings: Any) -> None:
-    assert (await live_call.consent(live_call.user_token)).status_code == 201
-    assert (await live_call.consent(live_call.operator_token)).status_code == 201
+    await live_call.consent_all()
     started = await live_call.post(
         f"/api/calls/{live_call.call_id}/record", live_call.operator_token
     )
@@ -103,8 +102,7 @@ async def test_it_refuses_to_record_without_every_consent(
 async def test_it_stops_at_once_when_consent_is_withdrawn(
     live_call: LiveCall, settings: Any
 ) -> None:
-    await live_call.consent(live_call.user_token)
-    await live_call.consent(live_call.operator_token)
+    await live_call.consent_all()
     started = (
         await live_call.post(f"/api/calls/{live_call.call_id}/record", live_call.operator_token)
     ).json()
@@ -121,8 +119,7 @@ async def test_it_stops_at_once_when_consent_is_withdrawn(
 async def test_it_finalizes_the_file_when_the_call_is_hung_up(
     live_call: LiveCall, settings: Any
 ) -> None:
-    await live_call.consent(live_call.user_token)
-    await live_call.consent(live_call.operator_token)
+    await live_call.consent_all()
     started = (
         await live_call.post(f"/api/calls/{live_call.call_id}/record", live_call.operator_token)
     ).json()
@@ -140,8 +137,7 @@ async def test_it_finalizes_the_file_when_the_call_is_hung_up(
 async def test_it_keeps_wagos_path_inside_the_recordings_folder(
     live_call: LiveCall, settings: Any, path: str
 ) -> None:
-    await live_call.consent(live_call.user_token)
-    await live_call.consent(live_call.operator_token)
+    await live_call.consent_all()
     response = await live_call.http.post(
         "/call/record",
         {"CallID": live_call.call_id, "Path": path},
@@ -153,8 +149,7 @@ async def test_it_keeps_wagos_path_inside_the_recordings_folder(
 
 
 async def test_it_records_under_a_wago_name(live_call: LiveCall, settings: Any) -> None:
-    await live_call.consent(live_call.user_token)
-    await live_call.consent(live_call.operator_token)
+    await live_call.consent_all()
     response = await live_call.http.post(
         "/call/record",
         {"CallID": live_call.call_id, "Path": "ada-call.wav"},
@@ -182,8 +177,7 @@ async def test_it_records_a_gap_as_silence_without_shifting_the_other_side(
 ) -> None:
     from calls.models import Leg
 
-    await live_call.consent(live_call.user_token)
-    await live_call.consent(live_call.operator_token)
+    await live_call.consent_all()
     started = await live_call.post(
         f"/api/calls/{live_call.call_id}/record", live_call.operator_token
     )

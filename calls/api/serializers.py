@@ -246,5 +246,5 @@ class CallSerializer(serializers.ModelSerializer):
     @extend_schema_field(RecordingSerializer(allow_null=True))
     def get_recording(self, call: Call) -> dict[str, Any] | None:
         """The call's latest recording."""
-        latest = max(call.recordings.all(), key=lambda r: r.started_at, default=None)
+        latest = call.latest_recording
         return RecordingSerializer(latest).data if latest else None

@@ -9,21 +9,18 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from calls.errors import CallbridgeError, ErrorCode
-from calls.events import OPERATORS_GROUP, call_summary, session_summary
-from calls.models import Call, EndUserSession
+from calls.events import OPERATORS_GROUP, call_summary, session_summary, summarised_calls
+from calls.models import EndUserSession
 from calls.signaling import protocol
 
 RECENT_ENDED = 20
 
 
 def snapshot() -> dict[str, Any]:
-    related = ("session", "operator_user", "operator_token")
-    prefetch = ("legs", "consents", "recordings")
-    open_calls = Call.objects.open().select_related(*related).prefetch_related(*prefetch)
+    open_calls = summarised_calls().open()
     ended = (
-        Call.objects.exclude(state__in=["ringing", "active"])
-        .select_related(*related)
-        .prefetch_related(*prefetch)
+        summarised_calls()
+        .exclude(state__in=["ringing", "active"])
         .order_by("-ended_at")[:RECENT_ENDED]
     )
     online = EndUserSession.objects.filter(online=True, revoked_at=None)

@@ -197,6 +197,11 @@ class Call(models.Model):
         return self.media_deadline or now + timedelta(seconds=settings.CALLBRIDGE_MEDIA_GRACE_S)
 
     @property
+    def latest_recording(self) -> Any:
+        """The most recent recording (from the prefetch cache when there is one)."""
+        return max(self.recordings.all(), key=lambda r: r.started_at, default=None)
+
+    @property
     def duration(self) -> timedelta | None:
         """Talk time: from answer to end (or now while active)."""
         if self.answered_at is None:
@@ -488,11 +493,7 @@ class Leg(models.Model):
             id=leg_id or uuid.uuid4(),
             media_state=media_state,
             call=call,
-            role=by.role,
-            session=by.session,
-            user=by.user,
-            api_token=by.api_token,
-            party=by.label,
+            **by.party_fields(),
         )
 
 
