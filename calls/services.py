@@ -37,7 +37,9 @@ def media_worker() -> MediaWorker:
         layer=get_channel_layer(),
         reporter=DatabaseLegReporter(),
         peer_settings=PeerSettings(
-            ice_servers=stun, ice_timeout_s=settings.CALLBRIDGE_ICE_TIMEOUT_S
+            ice_servers=stun,
+            ice_timeout_s=settings.CALLBRIDGE_ICE_TIMEOUT_S,
+            forwarding=settings.CALLBRIDGE_MEDIA_PATH == "forward",
         ),
     )
 
