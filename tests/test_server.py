@@ -163,6 +163,17 @@ async def test_it_bridges_two_aiortc_clients_through_the_real_server(server: Ser
 
 
 async def test_it_echoes_through_the_real_server_the_wago_way(server: Server) -> None:
+    assert "(uvloop loop)" in server.log.read_text()  # the default event loop
+    await echo_the_wago_way(server)
+
+
+async def test_it_also_runs_on_pythons_own_event_loop(tmp_path: Path) -> None:
+    with running_server(tmp_path, CALLBRIDGE_EVENT_LOOP="asyncio") as server:
+        assert "(asyncio loop)" in server.log.read_text()
+        await echo_the_wago_way(server)
+
+
+async def echo_the_wago_way(server: Server) -> None:
     token = (await asyncio.to_thread(server.manage, "createapitoken", "wago", "--quiet")).strip()
 
     def wago(method: str, path: str, body: Any = None) -> Any:

@@ -7,9 +7,11 @@ tests/test_aiortc_internals.py fails loudly if an upgrade moves any of it:
   pylibsrtp Sessions once DTLS is done; `_send_rtp(data)` is the coroutine every outgoing
   RTP and RTCP packet of that transport goes through; `_handle_rtp_data(clear, ms)` hands
   a clear RTP packet to the receiver (jitter buffer → decoder).
-- `RTCDtlsTransport.transport._connection` is the aioice `Connection`; its protocols call
+- `RTCDtlsTransport.transport._connection` is the aioice `Connection`; its protocols
+  (`connection._protocols`, `datagram_received(data, addr)`) call
   `connection.data_received(data, component)` for every datagram that is not STUN, and
   `connection._nominated[1]` is the selected pair (`protocol.transport`, `remote_addr`).
+  Audio-only, bundled, rtcp-mux: one component (1).
 - `RTCRtpSender._ssrc`; `RTCRtpReceiver._RTCRtpReceiver__remote_streams`, the per-SSRC
   `StreamStatistics` its RTCP receiver reports are built from.
 """
@@ -106,6 +108,20 @@ class LegTransport:
                 passed_on(data, component)
 
         self.connection.data_received = data_received  # type: ignore[method-assign]
+        # Host sockets: RTP skips aioice's attempt to parse every datagram as STUN (an
+        # exception per packet). STUN's first byte is 0-3, RTP's 128-191 (RFC 7983).
+        for protocol in self.connection._protocols:
+            stun_first = protocol.datagram_received
+
+            def datagram_received(
+                data: bytes, address: Any, stun_first: Callable[[bytes, Any], None] = stun_first
+            ) -> None:
+                if data and data[0] > 127:
+                    data_received(data, 1)
+                else:
+                    stun_first(data, address)
+
+            protocol.datagram_received = datagram_received
 
     def unprotect(self, data: bytes) -> bytes | None:
         """The clear RTP packet; None before SRTP is keyed or if it is not authentic."""
