@@ -18,7 +18,14 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.stats import RTCInboundRtpStreamStats
 
-from calls.media.aiortc_internals import LegTransport, advertise_host_addresses, is_rtcp
+from calls.media import aiortc_internals
+from calls.media.aiortc_internals import (
+    LegTransport,
+    advertise_host_addresses,
+    audio_level_dbov,
+    is_rtcp,
+    use_numpy_audio_level,
+)
 from tests.media_peers import ToneTrack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +35,31 @@ def test_the_versions_it_was_written_for_are_pinned_exactly() -> None:
     pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert "aiortc==1.16.0" in pins and "aioice==0.13.0" in pins
     assert version("aiortc") == "1.16.0" and version("aioice") == "0.13.0"
+
+
+@pytest.mark.parametrize("layout", ["mono", "stereo"])
+@pytest.mark.parametrize("amplitude", [0, 1, 30, 1000, 32767])
+def test_the_numpy_audio_level_is_aiortcs_number(layout: str, amplitude: int) -> None:
+    import numpy as np
+    from av import AudioFrame
+
+    channels = 2 if layout == "stereo" else 1
+    noise = np.random.default_rng(amplitude).integers(-amplitude, amplitude + 1, 960 * channels)
+    frame = AudioFrame.from_ndarray(
+        noise.astype(np.int16).reshape(1, -1), format="s16", layout=layout
+    )
+    assert audio_level_dbov(frame) == aiortc_internals.python_audio_level(frame)
+
+
+def test_the_sender_calls_the_replaced_audio_level() -> None:
+    import aiortc.rtcrtpsender
+
+    source = Path(aiortc.rtcrtpsender.__file__).read_text()
+    assert "rtp.compute_audio_level_dbov(data)" in source, "aiortc's sender moved its level call"
+    use_numpy_audio_level()
+    import aiortc.rtp
+
+    assert aiortc.rtp.compute_audio_level_dbov is audio_level_dbov
 
 
 class Pair:
