@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
-from aiortc.mediastreams import MediaStreamTrack
 from aiortc.stats import RTCInboundRtpStreamStats
 
 from calls.media import aiortc_internals
@@ -71,8 +70,6 @@ class Pair:
         self.b = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.a.addTrack(ToneTrack(440))
         self.b.addTransceiver("audio", direction="recvonly")
-        self.tracks: list[MediaStreamTrack] = []
-        self.b.on("track", self.tracks.append)
 
     async def connect(self, before_media: Callable[[], None] = lambda: None) -> None:
         """Negotiate; `before_media` runs once the transports exist, before any RTP flows."""
@@ -148,37 +145,6 @@ async def test_counted_packets_reach_the_receivers_statistics(pair: Pair) -> Non
     assert [s.packetsReceived for s in inbound if s.ssrc == 0x1234] == [50], (
         "RTCRtpReceiver.__remote_streams moved: receiver reports would be empty"
     )
-
-
-async def test_clear_packets_can_be_fed_to_the_decoder(pair: Pair) -> None:
-    receiving = pair.transport(pair.b)
-    queued: list[bytes] = []
-
-    def take(datagram: bytes) -> bool:
-        if is_rtcp(datagram) or not 127 < datagram[0] < 192:
-            return False
-        clear = receiving.unprotect(datagram)
-        if clear is not None:
-            queued.append(clear)
-        return True
-
-    receiving.intercept_datagrams(take)
-    await collect(0.3)
-    (track,) = pair.tracks
-
-    async def feed() -> None:
-        while True:
-            while queued:
-                await receiving.deliver_to_receiver(queued.pop(0), 0)
-            await asyncio.sleep(0.01)
-
-    feeding = asyncio.get_running_loop().create_task(feed())
-    try:
-        frame = await asyncio.wait_for(track.recv(), 5)
-        assert frame.sample_rate == 48000, "RTCDtlsTransport._handle_rtp_data moved"
-    finally:
-        feeding.cancel()
-        await asyncio.gather(feeding, return_exceptions=True)
 
 
 async def test_outgoing_rtp_can_be_taken_and_sent_ourselves() -> None:

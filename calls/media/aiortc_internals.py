@@ -5,8 +5,7 @@ tests/test_aiortc_internals.py fails loudly if an upgrade moves any of it:
 - `aioice.ice.get_host_addresses`: the module function the gatherer calls.
 - `RTCRtpSender.transport` is the `RTCDtlsTransport`, whose `_rx_srtp` / `_tx_srtp` are
   pylibsrtp Sessions once DTLS is done; `_send_rtp(data)` is the coroutine every outgoing
-  RTP and RTCP packet of that transport goes through; `_handle_rtp_data(clear, ms)` hands
-  a clear RTP packet to the receiver (jitter buffer → decoder).
+  RTP and RTCP packet of that transport goes through.
 - `RTCDtlsTransport.transport._connection` is the aioice `Connection`; its protocols
   (`connection._protocols`, `datagram_received(data, addr)`) call
   `connection.data_received(data, component)` for every datagram that is not STUN, and
@@ -22,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aioice.ice
@@ -165,10 +164,6 @@ class LegTransport:
         self._probe.sequence_number = sequence_number
         self._probe.timestamp = timestamp
         statistics.add(self._probe)  # type: ignore[arg-type]
-
-    def deliver_to_receiver(self, clear: bytes, arrival_ms: int) -> Awaitable[None]:
-        """aiortc's own receive path for a clear packet: jitter buffer, decoder, track."""
-        return self.dtls._handle_rtp_data(clear, arrival_time_ms=arrival_ms)
 
     # --- outgoing ------------------------------------------------------------------------
     def intercept_outgoing(

@@ -82,17 +82,23 @@ class AudioSubscription:
 
 
 class InboundAudio:
-    """Drains one remote audio track and fans its frames out."""
+    """One leg's audio as frames, fanned out to subscriptions.
 
-    def __init__(self, track: MediaStreamTrack, name: str) -> None:
+    Frames are pushed by the forwarding path's decoder, or (`pump`) drained from aiortc's
+    remote track on the decode path.
+    """
+
+    def __init__(self, track: MediaStreamTrack, name: str, *, pump: bool = True) -> None:
         self.track = track
         self.name = name
         self.frames_received = 0
         self.last_frame_at: float | None = None
         self._subscriptions: set[AudioSubscription] = set()
-        self._task = asyncio.get_running_loop().create_task(
-            self._pump(), name=f"inbound-audio:{name}"
-        )
+        self._task: asyncio.Task[None] | None = None
+        if pump:
+            self._task = asyncio.get_running_loop().create_task(
+                self._pump(), name=f"inbound-audio:{name}"
+            )
 
     def subscribe(self) -> AudioSubscription:
         subscription = AudioSubscription()
@@ -108,15 +114,19 @@ class InboundAudio:
                 frame = await self.track.recv()
             except MediaStreamError:
                 return  # the peer connection closed
-            self.frames_received += 1
-            self.last_frame_at = time.monotonic()
-            for subscription in self._subscriptions:
-                subscription.put(frame)
+            self.push(frame)
+
+    def push(self, frame: AudioFrame) -> None:
+        self.frames_received += 1
+        self.last_frame_at = time.monotonic()
+        for subscription in self._subscriptions:
+            subscription.put(frame)
 
     async def stop(self) -> None:
         self._subscriptions.clear()
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
 
 
 class Playback:

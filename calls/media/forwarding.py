@@ -2,8 +2,9 @@
 
 `RtpTap` takes a leg's incoming SRTP off the wire before aiortc's receive path (no jitter
 buffer prefetch, no decoder thread), decrypts it once and hands the clear packet to the
-outlets listening to that leg. It feeds aiortc's receiver only while someone needs the
-decoded audio (a recording, a playback mixed over the other party's voice).
+outlets listening to that leg. Only while someone needs the leg's audio as samples (a
+recording, a playback mixed over its voice) does it decode the payloads, in place, and
+hand the frames on.
 
 `RtpOutlet` is everything one leg hears, as one RTP stream: forwarded packets from
 whichever leg it listens to, and aiortc's own encoded packets (silence, playback mixes),
@@ -15,15 +16,16 @@ this stream.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import random
 import struct
 import time
+from collections.abc import Callable
+from fractions import Fraction
+
+import av
+from av import AudioFrame
 
 from calls.media.aiortc_internals import LegTransport
-
-logger = logging.getLogger(__name__)
 
 CLOCK_RATE = 48000  # Opus's RTP clock, whatever the sampling rate
 FRAME_TICKS = 960  # 20 ms
@@ -31,13 +33,44 @@ _FIXED_HEADER = struct.Struct("!BBHII")  # V/P/X/CC, M/PT, sequence, timestamp, 
 _SENDER_INFO = struct.Struct("!QIII")  # NTP time, RTP time, packets, octets
 _NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 to 1970
 _RTCP_SR = 200
-# Clear packets waiting for aiortc's decoder before the oldest are dropped (~1 s).
-DECODE_QUEUE_DEPTH = 50
 ENCODER = "encoder"  # the source name of aiortc's own encoded packets
 
 
 def ntp_now() -> int:
     return int((time.time() + _NTP_EPOCH_OFFSET) * (1 << 32))
+
+
+def rtp_payload(clear: bytes) -> bytes:
+    """The payload of a clear RTP packet: after CSRCs and extensions, before padding."""
+    first = clear[0]
+    offset = 12 + 4 * (first & 0x0F)
+    if first & 0x10:
+        offset += 4 + 4 * int.from_bytes(clear[offset + 2 : offset + 4], "big")
+    end = len(clear) - clear[-1] if first & 0x20 else len(clear)
+    return clear[offset:end]
+
+
+class OpusDecoder:
+    """Opus payloads to 48 kHz mono s16 frames (mono: half the work; a recording and a mix
+    use one channel of each party)."""
+
+    def __init__(self) -> None:
+        self._codec = av.CodecContext.create("libopus", "r")
+        self._codec.format = "s16"
+        self._codec.layout = "mono"
+        self._codec.sample_rate = CLOCK_RATE
+
+    def decode(self, payload: bytes) -> list[AudioFrame]:
+        try:
+            frames = self._codec.decode(av.Packet(payload))
+        except av.error.FFmpegError:
+            return []  # a corrupt payload is a lost packet
+        for frame in frames:
+            frame.time_base = _TIME_BASE
+        return frames  # type: ignore[return-value]
+
+
+_TIME_BASE = Fraction(1, CLOCK_RATE)
 
 
 class RtpOutlet:
@@ -115,31 +148,33 @@ class RtpOutlet:
 class RtpTap:
     """One leg's incoming audio, taken off the wire (see the module docstring)."""
 
-    def __init__(self, transport: LegTransport, payload_type: int, name: str) -> None:
+    def __init__(
+        self,
+        transport: LegTransport,
+        payload_type: int,
+        name: str,
+        on_frame: Callable[[AudioFrame], None],
+    ) -> None:
         self._transport = transport
         self.payload_type = payload_type
         self.name = name
         self.listeners: set[RtpOutlet] = set()
         self.packets = 0
         self.last_packet_at: float | None = None
-        self._decode_queue: asyncio.Queue[tuple[bytes, int]] | None = None
-        self._decoder_feed: asyncio.Task[None] | None = None
+        self._on_frame = on_frame
+        self._decoder: OpusDecoder | None = None
         transport.intercept_datagrams(self._on_datagram)
 
     @property
     def decoding(self) -> bool:
-        return self._decoder_feed is not None
+        return self._decoder is not None
 
     def decode(self, wanted: bool) -> None:
-        """Feed aiortc's decoder (a recording or a mix needs this leg's audio) or stop."""
-        if wanted and self._decoder_feed is None:
-            self._decode_queue = asyncio.Queue(DECODE_QUEUE_DEPTH)
-            self._decoder_feed = asyncio.get_running_loop().create_task(
-                self._feed_decoder(self._decode_queue), name=f"decoder-feed:{self.name}"
-            )
-        elif not wanted and self._decoder_feed is not None:
-            self._decoder_feed.cancel()
-            self._decoder_feed = self._decode_queue = None
+        """Decode this leg's audio (a recording or a mix needs it) from now on, or stop."""
+        if wanted and self._decoder is None:
+            self._decoder = OpusDecoder()
+        elif not wanted:
+            self._decoder = None
 
     def _on_datagram(self, data: bytes) -> bool:
         # RTP only (RFC 7983 first byte 128-191, not an RTCP type): DTLS and RTCP go to aiortc.
@@ -152,26 +187,13 @@ class RtpTap:
         self.last_packet_at = time.monotonic()
         for outlet in self.listeners:
             outlet.send(clear, self)
-        if self._decode_queue is not None:
-            if self._decode_queue.full():
-                self._decode_queue.get_nowait()  # a stalled decoder must not hold memory
-            self._decode_queue.put_nowait((clear, int(time.time() * 1000)))
-        else:  # aiortc's receiver counts the packets it decodes itself
-            _, _, sequence, timestamp, ssrc = _FIXED_HEADER.unpack_from(clear)
-            self._transport.count_received(ssrc, sequence, timestamp)
+        _, _, sequence, timestamp, ssrc = _FIXED_HEADER.unpack_from(clear)
+        self._transport.count_received(ssrc, sequence, timestamp)
+        if self._decoder is not None:
+            for frame in self._decoder.decode(rtp_payload(clear)):
+                self._on_frame(frame)
         return True
 
-    async def _feed_decoder(self, queue: asyncio.Queue[tuple[bytes, int]]) -> None:
-        while True:
-            clear, arrival_ms = await queue.get()
-            try:
-                await self._transport.deliver_to_receiver(clear, arrival_ms)
-            except Exception:  # one bad packet must not stop the recording
-                logger.exception("leg %s: aiortc could not take a packet", self.name)
-
-    async def stop(self) -> None:
+    def stop(self) -> None:
         self.listeners.clear()
-        feed = self._decoder_feed
         self.decode(False)
-        if feed is not None:
-            await asyncio.gather(feed, return_exceptions=True)

@@ -23,6 +23,7 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
+from av import AudioFrame
 
 from calls.errors import CallbridgeError, ErrorCode
 from calls.media.aiortc_internals import LegTransport
@@ -144,7 +145,7 @@ class LegPeer:
             raise _bad_offer("the SDP offer must include Opus audio")
         payload_type = int(match.group(1))
         transport = LegTransport(transceiver)  # type: ignore[arg-type]
-        self.tap = RtpTap(transport, payload_type, name=self.leg_id)
+        self.tap = RtpTap(transport, payload_type, name=self.leg_id, on_frame=self._decoded)
         self.outlet = RtpOutlet(transport, payload_type)
 
     # --- routing -------------------------------------------------------------------------
@@ -186,6 +187,10 @@ class LegPeer:
         if self.tap is not None:
             self.tap.decode(wanted)
 
+    def _decoded(self, frame: AudioFrame) -> None:
+        if self.inbound is not None:
+            self.inbound.push(frame)
+
     def last_audio_at(self) -> float | None:
         """When audio last arrived from this leg (time.monotonic())."""
         if self.tap is not None:
@@ -196,7 +201,8 @@ class LegPeer:
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind != "audio" or self.inbound is not None:
             return
-        self.inbound = InboundAudio(track, name=self.leg_id)
+        # Forwarding: aiortc's receiver gets no RTP to decode; the tap pushes frames instead.
+        self.inbound = InboundAudio(track, name=self.leg_id, pump=not self.settings.forwarding)
         self._on_inbound(self)
 
     async def _on_connection_state(self) -> None:
@@ -258,7 +264,7 @@ class LegPeer:
                 *(t for t in self._timers if t is not current), return_exceptions=True
             )
         if self.tap is not None:
-            await self.tap.stop()
+            self.tap.stop()
         if self.inbound is not None:
             await self.inbound.stop()
         self.outbound.stop()
