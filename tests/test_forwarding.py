@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from aiortc.stats import RTCInboundRtpStreamStats
 
+from calls.media.capture import capture_path
 from calls.media.peer import LegPeer
 from calls.services import services
 from tests.live_call import OPERATOR_TONE, USER_TONE, LiveCall, add_to_library
@@ -48,30 +49,34 @@ async def test_a_bridged_call_is_forwarded_without_decoding(live_call: LiveCall)
         )
 
 
-async def test_recording_decodes_only_while_it_runs(live_call: LiveCall) -> None:
+async def test_recording_decodes_nothing_while_the_call_runs(
+    live_call: LiveCall, settings: Any
+) -> None:
     await live_call.consent_all()
     legs = server_legs(live_call.call_id)
     started = await live_call.post(
         f"/api/calls/{live_call.call_id}/record", live_call.operator_token
     )
     assert started.status_code == 201, started.json()
-    await asyncio.sleep(1.0)
-    assert all(leg.tap is not None and leg.tap.decoding for leg in legs.values())
-    decoded = {role: leg.inbound.frames_received for role, leg in legs.items() if leg.inbound}
-    assert min(decoded.values()) > 20
-    # Still forwarded while recorded: no re-encoding.
-    assert all(leg.outbound.frames_sent == 0 for leg in legs.values())
+    wav = Path(settings.MEDIA_ROOT) / "recordings" / started.json()["fileName"]
+    capture = capture_path(wav)
+    await asyncio.sleep(1.5)
+    # Packets are captured as they came (flushed every 0.5 s); nothing decoded or encoded.
+    assert capture.stat().st_size > 20_000
+    for leg in legs.values():
+        assert leg.tap is not None and not leg.tap.decoding and leg.tap.captures
+        assert leg.inbound is not None and leg.inbound.frames_received == 0
+        assert leg.outbound.frames_sent == 0
     stopped = await live_call.post(
         f"/api/calls/{live_call.call_id}/record/stop", live_call.operator_token
     )
     assert stopped.status_code == 200, stopped.json()
-    assert not any(leg.tap is not None and leg.tap.decoding for leg in legs.values())
-    await asyncio.sleep(0.3)  # what was queued for the decoder drains
-    settled = {role: leg.inbound.frames_received for role, leg in legs.items() if leg.inbound}
-    await asyncio.sleep(1.0)
-    assert {
-        role: leg.inbound.frames_received for role, leg in legs.items() if leg.inbound
-    } == settled
+    assert not capture.exists()  # rendered into the WAV, then removed
+    assert not any(leg.tap is not None and leg.tap.captures for leg in legs.values())
+    assert all(
+        leg.inbound is not None and leg.inbound.frames_received == 0 for leg in legs.values()
+    )
+    assert stopped.json()["sizeBytes"] == wav.stat().st_size > 48000 * 4
     await live_call.operator_peer.hears(USER_TONE)
     await live_call.user_peer.hears(OPERATOR_TONE)
 

@@ -162,6 +162,7 @@ class RtpTap:
         self.packets = 0
         self.last_packet_at: float | None = None
         self._on_frame = on_frame
+        self.captures: list[Callable[[bytes], None]] = []  # recordings: payloads as they come
         self._decoder: OpusDecoder | None = None
         transport.intercept_datagrams(self._on_datagram)
 
@@ -189,11 +190,16 @@ class RtpTap:
             outlet.send(clear, self)
         _, _, sequence, timestamp, ssrc = _FIXED_HEADER.unpack_from(clear)
         self._transport.count_received(ssrc, sequence, timestamp)
-        if self._decoder is not None:
-            for frame in self._decoder.decode(rtp_payload(clear)):
-                self._on_frame(frame)
+        if self.captures or self._decoder is not None:
+            payload = rtp_payload(clear)
+            for capture in self.captures:
+                capture(payload)
+            if self._decoder is not None:
+                for frame in self._decoder.decode(payload):
+                    self._on_frame(frame)
         return True
 
     def stop(self) -> None:
         self.listeners.clear()
+        self.captures = []
         self.decode(False)

@@ -187,6 +187,11 @@ class LegPeer:
         if self.tap is not None:
             self.tap.decode(wanted)
 
+    def capture_into(self, sinks: list[Callable[[bytes], None]]) -> None:
+        """Hand every Opus payload this leg sends to `sinks` (recordings)."""
+        if self.tap is not None:
+            self.tap.captures = sinks
+
     def _decoded(self, frame: AudioFrame) -> None:
         if self.inbound is not None:
             self.inbound.push(frame)

@@ -63,11 +63,17 @@ class CallMedia:
             origin = role if self.mode == "echo" else ("operator" if role == "user" else "user")
             if peer.listen_to(self.legs.get(origin)):
                 decoded.add(origin)
+        for peer in self.legs.values():
+            peer.capture_into([])
         for recorder in self.recorders.values():
             for role in CHANNELS:
                 peer = self.legs.get(role)
-                recorder.listen(role, peer.inbound if peer else None)
-                decoded.add(role)
+                if recorder.takes_packets:  # forwarding: packets captured, rendered later
+                    if peer is not None:
+                        peer.capture_into([recorder.packet_sink(role)])
+                else:
+                    recorder.listen(role, peer.inbound if peer else None)
+                    decoded.add(role)
         for role, peer in self.legs.items():
             peer.decode_inbound(role in decoded)
 
@@ -255,7 +261,9 @@ class MediaWorker:
     async def _record_start(self, message: dict[str, Any]) -> None:
         call_id = message["call"]
         call = self.calls.get(call_id) or CallMedia(call_id, message["mode"])
-        recorder = CallRecorder(message["recording"], Path(message["path"]))
+        recorder = CallRecorder(
+            message["recording"], Path(message["path"]), packets=self.peer_settings.forwarding
+        )
         try:
             await recorder.start()
         except OSError as error:
