@@ -149,3 +149,31 @@ async def test_echo_is_forwarded_back(asgi_app: Any, live_call: LiveCall) -> Non
         assert leg.inbound is not None and leg.inbound.frames_received == 0
     finally:
         await peer.close()
+
+
+@pytest.fixture
+def decode_path(settings: Any) -> None:
+    """The stock path (the benchmark's baseline): set before the services start."""
+    settings.CALLBRIDGE_MEDIA_PATH = "decode"
+
+
+async def test_the_decode_path_decodes_and_reencodes_everything(
+    decode_path: None, live_call: LiveCall, settings: Any
+) -> None:
+    legs = server_legs(live_call.call_id)
+    for leg in legs.values():
+        assert leg.tap is None and leg.outlet is None
+        assert leg.inbound is not None and leg.inbound.frames_received > 50
+        assert leg.outbound.frames_sent > 50
+    # Recording there writes the WAV live from the decoded frames (no capture file).
+    await live_call.consent_all()
+    started = await live_call.post(
+        f"/api/calls/{live_call.call_id}/record", live_call.operator_token
+    )
+    wav = Path(settings.MEDIA_ROOT) / "recordings" / started.json()["fileName"]
+    await asyncio.sleep(1.0)
+    assert not capture_path(wav).exists() and wav.stat().st_size > 48000 * 4 // 2
+    stopped = await live_call.post(
+        f"/api/calls/{live_call.call_id}/record/stop", live_call.operator_token
+    )
+    assert stopped.json()["sizeBytes"] == wav.stat().st_size
