@@ -9,13 +9,23 @@ from typing import Any
 import pytest
 from aiortc.stats import RTCInboundRtpStreamStats
 
+from calls.media.audio import silence_frame
 from calls.media.capture import capture_path
+from calls.media.forwarding import OpusDecoder
 from calls.media.peer import LegPeer
 from calls.services import services
 from tests.live_call import OPERATOR_TONE, USER_TONE, LiveCall, add_to_library
-from tests.media_peers import ClientPeer
+from tests.media_peers import ClientPeer, opus_tone
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_decoded_audio_has_the_layout_of_silence() -> None:
+    # aiortc's encoder fixes its resampler on the first frame and refuses any other layout
+    # (its sender then stops for good): a mix must look like the silence sent before it.
+    (frame,) = OpusDecoder().decode(opus_tone(440, 0.04)[0])
+    assert frame.layout.name == silence_frame().layout.name
+    assert frame.format.name == silence_frame().format.name
 
 
 def server_legs(call_id: str) -> dict[str, LegPeer]:

@@ -6,29 +6,14 @@ import json
 import subprocess
 import sys
 import wave
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 
 from calls.media.capture import MAGIC, RECORD, read_capture
+from tests.media_peers import opus_tone
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def opus_tone(frequency: float, seconds: float) -> list[bytes]:
-    encoder = av.CodecContext.create("libopus", "w")
-    encoder.bit_rate, encoder.format, encoder.layout = 32000, "s16", "mono"
-    encoder.sample_rate, encoder.time_base = 48000, Fraction(1, 48000)
-    t = np.arange(int(48000 * seconds)) / 48000
-    pcm = (np.sin(2 * np.pi * frequency * t) * 8000).astype(np.int16)
-    payloads = []
-    for start in range(0, len(pcm) - 959, 960):
-        frame = av.AudioFrame.from_ndarray(pcm[start : start + 960].reshape(1, -1), layout="mono")
-        frame.sample_rate, frame.pts = 48000, start
-        payloads += [bytes(packet) for packet in encoder.encode(frame)]
-    return payloads
 
 
 def record(channel: int, at_s: float, payload: bytes) -> bytes:

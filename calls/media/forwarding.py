@@ -51,13 +51,13 @@ def rtp_payload(clear: bytes) -> bytes:
 
 
 class OpusDecoder:
-    """Opus payloads to 48 kHz mono s16 frames (mono: half the work; a recording and a mix
-    use one channel of each party)."""
+    """Opus payloads to 48 kHz s16 frames. Stereo for mixing: what a leg hears must keep one
+    layout (silence and aiortc's decoder are stereo; its encoder refuses a change)."""
 
-    def __init__(self) -> None:
+    def __init__(self, layout: str = "stereo") -> None:
         self._codec = av.CodecContext.create("libopus", "r")
         self._codec.format = "s16"
-        self._codec.layout = "mono"
+        self._codec.layout = layout
         self._codec.sample_rate = CLOCK_RATE
 
     def decode(self, payload: bytes) -> list[AudioFrame]:

@@ -26,7 +26,7 @@ TICKS_PER_WRITE = 500  # 10 s of audio per write
 
 def render(capture: Path, wav: Path, duration_s: float) -> RecordingResult:
     packets = read_capture(capture)
-    decoders = (OpusDecoder(), OpusDecoder())
+    decoders = (OpusDecoder("mono"), OpusDecoder("mono"))  # one channel per party
     buffers = [np.zeros(0, dtype=np.int16), np.zeros(0, dtype=np.int16)]
     writer = WavWriter(wav, fresh=False)
     next_packet = 0
