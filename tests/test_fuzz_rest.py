@@ -1,0 +1,205 @@
+"""Schemathesis against /api/schema/ on a real `manage.py serve`: every REST operation, with
+schema-conforming and schema-violating inputs, as each kind of caller (API token, end-user
+session token, staff cookie + CSRF, nobody).
+
+Every answer must be documented (status, content type, body schema), carry a contract
+error code when it is an error (never HANDLER_ERROR, never a traceback), and an error
+must change no record. Afterwards the server still answers and its log has no traceback.
+
+Example counts are bounded for CI; `CALLBRIDGE_FUZZ_SCALE=N` runs N times as many.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import given
+from schemathesis.generation.modes import GenerationMode
+from schemathesis.specs.openapi import checks as openapi_checks
+
+from tests.fuzzing import CONTRACT_CODES, fuzz_settings, timeout_s
+from tests.live_server import Server, running_server
+
+pytestmark = [pytest.mark.daphne, pytest.mark.timeout(timeout_s(240))]
+
+RECORD_TABLES = (
+    "calls_call",
+    "calls_leg",
+    "calls_callevent",
+    "calls_recording",
+    "calls_recordingconsent",
+    "calls_endusersession",
+    "calls_apitoken",
+)
+KINDS = ("api_token", "session_token", "staff_cookie", "nobody")
+
+
+@dataclass
+class Credentials:
+    api_token: str
+    session_token: str
+    session_id: str
+    staff_cookie: str
+    csrf_token: str
+    call_ids: list[str]
+
+    def headers(self, kind: str) -> dict[str, str]:
+        if kind == "api_token":
+            return {"Authorization": f"Bearer {self.api_token}"}
+        if kind == "session_token":
+            return {"Authorization": f"Bearer {self.session_token}"}
+        if kind == "staff_cookie":
+            return {"Cookie": self.staff_cookie, "X-CSRFToken": self.csrf_token}
+        return {}
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    limits = {
+        "CALLBRIDGE_RATE_LIMIT_PRINCIPAL": "100000/min",
+        "CALLBRIDGE_RATE_LIMIT_IP": "100000/min",
+    }
+    with running_server(tmp_path_factory.mktemp("fuzz-rest"), **limits) as server:
+        yield server
+
+
+def staff_login(server: Server) -> tuple[str, str]:
+    """Log in through the admin's own form, as a browser does; returns (Cookie, CSRF token)."""
+    printed = server.manage("demo_operator")
+    password = re.search(r"password\s+(\S+)", printed)
+    assert password, printed
+    form = requests.get(f"{server.url}/admin/login/", timeout=10)
+    csrf = form.cookies["csrftoken"]
+    hidden = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text)
+    assert hidden
+    login = requests.post(
+        f"{server.url}/admin/login/?next=/admin/",
+        data={
+            "username": "operator",
+            "password": password.group(1),
+            "csrfmiddlewaretoken": hidden.group(1),
+        },
+        headers={"Cookie": f"csrftoken={csrf}"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert login.status_code == 302, login.text[:500]
+    return f"csrftoken={csrf}; sessionid={login.cookies['sessionid']}", csrf
+
+
+@pytest.fixture(scope="module")
+def credentials(fuzz_server: Server) -> Credentials:
+    api_token = fuzz_server.manage("createapitoken", "fuzz", "--quiet").strip()
+    status, session, _ = fuzz_server.request("POST", "/api/sessions", api_token, {})
+    assert status == 201, session
+    calls = []
+    for body in ({}, {"mode": "echo"}):
+        status, call, _ = fuzz_server.request("POST", "/api/calls", session["sessionToken"], body)
+        assert status == 201, call
+        calls.append(call["callID"])
+    cookie, csrf = staff_login(fuzz_server)
+    return Credentials(
+        api_token, session["sessionToken"], session["sessionId"], cookie, csrf, calls
+    )
+
+
+@pytest.fixture(scope="module")
+def rest_schema(fuzz_server: Server) -> Any:
+    return schemathesis.openapi.from_url(f"{fuzz_server.url}/api/schema/")
+
+
+_turn = itertools.count()
+
+
+def records(server: Server) -> dict[str, int]:
+    with sqlite3.connect(
+        f"file:{server.env['CALLBRIDGE_DATA_DIR']}/db.sqlite3?mode=ro", uri=True
+    ) as db:
+        return {
+            table: db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: S608
+            for table in RECORD_TABLES
+        }
+
+
+def point_at_real_records(case: Any, credentials: Credentials) -> None:
+    """Every other example acts on a real call / session, so handlers run past the lookup."""
+    turn = next(_turn)
+    if turn % 2:
+        return
+    call_id = credentials.call_ids[turn // 2 % len(credentials.call_ids)]
+    if case.path_parameters and "callID" in case.path_parameters:
+        case.path_parameters["callID"] = call_id
+    if isinstance(case.body, dict):
+        for key in ("callID", "CallID"):
+            if key in case.body:
+                case.body[key] = call_id
+        if "sessionId" in case.body:
+            case.body["sessionId"] = credentials.session_id
+
+
+def check_answer(case: Any, server: Server, credentials: Credentials) -> None:
+    point_at_real_records(case, credentials)
+    for kind in KINDS:  # the same input from each kind of caller
+        before = records(server)
+        response = case.call(base_url=server.url, headers=credentials.headers(kind), timeout=20)
+        where = (kind, case.method, case.formatted_path, response.status_code, case.body)
+        assert response.status_code < 500 or response.status_code == 502, (where, response.text)
+        assert "Traceback" not in response.text, where
+        if response.status_code >= 400:
+            body = response.json()
+            assert body["code"] in CONTRACT_CODES, (where, body)
+            assert isinstance(body["message"], str), (where, body)
+            assert isinstance(body["recoverable"], bool), (where, body)
+            assert records(server) == before, (where, body)
+        case.validate_response(
+            response,
+            checks=[
+                openapi_checks.status_code_conformance,
+                openapi_checks.content_type_conformance,
+                openapi_checks.response_schema_conformance,
+            ],
+        )
+
+
+@pytest.mark.parametrize(
+    ("mode", "examples"), [(GenerationMode.POSITIVE, 4), (GenerationMode.NEGATIVE, 3)]
+)
+def test_it_answers_every_endpoint_within_the_contract(
+    rest_schema: Any,
+    fuzz_server: Server,
+    credentials: Credentials,
+    mode: GenerationMode,
+    examples: int,
+) -> None:
+    """Each operation in turn (so every one is covered): inputs that fit the schema
+    (positive) and inputs that break it (negative), from every kind of caller."""
+    operations = [result.ok() for result in rest_schema.get_all_operations()]
+    assert len(operations) == 22  # 21 paths (tests/test_openapi.py), /api/calls twice
+
+    for operation in operations:
+
+        @given(case=operation.as_strategy(generation_mode=mode))
+        @fuzz_settings(examples=examples)
+        def fuzz(case: Any) -> None:
+            check_answer(case, fuzz_server, credentials)
+
+        fuzz()
+
+
+def test_it_is_still_serving_and_logged_no_traceback(
+    fuzz_server: Server, credentials: Credentials
+) -> None:
+    """Runs after the fuzzing above (same module server)."""
+    status, config, _ = fuzz_server.request("GET", "/api/webrtc/config", credentials.api_token)
+    assert status == 200 and "iceServers" in config
+    log = Path(fuzz_server.log).read_text()
+    assert "Traceback" not in log, log[-3000:]
