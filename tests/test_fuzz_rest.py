@@ -64,11 +64,16 @@ class Credentials:
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    limits = {
+    fixed = {
+        # Floods are tested elsewhere; here every request must reach its handler.
         "CALLBRIDGE_RATE_LIMIT_PRINCIPAL": "100000/min",
         "CALLBRIDGE_RATE_LIMIT_IP": "100000/min",
+        # No deadline may end a call mid-run: only requests change records here.
+        "CALLBRIDGE_RING_TIMEOUT_S": "3600",
+        "CALLBRIDGE_MEDIA_GRACE_S": "3600",
+        "CALLBRIDGE_ICE_TIMEOUT_S": "300",
     }
-    with running_server(tmp_path_factory.mktemp("fuzz-rest"), **limits) as server:
+    with running_server(tmp_path_factory.mktemp("fuzz-rest"), **fixed) as server:
         yield server
 
 
@@ -159,7 +164,10 @@ def check_answer(case: Any, server: Server, credentials: Credentials) -> None:
             assert body["code"] in CONTRACT_CODES, (where, body)
             assert isinstance(body["message"], str), (where, body)
             assert isinstance(body["recoverable"], bool), (where, body)
-            assert records(server) == before, (where, body)
+            expected = dict(before)
+            if body["code"] == "CONSENT_REQUIRED":  # by design: asks the parties (an event)
+                expected["calls_callevent"] += 1
+            assert records(server) == expected, (where, body)
         case.validate_response(
             response,
             checks=[
@@ -171,7 +179,7 @@ def check_answer(case: Any, server: Server, credentials: Credentials) -> None:
 
 
 @pytest.mark.parametrize(
-    ("mode", "examples"), [(GenerationMode.POSITIVE, 4), (GenerationMode.NEGATIVE, 3)]
+    ("mode", "examples"), [(GenerationMode.POSITIVE, 3), (GenerationMode.NEGATIVE, 2)]
 )
 def test_it_answers_every_endpoint_within_the_contract(
     rest_schema: Any,
