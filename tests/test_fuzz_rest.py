@@ -1,17 +1,23 @@
-"""Schemathesis against /api/schema/ on a real `manage.py serve`: every REST operation, with
-schema-conforming and schema-violating inputs, as each kind of caller (API token, end-user
-session token, staff cookie + CSRF, nobody).
+"""Bad input against a real `manage.py serve`.
+
+Schemathesis against /api/schema/: every REST operation, with schema-conforming and
+schema-violating inputs, as each kind of caller (API token, end-user session token, staff
+cookie + CSRF, nobody).
 
 Every answer must be documented (status, content type, body schema), carry a contract
 error code when it is an error (never HANDLER_ERROR, never a traceback), and an error
 must change no record. Afterwards the server still answers and its log has no traceback.
+
+Oversize HTTP bodies and WebSocket frames go to the same server.
 
 Example counts are bounded for CI; `CALLBRIDGE_FUZZ_SCALE=N` runs N times as many.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import json
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -25,9 +31,12 @@ import schemathesis
 from hypothesis import given
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi import checks as openapi_checks
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from tests.fuzzing import CONTRACT_CODES, fuzz_settings, timeout_s
 from tests.live_server import Server, running_server
+from tests.resources import open_fds, udp_sockets
 
 pytestmark = [pytest.mark.daphne, pytest.mark.timeout(timeout_s(240))]
 
@@ -182,6 +191,7 @@ def check_answer(case: Any, server: Server, credentials: Credentials) -> None:
     ("mode", "examples"), [(GenerationMode.POSITIVE, 3), (GenerationMode.NEGATIVE, 2)]
 )
 def test_it_answers_every_endpoint_within_the_contract(
+    baseline_fds: int,
     rest_schema: Any,
     fuzz_server: Server,
     credentials: Credentials,
@@ -203,11 +213,75 @@ def test_it_answers_every_endpoint_within_the_contract(
         fuzz()
 
 
-def test_it_is_still_serving_and_logged_no_traceback(
+# --- oversize bodies and frames ----------------------------------------------------------------
+@pytest.mark.parametrize("size", [300 * 1024, 8 * 1024 * 1024])
+def test_it_refuses_oversize_bodies(
+    fuzz_server: Server, credentials: Credentials, size: int
+) -> None:
+    """Over CALLBRIDGE_MAX_BODY_BYTES (256 KiB): INVALID_MESSAGE, nothing created."""
+    before = records(fuzz_server)
+    body = '{"displayName": "' + "x" * size + '"}'
+    response = requests.post(
+        f"{fuzz_server.url}/api/sessions",
+        data=body,
+        headers={"Content-Type": "application/json", **credentials.headers("api_token")},
+        timeout=30,
+    )
+    assert response.status_code == 400, response.text[:300]
+    assert response.json()["code"] == "INVALID_MESSAGE"
+    assert records(fuzz_server) == before
+
+
+async def test_it_refuses_oversize_frames_and_keeps_serving(
     fuzz_server: Server, credentials: Credentials
 ) -> None:
-    """Runs after the fuzzing above (same module server)."""
+    """Over CALLBRIDGE_WS_MAX_MESSAGE_BYTES (64 KiB): INVALID_MESSAGE and the socket stays;
+    over daphne's own 1 MiB message limit: that socket is dropped, the server stays."""
+    url = fuzz_server.url.replace("http", "ws") + "/ws/signal"
+    register = json.dumps(
+        {"type": "register", "sessionId": "", "authToken": credentials.session_token}
+    )
+    async with connect(url, max_size=None, open_timeout=10) as socket:
+        await socket.send("x" * (100 * 1024))
+        async with asyncio.timeout(10):
+            reply = json.loads(await socket.recv())
+        assert (
+            reply["data"]["code"] == "INVALID_MESSAGE" and "too large" in reply["data"]["message"]
+        )
+        await socket.send(register)
+        async with asyncio.timeout(10):
+            assert json.loads(await socket.recv())["data"]["name"] == "registered"
+        await socket.send("x" * (2 * 1024 * 1024))
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(10):
+                await socket.recv()
+        assert closed.value.rcvd is None or closed.value.rcvd.code == 1009  # dropped or 1009
+    async with connect(url, open_timeout=10) as again:
+        await again.send(register)
+        async with asyncio.timeout(10):
+            assert json.loads(await again.recv())["data"]["name"] == "registered"
+
+
+@pytest.fixture(scope="module")
+def baseline_fds(fuzz_server: Server, credentials: Credentials) -> int:
+    """The server's open file descriptors once warmed up (before any fuzzing)."""
+    assert fuzz_server.process is not None
+    return open_fds(fuzz_server.process.pid)
+
+
+# Daphne runs sync views in a thread pool; each thread may open its own SQLite connection
+# (database, WAL and shared-memory files) the first time it is used.
+THREAD_POOL_FDS = 8 * 3
+
+
+def test_it_is_still_serving_and_leaked_nothing(
+    fuzz_server: Server, credentials: Credentials, baseline_fds: int
+) -> None:
+    """Runs last in this module, after every fuzz and oversize test on the same server."""
     status, config, _ = fuzz_server.request("GET", "/api/webrtc/config", credentials.api_token)
     assert status == 200 and "iceServers" in config
     log = Path(fuzz_server.log).read_text()
     assert "Traceback" not in log, log[-3000:]
+    assert fuzz_server.process is not None
+    assert udp_sockets(fuzz_server.process.pid) == 0  # no peer connection left open
+    assert open_fds(fuzz_server.process.pid) <= baseline_fds + THREAD_POOL_FDS
