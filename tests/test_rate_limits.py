@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +12,7 @@ from channels.testing import WebsocketCommunicator
 from rest_framework.test import APIClient
 
 from calls.api.throttling import ClientIpRateThrottle, PrincipalRateThrottle
+from calls.consumers import throttle
 from calls.models import ApiToken, Call, CallEvent, EndUserSession
 from calls.signaling.rate_limit import PRUNE_EVERY, Rate, TokenBuckets
 from tests.conftest import assert_error, bearer_client
@@ -78,8 +78,12 @@ def codes(messages: list[dict[str, Any]]) -> list[str]:
 
 
 @pytestmark_db
-async def test_it_limits_messages_per_socket(asgi_app: Any, settings: Any) -> None:
-    settings.CALLBRIDGE_WS_RATE_LIMIT_SOCKET = "4/s"
+async def test_it_limits_messages_per_socket(
+    asgi_app: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.CALLBRIDGE_WS_RATE_LIMIT_SOCKET = "4/min"
+    now = [1000.0]
+    monkeypatch.setattr(throttle, "clock", lambda: now[0])
     _, token = await sync_to_async(make_session)()
     client = from_ip(asgi_app, "127.0.0.2")
     await client.connect()
@@ -94,7 +98,7 @@ async def test_it_limits_messages_per_socket(asgi_app: Any, settings: Any) -> No
         limited = answered[-1]["data"]
         assert limited["recoverable"] is True and limited["details"]["retryAfter"] > 0
         assert await sync_to_async(counts)() == before
-        await asyncio.sleep(0.3)  # 4/s: one message back after 0.25 s
+        now[0] += 15  # 4/min: one message back after 15 s
         await client.send(register(token))
         await client.expect("event", "registered")
     finally:

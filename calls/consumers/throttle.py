@@ -42,6 +42,8 @@ def _configured_rates() -> tuple[str, str, str]:
     )
 
 
+clock = time.monotonic  # tests move time forward by replacing it
+
 # Close code for a handshake over the per-IP limit (4000-4999: the application's own).
 CLOSE_RATE_LIMITED = 4429
 
@@ -74,12 +76,12 @@ def rate_limited(buckets: TokenBuckets, key: str) -> CallbridgeError:
 
 def check_handshake(ip: str) -> CallbridgeError | None:
     buckets, key = limits().by_ip, f"ip:{ip}"
-    return None if buckets.allow(key, time.monotonic()) else rate_limited(buckets, key)
+    return None if buckets.allow(key, clock()) else rate_limited(buckets, key)
 
 
 def check_message(ip: str, socket_id: str, principal_id: str | None) -> CallbridgeError | None:
     """None if this message may be handled; else the RATE_LIMITED error to send back."""
-    current, now = limits(), time.monotonic()
+    current, now = limits(), clock()
     if principal_id is None:
         key = f"ip:{ip}"
         return None if current.by_ip.allow(key, now) else rate_limited(current.by_ip, key)
