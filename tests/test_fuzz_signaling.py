@@ -176,6 +176,28 @@ async def test_it_survives_any_message_on_the_signal_socket(
             assert reply["data"]["name"] == "registered", reply
 
 
+async def test_it_leaks_nothing_after_fuzzed_messages(socket: Socket) -> None:
+    """The process's peer connections, tasks and UDP sockets around a burst of the same
+    kind of frames (the hypothesis test above checks the records per frame)."""
+    frames: list[str | bytes] = []
+    strategy = st.one_of(
+        envelopes(socket.user_token, socket.operator_token).map(json.dumps),
+        raw_json_texts(),
+        st.binary(max_size=64),
+    )
+
+    @given(frame=strategy)
+    @fuzz_settings(examples=100)
+    def collect(frame: str | bytes) -> None:
+        frames.append(frame)
+
+    collect()
+    baseline = Resources.now()
+    for frame in frames:
+        await socket.exchange(frame)
+    assert await settle_to(baseline) == baseline
+
+
 @pytest.fixture
 async def operator_socket(
     asgi_app: Any, no_rate_limits: None
