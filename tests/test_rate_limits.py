@@ -164,6 +164,32 @@ async def test_it_limits_token_guessing_per_ip_before_authentication(
 
 
 @pytestmark_db
+async def test_it_limits_operator_feed_handshakes_per_ip_logged_in_or_not(
+    asgi_app: Any, settings: Any
+) -> None:
+    from tests.signal_client import staff_cookie
+
+    settings.CALLBRIDGE_WS_RATE_LIMIT_IP = "2/min"
+    cookie = await sync_to_async(staff_cookie)()
+    refused = WebsocketCommunicator(
+        asgi_app, "/ws/operator", headers=[(b"origin", b"http://localhost")]
+    )
+    refused.scope["client"] = ("127.0.0.5", 50000)
+    assert (await refused.connect(timeout=5))[0] is False  # no login: 4403, but counted
+    headers = [(b"origin", b"http://localhost"), (b"cookie", cookie.encode())]
+    answers = []
+    for _ in range(2):
+        communicator = WebsocketCommunicator(asgi_app, "/ws/operator", headers=headers)
+        communicator.scope["client"] = ("127.0.0.5", 50000)
+        connected, _ = await communicator.connect(timeout=5)
+        assert connected
+        answers.append(json.loads(await communicator.receive_from(timeout=5)))
+        await communicator.disconnect(timeout=5)
+    assert answers[0]["type"] == "snapshot"
+    assert answers[1]["data"]["code"] == "RATE_LIMITED"
+
+
+@pytestmark_db
 async def test_it_limits_the_operator_feed_socket(asgi_app: Any, settings: Any) -> None:
     from tests.signal_client import staff_cookie
 

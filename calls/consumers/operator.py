@@ -35,16 +35,18 @@ def snapshot() -> dict[str, Any]:
 class OperatorConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
-        if not (user and user.is_authenticated and user.is_active and user.is_staff):
-            await self.close(code=4403)
-            return
-        await self.channel_layer.group_add(OPERATORS_GROUP, self.channel_name)
-        await self.accept()
-        self.staff_id = f"staff-{user.pk}"
+        # Every handshake counts against its address, refused logins included.
         if limited := throttle.check_handshake(throttle.client_ip(self.scope)):
+            await self.accept()
             await self._send(protocol.error("", limited))
             await self.close(code=throttle.CLOSE_RATE_LIMITED)
             return
+        if not (user and user.is_authenticated and user.is_active and user.is_staff):
+            await self.close(code=4403)
+            return
+        self.staff_id = f"staff-{user.pk}"
+        await self.channel_layer.group_add(OPERATORS_GROUP, self.channel_name)
+        await self.accept()
         await self._send({"type": "snapshot", "data": await database_sync_to_async(snapshot)()})
 
     async def disconnect(self, code: int) -> None:
