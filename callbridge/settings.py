@@ -166,6 +166,7 @@ CORS_ALLOW_HEADERS = ("accept", "authorization", "content-type", "token", "x-csr
 # --- REST framework ---------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "calls.api.throttling.ClientIpGate",  # the per-IP limit, before any token lookup
         "calls.api.authentication.BearerTokenAuthentication",
         "calls.api.authentication.StaffSessionAuthentication",
     ],
@@ -175,10 +176,10 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_THROTTLE_CLASSES": [
-        "calls.api.throttling.PrincipalRateThrottle",
-        "calls.api.throttling.ClientIpRateThrottle",
-    ],
+    "DEFAULT_THROTTLE_CLASSES": ["calls.api.throttling.PrincipalRateThrottle"],
+    # The client is REMOTE_ADDR, never a client-supplied X-Forwarded-For (behind a proxy,
+    # `serve --proxy-headers` puts the real client address there).
+    "NUM_PROXIES": 0,
     "DEFAULT_THROTTLE_RATES": {
         "principal": env_rate("CALLBRIDGE_RATE_LIMIT_PRINCIPAL", "600/min"),
         "client_ip": env_rate("CALLBRIDGE_RATE_LIMIT_IP", "1200/min"),
@@ -197,6 +198,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {"OfferTypeEnum": ["offer"], "AnswerTypeEnum": ["answer"]},
+    "AUTHENTICATION_WHITELIST": [  # ClientIpGate is a rate limit, not a credential
+        "calls.api.authentication.BearerTokenAuthentication",
+        "calls.api.authentication.StaffSessionAuthentication",
+    ],
 }
 
 # --- callbridge -------------------------------------------------------------------------
@@ -222,6 +227,11 @@ CALLBRIDGE_EVENT_LOOP = env_choice("CALLBRIDGE_EVENT_LOOP", "uvloop", ("uvloop",
 CALLBRIDGE_WS_MAX_MESSAGE_BYTES = env_int(
     "CALLBRIDGE_WS_MAX_MESSAGE_BYTES", 64 * 1024, minimum=4096, maximum=1024 * 1024
 )
+# WebSocket rate limits (RATE_LIMITED): per client IP for handshakes and for messages sent
+# before signing in; per socket and per principal (token, staff user) afterwards.
+CALLBRIDGE_WS_RATE_LIMIT_IP = env_rate("CALLBRIDGE_WS_RATE_LIMIT_IP", "1200/min")
+CALLBRIDGE_WS_RATE_LIMIT_SOCKET = env_rate("CALLBRIDGE_WS_RATE_LIMIT_SOCKET", "300/min")
+CALLBRIDGE_WS_RATE_LIMIT_PRINCIPAL = env_rate("CALLBRIDGE_WS_RATE_LIMIT_PRINCIPAL", "1200/min")
 CALLBRIDGE_SESSION_TTL_S = env_int("CALLBRIDGE_SESSION_TTL_S", 3600, minimum=60)
 CALLBRIDGE_SESSION_MAX_TTL_S = env_int("CALLBRIDGE_SESSION_MAX_TTL_S", 7 * 86400, minimum=60)
 if CALLBRIDGE_SESSION_TTL_S > CALLBRIDGE_SESSION_MAX_TTL_S:

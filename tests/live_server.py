@@ -86,8 +86,8 @@ def running_server(data_dir: Path, **extra_env: str) -> Iterator[Server]:
         CALLBRIDGE_DATA_DIR=str(data_dir),
         CALLBRIDGE_RING_TIMEOUT_S="2",
         CALLBRIDGE_ICE_HOST_ADDRESSES="127.0.0.1",
-        **extra_env,
     )
+    env.update(extra_env)  # may override the defaults above
     port = free_port()
     running = Server(url=f"http://127.0.0.1:{port}", env=env, log=data_dir / "serve.log")
     running.manage("migrate", "--noinput")

@@ -64,6 +64,25 @@ def _bad_offer(message: str) -> CallbridgeError:
     return CallbridgeError(ErrorCode.INVALID_ARGUMENT, message)
 
 
+_DIRECTIONS = frozenset({"a=sendrecv", "a=sendonly", "a=recvonly", "a=inactive"})
+
+
+def with_explicit_directions(sdp: str) -> str:
+    """Give every media section a direction attribute. Without one, RFC 4566 §6 means the
+    session-level direction, else sendrecv; aiortc instead fails to answer (found by fuzzing)."""
+    newline = "\r\n" if "\r\n" in sdp else "\n"
+    head, *sections = sdp.split(newline + "m=")
+    session = next((line for line in head.split(newline) if line in _DIRECTIONS), "a=sendrecv")
+    fixed = []
+    for section in sections:
+        lines = section.split(newline)
+        if not any(line in _DIRECTIONS for line in lines):
+            end = len(lines) - 1 if lines[-1] == "" else len(lines)
+            lines.insert(end, session)
+        fixed.append(newline.join(lines))
+    return newline.join([head, *("m=" + section for section in fixed)])
+
+
 class LegPeer:
     def __init__(
         self,
@@ -106,7 +125,8 @@ class LegPeer:
         transceiver = next(t for t in self.pc.getTransceivers() if t.sender is sender)
         transceiver.setCodecPreferences(_opus_only())
         try:
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            offer = RTCSessionDescription(sdp=with_explicit_directions(offer_sdp), type="offer")
+            await self.pc.setRemoteDescription(offer)
         except Exception as error:  # aiortc raises many kinds on malformed SDP
             logger.info("leg %s: unusable offer: %r", self.leg_id, error)
             if "codec" in str(error).lower():
@@ -115,7 +135,11 @@ class LegPeer:
         for other in self.pc.getTransceivers():
             if other.kind != "audio":
                 other.direction = "inactive"  # audio only: video is answered inactive
-        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        try:
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        except Exception as error:  # parsed, but not answerable (e.g. no direction attribute)
+            logger.info("leg %s: unanswerable offer: %r", self.leg_id, error)
+            raise _bad_offer("the SDP offer could not be answered") from None
         if self.settings.forwarding:
             self._start_forwarding(transceiver, self.pc.localDescription.sdp)
         self._set_state("connecting")
