@@ -214,6 +214,19 @@ CALLBRIDGE_ICE_TIMEOUT_S = env_int("CALLBRIDGE_ICE_TIMEOUT_S", 20, minimum=1, ma
 CALLBRIDGE_ICE_HOST_ADDRESSES = env_ip_list("CALLBRIDGE_ICE_HOST_ADDRESSES")
 # The in-process media worker's name (its channel is "media.<name>").
 CALLBRIDGE_MEDIA_WORKER_NAME = env_str("CALLBRIDGE_MEDIA_WORKER_NAME", "embedded")
+# Each serving process runs a media worker of its own (the default). Off: calls go to
+# `manage.py mediaworker` processes, which need the Redis channel layer.
+CALLBRIDGE_EMBEDDED_MEDIA_WORKER = env_bool("CALLBRIDGE_EMBEDDED_MEDIA_WORKER", True)
+if not CALLBRIDGE_EMBEDDED_MEDIA_WORKER and not REDIS_URL:
+    raise ImproperlyConfigured(
+        "CALLBRIDGE_EMBEDDED_MEDIA_WORKER=false needs REDIS_URL: media workers in other "
+        "processes are reached through the Redis channel layer"
+    )
+# Seconds without a heartbeat after which a media worker counts as dead: its calls end
+# with `media_failure` and new calls avoid it. Workers beat every second.
+CALLBRIDGE_MEDIA_WORKER_TIMEOUT_S = env_int(
+    "CALLBRIDGE_MEDIA_WORKER_TIMEOUT_S", 5, minimum=2, maximum=300
+)
 CALLBRIDGE_WS_MAX_MESSAGE_BYTES = env_int(
     "CALLBRIDGE_WS_MAX_MESSAGE_BYTES", 64 * 1024, minimum=4096, maximum=1024 * 1024
 )

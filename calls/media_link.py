@@ -18,6 +18,7 @@ REPLY_TIMEOUT_S = 15.0
 def offer_message(plan: OfferPlan, sdp: str) -> dict[str, Any]:
     return {
         "type": "media.offer",
+        "kind": plan.kind,  # a draining worker refuses new calls
         "call": str(plan.call_id),
         "leg": str(plan.leg_id),
         "role": plan.role,

@@ -1,7 +1,8 @@
 """The media worker: owns the peer connections of its calls, reached via the channel layer.
 
 Messages on its channel (`media.<name>`), each handled in order per call:
-  media.offer      {call, mode, leg, role, sdp, reply_to, request_id}  → media.answer | media.error
+  media.offer      {call, kind, mode, leg, role, sdp, reply_to, request_id}
+                   → media.answer | media.error (kind "create" while draining: refused)
   media.candidate  {call, leg, candidate, sdpMid, sdpMLineIndex, reply_to?, request_id?}
   media.close      {call, leg, reply_to?} close that leg's media; the call stays → media.closed
   media.end_call   {call}               the call ended: stop its recordings, close its legs
@@ -90,6 +91,8 @@ class MediaWorker:
         self.reporter = reporter
         self.peer_settings = peer_settings
         self.calls: dict[str, CallMedia] = {}
+        # Off while draining: the calls it has go on, offers for new calls are refused.
+        self.accepting_new_calls = True
         self._call_locks: dict[str, asyncio.Lock] = {}
         self._handlers: set[asyncio.Task[None]] = set()
         self._reports: asyncio.Queue[Awaitable[None] | None] = asyncio.Queue()
@@ -175,6 +178,10 @@ class MediaWorker:
     # --- handlers ------------------------------------------------------------------------
     async def _offer(self, message: dict[str, Any]) -> None:
         call_id, leg_id, role = message["call"], message["leg"], message["role"]
+        if message.get("kind") == "create" and not self.accepting_new_calls:
+            raise CallbridgeError(
+                ErrorCode.MEDIA_BRIDGE_FAILURE, "that media worker is draining; call again"
+            )
         call = self.calls.get(call_id) or CallMedia(call_id, message["mode"])
         peer = LegPeer(
             leg_id=leg_id,
