@@ -216,41 +216,43 @@ async def test_it_ends_a_killed_workers_calls_and_places_new_calls_elsewhere(
     print(f"killed worker's call ended after {noticed_after:.1f} s")
 
 
-async def test_it_drains_a_worker_on_sigterm(
-    cluster: Cluster, workers: list[MediaWorkerProcess], sockets: Any, peers: Any
-) -> None:
+async def test_it_drains_a_worker_on_sigterm(cluster: Cluster, sockets: Any, peers: Any) -> None:
     a, b = cluster.daphnes
     token = await asyncio.to_thread(cluster.token, "drain")
-    kept, kept_socket, kept_peer = await echo_call(sockets, peers, a, token, 500)
-    timed_out, timed_out_socket, _ = await echo_call(sockets, peers, b, token, 700)
-    names = {w.name: w for w in workers}
-    kept_worker = names[await asyncio.to_thread(cluster.worker_of, kept)]
-    other_worker = names[await asyncio.to_thread(cluster.worker_of, timed_out)]
+    with (
+        cluster.media_worker("drain-patient", drain_timeout_s=60) as patient,
+        cluster.media_worker("drain-quick", drain_timeout_s=3) as quick,
+    ):
+        kept, kept_socket, kept_peer = await echo_call(sockets, peers, a, token, 500)
+        cut, cut_socket, _ = await echo_call(sockets, peers, b, token, 700)
+        owners = [await asyncio.to_thread(cluster.worker_of, call) for call in (kept, cut)]
+        assert owners == [patient.name, quick.name]  # both empty: the first by name
 
-    # Draining: no new calls, its own call goes on until it is hung up, then it exits.
-    kept_worker.signal(signal.SIGTERM)
-    await asyncio.sleep(0.5)
-    for _ in range(2):
-        fresh, fresh_socket, _ = await echo_call(sockets, peers, b, token, 900)
-        assert await asyncio.to_thread(cluster.worker_of, fresh) == other_worker.name
-        await fresh_socket.send({"type": "hangup", "callSid": fresh})
-        await fresh_socket.expect("event", "call.ended")
-    await kept_peer.hears(500)
-    await kept_socket.send({"type": "hangup", "callSid": kept})
-    assert (await kept_socket.expect("event", "call.ended"))["data"]["reason"] == "hangup"
-    assert await kept_worker.exit_code(within=10) == 0
-    assert "Traceback" not in kept_worker.log.read_text()
+        # Draining: no new calls; its own call goes on until hung up, then it exits.
+        patient.signal(signal.SIGTERM)
+        await asyncio.sleep(0.5)
+        for _ in range(2):
+            fresh, fresh_socket, _ = await echo_call(sockets, peers, b, token, 900)
+            assert await asyncio.to_thread(cluster.worker_of, fresh) == quick.name
+            await fresh_socket.send({"type": "hangup", "callSid": fresh})
+            await fresh_socket.expect("event", "call.ended")
+        await kept_peer.hears(500)
+        await kept_socket.send({"type": "hangup", "callSid": kept})
+        assert (await kept_socket.expect("event", "call.ended"))["data"]["reason"] == "hangup"
+        assert await patient.exit_code(within=10) == 0
 
-    # A call still going at the drain timeout (4 s here) is ended cleanly.
-    other_worker.signal(signal.SIGTERM)
-    ended = await timed_out_socket.expect("event", "call.ended", within=10)
-    assert ended["data"]["reason"] == "server_restart"
-    assert await other_worker.exit_code(within=10) == 0
-    record = await rest(a, "GET", f"/api/calls/{timed_out}", token)
+        # A call still going at the drain timeout is ended cleanly.
+        quick.signal(signal.SIGTERM)
+        ended = await cut_socket.expect("event", "call.ended", within=10)
+        assert ended["data"]["reason"] == "server_restart"
+        assert await quick.exit_code(within=10) == 0
+    for worker in (patient, quick):
+        assert "Traceback" not in worker.log.read_text()
+    record = await rest(a, "GET", f"/api/calls/{cut}", token)
     assert (record["state"], record["endReason"]) == ("ended", "server_restart")
     assert {leg["mediaState"] for leg in record["legs"]} == {"closed"}
 
-    # No worker left: a new call is refused with the contract's error, nothing recorded.
+    # No worker left: a new call is refused with the contract's error.
     socket_, peer = await sockets(a), peers(300)
     await socket_.send(offer(token, await peer.offer(), mode="echo"))
     error = await socket_.expect("error")
