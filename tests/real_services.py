@@ -126,7 +126,7 @@ def running_postgres() -> Iterator[str]:
 class Turn:
     url: str
     secret: str
-    port: int
+    log: Path
 
 
 @contextmanager
@@ -162,6 +162,6 @@ def running_coturn(workdir: Path) -> Iterator[Turn]:
         process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, process, log)  # it listens on TCP too
-        yield Turn(f"turn:127.0.0.1:{port}?transport=udp", secret, port)
+        yield Turn(f"turn:127.0.0.1:{port}?transport=udp", secret, log)
     finally:
         stop(process)
