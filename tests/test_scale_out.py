@@ -9,6 +9,7 @@ operators answering one call on PostgreSQL: exactly one wins.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import threading
 import time
@@ -303,6 +304,57 @@ async def test_it_lets_exactly_one_of_two_operators_answer_on_postgresql(
         )
         assert (operator_legs, answered) == (1, 1)
         await rest(a, "POST", f"/api/calls/{call['callID']}/hangup", user_token)
+
+
+async def test_it_lets_exactly_one_of_two_racing_operator_offers_join(
+    cluster: Cluster, workers: list[MediaWorkerProcess], sockets: Any, peers: Any
+) -> None:
+    """The same race over WebSockets with media: both offers reach the call's worker; one
+    joins, the other gets CALL_STATE and its peer connection is let go."""
+    a, b = cluster.daphnes
+    tokens = [await asyncio.to_thread(cluster.token, f"offer-race-{n}") for n in (1, 2)]
+    for _ in range(3):
+        user_token = await new_session(cluster, tokens[0], "Racer")
+        user, user_peer = await sockets(a), peers(440)
+        await user.send(offer(user_token, await user_peer.offer()))
+        user_answer = await user.expect("answer")
+        call_id = user_answer["callSid"]
+        contenders = [(await sockets(a), peers(880)), (await sockets(b), peers(880))]
+        messages = [
+            offer(token, await peer.offer(), callSid=call_id)
+            for token, (_, peer) in zip(tokens, contenders, strict=True)
+        ]
+        await asyncio.gather(
+            *(
+                socket_.send(message)
+                for (socket_, _), message in zip(contenders, messages, strict=True)
+            )
+        )
+        replies = [await _reply(socket_) for socket_, _ in contenders]
+        kinds = sorted(reply["type"] for reply in replies)
+        assert kinds == ["answer", "error"], replies
+        loser = next(reply for reply in replies if reply["type"] == "error")
+        assert loser["data"]["code"] == "CALL_STATE", loser
+        winner_peer, winner_answer = next(
+            (peer, reply)
+            for (_, peer), reply in zip(contenders, replies, strict=True)
+            if reply["type"] == "answer"
+        )
+        await user_peer.accept(user_answer["data"]["sdp"])
+        await winner_peer.accept(winner_answer["data"]["sdp"])
+        await user_peer.wait_connected()
+        await user_peer.hears(880)
+        await user.send({"type": "hangup", "callSid": call_id})
+        await user.expect("event", "call.ended")
+
+
+async def _reply(socket_: RealSocket, within: float = 10.0) -> dict[str, Any]:
+    """The first answer or error on the socket."""
+    async with asyncio.timeout(within):
+        while True:
+            message = json.loads(await socket_.connection.recv())
+            if message["type"] in ("answer", "error"):
+                return message
 
 
 def test_it_runs_on_postgresql(cluster: Cluster) -> None:

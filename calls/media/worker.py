@@ -2,7 +2,8 @@
 
 Messages on its channel (`media.<name>`), each handled in order per call:
   media.offer      {call, kind, mode, leg, role, sdp, reply_to, request_id}
-                   → media.answer | media.error (kind "create" while draining: refused)
+                   → media.answer | media.error (refused: kind "create" while draining;
+                   kind "answer" when another party's answer already holds that role)
   media.candidate  {call, leg, candidate, sdpMid, sdpMLineIndex, reply_to?, request_id?}
   media.close      {call, leg, reply_to?} close that leg's media; the call stays → media.closed
   media.end_call   {call}               the call ended: stop its recordings, close its legs
@@ -183,6 +184,11 @@ class MediaWorker:
                 ErrorCode.MEDIA_BRIDGE_FAILURE, "that media worker is draining; call again"
             )
         call = self.calls.get(call_id) or CallMedia(call_id, message["mode"])
+        holder = call.legs.get(role)
+        if message.get("kind") == "answer" and holder is not None and holder.leg_id != leg_id:
+            # Two parties racing to answer: the first offer here is the one that may be
+            # recorded; the later one must not replace its media.
+            raise CallbridgeError(ErrorCode.CALL_STATE, "the call is already being answered")
         peer = LegPeer(
             leg_id=leg_id,
             role=role,
