@@ -58,7 +58,31 @@ class Cluster:
         return self.daphnes[0].manage("createapitoken", name, "--quiet").strip()
 
     @contextmanager
-    def media_worker(self, name: str, drain_timeout_s: float = 4) -> Iterator[MediaWorkerProcess]:
+    def media_workers(self, *names_and_drain_s: tuple[str, float]) -> Iterator[list]:
+        """`manage.py mediaworker` processes (started together), each with its drain
+        timeout; stopped with SIGTERM (a drain) at the end."""
+        started = [self._start_worker(name, drain_s) for name, drain_s in names_and_drain_s]
+        try:
+            deadline = time.monotonic() + 30
+            for worker in started:
+                while "running: capacity" not in worker.log.read_text():
+                    if worker.process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(
+                            f"{worker.name} did not start:\n{worker.log.read_text()}"
+                        )
+                    time.sleep(0.1)
+            yield started
+        finally:
+            for worker in started:
+                if worker.process.poll() is None:
+                    worker.signal(signal.SIGTERM)
+            for worker, (_, drain_s) in zip(started, names_and_drain_s, strict=True):
+                try:
+                    worker.process.wait(timeout=drain_s + 10)
+                except subprocess.TimeoutExpired:
+                    stop(worker.process)
+
+    def _start_worker(self, name: str, drain_timeout_s: float) -> MediaWorkerProcess:
         log = self.data_dir / f"worker-{name}.log"
         options = ["--ice-host-address", "127.0.0.1", "--drain-timeout", str(drain_timeout_s)]
         with log.open("w") as out:
@@ -69,21 +93,7 @@ class Cluster:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        worker = MediaWorkerProcess(name, process, log)
-        try:
-            deadline = time.monotonic() + 30
-            while "running: capacity" not in log.read_text():
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"media worker {name} did not start:\n{log.read_text()}")
-                time.sleep(0.1)
-            yield worker
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=drain_timeout_s + 10)
-                except subprocess.TimeoutExpired:
-                    stop(process)
+        return MediaWorkerProcess(name, process, log)
 
 
 @contextmanager
@@ -103,5 +113,8 @@ def running_cluster(data_dir: Path) -> Iterator[Cluster]:
         daphnes = []
         for name in ("daphne-a", "daphne-b"):
             (data_dir / name).mkdir()
-            daphnes.append(stack.enter_context(running_server(data_dir / name, **env)))
+            migrate = not daphnes  # one database: the first migrates it
+            daphnes.append(
+                stack.enter_context(running_server(data_dir / name, migrate=migrate, **env))
+            )
         yield Cluster(daphnes, database_url, data_dir)

@@ -39,11 +39,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 def workers(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[list[MediaWorkerProcess]]:
     """Two fresh media worker processes (named after the test) for this test."""
     prefix = request.node.name.removeprefix("test_it_")[:40]
-    with (
-        cluster.media_worker(f"{prefix}-1") as first,
-        cluster.media_worker(f"{prefix}-2") as second,
-    ):
-        yield [first, second]
+    with cluster.media_workers((f"{prefix}-1", 2), (f"{prefix}-2", 2)) as started:
+        yield started
 
 
 @pytest.fixture
@@ -220,10 +217,7 @@ async def test_it_ends_a_killed_workers_calls_and_places_new_calls_elsewhere(
 async def test_it_drains_a_worker_on_sigterm(cluster: Cluster, sockets: Any, peers: Any) -> None:
     a, b = cluster.daphnes
     token = await asyncio.to_thread(cluster.token, "drain")
-    with (
-        cluster.media_worker("drain-patient", drain_timeout_s=60) as patient,
-        cluster.media_worker("drain-quick", drain_timeout_s=3) as quick,
-    ):
+    with cluster.media_workers(("drain-patient", 60), ("drain-quick", 3)) as (patient, quick):
         kept, kept_socket, kept_peer = await echo_call(sockets, peers, a, token, 500)
         cut, cut_socket, _ = await echo_call(sockets, peers, b, token, 700)
         owners = [await asyncio.to_thread(cluster.worker_of, call) for call in (kept, cut)]
