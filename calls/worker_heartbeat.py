@@ -74,6 +74,10 @@ class Heartbeat:
         self.state = WorkerState.RUNNING
         self._beat_now = asyncio.Event()
 
+    async def announce(self) -> None:
+        """The first beat: from now on placement may choose this worker."""
+        await self._beat(self.state)
+
     def drain(self) -> None:
         """Say at once that this worker takes no new calls."""
         self.state = WorkerState.DRAINING

@@ -78,6 +78,7 @@ async def serve(name: str, addresses: list[str], capacity: int, drain_timeout_s:
     loop = asyncio.get_running_loop()
     publishing = loop.create_task(publisher.run(), name="callbridge:event-publisher")
     working = loop.create_task(worker.run(), name="callbridge:media-worker")
+    await heartbeat.announce()  # placeable once this returns (and "running" is logged)
     beating = loop.create_task(heartbeat.run(), name="callbridge:heartbeat")
 
     signals = asyncio.Queue[int]()
