@@ -18,7 +18,7 @@ from django.conf import settings
 
 from calls.deadlines import CallDeadlines
 from calls.events import EventPublisher
-from calls.media.aiortc_internals import advertise_host_addresses
+from calls.media.aiortc_internals import advertise_host_addresses, use_numpy_audio_level
 from calls.media.peer import PeerSettings
 from calls.media.worker import MediaWorker
 from calls.media_reporter import DatabaseLegReporter
@@ -35,13 +35,16 @@ def media_worker(name: str = "", host_addresses: list[str] | None = None) -> Med
     """This process's media worker (default: the embedded one, as configured)."""
     addresses = settings.CALLBRIDGE_ICE_HOST_ADDRESSES if host_addresses is None else host_addresses
     advertise_host_addresses(addresses)
+    use_numpy_audio_level()
     stun = tuple(RTCIceServer(urls=url) for url in settings.CALLBRIDGE_STUN_URLS)
     return MediaWorker(
         name=name or settings.CALLBRIDGE_MEDIA_WORKER_NAME,
         layer=get_channel_layer(),
         reporter=DatabaseLegReporter(),
         peer_settings=PeerSettings(
-            ice_servers=stun, ice_timeout_s=settings.CALLBRIDGE_ICE_TIMEOUT_S
+            ice_servers=stun,
+            ice_timeout_s=settings.CALLBRIDGE_ICE_TIMEOUT_S,
+            forwarding=settings.CALLBRIDGE_MEDIA_PATH == "forward",
         ),
     )
 

@@ -334,6 +334,10 @@ async def test_it_records_only_after_both_agree_and_stops_when_the_user_withdraw
         await my_status_is(dashboard, "Talking with Flo.")
 
         await dashboard.get_by_role("button", name="Give my consent to be recorded").click()
+        # Only the user's consent is missing once the operator's is on file (not before).
+        await dashboard.wait_for_function(
+            "document.getElementById('my-consent').textContent.endsWith('missing from: user.')"
+        )
         await dashboard.get_by_role("button", name="Record", exact=True).click()
         await dashboard.get_by_role("alert").filter(has_text="consent of: user").wait_for()
         prompt = page.get_by_role("region", name="Recording consent")
