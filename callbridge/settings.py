@@ -115,7 +115,10 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # redis-py 8 reads with a 5 s socket timeout by default, exactly as long as
+            # channels-redis blocks in BZPOPMIN: every idle receive then raced it and
+            # failed ("Timeout reading from …"). Reads may take longer than the block.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}]},
         }
     }
 else:
@@ -219,6 +222,19 @@ CALLBRIDGE_ICE_TIMEOUT_S = env_int("CALLBRIDGE_ICE_TIMEOUT_S", 20, minimum=1, ma
 CALLBRIDGE_ICE_HOST_ADDRESSES = env_ip_list("CALLBRIDGE_ICE_HOST_ADDRESSES")
 # The in-process media worker's name (its channel is "media.<name>").
 CALLBRIDGE_MEDIA_WORKER_NAME = env_str("CALLBRIDGE_MEDIA_WORKER_NAME", "embedded")
+# Each serving process runs a media worker of its own (the default). Off: calls go to
+# `manage.py mediaworker` processes, which need the Redis channel layer.
+CALLBRIDGE_EMBEDDED_MEDIA_WORKER = env_bool("CALLBRIDGE_EMBEDDED_MEDIA_WORKER", True)
+if not CALLBRIDGE_EMBEDDED_MEDIA_WORKER and not REDIS_URL:
+    raise ImproperlyConfigured(
+        "CALLBRIDGE_EMBEDDED_MEDIA_WORKER=false needs REDIS_URL: media workers in other "
+        "processes are reached through the Redis channel layer"
+    )
+# Seconds without a heartbeat after which a media worker counts as dead: its calls end
+# with `media_failure` and new calls avoid it. Workers beat every second.
+CALLBRIDGE_MEDIA_WORKER_TIMEOUT_S = env_int(
+    "CALLBRIDGE_MEDIA_WORKER_TIMEOUT_S", 5, minimum=2, maximum=300
+)
 # "forward": Opus is relayed between legs as it came, decoded only for recordings and
 # mixes. "decode": every frame is decoded and re-encoded (stock aiortc; a baseline).
 CALLBRIDGE_MEDIA_PATH = env_choice("CALLBRIDGE_MEDIA_PATH", "forward", ("forward", "decode"))

@@ -75,7 +75,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(data_dir: Path, **extra_env: str) -> Iterator[Server]:
+def running_server(data_dir: Path, migrate: bool = True, **extra_env: str) -> Iterator[Server]:
     """Migrate a fresh database in `data_dir` and serve it until the block ends."""
     env = {
         key: value
@@ -90,7 +90,8 @@ def running_server(data_dir: Path, **extra_env: str) -> Iterator[Server]:
     env.update(extra_env)  # may override the defaults above
     port = free_port()
     running = Server(url=f"http://127.0.0.1:{port}", env=env, log=data_dir / "serve.log")
-    running.manage("migrate", "--noinput")
+    if migrate:
+        running.manage("migrate", "--noinput")
     running.manage("collectstatic", "--noinput")
     with running.log.open("w") as log:
         process = subprocess.Popen(

@@ -111,9 +111,9 @@ class AudioSink:
 class ClientPeer:
     """A browser stand-in: sends a tone, hears the server."""
 
-    def __init__(self, frequency: float) -> None:
+    def __init__(self, frequency: float, configuration: RTCConfiguration | None = None) -> None:
         advertise_host_addresses(["127.0.0.1"])
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pc = RTCPeerConnection(configuration or RTCConfiguration(iceServers=[]))
         self.tone = ToneTrack(frequency)
         self.sink = AudioSink()
         self.pc.addTrack(self.tone)

@@ -17,6 +17,7 @@ import pytest
 
 from tests.live_server import Server, running_server
 from tests.media_peers import ClientPeer
+from tests.real_socket import RealSocket
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.daphne
@@ -82,29 +83,6 @@ def test_it_serves_pages_static_files_and_json_errors(server: Server) -> None:
     assert login_status == 200 and "callbridge" in login
     missing_status, missing, _ = server.request("GET", "/api/nothing")
     assert (missing_status, missing["code"]) == (404, "NOT_FOUND")
-
-
-class RealSocket:
-    """/ws/signal over a real TCP WebSocket."""
-
-    def __init__(self, connection: Any) -> None:
-        self.connection = connection
-        self.received: list[dict[str, Any]] = []
-
-    async def send(self, message: dict[str, Any]) -> None:
-        await self.connection.send(json.dumps(message))
-
-    async def expect(self, kind: str, name: str | None = None, within: float = 10.0) -> dict:
-        async def read() -> dict:
-            while True:
-                message = json.loads(await self.connection.recv())
-                self.received.append(message)
-                if message["type"] == "error":
-                    raise AssertionError(message)
-                if message["type"] == kind and (name is None or message["data"]["name"] == name):
-                    return message
-
-        return await asyncio.wait_for(read(), within)
 
 
 async def test_it_bridges_two_aiortc_clients_through_the_real_server(server: Server) -> None:

@@ -1,7 +1,9 @@
 """The media worker: owns the peer connections of its calls, reached via the channel layer.
 
 Messages on its channel (`media.<name>`), each handled in order per call:
-  media.offer      {call, mode, leg, role, sdp, reply_to, request_id}  → media.answer | media.error
+  media.offer      {call, kind, mode, leg, role, sdp, reply_to, request_id}
+                   → media.answer | media.error (refused: kind "create" while draining;
+                   kind "answer" when another party's answer already holds that role)
   media.candidate  {call, leg, candidate, sdpMid, sdpMLineIndex, reply_to?, request_id?}
   media.close      {call, leg, reply_to?} close that leg's media; the call stays → media.closed
   media.end_call   {call}               the call ended: stop its recordings, close its legs
@@ -99,6 +101,8 @@ class MediaWorker:
         self.reporter = reporter
         self.peer_settings = peer_settings
         self.calls: dict[str, CallMedia] = {}
+        # Off while draining: the calls it has go on, offers for new calls are refused.
+        self.accepting_new_calls = True
         self._call_locks: dict[str, asyncio.Lock] = {}
         self._handlers: set[asyncio.Task[None]] = set()
         self._reports: asyncio.Queue[Awaitable[None] | None] = asyncio.Queue()
@@ -186,7 +190,16 @@ class MediaWorker:
     # --- handlers ------------------------------------------------------------------------
     async def _offer(self, message: dict[str, Any]) -> None:
         call_id, leg_id, role = message["call"], message["leg"], message["role"]
+        if message.get("kind") == "create" and not self.accepting_new_calls:
+            raise CallbridgeError(
+                ErrorCode.MEDIA_BRIDGE_FAILURE, "that media worker is draining; call again"
+            )
         call = self.calls.get(call_id) or CallMedia(call_id, message["mode"])
+        holder = call.legs.get(role)
+        if message.get("kind") == "answer" and holder is not None and holder.leg_id != leg_id:
+            # Two parties racing to answer: the first offer here is the one that may be
+            # recorded; the later one must not replace its media.
+            raise CallbridgeError(ErrorCode.CALL_STATE, "the call is already being answered")
         peer = LegPeer(
             leg_id=leg_id,
             role=role,
