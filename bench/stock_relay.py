@@ -60,9 +60,10 @@ class StockRelay:
     def _link(self, legs: dict[str, Leg]) -> None:
         """Each leg hears the other's track, as soon as both exist."""
         for role, other in (("user", "operator"), ("operator", "user")):
-            if role in legs and other in legs and legs[other].sends is not None:
-                if not legs[role].hears.source.done():
-                    legs[role].hears.source.set_result(self.relay.subscribe(legs[other].sends))
+            if role not in legs or other not in legs or legs[role].hears.source.done():
+                continue
+            if legs[other].sends is not None:
+                legs[role].hears.source.set_result(self.relay.subscribe(legs[other].sends))
 
     async def offer(self, call_id: str, role: str, sdp: str) -> str:
         legs = self.calls.setdefault(call_id, {})

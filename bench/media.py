@@ -1,0 +1,226 @@
+"""The media benchmark: one command, every series, a report.
+
+    .venv/bin/python -m bench.media --out docs/PERFORMANCE.md      # full ramp (~10 min)
+    .venv/bin/python -m bench.media --smoke                          # seconds, tiny N
+
+For each target (callbridge, the stock aiortc relay, optionally callbridge's decode path)
+this starts a real server pinned to core 0 (`taskset`), then a load generator process
+(bench.loadgen) pinned to core 1 that ramps bridged calls and measures each step. The
+results go to a JSON file, a markdown report and a PNG chart (bench.report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import report
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_STEPS = "2,5,10,20,40,80,120,160,200,250,300,400"
+SERVER_CORE, GENERATOR_CORE = "0", "1"
+
+
+@dataclass
+class RunningServer:
+    target: str
+    url: str
+    pid: int
+    lag_file: Path
+    token: str = ""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def pinned(core: str) -> list[str]:
+    """`taskset -c core` when we can pin (bench runs on 2+ cores), else nothing."""
+    if shutil.which("taskset") and (os.cpu_count() or 1) > int(core):
+        return ["taskset", "-c", core]
+    return []
+
+
+def wait_for_port(port: int, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start:\n{log.read_text()[-3000:]}") from None
+            time.sleep(0.1)
+
+
+def callbridge_env(data_dir: Path, lag_file: Path, media_path: str | None) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("CALLBRIDGE_", "DJANGO_")) and key not in ("DATABASE_URL", "DEBUG")
+    }
+    env.update(
+        CALLBRIDGE_DATA_DIR=str(data_dir),
+        CALLBRIDGE_ICE_HOST_ADDRESSES="127.0.0.1",
+        CALLBRIDGE_LOOP_LAG_FILE=str(lag_file),
+        # The generator is one client making thousands of requests.
+        CALLBRIDGE_RATE_LIMIT_PRINCIPAL="1000000/min",
+        CALLBRIDGE_RATE_LIMIT_IP="1000000/min",
+        CALLBRIDGE_RECORDING_CONSENT="none",  # the recording step records without consents
+        CALLBRIDGE_MEDIA_GRACE_S="600",
+        LOG_LEVEL="WARNING",
+    )
+    if media_path:
+        env["CALLBRIDGE_MEDIA_PATH"] = media_path
+    return env
+
+
+@contextmanager
+def serve(target: str, work: Path) -> Iterator[RunningServer]:
+    """Start the server for `target` on core 0 with a fresh data dir; stop it after."""
+    data_dir = work / target
+    data_dir.mkdir(parents=True)
+    lag_file = data_dir / "loop-lag.txt"
+    log = data_dir / "server.log"
+    port = free_port()
+    manage = [sys.executable, "manage.py"]
+    if target == "stock":
+        env = dict(os.environ, CALLBRIDGE_LOOP_LAG_FILE=str(lag_file))
+        command = [sys.executable, "-m", "bench.stock_relay", "--port", str(port)]
+        url, token = f"ws://127.0.0.1:{port}", ""
+    else:
+        media_path = "decode" if target == "callbridge-decode" else None
+        env = callbridge_env(data_dir, lag_file, media_path)
+        run = {"cwd": ROOT, "env": env, "check": True, "capture_output": True, "text": True}
+        subprocess.run([*manage, "migrate", "--noinput"], **run)  # noqa: S603
+        token = subprocess.run(  # noqa: S603
+            [*manage, "createapitoken", "bench", "--quiet"], **run
+        ).stdout.strip()
+        command = [*manage, "serve", "--port", str(port)]
+        url = f"http://127.0.0.1:{port}"
+    with log.open("w") as out:
+        process = subprocess.Popen(  # noqa: S603
+            [*pinned(SERVER_CORE), *command], cwd=ROOT, env=env, stdout=out, stderr=out
+        )
+    try:
+        wait_for_port(port, process, log)
+        yield RunningServer(target, url, process.pid, lag_file, token)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def run_generator(
+    server: RunningServer, args: argparse.Namespace, steps: str, **extra: str
+) -> list:
+    """Run bench.loadgen against `server` on core 1; its per-step JSON results."""
+    command = [
+        *pinned(GENERATOR_CORE),
+        sys.executable,
+        "-m",
+        "bench.loadgen",
+        f"--target={server.target}",
+        f"--url={server.url}",
+        f"--token={server.token}",
+        f"--server-pid={server.pid}",
+        f"--lag-file={server.lag_file}",
+        f"--steps={steps}",
+        f"--window={args.window}",
+        f"--settle={args.settle}",
+        f"--parallel={args.parallel}",
+        f"--latency-bound={args.latency_bound}",
+    ]
+    command += [f"--{key.replace('_', '-')}={value}" for key, value in extra.items()]
+    results = []
+    with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True) as generator:  # noqa: S603
+        for line in generator.stdout or ():
+            if line.startswith("{"):
+                step = json.loads(line)
+                results.append(step)
+                print(report.progress_line(step), flush=True)
+    if generator.returncode:
+        raise RuntimeError(f"load generator for {server.target} exited {generator.returncode}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="callbridge media benchmark")
+    parser.add_argument("--out", type=Path, default=None, help="markdown report (and PNG beside)")
+    parser.add_argument("--json", type=Path, default=None, help="raw results (default: beside)")
+    parser.add_argument(
+        "--targets",
+        default="callbridge,stock",
+        help="comma-separated: callbridge, stock, callbridge-decode",
+    )
+    parser.add_argument("--steps", default=DEFAULT_STEPS, help="calls per step")
+    parser.add_argument("--stock-steps", default=None, help="steps for the stock relay")
+    parser.add_argument("--window", type=float, default=10.0, help="seconds measured per step")
+    parser.add_argument("--settle", type=float, default=2.0)
+    parser.add_argument("--parallel", type=int, default=10, help="calls set up at once")
+    parser.add_argument("--latency-bound", type=float, default=20.0, help="ms added, p95")
+    parser.add_argument("--record-at", type=int, default=5, help="N for recording on vs off")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds, tiny N (CI)")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.steps, args.stock_steps = "1,2", "1"
+        args.window, args.settle, args.record_at = 2.0, 0.5, 1
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    command = "python -m bench.media " + " ".join(argv if argv is not None else sys.argv[1:])
+    started = time.time()
+    series: dict[str, list] = {}
+    recording: list = []
+    with tempfile.TemporaryDirectory(prefix="callbridge-bench-") as tmp:
+        for target in targets:
+            steps = args.stock_steps or args.steps if target == "stock" else args.steps
+            print(f"== {target}: steps {steps}", flush=True)
+            with serve(target, Path(tmp)) as server:
+                series[target] = run_generator(server, args, steps)
+                if target == "callbridge" and args.record_at:
+                    # Same server, the ramp's calls hung up: N calls, then all recorded.
+                    print(f"== {target}: recording off vs on at {args.record_at} calls")
+                    recording = run_generator(
+                        server, args, str(args.record_at), record_at=str(args.record_at)
+                    )
+    results = {
+        "command": command.strip(),
+        "started": started,
+        "machine": report.machine(),
+        "versions": report.versions(),
+        "latency_bound_ms": args.latency_bound,
+        "series": series,
+        "recording": recording,
+    }
+    summary = report.summarize(results)
+    results["summary"] = summary
+    print(report.summary_text(summary), flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        json_path = args.json or args.out.with_suffix(".json")
+        json_path.write_text(json.dumps(results, indent=1))
+        chart = args.out.with_name(args.out.stem.lower() + ".png")
+        report.chart(results, chart)
+        args.out.write_text(report.markdown(results, chart.name))
+        print(f"wrote {args.out}, {chart}, {json_path}")
+    elif args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
