@@ -296,6 +296,6 @@ HOW_IT_MEASURES = """## How it measures
   failing step; otherwise the server.
 - **Recording on vs off**: after the callbridge ramp (its calls hung up), the same server
   gets `--record-at` calls, measured, then every call
-  recorded (`POST /api/calls/{id}/record`; the bench sets `CALLBRIDGE_RECORDING_CONSENT=none`)
+  recorded (`POST /api/calls/{{id}}/record`; the bench sets `CALLBRIDGE_RECORDING_CONSENT=none`)
   and measured again.
 """
