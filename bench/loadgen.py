@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -72,7 +71,7 @@ class BenchCall:
 
 
 class Generator:
-    def __init__(self, target: Target, args: argparse.Namespace) -> None:
+    def __init__(self, target: Target | None, args: argparse.Namespace) -> None:
         self.target = target
         self.args = args
         self.user_payloads = encode_payloads(440.0)
@@ -133,6 +132,8 @@ class Generator:
 
     async def _connect_call(self, index: int, probe: bool) -> tuple[float, float]:
         """One bridged call; returns both legs' offer→connected times."""
+        if self.target is None:
+            return await self._connect_direct_call(index, probe)
         handle = await self.target.create_call(index)
         user, operator = FastLeg(f"user-{index}", probe), FastLeg(f"operator-{index}", probe)
         try:
@@ -157,6 +158,21 @@ class Generator:
             self._add_sender(leg, payloads, peer_probe=probe)
         self.calls.append(BenchCall(handle, user, operator))
         return user_connected - user_posted, operator_connected - operator_posted
+
+    async def _connect_direct_call(self, index: int, probe: bool) -> tuple[float, float]:
+        """Calibration (`--target generator`): the two legs talk to each other, no server,
+        so the whole cost of a call's packets lands on the generator."""
+        user, operator = FastLeg(f"user-{index}", probe), FastLeg(f"operator-{index}", probe)
+        posted = time.perf_counter()
+        await user.accept(await operator.answer(await user.offer()))
+        await user.wait_connected(self.args.connect_timeout)
+        await operator.wait_connected(self.args.connect_timeout)
+        connected = time.perf_counter() - posted
+        for leg, payloads in ((user, self.user_payloads), (operator, self.operator_payloads)):
+            leg.take_over()
+            self._add_sender(leg, payloads, peer_probe=probe)
+        self.calls.append(BenchCall(CallHandle(f"direct-{index}"), user, operator))
+        return connected, connected
 
     async def add_calls(self, count: int) -> list[float]:
         semaphore = asyncio.Semaphore(self.args.parallel)
@@ -195,16 +211,18 @@ class Generator:
         cpu0, gen0, wall0 = process_cpu_s(args.server_pid), process_cpu_s(os.getpid()), time.time()
         start = time.perf_counter()
         self.sound_until = start + args.window
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(args.window):
-                while True:
-                    try:
-                        rtts.append(await self.target.ws_round_trip())
-                    except Exception as error:  # a dead probe is a result, not a crash
-                        logger.warning("ws probe failed: %r", error)
-                        rtts.append(float("inf"))
-                        await asyncio.sleep(0.5)
-                    await asyncio.sleep(0.1)
+        # Never cancel a probe mid-flight: its late reply would answer the next one.
+        while time.perf_counter() < self.sound_until:
+            if self.target is None:
+                await asyncio.sleep(self.sound_until - time.perf_counter())
+                break
+            try:
+                rtts.append(await self.target.ws_round_trip())
+            except Exception as error:  # a dead probe is a result, not a crash
+                logger.warning("ws probe failed: %r", error)
+                rtts.append(float("inf"))
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(min(0.1, max(self.sound_until - time.perf_counter(), 0)))
         wall1 = time.time()
         elapsed = time.perf_counter() - start
         cpu1, gen1 = process_cpu_s(args.server_pid), process_cpu_s(os.getpid())
@@ -268,7 +286,7 @@ class Generator:
         await asyncio.gather(*(self.target.record(c.handle) for c in self.calls))
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
+        if self.target is not None:
             await asyncio.gather(
                 *(self.target.hang_up(c.handle) for c in self.calls), return_exceptions=True
             )
@@ -298,8 +316,10 @@ def held(step: dict, latency_bound_ms: float) -> tuple[bool, bool]:
 
 
 async def run(args: argparse.Namespace) -> None:
-    target: Target
-    if args.target == "stock":
+    target: Target | None
+    if args.target == "generator":
+        target, args.server_pid = None, os.getpid()  # the "server" is this process
+    elif args.target == "stock":
         target = StockTarget(args.url)
     else:
         target = CallbridgeTarget(args.url, args.token)
@@ -338,15 +358,18 @@ async def run(args: argparse.Namespace) -> None:
     finally:
         ticker.cancel()
         await generator.close()
-        await target.close()
+        if target is not None:
+            await target.close()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="bench load generator (run by bench.media)")
-    parser.add_argument("--target", required=True, help="callbridge, callbridge-decode or stock")
-    parser.add_argument("--url", required=True, help="http://… (callbridge) or ws://… (stock)")
+    parser.add_argument(
+        "--target", required=True, help="callbridge, callbridge-decode, stock or generator"
+    )
+    parser.add_argument("--url", default="", help="http://… (callbridge) or ws://… (stock)")
     parser.add_argument("--token", default="", help="callbridge API token")
-    parser.add_argument("--server-pid", type=int, required=True)
+    parser.add_argument("--server-pid", type=int, default=0)
     parser.add_argument("--lag-file", default=None)
     parser.add_argument("--steps", type=lambda s: [int(x) for x in s.split(",")], required=True)
     parser.add_argument("--window", type=float, default=10.0, help="seconds measured per step")

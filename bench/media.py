@@ -176,10 +176,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parallel", type=int, default=10, help="calls set up at once")
     parser.add_argument("--latency-bound", type=float, default=20.0, help="ms added, p95")
     parser.add_argument("--record-at", type=int, default=5, help="N for recording on vs off")
+    parser.add_argument(
+        "--calibrate-steps",
+        default="50,100,200,300",
+        help="calls per step of the generator-alone run ('' to skip)",
+    )
     parser.add_argument("--smoke", action="store_true", help="a few seconds, tiny N (CI)")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.steps, args.stock_steps = "1,2", "1"
+        args.steps, args.stock_steps, args.calibrate_steps = "1,2", "1", "2"
         args.window, args.settle, args.record_at = 2.0, 0.5, 1
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     command = "python -m bench.media " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -198,6 +203,12 @@ def main(argv: list[str] | None = None) -> None:
                     recording = run_generator(
                         server, args, str(args.record_at), record_at=str(args.record_at)
                     )
+    calibration: list = []
+    if args.calibrate_steps:
+        # The generator alone (direct pairs): how many calls it can drive on its core.
+        print(f"== generator alone: steps {args.calibrate_steps}", flush=True)
+        alone = RunningServer("generator", "", 0, Path(os.devnull))
+        calibration = run_generator(alone, args, args.calibrate_steps)
     results = {
         "command": command.strip(),
         "started": started,
@@ -206,6 +217,7 @@ def main(argv: list[str] | None = None) -> None:
         "latency_bound_ms": args.latency_bound,
         "series": series,
         "recording": recording,
+        "calibration": calibration,
     }
     summary = report.summarize(results)
     results["summary"] = summary

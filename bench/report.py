@@ -85,6 +85,15 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
             "calls_per_core": _ratio(ours["calls_per_core"], stock["calls_per_core"]),
             "max_calls_loss": _ratio(ours["max_calls_loss"], stock["max_calls_loss"]),
         }
+    calibration = results.get("calibration") or []
+    if calibration:
+        busiest = max(calibration, key=lambda s: s["calls"])
+        summary["generator"] = {
+            "calls": busiest["calls"],
+            "cpu_per_call_pct": busiest["cpu_per_call_pct"],
+            "calls_per_core": busiest["calls_per_core"],
+            "loss_ok": busiest["loss_ok"],
+        }
     off = [s for s in results.get("recording", []) if not s["recording"]]
     on = [s for s in results.get("recording", []) if s["recording"]]
     if off and on and off[0]["cpu_per_call_pct"] and on[0]["cpu_per_call_pct"]:
@@ -125,7 +134,7 @@ def progress_line(step: Step) -> str:
 def summary_text(summary: dict[str, Any]) -> str:
     lines = []
     for target, s in summary.items():
-        if target in ("ratio", "recording"):
+        if target in ("ratio", "recording", "generator"):
             continue
         lines.append(
             f"{target}: held {s['max_calls_loss']} calls at <0.5% loss"
@@ -138,6 +147,13 @@ def summary_text(summary: dict[str, Any]) -> str:
         lines.append(
             f"callbridge / stock: {_fmt(r['calls_per_core'])}x calls per core,"
             f" {_fmt(r['max_calls_loss'])}x calls held"
+        )
+    if "generator" in summary:
+        g = summary["generator"]
+        lines.append(
+            f"generator alone (direct pairs, no server): {_fmt(g['cpu_per_call_pct'], '{:.2f}')}%"
+            f" CPU/call at {g['calls']} calls = {_fmt(g['calls_per_core'])} calls per core"
+            " before the generator itself limits a run"
         )
     if "recording" in summary:
         r = summary["recording"]
@@ -251,6 +267,18 @@ def markdown(results: dict[str, Any], chart_name: str) -> str:
     ]
     for target, steps in results["series"].items():
         parts += [f"## {target}", "", table(steps), ""]
+    if results.get("calibration"):
+        parts += [
+            "## generator alone (calibration)",
+            "",
+            "The load generator with each call's two legs connected to each other directly:",
+            "every packet of a call is sent and received by the generator, as in a bridged",
+            'call, so its CPU per call here is its cost per bridged call ("server CPU" is the',
+            "generator process).",
+            "",
+            table(results["calibration"]),
+            "",
+        ]
     if results.get("recording"):
         parts += ["## callbridge, recording off vs on", "", table(results["recording"]), ""]
     parts += [HOW_IT_MEASURES.format(bound=results["latency_bound_ms"])]
