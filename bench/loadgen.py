@@ -40,6 +40,15 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def core_busy_s(core: int) -> float:
+    """Seconds core `core` spent busy (anything but idle/iowait), from /proc/stat."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{core} "):
+            ticks = [int(x) for x in line.split()[1:]]
+            return (sum(ticks[:8]) - ticks[3] - ticks[4]) / CLOCK_TICKS
+    return 0.0
+
+
 def process_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -209,6 +218,7 @@ class Generator:
         self.late.clear()
         rtts: list[float] = []
         cpu0, gen0, wall0 = process_cpu_s(args.server_pid), process_cpu_s(os.getpid()), time.time()
+        busy0 = core_busy_s(args.server_core), core_busy_s(args.generator_core)
         start = time.perf_counter()
         self.sound_until = start + args.window
         # Never cancel a probe mid-flight: its late reply would answer the next one.
@@ -226,6 +236,7 @@ class Generator:
         wall1 = time.time()
         elapsed = time.perf_counter() - start
         cpu1, gen1 = process_cpu_s(args.server_pid), process_cpu_s(os.getpid())
+        busy1 = core_busy_s(args.server_core), core_busy_s(args.generator_core)
         rss = process_rss_mb(args.server_pid)
         await asyncio.sleep(args.drain)  # sound still in flight (and the lag file's flush)
 
@@ -251,6 +262,9 @@ class Generator:
         server_cpu = (cpu1 - cpu0) / elapsed * 100
         gen_cpu = (gen1 - gen0) / elapsed * 100
         per_call = server_cpu / n_calls if n_calls else None
+        # What other processes took from our cores: a busy machine skews every number.
+        others_server_core = (busy1[0] - busy0[0]) / elapsed * 100 - server_cpu
+        others_generator_core = (busy1[1] - busy0[1]) / elapsed * 100 - gen_cpu
         late_p99 = percentile(self.late, 99)
         result: dict[str, Any] = {
             "target": args.target,
@@ -262,6 +276,8 @@ class Generator:
             "cpu_per_call_pct": round(per_call, 2) if per_call else None,
             "calls_per_core": round(100 / per_call, 1) if per_call else None,
             "generator_cpu_pct": round(gen_cpu, 1),
+            "others_on_server_core_pct": round(max(others_server_core, 0.0), 1),
+            "others_on_generator_core_pct": round(max(others_generator_core, 0.0), 1),
             "loss_user_to_operator": losses["user_to_operator"],
             "loss_operator_to_user": losses["operator_to_user"],
             "latency_p50_ms": ms(percentile(bridge, 50)),
@@ -371,6 +387,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--token", default="", help="callbridge API token")
     parser.add_argument("--server-pid", type=int, default=0)
     parser.add_argument("--lag-file", default=None)
+    parser.add_argument("--server-core", type=int, default=0, help="for the busy-core check")
+    parser.add_argument("--generator-core", type=int, default=1)
     parser.add_argument("--steps", type=lambda s: [int(x) for x in s.split(",")], required=True)
     parser.add_argument("--window", type=float, default=10.0, help="seconds measured per step")
     parser.add_argument("--settle", type=float, default=2.0)

@@ -146,6 +146,8 @@ def run_generator(
         f"--settle={args.settle}",
         f"--parallel={args.parallel}",
         f"--latency-bound={args.latency_bound}",
+        f"--server-core={SERVER_CORE}",
+        f"--generator-core={GENERATOR_CORE}",
     ]
     command += [f"--{key.replace('_', '-')}={value}" for key, value in extra.items()]
     results = []
@@ -197,9 +199,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"== {target}: steps {steps}", flush=True)
             with serve(target, Path(tmp)) as server:
                 series[target] = run_generator(server, args, steps)
-                if target == "callbridge" and args.record_at:
-                    # Same server, the ramp's calls hung up: N calls, then all recorded.
-                    print(f"== {target}: recording off vs on at {args.record_at} calls")
+            if target == "callbridge" and args.record_at:
+                # A fresh server: N calls measured, then all of them recorded and measured.
+                print(f"== {target}: recording off vs on at {args.record_at} calls", flush=True)
+                with serve(target, Path(tmp) / "recording") as server:
                     recording = run_generator(
                         server, args, str(args.record_at), record_at=str(args.record_at)
                     )

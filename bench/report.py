@@ -61,6 +61,9 @@ def summarize_series(steps: list[Step]) -> dict[str, Any]:
         limited_by = "generator"
     else:
         limited_by = "server"
+        others = last.get("others_on_server_core_pct") or 0
+        if others > 20:
+            limited_by += f" (sharing its core: other processes used {others:.0f}% of it)"
     return {
         "max_calls_loss": best["calls"] if best else 0,
         "max_calls_loss_and_latency": max((s["calls"] for s in held_both), default=0),
@@ -128,6 +131,7 @@ def progress_line(step: Step) -> str:
         f" added p95 {_fmt(step['added_p95_ms'])} ms"
         f" ws p99 {_fmt(step['ws_rtt_p99_ms'])} ms lag p99 {_fmt(step['loop_lag_p99_ms'])} ms"
         f" gen {_fmt(step['generator_cpu_pct'])}%"
+        f" others on server core {_fmt(step.get('others_on_server_core_pct'))}%"
     )
 
 
@@ -179,6 +183,7 @@ COLUMNS = [
     ("loop_lag_p99_ms", "loop lag p99 ms", "{:.1f}"),
     ("rss_mb", "RSS MB", "{:.0f}"),
     ("generator_cpu_pct", "gen CPU %", "{:.0f}"),
+    ("others_on_server_core_pct", "others on server core %", "{:.0f}"),
 ]
 
 
@@ -322,8 +327,10 @@ HOW_IT_MEASURES = """## How it measures
   its first step, so its capacity is still measured. **Limited by generator** when the
   generator used > 85% of its core or its 20 ms send clock ran > 20 ms late (p99) in the
   failing step; otherwise the server.
-- **Recording on vs off**: after the callbridge ramp (its calls hung up), the same server
-  gets `--record-at` calls, measured, then every call
+- **Others on server core**: how much of the server's core other processes used during the
+  window (`/proc/stat` busy time minus the server's own CPU). Anything but ~0 means the
+  machine was shared and the server could not use a whole core: rerun on a quiet machine.
+- **Recording on vs off**: a fresh server gets `--record-at` calls, measured, then every call
   recorded (`POST /api/calls/{{id}}/record`; the bench sets `CALLBRIDGE_RECORDING_CONSENT=none`)
   and measured again.
 """
