@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -47,6 +48,14 @@ def core_busy_s(core: int) -> float:
             ticks = [int(x) for x in line.split()[1:]]
             return (sum(ticks[:8]) - ticks[3] - ticks[4]) / CLOCK_TICKS
     return 0.0
+
+
+def udp_receive_buffer_errors() -> int:
+    """Datagrams the kernel dropped because a socket's receive buffer was full (this network
+    namespace, every process): loss that no application code saw."""
+    lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines()]
+    header, values = next(pair for pair in itertools.pairwise(lines) if pair[0][0] == "Udp:")
+    return int(values[header.index("RcvbufErrors")])
 
 
 def process_rss_mb(pid: int) -> float:
@@ -219,6 +228,7 @@ class Generator:
         rtts: list[float] = []
         cpu0, gen0, wall0 = process_cpu_s(args.server_pid), process_cpu_s(os.getpid()), time.time()
         busy0 = core_busy_s(args.server_core), core_busy_s(args.generator_core)
+        drops0 = udp_receive_buffer_errors()
         start = time.perf_counter()
         self.sound_until = start + args.window
         # Never cancel a probe mid-flight: its late reply would answer the next one.
@@ -239,6 +249,7 @@ class Generator:
         busy1 = core_busy_s(args.server_core), core_busy_s(args.generator_core)
         rss = process_rss_mb(args.server_pid)
         await asyncio.sleep(args.drain)  # sound still in flight (and the lag file's flush)
+        kernel_drops = udp_receive_buffer_errors() - drops0
 
         losses = {}
         for name, src, dst in (
@@ -292,6 +303,7 @@ class Generator:
             "ws_samples": len(rtts),
             "loop_lag_p99_ms": loop_lag_p99(args.lag_file, wall0, wall1),
             "rss_mb": round(rss, 1),
+            "udp_rcvbuf_drops": kernel_drops,
             "generator_late_p99_ms": ms(late_p99),
             "wall_start": wall0,
         }

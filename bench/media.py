@@ -184,7 +184,13 @@ def main(argv: list[str] | None = None) -> None:
         help="calls per step of the generator-alone run ('' to skip)",
     )
     parser.add_argument("--smoke", action="store_true", help="a few seconds, tiny N (CI)")
+    parser.add_argument(
+        "--from-json", type=Path, default=None, help="only re-render --out from saved results"
+    )
     args = parser.parse_args(argv)
+    if args.from_json:
+        write_report(json.loads(args.from_json.read_text()), args.out, None)
+        return
     if args.smoke:
         args.steps, args.stock_steps, args.calibrate_steps = "1,2", "1", "2"
         args.window, args.settle, args.record_at = 2.0, 0.5, 1
@@ -222,19 +228,23 @@ def main(argv: list[str] | None = None) -> None:
         "recording": recording,
         "calibration": calibration,
     }
-    summary = report.summarize(results)
-    results["summary"] = summary
-    print(report.summary_text(summary), flush=True)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        json_path = args.json or args.out.with_suffix(".json")
+    write_report(results, args.out, args.json)
+
+
+def write_report(results: dict, out: Path | None, json_path: Path | None) -> None:
+    """Summarize; write the markdown report, its chart and the raw JSON beside it."""
+    results["summary"] = report.summarize(results)
+    print(report.summary_text(results["summary"]), flush=True)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        json_path = json_path or out.with_suffix(".json")
         json_path.write_text(json.dumps(results, indent=1))
-        chart = args.out.with_name(args.out.stem.lower() + ".png")
+        chart = out.with_name(out.stem.lower() + ".png")
         report.chart(results, chart)
-        args.out.write_text(report.markdown(results, chart.name))
-        print(f"wrote {args.out}, {chart}, {json_path}")
-    elif args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        out.write_text(report.markdown(results, chart.name))
+        print(f"wrote {out}, {chart}, {json_path}")
+    elif json_path:
+        json_path.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

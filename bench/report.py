@@ -183,6 +183,7 @@ COLUMNS = [
     ("loop_lag_p99_ms", "loop lag p99 ms", "{:.1f}"),
     ("rss_mb", "RSS MB", "{:.0f}"),
     ("generator_cpu_pct", "gen CPU %", "{:.0f}"),
+    ("udp_rcvbuf_drops", "UDP drops", "{}"),
     ("others_on_server_core_pct", "others on server core %", "{:.0f}"),
 ]
 
@@ -327,6 +328,9 @@ HOW_IT_MEASURES = """## How it measures
   its first step, so its capacity is still measured. **Limited by generator** when the
   generator used > 85% of its core or its 20 ms send clock ran > 20 ms late (p99) in the
   failing step; otherwise the server.
+- **UDP drops**: the kernel's `RcvbufErrors` counter (`/proc/net/snmp`) over the window
+  and drain — datagrams dropped because some socket's receive buffer was full (every
+  process in the network namespace counts, so it is a hint, not an attribution).
 - **Others on server core**: how much of the server's core other processes used during the
   window (`/proc/stat` busy time minus the server's own CPU). Anything but ~0 means the
   machine was shared and the server could not use a whole core: rerun on a quiet machine.
