@@ -84,6 +84,7 @@ class FastLeg:
         self.received = 0
         self.received_sound = 0
         self.onsets: list[float] = []  # perf_counter times pulses began (probe legs)
+        self.undecodable = 0
         self._payload_type = 111
         self._seq = 0
         self._timestamp = 0
@@ -173,8 +174,12 @@ class FastLeg:
             self.received_sound += 1
         if self.detector is not None:
             arrival = time.perf_counter()
-            clear = self._rx.unprotect(data)
-            onset = self.detector.onset(clear[_rtp_header_length(clear) :], arrival)
+            try:  # an exception here would close the socket (asyncio's fatal-error path)
+                clear = self._rx.unprotect(data)
+                onset = self.detector.onset(clear[_rtp_header_length(clear) :], arrival)
+            except Exception:
+                self.undecodable += 1
+                return
             if onset is not None:
                 self.onsets.append(onset)
 

@@ -102,6 +102,7 @@ class Generator:
         self.late: list[float] = []  # ticker lateness samples during a window
         self.direct: tuple[FastLeg, FastLeg] | None = None
         self.setup_failures = 0
+        self.send_failures = 0
 
     # ---- sending ---------------------------------------------------------------------
     def _add_sender(self, leg: FastLeg, payloads: Payloads, peer_probe: bool) -> None:
@@ -130,12 +131,18 @@ class Generator:
                 self.sound_index[group] = 0
                 index = -1
             for sender in self.groups[group]:
-                if index < 0:
-                    sender.leg.send(sender.payloads.silence, sound=False)
-                    continue
-                if index == PULSE_FRAME and sender.records_pulses:
-                    sender.pulses_sent.append(time.perf_counter())
-                sender.leg.send(sender.payloads.sound[index], sound=True, marker=index == 0)
+                try:
+                    if index < 0:
+                        sender.leg.send(sender.payloads.silence, sound=False)
+                        continue
+                    if index == PULSE_FRAME and sender.records_pulses:
+                        sender.pulses_sent.append(time.perf_counter())
+                    sender.leg.send(sender.payloads.sound[index], sound=True, marker=index == 0)
+                except Exception as error:  # one broken leg must not stop the others' clock
+                    logger.warning("%s: send failed: %r", sender.leg.name, error)
+                    self.groups[group].remove(sender)
+                    self.send_failures += 1
+                    break
 
     # ---- setting up calls --------------------------------------------------------------
     async def start_direct_pair(self) -> None:
@@ -282,6 +289,7 @@ class Generator:
             "calls": n_calls,
             "recording": recording,
             "setup_failures": self.setup_failures,
+            "send_failures": self.send_failures,
             "window_s": round(elapsed, 2),
             "server_cpu_pct": round(server_cpu, 1),
             "cpu_per_call_pct": round(per_call, 2) if per_call else None,

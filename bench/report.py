@@ -244,6 +244,23 @@ def chart(results: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
+def _shared_machine_warning(results: dict[str, Any]) -> list[str]:
+    """A loud note when other processes used the pinned cores during the windows."""
+    steps = [s for series in results["series"].values() for s in series]
+    steps += results.get("recording") or []
+    server = max((s.get("others_on_server_core_pct") or 0 for s in steps), default=0)
+    generator = max((s.get("others_on_generator_core_pct") or 0 for s in steps), default=0)
+    if max(server, generator) < 10:
+        return []
+    return [
+        f"**Shared machine: other processes used up to {server:.0f}% of the server's core and"
+        f" {generator:.0f}% of the generator's during the measurement windows.** The server"
+        " could not use a whole core, so capacities here are low and noisy: rerun on a quiet"
+        " machine before drawing conclusions (ratios measured in the same run hold better).",
+        "",
+    ]
+
+
 def markdown(results: dict[str, Any], chart_name: str) -> str:
     when = datetime.datetime.fromtimestamp(results["started"], datetime.UTC)
     m, v, summary = results["machine"], results["versions"], results["summary"]
@@ -262,6 +279,7 @@ def markdown(results: dict[str, Any], chart_name: str) -> str:
         "",
         "Versions: " + ", ".join(f"{name} {version}" for name, version in v.items()) + ".",
         "",
+        *_shared_machine_warning(results),
         "## Summary",
         "",
         "```",
