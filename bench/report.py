@@ -57,12 +57,13 @@ def summarize_series(steps: list[Step]) -> dict[str, Any]:
         limited_by = "no data"
     elif last["loss_ok"] and (last["latency_ok"] or last["growth_ok"]):
         limited_by = "neither (ran out of steps)"
-    elif last["generator_limited"]:
-        limited_by = "generator"
     else:
-        limited_by = "server"
+        # A saturated server core (ours + other processes') means the server limited the
+        # run, even if the generator was also late; otherwise a late generator did.
         others = last.get("others_on_server_core_pct") or 0
-        if others > 20:
+        saturated = last["server_cpu_pct"] + others >= 90
+        limited_by = "generator" if last["generator_limited"] and not saturated else "server"
+        if limited_by == "server" and others > 20:
             limited_by += f" (sharing its core: other processes used {others:.0f}% of it)"
     return {
         "max_calls_loss": best["calls"] if best else 0,
@@ -342,10 +343,11 @@ HOW_IT_MEASURES = """## How it measures
 - **Held**: loss < 0.5% in both directions; "yes" also needs added latency p95 within the
   bound. A ramp stops at the first step that loses, or whose latency exceeds the bound —
   for a path that is over the bound even when idle (a decoding jitter buffer: the stock
-  relay, callbridge's decode path) it stops when latency grows more than the bound above
-  its first step, so its capacity is still measured. **Limited by generator** when the
-  generator used > 85% of its core or its 20 ms send clock ran > 20 ms late (p99) in the
-  failing step; otherwise the server.
+  relay, callbridge's decode path) it stops when the added latency's median grows more than
+  the bound above its first step's, so its capacity is still measured. **Limited by
+  generator** when, in the failing step, the generator used > 85% of its core or its 20 ms
+  send clock ran > 20 ms late (p99) while the server's core was not saturated (server CPU +
+  other processes' < 90%); otherwise the server.
 - **UDP drops**: the kernel's `RcvbufErrors` counter (`/proc/net/snmp`) over the window
   and drain — datagrams dropped because some socket's receive buffer was full (every
   process in the network namespace counts, so it is a hint, not an attribution).
