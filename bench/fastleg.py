@@ -76,6 +76,7 @@ class FastLeg:
         self.name = name
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.connected = asyncio.Event()
+        self.connected_at: float | None = None  # perf_counter time it became connected
         self.failed = False
         self.detector = PulseDetector() if probe else None
         # counters read by the generator
@@ -98,6 +99,7 @@ class FastLeg:
         @self.pc.on("connectionstatechange")
         def _on_state() -> None:
             if self.pc.connectionState == "connected":
+                self.connected_at = time.perf_counter()
                 self.connected.set()
             elif self.pc.connectionState in ("failed", "closed"):
                 self.failed = True

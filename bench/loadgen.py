@@ -170,26 +170,25 @@ class Generator:
             operator_posted = time.perf_counter()
             await operator.accept(await self.target.offer(handle, "operator", operator_offer))
             await user.wait_connected(self.args.connect_timeout)
-            user_connected = time.perf_counter()
             await operator.wait_connected(self.args.connect_timeout)
-            operator_connected = time.perf_counter()
         except Exception:
             await user.close()
             await operator.close()
             raise
-        # wait_connected returns soon after the event; good to a loop iteration
+        assert user.connected_at is not None and operator.connected_at is not None
         for leg, payloads in ((user, self.user_payloads), (operator, self.operator_payloads)):
             leg.take_over()
             self._add_sender(leg, payloads, peer_probe=probe)
         self.calls.append(BenchCall(handle, user, operator))
-        return user_connected - user_posted, operator_connected - operator_posted
+        return user.connected_at - user_posted, operator.connected_at - operator_posted
 
     async def _connect_direct_call(self, index: int, probe: bool) -> tuple[float, float]:
         """Calibration (`--target generator`): the two legs talk to each other, no server,
         so the whole cost of a call's packets lands on the generator."""
         user, operator = FastLeg(f"user-{index}", probe), FastLeg(f"operator-{index}", probe)
+        offer = await user.offer()
         posted = time.perf_counter()
-        await user.accept(await operator.answer(await user.offer()))
+        await user.accept(await operator.answer(offer))
         await user.wait_connected(self.args.connect_timeout)
         await operator.wait_connected(self.args.connect_timeout)
         connected = time.perf_counter() - posted

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -152,11 +153,15 @@ def run_generator(
     command += [f"--{key.replace('_', '-')}={value}" for key, value in extra.items()]
     results = []
     with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True) as generator:  # noqa: S603
-        for line in generator.stdout or ():
-            if line.startswith("{"):
-                step = json.loads(line)
-                results.append(step)
-                print(report.progress_line(step), flush=True)
+        try:
+            for line in generator.stdout or ():
+                if line.startswith("{"):
+                    step = json.loads(line)
+                    results.append(step)
+                    print(report.progress_line(step), flush=True)
+        finally:
+            if generator.poll() is None and sys.exc_info()[0] is not None:
+                generator.terminate()  # we are being stopped: stop it too
     if generator.returncode:
         raise RuntimeError(f"load generator for {server.target} exited {generator.returncode}")
     return results
@@ -188,6 +193,8 @@ def main(argv: list[str] | None = None) -> None:
         "--from-json", type=Path, default=None, help="only re-render --out from saved results"
     )
     args = parser.parse_args(argv)
+    # `kill` (SIGTERM) unwinds like Ctrl-C, so the servers and generator started are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.from_json:
         write_report(json.loads(args.from_json.read_text()), args.out, None)
         return
