@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -40,6 +41,14 @@ class RunningServer:
     pid: int
     lag_file: Path
     token: str = ""
+
+
+def raise_open_files_limit() -> None:
+    """Every leg is a UDP socket on each side: hundreds of calls outgrow a 1024 soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def free_port() -> int:
@@ -193,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:
         "--from-json", type=Path, default=None, help="only re-render --out from saved results"
     )
     args = parser.parse_args(argv)
+    raise_open_files_limit()  # inherited by the servers and generators we start
     # `kill` (SIGTERM) unwinds like Ctrl-C, so the servers and generator started are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.from_json:
