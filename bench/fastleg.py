@@ -11,7 +11,11 @@ Every use of aiortc/aioice internals in bench/ lives in this module. It relies o
   `datagram_received` is called for every datagram) and `.remote_addr`;
 - `RTCRtpSender._RTCRtpSender__rtp_task` is the sender's RTP loop, which with no track
   wakes every 20 ms; we cancel it (its `stop()` copes);
-- `RTCRtpSender._ssrc` is the SSRC announced in our SDP (we send with it).
+- `RTCRtpSender._ssrc` is the SSRC announced in our SDP (we send with it);
+- `Connection._query_consent_task` is aioice's consent-freshness loop (a STUN request
+  every ~5 s that closes the leg after 6 late answers); we cancel it on load legs, so a
+  generator that falls behind is reported as late instead of silently losing legs. We
+  still answer the server's consent checks (STUN goes to aioice as before).
 
 Why: aiortc's own path encodes and decodes every 20 ms frame in Python (plus a Python
 audio-level loop), so a generator built on it would cost as much per leg as the server it
@@ -102,7 +106,10 @@ class FastLeg:
                 self.connected_at = time.perf_counter()
                 self.connected.set()
             elif self.pc.connectionState in ("failed", "closed"):
+                # e.g. ICE consent expired: its socket is closed, and asyncio would only
+                # log (not raise) on every later send. send() raises instead.
                 self.failed = True
+                self._send = None
                 self.connected.set()
 
     def _transceiver(self) -> RTCRtpTransceiver:
@@ -135,9 +142,15 @@ class FastLeg:
 
     def take_over(self) -> None:
         """Once connected: stop aiortc's RTP loop and route our RTP around aiortc."""
+        if self.failed:
+            raise ConnectionError(f"{self.name}: {self.pc.connectionState}")
         sender = self._transceiver().sender
         dtls = sender.transport
-        pair = dtls.transport._connection._nominated[1]
+        connection = dtls.transport._connection
+        pair = connection._nominated[1]
+        consent = connection._query_consent_task
+        if consent is not None:
+            consent.cancel()
         self._tx, self._rx = dtls._tx_srtp, dtls._rx_srtp
         self._ssrc = sender._ssrc
         self._send = pair.protocol.transport.sendto
@@ -157,6 +170,8 @@ class FastLeg:
 
     def send(self, payload: bytes, sound: bool, marker: bool = False) -> None:
         """Send one 20 ms Opus payload (call on the leg's 20 ms tick)."""
+        if self._send is None:
+            raise ConnectionError(f"{self.name}: not connected ({self.pc.connectionState})")
         self._seq = (self._seq + 1) & 0xFFFF
         self._timestamp = (self._timestamp + FRAME_SAMPLES) & 0xFFFFFFFF
         second = self._payload_type | (0x80 if marker else 0)

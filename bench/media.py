@@ -138,9 +138,9 @@ def serve(target: str, work: Path) -> Iterator[RunningServer]:
 
 
 def run_generator(
-    server: RunningServer, args: argparse.Namespace, steps: str, **extra: str
-) -> list:
-    """Run bench.loadgen against `server` on core 1; its per-step JSON results."""
+    server: RunningServer, args: argparse.Namespace, steps: str, results: list, **extra: str
+) -> None:
+    """Run bench.loadgen against `server` on core 1; append its per-step results."""
     command = [
         *pinned(GENERATOR_CORE),
         sys.executable,
@@ -160,7 +160,6 @@ def run_generator(
         f"--generator-core={GENERATOR_CORE}",
     ]
     command += [f"--{key.replace('_', '-')}={value}" for key, value in extra.items()]
-    results = []
     with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True) as generator:  # noqa: S603
         try:
             for line in generator.stdout or ():
@@ -173,7 +172,6 @@ def run_generator(
                 generator.terminate()  # we are being stopped: stop it too
     if generator.returncode:
         raise RuntimeError(f"load generator for {server.target} exited {generator.returncode}")
-    return results
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -214,38 +212,51 @@ def main(argv: list[str] | None = None) -> None:
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     command = "python -m bench.media " + " ".join(argv if argv is not None else sys.argv[1:])
     started = time.time()
-    series: dict[str, list] = {}
-    recording: list = []
-    with tempfile.TemporaryDirectory(prefix="callbridge-bench-") as tmp:
-        for target in targets:
-            steps = args.stock_steps or args.steps if target == "stock" else args.steps
-            print(f"== {target}: steps {steps}", flush=True)
-            with serve(target, Path(tmp)) as server:
-                series[target] = run_generator(server, args, steps)
-            if target == "callbridge" and args.record_at:
-                # A fresh server: N calls measured, then all of them recorded and measured.
-                print(f"== {target}: recording off vs on at {args.record_at} calls", flush=True)
-                with serve(target, Path(tmp) / "recording") as server:
-                    recording = run_generator(
-                        server, args, str(args.record_at), record_at=str(args.record_at)
-                    )
-    calibration: list = []
-    if args.calibrate_steps:
-        # The generator alone (direct pairs): how many calls it can drive on its core.
-        print(f"== generator alone: steps {args.calibrate_steps}", flush=True)
-        alone = RunningServer("generator", "", 0, Path(os.devnull))
-        calibration = run_generator(alone, args, args.calibrate_steps)
-    results = {
+    results: dict = {
         "command": command.strip(),
         "started": started,
         "machine": report.machine(),
         "versions": report.versions(),
         "latency_bound_ms": args.latency_bound,
-        "series": series,
-        "recording": recording,
-        "calibration": calibration,
+        "series": {},
+        "recording": [],
+        "calibration": [],
     }
-    write_report(results, args.out, args.json)
+    json_path = args.json or (args.out.with_suffix(".json") if args.out else None)
+    try:
+        run_all(args, targets, results)
+    finally:  # stopped or failed half-way: keep what was measured (--from-json renders it)
+        if json_path:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps(results, indent=1))
+    write_report(results, args.out, json_path)
+
+
+def run_all(args: argparse.Namespace, targets: list[str], results: dict) -> None:
+    """Every series, filling `results` step by step."""
+    with tempfile.TemporaryDirectory(prefix="callbridge-bench-") as tmp:
+        for target in targets:
+            steps = args.stock_steps or args.steps if target == "stock" else args.steps
+            print(f"== {target}: steps {steps}", flush=True)
+            results["series"][target] = []
+            with serve(target, Path(tmp)) as server:
+                run_generator(server, args, steps, results["series"][target])
+            if target == "callbridge" and args.record_at:
+                # A fresh server: N calls measured, then all of them recorded and measured.
+                print(f"== {target}: recording off vs on at {args.record_at} calls", flush=True)
+                with serve(target, Path(tmp) / "recording") as server:
+                    run_generator(
+                        server,
+                        args,
+                        str(args.record_at),
+                        results["recording"],
+                        record_at=str(args.record_at),
+                    )
+    if args.calibrate_steps:
+        # The generator alone (direct pairs): how many calls it can drive on its core.
+        print(f"== generator alone: steps {args.calibrate_steps}", flush=True)
+        alone = RunningServer("generator", "", 0, Path(os.devnull))
+        run_generator(alone, args, args.calibrate_steps, results["calibration"])
 
 
 def write_report(results: dict, out: Path | None, json_path: Path | None) -> None:
