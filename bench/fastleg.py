@@ -17,6 +17,10 @@ Every use of aiortc/aioice internals in bench/ lives in this module. It relies o
   generator that falls behind is reported as late instead of silently losing legs. We
   still answer the server's consent checks (STUN goes to aioice as before).
 
+(Gathering only on 127.0.0.1 reuses the server's shim,
+`calls.media.aiortc_internals.advertise_host_addresses`.) tests/test_bench_fastleg.py fails
+if an upgrade moves any of this.
+
 Why: aiortc's own path encodes and decodes every 20 ms frame in Python (plus a Python
 audio-level loop), so a generator built on it would cost as much per leg as the server it
 measures. Here a leg sends pre-encoded Opus payloads (bench.audio) behind a header we

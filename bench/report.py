@@ -47,6 +47,14 @@ def _ramp(steps: list[Step]) -> list[Step]:
     return [s for s in steps if not s.get("recording")]
 
 
+def limit_of(step: Step) -> str:
+    """Who limited a failing step. A saturated server core (ours + other processes') means
+    the server, even if the generator was also late; otherwise a late generator."""
+    others = step.get("others_on_server_core_pct") or 0
+    saturated = step["server_cpu_pct"] + others >= 90
+    return "generator" if step["generator_limited"] and not saturated else "server"
+
+
 def summarize_series(steps: list[Step]) -> dict[str, Any]:
     ramp = _ramp(steps)
     held_loss = [s for s in ramp if s["loss_ok"]]
@@ -58,11 +66,8 @@ def summarize_series(steps: list[Step]) -> dict[str, Any]:
     elif last["loss_ok"] and (last["latency_ok"] or last["growth_ok"]):
         limited_by = "neither (ran out of steps)"
     else:
-        # A saturated server core (ours + other processes') means the server limited the
-        # run, even if the generator was also late; otherwise a late generator did.
+        limited_by = limit_of(last)
         others = last.get("others_on_server_core_pct") or 0
-        saturated = last["server_cpu_pct"] + others >= 90
-        limited_by = "generator" if last["generator_limited"] and not saturated else "server"
         if limited_by == "server" and others > 20:
             limited_by += f" (sharing its core: other processes used {others:.0f}% of it)"
     return {
@@ -205,7 +210,7 @@ def table(steps: list[Step]) -> str:
         elif step["loss_ok"]:
             verdict = "loss only"
         else:
-            verdict = "no" + (" (generator)" if step["generator_limited"] else "")
+            verdict = f"no ({limit_of(step)})"
         rows.append("| " + " | ".join(cells) + f" | {verdict} |")
     return "\n".join(rows)
 
@@ -231,13 +236,27 @@ def chart(results: dict[str, Any], path: Path) -> None:
             label=target,
         )
         latency_axis.plot(calls, [s["added_p95_ms"] for s in ramp], marker="o", label=target)
+    calibration = results.get("calibration") or []
+    if calibration:
+        cpu_axis.plot(
+            [s["calls"] for s in calibration],
+            [s["generator_cpu_pct"] for s in calibration],
+            marker=".",
+            linestyle="--",
+            color="grey",
+            label="generator alone",
+        )
     cpu_axis.set(title="server CPU (% of one core)", xlabel="bridged calls", ylabel="%")
     loss_axis.axhline(0.5, color="grey", linestyle="--", linewidth=1)
     loss_axis.set(title="packet loss, worse direction", xlabel="bridged calls", ylabel="%")
     latency_axis.axhline(results["latency_bound_ms"], color="grey", linestyle="--", linewidth=1)
     latency_axis.set(title="added one-way latency p95", xlabel="bridged calls", ylabel="ms")
+    steps = sorted({s["calls"] for series in results["series"].values() for s in series})
+    steps = sorted({*steps, *(s["calls"] for s in calibration)})
     for axis in (cpu_axis, loss_axis, latency_axis):
-        axis.set_xscale("symlog", linthresh=10)
+        axis.set_xscale("log")
+        axis.set_xticks(steps, [str(n) for n in steps])
+        axis.minorticks_off()
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()
