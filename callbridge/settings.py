@@ -214,6 +214,11 @@ CALLBRIDGE_ICE_TIMEOUT_S = env_int("CALLBRIDGE_ICE_TIMEOUT_S", 20, minimum=1, ma
 CALLBRIDGE_ICE_HOST_ADDRESSES = env_ip_list("CALLBRIDGE_ICE_HOST_ADDRESSES")
 # The in-process media worker's name (its channel is "media.<name>").
 CALLBRIDGE_MEDIA_WORKER_NAME = env_str("CALLBRIDGE_MEDIA_WORKER_NAME", "embedded")
+# "forward": Opus is relayed between legs as it came, decoded only for recordings and
+# mixes. "decode": every frame is decoded and re-encoded (stock aiortc; a baseline).
+CALLBRIDGE_MEDIA_PATH = env_choice("CALLBRIDGE_MEDIA_PATH", "forward", ("forward", "decode"))
+# The event loop of manage.py's processes (serve, mediaworker): uvloop, or Python's own.
+CALLBRIDGE_EVENT_LOOP = env_choice("CALLBRIDGE_EVENT_LOOP", "uvloop", ("uvloop", "asyncio"))
 CALLBRIDGE_WS_MAX_MESSAGE_BYTES = env_int(
     "CALLBRIDGE_WS_MAX_MESSAGE_BYTES", 64 * 1024, minimum=4096, maximum=1024 * 1024
 )

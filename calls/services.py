@@ -17,7 +17,7 @@ from django.conf import settings
 
 from calls.deadlines import CallDeadlines
 from calls.events import EventPublisher
-from calls.media.aiortc_internals import advertise_host_addresses
+from calls.media.aiortc_internals import advertise_host_addresses, use_numpy_audio_level
 from calls.media.peer import PeerSettings
 from calls.media.worker import MediaWorker
 from calls.media_reporter import DatabaseLegReporter
@@ -31,13 +31,16 @@ class Service(Protocol):
 
 def media_worker() -> MediaWorker:
     advertise_host_addresses(settings.CALLBRIDGE_ICE_HOST_ADDRESSES)
+    use_numpy_audio_level()
     stun = tuple(RTCIceServer(urls=url) for url in settings.CALLBRIDGE_STUN_URLS)
     return MediaWorker(
         name=settings.CALLBRIDGE_MEDIA_WORKER_NAME,
         layer=get_channel_layer(),
         reporter=DatabaseLegReporter(),
         peer_settings=PeerSettings(
-            ice_servers=stun, ice_timeout_s=settings.CALLBRIDGE_ICE_TIMEOUT_S
+            ice_servers=stun,
+            ice_timeout_s=settings.CALLBRIDGE_ICE_TIMEOUT_S,
+            forwarding=settings.CALLBRIDGE_MEDIA_PATH == "forward",
         ),
     )
 

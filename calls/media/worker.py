@@ -56,17 +56,26 @@ class CallMedia:
 
     def route(self) -> None:
         """Point every leg's ears at the right mouth: itself (echo) or the other party;
-        and every recorder at the legs' current audio."""
+        and every recorder at the legs' current audio. Only audio that a recorder or a
+        mix needs is decoded; the rest is forwarded as it came."""
+        decoded: set[str] = set()
         for role, peer in self.legs.items():
-            if self.mode == "echo":
-                peer.listen_to(peer)
-            else:
-                other = "operator" if role == "user" else "user"
-                peer.listen_to(self.legs.get(other))
+            origin = role if self.mode == "echo" else ("operator" if role == "user" else "user")
+            if peer.listen_to(self.legs.get(origin)):
+                decoded.add(origin)
+        for peer in self.legs.values():
+            peer.capture_into([])
         for recorder in self.recorders.values():
             for role in CHANNELS:
                 peer = self.legs.get(role)
-                recorder.listen(role, peer.inbound if peer else None)
+                if recorder.takes_packets:  # forwarding: packets captured, rendered later
+                    if peer is not None:
+                        peer.capture_into([recorder.packet_sink(role)])
+                else:
+                    recorder.listen(role, peer.inbound if peer else None)
+                    decoded.add(role)
+        for role, peer in self.legs.items():
+            peer.decode_inbound(role in decoded)
 
     @property
     def idle(self) -> bool:
@@ -157,6 +166,8 @@ class MediaWorker:
             call = self.calls.get(message["call"])
             for peer in call.legs.values() if call else []:
                 peer.outbound.overlays.clear()
+            if call is not None:
+                call.route()
             await self._reply(message, {"type": "media.play_stopped"})
         elif kind == "media.record_stop":
             result = await self._record_stop(
@@ -183,6 +194,7 @@ class MediaWorker:
             on_state=lambda p, state: self._report(call_id, p, state),
             on_inbound=lambda _: self._reroute(call_id),
         )
+        peer.outbound.on_overlays_done = lambda: self._reroute(call_id)
         try:
             answer = await peer.answer(message["sdp"])
         except BaseException:
@@ -242,12 +254,16 @@ class MediaWorker:
             raise CallbridgeError(ErrorCode.INVALID_ARGUMENT, str(error)) from None
         for peer in targets:
             peer.outbound.overlays[message["playback"]] = Playback(message["playback"], samples)
+        if call is not None:
+            call.route()  # mixing needs the other party's audio decoded
         return len(samples) / 48000
 
     async def _record_start(self, message: dict[str, Any]) -> None:
         call_id = message["call"]
         call = self.calls.get(call_id) or CallMedia(call_id, message["mode"])
-        recorder = CallRecorder(message["recording"], Path(message["path"]))
+        recorder = CallRecorder(
+            message["recording"], Path(message["path"]), packets=self.peer_settings.forwarding
+        )
         try:
             await recorder.start()
         except OSError as error:
@@ -265,6 +281,7 @@ class MediaWorker:
         if call is None or recording_id not in call.recorders:
             raise CallbridgeError(ErrorCode.CALL_STATE, "that recording is not running")
         result = await self._finish_recording(call, recording_id, reason, by)
+        call.route()  # nothing needs the audio decoded any more
         if call.idle:
             self.calls.pop(call_id, None)
         return result

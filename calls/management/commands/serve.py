@@ -80,7 +80,10 @@ class Command(BaseCommand):
         if options["access_log"]:
             argv += ["--access-log", options["access_log"]]
         argv += ["-v", str(options["verbosity"]), "callbridge.asgi:application"]
-        self.stdout.write(f"callbridge serving on http://{options['bind']}:{options['port']}/")
+        loop = type(reactor._asyncioEventloop).__module__.split(".")[0]  # type: ignore[attr-defined]
+        self.stdout.write(
+            f"callbridge serving on http://{options['bind']}:{options['port']}/ ({loop} loop)"
+        )
         cli = CommandLineInterface()
         cli.server_class = ServerWithServices
         cli.run(argv)
