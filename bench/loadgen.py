@@ -364,7 +364,7 @@ async def run(args: argparse.Namespace) -> None:
         target = CallbridgeTarget(args.url, args.token)
     generator = Generator(target, args)
     ticker = asyncio.get_running_loop().create_task(generator.tick())
-    first_added: float | None = None
+    first: dict | None = None  # the first step: is this path over the bound when idle?
     try:
         await generator.start_direct_pair()
         for n in args.steps:
@@ -373,27 +373,30 @@ async def run(args: argparse.Namespace) -> None:
             step = await generator.measure(len(generator.calls), connect_times, recording=False)
             step["requested_calls"] = n
             loss_ok, latency_ok = held(step, args.latency_bound)
-            if first_added is None:
-                first_added = step["added_p50_ms"]
-            # A path whose latency is over the bound even when idle (a decoding jitter
-            # buffer) is ramped on loss and on latency growth under load (median: one
-            # scheduling hiccup on a shared machine should not end the ramp).
+            step.update(loss_ok=loss_ok, latency_ok=latency_ok)
+            first = first or step
+            # A path over the latency bound even at its first step (a decoding jitter
+            # buffer) is ramped on loss and on latency growth under load instead (median:
+            # one scheduling hiccup on a shared machine should not end the ramp).
             growth_ok = (
-                step["added_p50_ms"] is not None
-                and first_added is not None
-                and step["added_p50_ms"] <= first_added + args.latency_bound
+                not first["latency_ok"]
+                and step["added_p50_ms"] is not None
+                and first["added_p50_ms"] is not None
+                and step["added_p50_ms"] <= first["added_p50_ms"] + args.latency_bound
             )
-            step.update(loss_ok=loss_ok, latency_ok=latency_ok, growth_ok=growth_ok)
+            step["growth_ok"] = growth_ok
+            step["ramp_ok"] = loss_ok and (latency_ok or growth_ok) and not step["setup_failures"]
             print(json.dumps(step), flush=True)
             if args.record_at and n == args.record_at and args.target != "stock":
                 await generator.record_all()
                 await asyncio.sleep(args.settle)
                 recorded = await generator.measure(len(generator.calls), [], recording=True)
-                recorded.update(requested_calls=n, loss_ok=None, latency_ok=None, growth_ok=None)
+                recorded.update(
+                    requested_calls=n, loss_ok=None, latency_ok=None, growth_ok=None, ramp_ok=None
+                )
                 print(json.dumps(recorded), flush=True)
-                args.record_at = None  # recordings stay on: end the ramp here
-                break
-            if not loss_ok or not (latency_ok or growth_ok) or step["setup_failures"]:
+                break  # recordings stay on: this run ends here
+            if not step["ramp_ok"]:
                 break
     finally:
         ticker.cancel()

@@ -63,7 +63,7 @@ def summarize_series(steps: list[Step]) -> dict[str, Any]:
     last = ramp[-1] if ramp else None
     if last is None:
         limited_by = "no data"
-    elif last["loss_ok"] and (last["latency_ok"] or last["growth_ok"]):
+    elif last.get("ramp_ok", last["loss_ok"] and (last["latency_ok"] or last["growth_ok"])):
         limited_by = "neither (ran out of steps)"
     else:
         limited_by = limit_of(last)
