@@ -37,9 +37,10 @@ logger = logging.getLogger("loadgen")
 
 
 def process_cpu_s(pid: int) -> float:
-    """user+sys CPU seconds of a process (all its threads), from /proc/<pid>/stat."""
+    """user+sys CPU seconds of a process (all its threads) and of the children it has
+    reaped (e.g. callbridge's recording renderer), from /proc/<pid>/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return sum(int(x) for x in fields[11:15]) / CLOCK_TICKS
 
 
 def core_busy_s(core: int) -> float:
@@ -324,6 +325,20 @@ class Generator:
     async def record_all(self) -> None:
         await asyncio.gather(*(self.target.record(c.handle) for c in self.calls))
 
+    async def stop_recordings(self, recorded_s: float) -> dict[str, Any]:
+        """Stop every recording; the server CPU that took (rendering files included),
+        also as a share of the calls' CPU over the time they were recorded."""
+        cpu0, started = process_cpu_s(self.args.server_pid), time.perf_counter()
+        await asyncio.gather(*(self.target.stop_recording(c.handle) for c in self.calls))
+        cpu_s = process_cpu_s(self.args.server_pid) - cpu0
+        return {
+            "stop_cpu_s": round(cpu_s, 2),
+            "stop_s": round(time.perf_counter() - started, 2),
+            "recorded_s": round(recorded_s, 1),
+            # the stop's CPU spread over the recorded time, per call (% of a core)
+            "stop_cpu_per_call_pct": round(cpu_s / recorded_s / len(self.calls) * 100, 2),
+        }
+
     async def close(self) -> None:
         if self.target is not None:
             await asyncio.gather(
@@ -388,12 +403,20 @@ async def run(args: argparse.Namespace) -> None:
             step["ramp_ok"] = loss_ok and (latency_ok or growth_ok) and not step["setup_failures"]
             print(json.dumps(step), flush=True)
             if args.record_at and n == args.record_at and args.target != "stock":
+                recording_since = time.perf_counter()
                 await generator.record_all()
                 await asyncio.sleep(args.settle)
                 recorded = await generator.measure(len(generator.calls), [], recording=True)
                 recorded.update(
                     requested_calls=n, loss_ok=None, latency_ok=None, growth_ok=None, ramp_ok=None
                 )
+                try:
+                    recorded.update(
+                        await generator.stop_recordings(time.perf_counter() - recording_since)
+                    )
+                except Exception as error:  # report the rest of the step anyway
+                    logger.warning("stopping the recordings failed: %r", error)
+                    recorded["stop_error"] = repr(error)
                 print(json.dumps(recorded), flush=True)
                 break  # recordings stay on: this run ends here
             if not step["ramp_ok"]:

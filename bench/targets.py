@@ -34,6 +34,7 @@ class Target(Protocol):
     async def answer(self, call: CallHandle) -> None: ...
     async def offer(self, call: CallHandle, role: str, sdp: str) -> str: ...
     async def record(self, call: CallHandle) -> None: ...
+    async def stop_recording(self, call: CallHandle) -> None: ...
     async def hang_up(self, call: CallHandle) -> None: ...
     async def ws_round_trip(self) -> float: ...
     async def close(self) -> None: ...
@@ -89,6 +90,10 @@ class CallbridgeTarget:
         # The bench's server runs with CALLBRIDGE_RECORDING_CONSENT=none: no consent needed.
         await self._post(f"/api/calls/{call.call_id}/record", self.api_token)
 
+    async def stop_recording(self, call: CallHandle) -> None:
+        # Answered once the WAV is written (the forwarding path renders it then).
+        await self._post(f"/api/calls/{call.call_id}/record/stop", self.api_token)
+
     async def hang_up(self, call: CallHandle) -> None:
         await self._post(f"/api/calls/{call.call_id}/hangup", self.api_token)
 
@@ -139,6 +144,9 @@ class StockTarget:
         return reply["sdp"]
 
     async def record(self, call: CallHandle) -> None:
+        raise NotImplementedError("the stock relay does not record")
+
+    async def stop_recording(self, call: CallHandle) -> None:
         raise NotImplementedError("the stock relay does not record")
 
     async def hang_up(self, call: CallHandle) -> None:
