@@ -326,8 +326,8 @@ class Generator:
         await asyncio.gather(*(self.target.record(c.handle) for c in self.calls))
 
     async def stop_recordings(self, recorded_s: float) -> dict[str, Any]:
-        """Stop every recording; the server CPU that took (rendering files included),
-        also as a share of the calls' CPU over the time they were recorded."""
+        """Stop every recording: the server CPU and wall time that took (rendering the
+        files included; bench.report subtracts what the calls cost meanwhile)."""
         cpu0, started = process_cpu_s(self.args.server_pid), time.perf_counter()
         await asyncio.gather(*(self.target.stop_recording(c.handle) for c in self.calls))
         cpu_s = process_cpu_s(self.args.server_pid) - cpu0
@@ -335,8 +335,6 @@ class Generator:
             "stop_cpu_s": round(cpu_s, 2),
             "stop_s": round(time.perf_counter() - started, 2),
             "recorded_s": round(recorded_s, 1),
-            # the stop's CPU spread over the recorded time, per call (% of a core)
-            "stop_cpu_per_call_pct": round(cpu_s / recorded_s / len(self.calls) * 100, 2),
         }
 
     async def close(self) -> None:
@@ -419,7 +417,7 @@ async def run(args: argparse.Namespace) -> None:
                     recorded["stop_error"] = repr(error)
                 print(json.dumps(recorded), flush=True)
                 break  # recordings stay on: this run ends here
-            if not step["ramp_ok"]:
+            if not step["ramp_ok"] and not args.keep_going:
                 break
     finally:
         ticker.cancel()
@@ -448,6 +446,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connect-timeout", type=float, default=30.0)
     parser.add_argument("--latency-bound", type=float, default=20.0, help="ms, added p95")
     parser.add_argument("--record-at", type=int, default=None)
+    parser.add_argument("--keep-going", action="store_true", help="run every step")
     parser.add_argument("--no-uvloop", action="store_true")
     return parser.parse_args(argv)
 

@@ -160,6 +160,8 @@ def run_generator(
         f"--generator-core={GENERATOR_CORE}",
     ]
     command += [f"--{key.replace('_', '-')}={value}" for key, value in extra.items()]
+    if args.keep_going:
+        command.append("--keep-going")
     with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True) as generator:  # noqa: S603
         try:
             for line in generator.stdout or ():
@@ -194,6 +196,11 @@ def main(argv: list[str] | None = None) -> None:
         "--calibrate-steps",
         default="50,100,200,300",
         help="calls per step of the generator-alone run ('' to skip)",
+    )
+    parser.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="run every step even past a failing one (exploring on a noisy machine)",
     )
     parser.add_argument("--smoke", action="store_true", help="a few seconds, tiny N (CI)")
     parser.add_argument(
@@ -256,7 +263,8 @@ def run_all(args: argparse.Namespace, targets: list[str], results: dict) -> None
         # The generator alone (direct pairs): how many calls it can drive on its core.
         print(f"== generator alone: steps {args.calibrate_steps}", flush=True)
         alone = RunningServer("generator", "", 0, Path(os.devnull))
-        run_generator(alone, args, args.calibrate_steps, results["calibration"])
+        calibrate = argparse.Namespace(**{**vars(args), "keep_going": True})  # every step
+        run_generator(alone, calibrate, args.calibrate_steps, results["calibration"])
 
 
 def write_report(results: dict, out: Path | None, json_path: Path | None) -> None:

@@ -114,12 +114,17 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
                 (on[0]["cpu_per_call_pct"] / off[0]["cpu_per_call_pct"] - 1) * 100, 1
             ),
         }
-        stop = on[0].get("stop_cpu_per_call_pct")
-        if stop is not None:  # the stop's work (rendering) spread over the recorded time
-            total = on[0]["cpu_per_call_pct"] + stop
+        rec = on[0]
+        if rec.get("stop_cpu_s") is not None:
+            # The stop's own work (rendering the files): its CPU minus what the calls kept
+            # costing meanwhile, spread over the recorded call-seconds.
+            meanwhile = rec["cpu_per_call_pct"] / 100 * rec["calls"] * rec["stop_s"]
+            stop_work = max(rec["stop_cpu_s"] - meanwhile, 0.0)
+            per_call = stop_work / (rec["recorded_s"] * rec["calls"]) * 100
+            total = rec["cpu_per_call_pct"] + per_call
             summary["recording"].update(
-                stop_cpu_s=on[0]["stop_cpu_s"],
-                recorded_s=on[0]["recorded_s"],
+                stop_cpu_s=round(stop_work, 2),
+                recorded_s=rec["recorded_s"],
                 extra_with_stop_pct=round((total / off[0]["cpu_per_call_pct"] - 1) * 100, 1),
             )
     return summary
@@ -181,8 +186,9 @@ def summary_text(summary: dict[str, Any]) -> str:
         )
         if "stop_cpu_s" in r:
             lines.append(
-                f"  stopping them (rendering the files) took {r['stop_cpu_s']} CPU s for"
-                f" {r['recorded_s']} s recorded: {r['extra_with_stop_pct']:+.1f}% in all"
+                f"  stopping them (rendering the files) took {r['stop_cpu_s']} CPU s more for"
+                f" {r['calls']} x {r['recorded_s']} s recorded: {r['extra_with_stop_pct']:+.1f}%"
+                " in all"
             )
     return "\n".join(lines)
 
@@ -389,6 +395,7 @@ HOW_IT_MEASURES = """## How it measures
 - **Recording on vs off**: a fresh server gets `--record-at` calls, measured, then every call
   recorded (`POST /api/calls/{{id}}/record`; the bench sets `CALLBRIDGE_RECORDING_CONSENT=none`)
   and measured again; then every recording is stopped (`…/record/stop`, answered once the
-  file is written) and the server CPU that took — its reaped children included, so a
-  renderer process counts — is spread over the recorded time ("in all").
+  file is written): the server CPU that took — its reaped children included, so a
+  renderer process counts — minus what the calls cost meanwhile, is spread over the
+  recorded call-seconds ("in all").
 """
