@@ -102,6 +102,8 @@ class Generator:
         self.sound_until = 0.0  # perf_counter time the current sound window ends
         self.sound_index = [0] * GROUPS
         self.late: list[float] = []  # ticker lateness samples during a window
+        self.late_max = 0.0  # worst lateness since the step began (set-up included)
+        self.ticker: asyncio.Task[None] | None = None
         self.direct: tuple[FastLeg, FastLeg] | None = None
         self.setup_failures = 0
         self.send_failures = 0
@@ -124,6 +126,7 @@ class Generator:
             now = time.perf_counter()
             group = tick % GROUPS
             tick += 1
+            self.late_max = max(self.late_max, now - due)
             sound = now < self.sound_until
             if sound:
                 self.late.append(now - due)
@@ -200,6 +203,7 @@ class Generator:
         return connected, connected
 
     async def add_calls(self, count: int) -> list[float]:
+        self.late_max = 0.0
         semaphore = asyncio.Semaphore(self.args.parallel)
         first = len(self.calls)
 
@@ -232,6 +236,8 @@ class Generator:
 
     async def measure(self, n_calls: int, connect_times: list[float], recording: bool) -> dict:
         args = self.args
+        if self.ticker is not None and self.ticker.done():
+            self.ticker.result()  # the send clock died: raise its error, don't measure silence
         for sender in self.senders.values():
             sender.leg.reset_counters()
             sender.pulses_sent.clear()
@@ -317,10 +323,26 @@ class Generator:
             "rss_mb": round(rss, 1),
             "udp_rcvbuf_drops": kernel_drops,
             "generator_late_p99_ms": ms(late_p99),
+            # worst send-clock lateness since the step began: > 3 s during set-up and the
+            # server sees connected legs go quiet (callbridge marks them disconnected)
+            "generator_late_max_ms": ms(self.late_max),
+            "server_legs": await self._server_leg_states(),
             "wall_start": wall0,
         }
         result["generator_limited"] = gen_cpu > 85 or (late_p99 or 0) > 0.020
+        legs = result["server_legs"]
+        result["server_legs_not_connected"] = (
+            None if legs is None else sum(n for state, n in legs.items() if state != "connected")
+        )
         return result
+
+    async def _server_leg_states(self) -> dict[str, int] | None:
+        """How the server sees the legs of open calls (callbridge only)."""
+        try:
+            return await self.target.leg_states() if self.target is not None else None
+        except Exception as error:
+            logger.warning("leg states: %r", error)
+            return None
 
     async def record_all(self) -> None:
         await asyncio.gather(*(self.target.record(c.handle) for c in self.calls))
@@ -376,7 +398,7 @@ async def run(args: argparse.Namespace) -> None:
     else:
         target = CallbridgeTarget(args.url, args.token)
     generator = Generator(target, args)
-    ticker = asyncio.get_running_loop().create_task(generator.tick())
+    ticker = generator.ticker = asyncio.get_running_loop().create_task(generator.tick())
     first: dict | None = None  # the first step: is this path over the bound when idle?
     try:
         await generator.start_direct_pair()

@@ -12,6 +12,7 @@ results go to a JSON file, a markdown report and a PNG chart (bench.report).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -202,6 +203,9 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="run every step even past a failing one (exploring on a noisy machine)",
     )
+    parser.add_argument(
+        "--work-dir", type=Path, default=None, help="keep server logs and data here"
+    )
     parser.add_argument("--smoke", action="store_true", help="a few seconds, tiny N (CI)")
     parser.add_argument(
         "--from-json", type=Path, default=None, help="only re-render --out from saved results"
@@ -241,7 +245,12 @@ def main(argv: list[str] | None = None) -> None:
 
 def run_all(args: argparse.Namespace, targets: list[str], results: dict) -> None:
     """Every series, filling `results` step by step."""
-    with tempfile.TemporaryDirectory(prefix="callbridge-bench-") as tmp:
+    with contextlib.ExitStack() as stack:
+        if args.work_dir:  # kept: server logs, databases, loop-lag samples
+            args.work_dir.mkdir(parents=True, exist_ok=True)
+            tmp = str(tempfile.mkdtemp(prefix="run-", dir=args.work_dir))
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="callbridge-bench-"))
         for target in targets:
             steps = args.stock_steps or args.steps if target == "stock" else args.steps
             print(f"== {target}: steps {steps}", flush=True)

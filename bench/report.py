@@ -209,11 +209,14 @@ COLUMNS = [
     ("rss_mb", "RSS MB", "{:.0f}"),
     ("generator_cpu_pct", "gen CPU %", "{:.0f}"),
     ("udp_rcvbuf_drops", "UDP drops", "{}"),
+    ("server_legs_not_connected", "legs not connected (server)", "{}"),
+    ("generator_late_max_ms", "gen clock late max ms", "{:.0f}"),
     ("others_on_server_core_pct", "others on server core %", "{:.0f}"),
 ]
 
 
 def table(steps: list[Step]) -> str:
+    steps = [{key: None for key, _, _ in COLUMNS} | step for step in steps]  # older results
     head = "| " + " | ".join(title for _, title, _ in COLUMNS) + " | held |"
     rule = "|" + "---|" * (len(COLUMNS) + 1)
     rows = [head, rule]
@@ -386,6 +389,11 @@ HOW_IT_MEASURES = """## How it measures
   generator** when, in the failing step, the generator used > 85% of its core or its 20 ms
   send clock ran > 20 ms late (p99) while the server's core was not saturated (server CPU +
   other processes' < 90%); otherwise the server.
+- **Legs not connected (server)**: after each window, the `mediaState` of every leg of
+  the active calls as the server reports it (`GET /api/calls`): legs it considers
+  disconnected (no audio for 3 s), failed or closed. **Gen clock late max**: the worst
+  lateness of the generator's 20 ms send clock since the step began, set-up included — over
+  ~3 s, the server sees connected legs go quiet.
 - **UDP drops**: the kernel's `RcvbufErrors` counter (`/proc/net/snmp`) over the window
   and drain — datagrams dropped because some socket's receive buffer was full (every
   process in the network namespace counts, so it is a hint, not an attribution).

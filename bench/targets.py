@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -37,6 +39,7 @@ class Target(Protocol):
     async def stop_recording(self, call: CallHandle) -> None: ...
     async def hang_up(self, call: CallHandle) -> None: ...
     async def ws_round_trip(self) -> float: ...
+    async def leg_states(self) -> dict[str, int] | None: ...
     async def close(self) -> None: ...
 
 
@@ -65,6 +68,26 @@ class CallbridgeTarget:
     async def _post(self, path: str, token: str, body: dict[str, Any] | None = None) -> Any:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self._post_blocking, path, token, body or {})
+
+    def _get_blocking(self, path: str) -> tuple[Any, str]:
+        request = urllib.request.Request(  # noqa: S310 (our own http:// base URL)
+            self.base_url + path, headers={"Authorization": f"Bearer {self.api_token}"}
+        )
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as response:  # noqa: S310
+            return json.loads(response.read()), response.headers.get("Link", "")
+
+    async def leg_states(self) -> dict[str, int] | None:
+        """mediaState counts over the legs of every active call (GET /api/calls pages)."""
+        loop = asyncio.get_running_loop()
+        counts: Counter[str] = Counter()
+        path: str | None = "/api/calls?state=active&limit=200"
+        while path:
+            calls, link = await loop.run_in_executor(self._pool, self._get_blocking, path)
+            for call in calls:
+                counts.update(leg["mediaState"] for leg in call["legs"])
+            following = re.search(r'<([^>]+)>;\s*rel="next"', link)
+            path = following.group(1).replace(self.base_url, "") if following else None
+        return dict(counts)
 
     async def _session(self, name: str) -> str:
         session = await self._post("/api/sessions", self.api_token, {"displayName": name})
@@ -159,6 +182,9 @@ class StockTarget:
         await self._probe.send(json.dumps({"type": "ping"}))
         await self._probe.recv()
         return time.perf_counter() - started
+
+    async def leg_states(self) -> dict[str, int] | None:
+        return None
 
     async def close(self) -> None:
         if self._probe is not None:
