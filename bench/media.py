@@ -206,6 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--work-dir", type=Path, default=None, help="keep server logs and data here"
     )
+    parser.add_argument("--note", default="", help="a line for the report (conditions, purpose)")
     parser.add_argument("--smoke", action="store_true", help="a few seconds, tiny N (CI)")
     parser.add_argument(
         "--from-json", type=Path, default=None, help="only re-render --out from saved results"
@@ -215,7 +216,9 @@ def main(argv: list[str] | None = None) -> None:
     # `kill` (SIGTERM) unwinds like Ctrl-C, so the servers and generator started are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.from_json:
-        write_report(json.loads(args.from_json.read_text()), args.out, None)
+        saved = json.loads(args.from_json.read_text())
+        saved["note"] = args.note or saved.get("note", "")
+        write_report(saved, args.out, None)
         return
     if args.smoke:
         args.steps, args.stock_steps, args.calibrate_steps = "1,2", "1", "2"
@@ -229,6 +232,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": report.machine(),
         "versions": report.versions(),
         "latency_bound_ms": args.latency_bound,
+        "note": args.note,
         "series": {},
         "recording": [],
         "calibration": [],

@@ -311,6 +311,7 @@ def markdown(results: dict[str, Any], chart_name: str) -> str:
         "",
         f"Measured {when:%Y-%m-%d %H:%M} UTC with `bench/` (see *How it measures* below).",
         "",
+        *([f"*{results['note']}*", ""] if results.get("note") else []),
         "```sh",
         f".venv/bin/{results['command']}",
         "```",
