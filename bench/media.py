@@ -115,6 +115,7 @@ def serve(target: str, work: Path) -> Iterator[RunningServer]:
     else:
         media_path = "decode" if target == "callbridge-decode" else None
         env = callbridge_env(data_dir, lag_file, media_path)
+        (data_dir / "static").mkdir()  # STATIC_ROOT: WhiteNoise warns without it
         run = {"cwd": ROOT, "env": env, "check": True, "capture_output": True, "text": True}
         subprocess.run([*manage, "migrate", "--noinput"], **run)  # noqa: S603
         token = subprocess.run(  # noqa: S603
