@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
+from calls import loop_lag
 from calls.services import services
 
 
@@ -19,6 +20,7 @@ def start_services() -> None:
     thing when daphne shuts down."""
     loop = asyncio.get_event_loop()  # daphne sets its asyncio reactor's loop before this
     services.ensure_started(loop)
+    loop_lag.start_from_env(loop)  # benchmarks only (bench/): off unless its env var is set
 
     def stop() -> Deferred:
         return Deferred.fromFuture(asyncio.ensure_future(services.stop(), loop=loop))
