@@ -291,7 +291,8 @@ def write_report(results: dict, out: Path | None, json_path: Path | None) -> Non
         json_path.write_text(json.dumps(results, indent=1))
         chart = out.with_name(out.stem.lower() + ".png")
         report.chart(results, chart)
-        out.write_text(report.markdown(results, chart.name))
+        analysis = report.kept_analysis(out.read_text()) if out.exists() else ""
+        out.write_text(report.markdown(results, chart.name, analysis))
         print(f"wrote {out}, {chart}, {json_path}")
     elif json_path:
         json_path.write_text(json.dumps(results, indent=1))

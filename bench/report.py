@@ -303,7 +303,19 @@ def _shared_machine_warning(results: dict[str, Any]) -> list[str]:
     ]
 
 
-def markdown(results: dict[str, Any], chart_name: str) -> str:
+ANALYSIS_START, ANALYSIS_END = "<!-- analysis: kept by reruns -->", "<!-- /analysis -->"
+
+
+def kept_analysis(previous_report: str) -> str:
+    """The hand-written analysis of a report being rewritten (between the markers)."""
+    start = previous_report.find(ANALYSIS_START)
+    end = previous_report.find(ANALYSIS_END)
+    if start < 0 or end < start:
+        return ""
+    return previous_report[start : end + len(ANALYSIS_END)]
+
+
+def markdown(results: dict[str, Any], chart_name: str, analysis: str = "") -> str:
     when = datetime.datetime.fromtimestamp(results["started"], datetime.UTC)
     m, v, summary = results["machine"], results["versions"], results["summary"]
     parts = [
@@ -331,6 +343,7 @@ def markdown(results: dict[str, Any], chart_name: str) -> str:
         "",
         f"![server CPU, loss and added latency per step]({chart_name})",
         "",
+        *([analysis, ""] if analysis else []),
     ]
     for target, steps in results["series"].items():
         parts += [f"## {target}", "", table(steps), ""]
