@@ -71,7 +71,8 @@ def stop_recording(call: Call, by: str, reason: str) -> Recording:
     running = call.recordings.filter(state=RecordingState.RECORDING).first()
     if running is None:
         raise CallStateError("the call is not being recorded")
-    # The worker answers once the WAV is rendered: allow ~6 s per minute recorded.
+    # The worker answers once the WAV is rendered: allow ~6 s per minute recorded, and a
+    # minute for renders queued ahead of it (many recordings stopping at once).
     recorded_s = (timezone.now() - running.started_at).total_seconds()
     reply = async_to_sync(media_link.request)(
         call.media_worker,
@@ -82,7 +83,7 @@ def stop_recording(call: Call, by: str, reason: str) -> Recording:
             "reason": reason,
             "by": by,
         },
-        within=media_link.REPLY_TIMEOUT_S + recorded_s / 10,
+        within=media_link.REPLY_TIMEOUT_S + 60 + recorded_s / 10,
     )
     running.finish(reason=reason, by=by, result=reply["result"])
     return running

@@ -38,6 +38,7 @@ FLUSH_TICKS = 25  # write every 0.5 s
 MAX_BACKLOG = SAMPLE_RATE // 5  # a leg may run 200 ms ahead before its oldest audio is dropped
 CHANNELS = ("user", "operator")  # left, right
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+RENDERS_AT_ONCE = 2  # per media worker
 
 
 class RenderFailed(OSError):
@@ -163,10 +164,20 @@ async def render_in_process(capture: Path, wav: Path, duration_s: float) -> Reco
 
 
 class CallRecorder:
-    def __init__(self, recording_id: str, path: Path, *, packets: bool = False) -> None:
+    def __init__(
+        self,
+        recording_id: str,
+        path: Path,
+        *,
+        packets: bool = False,
+        render_slots: asyncio.Semaphore | None = None,
+    ) -> None:
         self.recording_id = recording_id
         self.path = path
         self.takes_packets = packets
+        # Renders at once per worker: many recordings stopping together (a shutdown, a
+        # burst of hang-ups) must not start a process each on a busy media core.
+        self._render_slots = render_slots or asyncio.Semaphore(1)
         self.channels = {role: ChannelFeed() for role in CHANNELS}
         self._capture: PacketCapture | None = None
         self._stop = asyncio.Event()
@@ -215,7 +226,8 @@ class CallRecorder:
             duration_s = time.monotonic() - capture.started
             await asyncio.shield(loop.run_in_executor(None, capture.append, capture.take_pending()))
             await asyncio.shield(loop.run_in_executor(None, capture.close))
-        result = await render_in_process(capture.path, self.path, duration_s)
+        async with self._render_slots:
+            result = await render_in_process(capture.path, self.path, duration_s)
         capture.path.unlink()
         logger.info(
             "recording %s: %.2f s, %d bytes (rendered)",

@@ -27,7 +27,7 @@ from calls.audio_decoding import UnusableAudio, decode_mono
 from calls.errors import CallbridgeError, ErrorCode
 from calls.media.audio import Playback
 from calls.media.peer import LegPeer, PeerSettings
-from calls.media.recorder import CHANNELS, CallRecorder
+from calls.media.recorder import CHANNELS, RENDERS_AT_ONCE, CallRecorder
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ class MediaWorker:
         self._call_locks: dict[str, asyncio.Lock] = {}
         self._handlers: set[asyncio.Task[None]] = set()
         self._reports: asyncio.Queue[Awaitable[None] | None] = asyncio.Queue()
+        self._render_slots = asyncio.Semaphore(RENDERS_AT_ONCE)
 
     @property
     def peer_count(self) -> int:
@@ -275,7 +276,10 @@ class MediaWorker:
         call_id = message["call"]
         call = self.calls.get(call_id) or CallMedia(call_id, message["mode"])
         recorder = CallRecorder(
-            message["recording"], Path(message["path"]), packets=self.peer_settings.forwarding
+            message["recording"],
+            Path(message["path"]),
+            packets=self.peer_settings.forwarding,
+            render_slots=self._render_slots,
         )
         try:
             await recorder.start()
