@@ -21,6 +21,7 @@ from calls.media.aiortc_internals import advertise_host_addresses
 from calls.media.peer import PeerSettings
 from calls.media.worker import MediaWorker
 from calls.media_reporter import DatabaseLegReporter
+from calls.reconcile import ShutdownReconciler
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +45,11 @@ def media_worker() -> MediaWorker:
 
 def default_services() -> dict[str, Service]:
     # Started in this order, stopped in reverse: the publisher outlives the others, so
-    # what they record while stopping (legs closing) still reaches the sockets.
+    # what they record while stopping (legs closing, calls ending) still reaches the
+    # sockets; the shutdown reconciler ends the worker's calls once its media is gone.
     return {
         "event-publisher": EventPublisher(),
+        "shutdown-reconciler": ShutdownReconciler(settings.CALLBRIDGE_MEDIA_WORKER_NAME),
         "call-deadlines": CallDeadlines(),
         "media-worker": media_worker(),
     }

@@ -83,10 +83,12 @@ def running_server(data_dir: Path, **extra_env: str) -> Iterator[Server]:
         if not key.startswith(("CALLBRIDGE_", "DJANGO_")) and key not in ("DATABASE_URL", "DEBUG")
     }
     env.update(
-        CALLBRIDGE_DATA_DIR=str(data_dir),
-        CALLBRIDGE_RING_TIMEOUT_S="2",
-        CALLBRIDGE_ICE_HOST_ADDRESSES="127.0.0.1",
-        **extra_env,
+        {
+            "CALLBRIDGE_DATA_DIR": str(data_dir),
+            "CALLBRIDGE_RING_TIMEOUT_S": "2",
+            "CALLBRIDGE_ICE_HOST_ADDRESSES": "127.0.0.1",
+            **extra_env,
+        }
     )
     port = free_port()
     running = Server(url=f"http://127.0.0.1:{port}", env=env, log=data_dir / "serve.log")

@@ -7,10 +7,13 @@ from typing import Any
 
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
+from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.db import connections
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
+from calls.reconcile import reconcile_at_startup
 from calls.services import services
 
 
@@ -38,6 +41,17 @@ def finish_leftover_tasks(loop: asyncio.AbstractEventLoop) -> None:
         task.cancel()
     loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
     loop.run_until_complete(loop.shutdown_asyncgens())
+
+
+def reconcile_embedded_calls() -> None:
+    """Before listening: end the calls a killed previous run left open (see calls.reconcile).
+
+    Only in the embedded set-up (in-memory channel layer): this process is then the only
+    one that ever served those calls. With shared workers, worker liveness decides."""
+    if settings.REDIS_URL:
+        return
+    reconcile_at_startup(settings.CALLBRIDGE_MEDIA_WORKER_NAME)
+    connections.close_all()  # daphne's threads open their own
 
 
 class ServerWithServices(Server):
@@ -78,6 +92,7 @@ class Command(BaseCommand):
         if options["access_log"]:
             argv += ["--access-log", options["access_log"]]
         argv += ["-v", str(options["verbosity"]), "callbridge.asgi:application"]
+        reconcile_embedded_calls()
         self.stdout.write(f"callbridge serving on http://{options['bind']}:{options['port']}/")
         cli = CommandLineInterface()
         cli.server_class = ServerWithServices
