@@ -4,9 +4,12 @@ call, leg and recording ends with a correct record, and every WAV is valid."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import os
 import signal
+import time
 import wave
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ pytestmark = pytest.mark.daphne
 
 FACTS = """
 import json
+import os
 from calls.models import Call
 calls = []
 for call in Call.objects.prefetch_related("legs", "events", "recordings"):
@@ -168,3 +172,87 @@ async def test_it_reconciles_what_a_killed_server_left_open(tmp_path: Path) -> N
     assert (stored["state"], stored["reason"]) == ("finished", "server_restart")
     seconds = assert_valid_recording(stored, tmp_path / "media" / "recordings")
     assert 0.5 < seconds < 3.0  # the audio written before the kill is kept
+
+
+CALLS_AT_SIGTERM = 20
+RECORDED = 4
+
+
+async def test_it_ends_every_call_and_recording_when_stopped_during_20_calls(
+    tmp_path: Path,
+) -> None:
+    with running_server(tmp_path, CALLBRIDGE_RING_TIMEOUT_S="300") as server:
+        token = (await asyncio.to_thread(server.manage, "createapitoken", "t", "--quiet")).strip()
+        started = time.monotonic()
+        calls = []
+        try:
+            for first in range(0, CALLS_AT_SIGTERM, 5):  # a few at a time: ICE on 2 cores
+                calls += await asyncio.gather(
+                    *(echo_call(server, token, 300 + 20 * n) for n in range(first, first + 5))
+                )
+            print(f"{CALLS_AT_SIGTERM} echo calls connected in {time.monotonic() - started:.1f} s")
+            recordings = [
+                await start_recording(server, token, answer["callSid"])
+                for _, _, answer in calls[:RECORDED]
+            ]
+            await calls[-1][1].hears(300 + 20 * (CALLS_AT_SIGTERM - 1))  # media really flows
+            assert server.process is not None
+            cpu_before = server_cpu_s(server)
+            await asyncio.sleep(2.0)
+            print(
+                f"server CPU with {CALLS_AT_SIGTERM} legs: "
+                f"{(server_cpu_s(server) - cpu_before) / 2.0:.0%} of a core"
+            )
+            readers = [
+                asyncio.create_task(client.read_until_closed(within=30)) for client, _, _ in calls
+            ]
+            server.process.send_signal(signal.SIGTERM)
+            stopping = time.monotonic()
+            exit_code = await asyncio.to_thread(server.process.wait, 30)
+            print(f"stopped in {time.monotonic() - stopping:.1f} s")
+            told = [
+                [
+                    (m["callSid"], m["data"]["reason"])
+                    for m in messages
+                    if m["type"] == "event" and m["data"]["name"] == "call.ended"
+                ]
+                for messages in await asyncio.gather(*readers)
+            ]
+        finally:
+            for client, peer, _ in calls:
+                await peer.close()
+                with contextlib.suppress(Exception):
+                    await client.close()
+        log = server.log.read_text()
+        assert exit_code == 0, log
+        assert "Traceback" not in log
+        stored = await stored_calls(server)
+
+    assert len(stored) == CALLS_AT_SIGTERM
+    # Each client heard why its call ended before the server closed its socket.
+    assert told == [[(answer["callSid"], "server_restart")] for _, _, answer in calls]
+    for call in stored.values():
+        assert (call["state"], call["reason"], call["endedBy"]) == (
+            "ended",
+            "server_restart",
+            "system",
+        ), call
+        assert [data["at"] for name, data in call["events"] if name == "call.ended"] == ["shutdown"]
+        assert call["legs"] == ["closed"]
+    folder = tmp_path / "media" / "recordings"
+    for started_recording in recordings:
+        [row] = [
+            r
+            for call in stored.values()
+            for r in call["recordings"]
+            if r["file"] == started_recording["fileName"]
+        ]
+        assert (row["state"], row["reason"]) == ("finished", "shutdown")
+        assert assert_valid_recording(row, folder) > 1.5
+
+
+def server_cpu_s(server: Server) -> float:
+    """User + system CPU seconds the server process has used."""
+    assert server.process is not None
+    fields = Path(f"/proc/{server.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -51,6 +52,16 @@ class WsClient:
     async def register(self, token: str) -> dict[str, Any]:
         await self.send({"type": "register", "sessionId": "", "authToken": token})
         return await self.expect("event", "registered")
+
+    async def read_until_closed(self, within: float = 5.0) -> list[dict[str, Any]]:
+        """What the server sent until it closed the socket."""
+        messages = []
+        async with asyncio.timeout(within):
+            with contextlib.suppress(websockets.ConnectionClosed):
+                async for text in self.connection:
+                    messages.append(json.loads(text))
+        self.received += messages
+        return messages
 
     def drop(self) -> None:
         """The network under the socket goes away: no close frame, the TCP connection is

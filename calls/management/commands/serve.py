@@ -10,23 +10,26 @@ from daphne.server import Server
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import connections
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
 from calls.reconcile import reconcile_at_startup
 from calls.services import services
 
+# After the services stop, how long the sockets' consumers get to send what the stop
+# published (calls ended with `server_restart`) before daphne cancels them.
+EVENTS_FLUSH_S = 0.5
+
 
 def start_services() -> None:
-    """Start the services on daphne's loop; stop them (closing every peer connection) first
-    thing when daphne shuts down."""
-    loop = asyncio.get_event_loop()  # daphne sets its asyncio reactor's loop before this
-    services.ensure_started(loop)
+    """Start the services on daphne's loop (they are stopped by ServerWithServices)."""
+    services.ensure_started(asyncio.get_event_loop())  # daphne's asyncio reactor's loop
 
-    def stop() -> Deferred:
-        return Deferred.fromFuture(asyncio.ensure_future(services.stop(), loop=loop))
 
-    reactor.addSystemEventTrigger("before", "shutdown", stop)
+async def stop_services() -> None:
+    """Close every peer connection, finalize recordings, end the calls; let the sockets
+    tell their clients."""
+    await services.stop()
+    await asyncio.sleep(EVENTS_FLUSH_S)
 
 
 def finish_leftover_tasks(loop: asyncio.AbstractEventLoop) -> None:
@@ -59,6 +62,15 @@ class ServerWithServices(Server):
         # Daphne calls ready_callable just before its reactor runs.
         kwargs["ready_callable"] = start_services
         super().__init__(*args, **kwargs)
+
+    def kill_all_applications(self) -> Deferred:
+        """Daphne's first step at shutdown (SIGTERM/SIGINT) cancels every socket's consumer;
+        stop the services before it, while the sockets can still say how calls ended."""
+        stopped = Deferred.fromFuture(
+            asyncio.ensure_future(stop_services(), loop=asyncio.get_event_loop())
+        )
+        stopped.addBoth(lambda _: super(ServerWithServices, self).kill_all_applications())
+        return stopped
 
 
 class Command(BaseCommand):
