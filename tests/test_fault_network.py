@@ -36,6 +36,11 @@ def faulty_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def operator_token(faulty_server: Server) -> str:
+    return faulty_server.manage("createapitoken", "op", "--quiet").strip()
+
+
 @dataclass
 class Bridged:
     call_id: str
@@ -49,10 +54,9 @@ class Bridged:
 
 
 @pytest.fixture
-async def bridged(faulty_server: Server) -> AsyncIterator[Bridged]:
+async def bridged(faulty_server: Server, operator_token: str) -> AsyncIterator[Bridged]:
     """An end user (440 Hz) and an operator (880 Hz) talking through the real server."""
-    server = faulty_server
-    token = (await asyncio.to_thread(server.manage, "createapitoken", "op", "--quiet")).strip()
+    server, token = faulty_server, operator_token
     _, session, _ = await asyncio.to_thread(
         server.request, "POST", "/api/sessions", token, {"displayName": "Ada"}
     )
