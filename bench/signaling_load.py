@@ -133,6 +133,30 @@ class Http:
             self._streams = None
 
 
+class HttpPool:
+    """Keep-alive connections for one party making requests concurrently."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._idle: list[Http] = []
+        self._all: list[Http] = []
+
+    async def request(self, method: str, path: str, token: str, body: Any = None) -> Any:
+        http = self._idle.pop() if self._idle else self._new()
+        try:
+            return await http.request(method, path, token, body)
+        finally:
+            self._idle.append(http)
+
+    def _new(self) -> Http:
+        self._all.append(Http(self.url))
+        return self._all[-1]
+
+    async def close(self) -> None:
+        for http in self._all:
+            await http.close()
+
+
 @dataclass
 class Stats:
     round_trips: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
@@ -237,7 +261,7 @@ class Load:
         self, index: int, token: str, socket: Socket, stop: asyncio.Event
     ) -> None:
         tasks: set[asyncio.Task[None]] = set()
-        http = Http(self.server.url)
+        http = HttpPool(self.server.url)
 
         def on_event(call_id: str, name: str) -> None:
             if name == "call.incoming" and operator_of(call_id, self.operators) == index:
@@ -253,7 +277,7 @@ class Load:
             await asyncio.gather(*list(tasks), return_exceptions=True)
         await http.close()
 
-    async def handle_call(self, http: Http, token: str, socket: Socket, call_id: str) -> None:
+    async def handle_call(self, http: HttpPool, token: str, socket: Socket, call_id: str) -> None:
         plan = plan_of(call_id)
         try:
             if plan == REJECTED:
@@ -321,6 +345,8 @@ class Load:
     # --- the run -----------------------------------------------------------------------
     async def run(self) -> dict[str, Any]:
         users = self.sessions - self.operators
+        assert self.server.process is not None
+        print(f"server pid {self.server.process.pid} at {self.server.url}", flush=True)
         op_tokens = await asyncio.to_thread(make_api_tokens, self.server, self.operators)
         setup = time.monotonic()
         user_tokens = await make_sessions(self.server.url, op_tokens[0], users)
