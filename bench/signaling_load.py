@@ -246,7 +246,7 @@ class Load:
     talk_s: float
     stats: Stats = field(default_factory=Stats)
     # Pauses only (the calls' plans come from their ids): a seed makes runs comparable.
-    rng: random.Random = field(default_factory=lambda: random.Random(8))
+    rng: random.Random = field(default_factory=lambda: random.Random(8))  # noqa: S311
 
     @property
     def ws_url(self) -> str:
@@ -598,7 +598,8 @@ def print_summary(result: dict[str, Any]) -> None:
         f"{result['sessions']} sockets ({result['end_users']} end users, "
         f"{result['operators']} operators), {result['duration_s']} s: "
         f"{result['calls']} calls ({result['calls_per_s']}/s) {result['outcomes']}, "
-        f"server CPU {result['server_cpu_core_share']:.0%} of a core"
+        f"server CPU {result['server_cpu_core_share']:.0%} of a core; "
+        f"set-up (sessions, sockets, register) {result['setup_s']} s"
     )
     print(
         f"timelines: {result['open']} open, {result['incomplete_timelines']} incomplete, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from typing import Any
 
 from daphne.cli import CommandLineInterface
@@ -57,6 +58,23 @@ def reconcile_embedded_calls() -> None:
     connections.close_all()  # daphne's threads open their own
 
 
+def hold_sqlite_open() -> sqlite3.Connection | None:
+    """Keep one SQLite connection in the WAL while serving.
+
+    Django opens and closes a connection around every request and every consumer database
+    call (CONN_MAX_AGE=0, and ASGI runs each request in a fresh thread). Whenever the last
+    connection closes, SQLite checkpoints the WAL into the database, fsyncs and deletes it:
+    ~15 ms each time here, in the one thread every consumer's database work goes through
+    (measured: 16 ms per open/write/close alone, 1 ms with a connection held). Held open,
+    WAL checkpoints every 1000 pages instead, as designed."""
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] != "django.db.backends.sqlite3":
+        return None
+    held = sqlite3.connect(database["NAME"], check_same_thread=False)
+    held.execute("SELECT count(*) FROM sqlite_master").fetchone()  # joins the WAL
+    return held
+
+
 class ServerWithServices(Server):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Daphne calls ready_callable just before its reactor runs.
@@ -105,8 +123,11 @@ class Command(BaseCommand):
             argv += ["--access-log", options["access_log"]]
         argv += ["-v", str(options["verbosity"]), "callbridge.asgi:application"]
         reconcile_embedded_calls()
+        held = hold_sqlite_open()
         self.stdout.write(f"callbridge serving on http://{options['bind']}:{options['port']}/")
         cli = CommandLineInterface()
         cli.server_class = ServerWithServices
         cli.run(argv)
         finish_leftover_tasks(asyncio.get_event_loop())
+        if held is not None:
+            held.close()
