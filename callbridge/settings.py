@@ -126,7 +126,7 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "BACKEND": "callbridge.channel_layer.EmbeddedChannelLayer",
             "CONFIG": {"capacity": CHANNEL_CAPACITY},
         }
     }
