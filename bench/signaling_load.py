@@ -623,7 +623,7 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=300, help="WebSocket sessions in all")
     parser.add_argument("--operators", type=int, default=20, help="of which operators")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds placing calls")
-    parser.add_argument("--think", type=float, default=2.0, help="mean pause between calls")
+    parser.add_argument("--think", type=float, default=10.0, help="mean pause between calls")
     parser.add_argument("--talk", type=float, default=0.5, help="seconds an answered call lasts")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args()
