@@ -155,9 +155,15 @@ async def test_it_bridges_two_aiortc_clients_through_the_real_server(server: Ser
     finally:
         await user_peer.close()
         await operator_peer.close()
-    _, call, _ = await asyncio.to_thread(
-        server.request, "GET", f"/api/calls/{user_answer['callSid']}", token
-    )
+    # The worker reports the legs closed just after the call.ended it reacts to.
+    async with asyncio.timeout(5):
+        while True:
+            _, call, _ = await asyncio.to_thread(
+                server.request, "GET", f"/api/calls/{user_answer['callSid']}", token
+            )
+            if all(leg["mediaState"] == "closed" for leg in call["legs"]):
+                break
+            await asyncio.sleep(0.1)
     assert (call["state"], call["endReason"]) == ("ended", "hangup")
     assert sorted(leg["mediaState"] for leg in call["legs"]) == ["closed", "closed"]
 
