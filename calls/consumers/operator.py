@@ -8,6 +8,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from calls.consumers.dispatch import EventsWithoutDatabaseHop
 from calls.errors import CallbridgeError, ErrorCode
 from calls.events import OPERATORS_GROUP, call_summary, session_summary, summarised_calls
 from calls.models import EndUserSession
@@ -31,7 +32,7 @@ def snapshot() -> dict[str, Any]:
     }
 
 
-class OperatorConsumer(AsyncWebsocketConsumer):
+class OperatorConsumer(EventsWithoutDatabaseHop, AsyncWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         if not (user and user.is_authenticated and user.is_active and user.is_staff):
