@@ -589,6 +589,9 @@ def server_env() -> dict[str, str]:
         "CALLBRIDGE_RING_TIMEOUT_S": "300",
         "CALLBRIDGE_RATE_LIMIT_IP": "1000000/min",
         "CALLBRIDGE_RATE_LIMIT_PRINCIPAL": "1000000/min",
+        "CALLBRIDGE_WS_RATE_LIMIT_IP": "1000000/min",
+        "CALLBRIDGE_WS_RATE_LIMIT_SOCKET": "1000000/min",
+        "CALLBRIDGE_WS_RATE_LIMIT_PRINCIPAL": "1000000/min",
     }
 
 
