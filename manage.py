@@ -7,6 +7,9 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "callbridge.settings")
+    from callbridge.event_loop import use_configured_event_loop
+
+    use_configured_event_loop()  # before Django loads daphne, which makes its loop at import
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

@@ -120,7 +120,13 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": CHANNEL_CAPACITY},
+            # redis-py 8 reads with a 5 s socket timeout by default, exactly as long as
+            # channels-redis blocks in BZPOPMIN: every idle receive then raced it and
+            # failed ("Timeout reading from …"). Reads may take longer than the block.
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
+                "capacity": CHANNEL_CAPACITY,
+            },
         }
     }
 else:
@@ -176,6 +182,7 @@ CORS_ALLOW_HEADERS = ("accept", "authorization", "content-type", "token", "x-csr
 # --- REST framework ---------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "calls.api.throttling.ClientIpGate",  # the per-IP limit, before any token lookup
         "calls.api.authentication.BearerTokenAuthentication",
         "calls.api.authentication.StaffSessionAuthentication",
     ],
@@ -185,10 +192,10 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_THROTTLE_CLASSES": [
-        "calls.api.throttling.PrincipalRateThrottle",
-        "calls.api.throttling.ClientIpRateThrottle",
-    ],
+    "DEFAULT_THROTTLE_CLASSES": ["calls.api.throttling.PrincipalRateThrottle"],
+    # The client is REMOTE_ADDR, never a client-supplied X-Forwarded-For (behind a proxy,
+    # `serve --proxy-headers` puts the real client address there).
+    "NUM_PROXIES": 0,
     "DEFAULT_THROTTLE_RATES": {
         "principal": env_rate("CALLBRIDGE_RATE_LIMIT_PRINCIPAL", "600/min"),
         "client_ip": env_rate("CALLBRIDGE_RATE_LIMIT_IP", "1200/min"),
@@ -207,6 +214,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {"OfferTypeEnum": ["offer"], "AnswerTypeEnum": ["answer"]},
+    "AUTHENTICATION_WHITELIST": [  # ClientIpGate is a rate limit, not a credential
+        "calls.api.authentication.BearerTokenAuthentication",
+        "calls.api.authentication.StaffSessionAuthentication",
+    ],
 }
 
 # --- callbridge -------------------------------------------------------------------------
@@ -224,9 +235,32 @@ CALLBRIDGE_ICE_TIMEOUT_S = env_int("CALLBRIDGE_ICE_TIMEOUT_S", 20, minimum=1, ma
 CALLBRIDGE_ICE_HOST_ADDRESSES = env_ip_list("CALLBRIDGE_ICE_HOST_ADDRESSES")
 # The in-process media worker's name (its channel is "media.<name>").
 CALLBRIDGE_MEDIA_WORKER_NAME = env_str("CALLBRIDGE_MEDIA_WORKER_NAME", "embedded")
+# Each serving process runs a media worker of its own (the default). Off: calls go to
+# `manage.py mediaworker` processes, which need the Redis channel layer.
+CALLBRIDGE_EMBEDDED_MEDIA_WORKER = env_bool("CALLBRIDGE_EMBEDDED_MEDIA_WORKER", True)
+if not CALLBRIDGE_EMBEDDED_MEDIA_WORKER and not REDIS_URL:
+    raise ImproperlyConfigured(
+        "CALLBRIDGE_EMBEDDED_MEDIA_WORKER=false needs REDIS_URL: media workers in other "
+        "processes are reached through the Redis channel layer"
+    )
+# Seconds without a heartbeat after which a media worker counts as dead: its calls end
+# with `media_failure` and new calls avoid it. Workers beat every second.
+CALLBRIDGE_MEDIA_WORKER_TIMEOUT_S = env_int(
+    "CALLBRIDGE_MEDIA_WORKER_TIMEOUT_S", 5, minimum=2, maximum=300
+)
+# "forward": Opus is relayed between legs as it came, decoded only for recordings and
+# mixes. "decode": every frame is decoded and re-encoded (stock aiortc; a baseline).
+CALLBRIDGE_MEDIA_PATH = env_choice("CALLBRIDGE_MEDIA_PATH", "forward", ("forward", "decode"))
+# The event loop of manage.py's processes (serve, mediaworker): uvloop, or Python's own.
+CALLBRIDGE_EVENT_LOOP = env_choice("CALLBRIDGE_EVENT_LOOP", "uvloop", ("uvloop", "asyncio"))
 CALLBRIDGE_WS_MAX_MESSAGE_BYTES = env_int(
     "CALLBRIDGE_WS_MAX_MESSAGE_BYTES", 64 * 1024, minimum=4096, maximum=1024 * 1024
 )
+# WebSocket rate limits (RATE_LIMITED): per client IP for handshakes and for messages sent
+# before signing in; per socket and per principal (token, staff user) afterwards.
+CALLBRIDGE_WS_RATE_LIMIT_IP = env_rate("CALLBRIDGE_WS_RATE_LIMIT_IP", "1200/min")
+CALLBRIDGE_WS_RATE_LIMIT_SOCKET = env_rate("CALLBRIDGE_WS_RATE_LIMIT_SOCKET", "300/min")
+CALLBRIDGE_WS_RATE_LIMIT_PRINCIPAL = env_rate("CALLBRIDGE_WS_RATE_LIMIT_PRINCIPAL", "1200/min")
 CALLBRIDGE_SESSION_TTL_S = env_int("CALLBRIDGE_SESSION_TTL_S", 3600, minimum=60)
 CALLBRIDGE_SESSION_MAX_TTL_S = env_int("CALLBRIDGE_SESSION_MAX_TTL_S", 7 * 86400, minimum=60)
 if CALLBRIDGE_SESSION_TTL_S > CALLBRIDGE_SESSION_MAX_TTL_S:

@@ -20,6 +20,7 @@ from django.db import transaction
 from calls import policy
 from calls.errors import CallbridgeError, CallStateError, ErrorCode
 from calls.models import Call, CallMode, CallState, Leg, LegRole, MediaState
+from calls.placement import place_call
 from calls.principals import Principal
 
 
@@ -51,8 +52,6 @@ def parse_uuid(value: str, not_found: CallbridgeError) -> uuid.UUID:
 
 
 def plan_offer(principal: Principal, call_id: str | None, mode: str | None) -> OfferPlan:
-    from django.conf import settings
-
     if call_id is None:
         mode = mode or CallMode.BRIDGE
         if mode not in CallMode.values:
@@ -71,7 +70,7 @@ def plan_offer(principal: Principal, call_id: str | None, mode: str | None) -> O
             uuid.uuid4(),
             principal.role,
             mode,
-            settings.CALLBRIDGE_MEDIA_WORKER_NAME,
+            place_call(),
         )
 
     call = Call.objects.filter(pk=parse_uuid(call_id, _not_found())).first()
@@ -99,6 +98,7 @@ def commit_offer(principal: Principal, plan: OfferPlan) -> None:
             call_id=plan.call_id,
             leg_id=plan.leg_id,
             media_state=MediaState.CONNECTING,
+            media_worker=plan.worker,
         )
     elif plan.kind == OfferKind.ANSWER:
         call = Call.objects.get(pk=plan.call_id)

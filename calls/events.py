@@ -157,6 +157,8 @@ class EventPublisher:
                     await send()
                 except Exception:
                     logger.exception("could not deliver a call event")
+                finally:
+                    self._queue.task_done()
         finally:
             if EventPublisher.active is self:
                 EventPublisher.active = None
@@ -171,6 +173,11 @@ class EventPublisher:
                         await self._queue.get_nowait()()
                     except Exception:
                         logger.exception("could not deliver a call event")
+
+    async def flush(self) -> None:
+        """Until everything submitted so far is sent (a stopping process's last events)."""
+        await asyncio.sleep(0)  # let submissions already scheduled from threads land
+        await self._queue.join()
 
     def submit(self, send: Send) -> bool:
         loop = self._loop

@@ -18,6 +18,7 @@ REPLY_TIMEOUT_S = 15.0
 def offer_message(plan: OfferPlan, sdp: str) -> dict[str, Any]:
     return {
         "type": "media.offer",
+        "kind": plan.kind,  # a draining worker refuses new calls
         "call": str(plan.call_id),
         "leg": str(plan.leg_id),
         "role": plan.role,
@@ -59,7 +60,9 @@ async def send(worker: str, message: dict[str, Any]) -> None:
 async def request(worker: str, message: dict[str, Any], within: float = REPLY_TIMEOUT_S) -> dict:
     """Send and wait for the worker's reply (for callers without a socket: REST)."""
     layer = get_channel_layer()
-    reply_to = await layer.new_channel("media-reply.")
+    # The default prefix: channels-redis serves every process-local channel with one
+    # blocking pop on "specific.<process>!"; another prefix queues behind it for seconds.
+    reply_to = await layer.new_channel()
     await layer.send(
         worker_channel(worker), {**message, "reply_to": reply_to, "request_id": reply_to}
     )

@@ -5,9 +5,11 @@ Two moments, one rule. Both touch only the calls pinned to this process's media 
 
 - start-up (`reconcile_at_startup`, run by `manage.py serve` before it listens): a process
   that was killed (SIGKILL, OOM, power loss) left calls `ringing`/`active`, legs
-  `connected` and recordings `recording`, their WAV header behind the data it covers.
+  `connected` and recordings `recording`: a packet capture beside an empty WAV (the
+  forwarding media path) or a WAV whose header is behind the data it covers (decoding).
   Each call ends (`call.ended`, reason `server_restart`, `data.at = "startup"`), each
-  recording is repaired from the file's length and finished (`server_restart`, with its
+  recording is rendered from its capture (up to the last packet) or repaired from the
+  file's length, and finished (`server_restart`, with its
   SHA-256, size and duration; `failed` if the file is gone or not ours), each leg closed.
 - graceful stop (`ShutdownReconciler`, a background service stopped right after the
   media worker): the worker has closed the legs and finalized the recordings (`shutdown`);
@@ -22,11 +24,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from channels.db import database_sync_to_async
 
 from calls.errors import CallStateError
-from calls.media.recorder import repair_wav
+from calls.media.capture import capture_path, read_capture
+from calls.media.recorder import TICK_S, RecordingResult, repair_wav
+from calls.media.render import render
 from calls.models import Call, EndReason, Leg, MediaState, Recording, RecordingState, StopReason
 from calls.recordings import recordings_dir
 
@@ -94,7 +99,7 @@ def _end_open_calls(worker: str, *, at: str, recording_reason: str) -> Reconcile
 def _finalize_left_recording(recording: Recording, reason: str) -> None:
     path = recordings_dir() / recording.file_name
     try:
-        result = repair_wav(path).as_dict()
+        result = _finalize_file(path).as_dict()
     except (OSError, ValueError) as error:
         logger.error("recording %s cannot be repaired: %s", recording.pk, error)
         recording.finish(reason=StopReason.FAILED, by="system", result={})
@@ -116,3 +121,15 @@ class ShutdownReconciler:
                 await database_sync_to_async(end_calls_at_shutdown)(self.worker)
             except Exception:
                 logger.exception("could not end the calls of media worker %s", self.worker)
+
+
+def _finalize_file(path: Path) -> RecordingResult:
+    """The forwarding path left a packet capture beside an empty WAV: render what it
+    captured, up to its last packet. The decoding path wrote the WAV live: repair it."""
+    capture = capture_path(path)
+    if not capture.exists():
+        return repair_wav(path)
+    packets = read_capture(capture)
+    result = render(capture, path, packets[-1][1] + TICK_S if packets else 0.0)
+    capture.unlink()
+    return result

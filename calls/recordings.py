@@ -9,6 +9,7 @@ from pathlib import Path
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from calls import media_link, policy
 from calls.consent import consent_status
@@ -70,6 +71,8 @@ def stop_recording(call: Call, by: str, reason: str) -> Recording:
     running = call.recordings.filter(state=RecordingState.RECORDING).first()
     if running is None:
         raise CallStateError("the call is not being recorded")
+    # The worker answers once the WAV is rendered: allow ~6 s per minute recorded.
+    recorded_s = (timezone.now() - running.started_at).total_seconds()
     reply = async_to_sync(media_link.request)(
         call.media_worker,
         {
@@ -79,6 +82,7 @@ def stop_recording(call: Call, by: str, reason: str) -> Recording:
             "reason": reason,
             "by": by,
         },
+        within=media_link.REPLY_TIMEOUT_S + recorded_s / 10,
     )
     running.finish(reason=reason, by=by, result=reply["result"])
     return running

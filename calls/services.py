@@ -1,4 +1,5 @@
-"""Background services of a serving process: call deadlines and the embedded media worker.
+"""Background services of a serving process: call deadlines and the embedded media worker
+(or, when media workers are separate processes, the watch that notices one dying).
 
 Started once per event loop: eagerly by `manage.py serve`, or lazily by the ASGI app on
 its first connection when another server runs it (e.g. the plain `daphne` command).
@@ -17,10 +18,11 @@ from django.conf import settings
 
 from calls.deadlines import CallDeadlines
 from calls.events import EventPublisher
-from calls.media.aiortc_internals import advertise_host_addresses
+from calls.media.aiortc_internals import advertise_host_addresses, use_numpy_audio_level
 from calls.media.peer import PeerSettings
 from calls.media.worker import MediaWorker
 from calls.media_reporter import DatabaseLegReporter
+from calls.placement import MediaWorkerWatch
 from calls.reconcile import ShutdownReconciler
 
 logger = logging.getLogger(__name__)
@@ -30,15 +32,20 @@ class Service(Protocol):
     async def run(self) -> None: ...
 
 
-def media_worker() -> MediaWorker:
-    advertise_host_addresses(settings.CALLBRIDGE_ICE_HOST_ADDRESSES)
+def media_worker(name: str = "", host_addresses: list[str] | None = None) -> MediaWorker:
+    """This process's media worker (default: the embedded one, as configured)."""
+    addresses = settings.CALLBRIDGE_ICE_HOST_ADDRESSES if host_addresses is None else host_addresses
+    advertise_host_addresses(addresses)
+    use_numpy_audio_level()
     stun = tuple(RTCIceServer(urls=url) for url in settings.CALLBRIDGE_STUN_URLS)
     return MediaWorker(
-        name=settings.CALLBRIDGE_MEDIA_WORKER_NAME,
+        name=name or settings.CALLBRIDGE_MEDIA_WORKER_NAME,
         layer=get_channel_layer(),
         reporter=DatabaseLegReporter(),
         peer_settings=PeerSettings(
-            ice_servers=stun, ice_timeout_s=settings.CALLBRIDGE_ICE_TIMEOUT_S
+            ice_servers=stun,
+            ice_timeout_s=settings.CALLBRIDGE_ICE_TIMEOUT_S,
+            forwarding=settings.CALLBRIDGE_MEDIA_PATH == "forward",
         ),
     )
 
@@ -47,6 +54,12 @@ def default_services() -> dict[str, Service]:
     # Started in this order, stopped in reverse: the publisher outlives the others, so
     # what they record while stopping (legs closing, calls ending) still reaches the
     # sockets; the shutdown reconciler ends the worker's calls once its media is gone.
+    if not settings.CALLBRIDGE_EMBEDDED_MEDIA_WORKER:
+        return {
+            "event-publisher": EventPublisher(),
+            "call-deadlines": CallDeadlines(),
+            "media-worker-watch": MediaWorkerWatch(),
+        }
     return {
         "event-publisher": EventPublisher(),
         "shutdown-reconciler": ShutdownReconciler(settings.CALLBRIDGE_MEDIA_WORKER_NAME),

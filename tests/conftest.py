@@ -67,7 +67,10 @@ def _plain_static_storage(settings: Any) -> None:
 
 @pytest.fixture(autouse=True)
 def _fresh_rate_limits() -> None:
+    from calls.consumers import throttle
+
     cache.clear()
+    throttle.reset()
 
 
 @pytest.fixture(scope="module")

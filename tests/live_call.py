@@ -11,7 +11,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
-from calls.models import ApiToken, EndUserSession
+from calls.models import ApiToken, AudioFile, EndUserSession
+from tests.browser import write_tone_wav
 from tests.media_peers import ClientPeer
 from tests.signal_client import SignalClient
 
@@ -26,8 +27,6 @@ class LiveCall:
     user_token: str
     operator_token: str
     http: AsyncClient
-    user_peer: ClientPeer
-    operator_peer: ClientPeer
     user_peer: ClientPeer
     operator_peer: ClientPeer
 
@@ -84,3 +83,14 @@ async def live_call(asgi_app: Any, settings: Any, tmp_path: Path) -> AsyncIterat
     await operator_peer.close()
     await user.close()
     await operator.close()
+
+
+async def add_to_library(tmp_path: Path, name: str, frequency: float, seconds: float) -> None:
+    """A tone file in the audio library (MEDIA_ROOT = tmp_path)."""
+
+    def add() -> None:
+        (tmp_path / "audio").mkdir(exist_ok=True)
+        write_tone_wav(tmp_path / "audio" / f"{name}.wav", frequency, seconds)
+        AudioFile.objects.create(name=name, file=f"audio/{name}.wav", duration_s=seconds)
+
+    await sync_to_async(add)()

@@ -75,7 +75,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(data_dir: Path, **extra_env: str) -> Iterator[Server]:
+def running_server(data_dir: Path, migrate: bool = True, **extra_env: str) -> Iterator[Server]:
     """Migrate a fresh database in `data_dir` and serve it until the block ends."""
     env = {
         key: value
@@ -83,16 +83,15 @@ def running_server(data_dir: Path, **extra_env: str) -> Iterator[Server]:
         if not key.startswith(("CALLBRIDGE_", "DJANGO_")) and key not in ("DATABASE_URL", "DEBUG")
     }
     env.update(
-        {
-            "CALLBRIDGE_DATA_DIR": str(data_dir),
-            "CALLBRIDGE_RING_TIMEOUT_S": "2",
-            "CALLBRIDGE_ICE_HOST_ADDRESSES": "127.0.0.1",
-            **extra_env,
-        }
+        CALLBRIDGE_DATA_DIR=str(data_dir),
+        CALLBRIDGE_RING_TIMEOUT_S="2",
+        CALLBRIDGE_ICE_HOST_ADDRESSES="127.0.0.1",
     )
+    env.update(extra_env)  # may override the defaults above
     port = free_port()
     running = Server(url=f"http://127.0.0.1:{port}", env=env, log=data_dir / "serve.log")
-    running.manage("migrate", "--noinput")
+    if migrate:
+        running.manage("migrate", "--noinput")
     running.manage("collectstatic", "--noinput")
     with running.log.open("w") as log:
         process = subprocess.Popen(

@@ -11,7 +11,9 @@ import fractions
 import math
 import re
 from dataclasses import dataclass, field
+from fractions import Fraction
 
+import av
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -109,9 +111,9 @@ class AudioSink:
 class ClientPeer:
     """A browser stand-in: sends a tone, hears the server."""
 
-    def __init__(self, frequency: float) -> None:
+    def __init__(self, frequency: float, configuration: RTCConfiguration | None = None) -> None:
         advertise_host_addresses(["127.0.0.1"])
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pc = RTCPeerConnection(configuration or RTCConfiguration(iceServers=[]))
         self.tone = ToneTrack(frequency)
         self.sink = AudioSink()
         self.pc.addTrack(self.tone)
@@ -158,3 +160,18 @@ class ClientPeer:
     async def close(self) -> None:
         await self.sink.stop()
         await self.pc.close()
+
+
+def opus_tone(frequency: float, seconds: float) -> list[bytes]:
+    """A tone as Opus payloads of 20 ms (mono, 32 kbit/s)."""
+    encoder = av.CodecContext.create("libopus", "w")
+    encoder.bit_rate, encoder.format, encoder.layout = 32000, "s16", "mono"
+    encoder.sample_rate, encoder.time_base = 48000, Fraction(1, 48000)
+    t = np.arange(int(48000 * seconds)) / 48000
+    pcm = (np.sin(2 * np.pi * frequency * t) * 8000).astype(np.int16)
+    payloads = []
+    for start in range(0, len(pcm) - 959, 960):
+        frame = av.AudioFrame.from_ndarray(pcm[start : start + 960].reshape(1, -1), layout="mono")
+        frame.sample_rate, frame.pts = 48000, start
+        payloads += [bytes(packet) for packet in encoder.encode(frame)]
+    return payloads

@@ -10,12 +10,17 @@ from dataclasses import dataclass
 from aiortc import RTCPeerConnection
 
 
-def udp_sockets() -> int:
-    """UDP sockets this process has open (from /proc)."""
+def open_fds(pid: int | str = "self") -> int:
+    """File descriptors a process has open (from /proc)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def udp_sockets(pid: int | str = "self") -> int:
+    """UDP sockets a process (this one by default) has open (from /proc)."""
     mine = set()
-    for fd in os.listdir("/proc/self/fd"):
+    for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
         except OSError:
             continue
         if target.startswith("socket:["):

@@ -281,7 +281,10 @@ async def test_it_reconnects_its_media_after_a_network_blip(
         session_id = await page.evaluate("JSON.parse(config.textContent).sessionId")
         (call,) = [c for c in active if c["sessionId"] == session_id]
         leg = call["legs"][0]["legID"]
-        connected_at = call["legs"][0]["mediaConnectedAt"]
+        async with asyncio.timeout(10):  # the worker records the connection just after
+            while (connected_at := call["legs"][0]["mediaConnectedAt"]) is None:
+                await asyncio.sleep(0.2)
+                call = await call_state(server, token, call["callID"])
         # The server drops this leg's media (as if its network vanished).
         ws_url = server.url.replace("http://", "ws://") + "/ws/signal"
         async with websockets.connect(ws_url, open_timeout=10) as other_tab:
@@ -334,6 +337,10 @@ async def test_it_records_only_after_both_agree_and_stops_when_the_user_withdraw
         await my_status_is(dashboard, "Talking with Flo.")
 
         await dashboard.get_by_role("button", name="Give my consent to be recorded").click()
+        # Only the user's consent is missing once the operator's is on file (not before).
+        await dashboard.wait_for_function(
+            "document.getElementById('my-consent').textContent.endsWith('missing from: user.')"
+        )
         await dashboard.get_by_role("button", name="Record", exact=True).click()
         await dashboard.get_by_role("alert").filter(has_text="consent of: user").wait_for()
         prompt = page.get_by_role("region", name="Recording consent")

@@ -7,13 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from calls.models import AudioFile
 from tests.browser import write_tone_wav
-from tests.live_call import LiveCall
+from tests.live_call import LiveCall, add_to_library
 
 
 def tone_bytes(tmp_path: Path, frequency: float, seconds: float) -> bytes:
@@ -63,15 +62,6 @@ class TestLibrary:
         assert response.status_code == 200
         assert message in response.content.decode() or "empty" in response.content.decode()
         assert AudioFile.objects.count() == 0
-
-
-async def add_to_library(tmp_path: Path, name: str, frequency: float, seconds: float) -> None:
-    def add() -> None:
-        (tmp_path / "audio").mkdir(exist_ok=True)
-        write_tone_wav(tmp_path / "audio" / f"{name}.wav", frequency, seconds)
-        AudioFile.objects.create(name=name, file=f"audio/{name}.wav", duration_s=seconds)
-
-    await sync_to_async(add)()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -17,6 +17,7 @@ import pytest
 
 from tests.live_server import Server, running_server
 from tests.media_peers import ClientPeer
+from tests.real_socket import RealSocket
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.daphne
@@ -84,29 +85,6 @@ def test_it_serves_pages_static_files_and_json_errors(server: Server) -> None:
     assert (missing_status, missing["code"]) == (404, "NOT_FOUND")
 
 
-class RealSocket:
-    """/ws/signal over a real TCP WebSocket."""
-
-    def __init__(self, connection: Any) -> None:
-        self.connection = connection
-        self.received: list[dict[str, Any]] = []
-
-    async def send(self, message: dict[str, Any]) -> None:
-        await self.connection.send(json.dumps(message))
-
-    async def expect(self, kind: str, name: str | None = None, within: float = 10.0) -> dict:
-        async def read() -> dict:
-            while True:
-                message = json.loads(await self.connection.recv())
-                self.received.append(message)
-                if message["type"] == "error":
-                    raise AssertionError(message)
-                if message["type"] == kind and (name is None or message["data"]["name"] == name):
-                    return message
-
-        return await asyncio.wait_for(read(), within)
-
-
 async def test_it_bridges_two_aiortc_clients_through_the_real_server(server: Server) -> None:
     import websockets
 
@@ -165,10 +143,27 @@ async def test_it_bridges_two_aiortc_clients_through_the_real_server(server: Ser
                 break
             await asyncio.sleep(0.1)
     assert (call["state"], call["endReason"]) == ("ended", "hangup")
-    assert sorted(leg["mediaState"] for leg in call["legs"]) == ["closed", "closed"]
+    # The worker reports its legs closing after the hang-up: read as an API client would.
+    async with asyncio.timeout(5):
+        while sorted(leg["mediaState"] for leg in call["legs"]) != ["closed", "closed"]:
+            await asyncio.sleep(0.1)
+            _, call, _ = await asyncio.to_thread(
+                server.request, "GET", f"/api/calls/{user_answer['callSid']}", token
+            )
 
 
 async def test_it_echoes_through_the_real_server_the_wago_way(server: Server) -> None:
+    assert "(uvloop loop)" in server.log.read_text()  # the default event loop
+    await echo_the_wago_way(server)
+
+
+async def test_it_also_runs_on_pythons_own_event_loop(tmp_path: Path) -> None:
+    with running_server(tmp_path, CALLBRIDGE_EVENT_LOOP="asyncio") as server:
+        assert "(asyncio loop)" in server.log.read_text()
+        await echo_the_wago_way(server)
+
+
+async def echo_the_wago_way(server: Server) -> None:
     token = (await asyncio.to_thread(server.manage, "createapitoken", "wago", "--quiet")).strip()
 
     def wago(method: str, path: str, body: Any = None) -> Any:

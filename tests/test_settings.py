@@ -85,6 +85,12 @@ def test_it_has_debug_off_and_embedded_backends_by_default() -> None:
     )
 
 
+def test_it_refuses_to_run_a_media_worker_process_without_redis() -> None:
+    result = run_with_env({}, "manage.py", "mediaworker", "--name", "m1")
+    assert result.returncode != 0
+    assert "needs the Redis channel layer" in result.stderr
+
+
 def test_it_selects_postgres_and_redis_from_urls() -> None:
     result = settings_in_subprocess(
         {
@@ -109,6 +115,8 @@ def test_it_selects_postgres_and_redis_from_urls() -> None:
         ({"CALLBRIDGE_RING_TIMEOUT_S": "soon"}, "CALLBRIDGE_RING_TIMEOUT_S"),
         ({"DEBUG": "perhaps"}, "DEBUG"),
         ({"CALLBRIDGE_SESSION_TTL_S": "999999999"}, "exceeds"),
+        ({"CALLBRIDGE_EMBEDDED_MEDIA_WORKER": "false"}, "needs REDIS_URL"),
+        ({"CALLBRIDGE_MEDIA_WORKER_TIMEOUT_S": "1"}, "CALLBRIDGE_MEDIA_WORKER_TIMEOUT_S"),
     ],
 )
 def test_it_refuses_to_start_with_bad_configuration(env: dict[str, str], message: str) -> None:

@@ -170,8 +170,8 @@ class LegSerializer(serializers.ModelSerializer):
     legID = serializers.UUIDField(source="id", help_text="the leg's WebSocket sessionId")
     mediaState = serializers.CharField(source="media_state")
     createdAt = serializers.DateTimeField(source="created_at")
-    mediaConnectedAt = serializers.DateTimeField(source="media_connected_at")
-    mediaEndedAt = serializers.DateTimeField(source="media_ended_at")
+    mediaConnectedAt = serializers.DateTimeField(source="media_connected_at", allow_null=True)
+    mediaEndedAt = serializers.DateTimeField(source="media_ended_at", allow_null=True)
 
     class Meta:
         model = Leg

@@ -1,9 +1,16 @@
-"""Rate limits per principal and per client IP (429 RATE_LIMITED)."""
+"""Rate limits per principal and per client IP (429 RATE_LIMITED).
+
+The per-IP limit runs before authentication (`ClientIpGate`, the first authentication
+class): DRF checks throttles only after authenticating, so requests with bad tokens would
+otherwise never be counted and token guessing would be unlimited.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.exceptions import Throttled
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
@@ -26,3 +33,14 @@ class ClientIpRateThrottle(SimpleRateThrottle):
 
     def get_cache_key(self, request: Request, view: APIView) -> str | None:
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class ClientIpGate(BaseAuthentication):
+    """Not an authentication: counts every request against its client IP before the real
+    authentication classes look at its token (429 RATE_LIMITED when over)."""
+
+    def authenticate(self, request: Request) -> None:
+        throttle = ClientIpRateThrottle()
+        if not throttle.allow_request(request, None):  # type: ignore[arg-type]
+            raise Throttled(wait=throttle.wait())
+        return None

@@ -36,8 +36,9 @@ from calls.api.serializers import (
     SessionCreateSerializer,
 )
 from calls.api.webrtc import answer_offer, close_media
+from calls.calling import parse_uuid
 from calls.consent import record_answer
-from calls.errors import ErrorCode
+from calls.errors import CallbridgeError, ErrorCode
 from calls.ice import ice_configuration
 from calls.models import Call, CallState, EndUserSession, StopReason
 from calls.principals import Principal
@@ -154,7 +155,11 @@ class CallViewSet(viewsets.GenericViewSet):
         return calls
 
     def get_object(self) -> Call:
-        call = get_object_or_404(self.get_queryset(), pk=self.kwargs["callID"])
+        # The URL pattern admits any 36 hex digits and dashes, not only UUIDs.
+        call_id = parse_uuid(
+            self.kwargs["callID"], CallbridgeError(ErrorCode.NOT_FOUND, "No such call")
+        )
+        call = get_object_or_404(self.get_queryset(), pk=call_id)
         policy.require_party(principal_of(self.request), call)
         return call
 

@@ -8,6 +8,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from calls.consumers import throttle
 from calls.consumers.dispatch import EventsWithoutDatabaseHop
 from calls.errors import CallbridgeError, ErrorCode
 from calls.events import OPERATORS_GROUP, call_summary, session_summary, summarised_calls
@@ -35,18 +36,27 @@ def snapshot() -> dict[str, Any]:
 class OperatorConsumer(EventsWithoutDatabaseHop, AsyncWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
+        # Every handshake counts against its address, refused logins included.
+        if limited := throttle.check_handshake(throttle.client_ip(self.scope)):
+            await self.accept()
+            await self._send(protocol.error("", limited))
+            await self.close(code=throttle.CLOSE_RATE_LIMITED)
+            return
         if not (user and user.is_authenticated and user.is_active and user.is_staff):
             await self.close(code=4403)
             return
+        self.staff_id = f"staff-{user.pk}"
         await self.channel_layer.group_add(OPERATORS_GROUP, self.channel_name)
         await self.accept()
         await self._send({"type": "snapshot", "data": await database_sync_to_async(snapshot)()})
 
     async def disconnect(self, code: int) -> None:
+        throttle.socket_closed(self.channel_name)
         await self.channel_layer.group_discard(OPERATORS_GROUP, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        error = CallbridgeError(
+        ip = throttle.client_ip(self.scope)
+        error = throttle.check_message(ip, self.channel_name, self.staff_id) or CallbridgeError(
             ErrorCode.INVALID_MESSAGE, "this socket only sends events; act through /api/"
         )
         await self._send(protocol.error("", error))

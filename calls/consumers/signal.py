@@ -15,6 +15,7 @@ from django.conf import settings
 from calls import calling, media_link
 from calls.authn import principal_for_token
 from calls.calling import LegRef, OfferKind, OfferPlan
+from calls.consumers import throttle
 from calls.consumers.dispatch import EventsWithoutDatabaseHop
 from calls.errors import CallbridgeError, ErrorCode
 from calls.events import OPERATORS_GROUP, call_group, publish_presence, session_group
@@ -44,15 +45,24 @@ class SignalConsumer(EventsWithoutDatabaseHop, AsyncWebsocketConsumer):
         self.offers: dict[str, OfferPlan] = {}  # request id → offer awaiting the worker
         self.groups_joined: set[str] = set()
         self.seen_events: deque[int] = deque(maxlen=512)
+        self.client_ip = throttle.client_ip(self.scope)
         await self.accept()
+        if limited := throttle.check_handshake(self.client_ip):
+            await self._send(protocol.error("", limited))
+            await self.close(code=throttle.CLOSE_RATE_LIMITED)
 
     async def disconnect(self, code: int) -> None:
+        throttle.socket_closed(self.channel_name)
         for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
         if self.registered and self.principal is not None:
             await database_sync_to_async(_unregister_socket)(self.principal)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        principal_id = self.principal.pk if self.principal is not None else None
+        if limited := throttle.check_message(self.client_ip, self.channel_name, principal_id):
+            await self._send(protocol.error("", limited))  # no parsing: floods stay cheap
+            return
         try:
             message = protocol.parse(text_data, settings.CALLBRIDGE_WS_MAX_MESSAGE_BYTES)
             await self._dispatch(message)

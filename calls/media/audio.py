@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
+from collections.abc import Callable
 from fractions import Fraction
 
 import numpy as np
@@ -80,17 +82,23 @@ class AudioSubscription:
 
 
 class InboundAudio:
-    """Drains one remote audio track and fans its frames out."""
+    """One leg's audio as frames, fanned out to subscriptions.
 
-    def __init__(self, track: MediaStreamTrack, name: str) -> None:
+    Frames are pushed by the forwarding path's decoder, or (`pump`) drained from aiortc's
+    remote track on the decode path.
+    """
+
+    def __init__(self, track: MediaStreamTrack, name: str, *, pump: bool = True) -> None:
         self.track = track
         self.name = name
         self.frames_received = 0
         self.last_frame_at: float | None = None
         self._subscriptions: set[AudioSubscription] = set()
-        self._task = asyncio.get_running_loop().create_task(
-            self._pump(), name=f"inbound-audio:{name}"
-        )
+        self._task: asyncio.Task[None] | None = None
+        if pump:
+            self._task = asyncio.get_running_loop().create_task(
+                self._pump(), name=f"inbound-audio:{name}"
+            )
 
     def subscribe(self) -> AudioSubscription:
         subscription = AudioSubscription()
@@ -101,21 +109,24 @@ class InboundAudio:
         self._subscriptions.discard(subscription)
 
     async def _pump(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             try:
                 frame = await self.track.recv()
             except MediaStreamError:
                 return  # the peer connection closed
-            self.frames_received += 1
-            self.last_frame_at = loop.time()
-            for subscription in self._subscriptions:
-                subscription.put(frame)
+            self.push(frame)
+
+    def push(self, frame: AudioFrame) -> None:
+        self.frames_received += 1
+        self.last_frame_at = time.monotonic()
+        for subscription in self._subscriptions:
+            subscription.put(frame)
 
     async def stop(self) -> None:
         self._subscriptions.clear()
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
 
 
 class Playback:
@@ -159,19 +170,40 @@ class OutboundAudioTrack(MediaStreamTrack):
         super().__init__()
         self._source: AudioSubscription | None = None
         self.overlays: dict[str, Playback] = {}
+        # Called when the last overlay finishes (the leg may go back to forwarding).
+        self.on_overlays_done: Callable[[], None] | None = None
         self._clock_start: float | None = None
         self._pts = 0
+        self._held = False
+        self._resumed = asyncio.Event()
         self.frames_sent = 0
         self.silent_frames = 0
 
     def use(self, source: AudioSubscription | None) -> None:
         """Hear `source` from now on (None: silence)."""
         self._source = source
+        self._held = False
+        self._resumed.set()
+
+    def hold(self) -> None:
+        """Produce nothing: the leg's audio is forwarded around this track."""
+        self._source = None
+        self._held = True
+
+    def stop(self) -> None:
+        super().stop()
+        self._resumed.set()
 
     async def recv(self) -> AudioFrame:
+        loop = asyncio.get_running_loop()
+        if self._held:
+            while self._held and self.readyState == "live":
+                self._resumed.clear()
+                await self._resumed.wait()
+            # Resume on a fresh clock, or the pacing would burst to catch up the pause.
+            self._clock_start = loop.time() - self._pts / SAMPLE_RATE
         if self.readyState != "live":
             raise MediaStreamError
-        loop = asyncio.get_running_loop()
         if self._clock_start is None:
             self._clock_start = loop.time()
         due = self._clock_start + self._pts / SAMPLE_RATE
@@ -190,6 +222,8 @@ class OutboundAudioTrack(MediaStreamTrack):
             frame = mix(frame, list(self.overlays.values()))
             for playback_id in [k for k, p in self.overlays.items() if p.done]:
                 del self.overlays[playback_id]
+            if not self.overlays and self.on_overlays_done is not None:
+                self.on_overlays_done()
         frame.pts = self._pts
         frame.time_base = TIME_BASE
         self._pts += frame.samples

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,9 +23,12 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
+from av import AudioFrame
 
 from calls.errors import CallbridgeError, ErrorCode
+from calls.media.aiortc_internals import LegTransport
 from calls.media.audio import AudioSubscription, InboundAudio, OutboundAudioTrack
+from calls.media.forwarding import RtpOutlet, RtpTap
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +42,8 @@ class PeerSettings:
     # No audio from a connected leg for this long: it is `disconnected` until audio returns.
     inactivity_s: float = 3.0
     watchdog_interval_s: float = 0.5
+    # Forward Opus between legs (False: decode every frame and re-encode it, as stock aiortc).
+    forwarding: bool = True
 
 
 StateCallback = Callable[["LegPeer", str], None]
@@ -50,8 +57,30 @@ def _opus_only() -> list:
     ]
 
 
+_OPUS_RTPMAP = re.compile(r"^a=rtpmap:(\d+) opus/48000", re.IGNORECASE | re.MULTILINE)
+
+
 def _bad_offer(message: str) -> CallbridgeError:
     return CallbridgeError(ErrorCode.INVALID_ARGUMENT, message)
+
+
+_DIRECTIONS = frozenset({"a=sendrecv", "a=sendonly", "a=recvonly", "a=inactive"})
+
+
+def with_explicit_directions(sdp: str) -> str:
+    """Give every media section a direction attribute. Without one, RFC 4566 §6 means the
+    session-level direction, else sendrecv; aiortc instead fails to answer (found by fuzzing)."""
+    newline = "\r\n" if "\r\n" in sdp else "\n"
+    head, *sections = sdp.split(newline + "m=")
+    session = next((line for line in head.split(newline) if line in _DIRECTIONS), "a=sendrecv")
+    fixed = []
+    for section in sections:
+        lines = section.split(newline)
+        if not any(line in _DIRECTIONS for line in lines):
+            end = len(lines) - 1 if lines[-1] == "" else len(lines)
+            lines.insert(end, session)
+        fixed.append(newline.join(lines))
+    return newline.join([head, *("m=" + section for section in fixed)])
 
 
 class LegPeer:
@@ -70,11 +99,14 @@ class LegPeer:
         self.state = "new"
         self.outbound = OutboundAudioTrack()
         self.inbound: InboundAudio | None = None
+        # The forwarding path (settings.forwarding), set up with the answer.
+        self.tap: RtpTap | None = None
+        self.outlet: RtpOutlet | None = None
         self._on_state = on_state
         self._on_inbound = on_inbound
         self._reporting = True
         self._closed = False
-        self._listening: tuple[InboundAudio, AudioSubscription] | None = None
+        self._listening: tuple[InboundAudio, AudioSubscription] | RtpTap | None = None
         self._timers: list[asyncio.Task[None]] = []
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=list(settings.ice_servers)))
         self.pc.on("track", self._on_track)
@@ -93,7 +125,8 @@ class LegPeer:
         transceiver = next(t for t in self.pc.getTransceivers() if t.sender is sender)
         transceiver.setCodecPreferences(_opus_only())
         try:
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            offer = RTCSessionDescription(sdp=with_explicit_directions(offer_sdp), type="offer")
+            await self.pc.setRemoteDescription(offer)
         except Exception as error:  # aiortc raises many kinds on malformed SDP
             logger.info("leg %s: unusable offer: %r", self.leg_id, error)
             if "codec" in str(error).lower():
@@ -102,7 +135,13 @@ class LegPeer:
         for other in self.pc.getTransceivers():
             if other.kind != "audio":
                 other.direction = "inactive"  # audio only: video is answered inactive
-        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        try:
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        except Exception as error:  # parsed, but not answerable (e.g. no direction attribute)
+            logger.info("leg %s: unanswerable offer: %r", self.leg_id, error)
+            raise _bad_offer("the SDP offer could not be answered") from None
+        if self.settings.forwarding:
+            self._start_forwarding(transceiver, self.pc.localDescription.sdp)
         self._set_state("connecting")
         self._start_timer(self._ice_deadline())
         return self.pc.localDescription.sdp
@@ -124,25 +163,75 @@ class LegPeer:
             parsed.sdpMLineIndex = 0
         await self.pc.addIceCandidate(parsed)
 
+    def _start_forwarding(self, transceiver: object, answer_sdp: str) -> None:
+        match = _OPUS_RTPMAP.search(answer_sdp)
+        if match is None:  # cannot happen: the answer offers Opus only
+            raise _bad_offer("the SDP offer must include Opus audio")
+        payload_type = int(match.group(1))
+        transport = LegTransport(transceiver)  # type: ignore[arg-type]
+        self.tap = RtpTap(transport, payload_type, name=self.leg_id, on_frame=self._decoded)
+        self.outlet = RtpOutlet(transport, payload_type)
+
     # --- routing -------------------------------------------------------------------------
-    def listen_to(self, origin: LegPeer | None) -> None:
-        """Hear `origin`'s audio (itself for echo; None for silence)."""
-        if self._listening is not None:
-            source, subscription = self._listening
-            source.unsubscribe(subscription)
-            self._listening = None
+    def listen_to(self, origin: LegPeer | None) -> bool:
+        """Hear `origin`'s audio (itself for echo; None for nothing).
+
+        Forwarded when both legs forward and nothing is mixed over it; otherwise decoded
+        and re-encoded. Returns whether `origin`'s audio must be decoded for this.
+        """
+        self._stop_listening()
+        overlays = bool(self.outbound.overlays)
+        if self.outlet is not None and not overlays:
+            if origin is None:
+                self.outbound.hold()  # nothing to hear: send nothing
+                return False
+            if origin.tap is not None:
+                origin.tap.listeners.add(self.outlet)
+                self._listening = origin.tap
+                self.outbound.hold()
+                return False
         if origin is None or origin.inbound is None:
             self.outbound.use(None)
-            return
+            return False
         subscription = origin.inbound.subscribe()
         self._listening = (origin.inbound, subscription)
         self.outbound.use(subscription)
+        return True
+
+    def _stop_listening(self) -> None:
+        if isinstance(self._listening, RtpTap):
+            self._listening.listeners.discard(self.outlet)  # type: ignore[arg-type]
+        elif self._listening is not None:
+            source, subscription = self._listening
+            source.unsubscribe(subscription)
+        self._listening = None
+
+    def decode_inbound(self, wanted: bool) -> None:
+        """Whether this leg's own audio must be decoded (recording, mixing)."""
+        if self.tap is not None:
+            self.tap.decode(wanted)
+
+    def capture_into(self, sinks: list[Callable[[bytes], None]]) -> None:
+        """Hand every Opus payload this leg sends to `sinks` (recordings)."""
+        if self.tap is not None:
+            self.tap.captures = sinks
+
+    def _decoded(self, frame: AudioFrame) -> None:
+        if self.inbound is not None:
+            self.inbound.push(frame)
+
+    def last_audio_at(self) -> float | None:
+        """When audio last arrived from this leg (time.monotonic())."""
+        if self.tap is not None:
+            return self.tap.last_packet_at
+        return self.inbound.last_frame_at if self.inbound is not None else None
 
     # --- events --------------------------------------------------------------------------
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind != "audio" or self.inbound is not None:
             return
-        self.inbound = InboundAudio(track, name=self.leg_id)
+        # Forwarding: aiortc's receiver gets no RTP to decode; the tap pushes frames instead.
+        self.inbound = InboundAudio(track, name=self.leg_id, pump=not self.settings.forwarding)
         self._on_inbound(self)
 
     async def _on_connection_state(self) -> None:
@@ -163,14 +252,12 @@ class LegPeer:
             await self.close("failed")
 
     async def _watch_inbound(self) -> None:
-        loop = asyncio.get_running_loop()
-        connected_at = loop.time()
+        connected_at = time.monotonic()
         while not self._closed:
             await asyncio.sleep(self.settings.watchdog_interval_s)
             if self.inbound is None:
                 continue  # a receive-only client sends nothing to watch
-            last = self.inbound.last_frame_at or connected_at
-            silent_for = loop.time() - last
+            silent_for = time.monotonic() - (self.last_audio_at() or connected_at)
             if self.state == "connected" and silent_for > self.settings.inactivity_s:
                 self._set_state("disconnected")
             elif self.state == "disconnected" and silent_for <= self.settings.inactivity_s:
@@ -196,7 +283,7 @@ class LegPeer:
         self._reporting = report
         self._set_state(final_state)
         self._closed = True
-        self.listen_to(None)
+        self._stop_listening()
         current = asyncio.current_task()
         for task in self._timers:
             if task is not current:
@@ -205,6 +292,8 @@ class LegPeer:
             await asyncio.gather(
                 *(t for t in self._timers if t is not current), return_exceptions=True
             )
+        if self.tap is not None:
+            self.tap.stop()
         if self.inbound is not None:
             await self.inbound.stop()
         self.outbound.stop()

@@ -2,8 +2,13 @@
 
 Every 20 ms of wall-clock time becomes exactly 960 samples per channel: what the leg sent
 meanwhile, or silence if it sent nothing (a gap, a reconnect) — so one leg's trouble never
-shifts the other channel. File writes happen in a thread; the WAV header's sizes are
-patched at every flush, so even an interrupted file is valid up to its last flush.
+shifts the other channel.
+
+On the forwarding path nothing is decoded during the call: the legs' Opus packets are
+captured with their arrival times (capture.py) and rendered into the WAV when the
+recording stops, in a separate process (render.py). On the decode path the WAV is written
+live from the decoded frames; its header's sizes are patched at every flush, so even an
+interrupted file is valid up to its last flush.
 """
 
 from __future__ import annotations
@@ -11,8 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import struct
+import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +29,7 @@ import numpy as np
 from av import AudioFrame
 
 from calls.media.audio import FRAME_SAMPLES, SAMPLE_RATE, AudioSubscription, InboundAudio
+from calls.media.capture import PacketCapture, capture_path
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +37,11 @@ TICK_S = FRAME_SAMPLES / SAMPLE_RATE
 FLUSH_TICKS = 25  # write every 0.5 s
 MAX_BACKLOG = SAMPLE_RATE // 5  # a leg may run 200 ms ahead before its oldest audio is dropped
 CHANNELS = ("user", "operator")  # left, right
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class RenderFailed(OSError):
+    pass
 
 
 @dataclass(frozen=True)
@@ -44,10 +59,11 @@ class WavWriter:
 
     HEADER = struct.Struct("<4sI4s4sIHHIIHH4sI")
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, fresh: bool = True) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.file = path.open("xb")  # a fresh file, never an existing one
+        # fresh: never an existing file. Otherwise (rendering) the placeholder is replaced.
+        self.file = path.open("xb" if fresh else "wb")
         self.data_bytes = 0
         self._write_header()
 
@@ -146,23 +162,60 @@ def _first_channel(frame: AudioFrame) -> np.ndarray:
     return samples.reshape(-1, channels)[:, 0].astype(np.int16)
 
 
+async def render_in_process(capture: Path, wav: Path, duration_s: float) -> RecordingResult:
+    """calls.media.render in a niced child process: decoding stays off the media loop."""
+    process = await asyncio.create_subprocess_exec(
+        "nice",
+        "-n",
+        "10",
+        sys.executable,
+        "-m",
+        "calls.media.render",
+        str(capture),
+        str(wav),
+        f"{duration_s:.6f}",
+        cwd=PROJECT_ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    if process.returncode != 0:
+        raise RenderFailed(f"rendering {capture} failed: {err.decode(errors='replace')[-2000:]}")
+    return RecordingResult(**json.loads(out))
+
+
 class CallRecorder:
-    def __init__(self, recording_id: str, path: Path) -> None:
+    def __init__(self, recording_id: str, path: Path, *, packets: bool = False) -> None:
         self.recording_id = recording_id
         self.path = path
+        self.takes_packets = packets
         self.channels = {role: ChannelFeed() for role in CHANNELS}
+        self._capture: PacketCapture | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[RecordingResult] | None = None
 
     def listen(self, role: str, source: InboundAudio | None) -> None:
+        """Decode path: record the frames of `source` on `role`'s channel."""
         if role in self.channels:
             self.channels[role].listen(source)
+
+    def packet_sink(self, role: str) -> Callable[[bytes], None]:
+        """Forwarding path: what `role`'s tap calls with every Opus payload."""
+        assert self._capture is not None, "start() first"
+        return self._capture.sink(CHANNELS.index(role))
 
     async def start(self) -> None:
         """Open the file (errors surface here), then record until stop()."""
         loop = asyncio.get_running_loop()
         writer = await loop.run_in_executor(None, WavWriter, self.path)
-        self._task = loop.create_task(self._record(writer), name=f"recorder:{self.recording_id}")
+        if self.takes_packets:
+            # The WAV is a valid, empty placeholder until the capture is rendered into it.
+            await loop.run_in_executor(None, writer.close)
+            self._capture = await loop.run_in_executor(None, PacketCapture, capture_path(self.path))
+            work = self._capture_packets(self._capture)
+        else:
+            work = self._record(writer)
+        self._task = loop.create_task(work, name=f"recorder:{self.recording_id}")
 
     async def stop(self) -> RecordingResult:
         self._stop.set()
@@ -170,6 +223,28 @@ class CallRecorder:
         result = await self._task
         for feed in self.channels.values():
             feed.listen(None)
+        return result
+
+    async def _capture_packets(self, capture: PacketCapture) -> RecordingResult:
+        loop = asyncio.get_running_loop()
+        try:
+            while not self._stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(FLUSH_TICKS * TICK_S):
+                        await self._stop.wait()
+                await loop.run_in_executor(None, capture.append, capture.take_pending())
+        finally:
+            duration_s = time.monotonic() - capture.started
+            await asyncio.shield(loop.run_in_executor(None, capture.append, capture.take_pending()))
+            await asyncio.shield(loop.run_in_executor(None, capture.close))
+        result = await render_in_process(capture.path, self.path, duration_s)
+        capture.path.unlink()
+        logger.info(
+            "recording %s: %.2f s, %d bytes (rendered)",
+            self.recording_id,
+            result.duration_s,
+            result.size_bytes,
+        )
         return result
 
     async def _record(self, writer: WavWriter) -> RecordingResult:

@@ -1,7 +1,9 @@
 """The media worker: owns the peer connections of its calls, reached via the channel layer.
 
 Messages on its channel (`media.<name>`), each handled in order per call:
-  media.offer      {call, mode, leg, role, sdp, reply_to, request_id}  → media.answer | media.error
+  media.offer      {call, kind, mode, leg, role, sdp, reply_to, request_id}
+                   → media.answer | media.error (refused: kind "create" while draining;
+                   kind "answer" when another party's answer already holds that role)
   media.candidate  {call, leg, candidate, sdpMid, sdpMLineIndex, reply_to?, request_id?}
   media.close      {call, leg, reply_to?} close that leg's media; the call stays → media.closed
   media.end_call   {call}               the call ended: stop its recordings, close its legs
@@ -56,17 +58,26 @@ class CallMedia:
 
     def route(self) -> None:
         """Point every leg's ears at the right mouth: itself (echo) or the other party;
-        and every recorder at the legs' current audio."""
+        and every recorder at the legs' current audio. Only audio that a recorder or a
+        mix needs is decoded; the rest is forwarded as it came."""
+        decoded: set[str] = set()
         for role, peer in self.legs.items():
-            if self.mode == "echo":
-                peer.listen_to(peer)
-            else:
-                other = "operator" if role == "user" else "user"
-                peer.listen_to(self.legs.get(other))
+            origin = role if self.mode == "echo" else ("operator" if role == "user" else "user")
+            if peer.listen_to(self.legs.get(origin)):
+                decoded.add(origin)
+        for peer in self.legs.values():
+            peer.capture_into([])
         for recorder in self.recorders.values():
             for role in CHANNELS:
                 peer = self.legs.get(role)
-                recorder.listen(role, peer.inbound if peer else None)
+                if recorder.takes_packets:  # forwarding: packets captured, rendered later
+                    if peer is not None:
+                        peer.capture_into([recorder.packet_sink(role)])
+                else:
+                    recorder.listen(role, peer.inbound if peer else None)
+                    decoded.add(role)
+        for role, peer in self.legs.items():
+            peer.decode_inbound(role in decoded)
 
     @property
     def idle(self) -> bool:
@@ -90,6 +101,8 @@ class MediaWorker:
         self.reporter = reporter
         self.peer_settings = peer_settings
         self.calls: dict[str, CallMedia] = {}
+        # Off while draining: the calls it has go on, offers for new calls are refused.
+        self.accepting_new_calls = True
         self._call_locks: dict[str, asyncio.Lock] = {}
         self._handlers: set[asyncio.Task[None]] = set()
         self._reports: asyncio.Queue[Awaitable[None] | None] = asyncio.Queue()
@@ -157,6 +170,8 @@ class MediaWorker:
             call = self.calls.get(message["call"])
             for peer in call.legs.values() if call else []:
                 peer.outbound.overlays.clear()
+            if call is not None:
+                call.route()
             await self._reply(message, {"type": "media.play_stopped"})
         elif kind == "media.record_stop":
             result = await self._record_stop(
@@ -175,7 +190,16 @@ class MediaWorker:
     # --- handlers ------------------------------------------------------------------------
     async def _offer(self, message: dict[str, Any]) -> None:
         call_id, leg_id, role = message["call"], message["leg"], message["role"]
+        if message.get("kind") == "create" and not self.accepting_new_calls:
+            raise CallbridgeError(
+                ErrorCode.MEDIA_BRIDGE_FAILURE, "that media worker is draining; call again"
+            )
         call = self.calls.get(call_id) or CallMedia(call_id, message["mode"])
+        holder = call.legs.get(role)
+        if message.get("kind") == "answer" and holder is not None and holder.leg_id != leg_id:
+            # Two parties racing to answer: the first offer here is the one that may be
+            # recorded; the later one must not replace its media.
+            raise CallbridgeError(ErrorCode.CALL_STATE, "the call is already being answered")
         peer = LegPeer(
             leg_id=leg_id,
             role=role,
@@ -183,6 +207,7 @@ class MediaWorker:
             on_state=lambda p, state: self._report(call_id, p, state),
             on_inbound=lambda _: self._reroute(call_id),
         )
+        peer.outbound.on_overlays_done = lambda: self._reroute(call_id)
         try:
             answer = await peer.answer(message["sdp"])
         except BaseException:
@@ -242,12 +267,16 @@ class MediaWorker:
             raise CallbridgeError(ErrorCode.INVALID_ARGUMENT, str(error)) from None
         for peer in targets:
             peer.outbound.overlays[message["playback"]] = Playback(message["playback"], samples)
+        if call is not None:
+            call.route()  # mixing needs the other party's audio decoded
         return len(samples) / 48000
 
     async def _record_start(self, message: dict[str, Any]) -> None:
         call_id = message["call"]
         call = self.calls.get(call_id) or CallMedia(call_id, message["mode"])
-        recorder = CallRecorder(message["recording"], Path(message["path"]))
+        recorder = CallRecorder(
+            message["recording"], Path(message["path"]), packets=self.peer_settings.forwarding
+        )
         try:
             await recorder.start()
         except OSError as error:
@@ -265,6 +294,7 @@ class MediaWorker:
         if call is None or recording_id not in call.recorders:
             raise CallbridgeError(ErrorCode.CALL_STATE, "that recording is not running")
         result = await self._finish_recording(call, recording_id, reason, by)
+        call.route()  # nothing needs the audio decoded any more
         if call.idle:
             self.calls.pop(call_id, None)
         return result

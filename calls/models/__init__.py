@@ -12,6 +12,7 @@ from calls.models.call import (
 )
 from calls.models.consent import ConsentMethod, RecordingConsent
 from calls.models.credentials import ApiToken, EndUserSession
+from calls.models.media_worker import MediaWorkerStatus, WorkerState
 from calls.models.recording import (
     AccessAction,
     Recording,
@@ -35,9 +36,11 @@ __all__ = [
     "Leg",
     "LegRole",
     "MediaState",
+    "MediaWorkerStatus",
     "Recording",
     "RecordingAccess",
     "RecordingConsent",
     "RecordingState",
     "StopReason",
+    "WorkerState",
 ]

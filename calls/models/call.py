@@ -219,10 +219,12 @@ class Call(models.Model):
         call_id: uuid.UUID | None = None,
         leg_id: uuid.UUID | None = None,
         media_state: str = "new",
+        media_worker: str | None = None,
     ) -> Call:
         """Place a new call. End users ring the operators; operators ring `session`.
 
-        `call_id`/`leg_id` let a media offer that was answered first keep its ids.
+        `call_id`/`leg_id`/`media_worker` let a media offer that was answered first keep
+        its ids and the worker that answered it; otherwise the call is placed now.
         """
         if mode not in CallMode.values:
             raise CallbridgeError(ErrorCode.INVALID_ARGUMENT, f"unknown mode {mode!r}")
@@ -232,6 +234,8 @@ class Call(models.Model):
             raise CallbridgeError(
                 ErrorCode.INVALID_ARGUMENT, "sessionId is required to call an end user"
             )
+        from calls.placement import place_call  # placement reads these models
+
         now = timezone.now()
         with transaction.atomic():
             if session is not None:
@@ -258,7 +262,7 @@ class Call(models.Model):
                 operator_user=by.user,
                 operator_token=by.api_token,
                 created_by=by.label,
-                media_worker=settings.CALLBRIDGE_MEDIA_WORKER_NAME,
+                media_worker=media_worker or place_call(),
                 created_at=now,
                 answered_at=None if ringing else now,
                 media_deadline=(

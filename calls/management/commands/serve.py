@@ -11,6 +11,7 @@ from daphne.server import Server
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import connections
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
 from calls.reconcile import reconcile_at_startup
@@ -124,7 +125,10 @@ class Command(BaseCommand):
         argv += ["-v", str(options["verbosity"]), "callbridge.asgi:application"]
         reconcile_embedded_calls()
         held = hold_sqlite_open()
-        self.stdout.write(f"callbridge serving on http://{options['bind']}:{options['port']}/")
+        loop = type(reactor._asyncioEventloop).__module__.split(".")[0]  # type: ignore[attr-defined]
+        self.stdout.write(
+            f"callbridge serving on http://{options['bind']}:{options['port']}/ ({loop} loop)"
+        )
         cli = CommandLineInterface()
         cli.server_class = ServerWithServices
         cli.run(argv)

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('calls', '0006_audio_files'),
+        ('calls', '0007_media_workers'),
     ]
 
     operations = [

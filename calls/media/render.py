@@ -1,0 +1,65 @@
+"""Render a packet capture into the recording's stereo WAV (run as its own process).
+
+    python -m calls.media.render CAPTURE WAV DURATION_S   → prints the result as JSON
+
+The same timing as the live recorder: every 20 ms of wall-clock time becomes exactly 960
+samples per channel — what the party's packets that had arrived by then decode to, or
+silence for a gap — so one party's trouble never shifts the other's channel. Without a
+jitter buffer in the way, each party's audio lands when it arrived.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from calls.media.audio import FRAME_SAMPLES
+from calls.media.capture import read_capture
+from calls.media.forwarding import OpusDecoder
+from calls.media.recorder import MAX_BACKLOG, TICK_S, RecordingResult, WavWriter
+
+TICKS_PER_WRITE = 500  # 10 s of audio per write
+
+
+def render(capture: Path, wav: Path, duration_s: float) -> RecordingResult:
+    packets = read_capture(capture)
+    decoders = (OpusDecoder("mono"), OpusDecoder("mono"))  # one channel per party
+    buffers = [np.zeros(0, dtype=np.int16), np.zeros(0, dtype=np.int16)]
+    writer = WavWriter(wav, fresh=False)
+    next_packet = 0
+    block: list[bytes] = []
+    for tick in range(int(duration_s / TICK_S)):
+        taken_at = (tick + 1) * TICK_S
+        arrived: list[list[np.ndarray]] = [[], []]
+        while next_packet < len(packets) and packets[next_packet][1] <= taken_at:
+            channel, _, payload = packets[next_packet]
+            arrived[channel] += [
+                f.to_ndarray().reshape(-1) for f in decoders[channel].decode(payload)
+            ]
+            next_packet += 1
+        out = np.zeros((FRAME_SAMPLES, 2), dtype=np.int16)
+        for channel in (0, 1):
+            if arrived[channel]:
+                buffers[channel] = np.concatenate([buffers[channel], *arrived[channel]])
+                buffers[channel] = buffers[channel][-MAX_BACKLOG:]
+            available = min(FRAME_SAMPLES, len(buffers[channel]))
+            out[:available, channel] = buffers[channel][:available]
+            buffers[channel] = buffers[channel][available:]
+        block.append(out.tobytes())
+        if len(block) == TICKS_PER_WRITE:
+            writer.append(b"".join(block))
+            block.clear()
+    writer.append(b"".join(block))
+    return writer.close()
+
+
+def main(argv: list[str]) -> None:
+    capture, wav, duration = Path(argv[1]), Path(argv[2]), float(argv[3])
+    print(json.dumps(render(capture, wav, duration).as_dict()))
+
+
+if __name__ == "__main__":
+    main(sys.argv)

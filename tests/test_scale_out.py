@@ -1,0 +1,368 @@
+"""Scale-out with real processes: Redis, PostgreSQL, two daphne and two media workers.
+
+Calls spread over both workers with audio both ways whichever daphne each party uses;
+signaling for a call goes through the daphne its parties did not use; a killed worker's
+calls end with `media_failure` and new calls avoid it; SIGTERM drains a worker; two
+operators answering one call on PostgreSQL: exactly one wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
+from typing import Any
+
+import pytest
+import websockets
+
+from tests.cluster import WORKER_TIMEOUT_S, Cluster, MediaWorkerProcess, running_cluster
+from tests.live_server import Server
+from tests.media_peers import ClientPeer
+from tests.real_socket import RealSocket
+from tests.test_recording import dominant, read_wav
+
+pytestmark = pytest.mark.daphne
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with running_cluster(tmp_path_factory.mktemp("cluster")) as running:
+        yield running
+
+
+@pytest.fixture
+def workers(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[list[MediaWorkerProcess]]:
+    """Two fresh media worker processes (named after the test) for this test."""
+    prefix = request.node.name.removeprefix("test_it_")[:40]
+    with cluster.media_workers((f"{prefix}-1", 2), (f"{prefix}-2", 2)) as started:
+        yield started
+
+
+@pytest.fixture
+async def sockets() -> AsyncIterator[Any]:
+    """Opens real WebSockets to a daphne; all closed at the end of the test."""
+    async with AsyncExitStack() as stack:
+
+        async def open_socket(server: Server) -> RealSocket:
+            url = server.url.replace("http://", "ws://") + "/ws/signal"
+            connection = websockets.connect(url, open_timeout=10)
+            return RealSocket(await stack.enter_async_context(connection))
+
+        yield open_socket
+
+
+@pytest.fixture
+async def peers() -> AsyncIterator[Any]:
+    made: list[ClientPeer] = []
+
+    def make(frequency: float) -> ClientPeer:
+        made.append(ClientPeer(frequency))
+        return made[-1]
+
+    yield make
+    for peer in made:
+        await peer.close()
+
+
+def offer(token: str, sdp: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "type": "offer",
+        "sessionId": "",
+        "authToken": token,
+        "data": {"type": "offer", "sdp": sdp},
+        **fields,
+    }
+
+
+async def rest(server: Server, method: str, path: str, token: str, body: Any = None) -> Any:
+    status, answer, _ = await asyncio.to_thread(server.request, method, path, token, body)
+    assert 200 <= status < 300, (status, answer)
+    return answer
+
+
+async def new_session(cluster: Cluster, token: str, name: str) -> str:
+    session = await rest(cluster.daphnes[0], "POST", "/api/sessions", token, {"displayName": name})
+    return session["sessionToken"]
+
+
+async def bridged_call(
+    cluster: Cluster, sockets: Any, peers: Any, user_via: Server, operator_via: Server, token: str
+) -> dict[str, Any]:
+    """An end user calls through `user_via` (trickling its candidates through the other
+    daphne), the operator answers through `operator_via`; both hear each other."""
+    user_token = await new_session(cluster, token, "Ada")
+    other = next(d for d in cluster.daphnes if d is not user_via)
+    user, user_trickle, operator = (
+        await sockets(user_via),
+        await sockets(other),
+        await sockets(operator_via),
+    )
+    user_peer, operator_peer = peers(440), peers(880)
+    await user.send(offer(user_token, await user_peer.offer(trickle=True)))
+    user_answer = await user.expect("answer")
+    call_id, user_leg = user_answer["callSid"], user_answer["sessionId"]
+    await user_trickle.send({"type": "register", "sessionId": "", "authToken": user_token})
+    await user_trickle.expect("event", "registered")
+    for candidate in [*user_peer.candidates(), {"candidate": "", "sdpMid": "0"}]:
+        await user_trickle.send({"type": "ice-candidate", "sessionId": user_leg, "data": candidate})
+    await operator.send(offer(token, await operator_peer.offer(), callSid=call_id))
+    operator_answer = await operator.expect("answer")
+    await user_peer.accept(user_answer["data"]["sdp"])
+    await operator_peer.accept(operator_answer["data"]["sdp"])
+    await user_peer.wait_connected()
+    await operator_peer.wait_connected()
+    await operator_peer.hears(440)
+    await user_peer.hears(880)
+    return {
+        "id": call_id,
+        "user": user,
+        "user_trickle": user_trickle,
+        "operator": operator,
+        "user_leg": user_leg,
+        "user_token": user_token,
+    }
+
+
+async def echo_call(sockets: Any, peers: Any, via: Server, token: str, tone: float) -> tuple:
+    socket_, peer = await sockets(via), peers(tone)
+    await socket_.send(offer(token, await peer.offer(), mode="echo"))
+    answer = await socket_.expect("answer")
+    await peer.accept(answer["data"]["sdp"])
+    await peer.wait_connected()
+    await peer.hears(tone)
+    return answer["callSid"], socket_, peer
+
+
+async def test_it_spreads_calls_over_both_workers_with_audio_through_either_daphne(
+    cluster: Cluster, workers: list[MediaWorkerProcess], sockets: Any, peers: Any
+) -> None:
+    a, b = cluster.daphnes
+    token = await asyncio.to_thread(cluster.token, "spread")
+    first = await bridged_call(cluster, sockets, peers, user_via=a, operator_via=b, token=token)
+    second = await bridged_call(cluster, sockets, peers, user_via=b, operator_via=a, token=token)
+    placed = {await asyncio.to_thread(cluster.worker_of, call["id"]) for call in (first, second)}
+    assert placed == {worker.name for worker in workers}
+
+    # Recording started through one daphne, stopped through the other: the owning worker
+    # writes the file (shared storage), each party on its own channel.
+    call_id = first["id"]
+    for who in (first["user_token"], token):
+        consent = {"granted": True, "policy": "1"}
+        await rest(b, "POST", f"/api/calls/{call_id}/consent", who, consent)
+    recording = await rest(a, "POST", f"/api/calls/{call_id}/record", token)
+    await asyncio.sleep(2.5)
+    await rest(b, "POST", f"/api/calls/{call_id}/record/stop", token)
+    summary = await rest(a, "GET", f"/api/calls/{call_id}", token)
+    assert summary["recording"]["state"] == "finished", summary
+    recordings = cluster.data_dir / "media" / "recordings"
+    left, right, seconds = read_wav(recordings / recording["fileName"])
+    assert seconds > 2.0
+    assert abs(dominant(left[-48000:]) - 440) < 10
+    assert abs(dominant(right[-48000:]) - 880) < 10
+
+    # Hang-ups through the daphne the hanging-up party did not call through.
+    await first["user_trickle"].send({"type": "hangup", "sessionId": first["user_leg"]})
+    await rest(b, "POST", f"/api/calls/{second['id']}/hangup", token)
+    for call in (first, second):
+        for socket_ in (call["user"], call["operator"]):
+            ended = await socket_.expect("event", "call.ended")
+            assert ended["data"]["reason"] == "hangup"
+        legs = (await rest(a, "GET", f"/api/calls/{call['id']}", token))["legs"]
+        await _eventually_closed(a, call["id"], token, legs)
+
+
+async def _eventually_closed(server: Server, call_id: str, token: str, legs: list) -> None:
+    """The owning worker closes the legs when the call ends (reported asynchronously)."""
+    async with asyncio.timeout(10):
+        while {leg["mediaState"] for leg in legs} != {"closed"}:
+            await asyncio.sleep(0.2)
+            legs = (await rest(server, "GET", f"/api/calls/{call_id}", token))["legs"]
+
+
+async def test_it_ends_a_killed_workers_calls_and_places_new_calls_elsewhere(
+    cluster: Cluster, workers: list[MediaWorkerProcess], sockets: Any, peers: Any
+) -> None:
+    a, b = cluster.daphnes
+    token = await asyncio.to_thread(cluster.token, "kill")
+    doomed, doomed_socket, _ = await echo_call(sockets, peers, a, token, 500)
+    survivor, _, survivor_peer = await echo_call(sockets, peers, b, token, 700)
+    owner = await asyncio.to_thread(cluster.worker_of, doomed)
+    assert {owner, await asyncio.to_thread(cluster.worker_of, survivor)} == {
+        w.name for w in workers
+    }
+    victim = next(w for w in workers if w.name == owner)
+
+    victim.signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    ended = await doomed_socket.expect("event", "call.ended", within=WORKER_TIMEOUT_S + 7)
+    noticed_after = time.monotonic() - killed_at
+    assert ended["data"]["reason"] == "media_failure"
+    assert noticed_after < WORKER_TIMEOUT_S + 3, noticed_after
+    record = await rest(b, "GET", f"/api/calls/{doomed}", token)
+    assert (record["state"], record["endReason"]) == ("ended", "media_failure")
+
+    # The other worker's call goes on; new calls go to the worker that is alive.
+    await survivor_peer.hears(700)
+    assert (await rest(a, "GET", f"/api/calls/{survivor}", token))["state"] == "active"
+    fresh, _, _ = await echo_call(sockets, peers, a, token, 900)
+    assert await asyncio.to_thread(cluster.worker_of, fresh) != owner
+    print(f"killed worker's call ended after {noticed_after:.1f} s")
+
+
+async def test_it_drains_a_worker_on_sigterm(cluster: Cluster, sockets: Any, peers: Any) -> None:
+    a, b = cluster.daphnes
+    token = await asyncio.to_thread(cluster.token, "drain")
+    with cluster.media_workers(("drain-patient", 60), ("drain-quick", 3)) as (patient, quick):
+        kept, kept_socket, kept_peer = await echo_call(sockets, peers, a, token, 500)
+        cut, cut_socket, _ = await echo_call(sockets, peers, b, token, 700)
+        owners = [await asyncio.to_thread(cluster.worker_of, call) for call in (kept, cut)]
+        assert owners == [patient.name, quick.name]  # both empty: the first by name
+
+        # Draining: no new calls; its own call goes on until hung up, then it exits.
+        patient.signal(signal.SIGTERM)
+        await asyncio.sleep(0.5)
+        for _ in range(2):
+            fresh, fresh_socket, _ = await echo_call(sockets, peers, b, token, 900)
+            assert await asyncio.to_thread(cluster.worker_of, fresh) == quick.name
+            await fresh_socket.send({"type": "hangup", "callSid": fresh})
+            await fresh_socket.expect("event", "call.ended")
+        await kept_peer.hears(500)
+        await kept_socket.send({"type": "hangup", "callSid": kept})
+        assert (await kept_socket.expect("event", "call.ended"))["data"]["reason"] == "hangup"
+        assert await patient.exit_code(within=10) == 0
+
+        # A call still going at the drain timeout is ended cleanly.
+        quick.signal(signal.SIGTERM)
+        ended = await cut_socket.expect("event", "call.ended", within=10)
+        assert ended["data"]["reason"] == "server_restart"
+        assert await quick.exit_code(within=10) == 0
+    for worker in (patient, quick):
+        assert "Traceback" not in worker.log.read_text()
+    record = await rest(a, "GET", f"/api/calls/{cut}", token)
+    assert (record["state"], record["endReason"]) == ("ended", "server_restart")
+    assert {leg["mediaState"] for leg in record["legs"]} == {"closed"}
+
+    # No worker left: a new call is refused with the contract's error.
+    socket_, peer = await sockets(a), peers(300)
+    await socket_.send(offer(token, await peer.offer(), mode="echo"))
+    error = await socket_.expect("error")
+    assert error["data"]["code"] == "MEDIA_BRIDGE_FAILURE"
+
+
+async def race_to_answer(call_id: str, contenders: list[tuple[Server, str]]) -> list[tuple]:
+    """Every contender POSTs answer at the same instant (each through its daphne)."""
+    start = threading.Barrier(len(contenders))
+
+    def answer(server: Server, token: str) -> tuple[int, Any]:
+        start.wait(timeout=10)
+        status, body, _ = server.request("POST", f"/api/calls/{call_id}/answer", token)
+        return status, body
+
+    return list(
+        await asyncio.gather(*(asyncio.to_thread(answer, *contender) for contender in contenders))
+    )
+
+
+async def test_it_lets_exactly_one_of_two_operators_answer_on_postgresql(
+    cluster: Cluster, workers: list[MediaWorkerProcess]
+) -> None:
+    a, b = cluster.daphnes
+    tokens = [await asyncio.to_thread(cluster.token, f"race-{n}") for n in (1, 2)]
+    rounds = 8
+    for _ in range(rounds):
+        user_token = await new_session(cluster, tokens[0], "Racer")
+        call = await rest(a, "POST", "/api/calls", user_token, {})
+        assert call["state"] == "ringing"
+        outcomes = await race_to_answer(call["callID"], [(a, tokens[0]), (b, tokens[1])])
+        statuses = sorted(status for status, _ in outcomes)
+        assert statuses == [200, 409], outcomes
+        loser = next(body for status, body in outcomes if status == 409)
+        assert loser["code"] == "CALL_STATE"
+        operator_legs, answered = await asyncio.to_thread(
+            lambda call_id=call["callID"]: (
+                cluster.query(
+                    "SELECT count(*) FROM calls_leg WHERE call_id = %s AND role = 'operator'",
+                    call_id,
+                )[0][0],
+                cluster.query(
+                    "SELECT count(*) FROM calls_callevent WHERE call_id = %s"
+                    " AND name = 'call.answered'",
+                    call_id,
+                )[0][0],
+            )
+        )
+        assert (operator_legs, answered) == (1, 1)
+        await rest(a, "POST", f"/api/calls/{call['callID']}/hangup", user_token)
+
+
+async def test_it_lets_exactly_one_of_two_racing_operator_offers_join(
+    cluster: Cluster, workers: list[MediaWorkerProcess], sockets: Any, peers: Any
+) -> None:
+    """The same race over WebSockets with media: both offers reach the call's worker. If
+    both were planned before either was recorded, one joins and the other gets CALL_STATE;
+    if one was recorded first, the later one takes over that same operator leg (operators
+    share it: a reconnect). Never two operator legs, never an answer without media."""
+    a, b = cluster.daphnes
+    tokens = [await asyncio.to_thread(cluster.token, f"offer-race-{n}") for n in (1, 2)]
+    true_races = 0
+    for _ in range(4):
+        user_token = await new_session(cluster, tokens[0], "Racer")
+        user, user_peer = await sockets(a), peers(440)
+        await user.send(offer(user_token, await user_peer.offer()))
+        user_answer = await user.expect("answer")
+        call_id = user_answer["callSid"]
+        contenders = [(await sockets(a), peers(880)), (await sockets(b), peers(880))]
+        messages = [
+            offer(token, await peer.offer(), callSid=call_id)
+            for token, (_, peer) in zip(tokens, contenders, strict=True)
+        ]
+        await asyncio.gather(
+            *(
+                socket_.send(message)
+                for (socket_, _), message in zip(contenders, messages, strict=True)
+            )
+        )
+        replies = [await _reply(socket_) for socket_, _ in contenders]
+        answers = [reply for reply in replies if reply["type"] == "answer"]
+        if len(answers) == 1:
+            true_races += 1
+            [loser] = [reply for reply in replies if reply["type"] == "error"]
+            assert loser["data"]["code"] == "CALL_STATE", loser
+        else:
+            assert len({answer["sessionId"] for answer in answers}) == 1, answers  # a takeover
+        operator_legs = await asyncio.to_thread(
+            cluster.query,
+            "SELECT count(*) FROM calls_leg WHERE call_id = %s AND role = 'operator'",
+            call_id,
+        )
+        assert operator_legs == [(1,)]
+        await user_peer.accept(user_answer["data"]["sdp"])
+        for (_, peer), reply in zip(contenders, replies, strict=True):
+            if reply["type"] == "answer":
+                await peer.accept(reply["data"]["sdp"])
+        await user_peer.wait_connected()
+        await user_peer.hears(880)  # the operator whose media the worker kept
+        await user.send({"type": "hangup", "callSid": call_id})
+        await user.expect("event", "call.ended")
+    print(f"{true_races} of 4 offer pairs raced (planned before either was recorded)")
+
+
+async def _reply(socket_: RealSocket, within: float = 10.0) -> dict[str, Any]:
+    """The first answer or error on the socket."""
+    async with asyncio.timeout(within):
+        while True:
+            message = json.loads(await socket_.connection.recv())
+            if message["type"] in ("answer", "error"):
+                return message
+
+
+def test_it_runs_on_postgresql(cluster: Cluster) -> None:
+    vendor = cluster.daphnes[0].manage(
+        "shell", "-c", "from django.db import connection; print(connection.vendor)"
+    )
+    assert vendor.strip().splitlines()[-1] == "postgresql"
