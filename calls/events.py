@@ -173,6 +173,8 @@ class EventPublisher:
                         await self._queue.get_nowait()()
                     except Exception:
                         logger.exception("could not deliver a call event")
+                    finally:
+                        self._queue.task_done()
 
     async def flush(self) -> None:
         """Until everything submitted so far is sent (a stopping process's last events)."""
