@@ -14,7 +14,7 @@ PORT ?= 8000
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[test,redis,postgres]'
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[test,redis,postgres,bench]'
 	touch $@
 
 # Embedded default: SQLite + in-memory channel layer + in-process services, DEBUG on.
@@ -44,7 +44,7 @@ format: $(VENV)/.installed
 # Re-pin every transitive dependency after changing pyproject.toml.
 lock:
 	rm -rf /tmp/callbridge-lock && $(PYTHON) -m venv /tmp/callbridge-lock
-	/tmp/callbridge-lock/bin/pip install --quiet -e '.[test,redis,postgres]'
+	/tmp/callbridge-lock/bin/pip install --quiet -e '.[test,redis,postgres,bench]'
 	/tmp/callbridge-lock/bin/pip freeze --exclude-editable > $(CONSTRAINTS)
 
 clean:

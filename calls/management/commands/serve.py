@@ -14,6 +14,7 @@ from django.db import connections
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
+from calls import loop_lag
 from calls.reconcile import reconcile_at_startup
 from calls.services import services
 
@@ -24,7 +25,9 @@ EVENTS_FLUSH_S = 0.5
 
 def start_services() -> None:
     """Start the services on daphne's loop (they are stopped by ServerWithServices)."""
-    services.ensure_started(asyncio.get_event_loop())  # daphne's asyncio reactor's loop
+    loop = asyncio.get_event_loop()  # daphne sets its asyncio reactor's loop before this
+    services.ensure_started(loop)
+    loop_lag.start_from_env(loop)  # benchmarks only (bench/): off unless its env var is set
 
 
 async def stop_services() -> None:

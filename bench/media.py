@@ -1,0 +1,302 @@
+"""The media benchmark: one command, every series, a report.
+
+    .venv/bin/python -m bench.media --out docs/PERFORMANCE.md      # full ramp (~10 min)
+    .venv/bin/python -m bench.media --smoke                          # seconds, tiny N
+
+For each target (callbridge, the stock aiortc relay, optionally callbridge's decode path)
+this starts a real server pinned to core 0 (`taskset`), then a load generator process
+(bench.loadgen) pinned to core 1 that ramps bridged calls and measures each step. The
+results go to a JSON file, a markdown report and a PNG chart (bench.report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import report
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_STEPS = "2,5,10,20,40,80,120,160,200,250,300,400"
+SERVER_CORE, GENERATOR_CORE = "0", "1"
+
+
+@dataclass
+class RunningServer:
+    target: str
+    url: str
+    pid: int
+    lag_file: Path
+    token: str = ""
+
+
+def raise_open_files_limit() -> None:
+    """Every leg is a UDP socket on each side: hundreds of calls outgrow a 1024 soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def pinned(core: str) -> list[str]:
+    """`taskset -c core` when we can pin (bench runs on 2+ cores), else nothing."""
+    if shutil.which("taskset") and (os.cpu_count() or 1) > int(core):
+        return ["taskset", "-c", core]
+    return []
+
+
+def wait_for_port(port: int, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start:\n{log.read_text()[-3000:]}") from None
+            time.sleep(0.1)
+
+
+def callbridge_env(data_dir: Path, lag_file: Path, media_path: str | None) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("CALLBRIDGE_", "DJANGO_")) and key not in ("DATABASE_URL", "DEBUG")
+    }
+    env.update(
+        CALLBRIDGE_DATA_DIR=str(data_dir),
+        CALLBRIDGE_ICE_HOST_ADDRESSES="127.0.0.1",
+        CALLBRIDGE_LOOP_LAG_FILE=str(lag_file),
+        # The generator is one client making thousands of requests.
+        CALLBRIDGE_RATE_LIMIT_PRINCIPAL="1000000/min",
+        CALLBRIDGE_RATE_LIMIT_IP="1000000/min",
+        CALLBRIDGE_RECORDING_CONSENT="none",  # the recording step records without consents
+        CALLBRIDGE_MEDIA_GRACE_S="600",
+        LOG_LEVEL="WARNING",
+    )
+    if media_path:
+        env["CALLBRIDGE_MEDIA_PATH"] = media_path
+    return env
+
+
+@contextmanager
+def serve(target: str, work: Path) -> Iterator[RunningServer]:
+    """Start the server for `target` on core 0 with a fresh data dir; stop it after."""
+    data_dir = work / target
+    data_dir.mkdir(parents=True)
+    lag_file = data_dir / "loop-lag.txt"
+    log = data_dir / "server.log"
+    port = free_port()
+    manage = [sys.executable, "manage.py"]
+    if target == "stock":
+        env = dict(os.environ, CALLBRIDGE_LOOP_LAG_FILE=str(lag_file))
+        command = [sys.executable, "-m", "bench.stock_relay", "--port", str(port)]
+        url, token = f"ws://127.0.0.1:{port}", ""
+    else:
+        media_path = "decode" if target == "callbridge-decode" else None
+        env = callbridge_env(data_dir, lag_file, media_path)
+        (data_dir / "static").mkdir()  # STATIC_ROOT: WhiteNoise warns without it
+        run = {"cwd": ROOT, "env": env, "check": True, "capture_output": True, "text": True}
+        subprocess.run([*manage, "migrate", "--noinput"], **run)  # noqa: S603
+        token = subprocess.run(  # noqa: S603
+            [*manage, "createapitoken", "bench", "--quiet"], **run
+        ).stdout.strip()
+        command = [*manage, "serve", "--port", str(port)]
+        url = f"http://127.0.0.1:{port}"
+    with log.open("w") as out:
+        process = subprocess.Popen(  # noqa: S603
+            [*pinned(SERVER_CORE), *command], cwd=ROOT, env=env, stdout=out, stderr=out
+        )
+    try:
+        wait_for_port(port, process, log)
+        yield RunningServer(target, url, process.pid, lag_file, token)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def run_generator(
+    server: RunningServer, args: argparse.Namespace, steps: str, results: list, **extra: str
+) -> None:
+    """Run bench.loadgen against `server` on core 1; append its per-step results."""
+    command = [
+        *pinned(GENERATOR_CORE),
+        sys.executable,
+        "-m",
+        "bench.loadgen",
+        f"--target={server.target}",
+        f"--url={server.url}",
+        f"--token={server.token}",
+        f"--server-pid={server.pid}",
+        f"--lag-file={server.lag_file}",
+        f"--steps={steps}",
+        f"--window={args.window}",
+        f"--settle={args.settle}",
+        f"--parallel={args.parallel}",
+        f"--latency-bound={args.latency_bound}",
+        f"--server-core={SERVER_CORE}",
+        f"--generator-core={GENERATOR_CORE}",
+    ]
+    command += [f"--{key.replace('_', '-')}={value}" for key, value in extra.items()]
+    if args.keep_going:
+        command.append("--keep-going")
+    with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True) as generator:  # noqa: S603
+        try:
+            for line in generator.stdout or ():
+                if line.startswith("{"):
+                    step = json.loads(line)
+                    results.append(step)
+                    print(report.progress_line(step), flush=True)
+        finally:
+            if generator.poll() is None and sys.exc_info()[0] is not None:
+                generator.terminate()  # we are being stopped: stop it too
+    if generator.returncode:
+        raise RuntimeError(f"load generator for {server.target} exited {generator.returncode}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="callbridge media benchmark")
+    parser.add_argument("--out", type=Path, default=None, help="markdown report (and PNG beside)")
+    parser.add_argument("--json", type=Path, default=None, help="raw results (default: beside)")
+    parser.add_argument(
+        "--targets",
+        default="callbridge,stock",
+        help="comma-separated: callbridge, stock, callbridge-decode",
+    )
+    parser.add_argument("--steps", default=DEFAULT_STEPS, help="calls per step")
+    parser.add_argument("--stock-steps", default=None, help="steps for the stock relay")
+    parser.add_argument("--window", type=float, default=10.0, help="seconds measured per step")
+    parser.add_argument("--settle", type=float, default=2.0)
+    parser.add_argument("--parallel", type=int, default=10, help="calls set up at once")
+    parser.add_argument("--latency-bound", type=float, default=20.0, help="ms added, p95")
+    parser.add_argument("--record-at", type=int, default=5, help="N for recording on vs off")
+    parser.add_argument(
+        "--calibrate-steps",
+        default="50,100,200,300",
+        help="calls per step of the generator-alone run ('' to skip)",
+    )
+    parser.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="run every step even past a failing one (exploring on a noisy machine)",
+    )
+    parser.add_argument(
+        "--work-dir", type=Path, default=None, help="keep server logs and data here"
+    )
+    parser.add_argument("--note", default="", help="a line for the report (conditions, purpose)")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds, tiny N (CI)")
+    parser.add_argument(
+        "--from-json", type=Path, default=None, help="only re-render --out from saved results"
+    )
+    args = parser.parse_args(argv)
+    raise_open_files_limit()  # inherited by the servers and generators we start
+    # `kill` (SIGTERM) unwinds like Ctrl-C, so the servers and generator started are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        saved["note"] = args.note or saved.get("note", "")
+        write_report(saved, args.out, None)
+        return
+    if args.smoke:
+        args.steps, args.stock_steps, args.calibrate_steps = "1,2", "1", "2"
+        args.window, args.settle, args.record_at = 2.0, 0.5, 1
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    command = "python -m bench.media " + " ".join(argv if argv is not None else sys.argv[1:])
+    started = time.time()
+    results: dict = {
+        "command": command.strip(),
+        "started": started,
+        "machine": report.machine(),
+        "versions": report.versions(),
+        "latency_bound_ms": args.latency_bound,
+        "note": args.note,
+        "series": {},
+        "recording": [],
+        "calibration": [],
+    }
+    json_path = args.json or (args.out.with_suffix(".json") if args.out else None)
+    try:
+        run_all(args, targets, results)
+    finally:  # stopped or failed half-way: keep what was measured (--from-json renders it)
+        if json_path:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps(results, indent=1))
+    write_report(results, args.out, json_path)
+
+
+def run_all(args: argparse.Namespace, targets: list[str], results: dict) -> None:
+    """Every series, filling `results` step by step."""
+    with contextlib.ExitStack() as stack:
+        if args.work_dir:  # kept: server logs, databases, loop-lag samples
+            args.work_dir.mkdir(parents=True, exist_ok=True)
+            tmp = str(tempfile.mkdtemp(prefix="run-", dir=args.work_dir))
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="callbridge-bench-"))
+        for target in targets:
+            steps = args.stock_steps or args.steps if target == "stock" else args.steps
+            print(f"== {target}: steps {steps}", flush=True)
+            results["series"][target] = []
+            with serve(target, Path(tmp)) as server:
+                run_generator(server, args, steps, results["series"][target])
+            if target == "callbridge" and args.record_at:
+                # A fresh server: N calls measured, then all of them recorded and measured.
+                print(f"== {target}: recording off vs on at {args.record_at} calls", flush=True)
+                with serve(target, Path(tmp) / "recording") as server:
+                    run_generator(
+                        server,
+                        args,
+                        str(args.record_at),
+                        results["recording"],
+                        record_at=str(args.record_at),
+                    )
+    if args.calibrate_steps:
+        # The generator alone (direct pairs): how many calls it can drive on its core.
+        print(f"== generator alone: steps {args.calibrate_steps}", flush=True)
+        alone = RunningServer("generator", "", 0, Path(os.devnull))
+        calibrate = argparse.Namespace(**{**vars(args), "keep_going": True})  # every step
+        run_generator(alone, calibrate, args.calibrate_steps, results["calibration"])
+
+
+def write_report(results: dict, out: Path | None, json_path: Path | None) -> None:
+    """Summarize; write the markdown report, its chart and the raw JSON beside it."""
+    results["summary"] = report.summarize(results)
+    print(report.summary_text(results["summary"]), flush=True)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        json_path = json_path or out.with_suffix(".json")
+        json_path.write_text(json.dumps(results, indent=1))
+        chart = out.with_name(out.stem.lower() + ".png")
+        report.chart(results, chart)
+        analysis = report.kept_analysis(out.read_text()) if out.exists() else ""
+        out.write_text(report.markdown(results, chart.name, analysis))
+        print(f"wrote {out}, {chart}, {json_path}")
+    elif json_path:
+        json_path.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
