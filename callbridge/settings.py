@@ -104,6 +104,11 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer ----------------------------------------------------------------------
+# Messages one consumer's channel may hold before the layer silently drops more (its
+# group_send skips a full channel). The default, 100, lost call events: one event loop
+# iteration can fan out a burst of calls to every operator socket before any consumer
+# runs (bench/signaling_load.py: 300 sockets lost ~40 % of their events).
+CHANNEL_CAPACITY = 10_000
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
     try:
@@ -118,11 +123,19 @@ if REDIS_URL:
             # redis-py 8 reads with a 5 s socket timeout by default, exactly as long as
             # channels-redis blocks in BZPOPMIN: every idle receive then raced it and
             # failed ("Timeout reading from …"). Reads may take longer than the block.
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}]},
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
+                "capacity": CHANNEL_CAPACITY,
+            },
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "callbridge.channel_layer.EmbeddedChannelLayer",
+            "CONFIG": {"capacity": CHANNEL_CAPACITY},
+        }
+    }
 
 # --- Auth, i18n, static -----------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -16,6 +16,7 @@ waits for the loop (which may be waiting for that thread). Without a running pub
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -161,6 +162,19 @@ class EventPublisher:
         finally:
             if EventPublisher.active is self:
                 EventPublisher.active = None
+            await self._send_queued()
+
+    async def _send_queued(self, within: float = 2.0) -> None:
+        """Stopping: still send what was queued (the calls a shutdown just ended)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                while not self._queue.empty():
+                    try:
+                        await self._queue.get_nowait()()
+                    except Exception:
+                        logger.exception("could not deliver a call event")
+                    finally:
+                        self._queue.task_done()
 
     async def flush(self) -> None:
         """Until everything submitted so far is sent (a stopping process's last events)."""

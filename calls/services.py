@@ -23,6 +23,7 @@ from calls.media.peer import PeerSettings
 from calls.media.worker import MediaWorker
 from calls.media_reporter import DatabaseLegReporter
 from calls.placement import MediaWorkerWatch
+from calls.reconcile import ShutdownReconciler
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,8 @@ def media_worker(name: str = "", host_addresses: list[str] | None = None) -> Med
 
 def default_services() -> dict[str, Service]:
     # Started in this order, stopped in reverse: the publisher outlives the others, so
-    # what they record while stopping (legs closing) still reaches the sockets.
+    # what they record while stopping (legs closing, calls ending) still reaches the
+    # sockets; the shutdown reconciler ends the worker's calls once its media is gone.
     if not settings.CALLBRIDGE_EMBEDDED_MEDIA_WORKER:
         return {
             "event-publisher": EventPublisher(),
@@ -60,6 +62,7 @@ def default_services() -> dict[str, Service]:
         }
     return {
         "event-publisher": EventPublisher(),
+        "shutdown-reconciler": ShutdownReconciler(settings.CALLBRIDGE_MEDIA_WORKER_NAME),
         "call-deadlines": CallDeadlines(),
         "media-worker": media_worker(),
     }

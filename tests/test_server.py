@@ -133,9 +133,15 @@ async def test_it_bridges_two_aiortc_clients_through_the_real_server(server: Ser
     finally:
         await user_peer.close()
         await operator_peer.close()
-    _, call, _ = await asyncio.to_thread(
-        server.request, "GET", f"/api/calls/{user_answer['callSid']}", token
-    )
+    # The worker reports the legs closed just after the call.ended it reacts to.
+    async with asyncio.timeout(5):
+        while True:
+            _, call, _ = await asyncio.to_thread(
+                server.request, "GET", f"/api/calls/{user_answer['callSid']}", token
+            )
+            if all(leg["mediaState"] == "closed" for leg in call["legs"]):
+                break
+            await asyncio.sleep(0.1)
     assert (call["state"], call["endReason"]) == ("ended", "hangup")
     # The worker reports its legs closing after the hang-up: read as an API client would.
     async with asyncio.timeout(5):

@@ -9,6 +9,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from calls.consumers import throttle
+from calls.consumers.dispatch import EventsWithoutDatabaseHop
 from calls.errors import CallbridgeError, ErrorCode
 from calls.events import OPERATORS_GROUP, call_summary, session_summary, summarised_calls
 from calls.models import EndUserSession
@@ -32,7 +33,7 @@ def snapshot() -> dict[str, Any]:
     }
 
 
-class OperatorConsumer(AsyncWebsocketConsumer):
+class OperatorConsumer(EventsWithoutDatabaseHop, AsyncWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         # Every handshake counts against its address, refused logins included.

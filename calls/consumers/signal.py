@@ -16,6 +16,7 @@ from calls import calling, media_link
 from calls.authn import principal_for_token
 from calls.calling import LegRef, OfferKind, OfferPlan
 from calls.consumers import throttle
+from calls.consumers.dispatch import EventsWithoutDatabaseHop
 from calls.errors import CallbridgeError, ErrorCode
 from calls.events import OPERATORS_GROUP, call_group, publish_presence, session_group
 from calls.principals import Principal
@@ -36,7 +37,7 @@ def _unregister_socket(principal: Principal) -> None:
         publish_presence(session)
 
 
-class SignalConsumer(AsyncWebsocketConsumer):
+class SignalConsumer(EventsWithoutDatabaseHop, AsyncWebsocketConsumer):
     async def connect(self) -> None:
         self.principal: Principal | None = None
         self.registered = False

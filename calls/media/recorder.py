@@ -68,25 +68,27 @@ class WavWriter:
         self.data_bytes = 0
         self._write_header()
 
+    @classmethod
+    def header(cls, data_bytes: int) -> bytes:
+        return cls.HEADER.pack(
+            b"RIFF",
+            36 + data_bytes,
+            b"WAVE",
+            b"fmt ",
+            16,
+            1,
+            2,
+            SAMPLE_RATE,
+            SAMPLE_RATE * 4,
+            4,
+            16,
+            b"data",
+            data_bytes,
+        )
+
     def _write_header(self) -> None:
         self.file.seek(0)
-        self.file.write(
-            self.HEADER.pack(
-                b"RIFF",
-                36 + self.data_bytes,
-                b"WAVE",
-                b"fmt ",
-                16,
-                1,
-                2,
-                SAMPLE_RATE,
-                SAMPLE_RATE * 4,
-                4,
-                16,
-                b"data",
-                self.data_bytes,
-            )
-        )
+        self.file.write(self.header(self.data_bytes))
         self.file.seek(0, 2)
 
     def append(self, pcm: bytes) -> None:
@@ -98,15 +100,35 @@ class WavWriter:
     def close(self) -> RecordingResult:
         self._write_header()
         self.file.close()
-        digest = hashlib.sha256()
-        with self.path.open("rb") as written:
-            for block in iter(lambda: written.read(1 << 20), b""):
-                digest.update(block)
-        return RecordingResult(
-            size_bytes=self.path.stat().st_size,
-            sha256=digest.hexdigest(),
-            duration_s=self.data_bytes / 4 / SAMPLE_RATE,
-        )
+        return _measure(self.path, self.data_bytes)
+
+
+def _measure(path: Path, data_bytes: int) -> RecordingResult:
+    digest = hashlib.sha256()
+    with path.open("rb") as written:
+        for block in iter(lambda: written.read(1 << 20), b""):
+            digest.update(block)
+    return RecordingResult(
+        size_bytes=path.stat().st_size,
+        sha256=digest.hexdigest(),
+        duration_s=data_bytes / 4 / SAMPLE_RATE,
+    )
+
+
+def repair_wav(path: Path) -> RecordingResult:
+    """Finalize a WAV that a killed process left behind: keep every whole stereo frame
+    written, cut a torn last frame, and rewrite the header's sizes from the file length
+    (the header only caught up at the last flush). ValueError if it is not our WAV."""
+    with path.open("r+b") as file:
+        head = file.read(WavWriter.HEADER.size)
+        if len(head) < WavWriter.HEADER.size or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            raise ValueError(f"{path.name} is not a WAV file this recorder wrote")
+        file.seek(0, 2)
+        data_bytes = (file.tell() - WavWriter.HEADER.size) // 4 * 4
+        file.truncate(WavWriter.HEADER.size + data_bytes)
+        file.seek(0)
+        file.write(WavWriter.header(data_bytes))
+    return _measure(path, data_bytes)
 
 
 class ChannelFeed:

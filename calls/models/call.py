@@ -306,10 +306,13 @@ class Call(models.Model):
     def miss(self) -> CallEvent:
         return self._transition(lambda _: CallAction.MISS, SYSTEM)
 
-    def terminate(self, reason: EndReason) -> CallEvent:
+    def terminate(self, reason: EndReason, detail: dict[str, Any] | None = None) -> CallEvent:
+        """The system ends the call; `detail` is added to its `call.ended` event."""
         if reason not in SYSTEM_END_REASONS:
             raise ValueError(f"{reason!r} is not a system end reason")
-        return self._transition(lambda _: CallAction.TERMINATE, SYSTEM, reason=reason)
+        return self._transition(
+            lambda _: CallAction.TERMINATE, SYSTEM, reason=reason, detail=detail
+        )
 
     def _transition(
         self,
@@ -318,6 +321,7 @@ class Call(models.Model):
         *,
         reason: EndReason | None = None,
         new_leg: dict[str, Any] | None = None,
+        detail: dict[str, Any] | None = None,
     ) -> CallEvent:
         with transaction.atomic():
             call = Call.objects.select_for_update().get(pk=self.pk)
@@ -355,6 +359,7 @@ class Call(models.Model):
                 data["legID"] = str(leg.pk)
             else:
                 data["reason"] = changes["end_reason"]
+            data.update(detail or {})
             event = call._record(event_name, by, data, leg=leg)
         self._copy_from(call)
         return event

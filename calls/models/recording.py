@@ -26,7 +26,8 @@ class StopReason(models.TextChoices):
     STOPPED = "stopped"
     HANGUP = "hangup"
     CONSENT_WITHDRAWN = "consent_withdrawn"
-    SHUTDOWN = "shutdown"
+    SHUTDOWN = "shutdown"  # the server stopped; the worker finalized the file
+    SERVER_RESTART = "server_restart"  # the server died; the file was repaired at its restart
     FAILED = "failed"
 
 
