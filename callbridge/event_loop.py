@@ -1,7 +1,8 @@
 """The event loop every callbridge process runs on (CALLBRIDGE_EVENT_LOOP).
 
-uvloop relays a UDP packet in about a third of the time of asyncio's own loop (see
-docs/PERFORMANCE.md). Daphne creates its loop when Django imports it (while loading the
+uvloop relays a UDP packet in about a third of the time of asyncio's own loop (7-10 µs
+against 25-30 µs, measured on the development machine), and the forwarding media path is
+mostly that. Daphne creates its loop when Django imports it (while loading the
 apps), so the choice is made in manage.py before anything else.
 """
 
