@@ -28,25 +28,16 @@ class NameTaken(Exception):
 
 def _write(name: str, state: str, addresses: list[str], capacity: int, calls: int, legs: int):
     now = timezone.now()
+    status = {
+        "state": state,
+        "addresses": addresses,
+        "capacity": capacity,
+        "calls": calls,
+        "legs": legs,
+        "last_seen": now,
+    }
     MediaWorkerStatus.objects.update_or_create(
-        name=name,
-        defaults={
-            "state": state,
-            "addresses": addresses,
-            "capacity": capacity,
-            "calls": calls,
-            "legs": legs,
-            "last_seen": now,
-        },
-        create_defaults={
-            "state": state,
-            "addresses": addresses,
-            "capacity": capacity,
-            "calls": calls,
-            "legs": legs,
-            "last_seen": now,
-            "started_at": now,
-        },
+        name=name, defaults=status, create_defaults={**status, "started_at": now}
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -74,6 +75,29 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def wait_for_port(port: int, process: subprocess.Popen, log: Path, within: float = 20) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{shlex.join(map(str, process.args))} did not start:\n{log.read_text()}"
+                ) from None
+            time.sleep(0.1)
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
 @contextmanager
 def running_server(data_dir: Path, migrate: bool = True, **extra_env: str) -> Iterator[Server]:
     """Migrate a fresh database in `data_dir` and serve it until the block ends."""
@@ -102,21 +126,8 @@ def running_server(data_dir: Path, migrate: bool = True, **extra_env: str) -> It
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"serve did not start:\n{running.log.read_text()}") from None
-                time.sleep(0.1)
+        wait_for_port(port, process, running.log, within=30)
         running.process = process
         yield running
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop(process)

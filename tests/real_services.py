@@ -11,10 +11,8 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.live_server import free_port
+from tests.live_server import free_port, stop, wait_for_port
 
 
 def require_binary(path_or_name: str, package: str) -> str:
@@ -33,27 +31,6 @@ def require_binary(path_or_name: str, package: str) -> str:
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
-
-
-def wait_for_port(port: int, process: subprocess.Popen, log: Path, within: float = 20) -> None:
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{process.args[0]} did not start:\n{log.read_text()}") from None
-            time.sleep(0.1)
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
 
 
 NO_DISK = ["--save", "", "--appendonly", "no"]

@@ -18,7 +18,7 @@ import pytest
 
 from tests.live_server import Server, running_server
 from tests.media_peers import ClientPeer
-from tests.ws_client import WsClient
+from tests.real_socket import RealSocket
 
 pytestmark = pytest.mark.daphne
 
@@ -44,8 +44,8 @@ def operator_token(faulty_server: Server) -> str:
 @dataclass
 class Bridged:
     call_id: str
-    user: WsClient
-    operator: WsClient
+    user: RealSocket
+    operator: RealSocket
     user_peer: ClientPeer
     operator_peer: ClientPeer
     user_token: str
@@ -60,7 +60,7 @@ async def bridged(faulty_server: Server, operator_token: str) -> AsyncIterator[B
     _, session, _ = await asyncio.to_thread(
         server.request, "POST", "/api/sessions", token, {"displayName": "Ada"}
     )
-    user, operator = await WsClient.open(server), await WsClient.open(server)
+    user, operator = await RealSocket.open(server), await RealSocket.open(server)
     peers = [ClientPeer(USER_TONE), ClientPeer(OPERATOR_TONE)]
     try:
         user_answer = await user.offer(session["sessionToken"], await peers[0].offer())
@@ -115,7 +115,7 @@ async def test_it_keeps_media_flowing_when_the_socket_drops_and_resumes_the_leg(
     }
 
     # The page reconnects: `register` names its open call and its leg, the same sessionId.
-    again = await WsClient.open(faulty_server)
+    again = await RealSocket.open(faulty_server)
     try:
         registered = await again.register(bridged.user_token)
         assert registered["data"]["calls"] == [

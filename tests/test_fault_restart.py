@@ -19,7 +19,7 @@ import pytest
 from calls.media.recorder import WavWriter, repair_wav
 from tests.live_server import Server, running_server
 from tests.media_peers import ClientPeer
-from tests.ws_client import WsClient
+from tests.real_socket import RealSocket
 
 pytestmark = pytest.mark.daphne
 
@@ -63,9 +63,9 @@ def assert_valid_recording(recording: dict[str, Any], folder: Path) -> float:
     return seconds
 
 
-async def echo_call(server: Server, token: str, tone: int) -> tuple[WsClient, ClientPeer, dict]:
+async def echo_call(server: Server, token: str, tone: int) -> tuple[RealSocket, ClientPeer, dict]:
     """An operator's echo call with connected media, over a real WebSocket."""
-    client, peer = await WsClient.open(server), ClientPeer(tone)
+    client, peer = await RealSocket.open(server), ClientPeer(tone)
     answer = await client.offer(token, await peer.offer(), mode="echo")
     await peer.accept(answer["data"]["sdp"])
     await peer.wait_connected()
@@ -140,7 +140,7 @@ async def test_it_reconciles_what_a_killed_server_left_open(tmp_path: Path) -> N
             "cancelled",
             "server_restart",
         )
-        fresh = await WsClient.open(restarted)
+        fresh = await RealSocket.open(restarted)
         try:
             assert (await fresh.register(session["sessionToken"]))["data"]["calls"] == []
         finally:

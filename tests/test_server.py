@@ -110,16 +110,9 @@ async def test_it_bridges_two_aiortc_clients_through_the_real_server(server: Ser
             )
             user_answer = await user.expect("answer")
             await user.expect("event", "call.ringing")
-            await operator.send(
-                {
-                    "type": "offer",
-                    "sessionId": "",
-                    "authToken": token,
-                    "callSid": user_answer["callSid"],
-                    "data": {"type": "offer", "sdp": await operator_peer.offer()},
-                }
+            operator_answer = await operator.offer(
+                token, await operator_peer.offer(), callSid=user_answer["callSid"]
             )
-            operator_answer = await operator.expect("answer")
             await user_peer.accept(user_answer["data"]["sdp"])
             await operator_peer.accept(operator_answer["data"]["sdp"])
             await user_peer.wait_connected()
@@ -206,16 +199,7 @@ async def test_it_closes_every_peer_connection_and_recording_when_stopped(
             ws_url = server.url.replace("http://", "ws://") + "/ws/signal"
             async with websockets.connect(ws_url, open_timeout=10) as connection:
                 socket_ = RealSocket(connection)
-                await socket_.send(
-                    {
-                        "type": "offer",
-                        "sessionId": "",
-                        "authToken": token,
-                        "mode": "echo",
-                        "data": {"type": "offer", "sdp": await peer.offer()},
-                    }
-                )
-                answer = await socket_.expect("answer")
+                answer = await socket_.offer(token, await peer.offer(), mode="echo")
                 await peer.accept(answer["data"]["sdp"])
                 await peer.wait_connected()
                 await socket_.expect("event", "media.connected")

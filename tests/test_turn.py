@@ -66,16 +66,7 @@ async def test_it_carries_audio_through_coturn_for_a_relay_only_client(
         url = turn_server.url.replace("http://", "ws://") + "/ws/signal"
         async with websockets.connect(url, open_timeout=10) as connection:
             socket_ = RealSocket(connection)
-            await socket_.send(
-                {
-                    "type": "offer",
-                    "sessionId": "",
-                    "authToken": token,
-                    "mode": "echo",
-                    "data": {"type": "offer", "sdp": sdp},
-                }
-            )
-            answer = await socket_.expect("answer")
+            answer = await socket_.offer(token, sdp, mode="echo")
             await peer.accept(answer["data"]["sdp"])
             await peer.wait_connected()
             assert abs(await peer.hears(1000) - 1000) < 25  # out and back through the relay
