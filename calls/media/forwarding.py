@@ -25,7 +25,7 @@ from fractions import Fraction
 import av
 from av import AudioFrame
 
-from calls.media.aiortc_internals import LegTransport
+from calls.media.aiortc_internals import LegTransport, is_rtcp
 
 CLOCK_RATE = 48000  # Opus's RTP clock, whatever the sampling rate
 FRAME_TICKS = 960  # 20 ms
@@ -40,14 +40,19 @@ def ntp_now() -> int:
     return int((time.time() + _NTP_EPOCH_OFFSET) * (1 << 32))
 
 
-def rtp_payload(clear: bytes) -> bytes:
-    """The payload of a clear RTP packet: after CSRCs and extensions, before padding."""
+def payload_offset(clear: bytes) -> int:
+    """Where a clear RTP packet's payload starts: after its CSRCs and header extensions."""
     first = clear[0]
     offset = 12 + 4 * (first & 0x0F)
     if first & 0x10:
         offset += 4 + 4 * int.from_bytes(clear[offset + 2 : offset + 4], "big")
-    end = len(clear) - clear[-1] if first & 0x20 else len(clear)
-    return clear[offset:end]
+    return offset
+
+
+def rtp_payload(clear: bytes) -> bytes:
+    """The payload of a clear RTP packet: after CSRCs and extensions, before padding."""
+    end = len(clear) - clear[-1] if clear[0] & 0x20 else len(clear)
+    return clear[payload_offset(clear) : end]
 
 
 class OpusDecoder:
@@ -98,9 +103,8 @@ class RtpOutlet:
         if source is not self._source:
             self._rebase(source, sequence, timestamp)
             second |= 0x80  # marker: the start of a talkspurt
-        offset = 12 + 4 * (first & 0x0F)
-        if first & 0x10:  # header extensions are dropped: their ids belong to the other SDP
-            offset += 4 + 4 * int.from_bytes(clear[offset + 2 : offset + 4], "big")
+        # CSRCs and header extensions are dropped: the extension ids belong to the other SDP.
+        offset = payload_offset(clear)
         sequence = (sequence + self._seq_offset) & 0xFFFF
         timestamp = (timestamp + self._ts_offset) & 0xFFFFFFFF
         packet = (
@@ -179,7 +183,7 @@ class RtpTap:
 
     def _on_datagram(self, data: bytes) -> bool:
         # RTP only (RFC 7983 first byte 128-191, not an RTCP type): DTLS and RTCP go to aiortc.
-        if len(data) < 12 or not 127 < data[0] < 192 or 191 < data[1] < 224:
+        if len(data) < 12 or not 127 < data[0] < 192 or is_rtcp(data):
             return False
         clear = self._transport.unprotect(data)
         if clear is None or (clear[1] & 0x7F) != self.payload_type:
