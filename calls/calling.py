@@ -19,7 +19,7 @@ from django.db import transaction
 
 from calls import policy
 from calls.errors import CallbridgeError, CallStateError, ErrorCode
-from calls.models import Call, CallMode, CallState, Leg, LegRole, MediaState
+from calls.models import Call, CallMode, Leg, MediaState
 from calls.placement import place_call
 from calls.principals import Principal
 
@@ -76,16 +76,21 @@ def plan_offer(principal: Principal, call_id: str | None, mode: str | None) -> O
     call = Call.objects.filter(pk=parse_uuid(call_id, _not_found())).first()
     if call is None:
         raise _not_found()
-    policy.require_party(principal, call)
+    policy.require_access(principal, call)
     if not call.is_open:
         raise CallStateError(f"the call is {call.state}")
-    leg = call.legs.filter(role=principal.role).first()
-    if leg is not None:
-        return OfferPlan(OfferKind.ATTACH, call.pk, leg.pk, leg.role, call.mode, call.media_worker)
-    if call.state == CallState.RINGING and principal.role != call.caller_role:
+    legs = list(call.legs.filter(role=principal.role))
+    mine = next((leg for leg in legs if principal.owns(leg)), None)
+    if mine is not None:
+        return OfferPlan(
+            OfferKind.ATTACH, call.pk, mine.pk, mine.role, call.mode, call.media_worker
+        )
+    if not legs and policy.may_answer(principal, call):
         return OfferPlan(
             OfferKind.ANSWER, call.pk, uuid.uuid4(), principal.role, call.mode, call.media_worker
         )
+    # Someone else holds this role's place (or the call is not ringing for you): joining
+    # another party's call is never a side effect of an offer.
     raise CallbridgeError(ErrorCode.FORBIDDEN, "you have no place in this call")
 
 
@@ -107,6 +112,8 @@ def commit_offer(principal: Principal, plan: OfferPlan) -> None:
     else:
         with transaction.atomic():
             leg = Leg.objects.select_related("call").get(pk=plan.leg_id)
+            if not principal.owns(leg):
+                raise CallbridgeError(ErrorCode.FORBIDDEN, "that session is not yours")
             if not leg.call.is_open:
                 raise CallStateError(f"the call is {leg.call.state}")
             leg.set_media_state(MediaState.CONNECTING)
@@ -121,17 +128,12 @@ class LegRef:
 
 
 def leg_for(principal: Principal, leg_id: str) -> LegRef:
-    """A leg the principal may send candidates for / close (its own; operators: any operator's)."""
+    """A leg the principal may send candidates for / close: its own, by identity."""
     not_found = CallbridgeError(ErrorCode.NOT_FOUND, "No such session", recoverable=True)
     leg = Leg.objects.select_related("call").filter(pk=parse_uuid(leg_id, not_found)).first()
     if leg is None:
         raise not_found
-    mine = (
-        leg.role == LegRole.OPERATOR
-        if principal.is_operator
-        else principal.session is not None and leg.session_id == principal.session.pk
-    )
-    if not mine:
+    if not principal.owns(leg):
         raise CallbridgeError(ErrorCode.FORBIDDEN, "that session is not yours")
     return LegRef(leg.call_id, leg.pk, leg.role, leg.call.media_worker)
 
@@ -139,18 +141,18 @@ def leg_for(principal: Principal, leg_id: str) -> LegRef:
 def own_leg(principal: Principal, call: Call) -> LegRef:
     """The principal's leg in `call` (REST close)."""
     policy.require_party(principal, call)
-    leg = call.legs.filter(role=principal.role).first()
+    leg = next((leg for leg in call.legs.all() if principal.owns(leg)), None)
     if leg is None:
         raise CallbridgeError(ErrorCode.FORBIDDEN, "you have no place in this call")
     return LegRef(call.pk, leg.pk, leg.role, call.media_worker)
 
 
 def call_for(principal: Principal, call_id: str) -> Call:
-    """The call, if the principal is a party to it (NOT_FOUND / FORBIDDEN otherwise)."""
+    """The call, if the principal may steer it (NOT_FOUND / FORBIDDEN otherwise)."""
     call = Call.objects.filter(pk=parse_uuid(call_id, _not_found())).first()
     if call is None:
         raise _not_found()
-    policy.require_party(principal, call)
+    policy.require_access(principal, call)
     return call
 
 

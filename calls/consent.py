@@ -11,7 +11,7 @@ from django.db import transaction
 from calls import policy
 from calls.errors import CallbridgeError, CallStateError, ErrorCode
 from calls.models import Call, ConsentMethod, LegRole, RecordingConsent
-from calls.principals import Principal
+from calls.principals import PartyKey, Principal, party_key_of
 
 # Which ways of consenting each kind of party may claim.
 METHODS_BY_KIND = {
@@ -34,12 +34,13 @@ def required_roles(call: Call) -> set[str]:
     return set(call.media_roles)
 
 
-def current_consents(call: Call) -> dict[str, RecordingConsent]:
-    """Each party's latest answer (rows are in time order: later ones win)."""
-    latest: dict[str, RecordingConsent] = {}
+def current_consents(call: Call) -> dict[PartyKey, RecordingConsent]:
+    """Each party's latest answer, by identity (rows are in time order: later ones win).
+    One party's answer never stands for another's, even in the same role."""
+    latest: dict[PartyKey, RecordingConsent] = {}
     # Sorted here, not by the query: lists prefetch every call's consents at once.
     for consent in sorted(call.consents.all(), key=lambda c: (c.created_at, c.pk)):
-        latest[consent.role] = consent
+        latest[party_key_of(consent)] = consent
     return latest
 
 
@@ -61,16 +62,41 @@ class ConsentStatus:
     relied_on: list[RecordingConsent]
 
 
+class ConsentMissing(Exception):
+    def __init__(self, status: ConsentStatus) -> None:
+        super().__init__(f"missing consent of: {', '.join(status.missing)}")
+        self.status = status
+
+
 def consent_status(call: Call) -> ConsentStatus:
+    """Whose consent the policy needs — every human party present, by identity — and
+    whose is missing (by role: each role has one party in a call)."""
     latest = current_consents(call)
     required = sorted(required_roles(call))
+    present = {leg.role: party_key_of(leg) for leg in call.legs.all() if leg.role in required}
+    missing, relied_on = [], []
+    for role in required:
+        consent = latest.get(present[role]) if role in present else None
+        if _counts(consent):
+            relied_on.append(consent)
+        else:
+            missing.append(role)
     return ConsentStatus(
         policy=settings.CALLBRIDGE_RECORDING_CONSENT,
         version=settings.CALLBRIDGE_CONSENT_POLICY_VERSION,
         required=required,
-        missing=[role for role in required if not _counts(latest.get(role))],
-        relied_on=[latest[role] for role in required if _counts(latest.get(role))],
+        missing=missing,
+        relied_on=relied_on,
     )
+
+
+def consents_relied_on(locked_call: Call) -> list[RecordingConsent]:
+    """For Recording.begin, under the call's lock: the consents a recording may rely on
+    now, read fresh from the database; ConsentMissing if one is missing."""
+    status = consent_status(locked_call)
+    if status.missing:
+        raise ConsentMissing(status)
+    return status.relied_on
 
 
 def record_answer(
@@ -84,7 +110,7 @@ def record_answer(
     user_agent: str,
 ) -> RecordingConsent:
     """Record the principal's own consent (or withdrawal) for `call`."""
-    policy.require_party(principal, call)
+    policy.require_party_or_callee(principal, call)
     if policy_version != settings.CALLBRIDGE_CONSENT_POLICY_VERSION:
         raise CallbridgeError(
             ErrorCode.INVALID_ARGUMENT,
@@ -97,6 +123,7 @@ def record_answer(
         )
     with transaction.atomic():
         locked = Call.objects.select_for_update().get(pk=call.pk)
+        policy.require_party_or_callee(principal, locked)  # again: who answered may change
         if not locked.is_open:
             raise CallStateError(f"the call is {locked.state}")
         consent = RecordingConsent.objects.create(

@@ -32,7 +32,7 @@ def library_file(reference: Any) -> AudioFile:
 def play(principal: Principal, call: Call, reference: Any, to: str) -> dict[str, Any]:
     if not principal.is_operator:
         raise CallbridgeError(ErrorCode.FORBIDDEN, "Only operators and API tokens may play files")
-    policy.require_party(principal, call)
+    policy.require_access(principal, call)
     if to not in TARGETS:
         raise CallbridgeError(ErrorCode.INVALID_ARGUMENT, "to must be user, operator or both")
     audio = library_file(reference)
@@ -49,10 +49,12 @@ def play(principal: Principal, call: Call, reference: Any, to: str) -> dict[str,
             "to": to,
         },
     )
-    with transaction.atomic():
-        call._record(
-            "playback.started", principal, {"file": audio.name, "to": to, "playbackID": playback_id}
-        )
+    record_if_active(
+        call,
+        "playback.started",
+        principal,
+        {"file": audio.name, "to": to, "playbackID": playback_id},
+    )
     return {
         "playbackID": playback_id,
         "file": audio.name,
@@ -66,9 +68,18 @@ def stop(principal: Principal, call: Call) -> None:
         raise CallbridgeError(
             ErrorCode.FORBIDDEN, "Only operators and API tokens may stop playback"
         )
-    policy.require_party(principal, call)
+    policy.require_access(principal, call)
+    if call.state != CallState.ACTIVE:
+        raise CallStateError(f"only an active call plays audio (it is {call.state})")
     async_to_sync(media_link.request)(
         call.media_worker, {"type": "media.play_stop", "call": str(call.pk)}
     )
+    record_if_active(call, "playback.stopped", principal, {})
+
+
+def record_if_active(call: Call, name: str, principal: Principal, data: dict[str, Any]) -> None:
+    """A call that ended meanwhile gets no more playback events in its timeline."""
     with transaction.atomic():
-        call._record("playback.stopped", principal, {})
+        locked = Call.objects.select_for_update().get(pk=call.pk)
+        if locked.state == CallState.ACTIVE:
+            locked._record(name, principal, data)

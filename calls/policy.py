@@ -1,14 +1,22 @@
-"""Who may do what to a call (the contract's credentials table).
+"""Who may do what to a call (the contract's credentials table, with its 2026-11-30
+amendment: parties, not roles).
 
-Operators (staff and API tokens) may act on every call; an end user only on the calls of
-its own session. Answering and rejecting belong to the side being rung. State legality is
-not decided here: that is the state machine's job (Call._transition).
+Two questions, kept apart:
+- *access*: may the principal see and steer the call (read it, hang up, record, play)?
+  Operators (staff with the operator permission, API tokens) on every call; an end user
+  only on the calls of its own session.
+- *party*: is the principal one of the people in the call? Media (offers, candidates,
+  closing a leg) and recording consent belong to parties only, by identity: the end-user
+  session of the call, and the one operator (staff user or API token) who placed or
+  answered it. Another operator credential is not a party: joining someone else's call
+  comes only through an explicit, permission-gated action (transfer, monitor, barge).
+State legality is not decided here: that is the state machine's job (Call._transition).
 """
 
 from __future__ import annotations
 
 from calls.errors import CallbridgeError, ErrorCode
-from calls.models import Call, CallMode, LegRole
+from calls.models import Call, CallMode, CallState, LegRole
 from calls.principals import Principal
 
 
@@ -16,10 +24,35 @@ def _forbidden(message: str) -> CallbridgeError:
     return CallbridgeError(ErrorCode.FORBIDDEN, message)
 
 
-def is_party(principal: Principal, call: Call) -> bool:
+def has_access(principal: Principal, call: Call) -> bool:
     if principal.is_operator:
         return True
     return principal.session is not None and call.session_id == principal.session.pk
+
+
+def require_access(principal: Principal, call: Call) -> None:
+    if not has_access(principal, call):
+        raise _forbidden("you are not a party to this call")
+
+
+def is_party(principal: Principal, call: Call) -> bool:
+    """The principal is this call's end user, or the operator who placed/answered it."""
+    if principal.session is not None:
+        return call.session_id == principal.session.pk
+    if principal.user is not None:
+        return call.operator_user_id == principal.user.pk
+    if principal.api_token is not None:
+        return call.operator_token_id == principal.api_token.pk
+    return False
+
+
+def may_answer(principal: Principal, call: Call) -> bool:
+    """A ringing call may still be answered by anyone on the side it rings."""
+    if call.state != CallState.RINGING or call.mode != CallMode.BRIDGE:
+        return False
+    if principal.role == call.caller_role or not has_access(principal, call):
+        return False
+    return principal.is_operator or is_party(principal, call)
 
 
 def require_party(principal: Principal, call: Call) -> None:
@@ -27,9 +60,16 @@ def require_party(principal: Principal, call: Call) -> None:
         raise _forbidden("you are not a party to this call")
 
 
+def require_party_or_callee(principal: Principal, call: Call) -> None:
+    """Consent: a party, or (while it rings) whoever may answer it — their answer only
+    counts once they are in the call, as the party they are."""
+    if not (is_party(principal, call) or may_answer(principal, call)):
+        raise _forbidden("you are not a party to this call")
+
+
 def require_callee(principal: Principal, call: Call) -> None:
     """Answer/reject: only the side being rung (echo calls have no callee side)."""
-    require_party(principal, call)
+    require_access(principal, call)
     if call.mode == CallMode.BRIDGE and principal.role == call.caller_role:
         rung = "operators" if call.caller_role == LegRole.USER else "end user"
         raise _forbidden(f"this call rings the {rung}; the caller cannot answer or reject it")

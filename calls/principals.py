@@ -80,6 +80,19 @@ class Principal:
             return f"end user {name} ({str(self.session.pk)[:8]})"
         return "system"
 
+    @property
+    def display_name(self) -> str:
+        """What the other side of a call may see: never a staff username or a token's name
+        (those are the operators' business), the end user's own chosen name."""
+        if self.user is not None:
+            full_name = getattr(self.user, "get_full_name", lambda: "")()
+            return full_name.strip() or "Operator"
+        if self.api_token is not None:
+            return "Operator"
+        if self.session is not None:
+            return self.session.display_name or "Visitor"
+        return "system"
+
     def party_fields(self) -> dict[str, object]:
         """The columns that say who a leg or a consent belongs to."""
         return {
@@ -90,11 +103,42 @@ class Principal:
             "party": self.label,
         }
 
+    @property
+    def party_key(self) -> PartyKey:
+        """This party's identity, comparable with `party_key_of` a leg or a consent row."""
+        return PartyKey(
+            user_id=self.user.pk if self.user is not None else None,
+            api_token_id=self.api_token.pk if self.api_token is not None else None,
+            session_id=self.session.pk if self.session is not None else None,
+        )
+
+    def owns(self, row: object) -> bool:
+        """Whether a leg or a consent row belongs to this very party (not just its role)."""
+        return self.kind != "system" and party_key_of(row) == self.party_key
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Principal) and self.pk == other.pk
 
     def __hash__(self) -> int:
         return hash(self.pk)
+
+
+@dataclass(frozen=True)
+class PartyKey:
+    """One party's identity: exactly one of the three is set for a human party."""
+
+    user_id: object = None
+    api_token_id: object = None
+    session_id: object = None
+
+
+def party_key_of(row: object) -> PartyKey:
+    """The identity of a row that has party columns (a Leg, a RecordingConsent)."""
+    return PartyKey(
+        user_id=getattr(row, "user_id", None),
+        api_token_id=getattr(row, "api_token_id", None),
+        session_id=getattr(row, "session_id", None),
+    )
 
 
 SYSTEM = Principal("system")

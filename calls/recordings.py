@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 from asgiref.sync import async_to_sync
@@ -12,9 +13,16 @@ from django.db import transaction
 from django.utils import timezone
 
 from calls import media_link, policy
-from calls.consent import consent_status
+from calls.consent import ConsentMissing, ConsentStatus, consents_relied_on
 from calls.errors import CallbridgeError, CallStateError, ErrorCode
-from calls.models import Call, Recording, RecordingState, StopReason
+from calls.models import (
+    Call,
+    CallState,
+    Recording,
+    RecordingConsent,
+    RecordingState,
+    StopReason,
+)
 from calls.principals import Principal
 
 # A name inside the recordings folder: no folders, no dots first, always .wav.
@@ -26,19 +34,14 @@ def recordings_dir() -> Path:
 
 
 def start_recording(principal: Principal, call: Call, name: str | None = None) -> Recording:
+    """Start recording `call` if, at this instant, the policy's consents are on file.
+
+    The consent check and the recording's row are one step under the call's row lock, the
+    lock every consent answer takes: a withdrawal either lands first (and this refuses) or
+    after (and finds the recording to stop)."""
     if not principal.is_operator:
         raise CallbridgeError(ErrorCode.FORBIDDEN, "Only operators and API tokens may record")
-    policy.require_party(principal, call)
-    status = consent_status(call)
-    if status.missing:
-        # The parties' pages ask for the missing consent when they see this.
-        with transaction.atomic():
-            call._record("consent.requested", principal, {"missing": status.missing})
-        raise CallbridgeError(
-            ErrorCode.CONSENT_REQUIRED,
-            f"recording needs the consent of: {', '.join(status.missing)}",
-            details={"missing": status.missing, "policy": status.version},
-        )
+    policy.require_access(principal, call)
     recording_id = uuid.uuid4()
     if name is None:
         name = f"{call.pk}-{str(recording_id)[:8]}.wav"
@@ -49,7 +52,17 @@ def start_recording(principal: Principal, call: Call, name: str | None = None) -
         )
     if Recording.objects.filter(file_name=name).exists() or (recordings_dir() / name).exists():
         raise CallbridgeError(ErrorCode.INVALID_ARGUMENT, "a recording with that name exists")
-    recording = Recording.begin(call, principal, status.relied_on, name, recording_id)
+    try:
+        recording = Recording.begin(
+            call, principal, name, recording_id, consents=consents_relied_on
+        )
+    except ConsentMissing as refusal:
+        ask_for_consent(principal, call, refusal.status)
+        raise CallbridgeError(
+            ErrorCode.CONSENT_REQUIRED,
+            f"recording needs the consent of: {', '.join(refusal.status.missing)}",
+            details={"missing": refusal.status.missing, "policy": refusal.status.version},
+        ) from None
     try:
         async_to_sync(media_link.request)(
             call.media_worker,
@@ -62,12 +75,23 @@ def start_recording(principal: Principal, call: Call, name: str | None = None) -
             },
         )
     except CallbridgeError:
+        # Refused (the call ended, or a stop overtook this start): nothing was recorded.
         recording.finish(reason=StopReason.FAILED, by="system", result={})
         raise
     return recording
 
 
-def stop_recording(call: Call, by: str, reason: str) -> Recording:
+def ask_for_consent(principal: Principal, call: Call, status: ConsentStatus) -> None:
+    """The parties' pages ask for the missing consents when they see this event (only on a
+    call that can still be recorded: a refused request on an ended call changes nothing)."""
+    with transaction.atomic():
+        locked = Call.objects.select_for_update().get(pk=call.pk)
+        if locked.state == CallState.ACTIVE:
+            locked._record("consent.requested", principal, {"missing": status.missing})
+
+
+def stop_recording(call: Call, by: str, reason: str, cutoff: datetime | None = None) -> Recording:
+    """Stop the running recording; with `cutoff`, the file keeps no audio after it."""
     running = call.recordings.filter(state=RecordingState.RECORDING).first()
     if running is None:
         raise CallStateError("the call is not being recorded")
@@ -82,6 +106,7 @@ def stop_recording(call: Call, by: str, reason: str) -> Recording:
             "recording": str(running.pk),
             "reason": reason,
             "by": by,
+            "cutoff": cutoff.timestamp() if cutoff is not None else None,
         },
         within=media_link.REPLY_TIMEOUT_S + 60 + recorded_s / 10,
     )
@@ -89,6 +114,15 @@ def stop_recording(call: Call, by: str, reason: str) -> Recording:
     return running
 
 
-def stop_if_recording(call: Call, by: str, reason: str) -> None:
+def stop_if_recording(call: Call, by: str, reason: str, cutoff: datetime | None = None) -> None:
     if call.recordings.filter(state=RecordingState.RECORDING).exists():
-        stop_recording(call, by, reason)
+        stop_recording(call, by, reason, cutoff)
+
+
+def withdraw_consent_stops_recording(consent: RecordingConsent) -> None:
+    """A withdrawal stops the call's running recording; the file keeps nothing recorded
+    after the withdrawal's instant (the stop reaches the media worker a little later)."""
+    if not consent.granted:
+        stop_if_recording(
+            consent.call, consent.party, StopReason.CONSENT_WITHDRAWN, cutoff=consent.created_at
+        )

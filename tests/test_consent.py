@@ -137,9 +137,11 @@ def test_it_refuses_consent_on_an_ended_call(answered_call: tuple[Call, APIClien
 
 
 def test_it_lets_staff_consent_from_the_dashboard(
-    answered_call: tuple[Call, APIClient], staff_user: Any
+    make_session: Callable[..., tuple[EndUserSession, str]], staff_user: Any
 ) -> None:
-    call, _ = answered_call
+    session, _ = make_session("Ada")
+    call = Call.start(by=Principal.end_user(session), mode="bridge")
+    call.answer(Principal.staff(staff_user))
     client = APIClient()
     client.force_login(staff_user)
     response = client.post(

@@ -28,7 +28,7 @@ def recording(settings: Any, tmp_path: Path, operator: Principal) -> Recording:
     session, _ = EndUserSession.create(ttl_seconds=600, display_name="Ada")
     call = Call.start(by=Principal.end_user(session), mode="bridge")
     call.answer(operator)
-    started = Recording.begin(call, operator, [], "ada.wav")
+    started = Recording.begin(call, operator, "ada.wav", consents=lambda _: [])
     writer = WavWriter(tmp_path / "recordings" / "ada.wav")
     writer.append(np.zeros((4800, 2), dtype="<i2").tobytes())
     result = writer.close()

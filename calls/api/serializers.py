@@ -248,3 +248,33 @@ class CallSerializer(serializers.ModelSerializer):
         """The call's latest recording."""
         latest = call.latest_recording
         return RecordingSerializer(latest).data if latest else None
+
+    def to_representation(self, call: Call) -> dict[str, Any]:
+        data = super().to_representation(call)
+        viewer = self.context.get("principal")
+        if viewer is not None and viewer.is_operator:
+            return data
+        # End users (and anyone unidentified) see display names, never staff usernames or
+        # token names: those identify the operators' accounts, not the people.
+        for leg_data, leg in zip(data["legs"], call.legs.all(), strict=True):
+            leg_data["party"] = leg_display_name(leg)
+        if data["endedBy"] is not None:
+            data["endedBy"]["name"] = public_name(data["endedBy"]["name"])
+        if data["recording"] is not None:
+            for field in ("startedBy", "stoppedBy"):
+                data["recording"][field] = public_name(data["recording"][field])
+        return data
+
+
+def public_name(label: str) -> str:
+    """What an end user may see of a stored actor label (see Principal.label)."""
+    if label.startswith("end user "):  # "end user Ada (1a2b3c4d)"
+        return label.removeprefix("end user ").rsplit(" (", 1)[0]
+    if label in ("", "system"):
+        return label
+    return "Operator"  # "operator <username>", "api token <name> (<prefix>)"
+
+
+def leg_display_name(leg: Leg) -> str:
+    full_name = leg.user.get_full_name().strip() if leg.user is not None else ""
+    return full_name or public_name(leg.party)

@@ -42,7 +42,11 @@ from calls.errors import CallbridgeError, ErrorCode
 from calls.ice import ice_configuration
 from calls.models import Call, CallState, EndUserSession, StopReason
 from calls.principals import Principal
-from calls.recordings import start_recording, stop_if_recording, stop_recording
+from calls.recordings import (
+    start_recording,
+    stop_recording,
+    withdraw_consent_stops_recording,
+)
 
 ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 409, 429)}
 
@@ -149,7 +153,7 @@ class CallViewSet(viewsets.GenericViewSet):
     lookup_value_regex = "[0-9a-fA-F-]{36}"
 
     def get_queryset(self) -> QuerySet[Call]:
-        calls = Call.objects.prefetch_related("legs", "consents", "recordings__consents")
+        calls = Call.objects.prefetch_related("legs__user", "consents", "recordings__consents")
         if self.action == "list":
             calls = calls.visible_to(principal_of(self.request))
         return calls
@@ -160,12 +164,15 @@ class CallViewSet(viewsets.GenericViewSet):
             self.kwargs["callID"], CallbridgeError(ErrorCode.NOT_FOUND, "No such call")
         )
         call = get_object_or_404(self.get_queryset(), pk=call_id)
-        policy.require_party(principal_of(self.request), call)
+        policy.require_access(principal_of(self.request), call)
         return call
 
     def _call_response(self, call: Call, status_code: int = status.HTTP_200_OK) -> Response:
         fresh = self.get_queryset().get(pk=call.pk)
-        return Response(CallSerializer(fresh).data, status=status_code)
+        return Response(self._serialize(fresh), status=status_code)
+
+    def _serialize(self, call: Call) -> dict[str, Any]:
+        return CallSerializer(call, context={"principal": principal_of(self.request)}).data
 
     @extend_schema(
         summary="List calls (newest first; `Link` header for the next page)",
@@ -181,11 +188,12 @@ class CallViewSet(viewsets.GenericViewSet):
                 raise ApiError(ErrorCode.INVALID_ARGUMENT, f"state: unknown state {unknown[0]!r}")
             calls = calls.filter(state__in=wanted)
         page = self.paginate_queryset(calls)
-        return self.get_paginated_response(CallSerializer(page, many=True).data)
+        viewer = {"principal": principal_of(request)}
+        return self.get_paginated_response(CallSerializer(page, many=True, context=viewer).data)
 
     @extend_schema(summary="One call", responses={200: CallSerializer, **ERRORS})
     def retrieve(self, request: Request, callID: str) -> Response:
-        return Response(CallSerializer(self.get_object()).data)
+        return Response(self._serialize(self.get_object()))
 
     @extend_schema(
         summary="Place a call: end users ring the operators, operators ring `sessionId`",
@@ -237,11 +245,10 @@ class CallViewSet(viewsets.GenericViewSet):
             ip=request.META.get("REMOTE_ADDR") or None,
             user_agent=request.META.get("HTTP_USER_AGENT", ""),
         )
-        if not answer.granted:  # withdrawal stops a running recording at once
-            stop_if_recording(answer.call, answer.party, StopReason.CONSENT_WITHDRAWN)
+        withdraw_consent_stops_recording(answer)
         fresh = self.get_queryset().get(pk=answer.call_id)
         data = ConsentSerializer(answer).data
-        data["consent"] = CallSerializer(fresh).data["consent"]
+        data["consent"] = self._serialize(fresh)["consent"]
         return Response(data, status=status.HTTP_201_CREATED)
 
     @extend_schema(

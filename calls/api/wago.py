@@ -35,6 +35,7 @@ from calls.api.views import (
 from calls.api.webrtc import answer_offer, close_media
 from calls.ice import ice_configuration
 from calls.models import Call
+from calls.principals import Principal
 from calls.recordings import start_recording
 
 
@@ -50,9 +51,9 @@ class WagoAnswerSerializer(AnswerSerializer):
     turn = serializers.DictField()
 
 
-def _call_body(call: Call) -> dict[str, Any]:
-    fresh = Call.objects.prefetch_related("legs").get(pk=call.pk)
-    return CallSerializer(fresh).data
+def _call_body(call: Call, viewer: Principal) -> dict[str, Any]:
+    fresh = Call.objects.prefetch_related("legs__user").get(pk=call.pk)
+    return CallSerializer(fresh, context={"principal": viewer}).data
 
 
 def _call_id(request: Request) -> str:
@@ -106,7 +107,7 @@ class WagoCloseView(APIView):
         principal = principal_of(request)
         call = calling.call_for(principal, _call_id(request))
         close_media(principal, call)
-        return Response(_call_body(call))
+        return Response(_call_body(call, principal_of(request)))
 
 
 class WagoRecordSerializer(serializers.Serializer):
@@ -156,7 +157,7 @@ class WagoMakeView(APIView):
     )
     def post(self, request: Request) -> Response:
         call = place_call(principal_of(request), json_object(request))
-        return Response(_call_body(call), status=status.HTTP_201_CREATED)
+        return Response(_call_body(call, principal_of(request)), status=status.HTTP_201_CREATED)
 
 
 class WagoHangupView(APIView):
@@ -167,4 +168,4 @@ class WagoHangupView(APIView):
     )
     def post(self, request: Request) -> Response:
         call = calling.hang_up(principal_of(request), _call_id(request))
-        return Response(_call_body(call))
+        return Response(_call_body(call, principal_of(request)))

@@ -116,7 +116,7 @@ class SignalConsumer(EventsWithoutDatabaseHop, AsyncWebsocketConsumer):
         calls = await database_sync_to_async(calling.open_calls)(principal)
         resumable = []
         for call, legs in calls:
-            mine = next((leg for leg in legs if leg.role == principal.role), None)
+            mine = next((leg for leg in legs if principal.owns(leg)), None)
             if mine is not None:
                 self.legs[str(mine.pk)] = LegRef(call.pk, mine.pk, mine.role, call.media_worker)
                 await self._join(call_group(call.pk))

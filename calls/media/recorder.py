@@ -97,6 +97,13 @@ class WavWriter:
         self._write_header()
         self.file.flush()
 
+    def truncate(self, data_bytes: int) -> None:
+        """Keep only the first `data_bytes` of audio (a consent withdrawn before now)."""
+        if data_bytes < self.data_bytes:
+            self.data_bytes = max(0, data_bytes // 4 * 4)
+            self.file.truncate(self.HEADER.size + self.data_bytes)
+            self._write_header()
+
     def close(self) -> RecordingResult:
         self._write_header()
         self.file.close()
@@ -204,6 +211,10 @@ class CallRecorder:
         self._capture: PacketCapture | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[RecordingResult] | None = None
+        # Unix time of the WAV's first sample (its audio is on wall-clock time from there).
+        self.started_wall: float | None = None
+        # Unix time after which nothing may be kept (set by stop(cutoff=…)).
+        self._cutoff: float | None = None
 
     def listen(self, role: str, source: InboundAudio | None) -> None:
         """Decode path: record the frames of `source` on `role`'s channel."""
@@ -223,18 +234,28 @@ class CallRecorder:
             # The WAV is a valid, empty placeholder until the capture is rendered into it.
             await loop.run_in_executor(None, writer.close)
             self._capture = await loop.run_in_executor(None, PacketCapture, capture_path(self.path))
+            self.started_wall = time.time() - (time.monotonic() - self._capture.started)
             work = self._capture_packets(self._capture)
         else:
             work = self._record(writer)
         self._task = loop.create_task(work, name=f"recorder:{self.recording_id}")
 
-    async def stop(self) -> RecordingResult:
+    async def stop(self, cutoff: float | None = None) -> RecordingResult:
+        """Finish the file. `cutoff`: keep no audio after that unix time (a withdrawal's
+        instant: the stop itself arrives a little later)."""
+        self._cutoff = cutoff
         self._stop.set()
         assert self._task is not None
         result = await self._task
         for feed in self.channels.values():
             feed.listen(None)
         return result
+
+    def _kept_seconds(self, recorded_s: float) -> float:
+        """How much of what was recorded may be kept: nothing past the cutoff."""
+        if self._cutoff is None or self.started_wall is None:
+            return recorded_s
+        return max(0.0, min(recorded_s, self._cutoff - self.started_wall))
 
     async def _capture_packets(self, capture: PacketCapture) -> RecordingResult:
         loop = asyncio.get_running_loop()
@@ -245,7 +266,7 @@ class CallRecorder:
                         await self._stop.wait()
                 await loop.run_in_executor(None, capture.append, capture.take_pending())
         finally:
-            duration_s = time.monotonic() - capture.started
+            duration_s = self._kept_seconds(time.monotonic() - capture.started)
             await asyncio.shield(loop.run_in_executor(None, capture.append, capture.take_pending()))
             await asyncio.shield(loop.run_in_executor(None, capture.close))
         async with self._render_slots:
@@ -261,7 +282,7 @@ class CallRecorder:
 
     async def _record(self, writer: WavWriter) -> RecordingResult:
         loop = asyncio.get_running_loop()
-        started = loop.time()
+        started, self.started_wall = loop.time(), time.time()
         ticks = 0
         pending: list[bytes] = []
         try:
@@ -284,6 +305,9 @@ class CallRecorder:
         finally:
             # Stop, hang-up, shutdown or error: the file is always finalized.
             await asyncio.shield(loop.run_in_executor(None, writer.append, b"".join(pending)))
+            kept_ticks = min(ticks, int(self._kept_seconds(ticks * TICK_S) / TICK_S + 1e-9))
+            kept_bytes = kept_ticks * FRAME_SAMPLES * 4
+            await asyncio.shield(loop.run_in_executor(None, writer.truncate, kept_bytes))
             result = await asyncio.shield(loop.run_in_executor(None, writer.close))
         logger.info(
             "recording %s: %.2f s, %d bytes",

@@ -8,7 +8,10 @@ Messages on its channel (`media.<name>`), each handled in order per call:
   media.close      {call, leg, reply_to?} close that leg's media; the call stays → media.closed
   media.end_call   {call}               the call ended: stop its recordings, close its legs
   media.record_start {call, mode, recording, path, reply_to} → media.recording
-  media.record_stop  {call, recording, reason, by, reply_to?} → media.recorded {result}
+                   (refused once the call ended or that recording was stopped)
+  media.record_stop  {call, recording, reason, by, cutoff?, reply_to?} → media.recorded
+                   {result}; `cutoff` (unix time): no audio after it is kept. A stop that
+                   overtakes its start is answered (nothing recorded) and the start refused.
   media.play       {call, playback, path, to, reply_to} → media.playing {durationS}
   media.play_stop  {call, reply_to?} → media.play_stopped
 Leg media states go to the LegReporter (the database) in the order they happen.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +91,27 @@ class CallMedia:
         return next((peer for peer in self.legs.values() if peer.leg_id == leg_id), None)
 
 
+class RecentIds:
+    """The last `size` ids seen (a bounded set): calls that ended, recordings stopped.
+
+    Messages about one call can reach a worker in another order than they were decided
+    (a hang-up's end_call overtaking a record_start sent a moment earlier); remembering
+    what is over keeps a late start from recording a call or a consent that is gone."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, item: str) -> None:
+        self._ids[item] = None
+        self._ids.move_to_end(item)
+        while len(self._ids) > self.size:
+            self._ids.popitem(last=False)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._ids
+
+
 class MediaWorker:
     def __init__(
         self,
@@ -107,6 +132,8 @@ class MediaWorker:
         self._handlers: set[asyncio.Task[None]] = set()
         self._reports: asyncio.Queue[Awaitable[None] | None] = asyncio.Queue()
         self._render_slots = asyncio.Semaphore(RENDERS_AT_ONCE)
+        self.ended_calls = RecentIds()
+        self.stopped_recordings = RecentIds()
 
     @property
     def peer_count(self) -> int:
@@ -176,7 +203,11 @@ class MediaWorker:
             await self._reply(message, {"type": "media.play_stopped"})
         elif kind == "media.record_stop":
             result = await self._record_stop(
-                message["call"], message["recording"], message["reason"], message["by"]
+                message["call"],
+                message["recording"],
+                message["reason"],
+                message["by"],
+                message.get("cutoff"),
             )
             await self._reply(message, {"type": "media.recorded", "result": result})
         else:
@@ -195,12 +226,15 @@ class MediaWorker:
             raise CallbridgeError(
                 ErrorCode.MEDIA_BRIDGE_FAILURE, "that media worker is draining; call again"
             )
+        if call_id in self.ended_calls:
+            raise CallbridgeError(ErrorCode.CALL_STATE, "the call has ended")
         call = self.calls.get(call_id) or CallMedia(call_id, message["mode"])
         holder = call.legs.get(role)
-        if message.get("kind") == "answer" and holder is not None and holder.leg_id != leg_id:
-            # Two parties racing to answer: the first offer here is the one that may be
-            # recorded; the later one must not replace its media.
-            raise CallbridgeError(ErrorCode.CALL_STATE, "the call is already being answered")
+        if holder is not None and holder.leg_id != leg_id:
+            # Only the same leg reconnects; another leg never replaces a party's media
+            # (two parties racing to answer: the first offer here is the one that may be
+            # recorded). Signaling refuses this first; this is the media's own guard.
+            raise CallbridgeError(ErrorCode.CALL_STATE, "another party holds that place")
         peer = LegPeer(
             leg_id=leg_id,
             role=role,
@@ -243,6 +277,7 @@ class MediaWorker:
             del self.calls[call_id]
 
     async def _end_call(self, call_id: str, reason: str) -> None:
+        self.ended_calls.add(call_id)
         call = self.calls.pop(call_id, None)
         if call is None:
             return
@@ -273,7 +308,11 @@ class MediaWorker:
         return len(samples) / 48000
 
     async def _record_start(self, message: dict[str, Any]) -> None:
-        call_id = message["call"]
+        call_id, recording_id = message["call"], message["recording"]
+        if call_id in self.ended_calls:
+            raise CallbridgeError(ErrorCode.CALL_STATE, "the call has ended")
+        if recording_id in self.stopped_recordings:
+            raise CallbridgeError(ErrorCode.CALL_STATE, "that recording was stopped")
         call = self.calls.get(call_id) or CallMedia(call_id, message["mode"])
         recorder = CallRecorder(
             message["recording"],
@@ -292,22 +331,27 @@ class MediaWorker:
         call.route()
 
     async def _record_stop(
-        self, call_id: str, recording_id: str, reason: str, by: str
+        self, call_id: str, recording_id: str, reason: str, by: str, cutoff: float | None
     ) -> dict[str, Any]:
+        self.stopped_recordings.add(recording_id)
         call = self.calls.get(call_id)
         if call is None or recording_id not in call.recorders:
-            raise CallbridgeError(ErrorCode.CALL_STATE, "that recording is not running")
-        result = await self._finish_recording(call, recording_id, reason, by)
+            return {}  # overtook its start (refused when it comes), or long gone: no audio
+        result = await self._finish_recording(call, recording_id, reason, by, cutoff)
         call.route()  # nothing needs the audio decoded any more
         if call.idle:
             self.calls.pop(call_id, None)
         return result
 
     async def _finish_recording(
-        self, call: CallMedia, recording_id: str, reason: str, by: str
+        self, call: CallMedia, recording_id: str, reason: str, by: str, cutoff: float | None = None
     ) -> dict[str, Any]:
+        self.stopped_recordings.add(recording_id)
         recorder = call.recorders.pop(recording_id)
-        result = (await recorder.stop()).as_dict()
+        result = {
+            **(await recorder.stop(cutoff=cutoff)).as_dict(),
+            "audio_started_at": recorder.started_wall,
+        }
         self._reports.put_nowait(self.reporter.recording_finished(recording_id, reason, by, result))
         return result
 

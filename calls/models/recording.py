@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -40,6 +42,9 @@ class Recording(models.Model):
         max_length=16, choices=RecordingState.choices, default=RecordingState.RECORDING
     )
     started_at = models.DateTimeField(default=timezone.now)
+    # The wall-clock instant of the WAV's first sample, as the recorder measured it (the
+    # file is on wall-clock time from there: a sample's instant is this + its offset).
+    audio_started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     duration_s = models.FloatField("duration (s)", null=True, blank=True)
     size_bytes = models.BigIntegerField(null=True, blank=True)
@@ -71,27 +76,32 @@ class Recording(models.Model):
         cls,
         call: Call,
         by: Principal,
-        consents: list[RecordingConsent],
         file_name: str,
         recording_id: uuid.UUID | None = None,
+        *,
+        consents: Callable[[Call], list[RecordingConsent]],
     ) -> Recording:
+        """Start a recording of an active call. `consents(call)` runs under the call's row
+        lock (the lock every consent answer takes) on fresh rows: it returns the consents
+        the policy relies on, or raises to refuse — so no withdrawal slips in between."""
         with transaction.atomic():
             locked = Call.objects.select_for_update().get(pk=call.pk)
             if locked.state != CallState.ACTIVE:
                 raise CallStateError(f"only an active call can be recorded (it is {locked.state})")
             if locked.recordings.filter(state=RecordingState.RECORDING).exists():
                 raise CallStateError("the call is already being recorded")
+            relied_on = consents(locked)
             recording = cls.objects.create(
                 id=recording_id or uuid.uuid4(),
                 call=locked,
                 file_name=file_name,
                 started_by=by.label,
             )
-            recording.consents.set(consents)
+            recording.consents.set(relied_on)
             locked._record(
                 "recording.started",
                 by,
-                {"recordingID": str(recording.pk), "consents": [c.pk for c in consents]},
+                {"recordingID": str(recording.pk), "consents": [c.pk for c in relied_on]},
             )
         return recording
 
@@ -107,6 +117,7 @@ class Recording(models.Model):
                 duration_s=result.get("duration_s"),
                 size_bytes=result.get("size_bytes"),
                 sha256=result.get("sha256", ""),
+                audio_started_at=_instant(result.get("audio_started_at")),
                 stopped_by=by,
                 stop_reason=reason,
             )
@@ -117,6 +128,10 @@ class Recording(models.Model):
                     {"recordingID": str(self.pk), "reason": reason, "stoppedBy": by},
                 )
         self.refresh_from_db()
+
+
+def _instant(unix_time: float | None) -> datetime | None:
+    return None if unix_time is None else datetime.fromtimestamp(unix_time, tz=UTC)
 
 
 class AccessAction(models.TextChoices):
