@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import websockets
 
+from tests import consent_races
 from tests.cluster import WORKER_TIMEOUT_S, Cluster, MediaWorkerProcess, running_cluster
 from tests.live_server import Server
 from tests.media_peers import ClientPeer
@@ -27,6 +28,9 @@ from tests.real_socket import RealSocket
 from tests.test_recording import dominant, read_wav
 
 pytestmark = pytest.mark.daphne
+
+RACES = 100  # record/withdraw races across the two daphnes (plus the embedded 200)
+HANG_UP_RACES = 4
 
 
 @pytest.fixture(scope="module")
@@ -359,6 +363,28 @@ async def _reply(socket_: RealSocket, within: float = 10.0) -> dict[str, Any]:
             message = json.loads(await socket_.connection.recv())
             if message["type"] in ("answer", "error"):
                 return message
+
+
+@pytest.mark.timeout(400)
+async def test_it_never_records_past_a_withdrawal_across_two_daphnes(
+    cluster: Cluster, workers: list[MediaWorkerProcess]
+) -> None:
+    """Record through one daphne, withdraw the consent through the other, at the same
+    instant, RACES times; then record, withdraw and hang up at once on fresh calls.
+    The checks after each race are tests/consent_races.py's."""
+    token = cluster.token("race-recorder")
+    recordings_dir = cluster.data_dir / "media" / "recordings"
+    async with AsyncExitStack() as stack:
+        party = consent_races.Party(stack)
+        call = await consent_races.bridged_call(party, *cluster.daphnes, token)
+        races = await consent_races.race_many(call, tuple(cluster.daphnes), recordings_dir, RACES)
+        assert races.both_orders_happened(), races
+        for _ in range(HANG_UP_RACES):
+            await consent_races.race_record_withdraw_and_hang_up(
+                party, *cluster.daphnes, token, recordings_dir
+            )
+    running = cluster.query("SELECT count(*) FROM calls_recording WHERE state = 'recording'")
+    assert running == [(0,)]
 
 
 def test_it_runs_on_postgresql(cluster: Cluster) -> None:

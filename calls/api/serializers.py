@@ -139,6 +139,11 @@ class RecordingSerializer(serializers.ModelSerializer):
     callID = serializers.UUIDField(source="call_id")
     fileName = serializers.CharField(source="file_name")
     startedAt = serializers.DateTimeField(source="started_at")
+    audioStartedAt = serializers.DateTimeField(
+        source="audio_started_at",
+        allow_null=True,
+        help_text="wall-clock instant of the file's first sample (known once it stopped)",
+    )
     endedAt = serializers.DateTimeField(source="ended_at", allow_null=True)
     durationS = serializers.FloatField(source="duration_s", allow_null=True)
     sizeBytes = serializers.IntegerField(source="size_bytes", allow_null=True)
@@ -155,6 +160,7 @@ class RecordingSerializer(serializers.ModelSerializer):
             "state",
             "fileName",
             "startedAt",
+            "audioStartedAt",
             "endedAt",
             "durationS",
             "sizeBytes",
@@ -256,13 +262,18 @@ class CallSerializer(serializers.ModelSerializer):
             return data
         # End users (and anyone unidentified) see display names, never staff usernames or
         # token names: those identify the operators' accounts, not the people.
-        for leg_data, leg in zip(data["legs"], call.legs.all(), strict=True):
-            leg_data["party"] = leg_display_name(leg)
+        shown = {leg.party: leg_display_name(leg) for leg in call.legs.all()}
+
+        def name_for(label: str) -> str:
+            return shown.get(label) or public_name(label)
+
+        for leg_data in data["legs"]:
+            leg_data["party"] = name_for(leg_data["party"])
         if data["endedBy"] is not None:
-            data["endedBy"]["name"] = public_name(data["endedBy"]["name"])
+            data["endedBy"]["name"] = name_for(data["endedBy"]["name"])
         if data["recording"] is not None:
             for field in ("startedBy", "stoppedBy"):
-                data["recording"][field] = public_name(data["recording"][field])
+                data["recording"][field] = name_for(data["recording"][field])
         return data
 
 

@@ -39,6 +39,7 @@ MAX_BACKLOG = SAMPLE_RATE // 5  # a leg may run 200 ms ahead before its oldest a
 CHANNELS = ("user", "operator")  # left, right
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RENDERS_AT_ONCE = 2  # per media worker
+RENDER_IN_THREAD_MAX_S = 2.0  # shorter recordings render in a thread, not a process
 
 
 class RenderFailed(OSError):
@@ -269,8 +270,20 @@ class CallRecorder:
             duration_s = self._kept_seconds(time.monotonic() - capture.started)
             await asyncio.shield(loop.run_in_executor(None, capture.append, capture.take_pending()))
             await asyncio.shield(loop.run_in_executor(None, capture.close))
-        async with self._render_slots:
-            result = await render_in_process(capture.path, self.path, duration_s)
+        if duration_s < TICK_S:  # not one frame to keep: the empty placeholder is the file
+            result = await loop.run_in_executor(None, _measure, self.path, 0)
+        elif duration_s <= RENDER_IN_THREAD_MAX_S:
+            # A few seconds decode in milliseconds: cheaper than starting a process (~0.3 s
+            # of CPU), e.g. a recording a withdrawal stopped at once.
+            from calls.media.render import render  # the renderer imports this module
+
+            async with self._render_slots:
+                result = await loop.run_in_executor(
+                    None, render, capture.path, self.path, duration_s
+                )
+        else:
+            async with self._render_slots:
+                result = await render_in_process(capture.path, self.path, duration_s)
         capture.path.unlink()
         logger.info(
             "recording %s: %.2f s, %d bytes (rendered)",
