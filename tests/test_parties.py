@@ -28,7 +28,6 @@ from tests.live_call import OPERATOR_TONE, USER_TONE, LiveCall
 from tests.media_peers import ClientPeer
 from tests.signal_client import SignalClient
 
-
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
