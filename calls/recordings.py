@@ -75,7 +75,19 @@ def start_recording(principal: Principal, call: Call, name: str | None = None) -
             },
         )
     except CallbridgeError:
-        # Refused (the call ended, or a stop overtook this start): nothing was recorded.
+        # Refused (the call ended, or a stop overtook this start), or no answer in time:
+        # make sure a start still on its way can never record (the worker remembers the
+        # stop and refuses the start), then record the failure.
+        async_to_sync(media_link.send)(
+            call.media_worker,
+            {
+                "type": "media.record_stop",
+                "call": str(call.pk),
+                "recording": str(recording.pk),
+                "reason": StopReason.FAILED,
+                "by": "system",
+            },
+        )
         recording.finish(reason=StopReason.FAILED, by="system", result={})
         raise
     return recording
