@@ -153,6 +153,18 @@ async def race_record_and_withdraw(
     return "recorded" if record_status == 201 else recorded["code"]
 
 
+async def settled(server: Server, path: str, token: str, within: float = 15.0) -> dict:
+    """The call once its recording is no longer running. A hang-up's stop reaches the
+    media worker after the hang-up answered (it follows the call.ended event), and the
+    worker reports the finished file when it is written."""
+    async with asyncio.timeout(within):
+        while True:
+            state = await rest(server, "GET", path, token)
+            if state["recording"] is None or state["recording"]["state"] != "recording":
+                return state
+            await asyncio.sleep(0.05)
+
+
 async def race_record_withdraw_and_hang_up(
     party: Party, user_via: Server, operator_via: Server, token: str, recordings_dir: Path
 ) -> None:
@@ -166,7 +178,7 @@ async def race_record_withdraw_and_hang_up(
     )
     assert results[2][0] == 200, results
     withdrawal = results[1][1] if results[1][0] == 201 else None  # the call may end first
-    state = await rest(operator_via, "GET", path, token)
+    state = await settled(operator_via, path, token)
     assert state["state"] == "ended"
     check_after_race(
         state, instant(withdrawal["createdAt"]) if withdrawal else None, recordings_dir
