@@ -90,6 +90,9 @@ def callbridge_env(data_dir: Path, lag_file: Path, media_path: str | None) -> di
         # The generator is one client making thousands of requests.
         CALLBRIDGE_RATE_LIMIT_PRINCIPAL="1000000/min",
         CALLBRIDGE_RATE_LIMIT_IP="1000000/min",
+        # One API token operates every call's leg (resource caps, docs/configuration.md).
+        CALLBRIDGE_LIMIT_OPEN_CALLS_PER_OPERATOR="100000",
+        CALLBRIDGE_LIMIT_MEDIA_LEGS_PER_OPERATOR="100000",
         CALLBRIDGE_RECORDING_CONSENT="none",  # the recording step records without consents
         CALLBRIDGE_MEDIA_GRACE_S="600",
         LOG_LEVEL="WARNING",

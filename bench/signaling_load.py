@@ -592,6 +592,7 @@ def server_env() -> dict[str, str]:
         "CALLBRIDGE_WS_RATE_LIMIT_IP": "1000000/min",
         "CALLBRIDGE_WS_RATE_LIMIT_SOCKET": "1000000/min",
         "CALLBRIDGE_WS_RATE_LIMIT_PRINCIPAL": "1000000/min",
+        "CALLBRIDGE_LIMIT_SOCKETS_PER_IP": "100000",
     }
 
 

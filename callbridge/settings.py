@@ -298,6 +298,41 @@ CALLBRIDGE_CONSENT_TEXT = env_str(
     "is only heard by authorised staff. Do you agree to be recorded?",
 )
 
+# --- Resource caps (RATE_LIMITED with details.limit / details.max; docs/configuration.md) ---
+# Open calls (ringing or active) an end-user session may hold; each has at most one leg of
+# the session, so this also caps its server peer connections.
+CALLBRIDGE_LIMIT_OPEN_CALLS_PER_SESSION = env_int(
+    "CALLBRIDGE_LIMIT_OPEN_CALLS_PER_SESSION", 3, minimum=1, maximum=1000
+)
+# Open calls an operator credential (staff user, API token) has placed or answered.
+CALLBRIDGE_LIMIT_OPEN_CALLS_PER_OPERATOR = env_int(
+    "CALLBRIDGE_LIMIT_OPEN_CALLS_PER_OPERATOR", 100, minimum=1, maximum=100_000
+)
+# Open echo (test) calls per credential of any kind.
+CALLBRIDGE_LIMIT_ECHO_CALLS = env_int("CALLBRIDGE_LIMIT_ECHO_CALLS", 2, minimum=1, maximum=1000)
+# Legs with a server peer connection (media connecting, connected or disconnected) on open
+# calls, per operator credential.
+CALLBRIDGE_LIMIT_MEDIA_LEGS_PER_OPERATOR = env_int(
+    "CALLBRIDGE_LIMIT_MEDIA_LEGS_PER_OPERATOR", 100, minimum=1, maximum=100_000
+)
+# Open WebSockets (/ws/signal and /ws/operator together) per client address and per
+# signed-in credential, counted in each serving process.
+CALLBRIDGE_LIMIT_SOCKETS_PER_IP = env_int(
+    "CALLBRIDGE_LIMIT_SOCKETS_PER_IP", 100, minimum=1, maximum=100_000
+)
+CALLBRIDGE_LIMIT_SOCKETS_PER_CREDENTIAL = env_int(
+    "CALLBRIDGE_LIMIT_SOCKETS_PER_CREDENTIAL", 20, minimum=1, maximum=100_000
+)
+# Seconds a /ws/signal socket may stay open without signing in (register or offer with a
+# valid token); then error UNAUTHORIZED and close 4401.
+CALLBRIDGE_WS_SIGN_IN_DEADLINE_S = env_int(
+    "CALLBRIDGE_WS_SIGN_IN_DEADLINE_S", 10, minimum=1, maximum=300
+)
+# New anonymous sessions the public lobby (CALLBRIDGE_PUBLIC_LOBBY) makes per client address.
+CALLBRIDGE_LIMIT_LOBBY_SESSIONS_PER_IP = env_rate(
+    "CALLBRIDGE_LIMIT_LOBBY_SESSIONS_PER_IP", "10/hour"
+)
+
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
 LOGGING = {
     "version": 1,

@@ -17,7 +17,7 @@ from enum import StrEnum
 
 from django.db import transaction
 
-from calls import policy
+from calls import limits, policy
 from calls.errors import CallbridgeError, CallStateError, ErrorCode
 from calls.models import Call, CallMode, Leg, MediaState
 from calls.placement import place_call
@@ -51,6 +51,7 @@ def parse_uuid(value: str, not_found: CallbridgeError) -> uuid.UUID:
         raise not_found from None
 
 
+@limits.refuse_plans_over_limits
 def plan_offer(principal: Principal, call_id: str | None, mode: str | None) -> OfferPlan:
     if call_id is None:
         mode = mode or CallMode.BRIDGE
@@ -94,6 +95,7 @@ def plan_offer(principal: Principal, call_id: str | None, mode: str | None) -> O
     raise CallbridgeError(ErrorCode.FORBIDDEN, "you have no place in this call")
 
 
+@limits.recheck_commits_under_lock
 def commit_offer(principal: Principal, plan: OfferPlan) -> None:
     """Record what the accepted offer did. CallbridgeError if the call moved on meanwhile."""
     if plan.kind == OfferKind.CREATE:

@@ -109,6 +109,7 @@ def running_cluster(data_dir: Path) -> Iterator[Cluster]:
             "CALLBRIDGE_MEDIA_WORKER_TIMEOUT_S": str(WORKER_TIMEOUT_S),
             "SECRET_KEY": "cluster-test-secret-key-shared-by-every-process",
             "MEDIA_ROOT": str(data_dir / "media"),  # recordings: shared storage
+            "CALLBRIDGE_LIMIT_ECHO_CALLS": "100",  # tests fill workers with one token's echo calls
         }
         daphnes = []
         for name in ("daphne-a", "daphne-b"):

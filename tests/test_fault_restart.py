@@ -181,7 +181,10 @@ RECORDED = 4
 async def test_it_ends_every_call_and_recording_when_stopped_during_20_calls(
     tmp_path: Path,
 ) -> None:
-    with running_server(tmp_path, CALLBRIDGE_RING_TIMEOUT_S="300") as server:
+    # One token holds every echo call here (resource caps, docs/configuration.md).
+    with running_server(
+        tmp_path, CALLBRIDGE_RING_TIMEOUT_S="300", CALLBRIDGE_LIMIT_ECHO_CALLS="100"
+    ) as server:
         token = (await asyncio.to_thread(server.manage, "createapitoken", "t", "--quiet")).strip()
         started = time.monotonic()
         calls = []

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.django_db
 def separate_workers(settings: Any) -> None:
     settings.CALLBRIDGE_EMBEDDED_MEDIA_WORKER = False
     settings.CALLBRIDGE_MEDIA_WORKER_TIMEOUT_S = 5
+    settings.CALLBRIDGE_LIMIT_ECHO_CALLS = 100  # echo calls fill the workers here
 
 
 def worker(name: str, capacity: int, state: str = "running", silent_for: float = 0.0) -> None:

@@ -36,21 +36,32 @@ def snapshot() -> dict[str, Any]:
 class OperatorConsumer(EventsWithoutDatabaseHop, AsyncWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
+        self.slots = throttle.SocketSlots()
         # Every handshake counts against its address, refused logins included.
         if limited := throttle.check_handshake(throttle.client_ip(self.scope)):
-            await self.accept()
-            await self._send(protocol.error("", limited))
-            await self.close(code=throttle.CLOSE_RATE_LIMITED)
+            await self._refuse(limited)
             return
         if not (user and user.is_authenticated and user.is_active and user.is_staff):
             await self.close(code=4403)
             return
-        self.staff_id = f"staff-{user.pk}"
+        self.staff_id = f"staff-{user.pk}"  # Principal.staff(user).pk: /ws/signal's key too
+        limited = self.slots.take_address(
+            throttle.client_ip(self.scope)
+        ) or self.slots.take_credential(self.staff_id)
+        if limited:
+            await self._refuse(limited)
+            return
         await self.channel_layer.group_add(OPERATORS_GROUP, self.channel_name)
         await self.accept()
         await self._send({"type": "snapshot", "data": await database_sync_to_async(snapshot)()})
 
+    async def _refuse(self, limited: CallbridgeError) -> None:
+        await self.accept()
+        await self._send(protocol.error("", limited))
+        await self.close(code=throttle.CLOSE_RATE_LIMITED)
+
     async def disconnect(self, code: int) -> None:
+        self.slots.release()
         throttle.socket_closed(self.channel_name)
         await self.channel_layer.group_discard(OPERATORS_GROUP, self.channel_name)
 

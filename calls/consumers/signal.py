@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -46,12 +47,28 @@ class SignalConsumer(EventsWithoutDatabaseHop, AsyncWebsocketConsumer):
         self.groups_joined: set[str] = set()
         self.seen_events: deque[int] = deque(maxlen=512)
         self.client_ip = throttle.client_ip(self.scope)
+        self.slots = throttle.SocketSlots()
+        self.sign_in_timer: asyncio.Task[None] | None = None
         await self.accept()
-        if limited := throttle.check_handshake(self.client_ip):
+        limited = throttle.check_handshake(self.client_ip) or self.slots.take_address(
+            self.client_ip
+        )
+        if limited:
             await self._send(protocol.error("", limited))
             await self.close(code=throttle.CLOSE_RATE_LIMITED)
+            return
+        self.sign_in_timer = asyncio.create_task(self._close_unless_signed_in())
+
+    async def _close_unless_signed_in(self) -> None:
+        await asyncio.sleep(settings.CALLBRIDGE_WS_SIGN_IN_DEADLINE_S)
+        if self.principal is None:
+            await self._send(protocol.error("", throttle.sign_in_deadline_passed()))
+            await self.close(code=throttle.CLOSE_UNAUTHORIZED)
 
     async def disconnect(self, code: int) -> None:
+        if self.sign_in_timer is not None:
+            self.sign_in_timer.cancel()
+        self.slots.release()
         throttle.socket_closed(self.channel_name)
         for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
@@ -96,6 +113,8 @@ class SignalConsumer(EventsWithoutDatabaseHop, AsyncWebsocketConsumer):
             raise CallbridgeError(
                 ErrorCode.FORBIDDEN, "this socket is signed in as someone else; open another"
             )
+        if limited := self.slots.take_credential(principal.pk):
+            raise limited
         self.principal = principal
         return principal
 

@@ -1,17 +1,20 @@
-"""WebSocket rate limits (RATE_LIMITED), per serving process.
+"""WebSocket rate limits and caps (RATE_LIMITED), per serving process.
 
 - per client IP, before authentication: handshakes, and every message a socket sends
   while it has not signed in (token guessing and anonymous floods);
-- per socket and per principal (token, staff user), once signed in: messages.
+- per socket and per principal (token, staff user), once signed in: messages;
+- open sockets per client IP and per signed-in credential (`SocketSlots`), and a
+  deadline for signing in.
 
-Buckets live in this process's memory (like the REST throttles' default local-memory
-cache): N daphne processes allow N times the rate in total.
+Buckets and counts live in this process's memory (like the REST throttles' default
+local-memory cache): N daphne processes allow N times the rate and the caps in total.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -44,8 +47,10 @@ def _configured_rates() -> tuple[str, str, str]:
 
 clock = time.monotonic  # tests move time forward by replacing it
 
-# Close code for a handshake over the per-IP limit (4000-4999: the application's own).
+# Close codes (4000-4999: the application's own): a handshake over a limit or a cap; a
+# socket that did not sign in before its deadline.
 CLOSE_RATE_LIMITED = 4429
+CLOSE_UNAUTHORIZED = 4401
 
 _limits: SignalingLimits | None = None
 
@@ -60,9 +65,10 @@ def limits() -> SignalingLimits:
 
 
 def reset() -> None:
-    """Forget every bucket (tests)."""
+    """Forget every bucket and count (tests)."""
     global _limits
     _limits = None
+    _open_sockets.clear()
 
 
 def rate_limited(buckets: TokenBuckets, key: str) -> CallbridgeError:
@@ -101,3 +107,54 @@ def client_ip(scope: dict[str, Any]) -> str:
     """The peer address daphne saw (or X-Forwarded-For's with `serve --proxy-headers`)."""
     client = scope.get("client")
     return str(client[0]) if client else "unknown"
+
+
+# --- open sockets ---------------------------------------------------------------------------
+_open_sockets: Counter[str] = Counter()  # "ip:…" / "credential:…" → sockets open here
+
+
+@dataclass
+class SocketSlots:
+    """The places one socket holds in this process's counts; `release` frees them all."""
+
+    held: list[str] = field(default_factory=list)
+
+    def take_address(self, ip: str) -> CallbridgeError | None:
+        """Count the socket against its client address; the error if that is full."""
+        cap = settings.CALLBRIDGE_LIMIT_SOCKETS_PER_IP
+        return self._take(f"ip:{ip}", cap, "socketsPerAddress", "from this address")
+
+    def take_credential(self, principal_id: str) -> CallbridgeError | None:
+        """Count the socket against the credential it signs in with (once)."""
+        key = f"credential:{principal_id}"
+        if key in self.held:
+            return None
+        cap = settings.CALLBRIDGE_LIMIT_SOCKETS_PER_CREDENTIAL
+        return self._take(key, cap, "socketsPerCredential", "for this credential")
+
+    def release(self) -> None:
+        for key in self.held:
+            _open_sockets[key] -= 1
+            if _open_sockets[key] <= 0:
+                del _open_sockets[key]
+        self.held.clear()
+
+    def _take(self, key: str, cap: int, limit: str, where: str) -> CallbridgeError | None:
+        if _open_sockets[key] >= cap:
+            return CallbridgeError(
+                ErrorCode.RATE_LIMITED,
+                f"Too many open sockets {where} (at most {cap})",
+                details={"limit": limit, "max": cap},
+            )
+        _open_sockets[key] += 1
+        self.held.append(key)
+        return None
+
+
+def sign_in_deadline_passed() -> CallbridgeError:
+    seconds = settings.CALLBRIDGE_WS_SIGN_IN_DEADLINE_S
+    return CallbridgeError(
+        ErrorCode.UNAUTHORIZED,
+        f"Auth token required: sign in (register or offer) within {seconds} s of connecting",
+        details={"signInDeadline": seconds},
+    )

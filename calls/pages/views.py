@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.conf import settings
@@ -14,10 +15,13 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from calls.ice import ice_configuration
+from calls.limits import LobbyThrottle
 from calls.models import AudioFile, EndUserSession
 from calls.tokens import token_kind
 
 LOBBY_NAME_MAX = 60
+# Keeps a lobby visitor's session token (HttpOnly, /talk/ only): a reload re-uses it.
+LOBBY_COOKIE = "callbridge_lobby"
 
 
 def consent_config() -> dict[str, str]:
@@ -66,14 +70,47 @@ def enduser_page(request: HttpRequest) -> HttpResponse:
 
 
 def _lobby(request: HttpRequest) -> HttpResponse:
-    """CALLBRIDGE_PUBLIC_LOBBY: anyone may call; each visitor gets an anonymous session."""
+    """CALLBRIDGE_PUBLIC_LOBBY: anyone may call; each visitor gets an anonymous session.
+
+    A returning visitor (reload, new tab) gets their session back from a cookie, so only
+    new visitors count against CALLBRIDGE_LIMIT_LOBBY_SESSIONS_PER_IP."""
+    kept = request.COOKIES.get(LOBBY_COOKIE, "")
+    session = EndUserSession.objects.find(kept) if token_kind(kept) == "cbs" else None
+    if session is not None and session.is_usable and (session.metadata or {}).get("lobby"):
+        return _no_store(HttpResponseRedirect(f"{reverse('enduser-page')}?token={kept}"))
+    throttle = LobbyThrottle()
+    if not throttle.allow_request(request, None):
+        return _too_many_lobby_sessions(request, throttle)
     name = request.GET.get("name", "").strip()[:LOBBY_NAME_MAX]
-    _, token = EndUserSession.create(
+    session, token = EndUserSession.create(
         ttl_seconds=settings.CALLBRIDGE_SESSION_TTL_S,
         display_name=name or "Visitor",
         metadata={"lobby": True},
     )
-    return _no_store(HttpResponseRedirect(f"{reverse('enduser-page')}?token={token}"))
+    response = HttpResponseRedirect(f"{reverse('enduser-page')}?token={token}")
+    response.set_cookie(
+        LOBBY_COOKIE,
+        token,
+        max_age=settings.CALLBRIDGE_SESSION_TTL_S,
+        path=reverse("enduser-page"),
+        secure=settings.SESSION_COOKIE_SECURE,
+        httponly=True,
+        samesite="Lax",
+    )
+    return _no_store(response)
+
+
+def _too_many_lobby_sessions(request: HttpRequest, throttle: LobbyThrottle) -> HttpResponse:
+    """RATE_LIMITED (429): this address made its share of new lobby sessions."""
+    wait = math.ceil(throttle.wait() or 1)
+    context = {
+        "problem": "Too many new calls from your network. Try again in a few minutes.",
+        "session": None,
+        "config": None,
+    }
+    response = render(request, "enduser/page.html", context, status=429)
+    response["Retry-After"] = str(wait)
+    return _no_store(response)
 
 
 @staff_member_required
