@@ -18,7 +18,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import import_module
-from types import SimpleNamespace
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -28,7 +27,7 @@ from django.contrib.auth.models import Group
 from django.contrib.auth.signals import user_logged_out
 from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete
-from django.utils.crypto import salted_hmac
+from django.utils.crypto import constant_time_compare, salted_hmac
 
 from calls.events import send_from_any_thread
 from calls.models import ApiToken, EndUserSession
@@ -96,33 +95,55 @@ def principal_standing(principal: Principal) -> Standing:
 def staff_standing(session_key: str | None, user_pk: Any) -> Standing:
     """Whether a staff login (one browser's Django session) is still an operator's.
 
-    Read as Django reads it on each request: the session must exist, name the same user,
-    and carry the user's current session hash (a password change ends other logins).
+    Read as Django's auth.get_user reads it on each request — the session must exist, name
+    the same user through a configured backend, and carry the user's current session hash
+    (a password change ends the other logins) — but read-only: get_user would flush a
+    session whose hash does not match, and this may run in the instant between a password
+    change and Django updating the changer's own session.
     """
     if not session_key:
         return Standing("Staff login required")
-    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
-    user = auth.get_user(SimpleNamespace(session=store))  # type: ignore[arg-type]
-    if not user.is_authenticated or user.pk != user_pk:
+    data = import_module(settings.SESSION_ENGINE).SessionStore(session_key).load()
+    backend_path = data.get(auth.BACKEND_SESSION_KEY)
+    if backend_path not in settings.AUTHENTICATION_BACKENDS or auth.SESSION_KEY not in data:
+        return Standing("Staff login ended")
+    user_model = auth.get_user_model()
+    user_id = user_model._meta.pk.to_python(data[auth.SESSION_KEY])
+    user = auth.load_backend(backend_path).get_user(user_id)
+    if user is None or user.pk != user_pk:
+        return Standing("Staff login ended")
+    session_hash = data.get(auth.HASH_SESSION_KEY) or ""
+    if not any(
+        constant_time_compare(session_hash, user_hash) for user_hash in _session_hashes(user)
+    ):
         return Standing("Staff login ended")
     if not is_operator_user(user):
         return Standing("This login may not operate calls")
     return Standing()
 
 
+def _session_hashes(user: Any) -> list[str]:
+    """The user's session hash under SECRET_KEY and each SECRET_KEY_FALLBACKS (as Django)."""
+    return [user.get_session_auth_hash(), *user.get_session_auth_fallback_hash()]
+
+
 # --- pushes ----------------------------------------------------------------------------------
-def ask_to_check(groups: Iterable[str]) -> None:
-    """Once the current transaction commits, every socket in `groups` re-checks."""
+def ask_to_check(groups: Iterable[str], ended: str = "") -> None:
+    """Once the current transaction commits, every socket in `groups` re-checks (or, with
+    `ended`, closes at once: for facts a re-read could race, such as a logout pushed
+    before Django deletes the session)."""
     targets = sorted(set(groups))
     if targets:
-        transaction.on_commit(lambda: _send(targets))
+        transaction.on_commit(lambda: _send(targets, ended))
 
 
-def _send(groups: list[str]) -> None:
+def _send(groups: list[str], ended: str = "") -> None:
+    message = {**CHECK_MESSAGE, "ended": ended} if ended else CHECK_MESSAGE
+
     async def send() -> None:
         layer = get_channel_layer()
         for group in groups:
-            await layer.group_send(group, dict(CHECK_MESSAGE))
+            await layer.group_send(group, dict(message))
 
     try:
         send_from_any_thread(send)
@@ -160,7 +181,8 @@ def _on_user_deleted(sender: type, instance: Any, **kwargs: Any) -> None:
 def _on_logged_out(sender: type, request: Any, user: Any, **kwargs: Any) -> None:
     session_key = getattr(getattr(request, "session", None), "session_key", None)
     if session_key:
-        ask_to_check([credential_group("staff_login", session_key)])
+        # Sent before Django flushes the session: a re-read now would find it alive.
+        ask_to_check([credential_group("staff_login", session_key)], ended="Staff login ended")
 
 
 def _on_user_memberships(

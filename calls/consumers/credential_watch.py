@@ -69,8 +69,12 @@ class CredentialWatch:
         return True
 
     async def credential_check(self, message: dict[str, Any]) -> None:
-        """Channel-layer push from calls.revocation: something about the credential changed."""
-        await self.credential_alive()
+        """Channel-layer push from calls.revocation: something about the credential changed
+        (re-read it), or it has `ended` (a logout: nothing left to read)."""
+        if message.get("ended"):
+            await self.credential_died(str(message["ended"]))
+        else:
+            await self.credential_alive()
 
     async def credential_died(self, reason: str) -> None:
         if self.credential_dead:
