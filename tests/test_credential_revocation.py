@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
+from io import StringIO
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
 from django.test import Client
 from django.utils import timezone
 
@@ -126,6 +128,24 @@ async def test_it_closes_sockets_of_tokens_revoked_through_the_admins_bulk_actio
     await sync_to_async(revoke_in_admin)()
     for socket in sockets:
         assert await closed_unauthorized(socket) == "API token revoked"
+
+
+async def test_it_closes_sockets_of_credentials_revoked_by_the_revoke_command(
+    clients: Any,
+) -> None:
+    token, token_secret = await sync_to_async(ApiToken.create)("console")
+    session, session_secret = await sync_to_async(EndUserSession.create)(ttl_seconds=600)
+    console, page = (
+        await registered(clients, token_secret),
+        await registered(clients, session_secret),
+    )
+    with pytest.raises(CommandError):  # one unknown: nothing revoked
+        await sync_to_async(call_command)("revoke", token.prefix, "cbk_00000000", stdout=StringIO())
+    assert [m for m in await console.drain(0.3) if m["type"] == "error"] == []
+
+    await sync_to_async(call_command)("revoke", token.prefix, str(session.pk), stdout=StringIO())
+    assert await closed_unauthorized(console) == "API token revoked"
+    assert await closed_unauthorized(page) == "Session token revoked"
 
 
 # --- end-user sessions ------------------------------------------------------------------------
