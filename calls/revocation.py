@@ -103,7 +103,8 @@ def staff_standing(session_key: str | None, user_pk: Any) -> Standing:
     """
     if not session_key:
         return Standing("Staff login required")
-    data = import_module(settings.SESSION_ENGINE).SessionStore(session_key).load()
+    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    data = store.load()
     backend_path = data.get(auth.BACKEND_SESSION_KEY)
     if backend_path not in settings.AUTHENTICATION_BACKENDS or auth.SESSION_KEY not in data:
         return Standing("Staff login ended")
@@ -119,7 +120,17 @@ def staff_standing(session_key: str | None, user_pk: Any) -> Standing:
         return Standing("Staff login ended")
     if not is_operator_user(user):
         return Standing("This login may not operate calls")
-    return Standing()
+    return Standing(until=_stored_expiry(store, session_key))
+
+
+def _stored_expiry(store: Any, session_key: str) -> datetime | None:
+    """When a database-backed login expires (Django's default engines); None otherwise:
+    such a login is then re-read at its next push or message only."""
+    model = getattr(store, "model", None)  # db and cached_db stores name their table
+    if model is None:
+        return None
+    row = model.objects.filter(session_key=session_key).values_list("expire_date").first()
+    return row[0] if row else None
 
 
 def _session_hashes(user: Any) -> list[str]:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
+from django.contrib.sessions.models import Session
 from django.core.management import CommandError, call_command
 from django.test import Client
 from django.utils import timezone
@@ -230,6 +231,15 @@ async def test_it_closes_the_operator_feed_of_the_browser_that_logged_out_only(
     session, _ = await sync_to_async(EndUserSession.create)(ttl_seconds=600)
     await sync_to_async(ring)(session)
     await staying.expect("event", "call.incoming")
+
+
+async def test_it_closes_the_operator_feed_when_the_staff_login_expires(clients: Any) -> None:
+    browser = await sync_to_async(staff_login)()
+    key = browser.cookies["sessionid"].value
+    soon = timezone.now() + timedelta(seconds=1)
+    await Session.objects.filter(session_key=key).aupdate(expire_date=soon)
+    socket = await feed(clients, browser)
+    assert await closed_unauthorized(socket, within=DEADLINE_S + 1) == "Staff login ended"
 
 
 def deactivate(user: Any) -> None:
