@@ -12,3 +12,7 @@ class CallsConfig(AppConfig):
         from calls.signals import call_event_recorded
 
         call_event_recorded.connect(publish_call_event, dispatch_uid="calls.events.publish")
+
+        from calls import revocation
+
+        revocation.connect_receivers()

@@ -193,3 +193,7 @@ def _dispatch(send: Send) -> None:
     publisher = EventPublisher.active
     if publisher is None or not publisher.submit(send):
         async_to_sync(send)()
+
+
+# For other publishers (calls.revocation): the same ordering and thread rules.
+send_from_any_thread = _dispatch

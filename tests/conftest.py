@@ -98,9 +98,14 @@ async def asgi_app(settings: Any) -> Any:
 
 @pytest.fixture
 def staff_user(db: Any) -> Any:
-    return get_user_model().objects.create_user(
+    """A staff operator: in the Operators group (calls.operate_calls)."""
+    from calls.operators import operators_group
+
+    user = get_user_model().objects.create_user(
         username="alice", password="correct horse battery", is_staff=True
     )
+    user.groups.add(operators_group())
+    return user
 
 
 @pytest.fixture

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 from channels.testing import WebsocketCommunicator
 
 
 class SignalClient:
     def __init__(self, application: Any, path: str = "/ws/signal", origin: str | None = None):
-        headers = [(b"origin", origin.encode())] if origin else []
+        # A browser page on `origin` talks to the server it came from: same Host.
+        headers = []
+        if origin:
+            headers = [(b"origin", origin.encode()), (b"host", urlsplit(origin).netloc.encode())]
         self.communicator = WebsocketCommunicator(application, path, headers=headers)
         self.received: list[dict[str, Any]] = []
 
@@ -76,7 +80,10 @@ def staff_cookie(username: str = "alice") -> str:
     from django.contrib.auth import get_user_model
     from django.test import Client
 
+    from calls.operators import operators_group
+
     user, _ = get_user_model().objects.get_or_create(username=username, defaults={"is_staff": True})
+    user.groups.add(operators_group())
     client = Client()
     client.force_login(user)
     return f"sessionid={client.cookies['sessionid'].value}"

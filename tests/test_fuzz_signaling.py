@@ -206,7 +206,11 @@ async def operator_socket(
     communicator = WebsocketCommunicator(
         asgi_app,
         "/ws/operator",
-        headers=[(b"origin", b"http://localhost"), (b"cookie", cookie.encode())],
+        headers=[
+            (b"origin", b"http://localhost"),
+            (b"host", b"localhost"),
+            (b"cookie", cookie.encode()),
+        ],
     )
     connected, _ = await communicator.connect(timeout=5)
     assert connected

@@ -172,11 +172,17 @@ async def test_it_limits_operator_feed_handshakes_per_ip_logged_in_or_not(
     settings.CALLBRIDGE_WS_RATE_LIMIT_IP = "2/min"
     cookie = await sync_to_async(staff_cookie)()
     refused = WebsocketCommunicator(
-        asgi_app, "/ws/operator", headers=[(b"origin", b"http://localhost")]
+        asgi_app,
+        "/ws/operator",
+        headers=[(b"origin", b"http://localhost"), (b"host", b"localhost")],
     )
     refused.scope["client"] = ("127.0.0.5", 50000)
     assert (await refused.connect(timeout=5))[0] is False  # no login: 4403, but counted
-    headers = [(b"origin", b"http://localhost"), (b"cookie", cookie.encode())]
+    headers = [
+        (b"origin", b"http://localhost"),
+        (b"host", b"localhost"),
+        (b"cookie", cookie.encode()),
+    ]
     answers = []
     for _ in range(2):
         communicator = WebsocketCommunicator(asgi_app, "/ws/operator", headers=headers)
@@ -198,7 +204,11 @@ async def test_it_limits_the_operator_feed_socket(asgi_app: Any, settings: Any) 
     communicator = WebsocketCommunicator(
         asgi_app,
         "/ws/operator",
-        headers=[(b"origin", b"http://localhost"), (b"cookie", cookie.encode())],
+        headers=[
+            (b"origin", b"http://localhost"),
+            (b"host", b"localhost"),
+            (b"cookie", cookie.encode()),
+        ],
     )
     connected, _ = await communicator.connect(timeout=5)
     assert connected

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import requests
 import websockets
 
 from tests import consent_races
@@ -392,3 +395,88 @@ def test_it_runs_on_postgresql(cluster: Cluster) -> None:
         "shell", "-c", "from django.db import connection; print(connection.vendor)"
     )
     assert vendor.strip().splitlines()[-1] == "postgresql"
+
+
+@dataclass
+class AdminBrowser:
+    """The demo operator logged in through a daphne's admin form. Cookies are kept by
+    hand: they are `Secure` (production settings), which requests keeps off plain http."""
+
+    cookies: dict[str, str]
+
+    @property
+    def cookie_header(self) -> str:
+        return "; ".join(f"{name}={value}" for name, value in self.cookies.items())
+
+    @classmethod
+    def log_in(cls, server: Server) -> AdminBrowser:
+        printed = server.manage("demo_operator")
+        password = re.search(r"password\s+(\S+)", printed)
+        assert password, printed
+        form = requests.get(f"{server.url}/admin/login/", timeout=10)
+        hidden = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text)
+        assert hidden
+        browser = cls({"csrftoken": form.cookies["csrftoken"]})
+        fields = {"username": "operator", "password": password.group(1)}
+        login = browser.post(server, "/admin/login/?next=/admin/", csrf=hidden.group(1), **fields)
+        assert login.status_code == 302, login.text[:500]
+        browser.cookies["sessionid"] = login.cookies["sessionid"]
+        return browser
+
+    def post(self, server: Server, path: str, csrf: str = "", **form: str) -> requests.Response:
+        data = {"csrfmiddlewaretoken": csrf or self.cookies["csrftoken"], **form}
+        return requests.post(
+            f"{server.url}{path}",
+            data=data,
+            headers={"Cookie": self.cookie_header},
+            allow_redirects=False,
+            timeout=10,
+        )
+
+
+async def closed_unauthorized(socket_: RealSocket, within: float = 2.0) -> None:
+    """`error UNAUTHORIZED`, then a close with 4401 (the contract: within 1 s; generous bound)."""
+    messages = await socket_.read_until_closed(within)
+    errors = [m for m in messages if m["type"] == "error"]
+    assert [e["data"]["code"] for e in errors] == ["UNAUTHORIZED"], messages
+    assert socket_.connection.close_code == 4401
+
+
+async def test_it_closes_sockets_on_one_daphne_when_a_credential_dies_through_the_other(
+    cluster: Cluster,
+) -> None:
+    a, b = cluster.daphnes
+    browser = await asyncio.to_thread(AdminBrowser.log_in, a)
+    token = await asyncio.to_thread(cluster.token, "revoked-elsewhere")
+    (token_id,) = (
+        await asyncio.to_thread(
+            cluster.query, "SELECT id FROM calls_apitoken WHERE name = %s", "revoked-elsewhere"
+        )
+    )[0]
+    signal_socket = await RealSocket.open(b)
+    feed_url = b.url.replace("http://", "ws://") + "/ws/operator"
+    async with websockets.connect(
+        feed_url,
+        origin=b.url,
+        additional_headers={"Cookie": browser.cookie_header},
+        open_timeout=10,
+    ) as connection:
+        feed = RealSocket(connection)
+        await feed.expect("snapshot")
+        await signal_socket.register(token)
+
+        # The admin's bulk revoke, through daphne A: the token's socket on B closes.
+        revoked = await asyncio.to_thread(
+            browser.post,
+            a,
+            "/admin/calls/apitoken/",
+            action="revoke",
+            _selected_action=str(token_id),
+        )
+        assert revoked.status_code == 302, revoked.text[:500]
+        await closed_unauthorized(signal_socket)
+
+        # Logging out through daphne A closes that browser's feed on B.
+        logged_out = await asyncio.to_thread(browser.post, a, "/admin/logout/")
+        assert logged_out.status_code == 200, logged_out.text[:500]
+        await closed_unauthorized(feed)

@@ -64,11 +64,16 @@ def records() -> tuple[int, ...]:
 @pytest.mark.parametrize(
     ("origin", "accepted"),
     [
-        ("http://localhost", True),
-        ("http://localhost:8000", True),
+        ("http://localhost:8000", True),  # the page this server served (Host localhost:8000)
+        ("HTTP://LocalHost:8000", True),  # origins compare case-insensitively
         ("https://evil.example.net", False),  # a hostile page in the operator's browser
-        ("http://localhost.evil.example.net", False),
+        ("http://localhost.evil.example.net:8000", False),  # look-alike host
+        ("http://localhost:9999", False),  # another port: another origin
+        ("http://localhost", False),  # port 80, not 8000
+        ("https://localhost:8000", False),  # another scheme: another origin
+        ("http://127.0.0.1:8000", False),  # an allowed host, but not the one addressed
         ("null", False),  # sandboxed frames, file:// pages
+        ("http://localhost:8000, http://localhost:8000", False),
         (None, False),  # the cookie alone is not enough
     ],
 )
@@ -76,9 +81,42 @@ async def test_it_lets_only_allowed_pages_open_the_operator_feed_with_a_staff_co
     asgi_app: Any, origin: str | None, accepted: bool
 ) -> None:
     cookie = await sync_to_async(staff_cookie)()
-    headers = [(b"cookie", cookie.encode())]
+    headers = [(b"cookie", cookie.encode()), (b"host", b"localhost:8000")]
     if origin is not None:
         headers.append((b"origin", origin.encode()))
+    for path in ("/ws/operator", "/ws/signal"):
+        communicator = WebsocketCommunicator(asgi_app, path, headers=headers)
+        connected, _ = await communicator.connect(timeout=5)
+        # /ws/signal takes clients without an Origin (not browsers); with one, the same rule.
+        assert connected is (accepted or (origin is None and path == "/ws/signal")), path
+        await communicator.disconnect(timeout=5)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("host", "forwarded_proto", "origin", "accepted"),
+    [
+        ("calls.example.com", "https", "https://calls.example.com", True),
+        ("calls.example.com", "https", "http://calls.example.com", False),
+        ("calls.example.com", None, "https://calls.example.com", False),  # came in over http
+        ("calls.example.com", "http", "http://calls.example.com", True),
+        ("rebound.example.net", "https", "https://rebound.example.net", False),  # not our host
+    ],
+)
+async def test_it_takes_the_scheme_from_a_trusted_tls_proxy(
+    asgi_app: Any,
+    settings: Any,
+    host: str,
+    forwarded_proto: str | None,
+    origin: str,
+    accepted: bool,
+) -> None:
+    settings.ALLOWED_HOSTS = ["calls.example.com"]
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    cookie = await sync_to_async(staff_cookie)()
+    headers = [(b"cookie", cookie.encode()), (b"host", host.encode()), (b"origin", origin.encode())]
+    if forwarded_proto:
+        headers.append((b"x-forwarded-proto", forwarded_proto.encode()))
     communicator = WebsocketCommunicator(asgi_app, "/ws/operator", headers=headers)
     connected, _ = await communicator.connect(timeout=5)
     assert connected is accepted
@@ -92,7 +130,13 @@ async def test_it_lets_configured_cors_origins_open_the_sockets(settings: Any) -
         AuthMiddlewareStack(OperatorConsumer.as_asgi()), allow_no_origin=False
     )
     cookie = (await sync_to_async(staff_cookie)()).encode()
-    for origin, accepted in [("https://app.example.com", True), ("https://app.example.org", False)]:
+    for origin, accepted in [
+        ("https://app.example.com", True),
+        ("https://app.example.com:443", True),
+        ("https://app.example.org", False),
+        ("http://app.example.com", False),  # the configured origin is https
+        ("https://app.example.com:8443", False),
+    ]:
         headers = [(b"cookie", cookie), (b"origin", origin.encode())]
         communicator = WebsocketCommunicator(app, "/ws/operator", headers=headers)
         connected, _ = await communicator.connect(timeout=5)

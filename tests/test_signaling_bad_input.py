@@ -249,7 +249,7 @@ async def test_it_refuses_an_offer_with_no_audio(ada: tuple[SignalClient, str]) 
 async def test_it_checks_origins_and_logins(
     asgi_app: Any, path: str, origin: str | None, accepted: bool
 ) -> None:
-    headers = [(b"origin", origin.encode())] if origin else []
+    headers = [(b"origin", origin.encode()), (b"host", b"localhost")] if origin else []
     communicator = WebsocketCommunicator(asgi_app, path, headers=headers)
     connected, _ = await communicator.connect(timeout=5)
     assert connected is accepted

@@ -14,7 +14,8 @@ from rest_framework.request import Request
 
 from calls.api.exceptions import ApiError
 from calls.authn import principal_for_token
-from calls.errors import CallbridgeError
+from calls.errors import CallbridgeError, ErrorCode
+from calls.operators import is_operator_user
 from calls.principals import Principal
 
 
@@ -44,11 +45,14 @@ class BearerTokenAuthentication(BaseAuthentication):
 
 
 class StaffSessionAuthentication(SessionAuthentication):
-    """Django admin login: only active staff users are operators (CSRF enforced)."""
+    """Django admin login: operators are active staff holding `calls.operate_calls`
+    (CSRF enforced). Other staff are known but not allowed: 403 FORBIDDEN."""
 
     def authenticate(self, request: Request) -> tuple[Principal, Principal] | None:
         result: tuple[AbstractBaseUser, Any] | None = super().authenticate(request)
         if result is None or not getattr(result[0], "is_staff", False):
             return None
+        if not is_operator_user(result[0]):
+            raise ApiError(ErrorCode.FORBIDDEN, "This staff login may not operate calls")
         principal = Principal.staff(result[0])
         return principal, principal

@@ -1,4 +1,9 @@
-"""/ws/operator: the live feed of every call and end-user presence, for staff only."""
+"""/ws/operator: the live feed of every call and end-user presence, for operators only.
+
+An operator is an active staff user holding `calls.operate_calls` (calls.operators). The
+feed stands on one staff login (one browser's Django session): a logout there, the user
+deactivated, demoted, deleted or given a new password closes it (calls.revocation).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,9 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from calls import revocation
 from calls.consumers import throttle
+from calls.consumers.credential_watch import CredentialWatch
 from calls.consumers.dispatch import EventsWithoutDatabaseHop
 from calls.errors import CallbridgeError, ErrorCode
 from calls.events import OPERATORS_GROUP, call_summary, session_summary, summarised_calls
@@ -33,15 +40,19 @@ def snapshot() -> dict[str, Any]:
     }
 
 
-class OperatorConsumer(EventsWithoutDatabaseHop, AsyncWebsocketConsumer):
+class OperatorConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         self.slots = throttle.SocketSlots()
+        self.user_pk = self.session_key = None
         # Every handshake counts against its address, refused logins included.
         if limited := throttle.check_handshake(throttle.client_ip(self.scope)):
             await self._refuse(limited)
             return
-        if not (user and user.is_authenticated and user.is_active and user.is_staff):
+        self.user_pk = getattr(user, "pk", None)
+        self.session_key: str | None = getattr(self.scope.get("session"), "session_key", None)
+        standing = await self.current_standing()
+        if not standing.alive:
             await self.close(code=4403)
             return
         self.staff_id = f"staff-{user.pk}"  # Principal.staff(user).pk: /ws/signal's key too
@@ -51,6 +62,9 @@ class OperatorConsumer(EventsWithoutDatabaseHop, AsyncWebsocketConsumer):
         if limited:
             await self._refuse(limited)
             return
+        await self.watch_credential(
+            revocation.staff_groups(self.user_pk, self.session_key or ""), standing
+        )
         await self.channel_layer.group_add(OPERATORS_GROUP, self.channel_name)
         await self.accept()
         await self._send({"type": "snapshot", "data": await database_sync_to_async(snapshot)()})
@@ -63,9 +77,23 @@ class OperatorConsumer(EventsWithoutDatabaseHop, AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         self.slots.release()
         throttle.socket_closed(self.channel_name)
+        await self.stop_watching()
+        await self.leave_groups()
+
+    async def current_standing(self) -> revocation.Standing:
+        if self.user_pk is None:
+            return revocation.Standing("Staff login required")
+        return await database_sync_to_async(revocation.staff_standing)(
+            self.session_key, self.user_pk
+        )
+
+    async def leave_groups(self) -> None:
         await self.channel_layer.group_discard(OPERATORS_GROUP, self.channel_name)
+        await super().leave_groups()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if not await self.credential_alive():
+            return
         ip = throttle.client_ip(self.scope)
         error = throttle.check_message(ip, self.channel_name, self.staff_id) or CallbridgeError(
             ErrorCode.INVALID_MESSAGE, "this socket only sends events; act through /api/"
@@ -73,6 +101,8 @@ class OperatorConsumer(EventsWithoutDatabaseHop, AsyncWebsocketConsumer):
         await self._send(protocol.error("", error))
 
     async def call_event(self, message: dict[str, Any]) -> None:
+        if not self.credential_usable_now():
+            return
         call = message["call"]
         name = (
             protocol.wire_event_name(
@@ -87,6 +117,8 @@ class OperatorConsumer(EventsWithoutDatabaseHop, AsyncWebsocketConsumer):
         )
 
     async def presence_event(self, message: dict[str, Any]) -> None:
+        if not self.credential_usable_now():
+            return
         await self._send(protocol.event("", "", message["name"], session=message["session"]))
 
     async def _send(self, message: dict[str, Any]) -> None:

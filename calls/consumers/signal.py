@@ -13,10 +13,11 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from calls import calling, media_link
+from calls import calling, media_link, revocation
 from calls.authn import principal_for_token
 from calls.calling import LegRef, OfferKind, OfferPlan
 from calls.consumers import throttle
+from calls.consumers.credential_watch import CredentialWatch
 from calls.consumers.dispatch import EventsWithoutDatabaseHop
 from calls.errors import CallbridgeError, ErrorCode
 from calls.events import OPERATORS_GROUP, call_group, publish_presence, session_group
@@ -38,7 +39,10 @@ def _unregister_socket(principal: Principal) -> None:
         publish_presence(session)
 
 
-class SignalConsumer(EventsWithoutDatabaseHop, AsyncWebsocketConsumer):
+class SignalConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketConsumer):
+    """Signed in by the first `register`/`offer`; from then on every message re-reads the
+    credential (calls.revocation), and a credential that dies closes the socket."""
+
     async def connect(self) -> None:
         self.principal: Principal | None = None
         self.registered = False
@@ -70,8 +74,8 @@ class SignalConsumer(EventsWithoutDatabaseHop, AsyncWebsocketConsumer):
             self.sign_in_timer.cancel()
         self.slots.release()
         throttle.socket_closed(self.channel_name)
-        for group in self.groups_joined:
-            await self.channel_layer.group_discard(group, self.channel_name)
+        await self.stop_watching()
+        await self.leave_groups()
         if self.registered and self.principal is not None:
             await database_sync_to_async(_unregister_socket)(self.principal)
 
@@ -79,6 +83,9 @@ class SignalConsumer(EventsWithoutDatabaseHop, AsyncWebsocketConsumer):
         principal_id = self.principal.pk if self.principal is not None else None
         if limited := throttle.check_message(self.client_ip, self.channel_name, principal_id):
             await self._send(protocol.error("", limited))  # no parsing: floods stay cheap
+            return
+        # Signed in: whatever this message is, the credential must still be good now.
+        if self.principal is not None and not await self.credential_alive():
             return
         try:
             message = protocol.parse(text_data, settings.CALLBRIDGE_WS_MAX_MESSAGE_BYTES)
@@ -113,10 +120,26 @@ class SignalConsumer(EventsWithoutDatabaseHop, AsyncWebsocketConsumer):
             raise CallbridgeError(
                 ErrorCode.FORBIDDEN, "this socket is signed in as someone else; open another"
             )
-        if limited := self.slots.take_credential(principal.pk):
-            raise limited
-        self.principal = principal
+        if self.principal is None:
+            if limited := self.slots.take_credential(principal.pk):
+                raise limited
+            self.principal = principal
+            # principal_for_token just read it: alive, until the session's expiry if any.
+            until = principal.session.expires_at if principal.session is not None else None
+            standing = revocation.Standing(until=until)
+            await self.watch_credential(revocation.principal_groups(principal), standing)
         return principal
+
+    async def current_standing(self) -> revocation.Standing:
+        if self.principal is None:
+            return revocation.Standing("Auth token required")
+        return await database_sync_to_async(revocation.principal_standing)(self.principal)
+
+    async def leave_groups(self) -> None:
+        for group in self.groups_joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        self.groups_joined.clear()
+        await super().leave_groups()
 
     def _require_principal(self) -> Principal:
         if self.principal is None:
@@ -204,6 +227,9 @@ class SignalConsumer(EventsWithoutDatabaseHop, AsyncWebsocketConsumer):
         plan = self.offers.pop(reply.get("request_id") or "", None)
         if plan is None or self.principal is None:
             return
+        if self.credential_dead:  # died while the worker answered: no leg for it
+            await media_link.send(plan.worker, media_link.abandon_message(plan))
+            return
         try:
             await database_sync_to_async(calling.commit_offer)(self.principal, plan)
         except CallbridgeError as error:
@@ -233,6 +259,8 @@ class SignalConsumer(EventsWithoutDatabaseHop, AsyncWebsocketConsumer):
     async def call_event(self, message: dict[str, Any]) -> None:
         if message["id"] in self.seen_events or self.principal is None:
             return  # the same event can reach us through two groups
+        if not self.credential_usable_now():
+            return
         self.seen_events.append(message["id"])
         call = message["call"]
         data = message["data"]
@@ -264,11 +292,14 @@ class SignalConsumer(EventsWithoutDatabaseHop, AsyncWebsocketConsumer):
         await self._send(protocol.event(mine, call["callID"], name, **details))
 
     async def presence_event(self, message: dict[str, Any]) -> None:
-        if self.principal is not None and self.principal.is_operator:
+        principal = self.principal
+        if principal is not None and principal.is_operator and self.credential_usable_now():
             await self._send(protocol.event("", "", message["name"], **message["session"]))
 
     # --- plumbing --------------------------------------------------------------------------
     async def _join(self, group: str) -> None:
+        if self.credential_dead:
+            return
         if group not in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
             self.groups_joined.add(group)

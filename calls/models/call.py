@@ -163,6 +163,8 @@ class Call(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        # The one operator permission (calls.operators): answer, place and watch calls.
+        permissions = [("operate_calls", "Can answer and place calls")]
         constraints = [
             models.CheckConstraint(
                 name="call_final_state_has_end",

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 
+from calls.signals import credentials_revoked
 from calls.tokens import IssuedToken, TokenKind, digest_matches, issue_token, token_prefix
 
 # last_used_at / last_seen_at are written at most this often, not on every request.
@@ -26,6 +27,25 @@ class TokenQuerySet(models.QuerySet):
         if row is None or not digest_matches(token, row.token_hash):
             return None
         return row
+
+    def revoke(self) -> int:
+        """Revoke these rows (the only way to revoke); their open sockets are told to close
+        once the transaction commits (calls.revocation). Returns how many were revoked."""
+        with transaction.atomic():
+            pks = list(
+                self.filter(revoked_at=None).select_for_update().values_list("pk", flat=True)
+            )
+            count = (
+                self.model.objects.filter(pk__in=pks, revoked_at=None).update(
+                    revoked_at=timezone.now()
+                )
+                if pks
+                else 0
+            )
+            if pks:
+                model = self.model
+                transaction.on_commit(lambda: credentials_revoked.send(sender=model, pks=pks))
+        return count
 
 
 class HashedTokenModel(models.Model):
@@ -54,9 +74,8 @@ class HashedTokenModel(models.Model):
         return self.revoked_at is not None
 
     def revoke(self) -> None:
-        if self.revoked_at is None:
-            type(self).objects.filter(pk=self.pk, revoked_at=None).update(revoked_at=timezone.now())
-            self.refresh_from_db(fields=["revoked_at"])
+        type(self).objects.filter(pk=self.pk).revoke()
+        self.refresh_from_db(fields=["revoked_at"])
 
 
 class ApiToken(HashedTokenModel):

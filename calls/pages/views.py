@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.middleware.csrf import get_token
 from django.shortcuts import render
@@ -17,6 +18,7 @@ from django.views.decorators.http import require_GET
 from calls.ice import ice_configuration
 from calls.limits import LobbyThrottle
 from calls.models import AudioFile, EndUserSession
+from calls.operators import is_operator_user
 from calls.tokens import token_kind
 
 LOBBY_NAME_MAX = 60
@@ -116,6 +118,8 @@ def _too_many_lobby_sessions(request: HttpRequest, throttle: LobbyThrottle) -> H
 @staff_member_required
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
+    if not is_operator_user(request.user):
+        raise PermissionDenied("This staff login may not operate calls.")
     config = {
         "operator": request.user.get_username(),
         "csrfToken": get_token(request),

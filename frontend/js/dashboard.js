@@ -277,7 +277,12 @@ function connectFeed(attempt = 0) {
     ui.feed.dataset.live = "true";
   };
   socket.onmessage = (event) => onFeed(JSON.parse(event.data));
-  socket.onclose = () => {
+  socket.onclose = (event) => {
+    if (event.code === 4401) {  // logged out, deactivated or no longer an operator
+      ui.feed.textContent = "Signed out: log in again to see the live feed.";
+      ui.feed.dataset.live = "false";
+      return;
+    }
     ui.feed.textContent = "Live feed lost: reconnecting…";
     ui.feed.dataset.live = "false";
     setTimeout(() => connectFeed(attempt + 1), Math.min(10000, 500 * 2 ** attempt));

@@ -33,8 +33,15 @@ export class SignalSocket {
         console.error(error);
       }
     };
-    ws.onclose = () => {
+    ws.onclose = (event) => {
       if (this.closed) return;
+      // 4401: the token was revoked or expired (an UNAUTHORIZED error came first); a new
+      // socket would be refused too. An ongoing call's media is not affected.
+      if (event.code === 4401) {
+        this.closed = true;
+        this.onstatus("signed-out");
+        return;
+      }
       this.onstatus("reconnecting");
       const delay = Math.min(10000, 250 * 2 ** this.retry++);
       setTimeout(() => this.connect(), delay);
