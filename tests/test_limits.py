@@ -242,7 +242,11 @@ async def test_it_caps_sockets_per_address_on_both_paths(asgi_app: Any, settings
     signal = from_ip(asgi_app, "127.0.0.21")
     await signal.connect()
     cookie = await sync_to_async(staff_cookie)()
-    headers = [(b"origin", b"http://localhost"), (b"cookie", cookie.encode())]
+    headers = [
+        (b"host", b"localhost"),
+        (b"origin", b"http://localhost"),
+        (b"cookie", cookie.encode()),
+    ]
     feeds = [WebsocketCommunicator(asgi_app, "/ws/operator", headers=headers) for _ in range(2)]
     for feed in feeds:
         feed.scope["client"] = ("127.0.0.21", 50000)
@@ -268,7 +272,11 @@ async def test_it_caps_sockets_per_address_on_both_paths(asgi_app: Any, settings
 async def test_it_caps_operator_feed_sockets_per_staff_user(asgi_app: Any, settings: Any) -> None:
     settings.CALLBRIDGE_LIMIT_SOCKETS_PER_CREDENTIAL = 1
     cookie = await sync_to_async(staff_cookie)()
-    headers = [(b"origin", b"http://localhost"), (b"cookie", cookie.encode())]
+    headers = [
+        (b"host", b"localhost"),
+        (b"origin", b"http://localhost"),
+        (b"cookie", cookie.encode()),
+    ]
     feeds = [WebsocketCommunicator(asgi_app, "/ws/operator", headers=headers) for _ in range(2)]
     for n, feed in enumerate(feeds):
         feed.scope["client"] = (f"127.0.0.{31 + n}", 50000)

@@ -21,6 +21,7 @@ from rest_framework.test import APIClient
 from calls import media_link
 from calls.errors import CallbridgeError
 from calls.models import ApiToken, Call, CallEvent, EndUserSession, Leg, RecordingConsent
+from calls.operators import operators_group
 from calls.principals import Principal
 from calls.services import services
 from tests.conftest import assert_error, bearer_client
@@ -139,6 +140,7 @@ def staff_answered(
     alice = get_user_model().objects.create_user(
         "alice", password="x" * 12, is_staff=True, first_name="Alice", last_name="Liddell"
     )
+    alice.groups.add(operators_group())
     session, user_token = make_session("Ada")
     call = Call.start(by=Principal.end_user(session), mode="bridge")
     call.answer(Principal.staff(alice))
