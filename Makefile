@@ -9,7 +9,7 @@ CONSTRAINTS := requirements/constraints.txt
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format lock clean
+.PHONY: run test test-fast lint format lock clean
 
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,14 @@ test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	tools/run-tests $(PYTEST_ARGS)
+
+# The quick loop (< 2 min): lint, then every test that needs neither a real daphne process
+# nor Chromium (in-process ASGI, real aiortc peers, the database), stopping at the first
+# failure. `make test` runs everything.
+test-fast: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	tools/run-tests -m "not daphne and not browser" -x -q $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

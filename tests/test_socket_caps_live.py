@@ -13,6 +13,8 @@ import websockets
 from tests.live_server import Server, running_server
 from tests.real_socket import RealSocket
 
+pytestmark = pytest.mark.daphne
+
 SOCKETS_PER_IP = 4
 
 
