@@ -12,7 +12,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiortc import (
     RTCConfiguration,
@@ -28,6 +28,7 @@ from av import AudioFrame
 from calls.errors import CallbridgeError, ErrorCode
 from calls.media.aiortc_internals import LegTransport
 from calls.media.audio import AudioSubscription, InboundAudio, OutboundAudioTrack
+from calls.media.candidates import CandidateBudget, CandidateRules, Verdict, filter_offer
 from calls.media.forwarding import RtpOutlet, RtpTap
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ class PeerSettings:
     watchdog_interval_s: float = 0.5
     # Forward Opus between legs (False: decode every frame and re-encode it, as stock aiortc).
     forwarding: bool = True
+    # Which remote ICE candidates a connection may use, and how many (candidates.py).
+    candidate_rules: CandidateRules = field(default_factory=CandidateRules)
 
 
 StateCallback = Callable[["LegPeer", str], None]
@@ -108,6 +111,8 @@ class LegPeer:
         self._closed = False
         self._listening: tuple[InboundAudio, AudioSubscription] | RtpTap | None = None
         self._timers: list[asyncio.Task[None]] = []
+        # Per peer connection: a reconnect (a new offer) is a new connection, a new budget.
+        self._candidates = CandidateBudget(settings.candidate_rules)
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=list(settings.ice_servers)))
         self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_connection_state)
@@ -125,13 +130,18 @@ class LegPeer:
         transceiver = next(t for t in self.pc.getTransceivers() if t.sender is sender)
         transceiver.setCodecPreferences(_opus_only())
         try:
-            offer = RTCSessionDescription(sdp=with_explicit_directions(offer_sdp), type="offer")
+            # What aiortc parses is exactly what the candidate rules have filtered.
+            filtered = filter_offer(with_explicit_directions(offer_sdp), self._candidates)
+            offer = RTCSessionDescription(sdp=filtered.sdp, type="offer")
             await self.pc.setRemoteDescription(offer)
         except Exception as error:  # aiortc raises many kinds on malformed SDP
             logger.info("leg %s: unusable offer: %r", self.leg_id, error)
             if "codec" in str(error).lower():
                 raise _bad_offer("the SDP offer must include Opus audio") from None
             raise _bad_offer("the SDP offer could not be parsed") from None
+        if filtered.dropped:
+            dropped = ", ".join(f"{n} {v.value}" for v, n in filtered.dropped.items())
+            logger.info("leg %s: offered candidates dropped: %s", self.leg_id, dropped)
         for other in self.pc.getTransceivers():
             if other.kind != "audio":
                 other.direction = "inactive"  # audio only: video is answered inactive
@@ -155,8 +165,11 @@ class LegPeer:
             parsed = candidate_from_sdp(text)
         except Exception:
             raise _bad_offer("not an ICE candidate") from None
-        if parsed.protocol.lower() not in ("udp", "tcp"):
-            raise _bad_offer("unsupported candidate transport")
+        judgement = self._candidates.judge(parsed.protocol, parsed.ip, parsed.port)
+        if judgement.verdict is Verdict.IGNORE:
+            return  # mDNS, TCP, a repeat: browsers send these routinely (candidates.py)
+        if judgement.verdict is not Verdict.USE:
+            raise _bad_offer(judgement.reason)
         parsed.sdpMid = sdp_mid
         parsed.sdpMLineIndex = mline
         if sdp_mid is None and mline is None:
