@@ -109,6 +109,14 @@ def test_it_drops_offered_candidates_beyond_the_cap_or_refused_and_keeps_the_res
     assert filtered.sdp.startswith("v=0\r\nm=audio") and filtered.sdp.endswith("a=sendrecv\r\n")
 
 
+def test_it_withholds_the_end_of_candidates_while_none_was_usable() -> None:
+    head = "v=0\r\nm=audio 9 X 111\r\n"
+    sdp = head + "a=candidate:1 1 udp 1 x.local 5000 typ host\r\na=end-of-candidates\r\n"
+    assert filter_offer(sdp, CandidateBudget(CandidateRules())).sdp == head  # mDNS only
+    usable = sdp.replace("x.local", "192.0.2.1")
+    assert filter_offer(usable, CandidateBudget(CandidateRules())).sdp == usable
+
+
 def test_it_splits_an_offer_into_lines_exactly_as_aiortc_does() -> None:
     # A bare \r (or \n, \x85…) ends a line for aiortc's parser: a second candidate hidden
     # behind one that is kept must be judged on its own, not smuggled past the cap.
@@ -196,6 +204,42 @@ async def test_it_probes_at_most_the_cap_of_400_offered_candidates_and_still_con
         await client.close()
 
 
+MDNS_NAME = "0b6f5a2e-3f4c-4d1a-9a55-5c1e2b3d4f60.local"
+
+
+def hidden_behind_mdns(sdp_or_line: str) -> str:
+    return re.sub(r"( udp \d+ )127\.0\.0\.1 ", rf"\g<1>{MDNS_NAME} ", sdp_or_line)
+
+
+@pytest.mark.parametrize("trickle", [False, True])
+@pytest.mark.django_db(transaction=True)
+async def test_it_connects_a_client_hiding_its_address_behind_an_mdns_name(
+    asgi_app: Any, user_token: str, trickle: bool
+) -> None:
+    # mDNS candidates are not resolved (no multicast query on the server's LAN for any
+    # client), and the client's end-of-candidates is withheld while none was usable: the
+    # client is found as peer-reflexive when its own checks arrive.
+    client = SignalClient(asgi_app)
+    await client.connect()
+    peer = ClientPeer(1000)
+    try:
+        sdp = hidden_behind_mdns(await peer.offer(trickle=trickle))
+        assert trickle or (MDNS_NAME in sdp and "a=end-of-candidates" in sdp)
+        answer = await client.offer(user_token, sdp, mode="echo")
+        if trickle:
+            for data in [*peer.candidates(), {"candidate": ""}]:
+                data["candidate"] = hidden_behind_mdns(data["candidate"])
+                message = {"type": "ice-candidate", "sessionId": answer["sessionId"], "data": data}
+                await client.send(message)
+        await peer.accept(answer["data"]["sdp"])
+        await peer.wait_connected(within=10)
+        assert abs(await peer.hears(1000) - 1000) < 25
+        assert not [m for m in client.received if m["type"] == "error"]
+    finally:
+        await peer.close()
+        await client.close()
+
+
 @pytest.fixture
 def three_candidates_on_loopback(settings: Any) -> None:
     settings.CALLBRIDGE_ICE_MAX_REMOTE_CANDIDATES = 3
@@ -239,7 +283,10 @@ async def test_it_refuses_trickled_candidates_beyond_the_cap_or_of_a_refused_kin
         expected = [error for _, error in sent if error is not None]
         errors: list[dict[str, Any]] = []
         while len(errors) < len(expected):  # the worker handles one call's messages in order
-            message = await client.receive(within=8)
+            try:
+                message = await client.receive(within=8)
+            except TimeoutError:
+                raise AssertionError(f"{len(expected)} errors expected, got {errors}") from None
             if message["type"] == "error":
                 errors.append(message)
         for error, wanted in zip(errors, expected, strict=True):

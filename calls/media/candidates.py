@@ -12,8 +12,9 @@ and amplifier. The rules, per peer connection (one offer; a reconnect is a new o
   `allowed_networks` is set, every address outside them;
 - ignored (no error: browsers send them routinely and nothing is lost): mDNS `.local`
   names (resolving them would make the server query the LAN by multicast for any client;
-  the peer is still found as peer-reflexive when its checks arrive), TCP candidates (the
-  server does UDP ICE only), and a destination already accepted.
+  the peer is still found as peer-reflexive when its checks arrive — its end-of-candidates
+  is withheld while nothing usable came, so the ICE agent keeps waiting for them), TCP
+  candidates (the server does UDP ICE only), and a destination already accepted.
 
 A directed subnet broadcast (e.g. 192.168.1.255 for a /24) cannot be told from a host by
 its address alone: routers drop directed broadcasts (RFC 2644), and Linux refuses to send
@@ -118,6 +119,14 @@ class CandidateBudget:
         return Judgement(Verdict.USE)
 
 
+def withhold_end_of_candidates(budget: CandidateBudget) -> bool:
+    """Whether a client's end-of-candidates must not reach the ICE agent: with no remote
+    candidate at all, aioice gives up at once, before the client's own checks arrive to be
+    learnt as peer-reflexive — how a client whose candidates are all mDNS names (or all
+    dropped) still connects. Withheld, the leg's ICE deadline bounds the wait."""
+    return not budget.used
+
+
 def _integer(text: str) -> int | None:
     """As aiortc's SDP parser reads a port (int()); None where it would fail."""
     try:
@@ -131,6 +140,7 @@ def _canonical(host: str) -> str:
 
 
 _CANDIDATE = "a=candidate:"
+_END_OF_CANDIDATES = "a=end-of-candidates"
 
 
 @dataclass(frozen=True)
@@ -143,7 +153,8 @@ def filter_offer(sdp: str, budget: CandidateBudget) -> FilteredOffer:
     """The offer without the candidates `budget` does not accept (first come, first kept).
 
     An offer is never refused for its candidates: the usable ones stay, the rest are
-    dropped silently (counted for the log). A candidate line aiortc cannot parse (too
+    dropped silently (counted for the log). With none usable, its end-of-candidates is
+    withheld too (see `withhold_end_of_candidates`). A candidate line aiortc cannot parse (too
     short, no integer port) is left in place: aiortc refuses the whole offer, as before.
     """
     kept: list[str] = []
@@ -158,6 +169,8 @@ def filter_offer(sdp: str, budget: CandidateBudget) -> FilteredOffer:
                 dropped[verdict] = dropped.get(verdict, 0) + 1
                 continue
         kept.append(line)
+    if withhold_end_of_candidates(budget):
+        kept = [line for line in kept if line.rstrip("\r\n") != _END_OF_CANDIDATES]
     return FilteredOffer("".join(kept), dropped)
 
 

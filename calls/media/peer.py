@@ -28,7 +28,13 @@ from av import AudioFrame
 from calls.errors import CallbridgeError, ErrorCode
 from calls.media.aiortc_internals import LegTransport
 from calls.media.audio import AudioSubscription, InboundAudio, OutboundAudioTrack
-from calls.media.candidates import CandidateBudget, CandidateRules, Verdict, filter_offer
+from calls.media.candidates import (
+    CandidateBudget,
+    CandidateRules,
+    Verdict,
+    filter_offer,
+    withhold_end_of_candidates,
+)
 from calls.media.forwarding import RtpOutlet, RtpTap
 
 logger = logging.getLogger(__name__)
@@ -158,7 +164,8 @@ class LegPeer:
 
     async def add_candidate(self, candidate: str, sdp_mid: str | None, mline: int | None) -> None:
         if candidate == "":
-            await self.pc.addIceCandidate(None)  # end of candidates
+            if not withhold_end_of_candidates(self._candidates):
+                await self.pc.addIceCandidate(None)  # end of candidates
             return
         text = candidate.removeprefix("a=").removeprefix("candidate:")
         try:
