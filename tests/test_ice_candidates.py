@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from aioice import stun
 from asgiref.sync import sync_to_async
 
 from calls.media.candidates import (
@@ -199,6 +200,73 @@ async def test_it_probes_at_most_the_cap_of_400_offered_candidates_and_still_con
         assert abs(await peer.hears(1000) - 1000) < 25  # the real candidate carried the call
         seen = probed(decoys, seen)
         assert 0 < len(seen) <= cap - 1  # the real candidate is one of the cap
+    finally:
+        await peer.close()
+        await client.close()
+
+
+def sdp_value(sdp: str, attribute: str) -> str:
+    found = re.search(rf"^a={attribute}:(\S+)", sdp, re.M)
+    assert found is not None, attribute
+    return found.group(1)
+
+
+def binding_request(username: str, password: str) -> bytes:
+    """A client's authenticated connectivity check, as a browser would send one."""
+    request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+    request.attributes["USERNAME"] = username
+    request.attributes["PRIORITY"] = 1853824767
+    request.attributes["ICE-CONTROLLING"] = 1
+    request.add_message_integrity(password.encode())
+    request.add_fingerprint()
+    return bytes(request)
+
+
+def received_types(decoys: list[socket.socket], seen: dict[int, set[int]]) -> dict[int, set[int]]:
+    """STUN message types each decoy (by port) has received so far."""
+    for decoy in decoys:
+        while True:
+            try:
+                data = decoy.recv(2048)
+            except BlockingIOError:
+                break
+            if len(data) >= 20:
+                seen.setdefault(decoy.getsockname()[1], set()).add(int.from_bytes(data[:2]))
+    return seen
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_it_sends_triggered_checks_to_at_most_the_cap_of_new_addresses(
+    asgi_app: Any, user_token: str, decoys: list[socket.socket], settings: Any
+) -> None:
+    # A client (it knows its leg's ICE password) sends checks from 400 addresses no
+    # candidate named — or spoofs them. Each is answered, one packet for one; only the
+    # cap's worth are learnt as peer-reflexive and probed with triggered checks.
+    cap = settings.CALLBRIDGE_ICE_MAX_REMOTE_CANDIDATES
+    client = SignalClient(asgi_app)
+    await client.connect()
+    peer = ClientPeer(1000)
+    try:
+        offer = await peer.offer()
+        answer = await client.offer(user_token, offer, mode="echo")
+        server_sdp = answer["data"]["sdp"]
+        server = re.search(r"a=candidate:\S+ 1 udp \d+ (\S+) (\d+) typ host", server_sdp)
+        assert server is not None
+        check = binding_request(
+            f"{sdp_value(server_sdp, 'ice-ufrag')}:{sdp_value(offer, 'ice-ufrag')}",
+            sdp_value(server_sdp, "ice-pwd"),
+        )
+        for decoy in decoys:
+            decoy.sendto(check, (server.group(1), int(server.group(2))))
+        await asyncio.sleep(2)
+        await peer.accept(server_sdp)
+        await peer.wait_connected(within=10)
+        assert abs(await peer.hears(1000) - 1000) < 25
+        seen = received_types(decoys, {})
+        answered = [port for port, kinds in seen.items() if 0x0101 in kinds]
+        probed = [port for port, kinds in seen.items() if STUN_BINDING_REQUEST in kinds]
+        assert len(answered) == len(decoys)
+        assert 0 < len(probed) <= cap - 1  # the client's real candidate is one of the cap
     finally:
         await peer.close()
         await client.close()

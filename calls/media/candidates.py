@@ -4,7 +4,8 @@ Every remote candidate makes the server send STUN binding requests (with retrans
 to the address it names, so an unfiltered offer turns the media worker into a UDP scanner
 and amplifier. The rules, per peer connection (one offer; a reconnect is a new one):
 
-- at most `max_remote` distinct UDP destinations (SDP and trickled together);
+- at most `max_remote` distinct UDP destinations (SDP, trickled, and the addresses a
+  client's checks come from that are learnt as peer-reflexive, together);
 - refused: addresses nobody can be reached at as a unicast peer — unspecified (0.0.0.0/8,
   ::), multicast (224.0.0.0/4, ff00::/8), limited broadcast and the reserved 240.0.0.0/4,
   port 0 — the same for IPv4 written as IPv6 (::ffff:a.b.c.d); DNS host names (aioice

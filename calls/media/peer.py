@@ -26,7 +26,7 @@ from aiortc.sdp import candidate_from_sdp
 from av import AudioFrame
 
 from calls.errors import CallbridgeError, ErrorCode
-from calls.media.aiortc_internals import LegTransport
+from calls.media.aiortc_internals import LegTransport, admit_peer_reflexive, ice_connections
 from calls.media.audio import AudioSubscription, InboundAudio, OutboundAudioTrack
 from calls.media.candidates import (
     CandidateBudget,
@@ -156,6 +156,8 @@ class LegPeer:
         except Exception as error:  # parsed, but not answerable (e.g. no direction attribute)
             logger.info("leg %s: unanswerable offer: %r", self.leg_id, error)
             raise _bad_offer("the SDP offer could not be answered") from None
+        for connection in ice_connections(self.pc.getTransceivers()):
+            admit_peer_reflexive(connection, self._admits_peer_reflexive)
         if self.settings.forwarding:
             self._start_forwarding(transceiver, self.pc.localDescription.sdp)
         self._set_state("connecting")
@@ -182,6 +184,11 @@ class LegPeer:
         if sdp_mid is None and mline is None:
             parsed.sdpMLineIndex = 0
         await self.pc.addIceCandidate(parsed)
+
+    def _admits_peer_reflexive(self, host: str, port: int) -> bool:
+        """A client's check from a new address counts as a candidate (the same rules)."""
+        verdict = self._candidates.judge("udp", host, port).verdict
+        return verdict in (Verdict.USE, Verdict.IGNORE)
 
     def _start_forwarding(self, transceiver: object, answer_sdp: str) -> None:
         match = _OPUS_RTPMAP.search(answer_sdp)
