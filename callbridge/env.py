@@ -96,6 +96,17 @@ def env_ip_list(name: str, environ: Mapping[str, str] | None = None) -> list[str
     return addresses
 
 
+def env_network_list(name: str, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Comma-separated networks in CIDR form (v4 or v6; a bare address is a /32 or /128)."""
+    networks = env_list(name, environ=environ)
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {network!r} is not a network (CIDR)") from None
+    return networks
+
+
 _RATE = re.compile(r"^[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)$")
 
 

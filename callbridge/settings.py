@@ -17,6 +17,7 @@ from callbridge.env import (
     env_int,
     env_ip_list,
     env_list,
+    env_network_list,
     env_rate,
     env_str,
     load_dotenv,
@@ -233,6 +234,15 @@ CALLBRIDGE_ICE_TIMEOUT_S = env_int("CALLBRIDGE_ICE_TIMEOUT_S", 20, minimum=1, ma
 # Local addresses the media worker advertises as ICE host candidates (comma-separated IPs).
 # Empty: every interface except loopback (aioice's default).
 CALLBRIDGE_ICE_HOST_ADDRESSES = env_ip_list("CALLBRIDGE_ICE_HOST_ADDRESSES")
+# --- Remote ICE candidates (issue 12 item 7; calls/media/candidates.py) ---
+# At most this many distinct UDP destinations per peer connection, SDP and trickled together:
+# each is probed with STUN, so an unbounded list makes the server a scanner.
+CALLBRIDGE_ICE_MAX_REMOTE_CANDIDATES = env_int(
+    "CALLBRIDGE_ICE_MAX_REMOTE_CANDIDATES", 20, minimum=1, maximum=200
+)
+# Only candidates in these networks (comma-separated CIDRs) are used. Empty: any unicast.
+CALLBRIDGE_ICE_ALLOWED_NETWORKS = env_network_list("CALLBRIDGE_ICE_ALLOWED_NETWORKS")
+# --- end of remote ICE candidates ---
 # The in-process media worker's name (its channel is "media.<name>").
 CALLBRIDGE_MEDIA_WORKER_NAME = env_str("CALLBRIDGE_MEDIA_WORKER_NAME", "embedded")
 # Each serving process runs a media worker of its own (the default). Off: calls go to

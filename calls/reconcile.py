@@ -29,7 +29,7 @@ from pathlib import Path
 from channels.db import database_sync_to_async
 
 from calls.errors import CallStateError
-from calls.media.capture import capture_path, read_capture
+from calls.media.capture import capture_path, iter_capture
 from calls.media.recorder import TICK_S, RecordingResult, repair_wav
 from calls.media.render import render
 from calls.models import Call, EndReason, Leg, MediaState, Recording, RecordingState, StopReason
@@ -129,7 +129,7 @@ def _finalize_file(path: Path) -> RecordingResult:
     capture = capture_path(path)
     if not capture.exists():
         return repair_wav(path)
-    packets = read_capture(capture)
-    result = render(capture, path, packets[-1][1] + TICK_S if packets else 0.0)
+    last_at = max((at for _, at, _ in iter_capture(capture)), default=None)  # streamed
+    result = render(capture, path, last_at + TICK_S if last_at is not None else 0.0)
     capture.unlink()
     return result

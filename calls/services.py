@@ -19,6 +19,7 @@ from django.conf import settings
 from calls.deadlines import CallDeadlines
 from calls.events import EventPublisher
 from calls.media.aiortc_internals import advertise_host_addresses, use_numpy_audio_level
+from calls.media.candidates import CandidateRules, parse_networks
 from calls.media.peer import PeerSettings
 from calls.media.worker import MediaWorker
 from calls.media_reporter import DatabaseLegReporter
@@ -46,6 +47,10 @@ def media_worker(name: str = "", host_addresses: list[str] | None = None) -> Med
             ice_servers=stun,
             ice_timeout_s=settings.CALLBRIDGE_ICE_TIMEOUT_S,
             forwarding=settings.CALLBRIDGE_MEDIA_PATH == "forward",
+            candidate_rules=CandidateRules(
+                max_remote=settings.CALLBRIDGE_ICE_MAX_REMOTE_CANDIDATES,
+                allowed_networks=parse_networks(settings.CALLBRIDGE_ICE_ALLOWED_NETWORKS),
+            ),
         ),
     )
 

@@ -61,6 +61,23 @@ def test_the_sender_calls_the_replaced_audio_level() -> None:
     assert aiortc.rtp.compute_audio_level_dbov is audio_level_dbov
 
 
+def test_aioice_learns_peer_reflexive_addresses_where_admit_peer_reflexive_wraps() -> None:
+    # admit_peer_reflexive replaces Connection.check_incoming on the instance: both places
+    # that handle a client's check must call it through `self`, after the response is sent.
+    import inspect
+
+    from aioice.ice import Connection
+
+    received = inspect.getsource(Connection.request_received)
+    assert received.index("protocol.send_stun(response, addr)") < received.index(
+        "self.check_incoming(message, addr, protocol)"
+    )
+    assert "self.check_incoming(*early_check)" in inspect.getsource(Connection.connect)
+    learning = inspect.getsource(Connection.check_incoming)
+    assert "self._remote_candidates" in learning and "c._network_host" in learning
+    assert '"prflx"' in learning and "self.check_start_task(pair)" in learning
+
+
 class Pair:
     """A sender `a` (tone) and a receiver `b`, connected, with `b`'s transport internals."""
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from calls.media.recorder import WavWriter, repair_wav
+from calls.media.recorder import HEADER_BYTES, WavWriter, repair_wav
 from tests.live_server import Server, running_server
 from tests.media_peers import ClientPeer
 from tests.real_socket import RealSocket
@@ -57,7 +57,7 @@ def assert_valid_recording(recording: dict[str, Any], folder: Path) -> float:
     assert len(content) == recording["size"]
     with wave.open(str(folder / recording["file"])) as wav:
         assert (wav.getnchannels(), wav.getframerate(), wav.getsampwidth()) == (2, 48000, 2)
-        assert 44 + wav.getnframes() * 4 == len(content)
+        assert HEADER_BYTES + wav.getnframes() * 4 == len(content)
         seconds = wav.getnframes() / wav.getframerate()
     assert abs(seconds - recording["duration"]) < 0.001
     return seconds
@@ -95,7 +95,7 @@ def test_it_repairs_a_wav_whose_header_lags_its_data(tmp_path: Path) -> None:
         assert after.getnframes() == 14400
         assert after.readframes(14400)[-4:] == b"\x03\x00\x04\x00"
     content = (tmp_path / "torn.wav").read_bytes()
-    assert result.size_bytes == len(content) == 44 + 14400 * 4
+    assert result.size_bytes == len(content) == HEADER_BYTES + 14400 * 4
     assert result.sha256 == hashlib.sha256(content).hexdigest()
     assert result.duration_s == pytest.approx(0.3)
     (tmp_path / "junk.wav").write_bytes(b"not a wav")

@@ -62,3 +62,25 @@ def test_a_capture_renders_each_party_on_its_channel_with_gaps_as_silence(
     assert np.abs(gap).max() < 50  # silence where the user sent nothing
     assert abs(dominant(left[int(2.2 * 48000) :]) - 440) < 10  # and back, unshifted
     assert np.sqrt(np.mean(right[int(1.1 * 48000) : int(1.9 * 48000)] ** 2)) > 1000
+
+
+def test_it_streams_a_capture_of_hours_instead_of_holding_it_in_memory(tmp_path: Path) -> None:
+    # ~6 h of two parties is ~2 million packets (~200 MB): read whole, as before, the render
+    # process held it all (and a list entry per packet) before writing a sample.
+    import tracemalloc
+
+    from calls.media.capture import iter_capture
+
+    payload = bytes(80)
+    capture_file = tmp_path / "long.wav.capture"
+    with capture_file.open("wb") as out:
+        out.write(MAGIC)
+        out.writelines(record(i % 2, i / 100, payload) for i in range(200_000))  # ~18 MB
+    tracemalloc.start()
+    try:
+        last_at = max(at for _, at, _ in iter_capture(capture_file))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert last_at == 1999.99
+    assert peak < 1_000_000

@@ -11,6 +11,10 @@ tests/test_aiortc_internals.py fails loudly if an upgrade moves any of it:
   `connection.data_received(data, component)` for every datagram that is not STUN, and
   `connection._nominated[1]` is the selected pair (`protocol.transport`, `remote_addr`).
   Audio-only, bundled, rtcp-mux: one component (1).
+- aioice's `Connection.check_incoming(message, addr, protocol)`: called (as an instance
+  attribute, also for checks deferred until connect()) for every authenticated incoming
+  check, after the response is sent; it learns peer-reflexive candidates and starts
+  triggered checks. `Connection._remote_candidates` (each with `_network_host`, `port`).
 - `aiortc.rtp.compute_audio_level_dbov(frame)`: what the sender calls on every frame it
   encodes (RFC 6465 level), a pure-Python loop over every sample.
 - `RTCRtpSender._ssrc`; `RTCRtpReceiver._RTCRtpReceiver__remote_streams`, the per-SSRC
@@ -57,6 +61,35 @@ def advertise_host_addresses(addresses: Sequence[str]) -> None:
     """
     _advertised[:] = list(addresses)
     aioice.ice.get_host_addresses = _filtered_host_addresses
+
+
+def ice_connections(transceivers: Sequence[RTCRtpTransceiver]) -> list[aioice.Connection]:
+    """The aioice connections under these transceivers (one when bundled)."""
+    connections: dict[int, aioice.Connection] = {}
+    for transceiver in transceivers:
+        dtls = transceiver.sender.transport
+        if isinstance(dtls, RTCDtlsTransport):
+            connection = dtls.transport._connection
+            connections[id(connection)] = connection
+    return list(connections.values())
+
+
+def admit_peer_reflexive(connection: aioice.Connection, admit: Callable[[str, int], bool]) -> None:
+    """An authenticated check from an address no candidate named makes aioice learn it as
+    peer-reflexive and start triggered checks (with retransmissions) towards it (RFC 8445
+    §7.3.1.3-4); only if `admit(host, port)`. Otherwise the check was answered (aioice has
+    sent the response, one packet for one) and nothing more is sent there."""
+    passed_on = connection.check_incoming
+
+    def check_incoming(message: Any, addr: tuple[str, int], protocol: Any) -> None:
+        known = any(
+            c._network_host == addr[0] and c.port == addr[1]  # type: ignore[attr-defined]
+            for c in connection._remote_candidates
+        )
+        if known or admit(addr[0], addr[1]):
+            passed_on(message, addr, protocol)
+
+    connection.check_incoming = check_incoming  # type: ignore[method-assign]
 
 
 # aiortc's own, kept for comparison.

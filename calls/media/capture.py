@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 MAGIC = b"callbridge opus capture 1\n"
@@ -61,18 +61,20 @@ class PacketCapture:
         self.file.close()
 
 
+def iter_capture(path: Path) -> Iterator[tuple[int, float, bytes]]:
+    """(channel, seconds since start, payload) in arrival order; a torn last record is cut.
+
+    Streamed: a capture of hours (~9 KB/s) is never held in memory at once."""
+    with path.open("rb") as file:
+        if file.read(len(MAGIC)) != MAGIC:
+            raise ValueError(f"{path} is not a callbridge capture")
+        while len(head := file.read(RECORD.size)) == RECORD.size:
+            channel, elapsed_us, length = RECORD.unpack(head)
+            payload = file.read(length)
+            if len(payload) < length:
+                return  # written while the process died
+            yield channel, elapsed_us / 1_000_000, payload
+
+
 def read_capture(path: Path) -> list[tuple[int, float, bytes]]:
-    """(channel, seconds since start, payload) in arrival order; a torn last record is cut."""
-    data = path.read_bytes()
-    if not data.startswith(MAGIC):
-        raise ValueError(f"{path} is not a callbridge capture")
-    packets = []
-    offset = len(MAGIC)
-    while offset + RECORD.size <= len(data):
-        channel, elapsed_us, length = RECORD.unpack_from(data, offset)
-        offset += RECORD.size
-        if offset + length > len(data):
-            break  # written while the process died
-        packets.append((channel, elapsed_us / 1_000_000, data[offset : offset + length]))
-        offset += length
-    return packets
+    return list(iter_capture(path))

@@ -12,7 +12,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiortc import (
     RTCConfiguration,
@@ -26,8 +26,15 @@ from aiortc.sdp import candidate_from_sdp
 from av import AudioFrame
 
 from calls.errors import CallbridgeError, ErrorCode
-from calls.media.aiortc_internals import LegTransport
+from calls.media.aiortc_internals import LegTransport, admit_peer_reflexive, ice_connections
 from calls.media.audio import AudioSubscription, InboundAudio, OutboundAudioTrack
+from calls.media.candidates import (
+    CandidateBudget,
+    CandidateRules,
+    Verdict,
+    filter_offer,
+    withhold_end_of_candidates,
+)
 from calls.media.forwarding import RtpOutlet, RtpTap
 
 logger = logging.getLogger(__name__)
@@ -44,6 +51,8 @@ class PeerSettings:
     watchdog_interval_s: float = 0.5
     # Forward Opus between legs (False: decode every frame and re-encode it, as stock aiortc).
     forwarding: bool = True
+    # Which remote ICE candidates a connection may use, and how many (candidates.py).
+    candidate_rules: CandidateRules = field(default_factory=CandidateRules)
 
 
 StateCallback = Callable[["LegPeer", str], None]
@@ -108,6 +117,8 @@ class LegPeer:
         self._closed = False
         self._listening: tuple[InboundAudio, AudioSubscription] | RtpTap | None = None
         self._timers: list[asyncio.Task[None]] = []
+        # Per peer connection: a reconnect (a new offer) is a new connection, a new budget.
+        self._candidates = CandidateBudget(settings.candidate_rules)
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=list(settings.ice_servers)))
         self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_connection_state)
@@ -125,13 +136,18 @@ class LegPeer:
         transceiver = next(t for t in self.pc.getTransceivers() if t.sender is sender)
         transceiver.setCodecPreferences(_opus_only())
         try:
-            offer = RTCSessionDescription(sdp=with_explicit_directions(offer_sdp), type="offer")
+            # What aiortc parses is exactly what the candidate rules have filtered.
+            filtered = filter_offer(with_explicit_directions(offer_sdp), self._candidates)
+            offer = RTCSessionDescription(sdp=filtered.sdp, type="offer")
             await self.pc.setRemoteDescription(offer)
         except Exception as error:  # aiortc raises many kinds on malformed SDP
             logger.info("leg %s: unusable offer: %r", self.leg_id, error)
             if "codec" in str(error).lower():
                 raise _bad_offer("the SDP offer must include Opus audio") from None
             raise _bad_offer("the SDP offer could not be parsed") from None
+        if filtered.dropped:
+            dropped = ", ".join(f"{n} {v.value}" for v, n in filtered.dropped.items())
+            logger.info("leg %s: offered candidates dropped: %s", self.leg_id, dropped)
         for other in self.pc.getTransceivers():
             if other.kind != "audio":
                 other.direction = "inactive"  # audio only: video is answered inactive
@@ -140,6 +156,8 @@ class LegPeer:
         except Exception as error:  # parsed, but not answerable (e.g. no direction attribute)
             logger.info("leg %s: unanswerable offer: %r", self.leg_id, error)
             raise _bad_offer("the SDP offer could not be answered") from None
+        for connection in ice_connections(self.pc.getTransceivers()):
+            admit_peer_reflexive(connection, self._admits_peer_reflexive)
         if self.settings.forwarding:
             self._start_forwarding(transceiver, self.pc.localDescription.sdp)
         self._set_state("connecting")
@@ -148,20 +166,29 @@ class LegPeer:
 
     async def add_candidate(self, candidate: str, sdp_mid: str | None, mline: int | None) -> None:
         if candidate == "":
-            await self.pc.addIceCandidate(None)  # end of candidates
+            if not withhold_end_of_candidates(self._candidates):
+                await self.pc.addIceCandidate(None)  # end of candidates
             return
         text = candidate.removeprefix("a=").removeprefix("candidate:")
         try:
             parsed = candidate_from_sdp(text)
         except Exception:
             raise _bad_offer("not an ICE candidate") from None
-        if parsed.protocol.lower() not in ("udp", "tcp"):
-            raise _bad_offer("unsupported candidate transport")
+        judgement = self._candidates.judge(parsed.protocol, parsed.ip, parsed.port)
+        if judgement.verdict is Verdict.IGNORE:
+            return  # mDNS, TCP, a repeat: browsers send these routinely (candidates.py)
+        if judgement.verdict is not Verdict.USE:
+            raise _bad_offer(judgement.reason)
         parsed.sdpMid = sdp_mid
         parsed.sdpMLineIndex = mline
         if sdp_mid is None and mline is None:
             parsed.sdpMLineIndex = 0
         await self.pc.addIceCandidate(parsed)
+
+    def _admits_peer_reflexive(self, host: str, port: int) -> bool:
+        """A client's check from a new address counts as a candidate (the same rules)."""
+        verdict = self._candidates.judge("udp", host, port).verdict
+        return verdict in (Verdict.USE, Verdict.IGNORE)
 
     def _start_forwarding(self, transceiver: object, answer_sdp: str) -> None:
         match = _OPUS_RTPMAP.search(answer_sdp)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from calls.media.audio import FRAME_SAMPLES
-from calls.media.capture import read_capture
+from calls.media.capture import iter_capture
 from calls.media.forwarding import OpusDecoder
 from calls.media.recorder import MAX_BACKLOG, TICK_S, RecordingResult, WavWriter
 
@@ -25,21 +25,21 @@ TICKS_PER_WRITE = 500  # 10 s of audio per write
 
 
 def render(capture: Path, wav: Path, duration_s: float) -> RecordingResult:
-    packets = read_capture(capture)
+    packets = iter_capture(capture)  # streamed: hours of packets are never all in memory
+    upcoming = next(packets, None)
     decoders = (OpusDecoder("mono"), OpusDecoder("mono"))  # one channel per party
     buffers = [np.zeros(0, dtype=np.int16), np.zeros(0, dtype=np.int16)]
     writer = WavWriter(wav, fresh=False)
-    next_packet = 0
     block: list[bytes] = []
     for tick in range(int(duration_s / TICK_S)):
         taken_at = (tick + 1) * TICK_S
         arrived: list[list[np.ndarray]] = [[], []]
-        while next_packet < len(packets) and packets[next_packet][1] <= taken_at:
-            channel, _, payload = packets[next_packet]
+        while upcoming is not None and upcoming[1] <= taken_at:
+            channel, _, payload = upcoming
             arrived[channel] += [
                 f.to_ndarray().reshape(-1) for f in decoders[channel].decode(payload)
             ]
-            next_packet += 1
+            upcoming = next(packets, None)
         out = np.zeros((FRAME_SAMPLES, 2), dtype=np.int16)
         for channel in (0, 1):
             if arrived[channel]:
