@@ -96,6 +96,19 @@ def env_ip_list(name: str, environ: Mapping[str, str] | None = None) -> list[str
     return addresses
 
 
+def env_network_list(name: str, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Comma-separated IP addresses or CIDR networks (v4 or v6), e.g. 10.0.0.0/8,::1."""
+    networks = env_list(name, environ=environ)
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name}: {network!r} is not an IP address or network"
+            ) from None
+    return networks
+
+
 _RATE = re.compile(r"^[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)$")
 
 
