@@ -214,6 +214,26 @@ def test_it_locks_out_per_client_address_behind_the_proxy(setup: Setup) -> None:
     assert login(password, "203.0.113.31") == 302  # the operator from elsewhere
 
 
+@pytest.mark.parametrize(
+    ("peer", "header", "client"),
+    [
+        ("127.0.0.1", [], "127.0.0.1"),  # the proxy itself, no header
+        ("127.0.0.1", ["198.51.100.1, 203.0.113.9"], "203.0.113.9"),
+        ("127.0.0.1", ["198.51.100.1", "203.0.113.9"], "203.0.113.9"),  # two header lines
+        ("127.0.0.1", ["10.0.0.5, 127.0.0.1"], "10.0.0.5"),
+        ("127.0.0.1", ["not-an-ip, 203.0.113.9"], "203.0.113.9"),
+        ("127.0.0.1", ["203.0.113.9, not-an-ip"], "127.0.0.1"),  # garbage: stop at the proxy
+        ("127.0.0.1", ["2001:db8::7"], "2001:db8::7"),
+        ("::ffff:127.0.0.1", ["203.0.113.9"], "203.0.113.9"),  # IPv4 on a dual-stack socket
+        ("192.0.2.50", ["203.0.113.9"], "192.0.2.50"),  # not a trusted proxy
+    ],
+)
+def test_it_reads_forwarded_for_from_the_right(peer: str, header: list[str], client: str) -> None:
+    from callbridge.client_address import parse_networks, resolve
+
+    assert resolve(peer, header, parse_networks(["127.0.0.1", "::1"])) == client
+
+
 # --- Private files ----------------------------------------------------------------------
 
 
