@@ -10,9 +10,12 @@ and every file and folder it wrote is checked for group/other permissions.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import stat
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,3 +186,38 @@ def test_it_keeps_recordings_captures_and_the_database_private(outcome: Outcome)
         if stat.S_IMODE(mode) & 0o077
     }
     assert shared == {}
+
+
+def test_it_masks_secrets_in_anything_logged(tmp_path: Path) -> None:
+    """The net under every logger: a token or a configured secret that reaches the console
+    (an exception's message, a third-party debug line) is masked."""
+    token = "cbs_AbCdEfGh" + "s3cr3t" * 7
+    script = (
+        "import logging; from django.conf import settings\n"
+        "try:\n"
+        f"    raise ValueError('bad token {token}')\n"
+        "except ValueError:\n"
+        "    logging.getLogger('aioice').exception('turn %s key %s',"
+        " settings.CALLBRIDGE_TURN_SECRET, settings.SECRET_KEY)\n"
+    )
+    secret_key = "output-test-secret-key-" + "Zx9" * 15
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("CALLBRIDGE_", "DJANGO_"))},
+        "CALLBRIDGE_DATA_DIR": str(tmp_path),
+        "SECRET_KEY": secret_key,
+        "CALLBRIDGE_TURN_URLS": "turn:127.0.0.1:3478",
+        "CALLBRIDGE_TURN_SECRET": TURN_SECRET,
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", script],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    printed = result.stdout + result.stderr
+    assert "bad token cbs_AbCdEfGh…" in printed  # the public prefix stays, for support
+    for secret in (token, TURN_SECRET, secret_key):
+        assert secret not in printed
