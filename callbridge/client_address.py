@@ -59,12 +59,16 @@ def _is_trusted(address: Address, networks: Sequence[Network]) -> bool:
     return any(address in network for network in networks)
 
 
+def is_trusted_proxy(peer: str, networks: Sequence[Network]) -> bool:
+    address = _address(peer)
+    return address is not None and _is_trusted(address, networks)
+
+
 def resolve(peer: str, forwarded_for: Sequence[str], networks: Sequence[Network]) -> str:
     """The client's address, given the connecting peer and the X-Forwarded-For values."""
-    peer_address = _address(peer)
-    if peer_address is None or not _is_trusted(peer_address, networks):
+    if not is_trusted_proxy(peer, networks):
         return peer
-    client = str(peer_address)
+    client = str(_address(peer))
     hops = [hop for value in forwarded_for for hop in value.split(",") if hop.strip()]
     for hop in reversed(hops):
         address = _address(hop)
@@ -98,13 +102,10 @@ class ClientAddressMiddleware:
     def resolved(scope: Scope) -> Scope:
         networks = trusted_proxies()
         peer = scope.get("client")
-        if not networks or not peer:
-            return scope
-        peer_address = _address(str(peer[0]))
-        if peer_address is None or not _is_trusted(peer_address, networks):
-            return scope
+        if not networks or not peer or not is_trusted_proxy(str(peer[0]), networks):
+            return scope  # a direct client: its headers say nothing
         client = resolve(str(peer[0]), _headers(scope, b"x-forwarded-for"), networks)
-        updated = dict(scope, client=(client, 0 if client != peer[0] else peer[1]))
+        updated = dict(scope, client=(client, peer[1] if client == peer[0] else 0))
         proto = _headers(scope, b"x-forwarded-proto")
         if proto and proto[-1].strip() in ("http", "https"):
             value = proto[-1].strip()
