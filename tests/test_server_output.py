@@ -13,6 +13,7 @@ import asyncio
 import os
 import re
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from tests.admin_form import admin_login, demo_operator_password
 from tests.live_server import Server, running_server
@@ -40,6 +42,7 @@ class Outcome:
     output: str = ""
     secrets: dict[str, str] = field(default_factory=dict)
     modes: dict[str, int] = field(default_factory=dict)  # path -> st_mode, while and after
+    access_ips: list[str] = field(default_factory=list)  # recording access rows
 
 
 def record_modes(root: Path, outcome: Outcome) -> None:
@@ -81,7 +84,9 @@ async def a_recorded_call(server: Server, outcome: Outcome, data_dir: Path) -> N
     outcome.secrets.update(password=password)
     refused = await asyncio.to_thread(admin_login, server, "operator", WRONG_PASSWORD)
     assert refused.status_code == 200
-    assert (await asyncio.to_thread(admin_login, server, "operator", password)).status_code == 302
+    login = await asyncio.to_thread(admin_login, server, "operator", password)
+    assert login.status_code == 302
+    staff_cookie = f"sessionid={login.cookies['sessionid']}"
 
     ws_url = server.url.replace("http://", "ws://") + "/ws/signal"
     import websockets
@@ -134,6 +139,19 @@ async def a_recorded_call(server: Server, outcome: Outcome, data_dir: Path) -> N
         await operator_peer.close()
     await wait_until_finished(server, api_token, call_id)
     record_modes(data_dir, outcome)  # the rendered WAV
+    # An auditor listens through the proxy (127.0.0.1, trusted): the access row keeps the
+    # address the proxy saw, not the one the client wrote on the left.
+    listened = await asyncio.to_thread(
+        requests.get,
+        f"{server.url}/admin/calls/recording/{recording['recordingID']}/audio/",
+        headers={"Cookie": staff_cookie, "X-Forwarded-For": "198.51.100.1, 203.0.113.40"},
+        timeout=10,
+    )
+    assert listened.status_code == 200 and listened.content.startswith(b"RIFF")
+    with sqlite3.connect(data_dir / "db.sqlite3") as database:
+        outcome.access_ips = [
+            ip for (ip,) in database.execute("SELECT ip FROM calls_recordingaccess")
+        ]
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +160,8 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
     result = Outcome(secrets={"TURN secret": TURN_SECRET})
     with running_server(
         data_dir,
-        serve_args=("-v", "3", "--access-log", "-"),
+        # As docs/deploy.md runs it behind nginx on the same host.
+        serve_args=("-v", "3", "--access-log", "-", "--proxy-headers"),
         LOG_LEVEL="DEBUG",
         CALLBRIDGE_TURN_URLS="turn:127.0.0.1:3478?transport=udp",
         CALLBRIDGE_TURN_SECRET=TURN_SECRET,
@@ -186,6 +205,10 @@ def test_it_keeps_recordings_captures_and_the_database_private(outcome: Outcome)
         if stat.S_IMODE(mode) & 0o077
     }
     assert shared == {}
+
+
+def test_it_logs_recording_access_from_the_address_the_proxy_saw(outcome: Outcome) -> None:
+    assert outcome.access_ips == ["203.0.113.40"]
 
 
 def test_it_masks_secrets_in_anything_logged(tmp_path: Path) -> None:
