@@ -328,7 +328,7 @@ AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "callbridge.client_address.client_ip"  # the one trust model
 AXES_HTTP_RESPONSE_CODE = 429
 AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
-AXES_VERBOSE = False  # its log lines would repeat every attempt; the table has them
+AXES_VERBOSE = False  # no start-up banner in every process (failures are still logged)
 
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
 LOGGING = {
