@@ -6,14 +6,21 @@ import os
 
 from django.core.asgi import get_asgi_application
 
+from callbridge.private_files import restrict_new_files
+
+restrict_new_files()  # before settings create the data dir (any ASGI server)
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "callbridge.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (after Django set-up)
 
+from callbridge.client_address import ClientAddressMiddleware  # noqa: E402
 from callbridge.lifespan import ServicesLifespan  # noqa: E402
 from calls.consumers.routing import websocket_urlpatterns  # noqa: E402
 
+# The client address is settled once, before anything reads it (HTTP and WebSocket alike).
 application = ServicesLifespan(
-    ProtocolTypeRouter({"http": django_asgi_app, "websocket": URLRouter(websocket_urlpatterns)})
+    ClientAddressMiddleware(
+        ProtocolTypeRouter({"http": django_asgi_app, "websocket": URLRouter(websocket_urlpatterns)})
+    )
 )

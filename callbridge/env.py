@@ -97,13 +97,15 @@ def env_ip_list(name: str, environ: Mapping[str, str] | None = None) -> list[str
 
 
 def env_network_list(name: str, environ: Mapping[str, str] | None = None) -> list[str]:
-    """Comma-separated networks in CIDR form (v4 or v6; a bare address is a /32 or /128)."""
+    """Comma-separated IP addresses or CIDR networks (v4 or v6), e.g. 10.0.0.0/8,::1."""
     networks = env_list(name, environ=environ)
     for network in networks:
         try:
             ipaddress.ip_network(network, strict=False)
         except ValueError:
-            raise ImproperlyConfigured(f"{name}: {network!r} is not a network (CIDR)") from None
+            raise ImproperlyConfigured(
+                f"{name}: {network!r} is not an IP address or network"
+            ) from None
     return networks
 
 

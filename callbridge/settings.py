@@ -6,6 +6,7 @@ CALLBRIDGE_DATA_DIR. DATABASE_URL selects PostgreSQL, REDIS_URL the Redis channe
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -49,6 +50,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "axes",
     "calls",
 ]
 
@@ -62,6 +64,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a lockout into its 429 page
 ]
 
 ROOT_URLCONF = "callbridge.urls"
@@ -87,6 +90,7 @@ _database_url = env_str("DATABASE_URL")
 if _database_url:
     DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=60)}
 else:
+    DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)  # SQLite creates no folders
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
@@ -194,8 +198,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_THROTTLE_CLASSES": ["calls.api.throttling.PrincipalRateThrottle"],
-    # The client is REMOTE_ADDR, never a client-supplied X-Forwarded-For (behind a proxy,
-    # `serve --proxy-headers` puts the real client address there).
+    # The client is REMOTE_ADDR, never a client-supplied X-Forwarded-For: behind trusted
+    # proxies, callbridge.client_address has already put the real client address there.
     "NUM_PROXIES": 0,
     "DEFAULT_THROTTLE_RATES": {
         "principal": env_rate("CALLBRIDGE_RATE_LIMIT_PRINCIPAL", "600/min"),
@@ -343,11 +347,44 @@ CALLBRIDGE_LIMIT_LOBBY_SESSIONS_PER_IP = env_rate(
     "CALLBRIDGE_LIMIT_LOBBY_SESSIONS_PER_IP", "10/hour"
 )
 
+# --- Client address, private files, admin login (issue 12) ------------------------------
+# Addresses/networks of the reverse proxies in front (comma-separated, e.g. 127.0.0.1 or
+# 10.0.0.0/8). Only a connection from one of them may name the client in X-Forwarded-For,
+# read from the right (callbridge.client_address). Empty: no header is believed.
+CALLBRIDGE_TRUSTED_PROXIES = env_network_list("CALLBRIDGE_TRUSTED_PROXIES")
+# Uploads (audio files) are private like everything else callbridge writes
+# (callbridge.private_files: every process runs with umask 077).
+FILE_UPLOAD_PERMISSIONS = 0o600
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
+# Admin login throttling (django-axes): a username is locked from one client address after
+# this many failed logins in a row, for the cool-off time; a success resets the count.
+# By username AND address: one office behind a NAT cannot lock every operator out.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("CALLBRIDGE_LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=100)
+AXES_COOLOFF_TIME = timedelta(
+    minutes=env_int("CALLBRIDGE_LOGIN_LOCKOUT_MINUTES", 15, minimum=1, maximum=7 * 24 * 60)
+)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "callbridge.client_address.client_ip"  # the one trust model
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
+AXES_VERBOSE = False  # no start-up banner in every process (failures are still logged)
+
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "formatters": {
+        "plain": {
+            # Masks tokens and configured secrets in whatever reaches the console.
+            "class": "callbridge.redaction.RedactingFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s: %(message)s",
+        }
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {

@@ -99,8 +99,11 @@ def stop(process: subprocess.Popen) -> None:
 
 
 @contextmanager
-def running_server(data_dir: Path, migrate: bool = True, **extra_env: str) -> Iterator[Server]:
-    """Migrate a fresh database in `data_dir` and serve it until the block ends."""
+def running_server(
+    data_dir: Path, migrate: bool = True, serve_args: tuple[str, ...] = (), **extra_env: str
+) -> Iterator[Server]:
+    """Migrate a fresh database in `data_dir` and serve it until the block ends
+    (`serve_args`: more options for `manage.py serve`)."""
     env = {
         key: value
         for key, value in os.environ.items()
@@ -119,7 +122,7 @@ def running_server(data_dir: Path, migrate: bool = True, **extra_env: str) -> It
     running.manage("collectstatic", "--noinput")
     with running.log.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--port", str(port)],
+            [sys.executable, "manage.py", "serve", "--port", str(port), *serve_args],
             cwd=ROOT,
             env=env,
             stdout=log,

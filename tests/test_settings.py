@@ -118,7 +118,9 @@ def test_it_selects_postgres_and_redis_from_urls() -> None:
         ({"CALLBRIDGE_EMBEDDED_MEDIA_WORKER": "false"}, "needs REDIS_URL"),
         ({"CALLBRIDGE_MEDIA_WORKER_TIMEOUT_S": "1"}, "CALLBRIDGE_MEDIA_WORKER_TIMEOUT_S"),
         ({"CALLBRIDGE_ICE_MAX_REMOTE_CANDIDATES": "0"}, "CALLBRIDGE_ICE_MAX_REMOTE_CANDIDATES"),
-        ({"CALLBRIDGE_ICE_ALLOWED_NETWORKS": "10.0.0.0/8,lan"}, "not a network"),
+        ({"CALLBRIDGE_ICE_ALLOWED_NETWORKS": "10.0.0.0/8,lan"}, "not an IP address or network"),
+        ({"CALLBRIDGE_TRUSTED_PROXIES": "nginx.internal"}, "CALLBRIDGE_TRUSTED_PROXIES"),
+        ({"CALLBRIDGE_LOGIN_FAILURE_LIMIT": "0"}, "CALLBRIDGE_LOGIN_FAILURE_LIMIT"),
     ],
 )
 def test_it_refuses_to_start_with_bad_configuration(env: dict[str, str], message: str) -> None:

@@ -13,6 +13,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from callbridge.client_address import client_ip
 from calls.errors import CallStateError
 from calls.models import (
     AccessAction,
@@ -184,7 +185,7 @@ class RecordingAdmin(ReadOnlyAdmin):
             user=request.user,
             username=request.user.get_username(),
             action=AccessAction.DOWNLOAD if download else AccessAction.LISTEN,
-            ip=request.META.get("REMOTE_ADDR") or None,
+            ip=client_ip(request),
         )
         response = FileResponse(
             file.open("rb"),

@@ -14,6 +14,8 @@ from rest_framework.exceptions import Throttled
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
+from callbridge.client_address import client_ip
+
 if TYPE_CHECKING:  # runtime import would be circular (DRF settings import us)
     from rest_framework.views import APIView
 
@@ -30,6 +32,10 @@ class PrincipalRateThrottle(SimpleRateThrottle):
 
 class ClientIpRateThrottle(SimpleRateThrottle):
     scope = "client_ip"
+
+    def get_ident(self, request: Request) -> str:
+        # Not DRF's own X-Forwarded-For parsing: the one trust model decides.
+        return client_ip(request) or "unknown"
 
     def get_cache_key(self, request: Request, view: APIView) -> str | None:
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}

@@ -16,6 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from callbridge.client_address import client_ip
 from calls import playback, policy
 from calls.api.exceptions import ApiError
 from calls.api.pagination import LinkHeaderCursorPagination
@@ -242,7 +243,7 @@ class CallViewSet(viewsets.GenericViewSet):
             granted=body.validated_data["granted"],
             policy_version=body.validated_data["policy"],
             method=body.validated_data["via"],
-            ip=request.META.get("REMOTE_ADDR") or None,
+            ip=client_ip(request),
             user_agent=request.META.get("HTTP_USER_AGENT", ""),
         )
         withdraw_consent_stops_recording(answer)

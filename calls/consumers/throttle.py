@@ -19,6 +19,7 @@ from typing import Any
 
 from django.conf import settings
 
+from callbridge.client_address import client_ip_of_scope
 from calls.errors import CallbridgeError, ErrorCode
 from calls.signaling.rate_limit import Rate, TokenBuckets
 
@@ -104,9 +105,8 @@ def socket_closed(socket_id: str) -> None:
 
 
 def client_ip(scope: dict[str, Any]) -> str:
-    """The peer address daphne saw (or X-Forwarded-For's with `serve --proxy-headers`)."""
-    client = scope.get("client")
-    return str(client[0]) if client else "unknown"
+    """The client address under the trust model (callbridge.client_address)."""
+    return client_ip_of_scope(scope)
 
 
 # --- open sockets ---------------------------------------------------------------------------

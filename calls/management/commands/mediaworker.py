@@ -18,6 +18,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from callbridge.private_files import secure_data_directories
 from calls import placement
 from calls.events import EventPublisher
 from calls.models import EndReason
@@ -62,6 +63,7 @@ class Command(BaseCommand):
         if options["capacity"] < 1:
             raise CommandError("--capacity must be at least 1")
         addresses = options["addresses"] or list(settings.CALLBRIDGE_ICE_HOST_ADDRESSES)
+        secure_data_directories()  # it writes recordings and captures
         try:
             asyncio.run(serve(name, addresses, options["capacity"], options["drain_timeout"]))
         except NameTaken as error:

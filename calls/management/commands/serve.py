@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 from typing import Any
 
+from daphne.access import AccessLogGenerator
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
 from django.conf import settings
@@ -14,9 +15,15 @@ from django.db import connections
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
+from callbridge.private_files import secure_data_directories
+from callbridge.redaction import path_only, redact
 from calls import loop_lag
 from calls.reconcile import reconcile_at_startup
 from calls.services import services
+
+# What `--proxy-headers` means when CALLBRIDGE_TRUSTED_PROXIES is empty: the proxy runs on
+# this host (the documented nginx set-up).
+LOOPBACK_PROXIES = ["127.0.0.1", "::1"]
 
 # After the services stop, how long the sockets' consumers get to send what the stop
 # published (calls ended with `server_restart`) before daphne cancels them.
@@ -79,11 +86,35 @@ def hold_sqlite_open() -> sqlite3.Connection | None:
     return held
 
 
+class PathOnlyAccessLog(AccessLogGenerator):
+    """daphne's access log without query strings: the end-user page's URL carries its
+    session token (`/talk/?token=`), and the log goes to stdout, files and journald."""
+
+    def __call__(self, protocol: str, action: str, details: dict[str, Any]) -> None:
+        if "path" in details:
+            details = {**details, "path": redact(path_only(str(details["path"])))}
+        super().__call__(protocol, action, details)
+
+
+def silence_twisted_access_log(server: Server) -> None:
+    """Twisted's HTTP factory keeps an access log of its own (full URIs, query strings
+    included) in the Twisted log, which daphne hands to Python logging at verbosity >= 2.
+    PathOnlyAccessLog is the one access log."""
+    server.http_factory.log = lambda request: None
+
+
 class ServerWithServices(Server):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Daphne calls ready_callable just before its reactor runs.
-        kwargs["ready_callable"] = start_services
+        kwargs["ready_callable"] = self._ready
+        logger = kwargs.get("action_logger")
+        if isinstance(logger, AccessLogGenerator):
+            kwargs["action_logger"] = PathOnlyAccessLog(logger.stream)
         super().__init__(*args, **kwargs)
+
+    def _ready(self) -> None:
+        silence_twisted_access_log(self)
+        start_services()
 
     def kill_all_applications(self) -> Deferred:
         """Daphne's first step at shutdown (SIGTERM/SIGINT) cancels every socket's consumer;
@@ -111,21 +142,33 @@ class Command(BaseCommand):
         parser.add_argument(
             "--proxy-headers",
             action="store_true",
-            help="trust X-Forwarded-For/-Proto from a reverse proxy in front",
+            help="the reverse proxy in front runs on this host: shorthand for "
+            "CALLBRIDGE_TRUSTED_PROXIES=127.0.0.1,::1 when that setting is empty",
         )
         parser.add_argument(
-            "--access-log", default=None, help="file for the access log ('-' = stdout)"
+            "--access-log",
+            default=None,
+            help="file for the access log ('-' = stdout, the default at verbosity >= 1); "
+            "paths are logged without query strings",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
         argv = ["--bind", options["bind"], "--port", str(options["port"])]
         for endpoint in options["endpoint"]:
             argv += ["--endpoint", endpoint]
-        if options["proxy_headers"]:
-            argv.append("--proxy-headers")
+        # Never daphne's --proxy-headers: it believes the left-most, client-written
+        # X-Forwarded-For. callbridge.client_address applies the trust model instead.
+        if options["proxy_headers"] and not settings.CALLBRIDGE_TRUSTED_PROXIES:
+            settings.CALLBRIDGE_TRUSTED_PROXIES = LOOPBACK_PROXIES
+        if settings.CALLBRIDGE_TRUSTED_PROXIES:
+            self.stdout.write(
+                "client addresses from X-Forwarded-For sent by trusted proxies: "
+                + ", ".join(settings.CALLBRIDGE_TRUSTED_PROXIES)
+            )
         if options["access_log"]:
             argv += ["--access-log", options["access_log"]]
         argv += ["-v", str(options["verbosity"]), "callbridge.asgi:application"]
+        secure_data_directories()
         reconcile_embedded_calls()
         held = hold_sqlite_open()
         loop = type(reactor._asyncioEventloop).__module__.split(".")[0]  # type: ignore[attr-defined]
