@@ -32,8 +32,8 @@ from tests.test_recording import dominant, read_wav
 
 pytestmark = pytest.mark.daphne
 
-RACES = 100  # record/withdraw races across the two daphnes (plus the embedded 200)
-HANG_UP_RACES = 4
+RACES = 80  # record/withdraw races across the two daphnes (+ 120 embedded: 200 in all)
+HANG_UP_RACES = 3
 
 
 @pytest.fixture(scope="module")
