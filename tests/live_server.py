@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -98,6 +102,25 @@ def stop(process: subprocess.Popen) -> None:
         process.wait(timeout=10)
 
 
+@functools.cache
+def prepared_data_dir() -> Path:
+    """A data folder migrated and with collected static files, made once per test run:
+    every server's starts as a copy (migrate + collectstatic cost ~5 s a server)."""
+    template = Path(tempfile.mkdtemp(prefix="callbridge-template-"))
+    atexit.register(shutil.rmtree, template, ignore_errors=True)
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("CALLBRIDGE_", "DJANGO_")) and key not in ("DATABASE_URL", "DEBUG")
+    }
+    env["CALLBRIDGE_DATA_DIR"] = str(template)
+    maker = Server(url="", env=env, log=template / "unused.log")
+    maker.manage("migrate", "--noinput")
+    maker.manage("collectstatic", "--noinput")
+    (template / "secret_key").unlink(missing_ok=True)  # each server makes its own
+    return template
+
+
 @contextmanager
 def running_server(
     data_dir: Path, migrate: bool = True, serve_args: tuple[str, ...] = (), **extra_env: str
@@ -117,9 +140,13 @@ def running_server(
     env.update(extra_env)  # may override the defaults above
     port = free_port()
     running = Server(url=f"http://127.0.0.1:{port}", env=env, log=data_dir / "serve.log")
-    if migrate:
+    template = prepared_data_dir()
+    shutil.copytree(template / "static", data_dir / "static", dirs_exist_ok=True)
+    fresh_sqlite = "DATABASE_URL" not in env and not (data_dir / "db.sqlite3").exists()
+    if migrate and fresh_sqlite:
+        shutil.copy2(template / "db.sqlite3", data_dir / "db.sqlite3")
+    elif migrate:
         running.manage("migrate", "--noinput")
-    running.manage("collectstatic", "--noinput")
     with running.log.open("w") as log:
         process = subprocess.Popen(
             [sys.executable, "manage.py", "serve", "--port", str(port), *serve_args],
