@@ -18,6 +18,14 @@ from tests.live_call import live_call  # noqa: F401  (a shared fixture)
 from tests.live_server import Server, running_server
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`media`: tests on a bridged call of two real aiortc peers (`live_call`, seconds each);
+    `make test-fast` leaves them to `make test`."""
+    for item in items:
+        if "live_call" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.media)
+
+
 def pytest_configure() -> None:
     from django.conf import settings
 
