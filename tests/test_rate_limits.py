@@ -252,7 +252,7 @@ def test_it_ignores_forged_forwarded_for_headers(
     monkeypatch: pytest.MonkeyPatch, api_token: tuple[ApiToken, str]
 ) -> None:
     """A client cannot dodge its address's limit by inventing X-Forwarded-For values
-    (behind a proxy, `serve --proxy-headers` puts the real client in REMOTE_ADDR)."""
+    (behind a proxy only CALLBRIDGE_TRUSTED_PROXIES may name it: test_client_address.py)."""
     monkeypatch.setitem(ClientIpRateThrottle.THROTTLE_RATES, "client_ip", "3/min")
     client = bearer_client(api_token[1])
     statuses = [
