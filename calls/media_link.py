@@ -49,6 +49,24 @@ def abandon_message(plan: OfferPlan) -> dict[str, Any]:
     return close_message(LegRef(plan.call_id, plan.leg_id, plan.role, plan.worker))
 
 
+def record_stop_message(
+    call_id: uuid.UUID | str,
+    recording_id: uuid.UUID | str,
+    reason: str,
+    by: str,
+    cutoff: float | None = None,
+) -> dict[str, Any]:
+    """Stop a recording; `cutoff` (unix time): keep no audio after it."""
+    return {
+        "type": "media.record_stop",
+        "call": str(call_id),
+        "recording": str(recording_id),
+        "reason": reason,
+        "by": by,
+        "cutoff": cutoff,
+    }
+
+
 def end_call_message(call_id: uuid.UUID | str) -> dict[str, Any]:
     return {"type": "media.end_call", "call": str(call_id)}
 

@@ -6,7 +6,6 @@ import uuid
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from django.db import transaction
 
 from calls import media_link, policy
 from calls.errors import CallbridgeError, CallStateError, ErrorCode
@@ -49,11 +48,8 @@ def play(principal: Principal, call: Call, reference: Any, to: str) -> dict[str,
             "to": to,
         },
     )
-    record_if_active(
-        call,
-        "playback.started",
-        principal,
-        {"file": audio.name, "to": to, "playbackID": playback_id},
+    call.note_while_active(
+        "playback.started", principal, {"file": audio.name, "to": to, "playbackID": playback_id}
     )
     return {
         "playbackID": playback_id,
@@ -74,12 +70,4 @@ def stop(principal: Principal, call: Call) -> None:
     async_to_sync(media_link.request)(
         call.media_worker, {"type": "media.play_stop", "call": str(call.pk)}
     )
-    record_if_active(call, "playback.stopped", principal, {})
-
-
-def record_if_active(call: Call, name: str, principal: Principal, data: dict[str, Any]) -> None:
-    """A call that ended meanwhile gets no more playback events in its timeline."""
-    with transaction.atomic():
-        locked = Call.objects.select_for_update().get(pk=call.pk)
-        if locked.state == CallState.ACTIVE:
-            locked._record(name, principal, data)
+    call.note_while_active("playback.stopped", principal, {})

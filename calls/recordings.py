@@ -9,15 +9,13 @@ from pathlib import Path
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from calls import media_link, policy
-from calls.consent import ConsentMissing, ConsentStatus, consents_relied_on
+from calls.consent import ConsentMissing, consents_relied_on
 from calls.errors import CallbridgeError, CallStateError, ErrorCode
 from calls.models import (
     Call,
-    CallState,
     Recording,
     RecordingConsent,
     RecordingState,
@@ -57,7 +55,8 @@ def start_recording(principal: Principal, call: Call, name: str | None = None) -
             call, principal, name, recording_id, consents=consents_relied_on
         )
     except ConsentMissing as refusal:
-        ask_for_consent(principal, call, refusal.status)
+        # The parties' pages ask for the missing consents when they see this event.
+        call.note_while_active("consent.requested", principal, {"missing": refusal.status.missing})
         raise CallbridgeError(
             ErrorCode.CONSENT_REQUIRED,
             f"recording needs the consent of: {', '.join(refusal.status.missing)}",
@@ -80,26 +79,11 @@ def start_recording(principal: Principal, call: Call, name: str | None = None) -
         # stop and refuses the start), then record the failure.
         async_to_sync(media_link.send)(
             call.media_worker,
-            {
-                "type": "media.record_stop",
-                "call": str(call.pk),
-                "recording": str(recording.pk),
-                "reason": StopReason.FAILED,
-                "by": "system",
-            },
+            media_link.record_stop_message(call.pk, recording.pk, StopReason.FAILED, "system"),
         )
         recording.finish(reason=StopReason.FAILED, by="system", result={})
         raise
     return recording
-
-
-def ask_for_consent(principal: Principal, call: Call, status: ConsentStatus) -> None:
-    """The parties' pages ask for the missing consents when they see this event (only on a
-    call that can still be recorded: a refused request on an ended call changes nothing)."""
-    with transaction.atomic():
-        locked = Call.objects.select_for_update().get(pk=call.pk)
-        if locked.state == CallState.ACTIVE:
-            locked._record("consent.requested", principal, {"missing": status.missing})
 
 
 def stop_recording(call: Call, by: str, reason: str, cutoff: datetime | None = None) -> Recording:
@@ -112,14 +96,9 @@ def stop_recording(call: Call, by: str, reason: str, cutoff: datetime | None = N
     recorded_s = (timezone.now() - running.started_at).total_seconds()
     reply = async_to_sync(media_link.request)(
         call.media_worker,
-        {
-            "type": "media.record_stop",
-            "call": str(call.pk),
-            "recording": str(running.pk),
-            "reason": reason,
-            "by": by,
-            "cutoff": cutoff.timestamp() if cutoff is not None else None,
-        },
+        media_link.record_stop_message(
+            call.pk, running.pk, reason, by, cutoff.timestamp() if cutoff is not None else None
+        ),
         within=media_link.REPLY_TIMEOUT_S + 60 + recorded_s / 10,
     )
     running.finish(reason=reason, by=by, result=reply["result"])

@@ -102,17 +102,23 @@ def stop(process: subprocess.Popen) -> None:
         process.wait(timeout=10)
 
 
+def outside_environment() -> dict[str, str]:
+    """This process's environment without callbridge's own settings (a server's start from
+    the defaults plus what the test gives it)."""
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("CALLBRIDGE_", "DJANGO_")) and key not in ("DATABASE_URL", "DEBUG")
+    }
+
+
 @functools.cache
 def prepared_data_dir() -> Path:
     """A data folder migrated and with collected static files, made once per test run:
     every server's starts as a copy (migrate + collectstatic cost ~5 s a server)."""
     template = Path(tempfile.mkdtemp(prefix="callbridge-template-"))
     atexit.register(shutil.rmtree, template, ignore_errors=True)
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("CALLBRIDGE_", "DJANGO_")) and key not in ("DATABASE_URL", "DEBUG")
-    }
+    env = outside_environment()
     env["CALLBRIDGE_DATA_DIR"] = str(template)
     maker = Server(url="", env=env, log=template / "unused.log")
     maker.manage("migrate", "--noinput")
@@ -127,11 +133,7 @@ def running_server(
 ) -> Iterator[Server]:
     """Migrate a fresh database in `data_dir` and serve it until the block ends
     (`serve_args`: more options for `manage.py serve`)."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("CALLBRIDGE_", "DJANGO_")) and key not in ("DATABASE_URL", "DEBUG")
-    }
+    env = outside_environment()
     env.update(
         CALLBRIDGE_DATA_DIR=str(data_dir),
         CALLBRIDGE_RING_TIMEOUT_S="2",

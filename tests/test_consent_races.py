@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,11 +27,21 @@ HANG_UP_RACES = 4  # each needs a fresh call
 
 
 # --- the embedded server ------------------------------------------------------------------
+@dataclass
+class Embedded:
+    server: Server
+    token: str  # the operator's API token
+
+    @property
+    def recordings_dir(self) -> Path:
+        return Path(self.server.env["CALLBRIDGE_DATA_DIR"]) / "media" / "recordings"
+
+
 @pytest.fixture(scope="module")
-def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
     data = tmp_path_factory.mktemp("races")
     with running_server(data, CALLBRIDGE_RING_TIMEOUT_S="30") as server:
-        yield server, server.manage("createapitoken", "recorder", "--quiet").strip()
+        yield Embedded(server, server.manage("createapitoken", "recorder", "--quiet").strip())
 
 
 @pytest.fixture
@@ -41,20 +52,20 @@ async def party() -> AsyncIterator[Party]:
 
 @pytest.mark.timeout(400)
 async def test_it_never_records_past_a_withdrawal_racing_the_record_request(
-    embedded: tuple[Server, str], party: Party
+    embedded: Embedded, party: Party
 ) -> None:
-    server, token = embedded
-    recordings_dir = Path(server.env["CALLBRIDGE_DATA_DIR"]) / "media" / "recordings"
-    call = await bridged_call(party, server, server, token)
-    races = await race_many(call, (server, server), recordings_dir, RACES)
+    server = embedded.server
+    call = await bridged_call(party, server, server, embedded.token)
+    races = await race_many(call, (server, server), embedded.recordings_dir, RACES)
     assert races.both_orders_happened(), races
 
 
 @pytest.mark.timeout(200)
 async def test_it_never_leaves_a_recording_running_when_the_call_hangs_up_meanwhile(
-    embedded: tuple[Server, str], party: Party
+    embedded: Embedded, party: Party
 ) -> None:
-    server, token = embedded
-    recordings_dir = Path(server.env["CALLBRIDGE_DATA_DIR"]) / "media" / "recordings"
+    server = embedded.server
     for _ in range(HANG_UP_RACES):
-        await race_record_withdraw_and_hang_up(party, server, server, token, recordings_dir)
+        await race_record_withdraw_and_hang_up(
+            party, server, server, embedded.token, embedded.recordings_dir
+        )

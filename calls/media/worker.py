@@ -346,7 +346,6 @@ class MediaWorker:
     async def _finish_recording(
         self, call: CallMedia, recording_id: str, reason: str, by: str, cutoff: float | None = None
     ) -> dict[str, Any]:
-        self.stopped_recordings.add(recording_id)
         recorder = call.recorders.pop(recording_id)
         result = {
             **(await recorder.stop(cutoff=cutoff)).as_dict(),

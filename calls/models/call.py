@@ -382,6 +382,14 @@ class Call(models.Model):
         transaction.on_commit(lambda: call_event_recorded.send(sender=Call, event=event))
         return event
 
+    def note_while_active(self, name: str, by: Principal, data: dict[str, Any]) -> None:
+        """Append an event that only means something on an active call (a playback, a
+        request for consent): a call that ended meanwhile gets nothing in its timeline."""
+        with transaction.atomic():
+            locked = Call.objects.select_for_update().get(pk=self.pk)
+            if locked.state == CallState.ACTIVE:
+                locked._record(name, by, data)
+
     def expire_media(self) -> CallEvent:
         """End the call with `media_timeout` if its media deadline has really passed."""
 
