@@ -44,7 +44,7 @@ from typing import Any
 
 import websockets
 
-from tests.live_server import Server, running_server
+from tests.support.live_server import Server, running_server
 
 WAIT_S = 30.0  # a reply or event not here by then counts as lost
 ANSWERED, REJECTED, CANCELLED = "answered", "rejected", "cancelled"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from calls.services import services
+from calls.background import background_tasks
 
 Scope = dict[str, Any]
 
@@ -21,16 +21,16 @@ class ServicesLifespan:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
-        services.ensure_started()
+        background_tasks.ensure_started()
         await self.app(scope, receive, send)
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                services.ensure_started()
+                background_tasks.ensure_started()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await services.stop()
+                await background_tasks.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -9,7 +9,7 @@ class CallsConfig(AppConfig):
     def ready(self) -> None:
         from calls.api import schema  # noqa: F401  (registers OpenAPI extensions)
         from calls.events import publish_call_event
-        from calls.signals import call_event_recorded
+        from calls.model_signals import call_event_recorded
 
         call_event_recorded.connect(publish_call_event, dispatch_uid="calls.events.publish")
 

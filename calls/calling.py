@@ -20,8 +20,8 @@ from django.db import transaction
 from calls import limits, policy
 from calls.errors import CallbridgeError, CallStateError, ErrorCode
 from calls.models import Call, CallMode, Leg, MediaState
-from calls.placement import place_call
 from calls.principals import Principal
+from calls.workers.placement import choose_worker
 
 
 class OfferKind(StrEnum):
@@ -71,7 +71,7 @@ def plan_offer(principal: Principal, call_id: str | None, mode: str | None) -> O
             uuid.uuid4(),
             principal.role,
             mode,
-            place_call(),
+            choose_worker(),
         )
 
     call = Call.objects.filter(pk=parse_uuid(call_id, _not_found())).first()

@@ -136,7 +136,7 @@ def record_answer(
             ip=ip,
             user_agent=user_agent[:300],
         )
-        locked._record(
+        locked.record_event(
             "consent.granted" if granted else "consent.withdrawn",
             principal,
             {

@@ -20,8 +20,8 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
+from calls.model_signals import call_event_recorded
 from calls.models import Call, CallEvent, CallState
-from calls.signals import call_event_recorded
 
 logger = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db.models import QuerySet
 
-from calls import media_link
 from calls.consent import consent_status
 from calls.models import Call, CallEvent, EndUserSession
+from calls.workers import link
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def publish_call_event(sender: Any, event: CallEvent, **kwargs: Any) -> None:
         async def send() -> None:
             await _group_send(groups, message)
             if worker:
-                await media_link.send(worker, media_link.end_call_message(event.call_id))
+                await link.send(worker, link.end_call_message(event.call_id))
 
         _dispatch(send)
     except Exception:

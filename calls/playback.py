@@ -7,10 +7,11 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 
-from calls import media_link, policy
+from calls import policy
 from calls.errors import CallbridgeError, CallStateError, ErrorCode
 from calls.models import AudioFile, Call, CallState
 from calls.principals import Principal
+from calls.workers import link
 
 TARGETS = ("user", "operator", "both")
 
@@ -38,7 +39,7 @@ def play(principal: Principal, call: Call, reference: Any, to: str) -> dict[str,
     if call.state != CallState.ACTIVE:
         raise CallStateError(f"only an active call can play audio (it is {call.state})")
     playback_id = str(uuid.uuid4())
-    reply = async_to_sync(media_link.request)(
+    reply = async_to_sync(link.request)(
         call.media_worker,
         {
             "type": "media.play",
@@ -67,7 +68,7 @@ def stop(principal: Principal, call: Call) -> None:
     policy.require_access(principal, call)
     if call.state != CallState.ACTIVE:
         raise CallStateError(f"only an active call plays audio (it is {call.state})")
-    async_to_sync(media_link.request)(
+    async_to_sync(link.request)(
         call.media_worker, {"type": "media.play_stop", "call": str(call.pk)}
     )
     call.note_while_active("playback.stopped", principal, {})

@@ -11,7 +11,7 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.utils import timezone
 
-from calls import media_link, policy
+from calls import policy
 from calls.consent import ConsentMissing, consents_relied_on
 from calls.errors import CallbridgeError, CallStateError, ErrorCode
 from calls.models import (
@@ -22,6 +22,7 @@ from calls.models import (
     StopReason,
 )
 from calls.principals import Principal
+from calls.workers import link
 
 # A name inside the recordings folder: no folders, no dots first, always .wav.
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.wav$")
@@ -63,7 +64,7 @@ def start_recording(principal: Principal, call: Call, name: str | None = None) -
             details={"missing": refusal.status.missing, "policy": refusal.status.version},
         ) from None
     try:
-        async_to_sync(media_link.request)(
+        async_to_sync(link.request)(
             call.media_worker,
             {
                 "type": "media.record_start",
@@ -77,9 +78,9 @@ def start_recording(principal: Principal, call: Call, name: str | None = None) -
         # Refused (the call ended, or a stop overtook this start), or no answer in time:
         # make sure a start still on its way can never record (the worker remembers the
         # stop and refuses the start), then record the failure.
-        async_to_sync(media_link.send)(
+        async_to_sync(link.send)(
             call.media_worker,
-            media_link.record_stop_message(call.pk, recording.pk, StopReason.FAILED, "system"),
+            link.record_stop_message(call.pk, recording.pk, StopReason.FAILED, "system"),
         )
         recording.finish(reason=StopReason.FAILED, by="system", result={})
         raise
@@ -94,12 +95,12 @@ def stop_recording(call: Call, by: str, reason: str, cutoff: datetime | None = N
     # The worker answers once the WAV is rendered: allow ~6 s per minute recorded, and a
     # minute for renders queued ahead of it (many recordings stopping at once).
     recorded_s = (timezone.now() - running.started_at).total_seconds()
-    reply = async_to_sync(media_link.request)(
+    reply = async_to_sync(link.request)(
         call.media_worker,
-        media_link.record_stop_message(
+        link.record_stop_message(
             call.pk, running.pk, reason, by, cutoff.timestamp() if cutoff is not None else None
         ),
-        within=media_link.REPLY_TIMEOUT_S + 60 + recorded_s / 10,
+        within=link.REPLY_TIMEOUT_S + 60 + recorded_s / 10,
     )
     running.finish(reason=reason, by=by, result=reply["result"])
     return running

@@ -30,10 +30,10 @@ from django.db.models.signals import m2m_changed, post_delete, post_save, pre_de
 from django.utils.crypto import constant_time_compare, salted_hmac
 
 from calls.events import send_from_any_thread
+from calls.model_signals import credentials_revoked
 from calls.models import ApiToken, EndUserSession
 from calls.operators import is_operator_user
 from calls.principals import Principal
-from calls.signals import credentials_revoked
 
 logger = logging.getLogger(__name__)
 

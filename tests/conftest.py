@@ -14,8 +14,8 @@ from rest_framework.test import APIClient
 
 from calls.models import ApiToken, Call, EndUserSession
 from calls.principals import Principal
-from tests.live_call import live_call  # noqa: F401  (a shared fixture)
-from tests.live_server import Server, running_server
+from tests.support.live_call import live_call  # noqa: F401  (a shared fixture)
+from tests.support.live_server import Server, running_server
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -94,13 +94,13 @@ async def asgi_app(settings: Any) -> Any:
     from channels.layers import channel_layers
 
     from callbridge.asgi import application
-    from calls.services import services
+    from calls.background import background_tasks
 
     settings.CALLBRIDGE_ICE_HOST_ADDRESSES = ["127.0.0.1"]
     settings.CALLBRIDGE_STUN_URLS = []
-    services.ensure_started()
+    background_tasks.ensure_started()
     yield application
-    await services.stop()
+    await background_tasks.stop()
     channel_layers.backends.clear()  # in-memory queues belong to this test's loop
 
 
@@ -158,7 +158,7 @@ def operator(api_token: tuple[ApiToken, str]) -> Principal:
 @pytest.fixture
 def inbound_call(make_session: Callable[..., tuple[EndUserSession, str]]) -> Call:
     session, _ = make_session()
-    return Call.start(by=Principal.end_user(session), mode="bridge")
+    return Call.start(by=Principal.end_user(session), mode="bridge", media_worker="embedded")
 
 
 def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:

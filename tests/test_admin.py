@@ -104,7 +104,11 @@ def test_it_shows_a_call_with_legs_and_timeline_read_only(
 def test_it_finds_calls_by_id_and_filters_by_state(
     admin_client: Client, inbound_call: Call
 ) -> None:
-    other = Call.start(by=Principal.end_user(EndUserSession.create(ttl_seconds=60)[0]), mode="echo")
+    other = Call.start(
+        by=Principal.end_user(EndUserSession.create(ttl_seconds=60)[0]),
+        mode="echo",
+        media_worker="embedded",
+    )
     found = admin_client.get(f"/admin/calls/call/?q={inbound_call.pk}")
     assert list(found.context["cl"].result_list) == [inbound_call]
     by_state = admin_client.get("/admin/calls/call/?state__exact=active")

@@ -25,7 +25,7 @@ from calls.media.aiortc_internals import (
     is_rtcp,
     use_numpy_audio_level,
 )
-from tests.media_peers import ToneTrack
+from tests.support.media_peers import ToneTrack
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -168,7 +168,9 @@ def test_it_pages_newest_first_with_link_headers(
     ids = []
     for index in range(5):
         session, _ = make_session(f"user {index}")
-        ids.append(str(Call.start(by=Principal.end_user(session), mode="echo").pk))
+        ids.append(
+            str(Call.start(by=Principal.end_user(session), mode="echo", media_worker="embedded").pk)
+        )
     first = operator_client.get("/api/calls?limit=2")
     assert [c["callID"] for c in first.json()] == ids[::-1][:2]
     next_url = first["Link"].split(";")[0].strip("<>")

@@ -38,7 +38,7 @@ def test_it_forbids_an_end_user_acting_on_another_users_call(
 ) -> None:
     a_session, _ = two_users["a"]
     _, b_client = two_users["b"]
-    call = Call.start(by=Principal.end_user(a_session), mode="bridge")
+    call = Call.start(by=Principal.end_user(a_session), mode="bridge", media_worker="embedded")
     before = snapshot(call)
     assert_error(b_client.post(f"/api/calls/{call.pk}/{verb}"), 403, "FORBIDDEN")
     assert snapshot(call) == before
@@ -49,8 +49,8 @@ def test_it_hides_other_users_calls(
 ) -> None:
     a_session, a_client = two_users["a"]
     b_session, b_client = two_users["b"]
-    a_call = Call.start(by=Principal.end_user(a_session), mode="bridge")
-    b_call = Call.start(by=Principal.end_user(b_session), mode="echo")
+    a_call = Call.start(by=Principal.end_user(a_session), mode="bridge", media_worker="embedded")
+    b_call = Call.start(by=Principal.end_user(b_session), mode="echo", media_worker="embedded")
     assert_error(b_client.get(f"/api/calls/{a_call.pk}"), 403, "FORBIDDEN")
     assert [c["callID"] for c in b_client.get("/api/calls").json()] == [str(b_call.pk)]
     assert [c["callID"] for c in a_client.get("/api/calls").json()] == [str(a_call.pk)]
@@ -81,7 +81,7 @@ def test_it_lets_only_the_rung_side_answer(
     two_users: dict[str, tuple[EndUserSession, APIClient]], operator_client: APIClient
 ) -> None:
     a_session, a_client = two_users["a"]
-    inbound = Call.start(by=Principal.end_user(a_session), mode="bridge")
+    inbound = Call.start(by=Principal.end_user(a_session), mode="bridge", media_worker="embedded")
     assert_error(a_client.post(f"/api/calls/{inbound.pk}/answer"), 403, "FORBIDDEN")
     assert operator_client.post(f"/api/calls/{inbound.pk}/answer").json()["state"] == "active"
     operator_client.post(f"/api/calls/{inbound.pk}/hangup")

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from tests.browser import (
+from tests.support.browser import (
     PEAKS_OF_AUDIO_ELEMENT,
     launch,
     require_browser_environment,
     write_tone_wav,
 )
-from tests.live_server import ROOT, Server
+from tests.support.live_server import ROOT, Server
 
 pytestmark = [pytest.mark.browser, pytest.mark.daphne]
 

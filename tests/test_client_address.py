@@ -22,8 +22,8 @@ import pytest
 import requests
 import websockets
 
-from tests.admin_form import admin_login, http_from
-from tests.live_server import Server, running_server
+from tests.support.admin_form import admin_login, http_from
+from tests.support.live_server import Server, running_server
 
 pytestmark = pytest.mark.daphne
 

@@ -22,7 +22,7 @@ def answered_call(
     make_session: Callable[..., tuple[EndUserSession, str]], operator: Principal
 ) -> tuple[Call, APIClient]:
     session, token = make_session("Ada")
-    call = Call.start(by=Principal.end_user(session), mode="bridge")
+    call = Call.start(by=Principal.end_user(session), mode="bridge", media_worker="embedded")
     call.answer(operator)
     return call, bearer_client(token)
 
@@ -140,7 +140,7 @@ def test_it_lets_staff_consent_from_the_dashboard(
     make_session: Callable[..., tuple[EndUserSession, str]], staff_user: Any
 ) -> None:
     session, _ = make_session("Ada")
-    call = Call.start(by=Principal.end_user(session), mode="bridge")
+    call = Call.start(by=Principal.end_user(session), mode="bridge", media_worker="embedded")
     call.answer(Principal.staff(staff_user))
     client = APIClient()
     client.force_login(staff_user)

@@ -17,8 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.consent_races import Party, bridged_call, race_many, race_record_withdraw_and_hang_up
-from tests.live_server import Server, running_server
+from tests.support.consent_races import (
+    Party,
+    bridged_call,
+    race_many,
+    race_record_withdraw_and_hang_up,
+)
+from tests.support.live_server import Server, running_server
 
 pytestmark = pytest.mark.daphne
 

@@ -27,8 +27,8 @@ from calls.consumers.credential_watch import CLOSE_UNAUTHORIZED
 from calls.models import ApiToken, Call, EndUserSession
 from calls.operators import operators_group
 from calls.principals import Principal
-from tests.media_peers import ClientPeer
-from tests.signal_client import SignalClient
+from tests.support.media_peers import ClientPeer
+from tests.support.signal_client import SignalClient
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -78,7 +78,7 @@ async def registered(clients: Any, token: str) -> SignalClient:
 
 
 def ring(session: EndUserSession) -> Call:
-    return Call.start(by=Principal.end_user(session), mode="bridge")
+    return Call.start(by=Principal.end_user(session), mode="bridge", media_worker="embedded")
 
 
 async def call_state(call: Call) -> str:

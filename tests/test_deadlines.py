@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 def ring(name: str = "Ada") -> Call:
     session, _ = EndUserSession.create(ttl_seconds=600, display_name=name)
-    return Call.start(by=Principal.end_user(session), mode="bridge")
+    return Call.start(by=Principal.end_user(session), mode="bridge", media_worker="embedded")
 
 
 async def state_of(call: Call) -> Call:

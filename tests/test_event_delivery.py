@@ -12,14 +12,16 @@ from asgiref.sync import sync_to_async
 
 from calls.models import ApiToken, Call, EndUserSession
 from calls.principals import Principal
-from tests.signal_client import SignalClient
+from tests.support.signal_client import SignalClient
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
 def ring_the_operators() -> str:
     session, _ = EndUserSession.create(ttl_seconds=600, display_name="Ada")
-    return str(Call.start(by=Principal.end_user(session), mode="bridge").pk)
+    return str(
+        Call.start(by=Principal.end_user(session), mode="bridge", media_worker="embedded").pk
+    )
 
 
 async def test_it_delivers_events_while_the_database_thread_is_busy(asgi_app: Any) -> None:

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.live_server import Server, running_server
-from tests.media_peers import ClientPeer
-from tests.real_socket import RealSocket
+from tests.support.live_server import Server, running_server
+from tests.support.media_peers import ClientPeer
+from tests.support.real_socket import RealSocket
 
 pytestmark = pytest.mark.daphne
 

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from calls.media.recorder import HEADER_BYTES, WavWriter, repair_wav
-from tests.live_server import Server, running_server
-from tests.media_peers import ClientPeer
-from tests.real_socket import RealSocket
+from tests.support.live_server import Server, running_server
+from tests.support.media_peers import ClientPeer
+from tests.support.real_socket import RealSocket
 
 pytestmark = pytest.mark.daphne
 

@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 from aiortc.stats import RTCInboundRtpStreamStats
 
+from calls.background import background_tasks
 from calls.media.audio import silence_frame
 from calls.media.capture import capture_path
 from calls.media.forwarding import OpusDecoder
 from calls.media.peer import LegPeer
-from calls.services import services
-from tests.live_call import OPERATOR_TONE, USER_TONE, LiveCall, add_to_library
-from tests.media_peers import ClientPeer, opus_tone
+from tests.support.live_call import OPERATOR_TONE, USER_TONE, LiveCall, add_to_library
+from tests.support.media_peers import ClientPeer, opus_tone
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,7 +29,7 @@ def test_decoded_audio_has_the_layout_of_silence() -> None:
 
 
 def server_legs(call_id: str) -> dict[str, LegPeer]:
-    return dict(services.get("media-worker").calls[call_id].legs)
+    return dict(background_tasks.get("media-worker").calls[call_id].legs)
 
 
 async def inbound_stats(peer: ClientPeer) -> list[RTCInboundRtpStreamStats]:

@@ -34,9 +34,9 @@ from schemathesis.specs.openapi import checks as openapi_checks
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.fuzzing import CONTRACT_CODES, fuzz_settings, timeout_s
-from tests.live_server import Server, running_server
-from tests.resources import open_fds, udp_sockets
+from tests.support.fuzzing import CONTRACT_CODES, fuzz_settings, timeout_s
+from tests.support.live_server import Server, running_server
+from tests.support.resources import open_fds, udp_sockets
 
 pytestmark = [pytest.mark.daphne, pytest.mark.timeout(timeout_s(240))]
 

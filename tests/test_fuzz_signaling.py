@@ -21,7 +21,7 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from calls.models import ApiToken, Call, CallEvent, EndUserSession, Leg, Recording, RecordingConsent
-from tests.fuzzing import (
+from tests.support.fuzzing import (
     CONTRACT_CODES,
     candidate_lines,
     fuzz_settings,
@@ -32,9 +32,9 @@ from tests.fuzzing import (
     timeout_s,
     weird_text,
 )
-from tests.media_peers import ClientPeer
-from tests.resources import Resources, settle_to
-from tests.signal_client import SignalClient, staff_cookie
+from tests.support.media_peers import ClientPeer
+from tests.support.resources import Resources, settle_to
+from tests.support.signal_client import SignalClient, staff_cookie
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(timeout_s(120))]
 
@@ -233,9 +233,9 @@ async def test_it_survives_any_message_on_the_operator_socket(
 
 # --- SDP offers ------------------------------------------------------------------------------
 def media_peers() -> int:
-    from calls.services import services
+    from calls.background import background_tasks
 
-    return services.get("media-worker").peer_count
+    return background_tasks.get("media-worker").peer_count
 
 
 @pytest.fixture

@@ -28,8 +28,8 @@ from calls.media.candidates import (
     parse_networks,
 )
 from calls.models import EndUserSession
-from tests.media_peers import ClientPeer
-from tests.signal_client import SignalClient
+from tests.support.media_peers import ClientPeer
+from tests.support.signal_client import SignalClient
 
 STUN_BINDING_REQUEST = 0x0001
 STUN_MAGIC_COOKIE = 0x2112A442

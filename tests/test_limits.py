@@ -15,8 +15,8 @@ from django.test import Client
 
 from calls.models import ApiToken, Call, CallEvent, EndUserSession, Leg
 from tests.conftest import assert_error, bearer_client
-from tests.media_peers import ClientPeer
-from tests.signal_client import SignalClient, staff_cookie
+from tests.support.media_peers import ClientPeer
+from tests.support.signal_client import SignalClient, staff_cookie
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -26,9 +26,9 @@ def rows() -> tuple[int, int, int]:
 
 
 def media_peers() -> int:
-    from calls.services import services
+    from calls.background import background_tasks
 
-    return services.get("media-worker").peer_count
+    return background_tasks.get("media-worker").peer_count
 
 
 async def until(condition: Callable[[], bool], within: float = 5.0) -> None:

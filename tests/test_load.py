@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.signaling_load import passed, print_summary, run_load, server_env
-from tests.live_server import running_server
+from tests.support.live_server import running_server
 
 pytestmark = pytest.mark.daphne
 

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 
+from calls.background import background_tasks
 from calls.models import Call, EndUserSession, Leg
-from calls.services import services
-from tests.media_peers import ClientPeer
-from tests.signal_client import SignalClient
+from tests.support.media_peers import ClientPeer
+from tests.support.signal_client import SignalClient
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -20,8 +20,8 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 async def echo_client(asgi_app: Any, settings: Any) -> AsyncIterator[tuple[SignalClient, str]]:
     settings.CALLBRIDGE_ICE_TIMEOUT_S = 1
     settings.CALLBRIDGE_MEDIA_GRACE_S = 1
-    await services.stop()  # the worker reads its timeouts when it starts
-    services.ensure_started()
+    await background_tasks.stop()  # the worker reads its timeouts when it starts
+    background_tasks.ensure_started()
     _, token = await sync_to_async(EndUserSession.create)(ttl_seconds=600, display_name="Ada")
     client = SignalClient(asgi_app)
     await client.connect()
@@ -40,7 +40,7 @@ async def test_it_fails_a_leg_that_never_connects(echo_client: tuple[SignalClien
         assert failure["sessionId"] == answer["sessionId"]
         leg = await Leg.objects.aget(pk=answer["sessionId"])
         assert leg.media_state == "failed"
-        assert services.get("media-worker").peer_count == 0
+        assert background_tasks.get("media-worker").peer_count == 0
     finally:
         await peer.close()
 

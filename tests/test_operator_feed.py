@@ -8,7 +8,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from calls.models import EndUserSession
-from tests.signal_client import SignalClient, staff_cookie
+from tests.support.signal_client import SignalClient, staff_cookie
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 

@@ -18,16 +18,16 @@ from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
-from calls import media_link
+from calls.background import background_tasks
 from calls.errors import CallbridgeError
 from calls.models import ApiToken, Call, CallEvent, EndUserSession, Leg, RecordingConsent
 from calls.operators import operators_group
 from calls.principals import Principal
-from calls.services import services
+from calls.workers import link
 from tests.conftest import assert_error, bearer_client
-from tests.live_call import OPERATOR_TONE, USER_TONE, LiveCall
-from tests.media_peers import ClientPeer
-from tests.signal_client import SignalClient
+from tests.support.live_call import OPERATOR_TONE, USER_TONE, LiveCall
+from tests.support.media_peers import ClientPeer
+from tests.support.signal_client import SignalClient
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -109,7 +109,7 @@ async def test_it_never_lets_a_second_offer_replace_a_partys_media_in_the_worker
 ) -> None:
     """The media worker's own guard, behind signaling's: an offer for a role that another
     leg holds is refused there too."""
-    worker = services.get("media-worker")
+    worker = background_tasks.get("media-worker")
     stranger = ClientPeer(660)
     try:
         message = {
@@ -123,7 +123,7 @@ async def test_it_never_lets_a_second_offer_replace_a_partys_media_in_the_worker
         }
         with pytest.raises(CallbridgeError) as refused:
             async with asyncio.timeout(10):
-                await media_link.request(worker.name, message)
+                await link.request(worker.name, message)
         assert refused.value.code == "CALL_STATE"
         live_call.user_peer.sink.clear()
         await live_call.user_peer.hears(OPERATOR_TONE)
@@ -142,7 +142,7 @@ def staff_answered(
     )
     alice.groups.add(operators_group())
     session, user_token = make_session("Ada")
-    call = Call.start(by=Principal.end_user(session), mode="bridge")
+    call = Call.start(by=Principal.end_user(session), mode="bridge", media_worker="embedded")
     call.answer(Principal.staff(alice))
     staff = APIClient()
     staff.force_login(alice)
@@ -170,7 +170,7 @@ def test_it_counts_a_consent_given_while_ringing_only_for_whoever_then_answers(
     make_session: Callable[..., tuple[EndUserSession, str]], operator_client: APIClient
 ) -> None:
     session, user_token = make_session("Ada")
-    call = Call.start(by=Principal.end_user(session), mode="bridge")
+    call = Call.start(by=Principal.end_user(session), mode="bridge", media_worker="embedded")
     early = operator_client.post(f"/api/calls/{call.pk}/consent", consent_body(), format="json")
     assert early.status_code == 201  # it may answer, so it may agree in advance
     other, _ = ApiToken.create("other-desk")
@@ -211,7 +211,7 @@ def test_it_never_shows_end_users_an_api_tokens_name(
     api_token: tuple[ApiToken, str],
 ) -> None:
     session, user_token = make_session("Ada")
-    call = Call.start(by=Principal.end_user(session), mode="bridge")
+    call = Call.start(by=Principal.end_user(session), mode="bridge", media_worker="embedded")
     call.answer(Principal.for_api_token(api_token[0]))
     seen = bearer_client(user_token).get(f"/api/calls/{call.pk}").json()
     assert sorted(leg["party"] for leg in seen["legs"]) == ["Ada", "Operator"]
@@ -224,7 +224,7 @@ async def test_it_refuses_a_recording_start_that_its_stop_overtook(
 ) -> None:
     """A withdrawal's stop can reach the worker before the start it answers: the stop is
     answered (nothing recorded) and the late start refused, nothing captured."""
-    worker = services.get("media-worker").name
+    worker = background_tasks.get("media-worker").name
     recording = "5e1f0000-0000-0000-0000-000000000001"
     stop = {
         "type": "media.record_stop",
@@ -241,9 +241,9 @@ async def test_it_refuses_a_recording_start_that_its_stop_overtook(
         "path": str(tmp_path / "recordings" / "late.wav"),
     }
     async with asyncio.timeout(20):
-        assert (await media_link.request(worker, stop))["result"] == {}
+        assert (await link.request(worker, stop))["result"] == {}
         with pytest.raises(CallbridgeError) as refused:
-            await media_link.request(worker, start)
+            await link.request(worker, start)
     assert refused.value.code == "CALL_STATE"
     assert not (tmp_path / "recordings").exists() or not list((tmp_path / "recordings").iterdir())
 
@@ -251,10 +251,8 @@ async def test_it_refuses_a_recording_start_that_its_stop_overtook(
 async def test_it_refuses_to_record_or_connect_a_call_its_worker_already_ended(
     live_call: LiveCall, tmp_path: Any
 ) -> None:
-    worker = services.get("media-worker").name
-    await get_channel_layer().send(
-        f"media.{worker}", media_link.end_call_message(live_call.call_id)
-    )
+    worker = background_tasks.get("media-worker").name
+    await get_channel_layer().send(f"media.{worker}", link.end_call_message(live_call.call_id))
     start = {
         "type": "media.record_start",
         "call": live_call.call_id,
@@ -264,6 +262,6 @@ async def test_it_refuses_to_record_or_connect_a_call_its_worker_already_ended(
     }
     with pytest.raises(CallbridgeError) as refused:
         async with asyncio.timeout(20):
-            await media_link.request(worker, start)
+            await link.request(worker, start)
     assert refused.value.code == "CALL_STATE"
     assert not (tmp_path / "recordings" / "after-the-end.wav.capture").exists()

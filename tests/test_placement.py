@@ -12,8 +12,8 @@ from django.utils import timezone
 
 from calls.errors import CallbridgeError
 from calls.models import Call, CallState, MediaWorkerStatus, WorkerState
-from calls.placement import end_calls_of_silent_workers, place_call
 from calls.principals import Principal
+from calls.workers.placement import choose_worker, end_calls_of_silent_workers
 
 pytestmark = pytest.mark.django_db
 
@@ -41,7 +41,7 @@ def echo_calls(operator: Principal, on: str, count: int) -> list[Call]:
 def test_it_places_every_call_on_its_own_process_when_embedded(settings: Any) -> None:
     settings.CALLBRIDGE_MEDIA_WORKER_NAME = "here"
     worker("elsewhere", capacity=10)
-    assert place_call() == "here"
+    assert choose_worker() == "here"
 
 
 def test_it_places_a_call_on_the_live_worker_with_the_most_room(
@@ -56,9 +56,9 @@ def test_it_places_a_call_on_the_live_worker_with_the_most_room(
     echo_calls(operator, "small", 1)
     for ended in echo_calls(operator, "small", 3):
         ended.hang_up(operator)  # ended calls take no room
-    assert place_call() == "big"
+    assert choose_worker() == "big"
     echo_calls(operator, "big", 4)  # 6 of 10 now: more than half
-    assert place_call() == "small"
+    assert choose_worker() == "small"
 
 
 def test_it_refuses_a_call_when_no_live_worker_has_room(
@@ -68,7 +68,7 @@ def test_it_refuses_a_call_when_no_live_worker_has_room(
     worker("dead", capacity=10, silent_for=6)
     echo_calls(operator, "full", 1)
     with pytest.raises(CallbridgeError) as refused:
-        place_call()
+        choose_worker()
     assert (refused.value.code, refused.value.recoverable) == ("MEDIA_BRIDGE_FAILURE", True)
 
 

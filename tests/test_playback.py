@@ -11,8 +11,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from calls.models import AudioFile
-from tests.browser import write_tone_wav
-from tests.live_call import LiveCall, add_to_library
+from tests.support.browser import write_tone_wav
+from tests.support.live_call import LiveCall, add_to_library
 
 
 def tone_bytes(tmp_path: Path, frequency: float, seconds: float) -> bytes:

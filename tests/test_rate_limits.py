@@ -16,7 +16,7 @@ from calls.consumers import throttle
 from calls.models import ApiToken, Call, CallEvent, EndUserSession
 from calls.signaling.rate_limit import PRUNE_EVERY, Rate, TokenBuckets
 from tests.conftest import assert_error, bearer_client
-from tests.signal_client import SignalClient
+from tests.support.signal_client import SignalClient
 
 
 class TestTokenBuckets:
@@ -167,7 +167,7 @@ async def test_it_limits_token_guessing_per_ip_before_authentication(
 async def test_it_limits_operator_feed_handshakes_per_ip_logged_in_or_not(
     asgi_app: Any, settings: Any
 ) -> None:
-    from tests.signal_client import staff_cookie
+    from tests.support.signal_client import staff_cookie
 
     settings.CALLBRIDGE_WS_RATE_LIMIT_IP = "2/min"
     cookie = await sync_to_async(staff_cookie)()
@@ -197,7 +197,7 @@ async def test_it_limits_operator_feed_handshakes_per_ip_logged_in_or_not(
 
 @pytestmark_db
 async def test_it_limits_the_operator_feed_socket(asgi_app: Any, settings: Any) -> None:
-    from tests.signal_client import staff_cookie
+    from tests.support.signal_client import staff_cookie
 
     settings.CALLBRIDGE_WS_RATE_LIMIT_SOCKET = "2/min"
     cookie = await sync_to_async(staff_cookie)()

@@ -14,8 +14,8 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from calls.models import Recording
-from tests.live_call import OPERATOR_TONE, USER_TONE, LiveCall
-from tests.media_peers import ClientPeer
+from tests.support.live_call import OPERATOR_TONE, USER_TONE, LiveCall
+from tests.support.media_peers import ClientPeer
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 

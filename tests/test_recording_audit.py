@@ -26,7 +26,7 @@ pytestmark = pytest.mark.django_db
 def recording(settings: Any, tmp_path: Path, operator: Principal) -> Recording:
     settings.MEDIA_ROOT = tmp_path
     session, _ = EndUserSession.create(ttl_seconds=600, display_name="Ada")
-    call = Call.start(by=Principal.end_user(session), mode="bridge")
+    call = Call.start(by=Principal.end_user(session), mode="bridge", media_worker="embedded")
     call.answer(operator)
     started = Recording.begin(call, operator, "ada.wav", consents=lambda _: [])
     writer = WavWriter(tmp_path / "recordings" / "ada.wav")

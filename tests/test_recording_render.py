@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from calls.media.capture import MAGIC, RECORD, read_capture
-from tests.media_peers import opus_tone
+from tests.support.media_peers import opus_tone
 
 ROOT = Path(__file__).resolve().parent.parent
 

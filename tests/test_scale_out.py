@@ -23,11 +23,11 @@ import pytest
 import requests
 import websockets
 
-from tests import consent_races
-from tests.cluster import WORKER_TIMEOUT_S, Cluster, MediaWorkerProcess, running_cluster
-from tests.live_server import Server
-from tests.media_peers import ClientPeer
-from tests.real_socket import RealSocket
+from tests.support import consent_races
+from tests.support.cluster import WORKER_TIMEOUT_S, Cluster, MediaWorkerProcess, running_cluster
+from tests.support.live_server import Server
+from tests.support.media_peers import ClientPeer
+from tests.support.real_socket import RealSocket
 from tests.test_recording import dominant, read_wav
 
 pytestmark = pytest.mark.daphne

@@ -39,9 +39,9 @@ from calls.models import (
 from calls.principals import Principal
 from calls.tokens import hash_token
 from tests.conftest import assert_error, bearer_client
-from tests.live_call import LiveCall
-from tests.media_peers import ClientPeer
-from tests.signal_client import SignalClient, staff_cookie
+from tests.support.live_call import LiveCall
+from tests.support.media_peers import ClientPeer
+from tests.support.signal_client import SignalClient, staff_cookie
 from tests.test_settings import settings_in_subprocess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -314,7 +314,7 @@ def test_it_keeps_an_end_user_out_of_other_users_calls(
 ) -> None:
     owner, _ = make_session("Ada")
     _, intruder = make_session("Mallory")
-    call = Call.start(by=Principal.end_user(owner), mode="echo")
+    call = Call.start(by=Principal.end_user(owner), mode="echo", media_worker="embedded")
     body = next((b for p, b in UNSAFE if p == path), None)
     before = records()
     client = bearer_client(intruder)

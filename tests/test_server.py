@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.live_server import Server, running_server
-from tests.media_peers import ClientPeer
-from tests.real_socket import RealSocket
+from tests.support.live_server import Server, running_server
+from tests.support.media_peers import ClientPeer
+from tests.support.real_socket import RealSocket
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.daphne

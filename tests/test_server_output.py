@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 import requests
 
-from tests.admin_form import admin_login, demo_operator_password
-from tests.live_server import Server, running_server
-from tests.media_peers import ClientPeer
-from tests.real_socket import RealSocket
+from tests.support.admin_form import admin_login, demo_operator_password
+from tests.support.live_server import Server, running_server
+from tests.support.media_peers import ClientPeer
+from tests.support.real_socket import RealSocket
 
 pytestmark = pytest.mark.daphne
 

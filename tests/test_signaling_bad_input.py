@@ -13,9 +13,9 @@ from channels.testing import WebsocketCommunicator
 
 from calls.models import Call, CallEvent, EndUserSession, Leg
 from calls.principals import Principal
-from tests.media_peers import ClientPeer
-from tests.resources import open_peer_connections
-from tests.signal_client import SignalClient
+from tests.support.media_peers import ClientPeer
+from tests.support.resources import open_peer_connections
+from tests.support.signal_client import SignalClient
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -26,7 +26,7 @@ def make_user(name: str) -> tuple[EndUserSession, str]:
 
 def others_call() -> str:
     bob, _ = make_user("Bob")
-    return str(Call.start(by=Principal.end_user(bob), mode="bridge").pk)
+    return str(Call.start(by=Principal.end_user(bob), mode="bridge", media_worker="embedded").pk)
 
 
 def counts() -> tuple[int, int, int]:

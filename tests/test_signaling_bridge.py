@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 
+from calls.background import background_tasks
 from calls.models import ApiToken, Call, EndUserSession
-from calls.services import services
-from tests.media_peers import ClientPeer
-from tests.resources import Resources, settle_to
-from tests.signal_client import SignalClient, staff_cookie
+from tests.support.media_peers import ClientPeer
+from tests.support.resources import Resources, settle_to
+from tests.support.signal_client import SignalClient, staff_cookie
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -112,7 +112,7 @@ async def test_it_bridges_two_parties_each_hearing_the_other(
     assert ordered(parties.operator.events(), ["call.answered", "media.connected", "call.ended"])
     assert ordered(parties.dashboard.events(), ["call.incoming", "call.answered", "call.ended"])
 
-    worker = services.get("media-worker")
+    worker = background_tasks.get("media-worker")
     assert worker.peer_count == 0 and worker.calls == {}
     assert await settle_to(baseline) == baseline
 

@@ -8,8 +8,8 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from calls.models import ApiToken, Call, EndUserSession
-from tests.media_peers import ClientPeer
-from tests.signal_client import SignalClient
+from tests.support.media_peers import ClientPeer
+from tests.support.signal_client import SignalClient
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 

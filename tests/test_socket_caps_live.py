@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 import websockets
 
-from tests.live_server import Server, running_server
-from tests.real_socket import RealSocket
+from tests.support.live_server import Server, running_server
+from tests.support.real_socket import RealSocket
 
 pytestmark = pytest.mark.daphne
 

@@ -28,7 +28,7 @@ def parties(
 def call_in(state: CallState, parties: Parties) -> Call:
     """An inbound bridge call brought to `state` through legal moves only."""
     user, operator = parties
-    call = Call.start(by=user, mode="bridge")
+    call = Call.start(by=user, mode="bridge", media_worker="embedded")
     if state == CallState.ACTIVE:
         call.answer(operator)
     elif state == CallState.ENDED:
@@ -142,7 +142,7 @@ def test_it_rejects_when_the_callee_hangs_up_a_ringing_call(parties: Parties) ->
 
 def test_it_cancels_an_outbound_call_its_operator_hangs_up(parties: Parties) -> None:
     user, operator = parties
-    call = Call.start(by=operator, mode="bridge", session=user.session)
+    call = Call.start(by=operator, mode="bridge", media_worker="embedded", session=user.session)
     assert (call.state, call.direction, call.caller_role) == ("ringing", "outbound", "operator")
     call.hang_up(operator)
     assert (call.state, call.end_reason) == ("cancelled", "cancelled")
@@ -163,7 +163,7 @@ def test_it_records_who_answered_and_their_leg(parties: Parties) -> None:
 
 def test_it_starts_echo_calls_active_with_one_leg(parties: Parties) -> None:
     user, _ = parties
-    call = Call.start(by=user, mode="echo")
+    call = Call.start(by=user, mode="echo", media_worker="embedded")
     assert call.state == CallState.ACTIVE and call.answered_at == call.created_at
     assert call.ring_deadline is None
     assert [leg.role for leg in call.legs.all()] == ["user"]
@@ -185,20 +185,20 @@ def test_it_keeps_a_complete_timeline(parties: Parties) -> None:
 def test_it_refuses_unknown_modes_and_modes_without_a_callee(parties: Parties) -> None:
     user, operator = parties
     with pytest.raises(CallbridgeError) as unknown:
-        Call.start(by=user, mode="conference")
+        Call.start(by=user, mode="conference", media_worker="embedded")
     assert unknown.value.code is ErrorCode.INVALID_ARGUMENT
     with pytest.raises(CallbridgeError) as no_callee:
-        Call.start(by=operator, mode="bridge")
+        Call.start(by=operator, mode="bridge", media_worker="embedded")
     assert no_callee.value.code is ErrorCode.INVALID_ARGUMENT
     assert Call.objects.count() == 0
 
 
 def test_it_refuses_a_second_bridge_call_for_a_busy_session(parties: Parties) -> None:
     user, operator = parties
-    Call.start(by=user, mode="bridge")
+    Call.start(by=user, mode="bridge", media_worker="embedded")
     with pytest.raises(CallStateError):
-        Call.start(by=operator, mode="bridge", session=user.session)
-    Call.start(by=user, mode="echo")  # a microphone test is still allowed
+        Call.start(by=operator, mode="bridge", media_worker="embedded", session=user.session)
+    Call.start(by=user, mode="echo", media_worker="embedded")  # a microphone test is still allowed
     assert Call.objects.filter(mode="bridge").count() == 1
 
 
@@ -210,7 +210,7 @@ def test_it_refuses_to_ring_an_expired_or_revoked_session(
     revoked.revoke()
     for session in (expired, revoked):
         with pytest.raises(CallbridgeError) as raised:
-            Call.start(by=operator, mode="bridge", session=session)
+            Call.start(by=operator, mode="bridge", media_worker="embedded", session=session)
         assert raised.value.code is ErrorCode.INVALID_ARGUMENT
     assert Call.objects.count() == 0
 
@@ -243,11 +243,11 @@ def test_it_keeps_call_events_append_only(parties: Parties) -> None:
 def test_it_marks_only_overdue_ringing_calls_missed(parties: Parties, settings: Any) -> None:
     user, _operator = parties
     settings.CALLBRIDGE_RING_TIMEOUT_S = 1
-    overdue = Call.start(by=user, mode="bridge")
+    overdue = Call.start(by=user, mode="bridge", media_worker="embedded")
     Call.objects.filter(pk=overdue.pk).update(ring_deadline=overdue.created_at)
     settings.CALLBRIDGE_RING_TIMEOUT_S = 3600
     other_session = EndUserSession.create(ttl_seconds=600)[0]
-    fresh = Call.start(by=Principal.end_user(other_session), mode="bridge")
+    fresh = Call.start(by=Principal.end_user(other_session), mode="bridge", media_worker="embedded")
     assert Call.expire_overdue() == [overdue.pk]
     assert Call.objects.get(pk=overdue.pk).state == "missed"
     assert Call.objects.get(pk=fresh.pk).state == "ringing"

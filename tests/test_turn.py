@@ -13,10 +13,10 @@ import pytest
 import websockets
 from aiortc import RTCConfiguration, RTCIceServer, RTCIceTransportPolicy
 
-from tests.live_server import Server, running_server
-from tests.media_peers import ClientPeer
-from tests.real_services import Turn, running_coturn
-from tests.real_socket import RealSocket
+from tests.support.live_server import Server, running_server
+from tests.support.media_peers import ClientPeer
+from tests.support.real_services import Turn, running_coturn
+from tests.support.real_socket import RealSocket
 
 pytestmark = pytest.mark.daphne
 

@@ -48,6 +48,7 @@ from calls.recordings import (
     stop_recording,
     withdraw_consent_stops_recording,
 )
+from calls.workers import placement
 
 ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 409, 429)}
 
@@ -71,7 +72,7 @@ def require_operator(principal: Principal) -> None:
         raise ApiError(ErrorCode.FORBIDDEN, "Only operators and API tokens may do that")
 
 
-def place_call(principal: Principal, body: dict[str, Any]) -> Call:
+def start_call_from_request(principal: Principal, body: dict[str, Any]) -> Call:
     """POST /api/calls and WaGo's /call/make."""
     fields = CallCreateSerializer(data=body)
     fields.is_valid(raise_exception=True)
@@ -85,7 +86,12 @@ def place_call(principal: Principal, body: dict[str, Any]) -> Call:
             session = EndUserSession.objects.filter(pk=session_id).first()
             if session is None:
                 raise ApiError(ErrorCode.NOT_FOUND, "No such session")
-    return Call.start(by=principal, mode=fields.validated_data["mode"], session=session)
+    return Call.start(
+        by=principal,
+        mode=fields.validated_data["mode"],
+        session=session,
+        media_worker=placement.choose_worker(),
+    )
 
 
 def enduser_page_url(request: Request, token: str) -> str:
@@ -202,7 +208,7 @@ class CallViewSet(viewsets.GenericViewSet):
         responses={201: CallSerializer, **ERRORS},
     )
     def create(self, request: Request) -> Response:
-        call = place_call(principal_of(request), json_object(request))
+        call = start_call_from_request(principal_of(request), json_object(request))
         return self._call_response(call, status.HTTP_201_CREATED)
 
     @extend_schema(

@@ -29,8 +29,8 @@ from calls.api.views import (
     ERRORS,
     WebRtcConfigView,
     json_object,
-    place_call,
     principal_of,
+    start_call_from_request,
 )
 from calls.api.webrtc import answer_offer, close_media
 from calls.ice import ice_configuration
@@ -156,7 +156,7 @@ class WagoMakeView(APIView):
         responses={201: CallSerializer, **ERRORS},
     )
     def post(self, request: Request) -> Response:
-        call = place_call(principal_of(request), json_object(request))
+        call = start_call_from_request(principal_of(request), json_object(request))
         return Response(_call_body(call, principal_of(request)), status=status.HTTP_201_CREATED)
 
 

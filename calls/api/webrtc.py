@@ -4,21 +4,22 @@ from __future__ import annotations
 
 from asgiref.sync import async_to_sync
 
-from calls import calling, media_link
+from calls import calling
 from calls.calling import OfferPlan
 from calls.errors import CallbridgeError
 from calls.models import Call, Leg, MediaState
 from calls.principals import Principal
+from calls.workers import link
 
 
 def answer_offer(principal: Principal, call_id: str, sdp: str) -> tuple[OfferPlan, str]:
     """Connect the principal's leg of `call_id` with this offer; returns the answer SDP."""
     plan = calling.plan_offer(principal, call_id, None)
-    reply = async_to_sync(media_link.request)(plan.worker, media_link.offer_message(plan, sdp))
+    reply = async_to_sync(link.request)(plan.worker, link.offer_message(plan, sdp))
     try:
         calling.commit_offer(principal, plan)
     except CallbridgeError:
-        async_to_sync(media_link.send)(plan.worker, media_link.abandon_message(plan))
+        async_to_sync(link.send)(plan.worker, link.abandon_message(plan))
         raise
     return plan, reply["sdp"]
 
@@ -26,5 +27,5 @@ def answer_offer(principal: Principal, call_id: str, sdp: str) -> tuple[OfferPla
 def close_media(principal: Principal, call: Call) -> None:
     """Close the principal's leg media; the call stays (a new offer reconnects)."""
     leg = calling.own_leg(principal, call)
-    async_to_sync(media_link.request)(leg.worker, media_link.close_message(leg))
+    async_to_sync(link.request)(leg.worker, link.close_message(leg))
     Leg.objects.get(pk=leg.leg_id).set_media_state(MediaState.CLOSED)

@@ -13,7 +13,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from calls import calling, media_link, revocation
+from calls import calling, revocation
 from calls.authn import principal_for_token
 from calls.calling import LegRef, OfferKind, OfferPlan
 from calls.consumers import throttle
@@ -23,6 +23,7 @@ from calls.errors import CallbridgeError, ErrorCode
 from calls.events import OPERATORS_GROUP, call_group, publish_presence, session_group
 from calls.principals import Principal
 from calls.signaling import protocol
+from calls.workers import link
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class SignalConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketCo
             await self._candidate(message)
         elif isinstance(message, protocol.Close):
             leg = await self._leg(message.session_id)
-            await media_link.send(leg.worker, media_link.close_message(leg))
+            await link.send(leg.worker, link.close_message(leg))
         elif isinstance(message, protocol.Hangup):
             await self._hangup(message)
 
@@ -183,10 +184,10 @@ class SignalConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketCo
         self.offers[request_id] = plan
         # Join before the offer is recorded: its events then reach us after our answer.
         await self._join(call_group(plan.call_id))
-        await media_link.send(
+        await link.send(
             plan.worker,
             {
-                **media_link.offer_message(plan, message.sdp),
+                **link.offer_message(plan, message.sdp),
                 "reply_to": self.channel_name,
                 "request_id": request_id,
             },
@@ -199,10 +200,10 @@ class SignalConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketCo
             "sdpMid": message.sdp_mid,
             "sdpMLineIndex": message.sdp_mline_index,
         }
-        await media_link.send(
+        await link.send(
             leg.worker,
             {
-                **media_link.candidate_message(leg, data),
+                **link.candidate_message(leg, data),
                 "reply_to": self.channel_name,
                 "request_id": "",
             },
@@ -228,12 +229,12 @@ class SignalConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketCo
         if plan is None or self.principal is None:
             return
         if self.credential_dead:  # died while the worker answered: no leg for it
-            await media_link.send(plan.worker, media_link.abandon_message(plan))
+            await link.send(plan.worker, link.abandon_message(plan))
             return
         try:
             await database_sync_to_async(calling.commit_offer)(self.principal, plan)
         except CallbridgeError as error:
-            await media_link.send(plan.worker, media_link.abandon_message(plan))
+            await link.send(plan.worker, link.abandon_message(plan))
             await self._leave_unless_mine(plan)
             await self._send(protocol.error("", error, call_sid=str(plan.call_id)))
             return

@@ -19,10 +19,10 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from calls.errors import CallbridgeError, CallStateError, ErrorCode
+from calls.model_signals import call_event_recorded
 from calls.models.append_only import AppendOnlyModel
 from calls.models.credentials import ApiToken, EndUserSession
 from calls.principals import SYSTEM, Principal
-from calls.signals import call_event_recorded
 
 
 class CallState(models.TextChoices):
@@ -220,13 +220,14 @@ class Call(models.Model):
         session: EndUserSession | None = None,
         call_id: uuid.UUID | None = None,
         leg_id: uuid.UUID | None = None,
+        media_worker: str,
         media_state: str = "new",
-        media_worker: str | None = None,
     ) -> Call:
         """Place a new call. End users ring the operators; operators ring `session`.
 
-        `call_id`/`leg_id`/`media_worker` let a media offer that was answered first keep
-        its ids and the worker that answered it; otherwise the call is placed now.
+        `media_worker`: the worker chosen for it (calls.workers.placement.choose_worker), or
+        the one that already answered its offer; `call_id`/`leg_id` let that offer keep its
+        ids.
         """
         if mode not in CallMode.values:
             raise CallbridgeError(ErrorCode.INVALID_ARGUMENT, f"unknown mode {mode!r}")
@@ -237,7 +238,6 @@ class Call(models.Model):
                 ErrorCode.INVALID_ARGUMENT, "sessionId is required to call an end user"
             )
         from calls import limits  # limits reads these models
-        from calls.placement import place_call  # placement reads these models
 
         now = timezone.now()
         with transaction.atomic():
@@ -267,7 +267,7 @@ class Call(models.Model):
                 operator_user=by.user,
                 operator_token=by.api_token,
                 created_by=by.label,
-                media_worker=media_worker or place_call(),
+                media_worker=media_worker,
                 created_at=now,
                 answered_at=None if ringing else now,
                 media_deadline=(
@@ -278,7 +278,7 @@ class Call(models.Model):
                 ),
             )
             leg = Leg.join(call, by, leg_id=leg_id, media_state=media_state)
-            call._record(
+            call.record_event(
                 "call.created",
                 by,
                 {"state": call.state, "mode": mode, "direction": call.direction},
@@ -365,7 +365,7 @@ class Call(models.Model):
             else:
                 data["reason"] = changes["end_reason"]
             data.update(detail or {})
-            event = call._record(event_name, by, data, leg=leg)
+            event = call.record_event(event_name, by, data, leg=leg)
         self._copy_from(call)
         return event
 
@@ -373,7 +373,7 @@ class Call(models.Model):
         for field in self._meta.concrete_fields:
             setattr(self, field.attname, getattr(other, field.attname))
 
-    def _record(
+    def record_event(
         self, name: str, by: Principal, data: dict[str, Any], leg: Leg | None = None
     ) -> CallEvent:
         event = CallEvent.objects.create(
@@ -388,7 +388,7 @@ class Call(models.Model):
         with transaction.atomic():
             locked = Call.objects.select_for_update().get(pk=self.pk)
             if locked.state == CallState.ACTIVE:
-                locked._record(name, by, data)
+                locked.record_event(name, by, data)
 
     def expire_media(self) -> CallEvent:
         """End the call with `media_timeout` if its media deadline has really passed."""
@@ -495,7 +495,7 @@ class Leg(models.Model):
                 deadline = call._media_deadline(now)
                 if deadline != call.media_deadline:
                     Call.objects.filter(pk=call.pk).update(media_deadline=deadline)
-            return call._record(
+            return call.record_event(
                 f"media.{state}",
                 SYSTEM,
                 {"legID": str(leg.pk), "role": leg.role, "from": previous, "state": state},

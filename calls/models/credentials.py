@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 
-from calls.signals import credentials_revoked
+from calls.model_signals import credentials_revoked
 from calls.tokens import IssuedToken, TokenKind, digest_matches, issue_token, token_prefix
 
 # last_used_at / last_seen_at are written at most this often, not on every request.

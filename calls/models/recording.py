@@ -98,7 +98,7 @@ class Recording(models.Model):
                 started_by=by.label,
             )
             recording.consents.set(relied_on)
-            locked._record(
+            locked.record_event(
                 "recording.started",
                 by,
                 {"recordingID": str(recording.pk), "consents": [c.pk for c in relied_on]},
@@ -122,7 +122,7 @@ class Recording(models.Model):
                 stop_reason=reason,
             )
             if updated:
-                call._record(
+                call.record_event(
                     "recording.stopped",
                     Principal("system"),
                     {"recordingID": str(self.pk), "reason": reason, "stoppedBy": by},

@@ -19,11 +19,11 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from callbridge.private_files import secure_data_directories
-from calls import placement
 from calls.events import EventPublisher
 from calls.models import EndReason
-from calls.services import media_worker
-from calls.worker_heartbeat import Heartbeat, NameTaken, claim_name
+from calls.workers import placement
+from calls.workers.heartbeat import Heartbeat, NameTaken, claim_name
+from calls.workers.local import build_media_worker
 
 logger = logging.getLogger("calls.mediaworker")
 
@@ -74,7 +74,7 @@ async def serve(name: str, addresses: list[str], capacity: int, drain_timeout_s:
     left_over = await database_sync_to_async(claim_name)(name)
     if left_over:
         logger.warning("media worker %s: ended %d calls of its previous run", name, len(left_over))
-    worker = media_worker(name, addresses)
+    worker = build_media_worker(name, addresses)
     heartbeat = Heartbeat(worker, addresses, capacity)
     publisher = EventPublisher()
     loop = asyncio.get_running_loop()

@@ -18,8 +18,8 @@ from twisted.internet.defer import Deferred
 from callbridge.private_files import secure_data_directories
 from callbridge.redaction import path_only, redact
 from calls import loop_lag
-from calls.reconcile import reconcile_at_startup
-from calls.services import services
+from calls.background import background_tasks
+from calls.workers.reconcile import reconcile_at_startup
 
 # What `--proxy-headers` means when CALLBRIDGE_TRUSTED_PROXIES is empty: the proxy runs on
 # this host (the documented nginx set-up).
@@ -33,14 +33,14 @@ EVENTS_FLUSH_S = 0.5
 def start_services() -> None:
     """Start the services on daphne's loop (they are stopped by ServerWithServices)."""
     loop = asyncio.get_event_loop()  # daphne sets its asyncio reactor's loop before this
-    services.ensure_started(loop)
+    background_tasks.ensure_started(loop)
     loop_lag.start_from_env(loop)  # benchmarks only (bench/): off unless its env var is set
 
 
 async def stop_services() -> None:
     """Close every peer connection, finalize recordings, end the calls; let the sockets
     tell their clients."""
-    await services.stop()
+    await background_tasks.stop()
     await asyncio.sleep(EVENTS_FLUSH_S)
 
 
@@ -59,7 +59,7 @@ def finish_leftover_tasks(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def reconcile_embedded_calls() -> None:
-    """Before listening: end the calls a killed previous run left open (see calls.reconcile).
+    """Before listening: end the calls a killed previous run left open (calls.workers.reconcile).
 
     Only in the embedded set-up (in-memory channel layer): this process is then the only
     one that ever served those calls. With shared workers, worker liveness decides."""

@@ -9,7 +9,7 @@ from typing import Any
 
 import websockets
 
-from tests.live_server import Server
+from tests.support.live_server import Server
 
 
 class RealSocket:

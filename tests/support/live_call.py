@@ -12,9 +12,9 @@ from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
 from calls.models import ApiToken, AudioFile, EndUserSession
-from tests.browser import write_tone_wav
-from tests.media_peers import ClientPeer
-from tests.signal_client import SignalClient
+from tests.support.browser import write_tone_wav
+from tests.support.media_peers import ClientPeer
+from tests.support.signal_client import SignalClient
 
 USER_TONE, OPERATOR_TONE = 440, 880
 

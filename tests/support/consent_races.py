@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from tests.live_server import Server
-from tests.media_peers import ClientPeer
-from tests.real_socket import RealSocket
+from tests.support.live_server import Server
+from tests.support.media_peers import ClientPeer
+from tests.support.real_socket import RealSocket
 from tests.test_recording import read_wav
 
 FRAME_S = 0.02

@@ -22,7 +22,7 @@ from calls.models import Call, EndReason, MediaWorkerStatus
 logger = logging.getLogger(__name__)
 
 
-def place_call() -> str:
+def choose_worker() -> str:
     """The name of the media worker a new call should use."""
     if settings.CALLBRIDGE_EMBEDDED_MEDIA_WORKER:
         return settings.CALLBRIDGE_MEDIA_WORKER_NAME

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.live_server import free_port, stop, wait_for_port
+from tests.support.live_server import free_port, stop, wait_for_port
 
 
 def require_binary(path_or_name: str, package: str) -> str:

@@ -16,8 +16,8 @@ from typing import Any
 
 import psycopg
 
-from tests.live_server import ROOT, Server, running_server, stop
-from tests.real_services import running_postgres, running_redis
+from tests.support.live_server import ROOT, Server, running_server, stop
+from tests.support.real_services import running_postgres, running_redis
 
 # Short, so a killed worker is noticed within seconds.
 WORKER_TIMEOUT_S = 3

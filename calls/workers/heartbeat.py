@@ -15,9 +15,9 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from calls import placement
 from calls.media.worker import MediaWorker
 from calls.models import MediaWorkerStatus, WorkerState
+from calls.workers import placement
 
 logger = logging.getLogger(__name__)
 

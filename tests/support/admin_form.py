@@ -7,7 +7,7 @@ import re
 import requests
 from requests.adapters import HTTPAdapter
 
-from tests.live_server import Server
+from tests.support.live_server import Server
 
 
 class _FromAddress(HTTPAdapter):
