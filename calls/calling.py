@@ -19,7 +19,7 @@ from django.db import transaction
 
 from calls import limits, policy
 from calls.errors import CallbridgeError, CallStateError, ErrorCode
-from calls.models import Call, CallMode, Leg, MediaState
+from calls.models import Call, CallMode, EndUserSession, Leg, MediaState
 from calls.principals import Principal
 from calls.workers.placement import choose_worker
 
@@ -38,6 +38,10 @@ class OfferPlan:
     role: str
     mode: str
     worker: str
+
+    @property
+    def creates_call(self) -> bool:
+        return self.kind == OfferKind.CREATE
 
 
 def _not_found() -> CallbridgeError:
@@ -119,6 +123,16 @@ def commit_offer(principal: Principal, plan: OfferPlan) -> None:
             if not leg.call.is_open:
                 raise CallStateError(f"the call is {leg.call.state}")
             leg.set_media_state(MediaState.CONNECTING)
+
+
+def start_call(principal: Principal, mode: str, session: EndUserSession | None) -> Call:
+    """A new call without media yet (REST `POST /api/calls`, WaGo's /call/make), placed on
+    a media worker, within the principal's caps: counted under its credential's lock (taken
+    before the session's, the one lock order everywhere)."""
+    with transaction.atomic():
+        limits.lock_credential(principal)
+        limits.check_new_call(principal, mode)
+        return Call.start(by=principal, mode=mode, session=session, media_worker=choose_worker())
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ value), and happens before anything is written or sent to a media worker.
 
 Offers are checked twice (calls/calling.py): once when planned, before the media worker
 makes a peer connection, and again when committed, under a row lock on the offering
-credential, so offers racing each other cannot all pass. `Call.start` checks the call caps
-under the same lock, which covers REST `POST /api/calls` too.
+credential, so offers racing each other cannot all pass. REST `POST /api/calls`
+(`calling.start_call`) checks the call caps under the same lock before `Call.start`.
 
 WebSocket caps (sockets per address and per credential, the sign-in deadline) live with
 the other per-process socket limits in calls/consumers/throttle.py.
@@ -102,9 +102,7 @@ def check_media_leg(principal: Principal, leg_id: Any) -> None:
 
 
 def check_offer(principal: Principal, plan: OfferPlan) -> None:
-    from calls.calling import OfferKind
-
-    if plan.kind == OfferKind.CREATE:
+    if plan.creates_call:
         check_new_call(principal, plan.mode)
     check_media_leg(principal, plan.leg_id)
 

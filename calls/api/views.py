@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from callbridge.client_address import client_ip
-from calls import playback, policy
+from calls import calling, playback, policy
 from calls.api.exceptions import ApiError
 from calls.api.pagination import LinkHeaderCursorPagination
 from calls.api.serializers import (
@@ -48,7 +48,6 @@ from calls.recordings import (
     stop_recording,
     withdraw_consent_stops_recording,
 )
-from calls.workers import placement
 
 ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 409, 429)}
 
@@ -86,12 +85,7 @@ def start_call_from_request(principal: Principal, body: dict[str, Any]) -> Call:
             session = EndUserSession.objects.filter(pk=session_id).first()
             if session is None:
                 raise ApiError(ErrorCode.NOT_FOUND, "No such session")
-    return Call.start(
-        by=principal,
-        mode=fields.validated_data["mode"],
-        session=session,
-        media_worker=placement.choose_worker(),
-    )
+    return calling.start_call(principal, fields.validated_data["mode"], session)
 
 
 def enduser_page_url(request: Request, token: str) -> str:
