@@ -9,6 +9,7 @@ Schema — wire keys; every message also has "type" and "v" (the protocol versio
 
 Requests, to a worker's channel `media.<name>` (`worker_channel`); handled in order per
 call. Each may carry `reply_to` (a channel) and `request_id` (echoed in the reply).
+`role` is user|operator, `mode` bridge|echo, `to` user|operator|both; ids are strings.
   media.offer        Offer        {call, leg, role, mode, kind, sdp} → media.answer {sdp}.
                      `kind`: create (a new call: refused while the worker drains),
                      answer (refused when another party's leg holds that role), attach.
@@ -41,13 +42,16 @@ requests without a leg):
                                         parse (when it names a reply_to)
 Keys the channel layer adds (channels-redis' `__asgi_channel__`) are ignored.
 
-Versions: a message is accepted only if its "v" is exactly VERSION, older or newer. Both
-sides are the same code base deployed together; there is no translation between versions,
-so a message from another one may mean something else and the only safe answer is a loud
-refusal: the worker replies with an Error and logs it, daphne raises MEDIA_BRIDGE_FAILURE
-and logs it. A rolling deploy that changes VERSION drains the old workers first (their
-calls go on, new calls go to new workers). Wire keys are those of the unversioned dicts
-before v1, so a daphne from before v1 still reads v1 replies.
+Versions: a message is accepted only if its "v" is exactly VERSION; older and newer are
+refused alike. Daphne and workers are one code base with no translation between versions:
+a newer message may mean what this side cannot know, and accepting older ones would mean
+keeping their parsers and guessing their defaults — worth it only once a deploy must mix
+versions for long. So a mix fails loudly instead of half-working: the worker replies with
+an Error (MEDIA_BRIDGE_FAILURE) and logs it, daphne raises MEDIA_BRIDGE_FAILURE and logs
+it. Bump VERSION with any change to this schema; while a deploy mixes versions, requests
+between old and new processes fail until every process runs the new one. (A worker from
+before v1 cannot refuse: it ignores "v" and reads v1 messages as before, which is why v1
+kept the keys of those unversioned dicts.)
 """
 
 from __future__ import annotations
