@@ -247,13 +247,14 @@ class RunningWorker:
 
     async def ask(self, raw: dict[str, Any]) -> protocol.Reply:
         """Send `raw` to the worker with a fresh reply channel; its reply, parsed."""
-        reply_to = await self.layer.new_channel()
-        await self.tell({**raw, "reply_to": reply_to, "request_id": "q"})
         async with asyncio.timeout(5):
+            reply_to = await self.layer.new_channel()
+            await self.tell({**raw, "reply_to": reply_to, "request_id": "q"})
             return protocol.parse_reply(await self.layer.receive(reply_to))
 
     async def tell(self, raw: dict[str, Any]) -> None:
-        await self.layer.send(self.worker.channel, raw)
+        async with asyncio.timeout(5):
+            await self.layer.send(self.worker.channel, raw)
 
 
 @pytest.fixture
@@ -270,7 +271,9 @@ async def running_worker() -> AsyncIterator[RunningWorker]:
 async def test_it_serves_typed_requests(running_worker: RunningWorker) -> None:
     stop = protocol.encode(protocol.PlayStop(call="c-1"))
     assert await running_worker.ask(stop) == protocol.PlayStopped(request_id="q", call="c-1")
-    record_stop = protocol.encode(EVERY_MESSAGE[7])
+    record_stop = protocol.encode(
+        protocol.RecordStop(call="c-1", recording="r", reason="stopped", by="operator x")
+    )
     recorded = await running_worker.ask(record_stop)
     assert recorded == protocol.Recorded(result=None, request_id="q", call="c-1")
     missing = protocol.encode(protocol.CloseLeg(call="c-1", leg="l-9"))
