@@ -11,7 +11,7 @@ from calls import policy
 from calls.errors import CallbridgeError, CallStateError, ErrorCode
 from calls.models import AudioFile, Call, CallState
 from calls.principals import Principal
-from calls.workers import link
+from calls.workers import link, protocol
 
 TARGETS = ("user", "operator", "both")
 
@@ -41,13 +41,7 @@ def play(principal: Principal, call: Call, reference: Any, to: str) -> dict[str,
     playback_id = str(uuid.uuid4())
     reply = async_to_sync(link.request)(
         call.media_worker,
-        {
-            "type": "media.play",
-            "call": str(call.pk),
-            "playback": playback_id,
-            "path": audio.file.path,
-            "to": to,
-        },
+        protocol.Play(call=str(call.pk), playback=playback_id, path=audio.file.path, to=to),
     )
     call.note_while_active(
         "playback.started", principal, {"file": audio.name, "to": to, "playbackID": playback_id}
@@ -56,7 +50,7 @@ def play(principal: Principal, call: Call, reference: Any, to: str) -> dict[str,
         "playbackID": playback_id,
         "file": audio.name,
         "to": to,
-        "durationS": reply["durationS"],
+        "durationS": reply.duration_s,
     }
 
 
@@ -68,7 +62,5 @@ def stop(principal: Principal, call: Call) -> None:
     policy.require_access(principal, call)
     if call.state != CallState.ACTIVE:
         raise CallStateError(f"only an active call plays audio (it is {call.state})")
-    async_to_sync(link.request)(
-        call.media_worker, {"type": "media.play_stop", "call": str(call.pk)}
-    )
+    async_to_sync(link.request)(call.media_worker, protocol.PlayStop(call=str(call.pk)))
     call.note_while_active("playback.stopped", principal, {})

@@ -22,7 +22,7 @@ from calls.models import (
     StopReason,
 )
 from calls.principals import Principal
-from calls.workers import link
+from calls.workers import link, protocol
 
 # A name inside the recordings folder: no folders, no dots first, always .wav.
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.wav$")
@@ -66,13 +66,12 @@ def start_recording(principal: Principal, call: Call, name: str | None = None) -
     try:
         async_to_sync(link.request)(
             call.media_worker,
-            {
-                "type": "media.record_start",
-                "call": str(call.pk),
-                "mode": call.mode,
-                "recording": str(recording.pk),
-                "path": str(recordings_dir() / name),
-            },
+            protocol.RecordStart(
+                call=str(call.pk),
+                mode=call.mode,
+                recording=str(recording.pk),
+                path=str(recordings_dir() / name),
+            ),
         )
     except CallbridgeError:
         # Refused (the call ended, or a stop overtook this start), or no answer in time:
@@ -102,7 +101,8 @@ def stop_recording(call: Call, by: str, reason: str, cutoff: datetime | None = N
         ),
         within=link.REPLY_TIMEOUT_S + 60 + recorded_s / 10,
     )
-    running.finish(reason=reason, by=by, result=reply["result"])
+    result = reply.result.as_dict() if reply.result is not None else {}
+    running.finish(reason=reason, by=by, result=result)
     return running
 
 

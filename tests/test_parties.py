@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
@@ -23,7 +22,7 @@ from calls.errors import CallbridgeError
 from calls.models import ApiToken, Call, CallEvent, EndUserSession, Leg, RecordingConsent
 from calls.operators import operators_group
 from calls.principals import Principal
-from calls.workers import link
+from calls.workers import link, protocol
 from tests.conftest import assert_error, bearer_client
 from tests.support.live_call import OPERATOR_TONE, USER_TONE, LiveCall
 from tests.support.media_peers import ClientPeer
@@ -112,15 +111,14 @@ async def test_it_never_lets_a_second_offer_replace_a_partys_media_in_the_worker
     worker = background_tasks.get("media-worker")
     stranger = ClientPeer(660)
     try:
-        message = {
-            "type": "media.offer",
-            "kind": "attach",
-            "call": live_call.call_id,
-            "leg": "00000000-0000-0000-0000-000000000001",
-            "role": "operator",
-            "mode": "bridge",
-            "sdp": await stranger.offer(),
-        }
+        message = protocol.Offer(
+            kind=protocol.OfferKind.ATTACH,
+            call=live_call.call_id,
+            leg="00000000-0000-0000-0000-000000000001",
+            role="operator",
+            mode="bridge",
+            sdp=await stranger.offer(),
+        )
         with pytest.raises(CallbridgeError) as refused:
             async with asyncio.timeout(10):
                 await link.request(worker.name, message)
@@ -226,22 +224,17 @@ async def test_it_refuses_a_recording_start_that_its_stop_overtook(
     answered (nothing recorded) and the late start refused, nothing captured."""
     worker = background_tasks.get("media-worker").name
     recording = "5e1f0000-0000-0000-0000-000000000001"
-    stop = {
-        "type": "media.record_stop",
-        "call": live_call.call_id,
-        "recording": recording,
-        "reason": "consent_withdrawn",
-        "by": "end user Ada",
-    }
-    start = {
-        "type": "media.record_start",
-        "call": live_call.call_id,
-        "mode": "bridge",
-        "recording": recording,
-        "path": str(tmp_path / "recordings" / "late.wav"),
-    }
+    stop = protocol.RecordStop(
+        call=live_call.call_id, recording=recording, reason="consent_withdrawn", by="end user Ada"
+    )
+    start = protocol.RecordStart(
+        call=live_call.call_id,
+        mode="bridge",
+        recording=recording,
+        path=str(tmp_path / "recordings" / "late.wav"),
+    )
     async with asyncio.timeout(20):
-        assert (await link.request(worker, stop))["result"] == {}
+        assert (await link.request(worker, stop)).result is None  # nothing recorded
         with pytest.raises(CallbridgeError) as refused:
             await link.request(worker, start)
     assert refused.value.code == "CALL_STATE"
@@ -252,14 +245,13 @@ async def test_it_refuses_to_record_or_connect_a_call_its_worker_already_ended(
     live_call: LiveCall, tmp_path: Any
 ) -> None:
     worker = background_tasks.get("media-worker").name
-    await get_channel_layer().send(f"media.{worker}", link.end_call_message(live_call.call_id))
-    start = {
-        "type": "media.record_start",
-        "call": live_call.call_id,
-        "mode": "bridge",
-        "recording": "5e1f0000-0000-0000-0000-000000000002",
-        "path": str(tmp_path / "recordings" / "after-the-end.wav"),
-    }
+    await link.send(worker, link.end_call_message(live_call.call_id))
+    start = protocol.RecordStart(
+        call=live_call.call_id,
+        mode="bridge",
+        recording="5e1f0000-0000-0000-0000-000000000002",
+        path=str(tmp_path / "recordings" / "after-the-end.wav"),
+    )
     with pytest.raises(CallbridgeError) as refused:
         async with asyncio.timeout(20):
             await link.request(worker, start)

@@ -21,7 +21,7 @@ def answer_offer(principal: Principal, call_id: str, sdp: str) -> tuple[OfferPla
     except CallbridgeError:
         async_to_sync(link.send)(plan.worker, link.abandon_message(plan))
         raise
-    return plan, reply["sdp"]
+    return plan, reply.sdp
 
 
 def close_media(principal: Principal, call: Call) -> None:

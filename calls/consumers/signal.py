@@ -24,6 +24,7 @@ from calls.events import OPERATORS_GROUP, call_group, publish_presence, session_
 from calls.principals import Principal
 from calls.signaling import protocol
 from calls.workers import link
+from calls.workers import protocol as worker_protocol
 
 logger = logging.getLogger(__name__)
 
@@ -186,28 +187,21 @@ class SignalConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketCo
         await self._join(call_group(plan.call_id))
         await link.send(
             plan.worker,
-            {
-                **link.offer_message(plan, message.sdp),
-                "reply_to": self.channel_name,
-                "request_id": request_id,
-            },
+            link.offer_message(
+                plan, message.sdp, reply_to=self.channel_name, request_id=request_id
+            ),
         )
 
     async def _candidate(self, message: protocol.IceCandidate) -> None:
         leg = await self._leg(message.session_id)
-        data = {
-            "candidate": message.candidate,
-            "sdpMid": message.sdp_mid,
-            "sdpMLineIndex": message.sdp_mline_index,
-        }
-        await link.send(
-            leg.worker,
-            {
-                **link.candidate_message(leg, data),
-                "reply_to": self.channel_name,
-                "request_id": "",
-            },
+        candidate = link.candidate_message(
+            leg,
+            message.candidate,
+            message.sdp_mid,
+            message.sdp_mline_index,
+            reply_to=self.channel_name,  # only a candidate the worker cannot use is answered
         )
+        await link.send(leg.worker, candidate)
 
     async def _hangup(self, message: protocol.Hangup) -> None:
         principal = self._require_principal()
@@ -224,8 +218,24 @@ class SignalConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketCo
         return self.legs[leg_id]
 
     # --- media worker replies ----------------------------------------------------------------
-    async def media_answer(self, reply: dict[str, Any]) -> None:
-        plan = self.offers.pop(reply.get("request_id") or "", None)
+    # Channels calls these by the reply's type (media.answer, media.error); both read it
+    # whole, so a reply of another protocol version is an error whatever its type.
+    async def media_answer(self, message: dict[str, Any]) -> None:
+        await self._media_reply(link.read_reply(message))
+
+    async def media_error(self, message: dict[str, Any]) -> None:
+        await self._media_reply(link.read_reply(message))
+
+    async def _media_reply(self, reply: worker_protocol.Reply) -> None:
+        if isinstance(reply, worker_protocol.Answer):
+            await self._media_answered(reply)
+        elif isinstance(reply, worker_protocol.Error):
+            await self._media_refused(reply)
+        else:
+            logger.error("unexpected %s from a media worker on a signaling socket", reply.TYPE)
+
+    async def _media_answered(self, reply: worker_protocol.Answer) -> None:
+        plan = self.offers.pop(reply.request_id or "", None)
         if plan is None or self.principal is None:
             return
         if self.credential_dead:  # died while the worker answered: no leg for it
@@ -239,17 +249,17 @@ class SignalConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketCo
             await self._send(protocol.error("", error, call_sid=str(plan.call_id)))
             return
         self.legs[str(plan.leg_id)] = LegRef(plan.call_id, plan.leg_id, plan.role, plan.worker)
-        await self._send(protocol.answer(str(plan.leg_id), str(plan.call_id), reply["sdp"]))
+        await self._send(protocol.answer(str(plan.leg_id), str(plan.call_id), reply.sdp))
 
-    async def media_error(self, reply: dict[str, Any]) -> None:
-        error = CallbridgeError(ErrorCode(reply["code"]), reply["message"])
-        plan = self.offers.pop(reply.get("request_id") or "", None)
+    async def _media_refused(self, reply: worker_protocol.Error) -> None:
+        error = reply.as_exception()
+        plan = self.offers.pop(reply.request_id or "", None)
         if plan is not None:
             await self._leave_unless_mine(plan)
             session_id = str(plan.leg_id) if plan.kind == OfferKind.ATTACH else ""
             await self._send(protocol.error(session_id, error, call_sid=str(plan.call_id)))
         else:  # a candidate the worker could not use
-            await self._send(protocol.error(reply.get("leg") or "", error))
+            await self._send(protocol.error(reply.leg or "", error))
 
     async def _leave_unless_mine(self, plan: OfferPlan) -> None:
         if not any(leg.call_id == plan.call_id for leg in self.legs.values()):

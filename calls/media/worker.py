@@ -1,20 +1,9 @@
 """The media worker: owns the peer connections of its calls, reached via the channel layer.
 
-Messages on its channel (`media.<name>`), each handled in order per call:
-  media.offer      {call, kind, mode, leg, role, sdp, reply_to, request_id}
-                   → media.answer | media.error (refused: kind "create" while draining;
-                   kind "answer" when another party's answer already holds that role)
-  media.candidate  {call, leg, candidate, sdpMid, sdpMLineIndex, reply_to?, request_id?}
-  media.close      {call, leg, reply_to?} close that leg's media; the call stays → media.closed
-  media.end_call   {call}               the call ended: stop its recordings, close its legs
-  media.record_start {call, mode, recording, path, reply_to} → media.recording
-                   (refused once the call ended or that recording was stopped)
-  media.record_stop  {call, recording, reason, by, cutoff?, reply_to?} → media.recorded
-                   {result}; `cutoff` (unix time): no audio after it is kept. A stop that
-                   overtakes its start is answered (nothing recorded) and the start refused.
-  media.play       {call, playback, path, to, reply_to} → media.playing {durationS}
-  media.play_stop  {call, reply_to?} → media.play_stopped
-Leg media states go to the LegReporter (the database) in the order they happen.
+It reads the requests of calls.workers.protocol (the schema is that module's docstring) on
+its channel, handles them in order per call and replies to their `reply_to`. Leg media
+states and finished recordings go to the LegReporter (the database) in the order they
+happen.
 """
 
 from __future__ import annotations
@@ -22,22 +11,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from calls.audio_decoding import UnusableAudio, decode_mono
 from calls.errors import CallbridgeError, ErrorCode
 from calls.media.audio import Playback
 from calls.media.peer import LegPeer, PeerSettings
 from calls.media.recorder import CHANNELS, RENDERS_AT_ONCE, CallRecorder
+from calls.workers import protocol
+from calls.workers.protocol import worker_channel
 
 logger = logging.getLogger(__name__)
 
-
-def worker_channel(name: str) -> str:
-    return f"media.{name}"
+Req = TypeVar("Req", bound=protocol.Request)
+Handler = Callable[[Any], Awaitable[protocol.Reply | None]]  # typed where registered: _on()
 
 
 class ChannelLayer(Protocol):
@@ -49,7 +39,7 @@ class LegReporter(Protocol):
     async def leg_state(self, call_id: str, leg_id: str, state: str) -> None: ...
 
     async def recording_finished(
-        self, recording_id: str, reason: str, by: str, result: dict[str, Any]
+        self, recording_id: str, reason: str, by: str, result: protocol.RecordedFile
     ) -> None: ...
 
 
@@ -73,12 +63,12 @@ class CallMedia:
             peer.capture_into([])
         for recorder in self.recorders.values():
             for role in CHANNELS:
-                peer = self.legs.get(role)
+                recorded = self.legs.get(role)
                 if recorder.takes_packets:  # forwarding: packets captured, rendered later
-                    if peer is not None:
-                        peer.capture_into([recorder.packet_sink(role)])
+                    if recorded is not None:
+                        recorded.capture_into([recorder.packet_sink(role)])
                 else:
-                    recorder.listen(role, peer.inbound if peer else None)
+                    recorder.listen(role, recorded.inbound if recorded else None)
                     decoded.add(role)
         for role, peer in self.legs.items():
             peer.decode_inbound(role in decoded)
@@ -134,6 +124,15 @@ class MediaWorker:
         self._render_slots = asyncio.Semaphore(RENDERS_AT_ONCE)
         self.ended_calls = RecentIds()
         self.stopped_recordings = RecentIds()
+        self._handler_of: dict[type[protocol.Request], Handler] = {}
+        self._on(protocol.Offer, self._offer)
+        self._on(protocol.Candidate, self._candidate)
+        self._on(protocol.CloseLeg, self._close)
+        self._on(protocol.EndCall, self._hang_up)
+        self._on(protocol.RecordStart, self._record_start)
+        self._on(protocol.RecordStop, self._record_stop)
+        self._on(protocol.Play, self._play)
+        self._on(protocol.PlayStop, self._play_stop)
 
     @property
     def peer_count(self) -> int:
@@ -162,73 +161,59 @@ class MediaWorker:
             await self._end_call(call_id, "shutdown")
 
     # --- dispatch ------------------------------------------------------------------------
-    async def _handle_in_call_order(self, message: dict[str, Any]) -> None:
-        call_id = str(message.get("call", ""))
-        lock = self._call_locks.setdefault(call_id, asyncio.Lock())
+    def _on(
+        self, kind: type[Req], handler: Callable[[Req], Awaitable[protocol.Reply | None]]
+    ) -> None:
+        self._handler_of[kind] = handler
+
+    async def _handle_in_call_order(self, raw: dict[str, Any]) -> None:
+        try:
+            request = protocol.parse_request(raw)
+        except protocol.ProtocolError as problem:
+            await self._refuse(raw, problem)
+            return
+        lock = self._call_locks.setdefault(request.call, asyncio.Lock())
         async with lock:
-            try:
-                await self._handle(message)
-            except CallbridgeError as error:
-                await self._reply(message, {"type": "media.error", **error.as_body()})
-            except Exception:
-                logger.exception("media worker %s: %s failed", self.name, message.get("type"))
-                failure = CallbridgeError(ErrorCode.MEDIA_BRIDGE_FAILURE, "media worker error")
-                await self._reply(message, {"type": "media.error", **failure.as_body()})
-        if call_id not in self.calls and not lock.locked():
-            self._call_locks.pop(call_id, None)
+            reply = await self._answer(request)
+            if reply is not None and request.reply_to:
+                await self._send(request.reply_to, protocol.reply_to(request, reply))
+        if request.call not in self.calls and not lock.locked():
+            self._call_locks.pop(request.call, None)
 
-    async def _handle(self, message: dict[str, Any]) -> None:
-        kind = message.get("type")
-        if kind == "media.offer":
-            await self._offer(message)
-        elif kind == "media.candidate":
-            await self._candidate(message)
-        elif kind == "media.close":
-            await self._close_leg(message["call"], message["leg"])
-            await self._reply(message, {"type": "media.closed"})
-        elif kind == "media.end_call":
-            await self._end_call(message["call"], "hangup")
-        elif kind == "media.record_start":
-            await self._record_start(message)
-            await self._reply(message, {"type": "media.recording"})
-        elif kind == "media.play":
-            duration = await self._play(message)
-            await self._reply(message, {"type": "media.playing", "durationS": duration})
-        elif kind == "media.play_stop":
-            call = self.calls.get(message["call"])
-            for peer in call.legs.values() if call else []:
-                peer.outbound.overlays.clear()
-            if call is not None:
-                call.route()
-            await self._reply(message, {"type": "media.play_stopped"})
-        elif kind == "media.record_stop":
-            result = await self._record_stop(
-                message["call"],
-                message["recording"],
-                message["reason"],
-                message["by"],
-                message.get("cutoff"),
-            )
-            await self._reply(message, {"type": "media.recorded", "result": result})
-        else:
-            logger.warning("media worker %s: unknown message %r", self.name, kind)
+    async def _answer(self, request: protocol.Request) -> protocol.Reply | None:
+        try:
+            return await self._handler_of[type(request)](request)
+        except CallbridgeError as error:
+            return protocol.Error.of(error)
+        except Exception:
+            logger.exception("media worker %s: %s failed", self.name, request.TYPE)
+            failure = CallbridgeError(ErrorCode.MEDIA_BRIDGE_FAILURE, "media worker error")
+            return protocol.Error.of(failure)
 
-    async def _reply(self, message: dict[str, Any], reply: dict[str, Any]) -> None:
-        if message.get("reply_to"):
-            reply.update(request_id=message.get("request_id"), call=message.get("call"))
-            reply.setdefault("leg", message.get("leg"))
-            await self.layer.send(message["reply_to"], reply)
+    async def _send(self, channel: str, reply: protocol.Reply) -> None:
+        try:
+            await self.layer.send(channel, protocol.encode(reply))
+        except Exception:  # a full or gone reply channel: the sender's timeout tells it
+            logger.exception("media worker %s: could not reply %s", self.name, reply.TYPE)
+
+    async def _refuse(self, raw: dict[str, Any], problem: protocol.ProtocolError) -> None:
+        """A message this worker cannot read: said in the log, and to its sender if it
+        named a reply_to (a daphne of another version raises it; nothing is guessed)."""
+        logger.error("media worker %s: refused %.40r: %s", self.name, raw.get("type"), problem)
+        channel = protocol.reply_channel(raw)
+        if channel is not None:
+            await self._send(channel, protocol.refusal(raw, problem))
 
     # --- handlers ------------------------------------------------------------------------
-    async def _offer(self, message: dict[str, Any]) -> None:
-        call_id, leg_id, role = message["call"], message["leg"], message["role"]
-        if message.get("kind") == "create" and not self.accepting_new_calls:
+    async def _offer(self, offer: protocol.Offer) -> protocol.Answer:
+        call_id, leg_id, role = offer.call, offer.leg, offer.role
+        if offer.kind == protocol.OfferKind.CREATE and not self.accepting_new_calls:
             raise CallbridgeError(
                 ErrorCode.MEDIA_BRIDGE_FAILURE, "that media worker is draining; call again"
             )
         if call_id in self.ended_calls:
             raise CallbridgeError(ErrorCode.CALL_STATE, "the call has ended")
-        call = self.calls.get(call_id) or CallMedia(call_id, message["mode"])
+        call = self.calls.get(call_id) or CallMedia(call_id, offer.mode)
         holder = call.legs.get(role)
         if holder is not None and holder.leg_id != leg_id:
             # Only the same leg reconnects; another leg never replaces a party's media
@@ -244,7 +229,7 @@ class MediaWorker:
         )
         peer.outbound.on_overlays_done = lambda: self._reroute(call_id)
         try:
-            answer = await peer.answer(message["sdp"])
+            answer = await peer.answer(offer.sdp)
         except BaseException:
             await peer.close(report=False)  # a bad offer changes nothing
             raise
@@ -254,16 +239,18 @@ class MediaWorker:
         if previous is not None:
             await previous.close(report=False)  # reconnect: the new connection replaces it
         call.route()
-        await self._reply(message, {"type": "media.answer", "sdp": answer})
+        return protocol.Answer(sdp=answer)
 
-    async def _candidate(self, message: dict[str, Any]) -> None:
-        call = self.calls.get(message["call"])
-        peer = call.find(message["leg"]) if call else None
+    async def _candidate(self, candidate: protocol.Candidate) -> None:
+        call = self.calls.get(candidate.call)
+        peer = call.find(candidate.leg) if call else None
         if peer is None:
             raise CallbridgeError(ErrorCode.NOT_FOUND, "that leg has no media connection")
-        await peer.add_candidate(
-            message.get("candidate", ""), message.get("sdpMid"), message.get("sdpMLineIndex")
-        )
+        await peer.add_candidate(candidate.candidate, candidate.sdp_mid, candidate.sdp_mline_index)
+
+    async def _close(self, close: protocol.CloseLeg) -> protocol.Closed:
+        await self._close_leg(close.call, close.leg)
+        return protocol.Closed()
 
     async def _close_leg(self, call_id: str, leg_id: str) -> None:
         call = self.calls.get(call_id)
@@ -276,6 +263,9 @@ class MediaWorker:
         if call.idle:
             del self.calls[call_id]
 
+    async def _hang_up(self, end: protocol.EndCall) -> None:
+        await self._end_call(end.call, "hangup")
+
     async def _end_call(self, call_id: str, reason: str) -> None:
         self.ended_calls.add(call_id)
         call = self.calls.pop(call_id, None)
@@ -287,36 +277,42 @@ class MediaWorker:
             await peer.close("closed")
         call.legs.clear()
 
-    async def _play(self, message: dict[str, Any]) -> float:
-        call = self.calls.get(message["call"])
-        roles = ["user", "operator"] if message["to"] == "both" else [message["to"]]
+    async def _play(self, play: protocol.Play) -> protocol.Playing:
+        call = self.calls.get(play.call)
+        roles = ["user", "operator"] if play.to == "both" else [play.to]
         targets = [call.legs[role] for role in roles if call and role in call.legs]
         if len(targets) != len(roles):
             raise CallbridgeError(
-                ErrorCode.CALL_STATE, f"no media connection to play to ({message['to']})"
+                ErrorCode.CALL_STATE, f"no media connection to play to ({play.to})"
             )
         try:
-            samples = await asyncio.get_running_loop().run_in_executor(
-                None, decode_mono, message["path"]
-            )
+            samples = await asyncio.get_running_loop().run_in_executor(None, decode_mono, play.path)
         except UnusableAudio as error:
             raise CallbridgeError(ErrorCode.INVALID_ARGUMENT, str(error)) from None
         for peer in targets:
-            peer.outbound.overlays[message["playback"]] = Playback(message["playback"], samples)
+            peer.outbound.overlays[play.playback] = Playback(play.playback, samples)
         if call is not None:
             call.route()  # mixing needs the other party's audio decoded
-        return len(samples) / 48000
+        return protocol.Playing(duration_s=len(samples) / 48000)
 
-    async def _record_start(self, message: dict[str, Any]) -> None:
-        call_id, recording_id = message["call"], message["recording"]
+    async def _play_stop(self, stop: protocol.PlayStop) -> protocol.PlayStopped:
+        call = self.calls.get(stop.call)
+        for peer in call.legs.values() if call else []:
+            peer.outbound.overlays.clear()
+        if call is not None:
+            call.route()
+        return protocol.PlayStopped()
+
+    async def _record_start(self, start: protocol.RecordStart) -> protocol.RecordingStarted:
+        call_id, recording_id = start.call, start.recording
         if call_id in self.ended_calls:
             raise CallbridgeError(ErrorCode.CALL_STATE, "the call has ended")
         if recording_id in self.stopped_recordings:
             raise CallbridgeError(ErrorCode.CALL_STATE, "that recording was stopped")
-        call = self.calls.get(call_id) or CallMedia(call_id, message["mode"])
+        call = self.calls.get(call_id) or CallMedia(call_id, start.mode)
         recorder = CallRecorder(
-            message["recording"],
-            Path(message["path"]),
+            recording_id,
+            Path(start.path),
             packets=self.peer_settings.forwarding,
             render_slots=self._render_slots,
         )
@@ -327,30 +323,35 @@ class MediaWorker:
                 ErrorCode.MEDIA_BRIDGE_FAILURE, f"cannot write the recording: {error.strerror}"
             ) from None
         self.calls[call_id] = call
-        call.recorders[message["recording"]] = recorder
+        call.recorders[recording_id] = recorder
         call.route()
+        return protocol.RecordingStarted()
 
-    async def _record_stop(
-        self, call_id: str, recording_id: str, reason: str, by: str, cutoff: float | None
-    ) -> dict[str, Any]:
-        self.stopped_recordings.add(recording_id)
-        call = self.calls.get(call_id)
-        if call is None or recording_id not in call.recorders:
-            return {}  # overtook its start (refused when it comes), or long gone: no audio
-        result = await self._finish_recording(call, recording_id, reason, by, cutoff)
+    async def _record_stop(self, stop: protocol.RecordStop) -> protocol.Recorded:
+        self.stopped_recordings.add(stop.recording)
+        call = self.calls.get(stop.call)
+        if call is None or stop.recording not in call.recorders:
+            # Overtook its start (refused when it comes), or long gone: no audio.
+            return protocol.Recorded(result=None)
+        result = await self._finish_recording(
+            call, stop.recording, stop.reason, stop.by, stop.cutoff
+        )
         call.route()  # nothing needs the audio decoded any more
         if call.idle:
-            self.calls.pop(call_id, None)
-        return result
+            self.calls.pop(stop.call, None)
+        return protocol.Recorded(result=result)
 
     async def _finish_recording(
         self, call: CallMedia, recording_id: str, reason: str, by: str, cutoff: float | None = None
-    ) -> dict[str, Any]:
+    ) -> protocol.RecordedFile:
         recorder = call.recorders.pop(recording_id)
-        result = {
-            **(await recorder.stop(cutoff=cutoff)).as_dict(),
-            "audio_started_at": recorder.started_wall,
-        }
+        stopped = await recorder.stop(cutoff=cutoff)
+        result = protocol.RecordedFile(
+            size_bytes=stopped.size_bytes,
+            sha256=stopped.sha256,
+            duration_s=stopped.duration_s,
+            audio_started_at=recorder.started_wall,
+        )
         self._reports.put_nowait(self.reporter.recording_finished(recording_id, reason, by, result))
         return result
 

@@ -1,48 +1,68 @@
-"""Talking to media workers over the channel layer (they may live in other processes)."""
+"""Talking to media workers over the channel layer (they may live in other processes).
+
+The messages are calls.workers.protocol's; the builders here translate the records'
+terms (offer plans, legs, ids) into them."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
-from typing import Any
+from dataclasses import replace
+from typing import Any, TypeVar
 
-from channels.layers import get_channel_layer
+from channels.layers import BaseChannelLayer, get_channel_layer
 
 from calls.calling import LegRef, OfferKind, OfferPlan
 from calls.errors import CallbridgeError, ErrorCode
-from calls.media.worker import worker_channel
+from calls.workers import protocol
+from calls.workers.protocol import worker_channel
+
+logger = logging.getLogger(__name__)
 
 REPLY_TIMEOUT_S = 15.0
 
-
-def offer_message(plan: OfferPlan, sdp: str) -> dict[str, Any]:
-    return {
-        "type": "media.offer",
-        "kind": plan.kind,  # a draining worker refuses new calls
-        "call": str(plan.call_id),
-        "leg": str(plan.leg_id),
-        "role": plan.role,
-        "mode": plan.mode,
-        "sdp": sdp,
-    }
+R = TypeVar("R", bound=protocol.Reply)
 
 
-def candidate_message(leg: LegRef, data: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "media.candidate",
-        "call": str(leg.call_id),
-        "leg": str(leg.leg_id),
-        "candidate": data["candidate"],
-        "sdpMid": data.get("sdpMid"),
-        "sdpMLineIndex": data.get("sdpMLineIndex"),
-    }
+def offer_message(
+    plan: OfferPlan, sdp: str, *, reply_to: str | None = None, request_id: str | None = None
+) -> protocol.Offer:
+    return protocol.Offer(
+        call=str(plan.call_id),
+        leg=str(plan.leg_id),
+        role=plan.role,
+        mode=plan.mode,
+        kind=protocol.OfferKind(plan.kind),  # a draining worker refuses new calls
+        sdp=sdp,
+        reply_to=reply_to,
+        request_id=request_id,
+    )
 
 
-def close_message(leg: LegRef) -> dict[str, Any]:
-    return {"type": "media.close", "call": str(leg.call_id), "leg": str(leg.leg_id)}
+def candidate_message(
+    leg: LegRef,
+    candidate: str,
+    sdp_mid: str | None,
+    sdp_mline_index: int | None,
+    *,
+    reply_to: str | None = None,
+) -> protocol.Candidate:
+    return protocol.Candidate(
+        call=str(leg.call_id),
+        leg=str(leg.leg_id),
+        candidate=candidate,
+        sdp_mid=sdp_mid,
+        sdp_mline_index=sdp_mline_index,
+        reply_to=reply_to,
+    )
 
 
-def abandon_message(plan: OfferPlan) -> dict[str, Any]:
+def close_message(leg: LegRef) -> protocol.CloseLeg:
+    return protocol.CloseLeg(call=str(leg.call_id), leg=str(leg.leg_id))
+
+
+def abandon_message(plan: OfferPlan) -> protocol.EndCall | protocol.CloseLeg:
     """Undo the worker's side of an offer the records refused."""
     if plan.kind == OfferKind.CREATE:
         return end_call_message(plan.call_id)
@@ -55,42 +75,61 @@ def record_stop_message(
     reason: str,
     by: str,
     cutoff: float | None = None,
-) -> dict[str, Any]:
+) -> protocol.RecordStop:
     """Stop a recording; `cutoff` (unix time): keep no audio after it."""
-    return {
-        "type": "media.record_stop",
-        "call": str(call_id),
-        "recording": str(recording_id),
-        "reason": reason,
-        "by": by,
-        "cutoff": cutoff,
-    }
+    return protocol.RecordStop(
+        call=str(call_id), recording=str(recording_id), reason=reason, by=by, cutoff=cutoff
+    )
 
 
-def end_call_message(call_id: uuid.UUID | str) -> dict[str, Any]:
-    return {"type": "media.end_call", "call": str(call_id)}
+def end_call_message(call_id: uuid.UUID | str) -> protocol.EndCall:
+    return protocol.EndCall(call=str(call_id))
 
 
-async def send(worker: str, message: dict[str, Any]) -> None:
-    await get_channel_layer().send(worker_channel(worker), message)
-
-
-async def request(worker: str, message: dict[str, Any], within: float = REPLY_TIMEOUT_S) -> dict:
-    """Send and wait for the worker's reply (for callers without a socket: REST)."""
+def _layer() -> BaseChannelLayer:
     layer = get_channel_layer()
+    assert layer is not None, "CHANNEL_LAYERS has no default layer"
+    return layer
+
+
+async def send(worker: str, message: protocol.Request) -> None:
+    await _layer().send(worker_channel(worker), protocol.encode(message))
+
+
+async def request(
+    worker: str, message: protocol.RequestFor[R], within: float = REPLY_TIMEOUT_S
+) -> R:
+    """Send and wait for the worker's reply (for callers without a socket: REST).
+    CallbridgeError when it refuses, does not answer in time, or answers in another
+    protocol version."""
+    layer = _layer()
     # The default prefix: channels-redis serves every process-local channel with one
     # blocking pop on "specific.<process>!"; another prefix queues behind it for seconds.
     reply_to = await layer.new_channel()
-    await layer.send(
-        worker_channel(worker), {**message, "reply_to": reply_to, "request_id": reply_to}
-    )
+    await send(worker, replace(message, reply_to=reply_to, request_id=reply_to))
     try:
         async with asyncio.timeout(within):
-            reply = await layer.receive(reply_to)
+            raw = await layer.receive(reply_to)
     except TimeoutError:
         raise CallbridgeError(
             ErrorCode.MEDIA_BRIDGE_FAILURE, "the media worker did not answer"
         ) from None
-    if reply["type"] == "media.error":
-        raise CallbridgeError(ErrorCode(reply["code"]), reply["message"])
+    reply = read_reply(raw)
+    if isinstance(reply, protocol.Error):
+        raise reply.as_exception()
+    if not protocol.answers(reply, message):
+        logger.error("media worker %s answered %s with %s", worker, message.TYPE, reply.TYPE)
+        raise CallbridgeError(
+            ErrorCode.MEDIA_BRIDGE_FAILURE, f"the media worker answered {reply.TYPE}"
+        )
     return reply
+
+
+def read_reply(raw: dict[str, Any]) -> protocol.Reply:
+    """A worker's reply; one that does not parse (a worker of another protocol version)
+    is logged and read as the MEDIA_BRIDGE_FAILURE Error it amounts to."""
+    try:
+        return protocol.parse_reply(raw)
+    except protocol.ProtocolError as problem:
+        logger.error("unreadable reply from a media worker (%.40r): %s", raw.get("type"), problem)
+        return protocol.refusal(raw, problem)

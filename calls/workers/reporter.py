@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from channels.db import database_sync_to_async
 
 from calls.models import Leg, MediaState, Recording
+from calls.workers.protocol import RecordedFile
 
 logger = logging.getLogger(__name__)
 
@@ -22,13 +22,13 @@ def record_leg_state(leg_id: str, state: str) -> None:
 
 
 def record_recording_finished(
-    recording_id: str, reason: str, by: str, result: dict[str, Any]
+    recording_id: str, reason: str, by: str, result: RecordedFile
 ) -> None:
     recording = Recording.objects.filter(pk=recording_id).first()
     if recording is None:
         logger.warning("finished recording %s has no record", recording_id)
         return
-    recording.finish(reason=reason, by=by, result=result)
+    recording.finish(reason=reason, by=by, result=result.as_dict())
 
 
 class DatabaseLegReporter:
@@ -38,6 +38,6 @@ class DatabaseLegReporter:
         await database_sync_to_async(record_leg_state)(leg_id, state)
 
     async def recording_finished(
-        self, recording_id: str, reason: str, by: str, result: dict[str, Any]
+        self, recording_id: str, reason: str, by: str, result: RecordedFile
     ) -> None:
         await database_sync_to_async(record_recording_finished)(recording_id, reason, by, result)

@@ -1,0 +1,546 @@
+"""The daphne ↔ media-worker protocol: every message on a worker's channel, and every reply.
+
+Pure: no Django, no aiortc, no Channels. Messages are frozen dataclasses; `encode` turns
+one into the dict the channel layer carries (str, int, float, bool, None, lists and dicts
+only: what msgpack, and so channels-redis, carries unchanged) and `parse` turns such a
+dict back into its message, or raises ProtocolError saying what is wrong with it.
+
+Schema — wire keys; every message also has "type" and "v" (the protocol version):
+
+Requests, to a worker's channel `media.<name>` (`worker_channel`); handled in order per
+call. Each may carry `reply_to` (a channel) and `request_id` (echoed in the reply).
+`role` is user|operator, `mode` bridge|echo, `to` user|operator|both; ids are strings.
+  media.offer        Offer        {call, leg, role, mode, kind, sdp} → media.answer {sdp}.
+                     `kind`: create (a new call: refused while the worker drains),
+                     answer (refused when another party's leg holds that role), attach.
+  media.candidate    Candidate    {call, leg, candidate, sdpMid, sdpMLineIndex}; no reply
+                     unless the worker cannot use it (media.error).
+  media.close        CloseLeg     {call, leg}: close that leg's media, the call stays
+                     → media.closed
+  media.end_call     EndCall      {call}: the call ended; stop its recordings, close its
+                     legs. No reply.
+  media.record_start RecordStart  {call, mode, recording, path} → media.recording
+                     (refused once the call ended or that recording was stopped)
+  media.record_stop  RecordStop   {call, recording, reason, by, cutoff} → media.recorded.
+                     `cutoff` (unix time or null): no audio after it is kept. A stop that
+                     overtakes its start is answered (nothing recorded) and the start
+                     refused.
+  media.play         Play         {call, playback, path, to} → media.playing {durationS}
+  media.play_stop    PlayStop     {call} → media.play_stopped
+
+Replies, to the request's `reply_to`, each echoing its request_id, call and leg (null for
+requests without a leg):
+  media.answer       Answer            {sdp}
+  media.closed       Closed            {}
+  media.recording    RecordingStarted  {}
+  media.recorded     Recorded          {result: {size_bytes, sha256, duration_s,
+                                        audio_started_at} | {} when nothing was recorded}
+  media.playing      Playing           {durationS}
+  media.play_stopped PlayStopped       {}
+  media.error        Error             {code, message, recoverable}: any request refused or
+                                        failed, and the answer to a message that does not
+                                        parse (when it names a reply_to)
+Keys the channel layer adds (channels-redis' `__asgi_channel__`) are ignored.
+
+Versions: a message is accepted only if its "v" is exactly VERSION; older and newer are
+refused alike. Daphne and workers are one code base with no translation between versions:
+a newer message may mean what this side cannot know, and accepting older ones would mean
+keeping their parsers and guessing their defaults — worth it only once a deploy must mix
+versions for long. So a mix fails loudly instead of half-working: the worker replies with
+an Error (MEDIA_BRIDGE_FAILURE) and logs it, daphne raises MEDIA_BRIDGE_FAILURE and logs
+it. Bump VERSION with any change to this schema; while a deploy mixes versions, requests
+between old and new processes fail until every process runs the new one. (A worker from
+before v1 cannot refuse: it ignores "v" and reads v1 messages as before, which is why v1
+kept the keys of those unversioned dicts.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from enum import StrEnum
+from typing import Any, ClassVar, Generic, TypeAlias, TypeGuard, TypeVar
+
+from calls.errors import CallbridgeError, ErrorCode
+
+VERSION = 1
+
+ROLES = ("user", "operator")
+MODES = ("bridge", "echo")
+PLAY_TARGETS = ("user", "operator", "both")
+
+Wire: TypeAlias = "str | int | float | bool | list[Wire] | dict[str, Wire] | None"
+
+
+def worker_channel(name: str) -> str:
+    """The channel a media worker listens on."""
+    return f"media.{name}"
+
+
+class OfferKind(StrEnum):
+    CREATE = "create"  # a new call (a draining worker refuses it)
+    ANSWER = "answer"  # the first answer of a ringing call
+    ATTACH = "attach"  # an existing leg gets (new) media
+
+
+class ProtocolError(ValueError):
+    """A dict that is not a message of this protocol version."""
+
+
+class UnsupportedVersion(ProtocolError):
+    """A message from another protocol version (None: from before versions)."""
+
+    def __init__(self, version: int | None) -> None:
+        if version is None:
+            text = f"no protocol version (v): a sender from before v1; this side speaks v{VERSION}"
+        else:
+            age = "newer" if version > VERSION else "older"
+            text = (
+                f"protocol v{version} is {age} than this side's v{VERSION}: daphne and media"
+                " workers must run one version (finish the deploy)"
+            )
+        super().__init__(text)
+        self.version = version
+
+
+# --- replies (worker → reply_to) ----------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class Reply:
+    TYPE: ClassVar[str]
+    # Echoed from the request, to match the reply to it.
+    request_id: str | None = None
+    call: str | None = None
+    leg: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Answer(Reply):
+    TYPE = "media.answer"
+    sdp: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Closed(Reply):
+    TYPE = "media.closed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordingStarted(Reply):
+    TYPE = "media.recording"
+
+
+@dataclass(frozen=True)
+class RecordedFile:
+    """What a stopped recording left, as the worker measured it."""
+
+    size_bytes: int
+    sha256: str
+    duration_s: float
+    audio_started_at: float | None  # unix time of the file's first sample
+
+    def as_dict(self) -> dict[str, Wire]:
+        return {
+            "size_bytes": self.size_bytes,
+            "sha256": self.sha256,
+            "duration_s": self.duration_s,
+            "audio_started_at": self.audio_started_at,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recorded(Reply):
+    TYPE = "media.recorded"
+    result: RecordedFile | None  # None: nothing was recorded (the stop overtook its start)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Playing(Reply):
+    TYPE = "media.playing"
+    duration_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlayStopped(Reply):
+    TYPE = "media.play_stopped"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Error(Reply):
+    TYPE = "media.error"
+    code: ErrorCode
+    message: str
+    recoverable: bool
+
+    @classmethod
+    def of(cls, failure: CallbridgeError) -> Error:
+        return cls(code=failure.code, message=failure.message, recoverable=failure.recoverable)
+
+    def as_exception(self) -> CallbridgeError:
+        return CallbridgeError(self.code, self.message, recoverable=self.recoverable)
+
+
+R = TypeVar("R", bound=Reply)
+
+
+# --- requests (daphne → worker) -------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class Request:
+    TYPE: ClassVar[str]
+    call: str
+    reply_to: str | None = None  # a channel; None: no reply wanted
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestFor(Request, Generic[R]):
+    """A request the worker answers with an R (or an Error)."""
+
+    REPLY: ClassVar[type[Reply]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Offer(RequestFor[Answer]):
+    TYPE = "media.offer"
+    REPLY = Answer
+    leg: str
+    role: str  # one of ROLES
+    mode: str  # one of MODES
+    kind: OfferKind
+    sdp: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Candidate(Request):
+    TYPE = "media.candidate"
+    leg: str
+    candidate: str  # "": end of candidates
+    sdp_mid: str | None
+    sdp_mline_index: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CloseLeg(RequestFor[Closed]):
+    TYPE = "media.close"
+    REPLY = Closed
+    leg: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class EndCall(Request):
+    TYPE = "media.end_call"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordStart(RequestFor[RecordingStarted]):
+    TYPE = "media.record_start"
+    REPLY = RecordingStarted
+    mode: str  # one of MODES
+    recording: str
+    path: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordStop(RequestFor[Recorded]):
+    TYPE = "media.record_stop"
+    REPLY = Recorded
+    recording: str
+    reason: str
+    by: str
+    cutoff: float | None = None  # unix time: keep no audio after it
+
+
+@dataclass(frozen=True, kw_only=True)
+class Play(RequestFor[Playing]):
+    TYPE = "media.play"
+    REPLY = Playing
+    playback: str
+    path: str
+    to: str  # one of PLAY_TARGETS
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlayStop(RequestFor[PlayStopped]):
+    TYPE = "media.play_stop"
+    REPLY = PlayStopped
+
+
+Message = Request | Reply
+
+REQUEST_TYPES: tuple[type[Request], ...] = (
+    Offer,
+    Candidate,
+    CloseLeg,
+    EndCall,
+    RecordStart,
+    RecordStop,
+    Play,
+    PlayStop,
+)
+REPLY_TYPES: tuple[type[Reply], ...] = (
+    Answer,
+    Closed,
+    RecordingStarted,
+    Recorded,
+    Playing,
+    PlayStopped,
+    Error,
+)
+
+
+def leg_of(request: Request) -> str | None:
+    """The leg a request is about (None: the whole call)."""
+    return request.leg if isinstance(request, Offer | Candidate | CloseLeg) else None
+
+
+def answers(reply: Reply, request: RequestFor[R]) -> TypeGuard[R]:
+    """Is `reply` what `request` asks for (not an Error, not another request's reply)?"""
+    return isinstance(reply, request.REPLY)
+
+
+def reply_to(request: Request, reply: R) -> R:
+    """`reply` addressed as the answer to `request`."""
+    return replace(reply, request_id=request.request_id, call=request.call, leg=leg_of(request))
+
+
+# --- encode --------------------------------------------------------------------------------
+_WIRE_NAMES = {
+    "sdp_mid": "sdpMid",
+    "sdp_mline_index": "sdpMLineIndex",
+    "duration_s": "durationS",
+}
+
+
+def encode(message: Message) -> dict[str, Wire]:
+    """The dict the channel layer carries for `message`."""
+    wire: dict[str, Wire] = {"type": message.TYPE, "v": VERSION}
+    for field in fields(message):
+        wire[_WIRE_NAMES.get(field.name, field.name)] = _wire_value(getattr(message, field.name))
+    if isinstance(message, Recorded) and message.result is None:
+        wire["result"] = {}  # the unversioned protocol's "nothing recorded"
+    return wire
+
+
+def _wire_value(value: object) -> Wire:
+    if isinstance(value, StrEnum):  # plain str on the wire: some serializers check exact types
+        return value.value
+    if value is None or isinstance(value, str | int | float):
+        return value
+    if isinstance(value, RecordedFile):
+        return value.as_dict()
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+# --- parse ---------------------------------------------------------------------------------
+class _Fields:
+    """Typed reads of one message's fields; every problem is a ProtocolError naming it."""
+
+    def __init__(self, raw: dict[str, Any], context: str) -> None:
+        self.raw = raw
+        self.context = context
+
+    def _wrong(self, key: str, wanted: str) -> ProtocolError:
+        got = type(self.raw[key]).__name__
+        return ProtocolError(f"{self.context}: {key} must be {wanted}, not {got}")
+
+    def _present(self, key: str) -> None:
+        if key not in self.raw:
+            raise ProtocolError(f"{self.context}: {key} is missing")
+
+    def text(self, key: str) -> str:
+        self._present(key)
+        value = self.raw[key]
+        if not isinstance(value, str):
+            raise self._wrong(key, "a string")
+        return value
+
+    def optional_text(self, key: str) -> str | None:
+        return None if self.raw.get(key) is None else self.text(key)
+
+    def choice(self, key: str, allowed: tuple[str, ...]) -> str:
+        value = self.text(key)
+        if value not in allowed:
+            raise ProtocolError(
+                f"{self.context}: {key} must be one of {', '.join(allowed)}, not {value[:40]!r}"
+            )
+        return value
+
+    def flag(self, key: str) -> bool:
+        self._present(key)
+        value = self.raw[key]
+        if not isinstance(value, bool):
+            raise self._wrong(key, "true or false")
+        return value
+
+    def integer(self, key: str) -> int:
+        self._present(key)
+        value = self.raw[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._wrong(key, "an integer")
+        return value
+
+    def optional_integer(self, key: str) -> int | None:
+        return None if self.raw.get(key) is None else self.integer(key)
+
+    def number(self, key: str) -> float:
+        self._present(key)
+        value = self.raw[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self._wrong(key, "a number")
+        return float(value)
+
+    def optional_number(self, key: str) -> float | None:
+        return None if self.raw.get(key) is None else self.number(key)
+
+    def nested(self, key: str) -> _Fields:
+        self._present(key)
+        value = self.raw[key]
+        if not isinstance(value, dict):
+            raise self._wrong(key, "an object")
+        return _Fields(value, f"{self.context}: {key}")
+
+
+def _recorded_file(result: _Fields) -> RecordedFile | None:
+    if not result.raw:
+        return None
+    return RecordedFile(
+        size_bytes=result.integer("size_bytes"),
+        sha256=result.text("sha256"),
+        duration_s=result.number("duration_s"),
+        audio_started_at=result.optional_number("audio_started_at"),
+    )
+
+
+def _error_code(f: _Fields) -> ErrorCode:
+    code = f.text("code")
+    try:
+        return ErrorCode(code)
+    except ValueError:
+        raise ProtocolError(f"{f.context}: unknown error code {code[:40]!r}") from None
+
+
+def _request(f: _Fields) -> dict[str, Any]:
+    return {
+        "call": f.text("call"),
+        "reply_to": f.optional_text("reply_to"),
+        "request_id": f.optional_text("request_id"),
+    }
+
+
+def _reply(f: _Fields) -> dict[str, Any]:
+    return {
+        "request_id": f.optional_text("request_id"),
+        "call": f.optional_text("call"),
+        "leg": f.optional_text("leg"),
+    }
+
+
+_PARSERS: dict[str, Callable[[_Fields], Message]] = {
+    Offer.TYPE: lambda f: Offer(
+        **_request(f),
+        leg=f.text("leg"),
+        role=f.choice("role", ROLES),
+        mode=f.choice("mode", MODES),
+        kind=OfferKind(f.choice("kind", tuple(OfferKind))),
+        sdp=f.text("sdp"),
+    ),
+    Candidate.TYPE: lambda f: Candidate(
+        **_request(f),
+        leg=f.text("leg"),
+        candidate=f.text("candidate"),
+        sdp_mid=f.optional_text("sdpMid"),
+        sdp_mline_index=f.optional_integer("sdpMLineIndex"),
+    ),
+    CloseLeg.TYPE: lambda f: CloseLeg(**_request(f), leg=f.text("leg")),
+    EndCall.TYPE: lambda f: EndCall(**_request(f)),
+    RecordStart.TYPE: lambda f: RecordStart(
+        **_request(f),
+        mode=f.choice("mode", MODES),
+        recording=f.text("recording"),
+        path=f.text("path"),
+    ),
+    RecordStop.TYPE: lambda f: RecordStop(
+        **_request(f),
+        recording=f.text("recording"),
+        reason=f.text("reason"),
+        by=f.text("by"),
+        cutoff=f.optional_number("cutoff"),
+    ),
+    Play.TYPE: lambda f: Play(
+        **_request(f),
+        playback=f.text("playback"),
+        path=f.text("path"),
+        to=f.choice("to", PLAY_TARGETS),
+    ),
+    PlayStop.TYPE: lambda f: PlayStop(**_request(f)),
+    Answer.TYPE: lambda f: Answer(**_reply(f), sdp=f.text("sdp")),
+    Closed.TYPE: lambda f: Closed(**_reply(f)),
+    RecordingStarted.TYPE: lambda f: RecordingStarted(**_reply(f)),
+    Recorded.TYPE: lambda f: Recorded(**_reply(f), result=_recorded_file(f.nested("result"))),
+    Playing.TYPE: lambda f: Playing(**_reply(f), duration_s=f.number("durationS")),
+    PlayStopped.TYPE: lambda f: PlayStopped(**_reply(f)),
+    Error.TYPE: lambda f: Error(
+        **_reply(f),
+        code=_error_code(f),
+        message=f.text("message"),
+        recoverable=f.flag("recoverable"),
+    ),
+}
+
+
+def parse(raw: object) -> Message:
+    """The message `raw` carries; ProtocolError (UnsupportedVersion for another version's
+    message) if it is not one."""
+    if not isinstance(raw, dict):
+        raise ProtocolError(f"a message must be a dict, not {type(raw).__name__}")
+    version = raw.get("v")
+    if version is None:
+        raise UnsupportedVersion(None)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ProtocolError(f"v must be an integer, not {type(version).__name__}")
+    if version != VERSION:
+        raise UnsupportedVersion(version)
+    kind = raw.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError("type is missing")
+    parser = _PARSERS.get(kind)
+    if parser is None:
+        raise ProtocolError(f"unknown message type {kind[:40]!r}")
+    return parser(_Fields(raw, kind))
+
+
+def parse_request(raw: object) -> Request:
+    message = parse(raw)
+    if not isinstance(message, Request):
+        raise ProtocolError(f"{message.TYPE} is a reply, not a request")
+    return message
+
+
+def parse_reply(raw: object) -> Reply:
+    message = parse(raw)
+    if not isinstance(message, Reply):
+        raise ProtocolError(f"{message.TYPE} is a request, not a reply")
+    return message
+
+
+# --- messages that do not parse -------------------------------------------------------------
+def _readable(raw: object, key: str) -> str | None:
+    value = raw.get(key) if isinstance(raw, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def reply_channel(raw: object) -> str | None:
+    """Where to answer `raw`, even if it does not parse (None: it asked for no reply)."""
+    return _readable(raw, "reply_to") or None
+
+
+def refusal(raw: object, problem: ProtocolError) -> Error:
+    """The Error answering (or standing for) `raw`, which does not parse: addressed as it
+    was, as far as that can be read."""
+    return Error(
+        code=ErrorCode.MEDIA_BRIDGE_FAILURE,
+        message=f"media worker protocol: {problem}",
+        recoverable=ErrorCode.MEDIA_BRIDGE_FAILURE.recoverable,
+        request_id=_readable(raw, "request_id"),
+        call=_readable(raw, "call"),
+        leg=_readable(raw, "leg"),
+    )
