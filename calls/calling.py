@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from enum import StrEnum
 
 from django.db import transaction
 
@@ -22,12 +21,7 @@ from calls.errors import CallbridgeError, CallStateError, ErrorCode
 from calls.models import Call, CallMode, EndUserSession, Leg, MediaState
 from calls.principals import Principal
 from calls.workers.placement import choose_worker
-
-
-class OfferKind(StrEnum):
-    CREATE = "create"  # a new call, with the offerer's leg
-    ANSWER = "answer"  # the offerer answers a call ringing for it
-    ATTACH = "attach"  # the offerer's existing leg gets (new) media: first media or reconnect
+from calls.workers.protocol import OfferKind  # the worker needs the kind too (drain)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from django.conf import settings
 
 from calls import calling, revocation
 from calls.authn import principal_for_token
-from calls.calling import LegRef, OfferKind, OfferPlan
+from calls.calling import LegRef, OfferPlan
 from calls.consumers import throttle
 from calls.consumers.credential_watch import CredentialWatch
 from calls.consumers.dispatch import EventsWithoutDatabaseHop
@@ -256,7 +256,7 @@ class SignalConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketCo
         plan = self.offers.pop(reply.request_id or "", None)
         if plan is not None:
             await self._leave_unless_mine(plan)
-            session_id = str(plan.leg_id) if plan.kind == OfferKind.ATTACH else ""
+            session_id = str(plan.leg_id) if plan.kind == worker_protocol.OfferKind.ATTACH else ""
             await self._send(protocol.error(session_id, error, call_sid=str(plan.call_id)))
         else:  # a candidate the worker could not use
             await self._send(protocol.error(reply.leg or "", error))

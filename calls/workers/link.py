@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from channels.layers import BaseChannelLayer, get_channel_layer
 
-from calls.calling import LegRef, OfferKind, OfferPlan
+from calls.calling import LegRef, OfferPlan
 from calls.errors import CallbridgeError, ErrorCode
 from calls.workers import protocol
 from calls.workers.protocol import worker_channel
@@ -33,7 +33,7 @@ def offer_message(
         leg=str(plan.leg_id),
         role=plan.role,
         mode=plan.mode,
-        kind=protocol.OfferKind(plan.kind),  # a draining worker refuses new calls
+        kind=plan.kind,  # a draining worker refuses new calls
         sdp=sdp,
         reply_to=reply_to,
         request_id=request_id,
@@ -64,7 +64,7 @@ def close_message(leg: LegRef) -> protocol.CloseLeg:
 
 def abandon_message(plan: OfferPlan) -> protocol.EndCall | protocol.CloseLeg:
     """Undo the worker's side of an offer the records refused."""
-    if plan.kind == OfferKind.CREATE:
+    if plan.kind == protocol.OfferKind.CREATE:
         return end_call_message(plan.call_id)
     return close_message(LegRef(plan.call_id, plan.leg_id, plan.role, plan.worker))
 
