@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
 
     from calls.models import ApiToken, EndUserSession
 
@@ -21,7 +21,7 @@ Role = Literal["user", "operator", "system"]
 @dataclass(frozen=True, eq=False)
 class Principal:
     kind: PrincipalKind
-    user: AbstractBaseUser | None = None
+    user: User | None = None
     api_token: ApiToken | None = None
     session: EndUserSession | None = None
 
@@ -30,7 +30,7 @@ class Principal:
     is_anonymous = False
 
     @classmethod
-    def staff(cls, user: AbstractBaseUser) -> Principal:
+    def staff(cls, user: User) -> Principal:
         return cls("staff", user=user)
 
     @classmethod

@@ -6,8 +6,7 @@ import asyncio
 import uuid
 from typing import Any
 
-from channels.layers import get_channel_layer
-
+from callbridge.channel_layer import configured_layer
 from calls.calling import LegRef, OfferKind, OfferPlan
 from calls.errors import CallbridgeError, ErrorCode
 from calls.media.worker import worker_channel
@@ -72,12 +71,12 @@ def end_call_message(call_id: uuid.UUID | str) -> dict[str, Any]:
 
 
 async def send(worker: str, message: dict[str, Any]) -> None:
-    await get_channel_layer().send(worker_channel(worker), message)
+    await configured_layer().send(worker_channel(worker), message)
 
 
 async def request(worker: str, message: dict[str, Any], within: float = REPLY_TIMEOUT_S) -> dict:
     """Send and wait for the worker's reply (for callers without a socket: REST)."""
-    layer = get_channel_layer()
+    layer = configured_layer()
     # The default prefix: channels-redis serves every process-local channel with one
     # blocking pop on "specific.<process>!"; another prefix queues behind it for seconds.
     reply_to = await layer.new_channel()
