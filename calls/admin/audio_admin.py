@@ -9,10 +9,10 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
-from calls.admin.staff import staff_user
 from calls.audio_decoding import SAMPLE_RATE, UnusableAudio, decode_mono
 from calls.models import AudioFile
 from calls.models.audio_file import ALLOWED_EXTENSIONS
+from calls.principals import staff_user
 
 
 class AudioFileForm(forms.ModelForm):

@@ -14,7 +14,6 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from callbridge.client_address import client_ip
-from calls.admin.staff import staff_user
 from calls.errors import CallStateError
 from calls.models import (
     AccessAction,
@@ -26,7 +25,7 @@ from calls.models import (
     RecordingConsent,
 )
 from calls.models.call import CallQuerySet
-from calls.principals import Principal
+from calls.principals import Principal, staff_user
 from calls.recordings import recordings_dir
 
 

@@ -12,9 +12,9 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 
-from calls.admin.staff import staff_user
 from calls.models import ApiToken, EndUserSession
 from calls.models.credentials import TokenQuerySet
+from calls.principals import staff_user
 
 SECRET_ATTRIBUTE = "_callbridge_issued_secret"  # noqa: S105 (an attribute name)
 
