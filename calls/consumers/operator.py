@@ -44,7 +44,7 @@ class OperatorConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocket
     async def connect(self) -> None:
         user = self.scope.get("user")
         self.slots = throttle.SocketSlots()
-        self.user_pk: Any = None
+        self.user_pk: int | None = None
         self.session_key: str | None = None
         # Every handshake counts against its address, refused logins included.
         if limited := throttle.check_handshake(throttle.client_ip(self.scope)):
