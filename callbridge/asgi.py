@@ -18,9 +18,11 @@ from callbridge.client_address import ClientAddressMiddleware  # noqa: E402
 from callbridge.lifespan import ServicesLifespan  # noqa: E402
 from calls.consumers.routing import websocket_urlpatterns  # noqa: E402
 
+# types-channels wants its own pattern type here, which Django's path() never returns.
+websocket_app = URLRouter(websocket_urlpatterns)  # type: ignore[arg-type]
 # The client address is settled once, before anything reads it (HTTP and WebSocket alike).
 application = ServicesLifespan(
     ClientAddressMiddleware(
-        ProtocolTypeRouter({"http": django_asgi_app, "websocket": URLRouter(websocket_urlpatterns)})
+        ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_app})
     )
 )

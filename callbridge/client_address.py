@@ -15,7 +15,7 @@ then read that one value.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -113,7 +113,7 @@ class ClientAddressMiddleware:
         return updated
 
 
-def client_ip_of_scope(scope: Scope) -> str:
+def client_ip_of_scope(scope: Mapping[str, Any]) -> str:
     """The client address of an ASGI scope (after the middleware)."""
     client = scope.get("client")
     return str(client[0]) if client else "unknown"

@@ -94,7 +94,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": DATA_DIR / "db.sqlite3",
+            "NAME": str(DATA_DIR / "db.sqlite3"),
             "OPTIONS": {
                 # IMMEDIATE takes the write lock at BEGIN: concurrent transitions queue
                 # instead of failing with "database is locked" on lock upgrade.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from django.conf import settings
 from django.db import transaction
@@ -30,7 +31,8 @@ def required_roles(call: Call) -> set[str]:
     if mode == "none":
         return set()
     if mode == "user":
-        return {LegRole.USER} & call.media_roles
+        user_only: set[str] = {LegRole.USER}
+        return user_only & call.media_roles
     return set(call.media_roles)
 
 
@@ -44,7 +46,7 @@ def current_consents(call: Call) -> dict[PartyKey, RecordingConsent]:
     return latest
 
 
-def _counts(consent: RecordingConsent | None) -> bool:
+def _counts(consent: RecordingConsent | None) -> TypeGuard[RecordingConsent]:
     return (
         consent is not None
         and consent.granted
@@ -74,7 +76,8 @@ def consent_status(call: Call) -> ConsentStatus:
     latest = current_consents(call)
     required = sorted(required_roles(call))
     present = {leg.role: party_key_of(leg) for leg in call.legs.all() if leg.role in required}
-    missing, relied_on = [], []
+    missing: list[str] = []
+    relied_on: list[RecordingConsent] = []
     for role in required:
         consent = latest.get(present[role]) if role in present else None
         if _counts(consent):

@@ -22,11 +22,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
-from django.db.models import QuerySet
 
+from callbridge.channel_layer import configured_layer
 from calls.consent import consent_status
 from calls.models import Call, CallEvent, EndUserSession
+from calls.models.call import CallQuerySet
 from calls.workers import link
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def session_summary(session: EndUserSession) -> dict[str, Any]:
     }
 
 
-def summarised_calls() -> QuerySet[Call]:
+def summarised_calls() -> CallQuerySet:
     """Calls with everything call_summary reads, loaded in a few queries."""
     return Call.objects.select_related(
         "session", "operator_user", "operator_token"
@@ -130,7 +130,7 @@ def publish_presence(session: EndUserSession) -> None:
 
 
 async def _group_send(groups: list[str], message: dict[str, Any]) -> None:
-    layer = get_channel_layer()
+    layer = configured_layer()
     for group in groups:
         await layer.group_send(group, message)
 

@@ -7,10 +7,11 @@ records and their events can say who did what.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
+    from django.http import HttpRequest
 
     from calls.models import ApiToken, EndUserSession
 
@@ -21,7 +22,7 @@ Role = Literal["user", "operator", "system"]
 @dataclass(frozen=True, eq=False)
 class Principal:
     kind: PrincipalKind
-    user: AbstractBaseUser | None = None
+    user: User | None = None
     api_token: ApiToken | None = None
     session: EndUserSession | None = None
 
@@ -30,7 +31,7 @@ class Principal:
     is_anonymous = False
 
     @classmethod
-    def staff(cls, user: AbstractBaseUser) -> Principal:
+    def staff(cls, user: User) -> Principal:
         return cls("staff", user=user)
 
     @classmethod
@@ -139,6 +140,12 @@ def party_key_of(row: object) -> PartyKey:
         api_token_id=getattr(row, "api_token_id", None),
         session_id=getattr(row, "session_id", None),
     )
+
+
+def staff_user(request: HttpRequest) -> User:
+    """The staff member behind an admin request: never anonymous there (the admin site
+    lets only active staff in), which `HttpRequest.user`'s type cannot say."""
+    return cast("User", request.user)
 
 
 SYSTEM = Principal("system")

@@ -20,7 +20,6 @@ from datetime import datetime
 from importlib import import_module
 from typing import Any
 
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib import auth
 from django.contrib.auth.models import Group
@@ -29,6 +28,7 @@ from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete
 from django.utils.crypto import constant_time_compare, salted_hmac
 
+from callbridge.channel_layer import configured_layer
 from calls.events import send_from_any_thread
 from calls.model_signals import credentials_revoked
 from calls.models import ApiToken, EndUserSession
@@ -152,7 +152,7 @@ def _send(groups: list[str], ended: str = "") -> None:
     message = {**CHECK_MESSAGE, "ended": ended} if ended else CHECK_MESSAGE
 
     async def send() -> None:
-        layer = get_channel_layer()
+        layer = configured_layer()
         for group in groups:
             await layer.group_send(group, dict(message))
 

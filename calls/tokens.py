@@ -37,9 +37,11 @@ def issue_token(kind: TokenKind) -> IssuedToken:
 
 
 def token_kind(token: str) -> TokenKind | None:
-    kind = token[:3]
-    if token[3:4] == "_" and kind in ("cbk", "cbs"):
-        return kind  # type: ignore[return-value]
+    match token[:4]:
+        case "cbk_":
+            return "cbk"
+        case "cbs_":
+            return "cbs"
     return None
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from django.core.management import call_command
@@ -27,7 +29,7 @@ def test_it_answers_not_found_for_ids_that_match_the_route_but_are_not_uuids(
     assert Call.objects.get(pk=inbound_call.pk).state == "ringing"
 
 
-def test_it_documents_the_nullable_leg_times(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_it_documents_the_nullable_leg_times(tmp_path: Path) -> None:
     """Found: a leg without media has mediaConnectedAt/mediaEndedAt null, which the schema
     said could not happen (clients generated from it reject the call object)."""
     target = tmp_path / "schema.yaml"

@@ -8,6 +8,7 @@ import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,9 @@ def settings_in_subprocess(env: dict[str, str], expression: str) -> subprocess.C
         (lambda e: env_rate("X", "1/min", environ=e), "lots"),
     ],
 )
-def test_it_fails_loudly_on_bad_values(reader, value: str) -> None:  # type: ignore[no-untyped-def]
+def test_it_fails_loudly_on_bad_values(
+    reader: Callable[[dict[str, str]], object], value: str
+) -> None:
     with pytest.raises(ImproperlyConfigured, match="X="):
         reader({"X": value})
 

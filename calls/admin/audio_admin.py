@@ -12,6 +12,7 @@ from django.http import HttpRequest
 from calls.audio_decoding import SAMPLE_RATE, UnusableAudio, decode_mono
 from calls.models import AudioFile
 from calls.models.audio_file import ALLOWED_EXTENSIONS
+from calls.principals import staff_user
 
 
 class AudioFileForm(forms.ModelForm):
@@ -46,5 +47,5 @@ class AudioFileAdmin(admin.ModelAdmin):
             obj.duration_s = form.duration_s
             obj.original_name = Path(form.cleaned_data["file"].name).name[:200]
         if not change:
-            obj.uploaded_by = request.user
+            obj.uploaded_by = staff_user(request)
         super().save_model(request, obj, form, change)

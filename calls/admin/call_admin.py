@@ -8,7 +8,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -24,7 +24,8 @@ from calls.models import (
     RecordingAccess,
     RecordingConsent,
 )
-from calls.principals import Principal
+from calls.models.call import CallQuerySet
+from calls.principals import Principal, staff_user
 from calls.recordings import recordings_dir
 
 
@@ -49,7 +50,7 @@ class ReadOnlyInline(admin.TabularInline):
 
 class LegInline(ReadOnlyInline):
     model = Leg
-    fields = [
+    fields = readonly_fields = (
         "id",
         "role",
         "party",
@@ -57,22 +58,20 @@ class LegInline(ReadOnlyInline):
         "created_at",
         "media_connected_at",
         "media_ended_at",
-    ]
-    readonly_fields = fields
+    )
 
 
 class CallEventInline(ReadOnlyInline):
     model = CallEvent
     verbose_name_plural = "event timeline"
-    fields = ["created_at", "name", "actor", "actor_role", "data"]
-    readonly_fields = fields
+    fields = readonly_fields = ("created_at", "name", "actor", "actor_role", "data")
     ordering = ["created_at", "id"]
 
 
 class ConsentInline(ReadOnlyInline):
     model = RecordingConsent
     verbose_name_plural = "recording consents"
-    fields = [
+    fields = readonly_fields = (
         "created_at",
         "party",
         "role",
@@ -82,8 +81,7 @@ class ConsentInline(ReadOnlyInline):
         "method",
         "ip",
         "user_agent",
-    ]
-    readonly_fields = fields
+    )
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -101,7 +99,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 class RecordingInline(ReadOnlyInline):
     model = Recording
-    fields = [
+    fields = readonly_fields = (
         "started_at",
         "state",
         "duration_s",
@@ -110,16 +108,14 @@ class RecordingInline(ReadOnlyInline):
         "started_by",
         "stopped_by",
         "stop_reason",
-    ]
-    readonly_fields = fields
+    )
     show_change_link = True
 
 
 class AccessInline(ReadOnlyInline):
     model = RecordingAccess
     verbose_name_plural = "who listened or downloaded"
-    fields = ["at", "username", "action", "ip"]
-    readonly_fields = fields
+    fields = readonly_fields = ("at", "username", "action", "ip")
 
 
 @admin.register(Recording)
@@ -170,7 +166,7 @@ class RecordingAdmin(ReadOnlyAdmin):
         )
         return [audio, *super().get_urls()]
 
-    def audio_view(self, request: HttpRequest, recording_id: Any) -> HttpResponse:
+    def audio_view(self, request: HttpRequest, recording_id: Any) -> FileResponse:
         if not request.user.has_perm("calls.listen_recording"):
             raise PermissionDenied
         recording = get_object_or_404(Recording, pk=recording_id)
@@ -182,7 +178,7 @@ class RecordingAdmin(ReadOnlyAdmin):
         download = request.GET.get("download") == "1"
         RecordingAccess.objects.create(
             recording=recording,
-            user=request.user,
+            user=staff_user(request),
             username=request.user.get_username(),
             action=AccessAction.DOWNLOAD if download else AccessAction.LISTEN,
             ip=client_ip(request),
@@ -267,8 +263,8 @@ class CallAdmin(ReadOnlyAdmin):
         return request.user.is_staff and request.user.has_perm("calls.change_call")
 
     @admin.action(description="Hang up selected calls", permissions=["hang_up"])
-    def hang_up(self, request: HttpRequest, queryset: QuerySet[Call]) -> None:
-        operator = Principal.staff(request.user)
+    def hang_up(self, request: HttpRequest, queryset: CallQuerySet) -> None:
+        operator = Principal.staff(staff_user(request))
         ended = 0
         for call in queryset.open():
             try:

@@ -7,13 +7,14 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import admin, messages
-from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 
 from calls.models import ApiToken, EndUserSession
+from calls.models.credentials import TokenQuerySet
+from calls.principals import staff_user
 
 SECRET_ATTRIBUTE = "_callbridge_issued_secret"  # noqa: S105 (an attribute name)
 
@@ -46,7 +47,7 @@ class ShowSecretOnceAdmin(admin.ModelAdmin):
             "opts": self.opts,
             "object": obj,
             "token": token,
-            "title": f"{self.opts.verbose_name.capitalize()} created",
+            "title": f"{str(self.opts.verbose_name).capitalize()} created",
             "changelist_url": reverse(
                 f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist"
             ),
@@ -60,7 +61,7 @@ class ShowSecretOnceAdmin(admin.ModelAdmin):
         return False  # revoke instead: calls and audit rows keep pointing at them
 
     @admin.action(description="Revoke selected", permissions=["change"])
-    def revoke(self, request: HttpRequest, queryset: QuerySet) -> None:
+    def revoke(self, request: HttpRequest, queryset: TokenQuerySet[Any]) -> None:
         # Through the queryset's revoke(): open sockets of these credentials close too.
         count = queryset.revoke()
         self.message_user(request, f"Revoked {count}.", messages.SUCCESS)
@@ -77,7 +78,7 @@ class ApiTokenAdmin(ShowSecretOnceAdmin):
     fields = ["name", *readonly_fields]
 
     def set_creator(self, request: HttpRequest, obj: ApiToken) -> None:
-        obj.created_by = request.user
+        obj.created_by = staff_user(request)
 
 
 @admin.register(EndUserSession)
@@ -109,7 +110,7 @@ class EndUserSessionAdmin(ShowSecretOnceAdmin):
         return {"expires_at": timezone.now() + timedelta(seconds=settings.CALLBRIDGE_SESSION_TTL_S)}
 
     def set_creator(self, request: HttpRequest, obj: EndUserSession) -> None:
-        obj.created_by_user = request.user
+        obj.created_by_user = staff_user(request)
 
     def secret_context(
         self, request: HttpRequest, obj: EndUserSession, token: str

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication
 from rest_framework.request import Request
 
@@ -49,7 +49,7 @@ class StaffSessionAuthentication(SessionAuthentication):
     (CSRF enforced). Other staff are known but not allowed: 403 FORBIDDEN."""
 
     def authenticate(self, request: Request) -> tuple[Principal, Principal] | None:
-        result: tuple[AbstractBaseUser, Any] | None = super().authenticate(request)
+        result: tuple[User, Any] | None = super().authenticate(request)
         if result is None or not getattr(result[0], "is_staff", False):
             return None
         if not is_operator_user(result[0]):

@@ -67,10 +67,11 @@ def as_callbridge_error(exc: Exception) -> CallbridgeError | None:
     if isinstance(exc, drf.NotFound | Http404):
         return CallbridgeError(ErrorCode.NOT_FOUND, "Not found")
     if isinstance(exc, drf.Throttled):
+        wait = _retry_after(exc)
         return CallbridgeError(
             ErrorCode.RATE_LIMITED,
             "Too many requests",
-            details={"retryAfter": exc.wait} if exc.wait is not None else None,
+            details={"retryAfter": wait} if wait is not None else None,
         )
     if isinstance(exc, drf.ValidationError):
         return _validation_error(exc)
@@ -79,6 +80,12 @@ def as_callbridge_error(exc: Exception) -> CallbridgeError | None:
     if isinstance(exc, drf.MethodNotAllowed):
         return CallbridgeError(ErrorCode.INVALID_MESSAGE, str(exc.detail))
     return None
+
+
+def _retry_after(exc: drf.Throttled) -> int | None:
+    # Throttled.__init__ sets `wait` (whole seconds); djangorestframework-stubs omit it.
+    wait: int | None = exc.wait  # type: ignore[attr-defined]
+    return wait
 
 
 def _parse_message(exc: Exception) -> str:
@@ -96,8 +103,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         logger.error("unhandled API error (ref %s)", reference, exc_info=exc)
         error = CallbridgeError(ErrorCode.HANDLER_ERROR, f"Internal error (reference {reference})")
     headers = {}
-    if isinstance(exc, drf.Throttled) and exc.wait is not None:
-        headers["Retry-After"] = str(int(exc.wait) + 1)
+    if isinstance(exc, drf.Throttled) and (wait := _retry_after(exc)) is not None:
+        headers["Retry-After"] = str(int(wait) + 1)
     if error.code is ErrorCode.UNAUTHORIZED:
         headers["WWW-Authenticate"] = 'Bearer realm="callbridge"'
     response = _response(error, headers)

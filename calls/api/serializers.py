@@ -104,7 +104,9 @@ class ConsentRequestSerializer(serializers.Serializer):
 class ConsentStatusSerializer(serializers.Serializer):
     policy = serializers.ChoiceField(choices=["all", "user", "none"])
     version = serializers.CharField()
-    required = serializers.ListField(child=serializers.CharField())
+    # Declared fields leave the class (DRF's metaclass), so this does not shadow the bool
+    # Field.required that the stubs see.
+    required = serializers.ListField(child=serializers.CharField())  # type: ignore[assignment]
     missing = serializers.ListField(child=serializers.CharField(), help_text="roles not agreed")
 
 
@@ -150,7 +152,7 @@ class RecordingSerializer(serializers.ModelSerializer):
     startedBy = serializers.CharField(source="started_by")
     stoppedBy = serializers.CharField(source="stopped_by")
     stopReason = serializers.CharField(source="stop_reason")
-    consents = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    consents: serializers.Field = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
 
     class Meta:
         model = Recording

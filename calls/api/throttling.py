@@ -47,6 +47,7 @@ class ClientIpGate(BaseAuthentication):
 
     def authenticate(self, request: Request) -> None:
         throttle = ClientIpRateThrottle()
+        # Before any view exists; DRF types `view` as APIView, but this throttle never reads it.
         if not throttle.allow_request(request, None):  # type: ignore[arg-type]
             raise Throttled(wait=throttle.wait())
         return None

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from channels.generic.websocket import AsyncWebsocketConsumer
 from django.utils import timezone
 
 from calls.errors import CallbridgeError, ErrorCode
@@ -22,11 +23,14 @@ from calls.signaling import protocol
 
 CLOSE_UNAUTHORIZED = 4401
 
+# A mixin for WebSocket consumers: mypy checks it as one (send and close are the consumer's).
+if TYPE_CHECKING:
+    _Consumer = AsyncWebsocketConsumer
+else:
+    _Consumer = object
 
-class CredentialWatch:
-    channel_layer: Any
-    channel_name: str
 
+class CredentialWatch(_Consumer):
     _credential_groups: set[str]
     _credential_timer: asyncio.TimerHandle | None = None
     _expiry_check: asyncio.Future | None = None
@@ -84,8 +88,8 @@ class CredentialWatch:
         await self.leave_groups()
         error = CallbridgeError(ErrorCode.UNAUTHORIZED, reason)
         with contextlib.suppress(Exception):  # the client may already be gone
-            await self.send(text_data=json.dumps(protocol.error("", error)))  # type: ignore[attr-defined]
-            await self.close(code=CLOSE_UNAUTHORIZED)  # type: ignore[attr-defined]
+            await self.send(text_data=json.dumps(protocol.error("", error)))
+            await self.close(code=CLOSE_UNAUTHORIZED)
 
     async def stop_watching(self) -> None:
         """From disconnect(): no timer, no groups left behind."""

@@ -44,18 +44,19 @@ class OperatorConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocket
     async def connect(self) -> None:
         user = self.scope.get("user")
         self.slots = throttle.SocketSlots()
-        self.user_pk = self.session_key = None
+        self.user_pk: int | None = None
+        self.session_key: str | None = None
         # Every handshake counts against its address, refused logins included.
         if limited := throttle.check_handshake(throttle.client_ip(self.scope)):
             await self._refuse(limited)
             return
         self.user_pk = getattr(user, "pk", None)
-        self.session_key: str | None = getattr(self.scope.get("session"), "session_key", None)
+        self.session_key = getattr(self.scope.get("session"), "session_key", None)
         standing = await self.current_standing()
         if not standing.alive:
             await self.close(code=4403)
             return
-        self.staff_id = f"staff-{user.pk}"  # Principal.staff(user).pk: /ws/signal's key too
+        self.staff_id = f"staff-{self.user_pk}"  # Principal.staff(user).pk: /ws/signal's key too
         limited = self.slots.take_address(
             throttle.client_ip(self.scope)
         ) or self.slots.take_credential(self.staff_id)

@@ -99,4 +99,5 @@ class PageOriginValidator:
             allowed = len(origins) == 1 and origin_allowed(scope, origins[0])
         if allowed:
             return await self.application(scope, receive, send)
-        return await WebsocketDenier()(scope, receive, send)
+        # types-channels types a consumer's scope as its own TypedDict: this is that scope.
+        return await WebsocketDenier()(scope, receive, send)  # type: ignore[arg-type]

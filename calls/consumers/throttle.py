@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,7 +105,7 @@ def socket_closed(socket_id: str) -> None:
     limits().by_socket.forget(socket_id)
 
 
-def client_ip(scope: dict[str, Any]) -> str:
+def client_ip(scope: Mapping[str, Any]) -> str:
     """The client address under the trust model (callbridge.client_address)."""
     return client_ip_of_scope(scope)
 

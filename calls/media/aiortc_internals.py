@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import aioice.ice
+import aioice.stun
 import aiortc.rtp
 import numpy as np
 import pylibsrtp
@@ -81,14 +82,16 @@ def admit_peer_reflexive(connection: aioice.Connection, admit: Callable[[str, in
     sent the response, one packet for one) and nothing more is sent there."""
     passed_on = connection.check_incoming
 
-    def check_incoming(message: Any, addr: tuple[str, int], protocol: Any) -> None:
+    def check_incoming(
+        message: aioice.stun.Message, addr: tuple[str, int], protocol: aioice.ice.StunProtocol
+    ) -> None:
         known = any(
-            c._network_host == addr[0] and c.port == addr[1]  # type: ignore[attr-defined]
-            for c in connection._remote_candidates
+            c._network_host == addr[0] and c.port == addr[1] for c in connection._remote_candidates
         )
         if known or admit(addr[0], addr[1]):
             passed_on(message, addr, protocol)
 
+    # Shadows aioice's method on this one connection (mypy forbids assigning to a method).
     connection.check_incoming = check_incoming  # type: ignore[method-assign]
 
 
@@ -98,7 +101,8 @@ python_audio_level: Callable[[AudioFrame], int] = aiortc.rtp.compute_audio_level
 
 def audio_level_dbov(frame: AudioFrame) -> int:
     """aiortc's RFC 6465 audio level, the same number, with numpy (~15x faster)."""
-    samples = np.frombuffer(frame.planes[0], dtype=np.int16).astype(np.float64)
+    # memoryview: numpy's stubs do not take PyAV's plane as a buffer (numpy itself does).
+    samples = np.frombuffer(memoryview(frame.planes[0]), dtype=np.int16).astype(np.float64)
     rms = math.sqrt(float(np.dot(samples, samples)) / (frame.samples * 32767 * 32767))
     if rms <= 0:
         return -127
@@ -141,10 +145,11 @@ class LegTransport:
         self.connection: aioice.Connection = dtls.transport._connection
         self.receiver = transceiver.receiver
         self.sender_ssrc: int = transceiver.sender._ssrc
-        self._pair: Any = None
-        self._sendto: Callable[[bytes, Any], None] | None = None
+        self._pair: aioice.ice.CandidatePair | None = None
+        self._sendto: Callable[[bytes, tuple[str, int]], None] | None = None
         self._address: tuple[str, int] | None = None
         self._probe = _SequenceAndTimestamp()
+        # Name-mangled private attribute: mypy does not know it by its mangled name.
         self._statistics: dict[int, StreamStatistics] = (
             self.receiver._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
         )
@@ -163,6 +168,7 @@ class LegTransport:
             if not taken:
                 passed_on(data, component)
 
+        # Shadows aioice's method on this one connection (mypy forbids assigning to a method).
         self.connection.data_received = data_received  # type: ignore[method-assign]
         # Host sockets: RTP skips aioice's attempt to parse every datagram as STUN (an
         # exception per packet). STUN's first byte is 0-3, RTP's 128-191 (RFC 7983).
@@ -170,14 +176,18 @@ class LegTransport:
             stun_first = protocol.datagram_received
 
             def datagram_received(
-                data: bytes, address: Any, stun_first: Callable[[bytes, Any], None] = stun_first
+                data: bytes,
+                address: tuple[Any, ...],
+                stun_first: Callable[[bytes, tuple[Any, ...]], None] = stun_first,
             ) -> None:
                 if data and data[0] > 127:
                     data_received(data, 1)
                 else:
                     stun_first(data, address)
 
-            protocol.datagram_received = datagram_received
+            # Shadows the method on this socket's protocol. aioice annotates `data` as
+            # bytes | str, but asyncio hands a datagram protocol bytes only.
+            protocol.datagram_received = datagram_received  # type: ignore[method-assign,assignment]
 
     def unprotect(self, data: bytes) -> bytes | None:
         """The clear RTP packet; None before SRTP is keyed or if it is not authentic."""
@@ -196,6 +206,7 @@ class LegTransport:
             statistics = self._statistics[ssrc] = StreamStatistics(48000)
         self._probe.sequence_number = sequence_number
         self._probe.timestamp = timestamp
+        # add() reads only these two fields: a whole RtpPacket per packet is what the probe saves.
         statistics.add(self._probe)  # type: ignore[arg-type]
 
     # --- outgoing ------------------------------------------------------------------------
@@ -211,6 +222,7 @@ class LegTransport:
             else:
                 on_rtp(data)
 
+        # Shadows aiortc's method on this one transport (mypy forbids assigning to a method).
         self.dtls._send_rtp = intercepted  # type: ignore[method-assign]
 
     def protect_and_send(self, clear: bytes) -> bool:
@@ -223,7 +235,7 @@ class LegTransport:
             self._pair = pair
             self._sendto = pair.protocol.transport.sendto
             self._address = pair.remote_addr
-        assert self._sendto is not None
+        assert self._sendto is not None and self._address is not None
         try:
             protected = session.protect(clear)
         except pylibsrtp.Error:  # an index SRTP has used already (a late, reordered packet)

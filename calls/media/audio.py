@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from fractions import Fraction
+from typing import cast
 
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -45,8 +46,9 @@ def copy_frame(frame: AudioFrame) -> AudioFrame:
     """A private copy: frames are shared between subscribers and encoded in threads."""
     copy = AudioFrame(format=frame.format.name, layout=frame.layout.name, samples=frame.samples)
     for source, target in zip(frame.planes, copy.planes, strict=True):
-        # Decoders pad their buffers: copy only what the frame holds.
-        target.update(memoryview(source)[: target.buffer_size])
+        # Decoders pad their buffers: copy only what the frame holds. PyAV's stub says
+        # update() takes bytes; it takes any buffer, and a bytes() copy per frame is waste.
+        target.update(memoryview(source)[: target.buffer_size])  # type: ignore[arg-type]
     copy.sample_rate = frame.sample_rate
     return copy
 
@@ -114,7 +116,8 @@ class InboundAudio:
                 frame = await self.track.recv()
             except MediaStreamError:
                 return  # the peer connection closed
-            self.push(frame)
+            # An audio track's recv() yields AudioFrames; aiortc annotates any Frame or Packet.
+            self.push(cast(AudioFrame, frame))
 
     def push(self, frame: AudioFrame) -> None:
         self.frames_received += 1

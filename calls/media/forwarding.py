@@ -72,7 +72,7 @@ class OpusDecoder:
             return []  # a corrupt payload is a lost packet
         for frame in frames:
             frame.time_base = _TIME_BASE
-        return frames  # type: ignore[return-value]
+        return frames
 
 
 _TIME_BASE = Fraction(1, CLOCK_RATE)

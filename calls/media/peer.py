@@ -11,14 +11,16 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 
 from aiortc import (
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
+    RTCRtpCodecCapability,
     RTCRtpSender,
+    RTCRtpTransceiver,
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamTrack
@@ -58,7 +60,7 @@ class PeerSettings:
 StateCallback = Callable[["LegPeer", str], None]
 
 
-def _opus_only() -> list:
+def _opus_only() -> list[RTCRtpCodecCapability]:
     return [
         codec
         for codec in RTCRtpSender.getCapabilities("audio").codecs
@@ -190,12 +192,12 @@ class LegPeer:
         verdict = self._candidates.judge("udp", host, port).verdict
         return verdict in (Verdict.USE, Verdict.IGNORE)
 
-    def _start_forwarding(self, transceiver: object, answer_sdp: str) -> None:
+    def _start_forwarding(self, transceiver: RTCRtpTransceiver, answer_sdp: str) -> None:
         match = _OPUS_RTPMAP.search(answer_sdp)
         if match is None:  # cannot happen: the answer offers Opus only
             raise _bad_offer("the SDP offer must include Opus audio")
         payload_type = int(match.group(1))
-        transport = LegTransport(transceiver)  # type: ignore[arg-type]
+        transport = LegTransport(transceiver)
         self.tap = RtpTap(transport, payload_type, name=self.leg_id, on_frame=self._decoded)
         self.outlet = RtpOutlet(transport, payload_type)
 
@@ -227,7 +229,7 @@ class LegPeer:
 
     def _stop_listening(self) -> None:
         if isinstance(self._listening, RtpTap):
-            self._listening.listeners.discard(self.outlet)  # type: ignore[arg-type]
+            self._listening.listeners.discard(self.outlet)
         elif self._listening is not None:
             source, subscription = self._listening
             source.unsubscribe(subscription)
@@ -290,8 +292,8 @@ class LegPeer:
             elif self.state == "disconnected" and silent_for <= self.settings.inactivity_s:
                 self._set_state("connected")
 
-    def _start_timer(self, coroutine: object) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)  # type: ignore[arg-type]
+    def _start_timer(self, coroutine: Coroutine[None, None, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
         self._timers.append(task)
 
     def _set_state(self, state: str) -> None:

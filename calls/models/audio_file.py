@@ -45,5 +45,6 @@ class AudioFile(models.Model):
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         storage, name = self.file.storage, self.file.name
         result = super().delete(*args, **kwargs)
-        storage.delete(name)
+        if name:  # always, for a saved row: the field is required
+            storage.delete(name)
         return result

@@ -105,7 +105,7 @@ SYSTEM_END_REASONS = frozenset(
 )
 
 
-class CallQuerySet(models.QuerySet):
+class CallQuerySet(models.QuerySet["Call"]):
     def open(self) -> CallQuerySet:
         return self.filter(state__in=OPEN_STATES)
 

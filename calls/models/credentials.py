@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import models, transaction
@@ -16,9 +16,11 @@ from calls.tokens import IssuedToken, TokenKind, digest_matches, issue_token, to
 # last_used_at / last_seen_at are written at most this often, not on every request.
 USAGE_WRITE_INTERVAL = timedelta(seconds=60)
 
+_Token = TypeVar("_Token", bound="HashedTokenModel")
 
-class TokenQuerySet(models.QuerySet):
-    def find(self, token: str) -> Any | None:
+
+class TokenQuerySet(models.QuerySet[_Token]):
+    def find(self, token: str) -> _Token | None:
         """The row this token belongs to (revoked/expired included), or None."""
         prefix = token_prefix(token)
         if prefix is None:

@@ -7,7 +7,7 @@ worker that stopped beating; the worker's own process is the only writer of its 
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import models
@@ -20,8 +20,8 @@ class WorkerState(models.TextChoices):
     STOPPED = "stopped"  # left cleanly; its calls were ended first
 
 
-class MediaWorkerStatusQuerySet(models.QuerySet):
-    def _fresh_since(self) -> timezone.datetime:
+class MediaWorkerStatusQuerySet(models.QuerySet["MediaWorkerStatus"]):
+    def _fresh_since(self) -> datetime:
         return timezone.now() - timedelta(seconds=settings.CALLBRIDGE_MEDIA_WORKER_TIMEOUT_S)
 
     def live(self) -> MediaWorkerStatusQuerySet:

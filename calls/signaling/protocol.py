@@ -7,6 +7,7 @@ the contract's code; the consumer only authenticates, dispatches and replies.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,7 +141,7 @@ def _hangup(envelope: dict[str, Any]) -> Hangup:
     return Hangup(session_id, call_sid)
 
 
-_PARSERS = {
+_PARSERS: dict[str, Callable[[dict[str, Any]], Message]] = {
     "register": lambda e: Register(_auth_token(e)),
     "offer": _offer,
     "ice-candidate": _ice_candidate,

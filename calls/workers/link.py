@@ -11,8 +11,7 @@ import uuid
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from channels.layers import BaseChannelLayer, get_channel_layer
-
+from callbridge.channel_layer import configured_layer
 from calls.calling import LegRef, OfferPlan
 from calls.errors import CallbridgeError, ErrorCode
 from calls.workers import protocol
@@ -86,14 +85,8 @@ def end_call_message(call_id: uuid.UUID | str) -> protocol.EndCall:
     return protocol.EndCall(call=str(call_id))
 
 
-def _layer() -> BaseChannelLayer:
-    layer = get_channel_layer()
-    assert layer is not None, "CHANNEL_LAYERS has no default layer"
-    return layer
-
-
 async def send(worker: str, message: protocol.Request) -> None:
-    await _layer().send(worker_channel(worker), protocol.encode(message))
+    await configured_layer().send(worker_channel(worker), protocol.encode(message))
 
 
 async def request(
@@ -102,7 +95,7 @@ async def request(
     """Send and wait for the worker's reply (for callers without a socket: REST).
     CallbridgeError when it refuses, does not answer in time, or answers in another
     protocol version."""
-    layer = _layer()
+    layer = configured_layer()
     # The default prefix: channels-redis serves every process-local channel with one
     # blocking pop on "specific.<process>!"; another prefix queues behind it for seconds.
     reply_to = await layer.new_channel()

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 from aiortc import RTCIceServer
-from channels.layers import get_channel_layer
 from django.conf import settings
 
+from callbridge.channel_layer import configured_layer
 from calls.media.aiortc_internals import advertise_host_addresses, use_numpy_audio_level
 from calls.media.candidates import CandidateRules, parse_networks
 from calls.media.peer import PeerSettings
@@ -22,7 +22,7 @@ def build_media_worker(name: str = "", host_addresses: list[str] | None = None) 
     stun = tuple(RTCIceServer(urls=url) for url in settings.CALLBRIDGE_STUN_URLS)
     return MediaWorker(
         name=name or settings.CALLBRIDGE_MEDIA_WORKER_NAME,
-        layer=get_channel_layer(),
+        layer=configured_layer(),
         reporter=DatabaseLegReporter(),
         peer_settings=PeerSettings(
             ice_servers=stun,

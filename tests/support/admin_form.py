@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -15,7 +16,7 @@ class _FromAddress(HTTPAdapter):
         self.address = address
         super().__init__()
 
-    def init_poolmanager(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         kwargs["source_address"] = (self.address, 0)
         super().init_poolmanager(*args, **kwargs)
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 
@@ -47,9 +47,9 @@ class Cluster:
     def env(self) -> dict[str, str]:
         return self.daphnes[0].env
 
-    def query(self, sql: str, *params: Any) -> list[tuple]:
+    def query(self, sql: LiteralString, *params: Any) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.database_url.replace("postgres://", "postgresql://")) as db:
-            return db.execute(sql, params).fetchall()  # type: ignore[arg-type]
+            return db.execute(sql, params).fetchall()
 
     def worker_of(self, call_id: str) -> str:
         return self.query("SELECT media_worker FROM calls_call WHERE id = %s", call_id)[0][0]

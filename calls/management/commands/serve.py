@@ -171,7 +171,7 @@ class Command(BaseCommand):
         secure_data_directories()
         reconcile_embedded_calls()
         held = hold_sqlite_open()
-        loop = type(reactor._asyncioEventloop).__module__.split(".")[0]  # type: ignore[attr-defined]
+        loop = type(reactor._asyncioEventloop).__module__.split(".")[0]
         self.stdout.write(
             f"callbridge serving on http://{options['bind']}:{options['port']}/ ({loop} loop)"
         )
