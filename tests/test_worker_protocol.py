@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from callbridge.channel_layer import EmbeddedChannelLayer
+from callbridge.channel_layer import EmbeddedChannelLayer, configured_layer
 from calls.errors import CallbridgeError, ErrorCode
 from calls.media.peer import PeerSettings
 from calls.media.worker import MediaWorker
@@ -338,7 +338,7 @@ def test_it_has_a_handler_for_every_request() -> None:
 # --- daphne's side: the link --------------------------------------------------------------
 async def answer_once(worker: str, reply: dict[str, Any]) -> None:
     """Stand in for a media worker of another build: answer one request with `reply`."""
-    layer = link._layer()
+    layer = configured_layer()
     request = await layer.receive(protocol.worker_channel(worker))
     await layer.send(request["reply_to"], {**reply, "request_id": request["request_id"]})
 
@@ -380,7 +380,7 @@ async def test_it_raises_the_workers_error_and_refuses_another_requests_reply() 
 
 async def test_it_returns_the_typed_reply_of_a_real_worker() -> None:
     worker = MediaWorker(
-        f"typed-{uuid.uuid4().hex[:8]}", link._layer(), NoReports(), PeerSettings()
+        f"typed-{uuid.uuid4().hex[:8]}", configured_layer(), NoReports(), PeerSettings()
     )
     task = asyncio.create_task(worker.run())
     try:
