@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from calls.media.recorder import HEADER_BYTES, WavWriter, repair_wav
+from calls.media.wav import HEADER_BYTES, WavWriter, repair_wav
 from tests.support.live_server import Server, running_server
 from tests.support.media_peers import ClientPeer
 from tests.support.real_socket import RealSocket

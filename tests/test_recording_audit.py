@@ -15,7 +15,7 @@ from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
-from calls.media.recorder import WavWriter
+from calls.media.wav import WavWriter
 from calls.models import Call, EndUserSession, Recording, RecordingAccess
 from calls.principals import Principal
 

@@ -18,8 +18,8 @@ import av
 import numpy as np
 import pytest
 
-from calls.media import recorder
-from calls.media.recorder import WavWriter, repair_wav
+from calls.media import wav
+from calls.media.wav import WavWriter, repair_wav
 
 # What a fresh file's header takes (read, not imported: the test runs against old code too).
 HEADER_BYTES = len(WavWriter.header(0))
@@ -115,7 +115,7 @@ def test_it_repairs_a_killed_recording_past_4_gib_as_rf64(sparse_wav: Path) -> N
     writer.append(TAIL)  # the header's last flush: 1 MiB and 20 ms
     writer.file.truncate(HEADER_BYTES + 2**32 + 4 * 960 + 2)  # then hours more, a torn frame
     writer.file.close()
-    from calls.media.recorder import repair_wav_header  # (repair_wav without the checksum)
+    from calls.media.wav import repair_wav_header  # (repair_wav without the checksum)
 
     assert repair_wav_header(sparse_wav) == 2**32 + 4 * 960
     assert sparse_wav.stat().st_size == HEADER_BYTES + 2**32 + 4 * 960
@@ -129,7 +129,7 @@ def test_it_upgrades_mid_recording_and_every_reader_gets_every_sample(
 ) -> None:
     # The same path end to end at a lowered limit: RIFF at first, RF64 from the flush that
     # crosses it, each flush's header valid, the samples intact (a 440 Hz tone).
-    monkeypatch.setattr(recorder, "RIFF_MAX", HEADER_BYTES - 8 + 48000 * 4)  # 1 s of audio
+    monkeypatch.setattr(wav, "RIFF_MAX", HEADER_BYTES - 8 + 48000 * 4)  # 1 s of audio
     t = np.arange(48000 * 3) / 48000
     tone = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
     pcm = np.column_stack((tone, -tone)).tobytes()

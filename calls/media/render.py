@@ -19,7 +19,7 @@ import numpy as np
 from calls.media.audio import FRAME_SAMPLES
 from calls.media.capture import iter_capture
 from calls.media.forwarding import OpusDecoder
-from calls.media.recorder import MAX_BACKLOG, TICK_S, RecordingResult, WavWriter
+from calls.media.wav import MAX_BACKLOG, TICK_S, RecordingResult, WavWriter
 
 TICKS_PER_WRITE = 500  # 10 s of audio per write
 

@@ -30,8 +30,8 @@ from channels.db import database_sync_to_async
 
 from calls.errors import CallStateError
 from calls.media.capture import capture_path, iter_capture
-from calls.media.recorder import TICK_S, RecordingResult, repair_wav
 from calls.media.render import render
+from calls.media.wav import TICK_S, RecordingResult, repair_wav
 from calls.models import Call, EndReason, Leg, MediaState, Recording, RecordingState, StopReason
 from calls.recordings import recordings_dir
 
