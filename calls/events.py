@@ -123,7 +123,7 @@ def publish_call_event(sender: Any, event: CallEvent, **kwargs: Any) -> None:
             if worker:
                 await link.send(worker, link.end_call_message(event.call_id))
 
-        _dispatch(send)
+        send_from_any_thread(send)
     except Exception:
         logger.exception("could not publish %s of call %s", event.name, event.call_id)
 
@@ -132,7 +132,7 @@ def publish_presence(session: EndUserSession) -> None:
     name = "presence.online" if session.online else "presence.offline"
     message = {"type": "presence.event", "session": payloads.to_message(session_snapshot(session))}
     try:
-        _dispatch(lambda: _group_send([OPERATORS_GROUP], message))
+        send_from_any_thread(lambda: _group_send([OPERATORS_GROUP], message))
     except Exception:
         logger.exception("could not publish %s of session %s", name, session.pk)
 
@@ -197,11 +197,9 @@ class EventPublisher:
         return True
 
 
-def _dispatch(send: Send) -> None:
+def send_from_any_thread(send: Send) -> None:
+    """Through the running EventPublisher, in order, else in place. Also for other
+    publishers (calls.revocation): the same ordering and thread rules."""
     publisher = EventPublisher.active
     if publisher is None or not publisher.submit(send):
         async_to_sync(send)()
-
-
-# For other publishers (calls.revocation): the same ordering and thread rules.
-send_from_any_thread = _dispatch
