@@ -3,13 +3,15 @@
 calls.events turns the records into the frozen snapshots below, once per change, and sends
 them through the channel layer (`to_message` / `call_event_from_message`: plain dicts,
 which is all a Redis channel layer carries). Each socket then shapes what it may see:
-- `party_event`: /ws/signal, the sockets of the call's parties (end users and API tokens);
-- `feed_event`, `feed_snapshot`: /ws/operator, the staff dashboard.
-Both views carry the same event details (`_details`). Only the feed gets the whole call
-(`record`, `call`): `call.operator` names the operator's account (staff username, API
-token label) and `call` the end user's session; end users see display names only, never
-those accounts — the rule of CallSerializer.to_representation (`public_name`) in the REST
-API. Pure: no Django, no aiortc.
+- `party_event`, `leg_failure`, `registered`: /ws/signal (end users and API tokens);
+- `feed_event`, `feed_snapshot`: /ws/operator, the staff dashboard;
+- `presence_event`: both (operators only).
+Both views carry the same event details (`_details`). Only the feed also gets the record's
+name and the whole call (`record`, `call`), because `call.operator` names the operator's
+account (staff username, API token label) and /ws/signal serves end users, who see display
+names, never those accounts (the REST API's rule: CallSerializer.to_representation,
+`public_name`). An API token's /ws/signal socket gets the party view too: one shape per
+socket. Pure: no Django, no aiortc.
 """
 
 from __future__ import annotations
