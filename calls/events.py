@@ -24,10 +24,10 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.db.models import QuerySet
 
 from calls.consent import consent_status
 from calls.models import Call, CallEvent, EndUserSession
+from calls.models.call import CallQuerySet
 from calls.signaling import payloads
 from calls.workers import link
 
@@ -80,7 +80,7 @@ def session_snapshot(session: EndUserSession) -> payloads.SessionSnapshot:
     )
 
 
-def summarised_calls() -> QuerySet[Call]:
+def summarised_calls() -> CallQuerySet:
     """Calls with everything call_snapshot reads, loaded in a few queries."""
     return Call.objects.select_related(
         "session", "operator_user", "operator_token"
