@@ -5,7 +5,8 @@ Every CallEvent, once committed, goes to the channel-layer groups of who may see
   session-<id>     the calls of one end-user session (its registered sockets)
   call-<id>        the sockets that joined that call with an offer
 and a call that ended tells its media worker to close the legs. Presence changes of
-end-user sessions go to `operators`. Consumers turn these into wire messages.
+end-user sessions go to `operators`. The messages carry snapshots (calls.signaling.payloads)
+read here once; each consumer shapes from them what its socket may see.
 
 Records are written in sync threads; those threads only enqueue what to send. One
 EventPublisher task on the event loop sends it, in commit order, so a database thread never
@@ -27,6 +28,7 @@ from callbridge.channel_layer import configured_layer
 from calls.consent import consent_status
 from calls.models import Call, CallEvent, EndUserSession
 from calls.models.call import CallQuerySet
+from calls.signaling import payloads
 from calls.workers import link
 
 logger = logging.getLogger(__name__)
@@ -42,62 +44,68 @@ def call_group(call_id: Any) -> str:
     return f"call-{call_id}"
 
 
-def call_summary(call: Call) -> dict[str, Any]:
-    """What a dashboard needs to draw a call."""
-    return {
-        "callID": str(call.pk),
-        "state": call.state,
-        "mode": call.mode,
-        "direction": call.direction,
-        "sessionId": str(call.session_id) if call.session_id else None,
-        "displayName": call.session.display_name if call.session else "",
-        "operator": str(call.operator_user or call.operator_token or ""),
-        "createdAt": call.created_at.isoformat(),
-        "answeredAt": call.answered_at.isoformat() if call.answered_at else None,
-        "endedAt": call.ended_at.isoformat() if call.ended_at else None,
-        "endReason": call.end_reason or None,
-        "ringDeadline": call.ring_deadline.isoformat() if call.ring_deadline else None,
-        "legs": [
-            {"legID": str(leg.pk), "role": leg.role, "mediaState": leg.media_state}
-            for leg in call.legs.all()
-        ],
-        "consentMissing": consent_status(call).missing if call.is_open else [],
-        "recording": _recording_summary(call),
-    }
-
-
-def _recording_summary(call: Call) -> dict[str, Any] | None:
+def call_snapshot(call: Call) -> payloads.CallSnapshot:
+    """What the sockets may be told of a call, read once (load it with summarised_calls)."""
     latest = call.latest_recording
-    if latest is None:
-        return None
-    return {"recordingID": str(latest.pk), "state": latest.state, "stopReason": latest.stop_reason}
+    return payloads.CallSnapshot(
+        call_id=str(call.pk),
+        state=call.state,
+        mode=call.mode,
+        direction=call.direction,
+        caller_role=call.caller_role,
+        session_id=str(call.session_id) if call.session_id else None,
+        display_name=call.session.display_name if call.session else "",
+        operator=str(call.operator_user or call.operator_token or ""),
+        created_at=call.created_at.isoformat(),
+        answered_at=call.answered_at.isoformat() if call.answered_at else None,
+        ended_at=call.ended_at.isoformat() if call.ended_at else None,
+        end_reason=call.end_reason or None,
+        ring_deadline=call.ring_deadline.isoformat() if call.ring_deadline else None,
+        legs=tuple(
+            payloads.LegSnapshot(str(leg.pk), leg.role, leg.media_state) for leg in call.legs.all()
+        ),
+        consent_missing=tuple(consent_status(call).missing if call.is_open else ()),
+        recording=None
+        if latest is None
+        else payloads.RecordingSnapshot(str(latest.pk), latest.state, latest.stop_reason),
+    )
 
 
-def session_summary(session: EndUserSession) -> dict[str, Any]:
-    return {
-        "sessionId": str(session.pk),
-        "displayName": session.display_name,
-        "online": session.online,
-        "metadata": session.metadata,
-    }
+def session_snapshot(session: EndUserSession) -> payloads.SessionSnapshot:
+    return payloads.SessionSnapshot(
+        session_id=str(session.pk),
+        display_name=session.display_name,
+        online=session.online,
+        metadata=session.metadata,
+    )
 
 
 def summarised_calls() -> CallQuerySet:
-    """Calls with everything call_summary reads, loaded in a few queries."""
+    """Calls with everything call_snapshot reads, loaded in a few queries."""
     return Call.objects.select_related(
         "session", "operator_user", "operator_token"
     ).prefetch_related("legs", "consents", "recordings")
 
 
+RECENT_ENDED = 20  # ended calls in the operator feed's first message
+
+
+def feed_snapshot() -> dict[str, Any]:
+    """/ws/operator's first message: open calls, the last ended ones, end users online."""
+    open_calls = summarised_calls().open()
+    recent = summarised_calls().finished().order_by("-ended_at")[:RECENT_ENDED]
+    online = EndUserSession.objects.filter(online=True, revoked_at=None)
+    return payloads.feed_snapshot(
+        [call_snapshot(call) for call in open_calls],
+        [call_snapshot(call) for call in recent],
+        [session_snapshot(session) for session in online if session.is_usable],
+    )
+
+
 def event_message(event: CallEvent, call: Call) -> dict[str, Any]:
-    return {
-        "type": "call.event",
-        "id": event.pk,
-        "name": event.name,
-        "data": event.data,
-        "call": call_summary(call),
-        "callerRole": call.caller_role,
-    }
+    """The channel-layer message of a recorded event (payloads.call_event_from_message)."""
+    snapshot = payloads.CallEventSnapshot(event.pk, event.name, event.data, call_snapshot(call))
+    return {"type": "call.event", **payloads.to_message(snapshot)}
 
 
 def publish_call_event(sender: Any, event: CallEvent, **kwargs: Any) -> None:
@@ -115,16 +123,16 @@ def publish_call_event(sender: Any, event: CallEvent, **kwargs: Any) -> None:
             if worker:
                 await link.send(worker, link.end_call_message(event.call_id))
 
-        _dispatch(send)
+        send_from_any_thread(send)
     except Exception:
         logger.exception("could not publish %s of call %s", event.name, event.call_id)
 
 
 def publish_presence(session: EndUserSession) -> None:
     name = "presence.online" if session.online else "presence.offline"
-    message = {"type": "presence.event", "name": name, "session": session_summary(session)}
+    message = {"type": "presence.event", "session": payloads.to_message(session_snapshot(session))}
     try:
-        _dispatch(lambda: _group_send([OPERATORS_GROUP], message))
+        send_from_any_thread(lambda: _group_send([OPERATORS_GROUP], message))
     except Exception:
         logger.exception("could not publish %s of session %s", name, session.pk)
 
@@ -189,11 +197,9 @@ class EventPublisher:
         return True
 
 
-def _dispatch(send: Send) -> None:
+def send_from_any_thread(send: Send) -> None:
+    """Through the running EventPublisher, in order, else in place. Also for other
+    publishers (calls.revocation): the same ordering and thread rules."""
     publisher = EventPublisher.active
     if publisher is None or not publisher.submit(send):
         async_to_sync(send)()
-
-
-# For other publishers (calls.revocation): the same ordering and thread rules.
-send_from_any_thread = _dispatch

@@ -26,6 +26,7 @@ from rest_framework.throttling import SimpleRateThrottle
 
 from calls.errors import CallbridgeError, ErrorCode
 from calls.models import ApiToken, Call, CallMode, EndUserSession, Leg, MediaState
+from calls.models.call import OPEN_STATES
 from calls.principals import Principal
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ def check_media_leg(principal: Principal, leg_id: Any) -> None:
     else:
         legs = Leg.objects.filter(user=principal.user, api_token=None)
     with_peer = (
-        legs.filter(call__state__in=["ringing", "active"], media_state__in=MEDIA_STATES_WITH_PEER)
+        legs.filter(call__state__in=OPEN_STATES, media_state__in=MEDIA_STATES_WITH_PEER)
         .exclude(pk=leg_id)  # a reconnect replaces that leg's own peer
         .count()
     )

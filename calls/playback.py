@@ -30,8 +30,7 @@ def library_file(reference: Any) -> AudioFile:
 
 
 def play(principal: Principal, call: Call, reference: Any, to: str) -> dict[str, Any]:
-    if not principal.is_operator:
-        raise CallbridgeError(ErrorCode.FORBIDDEN, "Only operators and API tokens may play files")
+    policy.require_operator(principal, "play files")
     policy.require_access(principal, call)
     if to not in TARGETS:
         raise CallbridgeError(ErrorCode.INVALID_ARGUMENT, "to must be user, operator or both")
@@ -55,10 +54,7 @@ def play(principal: Principal, call: Call, reference: Any, to: str) -> dict[str,
 
 
 def stop(principal: Principal, call: Call) -> None:
-    if not principal.is_operator:
-        raise CallbridgeError(
-            ErrorCode.FORBIDDEN, "Only operators and API tokens may stop playback"
-        )
+    policy.require_operator(principal, "stop playback")
     policy.require_access(principal, call)
     if call.state != CallState.ACTIVE:
         raise CallStateError(f"only an active call plays audio (it is {call.state})")

@@ -24,6 +24,12 @@ def _forbidden(message: str) -> CallbridgeError:
     return CallbridgeError(ErrorCode.FORBIDDEN, message)
 
 
+def require_operator(principal: Principal, what: str) -> None:
+    """Operators-only actions (create sessions, record, play): FORBIDDEN to end users."""
+    if not principal.is_operator:
+        raise _forbidden(f"Only operators and API tokens may {what}")
+
+
 def has_access(principal: Principal, call: Call) -> bool:
     if principal.is_operator:
         return True

@@ -38,8 +38,7 @@ def start_recording(principal: Principal, call: Call, name: str | None = None) -
     The consent check and the recording's row are one step under the call's row lock, the
     lock every consent answer takes: a withdrawal either lands first (and this refuses) or
     after (and finds the recording to stop)."""
-    if not principal.is_operator:
-        raise CallbridgeError(ErrorCode.FORBIDDEN, "Only operators and API tokens may record")
+    policy.require_operator(principal, "record")
     policy.require_access(principal, call)
     recording_id = uuid.uuid4()
     if name is None:

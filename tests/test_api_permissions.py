@@ -120,6 +120,13 @@ def test_it_rejects_invalid_tokens(token: str) -> None:
     assert body["message"] == "Invalid authentication token"
 
 
+def test_it_refuses_a_bad_token_to_a_browser_without_failing() -> None:
+    # DRF's HTML renderer reads request.user while drawing the error: a refusal from our
+    # authentication classes must leave the request anonymous, not authenticate again.
+    response = bearer_client("nonsense").get("/api/calls", HTTP_ACCEPT="text/html")
+    assert response.status_code == 401
+
+
 def test_it_rejects_a_revoked_api_token(api_token: tuple[ApiToken, str]) -> None:
     token, secret = api_token
     token.revoke()

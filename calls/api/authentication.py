@@ -12,7 +12,7 @@ from django.contrib.auth.models import User
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication
 from rest_framework.request import Request
 
-from calls.api.exceptions import ApiError
+from calls.api.errors import AuthenticationRefused
 from calls.authn import principal_for_token
 from calls.errors import CallbridgeError, ErrorCode
 from calls.operators import is_operator_user
@@ -36,7 +36,7 @@ class BearerTokenAuthentication(BaseAuthentication):
         try:
             principal = principal_for_token(token)
         except CallbridgeError as error:
-            raise ApiError(error.code, error.message) from None
+            raise AuthenticationRefused(error) from None
         return principal, principal
 
     def authenticate_header(self, request: Request) -> str:
@@ -53,6 +53,8 @@ class StaffSessionAuthentication(SessionAuthentication):
         if result is None or not getattr(result[0], "is_staff", False):
             return None
         if not is_operator_user(result[0]):
-            raise ApiError(ErrorCode.FORBIDDEN, "This staff login may not operate calls")
+            raise AuthenticationRefused(
+                CallbridgeError(ErrorCode.FORBIDDEN, "This staff login may not operate calls")
+            )
         principal = Principal.staff(result[0])
         return principal, principal

@@ -12,12 +12,22 @@ from django.views import defaults
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
-from calls.api.exceptions import ApiError
 from calls.errors import CallbridgeError, ErrorCode, error_body
 
 logger = logging.getLogger("calls.api")
 
 _API_PREFIXES = ("/api/", "/call/")
+
+
+class AuthenticationRefused(drf.APIException):
+    """A CallbridgeError raised by an authentication class. Only there must it be a DRF
+    exception: DRF marks the request anonymous only for those, else its HTML renderer
+    authenticates again while drawing the error page, raises again, and answers 500."""
+
+    def __init__(self, error: CallbridgeError) -> None:
+        self.error = error
+        self.status_code = error.code.http_status
+        super().__init__(detail=error.message, code=error.code.value)
 
 
 def _response(error: CallbridgeError, headers: dict[str, str] | None = None) -> Response:
@@ -54,7 +64,7 @@ def _flatten_codes(codes: Any) -> set[str]:
 
 def as_callbridge_error(exc: Exception) -> CallbridgeError | None:
     """Translate a known exception; None for anything unexpected."""
-    if isinstance(exc, ApiError):
+    if isinstance(exc, AuthenticationRefused):
         return exc.error
     if isinstance(exc, CallbridgeError):
         return exc

@@ -9,8 +9,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from calls.api.exceptions import ApiError
-from calls.errors import ErrorCode
+from calls.errors import CallbridgeError, ErrorCode
 
 
 class LinkHeaderCursorPagination(CursorPagination):
@@ -23,7 +22,9 @@ class LinkHeaderCursorPagination(CursorPagination):
         try:
             return super().decode_cursor(request)
         except NotFound:
-            raise ApiError(ErrorCode.INVALID_ARGUMENT, "cursor: not a valid page cursor") from None
+            raise CallbridgeError(
+                ErrorCode.INVALID_ARGUMENT, "cursor: not a valid page cursor"
+            ) from None
 
     def get_paginated_response(self, data: Any) -> Response:
         links = [

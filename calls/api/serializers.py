@@ -12,6 +12,7 @@ from rest_framework import serializers
 from calls.consent import consent_status
 from calls.errors import ErrorCode
 from calls.models import Call, CallMode, CallState, ConsentMethod, Leg, Recording
+from calls.signaling.protocol import MAX_SDP_BYTES
 
 METADATA_MAX_BYTES = 4096
 
@@ -82,7 +83,7 @@ class CallCreateSerializer(serializers.Serializer):
 class OfferSerializer(serializers.Serializer):
     type = serializers.ChoiceField(choices=["offer"], help_text="always 'offer'")
     sdp = serializers.CharField(
-        max_length=32 * 1024, trim_whitespace=False, help_text="with all ICE candidates"
+        max_length=MAX_SDP_BYTES, trim_whitespace=False, help_text="with all ICE candidates"
     )
 
 

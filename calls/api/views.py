@@ -18,7 +18,6 @@ from rest_framework.views import APIView
 
 from callbridge.client_address import client_ip
 from calls import calling, playback, policy
-from calls.api.exceptions import ApiError
 from calls.api.pagination import LinkHeaderCursorPagination
 from calls.api.serializers import (
     AnswerSerializer,
@@ -62,13 +61,8 @@ def json_object(request: Request) -> dict[str, Any]:
     """The request body as a JSON object (no body at all counts as `{}`)."""
     data = request.data  # DRF gives {} for an empty body
     if not isinstance(data, dict):
-        raise ApiError(ErrorCode.INVALID_MESSAGE, "The request body must be a JSON object")
+        raise CallbridgeError(ErrorCode.INVALID_MESSAGE, "The request body must be a JSON object")
     return data
-
-
-def require_operator(principal: Principal) -> None:
-    if not principal.is_operator:
-        raise ApiError(ErrorCode.FORBIDDEN, "Only operators and API tokens may do that")
 
 
 def start_call_from_request(principal: Principal, body: dict[str, Any]) -> Call:
@@ -80,11 +74,11 @@ def start_call_from_request(principal: Principal, body: dict[str, Any]) -> Call:
     if session_id is not None:
         if not principal.is_operator:
             if principal.session is None or session_id != principal.session.pk:
-                raise ApiError(ErrorCode.FORBIDDEN, "End users can only call the operators")
+                raise CallbridgeError(ErrorCode.FORBIDDEN, "End users can only call the operators")
         else:
             session = EndUserSession.objects.filter(pk=session_id).first()
             if session is None:
-                raise ApiError(ErrorCode.NOT_FOUND, "No such session")
+                raise CallbridgeError(ErrorCode.NOT_FOUND, "No such session")
     return calling.start_call(principal, fields.validated_data["mode"], session)
 
 
@@ -114,7 +108,7 @@ class SessionCreateView(APIView):
     )
     def post(self, request: Request) -> Response:
         principal = principal_of(request)
-        require_operator(principal)
+        policy.require_operator(principal, "do that")
         body = SessionCreateSerializer(data=json_object(request))
         body.is_valid(raise_exception=True)
         fields = body.validated_data
@@ -186,7 +180,9 @@ class CallViewSet(viewsets.GenericViewSet):
             wanted = [item.strip() for item in states.split(",") if item.strip()]
             unknown = [item for item in wanted if item not in CallState.values]
             if unknown:
-                raise ApiError(ErrorCode.INVALID_ARGUMENT, f"state: unknown state {unknown[0]!r}")
+                raise CallbridgeError(
+                    ErrorCode.INVALID_ARGUMENT, f"state: unknown state {unknown[0]!r}"
+                )
             calls = calls.filter(state__in=wanted)
         page = self.paginate_queryset(calls)
         viewer = {"principal": principal_of(request)}
@@ -298,7 +294,7 @@ class CallViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["post"], url_path="record/stop")
     def record_stop(self, request: Request, callID: str) -> Response:
         principal = principal_of(request)
-        require_operator(principal)
+        policy.require_operator(principal, "do that")
         recording = stop_recording(self.get_object(), principal.label, StopReason.STOPPED)
         return Response(RecordingSerializer(recording).data)
 

@@ -13,31 +13,13 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from calls import revocation
+from calls import events, revocation
 from calls.consumers import throttle
 from calls.consumers.credential_watch import CredentialWatch
 from calls.consumers.dispatch import EventsWithoutDatabaseHop
 from calls.errors import CallbridgeError, ErrorCode
-from calls.events import OPERATORS_GROUP, call_summary, session_summary, summarised_calls
-from calls.models import EndUserSession
-from calls.signaling import protocol
-
-RECENT_ENDED = 20
-
-
-def snapshot() -> dict[str, Any]:
-    open_calls = summarised_calls().open()
-    ended = (
-        summarised_calls()
-        .exclude(state__in=["ringing", "active"])
-        .order_by("-ended_at")[:RECENT_ENDED]
-    )
-    online = EndUserSession.objects.filter(online=True, revoked_at=None)
-    return {
-        "calls": [call_summary(call) for call in open_calls],
-        "recent": [call_summary(call) for call in ended],
-        "online": [session_summary(session) for session in online if session.is_usable],
-    }
+from calls.events import OPERATORS_GROUP
+from calls.signaling import payloads, protocol
 
 
 class OperatorConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketConsumer):
@@ -68,7 +50,7 @@ class OperatorConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocket
         )
         await self.channel_layer.group_add(OPERATORS_GROUP, self.channel_name)
         await self.accept()
-        await self._send({"type": "snapshot", "data": await database_sync_to_async(snapshot)()})
+        await self._send(await database_sync_to_async(events.feed_snapshot)())
 
     async def _refuse(self, limited: CallbridgeError) -> None:
         await self.accept()
@@ -102,30 +84,13 @@ class OperatorConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocket
         await self._send(protocol.error("", error))
 
     async def call_event(self, message: dict[str, Any]) -> None:
-        if not self.credential_usable_now():
-            return
-        call = message["call"]
-        name = (
-            protocol.wire_event_name(
-                message["name"], message["data"], message["callerRole"], "operator"
-            )
-            or message["name"]
-        )
-        await self._send(
-            protocol.event(
-                "", call["callID"], name, record=message["name"], call=call, **_extra(message)
-            )
-        )
+        if self.credential_usable_now():
+            await self._send(payloads.feed_event(payloads.call_event_from_message(message)))
 
     async def presence_event(self, message: dict[str, Any]) -> None:
-        if not self.credential_usable_now():
-            return
-        await self._send(protocol.event("", "", message["name"], session=message["session"]))
+        if self.credential_usable_now():
+            session = payloads.session_from_message(message["session"])
+            await self._send(payloads.presence_event(session))
 
     async def _send(self, message: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(message))
-
-
-def _extra(message: dict[str, Any]) -> dict[str, Any]:
-    data = message["data"]
-    return {key: data[key] for key in ("reason", "legID", "role") if key in data}

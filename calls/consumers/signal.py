@@ -22,7 +22,7 @@ from calls.consumers.dispatch import EventsWithoutDatabaseHop
 from calls.errors import CallbridgeError, ErrorCode
 from calls.events import OPERATORS_GROUP, call_group, publish_presence, session_group
 from calls.principals import Principal
-from calls.signaling import protocol
+from calls.signaling import payloads, protocol
 from calls.workers import link
 from calls.workers import protocol as worker_protocol
 
@@ -165,16 +165,16 @@ class SignalConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketCo
                 self.legs[str(mine.pk)] = LegRef(call.pk, mine.pk, mine.role, call.media_worker)
                 await self._join(call_group(call.pk))
             resumable.append(
-                {
-                    "callSid": str(call.pk),
-                    "state": call.state,
-                    "mode": call.mode,
-                    "direction": call.direction,
-                    "sessionId": str(mine.pk) if mine else "",
-                    "mediaState": mine.media_state if mine else None,
-                }
+                payloads.ResumableCall(
+                    call_id=str(call.pk),
+                    state=call.state,
+                    mode=call.mode,
+                    direction=call.direction,
+                    leg_id=str(mine.pk) if mine else "",
+                    media_state=mine.media_state if mine else None,
+                )
             )
-        await self._send(protocol.event("", "", "registered", role=principal.role, calls=resumable))
+        await self._send(payloads.registered(principal.role, resumable))
 
     async def _offer(self, message: protocol.Offer) -> None:
         principal = await self._authenticate(message.auth_token)
@@ -268,44 +268,26 @@ class SignalConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketCo
 
     # --- call events -----------------------------------------------------------------------
     async def call_event(self, message: dict[str, Any]) -> None:
-        if message["id"] in self.seen_events or self.principal is None:
+        if message["event_id"] in self.seen_events or self.principal is None:
             return  # the same event can reach us through two groups
         if not self.credential_usable_now():
             return
-        self.seen_events.append(message["id"])
-        call = message["call"]
-        data = message["data"]
+        self.seen_events.append(message["event_id"])
+        event = payloads.call_event_from_message(message)
         mine = next(
-            (leg_id for leg_id, leg in self.legs.items() if str(leg.call_id) == call["callID"]),
+            (leg_id for leg_id, leg in self.legs.items() if str(leg.call_id) == event.call.call_id),
             "",
         )
-        name = protocol.wire_event_name(
-            message["name"], data, message["callerRole"], self.principal.role
-        )
-        if message["name"] == "media.failed" and data.get("legID") == mine:
-            failure = CallbridgeError(
-                ErrorCode.MEDIA_BRIDGE_FAILURE, "the media connection could not be established"
-            )
-            await self._send(protocol.error(mine, failure, call_sid=call["callID"]))
-        if name is None:
-            return
-        details: dict[str, Any] = {"state": call["state"], "mode": call["mode"]}
-        if name in ("call.ended", "recording.stopped"):
-            details["reason"] = data.get("reason")
-        if name.startswith("consent."):
-            details.update({key: data[key] for key in ("missing", "role") if key in data})
-        if name.startswith("recording."):
-            details["recordingID"] = data.get("recordingID")
-            if "consents" in data:
-                details["consents"] = data["consents"]
-        if name.startswith("media."):
-            details.update(legID=data.get("legID"), role=data.get("role"), media=data.get("state"))
-        await self._send(protocol.event(mine, call["callID"], name, **details))
+        if failure := payloads.leg_failure(event, mine):
+            await self._send(failure)
+        if shaped := payloads.party_event(event, self.principal.role, mine):
+            await self._send(shaped)
 
     async def presence_event(self, message: dict[str, Any]) -> None:
         principal = self.principal
         if principal is not None and principal.is_operator and self.credential_usable_now():
-            await self._send(protocol.event("", "", message["name"], **message["session"]))
+            session = payloads.session_from_message(message["session"])
+            await self._send(payloads.presence_event(session))
 
     # --- plumbing --------------------------------------------------------------------------
     async def _join(self, group: str) -> None:

@@ -38,10 +38,9 @@ from calls.media.candidates import (
     withhold_end_of_candidates,
 )
 from calls.media.forwarding import RtpOutlet, RtpTap
+from calls.signaling.protocol import MAX_SDP_BYTES
 
 logger = logging.getLogger(__name__)
-
-MAX_SDP_BYTES = 32 * 1024
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,10 @@ class CallQuerySet(models.QuerySet["Call"]):
     def open(self) -> CallQuerySet:
         return self.filter(state__in=OPEN_STATES)
 
+    def finished(self) -> CallQuerySet:
+        """Calls that ended one way or another (ended, missed, rejected, cancelled)."""
+        return self.filter(state__in=FINAL_STATES)
+
     def visible_to(self, principal: Principal) -> CallQuerySet:
         if principal.is_operator:
             return self

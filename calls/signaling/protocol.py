@@ -14,7 +14,10 @@ from typing import Any
 from calls.errors import CallbridgeError, ErrorCode
 
 MODES = ("bridge", "echo")
-MAX_SDP_CHARS = 32 * 1024
+# One limit for an SDP offer, wherever it comes in. The media peer counts UTF-8 bytes: the
+# binding check, the strictest. The front doors (parse here, the REST OfferSerializer)
+# count characters, never more than the bytes, to refuse the plainly too large up front.
+MAX_SDP_BYTES = 32 * 1024
 MAX_CANDIDATE_CHARS = 1024
 MAX_ID_CHARS = 100
 
@@ -104,7 +107,7 @@ def _offer(envelope: dict[str, Any]) -> Offer:
         raise _invalid("data.sdp is required")
     if data.get("type", "offer") != "offer":
         raise _bad_value("data.type must be 'offer'")
-    if len(sdp) > MAX_SDP_CHARS:
+    if len(sdp) > MAX_SDP_BYTES:
         raise _bad_value("data.sdp is too large")
     if not sdp.startswith("v=0"):
         raise _bad_value("data.sdp is not an SDP offer")

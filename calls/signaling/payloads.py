@@ -1,0 +1,251 @@
+"""What the sockets receive of calls and end-user sessions: one place shapes it.
+
+calls.events turns the records into the frozen snapshots below, once per change, and sends
+them through the channel layer (`to_message` / `call_event_from_message`: plain dicts,
+which is all a Redis channel layer carries). Each socket then shapes what it may see:
+- `party_event`, `leg_failure`, `registered`: /ws/signal (end users and API tokens);
+- `feed_event`, `feed_snapshot`: /ws/operator, the staff dashboard;
+- `presence_event`: both (operators only).
+Both views carry the same event details (`_details`). Only the feed also gets the record's
+name and the whole call (`record`, `call`), because `call.operator` names the operator's
+account (staff username, API token label) and /ws/signal serves end users, who see display
+names, never those accounts (the REST API's rule: CallSerializer.to_representation,
+`public_name`). An API token's /ws/signal socket gets the party view too: one shape per
+socket. Pure: no Django, no aiortc.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from calls.errors import CallbridgeError, ErrorCode
+from calls.signaling import protocol
+
+JsonObject = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LegSnapshot:
+    leg_id: str
+    role: str
+    media_state: str
+
+
+@dataclass(frozen=True)
+class RecordingSnapshot:
+    recording_id: str
+    state: str
+    stop_reason: str
+
+
+@dataclass(frozen=True)
+class CallSnapshot:
+    call_id: str
+    state: str
+    mode: str
+    direction: str
+    caller_role: str
+    session_id: str | None
+    display_name: str
+    operator: str  # the operator's account (username or token label): operators only
+    created_at: str  # ISO 8601, as every time below
+    answered_at: str | None
+    ended_at: str | None
+    end_reason: str | None
+    ring_deadline: str | None
+    legs: tuple[LegSnapshot, ...]
+    consent_missing: tuple[str, ...]
+    recording: RecordingSnapshot | None
+
+
+@dataclass(frozen=True)
+class SessionSnapshot:
+    session_id: str
+    display_name: str
+    online: bool
+    metadata: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class CallEventSnapshot:
+    """One recorded call event (a CallEvent row) and the call as it was once committed."""
+
+    event_id: int
+    name: str  # the record's name (`call.created`, `media.closed`, …), not the wire name
+    data: Mapping[str, Any]
+    call: CallSnapshot
+
+
+@dataclass(frozen=True)
+class ResumableCall:
+    """An open call a (re)registering socket may resume: its leg in it, if any."""
+
+    call_id: str
+    state: str
+    mode: str
+    direction: str
+    leg_id: str  # "" when the registering party has no leg in it yet
+    media_state: str | None
+
+
+# --- through the channel layer ---------------------------------------------------------------
+def to_message(snapshot: CallEventSnapshot | SessionSnapshot) -> JsonObject:
+    """The snapshot as plain JSON-like values (tuples become lists on a Redis layer)."""
+    return asdict(snapshot)
+
+
+def call_event_from_message(message: Mapping[str, Any]) -> CallEventSnapshot:
+    call = message["call"]
+    recording = call["recording"]
+    return CallEventSnapshot(
+        event_id=message["event_id"],
+        name=message["name"],
+        data=message["data"],
+        call=CallSnapshot(
+            **{
+                **call,
+                "legs": tuple(LegSnapshot(**leg) for leg in call["legs"]),
+                "consent_missing": tuple(call["consent_missing"]),
+                "recording": RecordingSnapshot(**recording) if recording else None,
+            }
+        ),
+    )
+
+
+def session_from_message(message: Mapping[str, Any]) -> SessionSnapshot:
+    return SessionSnapshot(**message)
+
+
+# --- call events -----------------------------------------------------------------------------
+def _details(wire_name: str, data: Mapping[str, Any], call: CallSnapshot) -> JsonObject:
+    """What both views say about an event besides its name."""
+    details: JsonObject = {"state": call.state, "mode": call.mode}
+    if wire_name in ("call.ended", "recording.stopped"):
+        details["reason"] = data.get("reason")
+    if wire_name.startswith("consent."):
+        details.update({key: data[key] for key in ("missing", "role") if key in data})
+    if wire_name.startswith("recording."):
+        details["recordingID"] = data.get("recordingID")
+        if "consents" in data:
+            details["consents"] = data["consents"]
+    if wire_name.startswith("media."):
+        details.update(legID=data.get("legID"), role=data.get("role"), media=data.get("state"))
+    return details
+
+
+def party_event(event: CallEventSnapshot, viewer_role: str, my_leg: str) -> JsonObject | None:
+    """/ws/signal: the event as the party in `viewer_role` (its leg `my_leg`, or "") sees
+    it; None when that party is not told (see protocol.wire_event_name)."""
+    call = event.call
+    name = protocol.wire_event_name(event.name, dict(event.data), call.caller_role, viewer_role)
+    if name is None:
+        return None
+    return protocol.event(my_leg, call.call_id, name, **_details(name, event.data, call))
+
+
+def leg_failure(event: CallEventSnapshot, my_leg: str) -> JsonObject | None:
+    """The error the owner of a leg whose media failed gets, besides the event."""
+    if event.name != "media.failed" or event.data.get("legID") != my_leg:
+        return None
+    failure = CallbridgeError(
+        ErrorCode.MEDIA_BRIDGE_FAILURE, "the media connection could not be established"
+    )
+    return protocol.error(my_leg, failure, call_sid=event.call.call_id)
+
+
+def feed_event(event: CallEventSnapshot) -> JsonObject:
+    """/ws/operator: every record, under its wire name as an operator would be told (else
+    its record name), with the record name and the whole call."""
+    call = event.call
+    data = dict(event.data)
+    name = protocol.wire_event_name(event.name, data, call.caller_role, "operator") or event.name
+    # The feed always passed these three on, whatever the event.
+    passed_on: JsonObject = {key: data[key] for key in ("reason", "legID", "role") if key in data}
+    details: JsonObject = {**passed_on, **_details(name, data, call)}
+    return protocol.event(
+        "", call.call_id, name, record=event.name, call=call_summary(call), **details
+    )
+
+
+def call_summary(call: CallSnapshot) -> JsonObject:
+    """The whole call as the dashboard draws it (operators only: see the module's note)."""
+    recording = call.recording
+    return {
+        "callID": call.call_id,
+        "state": call.state,
+        "mode": call.mode,
+        "direction": call.direction,
+        "sessionId": call.session_id,
+        "displayName": call.display_name,
+        "operator": call.operator,
+        "createdAt": call.created_at,
+        "answeredAt": call.answered_at,
+        "endedAt": call.ended_at,
+        "endReason": call.end_reason,
+        "ringDeadline": call.ring_deadline,
+        "legs": [
+            {"legID": leg.leg_id, "role": leg.role, "mediaState": leg.media_state}
+            for leg in call.legs
+        ],
+        "consentMissing": list(call.consent_missing),
+        "recording": None
+        if recording is None
+        else {
+            "recordingID": recording.recording_id,
+            "state": recording.state,
+            "stopReason": recording.stop_reason,
+        },
+    }
+
+
+def feed_snapshot(
+    open_calls: Sequence[CallSnapshot],
+    recent: Sequence[CallSnapshot],
+    online: Sequence[SessionSnapshot],
+) -> JsonObject:
+    """The feed's first message: open calls, the last ended ones, end users online."""
+    return {
+        "type": "snapshot",
+        "data": {
+            "calls": [call_summary(call) for call in open_calls],
+            "recent": [call_summary(call) for call in recent],
+            "online": [session_summary(session) for session in online],
+        },
+    }
+
+
+def registered(role: str, calls: Sequence[ResumableCall]) -> JsonObject:
+    """/ws/signal's reply to `register`: who you are and the open calls you may resume."""
+    resumable = [
+        {
+            "callSid": call.call_id,
+            "state": call.state,
+            "mode": call.mode,
+            "direction": call.direction,
+            "sessionId": call.leg_id,
+            "mediaState": call.media_state,
+        }
+        for call in calls
+    ]
+    return protocol.event("", "", "registered", role=role, calls=resumable)
+
+
+# --- end-user presence -----------------------------------------------------------------------
+def session_summary(session: SessionSnapshot) -> JsonObject:
+    return {
+        "sessionId": session.session_id,
+        "displayName": session.display_name,
+        "online": session.online,
+        "metadata": dict(session.metadata),
+    }
+
+
+def presence_event(session: SessionSnapshot) -> JsonObject:
+    """`presence.online` / `presence.offline`, the same on both sockets (operators only):
+    the session under `session` (what the feed always sent) and flat beside `name` (what
+    /ws/signal always sent)."""
+    name = "presence.online" if session.online else "presence.offline"
+    summary = session_summary(session)
+    return protocol.event("", "", name, **summary, session=summary)

@@ -1,0 +1,117 @@
+"""What each socket is told of a call event (calls.signaling.payloads), without Django."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+from calls.signaling import payloads
+
+USERNAME = "alice.staff"
+TOKEN_LABEL = "api token console (cbk_1a2b)"
+
+CALL = payloads.CallSnapshot(
+    call_id="0b7e1c1e-0000-4000-8000-000000000001",
+    state="active",
+    mode="bridge",
+    direction="inbound",
+    caller_role="user",
+    session_id="0b7e1c1e-0000-4000-8000-000000000002",
+    display_name="Ada",
+    operator=USERNAME,
+    created_at="2026-11-30T21:00:00+00:00",
+    answered_at="2026-11-30T21:00:05+00:00",
+    ended_at=None,
+    end_reason=None,
+    ring_deadline=None,
+    legs=(
+        payloads.LegSnapshot("leg-user", "user", "connected"),
+        payloads.LegSnapshot("leg-operator", "operator", "failed"),
+    ),
+    consent_missing=("operator",),
+    recording=payloads.RecordingSnapshot("rec-1", "recording", ""),
+)
+
+
+def recorded(name: str, data: dict[str, Any], call: payloads.CallSnapshot = CALL) -> Any:
+    return payloads.CallEventSnapshot(event_id=7, name=name, data=data, call=call)
+
+
+def test_it_never_tells_an_end_user_the_operators_account() -> None:
+    for operator in (USERNAME, TOKEN_LABEL):
+        event = recorded("call.answered", {"state": "active"}, replace(CALL, operator=operator))
+        seen_by_user = json.dumps(payloads.party_event(event, "user", "leg-user"))
+        assert operator not in seen_by_user
+        assert operator in json.dumps(payloads.feed_event(event))
+
+
+def test_it_gives_the_feed_the_whole_call_and_the_record_name() -> None:
+    shaped = payloads.feed_event(recorded("media.closed", {"legID": "leg-user", "role": "user"}))
+    assert (shaped["sessionId"], shaped["callSid"]) == ("", CALL.call_id)
+    assert shaped["data"]["name"] == "media.disconnected"
+    assert shaped["data"]["record"] == "media.closed"
+    assert shaped["data"]["call"] == payloads.call_summary(CALL)
+    assert shaped["data"]["call"]["operator"] == USERNAME
+
+
+def test_it_gives_both_sockets_the_same_event_details() -> None:
+    events = [
+        recorded("media.failed", {"legID": "leg-operator", "role": "operator", "state": "failed"}),
+        recorded("call.ended", {"reason": "hangup", "state": "ended"}),
+        recorded("recording.started", {"recordingID": "rec-1", "consents": [1, 2]}),
+        recorded("consent.withdrawn", {"missing": ["user"], "role": "user"}),
+    ]
+    for event in events:
+        party = payloads.party_event(event, "operator", "leg-operator")
+        assert party is not None
+        feed = payloads.feed_event(event)["data"]
+        assert {key: feed[key] for key in party["data"]} == party["data"]
+
+
+def test_it_tells_each_side_of_a_ringing_call_its_own_name() -> None:
+    ringing = replace(CALL, state="ringing", legs=CALL.legs[:1])
+    event = recorded("call.created", {"state": "ringing"}, ringing)
+    assert payloads.party_event(event, "user", "leg-user")["data"]["name"] == "call.ringing"
+    assert payloads.party_event(event, "operator", "")["data"]["name"] == "call.incoming"
+
+
+def test_it_tells_parties_nothing_of_what_they_need_not_know() -> None:
+    echo = recorded("call.created", {"state": "active"}, replace(CALL, mode="echo"))
+    assert payloads.party_event(echo, "user", "leg-user") is None
+    assert payloads.feed_event(echo)["data"]["name"] == "call.created"  # the feed sees all
+
+
+def test_it_tells_only_the_owner_of_a_failed_leg_about_the_failure() -> None:
+    event = recorded("media.failed", {"legID": "leg-operator", "role": "operator"})
+    failure = payloads.leg_failure(event, "leg-operator")
+    assert failure is not None
+    assert (failure["type"], failure["sessionId"], failure["callSid"]) == (
+        "error",
+        "leg-operator",
+        CALL.call_id,
+    )
+    assert failure["data"]["code"] == "MEDIA_BRIDGE_FAILURE"
+    assert payloads.leg_failure(event, "leg-user") is None
+
+
+def test_it_round_trips_an_event_through_the_channel_layer() -> None:
+    event = recorded("recording.started", {"recordingID": "rec-1", "consents": [1]})
+    # What a Redis channel layer does to a message (msgpack): tuples come back as lists.
+    carried = json.loads(json.dumps(payloads.to_message(event)))
+    assert payloads.call_event_from_message(carried) == event
+    session = payloads.SessionSnapshot("s-1", "Ada", True, {"ticket": 42})
+    carried = json.loads(json.dumps(payloads.to_message(session)))
+    assert payloads.session_from_message(carried) == session
+
+
+def test_it_sends_the_same_presence_to_both_sockets_with_both_shapes() -> None:
+    shaped = payloads.presence_event(payloads.SessionSnapshot("s-1", "Ada", False, {}))
+    assert shaped["data"]["name"] == "presence.offline"
+    assert shaped["data"]["session"] == {
+        "sessionId": "s-1",
+        "displayName": "Ada",
+        "online": False,
+        "metadata": {},
+    }
+    assert shaped["data"]["sessionId"] == "s-1"  # the flat form /ws/signal always sent
