@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.support.live_server import Server, running_server
-from tests.support.media_peers import ClientPeer
+from tests.support.media_peers import ClientPeer, hear_each_other
 from tests.support.real_socket import RealSocket
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,8 +117,7 @@ async def test_it_bridges_two_aiortc_clients_through_the_real_server(server: Ser
             await operator_peer.accept(operator_answer["data"]["sdp"])
             await user_peer.wait_connected()
             await operator_peer.wait_connected()
-            assert abs(await user_peer.hears(880) - 880) < 25
-            assert abs(await operator_peer.hears(440) - 440) < 25
+            await hear_each_other((user_peer, 880), (operator_peer, 440))
             await user.send({"type": "hangup", "sessionId": user_answer["sessionId"]})
             for socket_ in (user, operator):
                 ended = await socket_.expect("event", "call.ended")
