@@ -308,7 +308,7 @@ class Load:
     ) -> list[str]:
         http = Http(self.server.url)
         mine = []
-        await asyncio.sleep(self.rng.uniform(0, self.think_s))
+        await self.pause(self.rng.uniform(0, self.think_s), deadline)
         try:
             while time.monotonic() < deadline:
                 try:
@@ -316,10 +316,16 @@ class Load:
                 except Exception as error:
                     self.stats.failures[f"user: {type(error).__name__}: {error}"[:120]] += 1
                 await socket.register(token)
-                await asyncio.sleep(self.rng.uniform(0.5, 1.5) * self.think_s)
+                await self.pause(self.rng.uniform(0.5, 1.5) * self.think_s, deadline)
         finally:
             await http.close()
         return mine
+
+    @staticmethod
+    async def pause(seconds: float, deadline: float) -> None:
+        """Think, but not past the end of the run: a pause that ends after it leads to no
+        call, so waiting it out would only add idle seconds to the run."""
+        await asyncio.sleep(max(0.0, min(seconds, deadline - time.monotonic())))
 
     async def one_call(
         self, http: Http, token: str, socket: Socket, operators: list[Socket]
