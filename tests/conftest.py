@@ -16,6 +16,7 @@ from calls.models import ApiToken, Call, EndUserSession
 from calls.principals import Principal
 from tests.support.live_call import live_call  # noqa: F401  (a shared fixture)
 from tests.support.live_server import Server, running_server
+from tests.support.rest_client import bearer_client
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -145,15 +146,6 @@ def make_session(db: Any) -> Callable[..., tuple[EndUserSession, str]]:
     return make
 
 
-def bearer_client(token: str, header: str = "authorization") -> APIClient:
-    client = APIClient()
-    if header == "authorization":
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    else:
-        client.credentials(HTTP_TOKEN=token)
-    return client
-
-
 @pytest.fixture
 def operator_client(api_token: tuple[ApiToken, str]) -> APIClient:
     return bearer_client(api_token[1])
@@ -168,13 +160,3 @@ def operator(api_token: tuple[ApiToken, str]) -> Principal:
 def inbound_call(make_session: Callable[..., tuple[EndUserSession, str]]) -> Call:
     session, _ = make_session()
     return Call.start(by=Principal.end_user(session), mode="bridge", media_worker="embedded")
-
-
-def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
-    body = response.json()
-    assert response.status_code == status, body
-    assert body["code"] == code, body
-    assert set(body) >= {"code", "message", "recoverable"}
-    assert isinstance(body["recoverable"], bool)
-    assert "Traceback" not in response.content.decode()
-    return body

@@ -24,9 +24,9 @@ from calls.models import ApiToken, Call, CallEvent, EndUserSession, Leg, Recordi
 from calls.operators import operators_group
 from calls.principals import Principal
 from calls.workers import link
-from tests.conftest import assert_error, bearer_client
 from tests.support.live_call import OPERATOR_TONE, USER_TONE, LiveCall
 from tests.support.media_peers import ClientPeer, hear_each_other
+from tests.support.rest_client import assert_error, bearer_client
 from tests.support.signal_client import SignalClient
 
 pytestmark = [pytest.mark.django_db(transaction=True)]

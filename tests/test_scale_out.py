@@ -28,7 +28,7 @@ from tests.support.cluster import WORKER_TIMEOUT_S, Cluster, MediaWorkerProcess,
 from tests.support.live_server import Server
 from tests.support.media_peers import ClientPeer, hear_each_other
 from tests.support.real_socket import RealSocket
-from tests.test_recording import dominant, read_wav
+from tests.support.wav import dominant, read_wav
 
 pytestmark = pytest.mark.daphne
 

@@ -24,7 +24,7 @@ import pytest
 from tests.support.live_server import Server
 from tests.support.media_peers import ClientPeer, hear_each_other
 from tests.support.real_socket import RealSocket
-from tests.test_recording import read_wav
+from tests.support.wav import read_wav
 
 FRAME_S = 0.02
 
