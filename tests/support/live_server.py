@@ -8,11 +8,13 @@ from __future__ import annotations
 import atexit
 import functools
 import json
+import os
 import shutil
 import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -61,10 +63,21 @@ def prepared_data_dir() -> Path:
     atexit.register(shutil.rmtree, template, ignore_errors=True)
     env = outside_environment()
     env["CALLBRIDGE_DATA_DIR"] = str(template)
-    manage(env, "migrate", "--noinput")
-    manage(env, "collectstatic", "--noinput")
+    # Side by side: one writes the database, the other the static folder (~2.5 s saved).
+    with ThreadPoolExecutor(2) as both:
+        done = [both.submit(manage, env, c, "--noinput") for c in ("migrate", "collectstatic")]
+        for command in done:
+            command.result()
     (template / "secret_key").unlink(missing_ok=True)  # each server makes its own
     return template
+
+
+def link_or_copy(source: str, target: str) -> None:
+    """Hard-link a static file (servers only read them), copying across file systems."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 @contextmanager
@@ -82,7 +95,8 @@ def running_server(
     env.update(extra_env)  # may override the defaults above
     running = Server.on_free_port(env, data_dir / "serve.log")
     template = prepared_data_dir()
-    shutil.copytree(template / "static", data_dir / "static", dirs_exist_ok=True)
+    static = data_dir / "static"
+    shutil.copytree(template / "static", static, copy_function=link_or_copy, dirs_exist_ok=True)
     fresh_sqlite = "DATABASE_URL" not in env and not (data_dir / "db.sqlite3").exists()
     if migrate and fresh_sqlite:
         shutil.copy2(template / "db.sqlite3", data_dir / "db.sqlite3")
