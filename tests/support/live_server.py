@@ -76,6 +76,9 @@ def link_or_copy(source: str, target: str) -> None:
     """Hard-link a static file (servers only read them), copying across file systems."""
     try:
         os.link(source, target)
+    except FileExistsError:  # a restarted server's: already linked (or its own file)
+        if not os.path.samefile(source, target):
+            shutil.copy2(source, target)
     except OSError:
         shutil.copy2(source, target)
 
