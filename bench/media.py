@@ -12,13 +12,14 @@ results go to a JSON file, a markdown report and a PNG chart (bench.report).
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
+import functools
 import json
 import os
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import report
+from callbridge.local_server import ROOT, free_port, listening, manage, outside_environment
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STEPS = "2,5,10,20,40,80,120,160,200,250,300,400"
 SERVER_CORE, GENERATOR_CORE = "0", "1"
 
@@ -52,12 +53,6 @@ def raise_open_files_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def pinned(core: str) -> list[str]:
     """`taskset -c core` when we can pin (bench runs on 2+ cores), else nothing."""
     if shutil.which("taskset") and (os.cpu_count() or 1) > int(core):
@@ -65,24 +60,8 @@ def pinned(core: str) -> list[str]:
     return []
 
 
-def wait_for_port(port: int, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start:\n{log.read_text()[-3000:]}") from None
-            time.sleep(0.1)
-
-
 def callbridge_env(data_dir: Path, lag_file: Path, media_path: str | None) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("CALLBRIDGE_", "DJANGO_")) and key not in ("DATABASE_URL", "DEBUG")
-    }
+    env = outside_environment()
     env.update(
         CALLBRIDGE_DATA_DIR=str(data_dir),
         CALLBRIDGE_ICE_HOST_ADDRESSES="127.0.0.1",
@@ -102,6 +81,19 @@ def callbridge_env(data_dir: Path, lag_file: Path, media_path: str | None) -> di
     return env
 
 
+@functools.cache
+def migrated_database() -> tuple[Path, str]:
+    """A migrated database holding the generator's API token, made once a run: each
+    callbridge server starts from a copy of it (migrate + createapitoken: ~4 s a server)."""
+    folder = Path(tempfile.mkdtemp(prefix="callbridge-bench-db-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    env = outside_environment()
+    env["CALLBRIDGE_DATA_DIR"] = str(folder)
+    manage(env, "migrate", "--noinput")
+    token = manage(env, "createapitoken", "bench", "--quiet").strip()
+    return folder / "db.sqlite3", token
+
+
 @contextmanager
 def serve(target: str, work: Path) -> Iterator[RunningServer]:
     """Start the server for `target` on core 0 with a fresh data dir; stop it after."""
@@ -110,7 +102,6 @@ def serve(target: str, work: Path) -> Iterator[RunningServer]:
     lag_file = data_dir / "loop-lag.txt"
     log = data_dir / "server.log"
     port = free_port()
-    manage = [sys.executable, "manage.py"]
     if target == "stock":
         env = dict(os.environ, CALLBRIDGE_LOOP_LAG_FILE=str(lag_file))
         command = [sys.executable, "-m", "bench.stock_relay", "--port", str(port)]
@@ -119,27 +110,13 @@ def serve(target: str, work: Path) -> Iterator[RunningServer]:
         media_path = "decode" if target == "callbridge-decode" else None
         env = callbridge_env(data_dir, lag_file, media_path)
         (data_dir / "static").mkdir()  # STATIC_ROOT: WhiteNoise warns without it
-        run = {"cwd": ROOT, "env": env, "check": True, "capture_output": True, "text": True}
-        subprocess.run([*manage, "migrate", "--noinput"], **run)  # noqa: S603
-        token = subprocess.run(  # noqa: S603
-            [*manage, "createapitoken", "bench", "--quiet"], **run
-        ).stdout.strip()
-        command = [*manage, "serve", "--port", str(port)]
+        database, token = migrated_database()
+        shutil.copy2(database, data_dir / "db.sqlite3")
+        command = [sys.executable, "manage.py", "serve", "--port", str(port)]
         url = f"http://127.0.0.1:{port}"
-    with log.open("w") as out:
-        process = subprocess.Popen(  # noqa: S603
-            [*pinned(SERVER_CORE), *command], cwd=ROOT, env=env, stdout=out, stderr=out
-        )
-    try:
-        wait_for_port(port, process, log)
+    pinned_command = [*pinned(SERVER_CORE), *command]
+    with listening(pinned_command, port, log, env, within=60, stop_within=20) as process:
         yield RunningServer(target, url, process.pid, lag_file, token)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 def run_generator(

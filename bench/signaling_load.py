@@ -38,13 +38,15 @@ import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import websockets
 
-from tests.support.live_server import Server, running_server
+from callbridge.local_server import LocalServer, outside_environment, serving
 
 WAIT_S = 30.0  # a reply or event not here by then counts as lost
 ANSWERED, REJECTED, CANCELLED = "answered", "rejected", "cancelled"
@@ -239,7 +241,7 @@ class Socket:
 
 @dataclass
 class Load:
-    server: Server
+    server: LocalServer
     sessions: int
     operators: int
     duration_s: float
@@ -306,7 +308,7 @@ class Load:
     ) -> list[str]:
         http = Http(self.server.url)
         mine = []
-        await asyncio.sleep(self.rng.uniform(0, self.think_s))
+        await self.pause(self.rng.uniform(0, self.think_s), deadline)
         try:
             while time.monotonic() < deadline:
                 try:
@@ -314,10 +316,16 @@ class Load:
                 except Exception as error:
                     self.stats.failures[f"user: {type(error).__name__}: {error}"[:120]] += 1
                 await socket.register(token)
-                await asyncio.sleep(self.rng.uniform(0.5, 1.5) * self.think_s)
+                await self.pause(self.rng.uniform(0.5, 1.5) * self.think_s, deadline)
         finally:
             await http.close()
         return mine
+
+    @staticmethod
+    async def pause(seconds: float, deadline: float) -> None:
+        """Think, but not past the end of the run: a pause that ends after it leads to no
+        call, so waiting it out would only add idle seconds to the run."""
+        await asyncio.sleep(max(0.0, min(seconds, deadline - time.monotonic())))
 
     async def one_call(
         self, http: Http, token: str, socket: Socket, operators: list[Socket]
@@ -416,7 +424,7 @@ async def make_sessions(url: str, token: str, count: int, connections: int = 8) 
     return [t for batch in await asyncio.gather(*(make(n) for n in shares)) for t in batch]
 
 
-def make_api_tokens(server: Server, count: int) -> list[str]:
+def make_api_tokens(server: LocalServer, count: int) -> list[str]:
     out = server.manage(
         "shell",
         "-c",
@@ -438,7 +446,7 @@ print(json.dumps(rows))
 """
 
 
-def stored_timelines(server: Server) -> dict[str, dict[str, Any]]:
+def stored_timelines(server: LocalServer) -> dict[str, dict[str, Any]]:
     out = server.manage("shell", "-c", TIMELINES)
     return {
         row[0]: {
@@ -452,7 +460,7 @@ def stored_timelines(server: Server) -> dict[str, dict[str, Any]]:
     }
 
 
-def server_cpu_s(server: Server) -> float:
+def server_cpu_s(server: LocalServer) -> float:
     assert server.process is not None
     fields = Path(f"/proc/{server.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -583,6 +591,22 @@ def passed(result: dict[str, Any]) -> bool:
     )
 
 
+@contextmanager
+def load_server(data_dir: Path) -> Iterator[LocalServer]:
+    """`manage.py serve` (the embedded set-up) on a fresh database in `data_dir`."""
+    env = outside_environment()
+    env.update(
+        CALLBRIDGE_DATA_DIR=str(data_dir),
+        CALLBRIDGE_ICE_HOST_ADDRESSES="127.0.0.1",
+        **server_env(),
+    )
+    server = LocalServer.on_free_port(env, data_dir / "serve.log")
+    server.manage("migrate", "--noinput")
+    (data_dir / "static").mkdir(exist_ok=True)  # STATIC_ROOT: WhiteNoise warns without it
+    with serving(server) as running:
+        yield running
+
+
 def server_env() -> dict[str, str]:
     """Limits a one-address load run would otherwise hit (every client is 127.0.0.1)."""
     return {
@@ -596,7 +620,7 @@ def server_env() -> dict[str, str]:
     }
 
 
-async def run_load(server: Server, **options: Any) -> dict[str, Any]:
+async def run_load(server: LocalServer, **options: Any) -> dict[str, Any]:
     return await Load(server, **options).run()
 
 
@@ -637,7 +661,7 @@ def main() -> int:
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="callbridge-load-") as data,
-        running_server(Path(data), **server_env()) as server,
+        load_server(Path(data)) as server,
     ):
         result = asyncio.run(
             run_load(

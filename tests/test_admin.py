@@ -10,7 +10,7 @@ from django.test import Client
 
 from calls.models import ApiToken, Call, CallEvent, EndUserSession
 from calls.principals import Principal
-from tests.conftest import assert_error, bearer_client
+from tests.support.rest_client import assert_error, bearer_client
 
 pytestmark = pytest.mark.django_db
 

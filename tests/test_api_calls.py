@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 from calls.api.throttling import PrincipalRateThrottle
 from calls.models import Call, CallEvent, EndUserSession
 from calls.principals import Principal
-from tests.conftest import assert_error, bearer_client
+from tests.support.rest_client import assert_error, bearer_client
 
 pytestmark = pytest.mark.django_db
 

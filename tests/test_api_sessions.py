@@ -12,7 +12,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from calls.models import EndUserSession
-from tests.conftest import assert_error, bearer_client
+from tests.support.rest_client import assert_error, bearer_client
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,9 @@ from tests.support.browser import (
     require_browser_environment,
     write_tone_wav,
 )
-from tests.support.live_server import ROOT, Server
+from tests.support.live_server import Server
+
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = [pytest.mark.browser, pytest.mark.daphne]
 

@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
 from calls.models import ApiToken
-from tests.conftest import bearer_client
+from tests.support.rest_client import bearer_client
 
 pytestmark = pytest.mark.django_db
 

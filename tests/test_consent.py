@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 from calls.consent import consent_text_sha256
 from calls.models import Call, CallEvent, EndUserSession, RecordingConsent
 from calls.principals import Principal
-from tests.conftest import assert_error, bearer_client
+from tests.support.rest_client import assert_error, bearer_client
 
 pytestmark = pytest.mark.django_db
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import threading
 from typing import Any
 
 import pytest
@@ -31,9 +31,16 @@ async def test_it_delivers_events_while_the_database_thread_is_busy(asgi_app: An
     try:
         await operator.send({"type": "register", "sessionId": "", "authToken": token})
         await operator.expect("event", "registered")
-        # Database work of other sockets occupies the one thread sync code runs in.
-        busy = asyncio.create_task(sync_to_async(time.sleep)(3.0))
-        await asyncio.sleep(0.1)
+        # Database work of other sockets occupies the one thread sync code runs in (for
+        # up to 3 s: until the event has arrived).
+        occupied, release = threading.Event(), threading.Event()
+
+        def occupy() -> None:
+            occupied.set()
+            release.wait(timeout=3.0)
+
+        busy = asyncio.create_task(sync_to_async(occupy)())
+        assert await asyncio.to_thread(occupied.wait, 5.0)
         loop = asyncio.get_running_loop()
         started = loop.time()
         call_id = await sync_to_async(ring_the_operators, thread_sensitive=False)()
@@ -41,6 +48,7 @@ async def test_it_delivers_events_while_the_database_thread_is_busy(asgi_app: An
         assert incoming["callSid"] == call_id
         assert loop.time() - started < 1.5
         assert not busy.done()
-        await busy
+        release.set()
+        await asyncio.wait_for(busy, 5)
     finally:
         await operator.close()

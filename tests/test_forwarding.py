@@ -15,7 +15,7 @@ from calls.media.capture import capture_path
 from calls.media.forwarding import OpusDecoder
 from calls.media.peer import LegPeer
 from tests.support.live_call import OPERATOR_TONE, USER_TONE, LiveCall, add_to_library
-from tests.support.media_peers import ClientPeer, opus_tone
+from tests.support.media_peers import ClientPeer, hear_each_other, opus_tone
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -87,8 +87,9 @@ async def test_recording_decodes_nothing_while_the_call_runs(
         leg.inbound is not None and leg.inbound.frames_received == 0 for leg in legs.values()
     )
     assert stopped.json()["sizeBytes"] == wav.stat().st_size > 48000 * 4
-    await live_call.operator_peer.hears(USER_TONE)
-    await live_call.user_peer.hears(OPERATOR_TONE)
+    await hear_each_other(
+        (live_call.operator_peer, USER_TONE), (live_call.user_peer, OPERATOR_TONE)
+    )
 
 
 async def test_a_playback_mixes_then_goes_back_to_forwarding(
@@ -134,8 +135,7 @@ async def test_the_stream_continues_when_the_other_party_reconnects(
     )
     await again.accept(answer["data"]["sdp"])
     await again.wait_connected()
-    await live_call.operator_peer.hears(660)
-    await again.hears(OPERATOR_TONE)
+    await hear_each_other((live_call.operator_peer, 660), (again, OPERATOR_TONE))
     # The operator's client saw one stream: the new source continues its numbering.
     (stream,) = await inbound_stats(live_call.operator_peer)
     assert stream.packetsLost == 0

@@ -10,7 +10,7 @@ from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from calls.models import Call
-from tests.conftest import assert_error
+from tests.support.rest_client import assert_error
 
 pytestmark = pytest.mark.django_db
 

@@ -14,8 +14,8 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from calls.models import ApiToken, Call, CallEvent, EndUserSession, Leg
-from tests.conftest import assert_error, bearer_client
 from tests.support.media_peers import ClientPeer
+from tests.support.rest_client import assert_error, bearer_client
 from tests.support.signal_client import SignalClient, staff_cookie
 
 pytestmark = [pytest.mark.django_db(transaction=True)]

@@ -23,9 +23,9 @@ from calls.models import ApiToken, Call, CallEvent, EndUserSession, Leg, Recordi
 from calls.operators import operators_group
 from calls.principals import Principal
 from calls.workers import link, protocol
-from tests.conftest import assert_error, bearer_client
 from tests.support.live_call import OPERATOR_TONE, USER_TONE, LiveCall
-from tests.support.media_peers import ClientPeer
+from tests.support.media_peers import ClientPeer, hear_each_other
+from tests.support.rest_client import assert_error, bearer_client
 from tests.support.signal_client import SignalClient
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -73,8 +73,9 @@ async def test_it_keeps_another_operator_out_of_an_active_call(
         # The parties' media is untouched: each still hears the other, nobody else.
         live_call.operator_peer.sink.clear()
         live_call.user_peer.sink.clear()
-        await live_call.operator_peer.hears(USER_TONE)
-        await live_call.user_peer.hears(OPERATOR_TONE)
+        await hear_each_other(
+            (live_call.operator_peer, USER_TONE), (live_call.user_peer, OPERATOR_TONE)
+        )
         legs = [leg async for leg in Leg.objects.filter(call_id=live_call.call_id)]
         assert sorted((leg.role, leg.api_token_id is not None) for leg in legs) == [
             ("operator", True),

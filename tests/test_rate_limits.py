@@ -15,7 +15,7 @@ from calls.api.throttling import ClientIpRateThrottle, PrincipalRateThrottle
 from calls.consumers import throttle
 from calls.models import ApiToken, Call, CallEvent, EndUserSession
 from calls.signaling.rate_limit import PRUNE_EVERY, Rate, TokenBuckets
-from tests.conftest import assert_error, bearer_client
+from tests.support.rest_client import assert_error, bearer_client
 from tests.support.signal_client import SignalClient
 
 

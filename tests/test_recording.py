@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-import wave
 from pathlib import Path
 from typing import Any
 
@@ -16,22 +15,9 @@ from asgiref.sync import sync_to_async
 from calls.models import Recording
 from tests.support.live_call import OPERATOR_TONE, USER_TONE, LiveCall
 from tests.support.media_peers import ClientPeer
+from tests.support.wav import dominant, read_wav
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
-
-
-def read_wav(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
-    with wave.open(str(path)) as wav:
-        assert (wav.getnchannels(), wav.getframerate(), wav.getsampwidth()) == (2, 48000, 2)
-        frames = wav.getnframes()
-        data = np.frombuffer(wav.readframes(frames), dtype="<i2").reshape(-1, 2)
-    return data[:, 0].astype(float), data[:, 1].astype(float), frames / 48000
-
-
-def dominant(samples: np.ndarray) -> float:
-    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
-    spectrum[:50] = 0
-    return float(np.fft.rfftfreq(len(samples), 1 / 48000)[int(np.argmax(spectrum))])
 
 
 async def finished(recording_id: str) -> Recording:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from calls.media.recorder import CallRecorder
-from tests.test_recording import read_wav
+from tests.support.wav import read_wav
 
 
 @pytest.mark.parametrize("packets", [True, False], ids=["forwarding", "decode"])

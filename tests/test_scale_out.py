@@ -26,9 +26,9 @@ import websockets
 from tests.support import consent_races
 from tests.support.cluster import WORKER_TIMEOUT_S, Cluster, MediaWorkerProcess, running_cluster
 from tests.support.live_server import Server
-from tests.support.media_peers import ClientPeer
+from tests.support.media_peers import ClientPeer, hear_each_other
 from tests.support.real_socket import RealSocket
-from tests.test_recording import dominant, read_wav
+from tests.support.wav import dominant, read_wav
 
 pytestmark = pytest.mark.daphne
 
@@ -123,8 +123,7 @@ async def bridged_call(
     await operator_peer.accept(operator_answer["data"]["sdp"])
     await user_peer.wait_connected()
     await operator_peer.wait_connected()
-    await operator_peer.hears(440)
-    await user_peer.hears(880)
+    await hear_each_other((operator_peer, 440), (user_peer, 880))
     return {
         "id": call_id,
         "user": user,

@@ -38,11 +38,11 @@ from calls.models import (
 )
 from calls.principals import Principal
 from calls.tokens import hash_token
-from tests.conftest import assert_error, bearer_client
 from tests.support.live_call import LiveCall
 from tests.support.media_peers import ClientPeer
+from tests.support.rest_client import assert_error, bearer_client
+from tests.support.settings_process import settings_in_subprocess
 from tests.support.signal_client import SignalClient, staff_cookie
-from tests.test_settings import settings_in_subprocess
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN_SECRET = re.compile(r"cb[ks]_[A-Za-z0-9_-]{12,}")  # longer than the public prefix

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,27 +13,9 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from callbridge.env import env_bool, env_int, env_list, env_rate, load_dotenv
+from tests.support.settings_process import run_with_env, settings_in_subprocess
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_with_env(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    """Run Python in the project with a clean callbridge environment plus `env`."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CALLBRIDGE_", "DEBUG"))}
-    clean.pop("DATABASE_URL", None)
-    clean.pop("REDIS_URL", None)
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=ROOT,
-        env={**clean, "CALLBRIDGE_DATA_DIR": str(ROOT / "var"), **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def settings_in_subprocess(env: dict[str, str], expression: str) -> subprocess.CompletedProcess:
-    return run_with_env(env, "-c", f"import callbridge.settings as s; print({expression})")
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 
 from calls.ice import turn_credentials
 from calls.models import EndUserSession
-from tests.conftest import bearer_client
+from tests.support.rest_client import bearer_client
 
 pytestmark = pytest.mark.django_db
 

@@ -16,7 +16,8 @@ from typing import Any, LiteralString
 
 import psycopg
 
-from tests.support.live_server import ROOT, Server, running_server, stop
+from callbridge.local_server import ROOT, stop
+from tests.support.live_server import Server, running_server
 from tests.support.real_services import running_postgres, running_redis
 
 # Short, so a killed worker is noticed within seconds.

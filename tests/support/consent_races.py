@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 
 from tests.support.live_server import Server
-from tests.support.media_peers import ClientPeer
+from tests.support.media_peers import ClientPeer, hear_each_other
 from tests.support.real_socket import RealSocket
-from tests.test_recording import read_wav
+from tests.support.wav import read_wav
 
 FRAME_S = 0.02
 
@@ -77,8 +77,7 @@ async def bridged_call(
     await operator_peer.accept(operator_answer["data"]["sdp"])
     await user_peer.wait_connected()
     await operator_peer.wait_connected()
-    await operator_peer.hears(440)
-    await user_peer.hears(880)
+    await hear_each_other((operator_peer, 440), (user_peer, 880))
     await consent(operator_via, call_id, operator_token, granted=True)
     return Bridged(call_id, user_token, operator_token)
 

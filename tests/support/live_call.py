@@ -13,7 +13,7 @@ from django.test import AsyncClient
 
 from calls.models import ApiToken, AudioFile, EndUserSession
 from tests.support.browser import write_tone_wav
-from tests.support.media_peers import ClientPeer
+from tests.support.media_peers import ClientPeer, hear_each_other
 from tests.support.signal_client import SignalClient
 
 USER_TONE, OPERATOR_TONE = 440, 880
@@ -67,8 +67,8 @@ async def live_call(asgi_app: Any, settings: Any, tmp_path: Path) -> AsyncIterat
     await operator_peer.accept(operator_answer["data"]["sdp"])
     await user_peer.wait_connected()
     await operator_peer.wait_connected()
-    await operator_peer.hears(USER_TONE)  # audio flows both ways before we record
-    await user_peer.hears(OPERATOR_TONE)
+    # Audio flows both ways before we record.
+    await hear_each_other((operator_peer, USER_TONE), (user_peer, OPERATOR_TONE))
     yield LiveCall(
         user_answer["callSid"],
         user,

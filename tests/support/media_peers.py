@@ -150,7 +150,7 @@ class ClientPeer:
         heard = 0.0
         self.sink.clear()
         while loop.time() < deadline:
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(0.1)
             if self.sink.seconds >= 1.0 and self.sink.rms() > 300:
                 heard = self.sink.dominant_frequency()
                 if abs(heard - frequency) <= tolerance:
@@ -160,6 +160,12 @@ class ClientPeer:
     async def close(self) -> None:
         await self.sink.stop()
         await self.pc.close()
+
+
+async def hear_each_other(*expected: tuple[ClientPeer, float]) -> None:
+    """Each peer hears its tone (see `ClientPeer.hears`). They listen at the same time: a
+    pair costs one second of audio, not two in a row."""
+    await asyncio.gather(*(peer.hears(tone) for peer, tone in expected))
 
 
 def opus_tone(frequency: float, seconds: float) -> list[bytes]:

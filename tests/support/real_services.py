@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.live_server import free_port, stop, wait_for_port
+from callbridge.local_server import free_port, listening, stop, wait_for_port
 
 
 def require_binary(path_or_name: str, package: str) -> str:
@@ -41,18 +41,9 @@ def running_redis(workdir: Path) -> Iterator[str]:
     """A Redis on 127.0.0.1 without persistence; yields its URL."""
     binary = require_binary("redis-server", "redis-server")
     port = free_port()
-    log = workdir / "redis.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(workdir), *NO_DISK],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_for_port(port, process, log)
+    command = [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(workdir)]
+    with listening([*command, *NO_DISK], port, workdir / "redis.log"):
         yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        stop(process)
 
 
 @contextmanager
@@ -135,10 +126,5 @@ def running_coturn(workdir: Path) -> Iterator[Turn]:
         "--simple-log",
         "--verbose",
     ]
-    with log.open("w") as out:
-        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(port, process, log)  # it listens on TCP too
+    with listening(args, port, log):  # it listens on TCP too
         yield Turn(f"turn:127.0.0.1:{port}?transport=udp", secret, log)
-    finally:
-        stop(process)
