@@ -27,6 +27,7 @@ from calls.workers.local import build_media_worker
 
 logger = logging.getLogger("calls.mediaworker")
 
+STOP_STEP_S = 8.0
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")  # a valid channel-name part
 
 
@@ -107,8 +108,7 @@ async def serve(name: str, addresses: list[str], capacity: int, drain_timeout_s:
     # The heartbeat says `stopped`, the worker closes what is left, and the publisher
     # outlives both so the events they record (calls ended, legs closed) reach the sockets.
     for task in (beating, working):
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await _stop(task)
     try:
         async with asyncio.timeout(5):
             await publisher.flush()
@@ -117,6 +117,37 @@ async def serve(name: str, addresses: list[str], capacity: int, drain_timeout_s:
     publishing.cancel()
     await asyncio.gather(publishing, return_exceptions=True)
     logger.info("media worker %s stopped", name)
+
+
+async def _stop(task: asyncio.Task[None], within_s: float = STOP_STEP_S) -> None:
+    """Cancel a task and wait for it; one still busy after `within_s` is logged with the
+    chain of awaits it is stuck in (a stop that hangs must say where), then waited for."""
+    task.cancel()
+    await asyncio.wait({task}, timeout=within_s)
+    if not task.done():
+        others = asyncio.all_tasks() - {task, asyncio.current_task()}
+        logger.error(
+            "%s still stopping after %.0f s, awaiting:\n%s",
+            task.get_name(),
+            within_s,
+            "\n".join(
+                f"{each.get_name()}:\n" + "\n".join(_await_chain(each.get_coro()))
+                for each in [task, *others]
+            ),
+        )
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def _await_chain(awaitable: Any) -> list[str]:
+    where = []
+    while awaitable is not None:
+        frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "gi_frame", None)
+        if frame is None:
+            where.append(f"  {awaitable!r}")
+            break
+        where.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+        awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "gi_yieldfrom", None)
+    return where
 
 
 async def _until_idle(worker: Any) -> None:
