@@ -34,7 +34,13 @@ class MediaWorkerProcess:
         self.process.send_signal(number)
 
     async def exit_code(self, within: float) -> int:
-        return await asyncio.to_thread(self.process.wait, within)
+        """Its exit code; still running after `within` s fails with its log's tail (a
+        stuck stop logs where it waits: calls/management/commands/mediaworker.py)."""
+        try:
+            return await asyncio.to_thread(self.process.wait, within)
+        except subprocess.TimeoutExpired:
+            tail = self.log.read_text(errors="replace")[-6000:]
+            raise AssertionError(f"media worker {self.name} still running:\n{tail}") from None
 
 
 @dataclass
