@@ -11,3 +11,10 @@ call_event_recorded = Signal()
 # kwargs: pks (list of primary keys). Sent by ApiToken / EndUserSession querysets' revoke()
 # (the model's revoke() and the admin's bulk action go through it).
 credentials_revoked = Signal()
+
+# kwargs: user_id. An operator's availability or activity changed (the feed's
+# `operator.status`); whoever changes what `calls.models.activity` derives from sends it.
+operator_status_changed = Signal()
+
+# kwargs: user_id. An operator became available: the routing engine offers them calls.
+operator_available = Signal()

@@ -11,7 +11,9 @@ from typing import Any
 
 from django.contrib.auth.models import Group, Permission
 
-OPERATOR_PERMISSION = "calls.operate_calls"
+from calls.models.operator_status import OPERATOR_PERMISSION, operator_users
+
+__all__ = ["OPERATOR_PERMISSION", "is_operator_user", "operator_users", "operators_group"]
 OPERATORS_GROUP_NAME = "Operators"
 
 

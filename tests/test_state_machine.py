@@ -177,6 +177,7 @@ def test_it_keeps_a_complete_timeline(parties: Parties) -> None:
     timeline = [(e.name, e.actor_role, e.data.get("state")) for e in call.events.all()]
     assert timeline == [
         ("call.created", "user", "ringing"),
+        ("queue.joined", "user", None),
         ("call.answered", "operator", "active"),
         ("call.ended", "user", "ended"),
     ]
@@ -237,7 +238,7 @@ def test_it_keeps_call_events_append_only(parties: Parties) -> None:
     with pytest.raises(PermissionError):
         CallEvent.objects.filter(call=call).delete()
     assert not CallEvent.objects.filter(name="tampered").exists()
-    assert call.events.count() == 2
+    assert call.events.count() == 3  # created, queue.joined, answered
 
 
 def test_it_marks_only_overdue_ringing_calls_missed(parties: Parties, settings: Any) -> None:

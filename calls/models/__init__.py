@@ -1,3 +1,4 @@
+from calls.models.activity import Activity, activities, activity_of
 from calls.models.audio_file import AudioFile
 from calls.models.call import (
     Call,
@@ -13,6 +14,20 @@ from calls.models.call import (
 from calls.models.consent import ConsentMethod, RecordingConsent
 from calls.models.credentials import ApiToken, EndUserSession
 from calls.models.media_worker import MediaWorkerStatus, WorkerState
+from calls.models.operator_status import (
+    OPERATOR_PERMISSION,
+    Availability,
+    OperatorStatus,
+    operator_users,
+)
+from calls.models.queue import (
+    DEFAULT_QUEUE_PUBLIC_ID,
+    OfferOutcome,
+    Overflow,
+    Queue,
+    QueueOffer,
+    QueueStrategy,
+)
 from calls.models.recording import (
     AccessAction,
     Recording,
@@ -22,9 +37,13 @@ from calls.models.recording import (
 )
 
 __all__ = [
+    "DEFAULT_QUEUE_PUBLIC_ID",
+    "OPERATOR_PERMISSION",
     "AccessAction",
+    "Activity",
     "ApiToken",
     "AudioFile",
+    "Availability",
     "Call",
     "CallDirection",
     "CallEvent",
@@ -37,10 +56,19 @@ __all__ = [
     "LegRole",
     "MediaState",
     "MediaWorkerStatus",
+    "OfferOutcome",
+    "OperatorStatus",
+    "Overflow",
+    "Queue",
+    "QueueOffer",
+    "QueueStrategy",
     "Recording",
     "RecordingAccess",
     "RecordingConsent",
     "RecordingState",
     "StopReason",
     "WorkerState",
+    "activities",
+    "activity_of",
+    "operator_users",
 ]

@@ -22,6 +22,7 @@ from calls.errors import CallbridgeError, CallStateError, ErrorCode
 from calls.model_signals import call_event_recorded
 from calls.models.append_only import AppendOnlyModel
 from calls.models.credentials import ApiToken, EndUserSession
+from calls.models.queue import Queue
 from calls.principals import SYSTEM, Principal
 
 
@@ -162,6 +163,12 @@ class Call(models.Model):
     end_reason = models.CharField(max_length=32, choices=EndReason.choices, blank=True)
     ended_by = models.CharField(max_length=200, blank=True)
     ended_by_role = models.CharField(max_length=16, choices=LegRole.choices, blank=True)
+    # Inbound bridge calls wait in a queue (the default one unless the caller named one)
+    # from `queued_at`; outbound and echo calls have none.
+    queue = models.ForeignKey(
+        Queue, on_delete=models.PROTECT, null=True, blank=True, related_name="calls"
+    )
+    queued_at = models.DateTimeField(null=True, blank=True)
 
     objects = CallQuerySet.as_manager()
 
@@ -174,6 +181,14 @@ class Call(models.Model):
                 name="call_final_state_has_end",
                 condition=models.Q(state__in=OPEN_STATES, ended_at=None)
                 | (~models.Q(state__in=OPEN_STATES) & ~models.Q(ended_at=None)),
+            ),
+        ]
+        indexes = [
+            # The routing engine's "waiting calls of this queue, oldest first".
+            models.Index(
+                fields=["queue", "queued_at"],
+                condition=models.Q(state=CallState.RINGING),
+                name="call_waiting_in_queue",
             ),
         ]
 
@@ -226,15 +241,22 @@ class Call(models.Model):
         leg_id: uuid.UUID | None = None,
         media_worker: str,
         media_state: str = "new",
+        queue: Queue | None = None,
     ) -> Call:
         """Place a new call. End users ring the operators; operators ring `session`.
 
         `media_worker`: the worker chosen for it (calls.workers.placement.choose_worker), or
         the one that already answered its offer; `call_id`/`leg_id` let that offer keep its
-        ids.
+        ids. `queue`: the queue an end user's bridge call joins (the default queue if None);
+        other calls join none.
         """
         if mode not in CallMode.values:
             raise CallbridgeError(ErrorCode.INVALID_ARGUMENT, f"unknown mode {mode!r}")
+        queued = by.role == LegRole.USER and mode == CallMode.BRIDGE
+        if queue is not None and not queued:
+            raise CallbridgeError(
+                ErrorCode.INVALID_ARGUMENT, "only an end user's call to the operators joins a queue"
+            )
         if by.role == LegRole.USER:
             session = by.session
         elif mode == CallMode.BRIDGE and session is None:
@@ -256,6 +278,8 @@ class Call(models.Model):
                 ):
                     raise CallStateError("that end user is already in a call")
             ringing = mode == CallMode.BRIDGE
+            if queued and queue is None:
+                queue = Queue.objects.default()
             call = cls.objects.create(
                 id=call_id or uuid.uuid4(),
                 state=CallState.RINGING if ringing else CallState.ACTIVE,
@@ -276,6 +300,8 @@ class Call(models.Model):
                 ring_deadline=(
                     now + timedelta(seconds=settings.CALLBRIDGE_RING_TIMEOUT_S) if ringing else None
                 ),
+                queue=queue,
+                queued_at=now if queue is not None else None,
             )
             leg = Leg.join(call, by, leg_id=leg_id, media_state=media_state)
             call.record_event(
@@ -284,6 +310,10 @@ class Call(models.Model):
                 {"state": call.state, "mode": mode, "direction": call.direction},
                 leg=leg,
             )
+            if queue is not None:
+                call.record_event(
+                    "queue.joined", by, {"queue": queue.public_id, "queueName": queue.name}
+                )
         return call
 
     # --- transitions ---------------------------------------------------------------------
