@@ -16,3 +16,7 @@ class CallsConfig(AppConfig):
         from calls import revocation
 
         revocation.connect_receivers()
+
+        from calls.routing import triggers
+
+        triggers.connect()

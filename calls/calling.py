@@ -107,7 +107,7 @@ def commit_offer(principal: Principal, plan: OfferPlan) -> None:
         )
     elif plan.kind == OfferKind.ANSWER:
         call = Call.objects.get(pk=plan.call_id)
-        policy.require_callee(principal, call)
+        policy.require_may_answer(principal, call)
         call.answer(principal, leg_id=plan.leg_id, media_state=MediaState.CONNECTING)
     else:
         with transaction.atomic():

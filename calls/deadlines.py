@@ -1,6 +1,8 @@
 """Ends calls at their deadlines, with nobody polling the API.
 
-- ring deadline: a ringing call nobody answered ends as `missed`;
+- ring deadline: a ringing call nobody answered ends as `missed` — or, waiting in a queue,
+  gets the queue's overflow rule (the ring deadline is its maximum wait);
+- the routing engine's own: offers ringing out, wrap-ups ending (calls.routing.deadlines);
 - media deadline: an active call that lacked media on a leg for CALLBRIDGE_MEDIA_GRACE_S
   ends with `media_timeout`.
 
@@ -22,6 +24,7 @@ from django.utils import timezone
 
 from calls.model_signals import call_event_recorded
 from calls.models import Call, CallEvent, CallState
+from calls.routing import deadlines as routing_deadlines
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +39,13 @@ def _earliest(queryset: Any, field: str) -> datetime | None:
 
 
 def _expire_and_find_next() -> datetime | None:
-    for call_id in Call.expire_overdue():
-        logger.info("call %s missed: ring timeout", call_id)
+    routing_next = routing_deadlines.sweep()  # ring deadlines (maximum waits) too
     for call_id in Call.expire_media_timeouts():
         logger.info("call %s ended: media timeout", call_id)
     upcoming = [
         _earliest(Call.objects.filter(state=CallState.RINGING), "ring_deadline"),
         _earliest(Call.objects.filter(state=CallState.ACTIVE), "media_deadline"),
+        *routing_next,
     ]
     return min((when for when in upcoming if when is not None), default=None)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from calls.errors import CallbridgeError, ErrorCode
 from calls.models import Call, CallMode, CallState, LegRole
+from calls.models.queue import OfferOutcome, QueueOffer
 from calls.principals import Principal
 
 
@@ -53,12 +54,36 @@ def is_party(principal: Principal, call: Call) -> bool:
 
 
 def may_answer(principal: Principal, call: Call) -> bool:
-    """A ringing call may still be answered by anyone on the side it rings."""
+    """A ringing call may still be answered by anyone on the side it rings; a call
+    waiting in a queue without `open_answer`, only by the operator it is offered to (the
+    answer re-checks that under the call's lock: calls.routing.offers)."""
     if call.state != CallState.RINGING or call.mode != CallMode.BRIDGE:
         return False
     if principal.role == call.caller_role or not has_access(principal, call):
         return False
-    return principal.is_operator or is_party(principal, call)
+    if not (principal.is_operator or is_party(principal, call)):
+        return False
+    return not needs_offer(call) or has_offer(principal, call)
+
+
+def needs_offer(call: Call) -> bool:
+    queue = call.queue if call.queue_id is not None else None
+    return queue is not None and not queue.open_answer
+
+
+def has_offer(principal: Principal, call: Call) -> bool:
+    if principal.user is None:
+        return False
+    return QueueOffer.objects.filter(
+        call=call, operator=principal.user, outcome=OfferOutcome.PENDING
+    ).exists()
+
+
+def require_may_answer(principal: Principal, call: Call) -> None:
+    """Answer: the callee side, and for a queued call, the operator it is offered to."""
+    require_callee(principal, call)
+    if call.state == CallState.RINGING and needs_offer(call) and not has_offer(principal, call):
+        raise _forbidden("this call is not offered to you")
 
 
 def require_party(principal: Principal, call: Call) -> None:

@@ -50,6 +50,7 @@ ACTORS: dict[CallAction, Callable[[Parties], Principal]] = {
     CallAction.REJECT: lambda p: p[1],
     CallAction.CANCEL: lambda p: p[0],
     CallAction.MISS: lambda p: SYSTEM,
+    CallAction.REFUSE: lambda p: SYSTEM,
     CallAction.HANG_UP: lambda p: p[0],
     CallAction.TERMINATE: lambda p: SYSTEM,
 }
@@ -57,6 +58,7 @@ EXPECTED_REASONS = {
     CallAction.REJECT: "rejected",
     CallAction.CANCEL: "cancelled",
     CallAction.MISS: "missed",
+    CallAction.REFUSE: "no_operator",
     CallAction.HANG_UP: "hangup",
     CallAction.TERMINATE: "media_failure",
 }
@@ -69,6 +71,7 @@ def test_it_lists_exactly_the_documented_moves() -> None:
         ("reject", "ringing", "rejected"),
         ("cancel", "ringing", "cancelled"),
         ("miss", "ringing", "missed"),
+        ("refuse", "ringing", "missed"),
         ("hang up", "active", "ended"),
         ("terminate", "ringing", "cancelled"),
         ("terminate", "active", "ended"),

@@ -206,7 +206,11 @@ class CallViewSet(viewsets.GenericViewSet):
     )
     @action(detail=True, methods=["post"])
     def answer(self, request: Request, callID: str) -> Response:
-        return self._verb(lambda call, who: call.answer(who), callee_only=True)
+        principal = principal_of(request)
+        call = self.get_object()
+        policy.require_may_answer(principal, call)
+        call.answer(principal)  # its offer settles in the same transaction (routing.offers)
+        return self._call_response(call)
 
     @extend_schema(
         summary="Reject a ringing call", request=None, responses={200: CallSerializer, **ERRORS}

@@ -57,6 +57,7 @@ class EndReason(models.TextChoices):
     MEDIA_TIMEOUT = "media_timeout"
     MEDIA_FAILURE = "media_failure"
     SERVER_RESTART = "server_restart"
+    NO_OPERATOR = "no_operator"  # the caller's queue found nobody within its maximum wait
 
 
 class LegRole(models.TextChoices):
@@ -79,6 +80,7 @@ class CallAction(StrEnum):
     REJECT = "reject"
     CANCEL = "cancel"  # the caller gives up before an answer
     MISS = "miss"  # nobody answered within the ring timeout
+    REFUSE = "refuse"  # the queue's overflow rule: nobody took the call within its wait
     HANG_UP = "hang up"
     TERMINATE = "terminate"  # the system ends it (media timeout/failure, restart)
 
@@ -89,6 +91,7 @@ TRANSITIONS: dict[tuple[CallAction, CallState], CallState] = {
     (CallAction.REJECT, CallState.RINGING): CallState.REJECTED,
     (CallAction.CANCEL, CallState.RINGING): CallState.CANCELLED,
     (CallAction.MISS, CallState.RINGING): CallState.MISSED,
+    (CallAction.REFUSE, CallState.RINGING): CallState.MISSED,
     (CallAction.HANG_UP, CallState.ACTIVE): CallState.ENDED,
     (CallAction.TERMINATE, CallState.RINGING): CallState.CANCELLED,
     (CallAction.TERMINATE, CallState.ACTIVE): CallState.ENDED,
@@ -99,11 +102,18 @@ ACTION_END_REASONS: dict[CallAction, EndReason] = {
     CallAction.REJECT: EndReason.REJECTED,
     CallAction.CANCEL: EndReason.CANCELLED,
     CallAction.MISS: EndReason.MISSED,
+    CallAction.REFUSE: EndReason.NO_OPERATOR,
     CallAction.HANG_UP: EndReason.HANGUP,
 }
 SYSTEM_END_REASONS = frozenset(
     {EndReason.MEDIA_TIMEOUT, EndReason.MEDIA_FAILURE, EndReason.SERVER_RESTART}
 )
+
+
+def _max_wait_s(queue: Queue | None) -> int:
+    if queue is None or queue.is_default:
+        return int(settings.CALLBRIDGE_RING_TIMEOUT_S)
+    return int(queue.max_wait_s)
 
 
 class CallQuerySet(models.QuerySet["Call"]):
@@ -297,9 +307,8 @@ class Call(models.Model):
                 media_deadline=(
                     None if ringing else now + timedelta(seconds=settings.CALLBRIDGE_MEDIA_GRACE_S)
                 ),
-                ring_deadline=(
-                    now + timedelta(seconds=settings.CALLBRIDGE_RING_TIMEOUT_S) if ringing else None
-                ),
+                # A queued caller's maximum wait (the default queue's: the ring timeout).
+                ring_deadline=(now + timedelta(seconds=_max_wait_s(queue)) if ringing else None),
                 queue=queue,
                 queued_at=now if queue is not None else None,
             )
@@ -340,6 +349,10 @@ class Call(models.Model):
 
     def miss(self) -> CallEvent:
         return self._transition(lambda _: CallAction.MISS, SYSTEM)
+
+    def refuse(self) -> CallEvent:
+        """The caller's queue gives up on finding an operator (overflow `refuse`)."""
+        return self._transition(lambda _: CallAction.REFUSE, SYSTEM)
 
     def terminate(self, reason: EndReason, detail: dict[str, Any] | None = None) -> CallEvent:
         """The system ends the call; `detail` is added to its `call.ended` event."""

@@ -1,0 +1,134 @@
+"""Offers ending with the call they ring for, inside that call's own transaction.
+
+A receiver of CallEvent's post_save (connected by calls.routing.triggers): it runs inside
+`Call._transition`, under the call's row lock, so an answer and the offers it settles
+commit together or not at all, whichever path answered (REST, WebSocket offer, WaGo):
+- `call.answered`: the answerer's offer `answered` (needed, unless the queue has
+  `open_answer`: without it the answer fails with FORBIDDEN and changes nothing), the
+  call's other offers and the answerer's offers of other calls `cancelled`;
+- `call.ended`: the call's pending offers `cancelled`; the operator who was on it starts
+  wrap-up (`wrap_up_until`, `last_call_ended_at`).
+What to route after commit is handed to `after_commit`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from calls.errors import CallbridgeError, ErrorCode
+from calls.model_signals import operator_status_changed
+from calls.models import Call, CallEvent
+from calls.models.operator_status import OperatorStatus
+from calls.models.queue import OfferOutcome, QueueOffer
+from calls.principals import SYSTEM
+
+# Set by calls.routing.triggers: routes these queues and these operators' queues.
+after_commit: Callable[[set[int], set[int]], None] = lambda queues, operators: None  # noqa: E731
+
+
+def end_offers(
+    offers: Iterable[QueueOffer], outcome: OfferOutcome, now: datetime
+) -> list[QueueOffer]:
+    """Settle pending offers (each only if still pending: another process may have) and
+    record it on each offer's call. Returns the ones this call settled."""
+    ended = []
+    for offer in offers:
+        if not QueueOffer.objects.filter(pk=offer.pk, outcome=OfferOutcome.PENDING).update(
+            outcome=outcome, ended_at=now
+        ):
+            continue
+        name = "queue.offer_missed" if outcome == OfferOutcome.MISSED else "queue.offer_ended"
+        offer.call.record_event(
+            name,
+            SYSTEM,
+            {
+                "queue": offer.queue.public_id,
+                "operator": offer.operator.get_username(),
+                "operatorID": offer.operator_id,
+                "offerID": offer.pk,
+                "outcome": outcome,
+            },
+        )
+        ended.append(offer)
+    return ended
+
+
+def pending(**filters: Any) -> list[QueueOffer]:
+    return list(
+        QueueOffer.objects.select_related("call", "queue", "operator")
+        .filter(outcome=OfferOutcome.PENDING, **filters)
+        .order_by("pk")
+    )
+
+
+def announce_status(user_ids: Iterable[int]) -> None:
+    for user_id in set(user_ids):
+        transaction.on_commit(_status_changed(user_id))
+
+
+def _status_changed(user_id: int) -> Callable[[], None]:
+    def send() -> None:
+        operator_status_changed.send(sender=Call, user_id=user_id)
+
+    return send
+
+
+def on_call_event_saved(sender: Any, instance: CallEvent, created: bool, **kwargs: Any) -> None:
+    if not created:
+        return
+    if instance.name == "call.answered":
+        _answered(instance)
+    elif instance.name == "call.ended":
+        _ended(instance)
+
+
+def _answered(event: CallEvent) -> None:
+    call = event.call
+    leg = event.leg
+    answerer = leg.user_id if leg is not None else None
+    now = timezone.now()
+    if answerer is not None:
+        # The answerer's status row before their offers: routing takes it before it
+        # offers them a call, so it never offers one to someone this makes busy.
+        OperatorStatus.objects.select_for_update().filter(user_id=answerer).update(
+            missed_in_a_row=0
+        )
+    queue = call.queue if call.queue_id else None
+    mine = pending(call=call, operator_id=answerer) if answerer is not None else []
+    if queue is not None and not queue.open_answer and not mine:
+        raise CallbridgeError(ErrorCode.FORBIDDEN, "this call is not offered to you")
+    end_offers(mine, OfferOutcome.ANSWERED, now)
+    others = end_offers(pending(call=call), OfferOutcome.CANCELLED, now)
+    elsewhere: list[QueueOffer] = []
+    if answerer is not None:
+        elsewhere = end_offers(pending(operator_id=answerer), OfferOutcome.CANCELLED, now)
+    freed = {offer.operator_id for offer in others}
+    announce_status(freed | ({answerer} if answerer is not None else set()))
+    # The calls the answerer stops ringing for need someone else; the operators the
+    # call stops ringing are free for the next caller.
+    queues = {offer.queue_id for offer in elsewhere}
+    transaction.on_commit(lambda: after_commit(queues, freed))
+
+
+def _ended(event: CallEvent) -> None:
+    call = event.call
+    now = timezone.now()
+    freed = {
+        offer.operator_id for offer in end_offers(pending(call=call), OfferOutcome.CANCELLED, now)
+    }
+    operator = call.operator_user_id if call.answered_at is not None else None
+    if operator is not None:
+        wrap_up_s = call.queue.wrap_up_s if call.queue is not None else 0
+        ended = call.ended_at or now
+        OperatorStatus.objects.select_for_update().filter(user_id=operator).update(
+            last_call_ended_at=ended,
+            wrap_up_until=ended + timedelta(seconds=wrap_up_s) if wrap_up_s else None,
+        )
+        freed.add(operator)
+    announce_status(freed)
+    transaction.on_commit(lambda: after_commit(set(), freed))

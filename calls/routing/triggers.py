@@ -1,0 +1,47 @@
+"""What makes the engine route, event-driven (no polling), always after commit and in a
+database (sync) thread: the writer's own, or the deadlines service's through
+database_sync_to_async.
+
+- `queue.joined` / `queue.overflowed`: route the call's (new) queue;
+- an operator becomes available (`operator_available`): route their queues;
+- offers end (answered elsewhere, the call ended, rang out) and wrap-ups start or end:
+  route the queues of whoever became free, and of the calls that lost their operator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.db.models.signals import post_save
+
+from calls.model_signals import call_event_recorded, operator_available
+from calls.models import CallEvent
+from calls.routing import engine, offers
+
+ROUTED_EVENTS = frozenset({"queue.joined", "queue.overflowed"})
+
+
+def route_after_commit(queues: set[int], operators: set[int]) -> None:
+    engine.route_safely(set(queues) | engine.queues_of(operators))
+
+
+def _on_call_event(sender: Any, event: CallEvent, **kwargs: Any) -> None:
+    # Already after commit (call_event_recorded is sent on commit).
+    if event.name in ROUTED_EVENTS:
+        queue_id = (
+            CallEvent.objects.filter(pk=event.pk).values_list("call__queue_id", flat=True).first()
+        )
+        if queue_id is not None:
+            engine.route_safely({queue_id})
+
+
+def _on_operator_available(sender: Any, user_id: int, **kwargs: Any) -> None:
+    transaction.on_commit(lambda: route_after_commit(set(), {user_id}))
+
+
+def connect() -> None:
+    offers.after_commit = route_after_commit
+    post_save.connect(offers.on_call_event_saved, sender=CallEvent, dispatch_uid="routing.offers")
+    call_event_recorded.connect(_on_call_event, dispatch_uid="routing.triggers")
+    operator_available.connect(_on_operator_available, dispatch_uid="routing.available")
