@@ -115,3 +115,37 @@ def test_it_sends_the_same_presence_to_both_sockets_with_both_shapes() -> None:
         "metadata": {},
     }
     assert shaped["data"]["sessionId"] == "s-1"  # the flat form /ws/signal always sent
+
+
+def test_it_tells_the_feed_who_is_offered_a_queued_call_and_the_caller_nothing() -> None:
+    ringing = replace(CALL, state="ringing", operator="")
+    offered = recorded(
+        "queue.offered",
+        {
+            "queue": "sales",
+            "operator": USERNAME,
+            "operatorID": 3,
+            "deadline": "2026-11-30T21:00:20",
+        },
+        ringing,
+    )
+    shown = payloads.feed_event(offered)["data"]
+    assert (shown["name"], shown["record"]) == ("queue.offered", "queue.offered")
+    assert (shown["operator"], shown["deadline"], shown["queue"]) == (
+        USERNAME,
+        "2026-11-30T21:00:20",
+        "sales",
+    )
+    missed = payloads.feed_event(
+        recorded("queue.offer_missed", {"operator": USERNAME, "outcome": "missed"}, ringing)
+    )["data"]
+    assert (missed["name"], missed["record"], missed["outcome"]) == (
+        "queue.offer_ended",
+        "queue.offer_missed",
+        "missed",
+    )
+    for name in ("queue.offered", "queue.offer_missed", "queue.offer_ended"):
+        assert (
+            payloads.party_event(recorded(name, {"operator": USERNAME}, ringing), "user", "")
+            is None
+        )

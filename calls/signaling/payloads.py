@@ -161,12 +161,25 @@ def feed_event(event: CallEventSnapshot) -> JsonObject:
     call = event.call
     data = dict(event.data)
     name = protocol.wire_event_name(event.name, data, call.caller_role, "operator") or event.name
+    name = FEED_NAMES.get(name, name)
     # The feed always passed these three on, whatever the event.
     passed_on: JsonObject = {key: data[key] for key in ("reason", "legID", "role") if key in data}
-    details: JsonObject = {**passed_on, **_details(name, data, call)}
+    details: JsonObject = {**passed_on, **_details(name, data, call), **queue_details(data)}
     return protocol.event(
         "", call.call_id, name, record=event.name, call=call_summary(call), **details
     )
+
+
+# The feed names one thing once: an offer that rang out is an offer that ended, `missed`.
+FEED_NAMES = {"queue.offer_missed": "queue.offer_ended"}
+QUEUE_KEYS = ("queue", "operator", "deadline", "outcome", "from", "to", "waitedS")
+
+
+def queue_details(data: Mapping[str, Any]) -> JsonObject:
+    """What the feed says of routing records (`queue.offered {operator, deadline}`,
+    `queue.offer_ended {operator, outcome}`, `queue.overflowed {from, to}`): operators
+    only, as they name operators' accounts."""
+    return {key: data[key] for key in QUEUE_KEYS if key in data}
 
 
 def call_summary(call: CallSnapshot) -> JsonObject:
