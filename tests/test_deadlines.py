@@ -107,3 +107,52 @@ async def test_it_stops_even_when_cancelled_as_it_is_woken() -> None:
         timer._wake.set()
         task.cancel()
         await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 2)
+
+
+async def test_it_rings_the_next_operator_when_an_offer_rings_out(
+    ring_timer: CallDeadlines,
+) -> None:
+    """The service expires queue offers too (woken by the offer's own event) and routes
+    the call on to the next operator."""
+    from django.contrib.auth import get_user_model
+
+    from calls.models import OfferOutcome, OperatorStatus, Queue, QueueOffer
+    from calls.operators import operators_group
+
+    def setup() -> tuple[Call, list[Any]]:
+        users = []
+        for name in ("first", "second"):
+            user = get_user_model().objects.create_user(username=name, is_staff=True)
+            user.groups.add(operators_group())
+            OperatorStatus.set_availability(user, "available", Principal.staff(user))
+            users.append(user)
+        queue = Queue.objects.create(
+            name="Desk", public_id="desk", strategy="round_robin", ring_timeout_s=1
+        )
+        queue.members.set(users)
+        session, _ = EndUserSession.create(ttl_seconds=600, display_name="Ada")
+        call = Call.start(
+            by=Principal.end_user(session), mode="bridge", media_worker="embedded", queue=queue
+        )
+        return call, users
+
+    call, (first, _) = await sync_to_async(setup)()
+
+    def rung() -> list[str]:
+        return list(
+            QueueOffer.objects.filter(call=call, outcome=OfferOutcome.PENDING).values_list(
+                "operator__username", flat=True
+            )
+        )
+
+    async def until_rung(names: list[str], within: float = 5.0) -> None:
+        async def poll() -> None:
+            while await sync_to_async(rung)() != names:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(poll(), within)
+
+    await until_rung(["first"])
+    await until_rung(["second"])  # first's offer rang out after 1 s: nobody polled
+    missed = await QueueOffer.objects.aget(call=call, operator=first)
+    assert missed.outcome == "missed"

@@ -336,3 +336,13 @@ def test_it_makes_no_offers_in_the_default_queue(make_session: Session) -> None:
     assert not QueueOffer.objects.exists()
     assert answer(agent, call.pk).status_code == 200  # open answer, as before queues
     assert Call.objects.get(pk=call.pk).operator_user == agent
+
+
+def test_it_rings_the_next_operator_when_the_rung_one_goes_away(make_session: Session) -> None:
+    first, second = make_operator("first"), make_operator("second")
+    queue = make_queue("desk", [first, second], strategy="round_robin")
+    call = call_in(queue, make_session)
+    assert pending_operators(call) == ["first"]
+    OperatorStatus.set_availability(first, "away", Principal.staff(first))
+    assert QueueOffer.objects.get(call=call, operator=first).outcome == "cancelled"
+    assert pending_operators(call) == ["second"]

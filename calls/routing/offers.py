@@ -23,7 +23,7 @@ from django.utils import timezone
 from calls.errors import CallbridgeError, ErrorCode
 from calls.model_signals import operator_status_changed
 from calls.models import Call, CallEvent
-from calls.models.operator_status import OperatorStatus
+from calls.models.operator_status import Availability, OperatorStatus
 from calls.models.queue import OfferOutcome, QueueOffer
 from calls.principals import SYSTEM
 
@@ -132,3 +132,18 @@ def _ended(event: CallEvent) -> None:
         freed.add(operator)
     announce_status(freed)
     transaction.on_commit(lambda: after_commit(set(), freed))
+
+
+def withdraw(user_id: int) -> set[int]:
+    """An operator who is no longer available (away, offline) stops ringing: their pending
+    offers are cancelled, each under its call's lock; the queues to route next."""
+    queues: set[int] = set()
+    for offer in pending(operator_id=user_id):
+        with transaction.atomic():
+            Call.objects.select_for_update().filter(pk=offer.call_id).first()  # lock order
+            status = OperatorStatus.objects.select_for_update().filter(user_id=user_id).first()
+            if status is None or status.availability == Availability.AVAILABLE:
+                return queues  # available again meanwhile: let it ring
+            if end_offers(pending(pk=offer.pk), OfferOutcome.CANCELLED, timezone.now()):
+                queues.add(offer.queue_id)
+    return queues

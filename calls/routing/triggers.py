@@ -3,7 +3,9 @@ database (sync) thread: the writer's own, or the deadlines service's through
 database_sync_to_async.
 
 - `queue.joined` / `queue.overflowed`: route the call's (new) queue;
-- an operator becomes available (`operator_available`): route their queues;
+- an operator becomes available (`operator_available`): route their queues; one who is
+  no longer available while rung (`operator_status_changed`): their offer is withdrawn
+  and its call routed on;
 - offers end (answered elsewhere, the call ended, rang out) and wrap-ups start or end:
   route the queues of whoever became free, and of the calls that lost their operator.
 """
@@ -15,8 +17,8 @@ from typing import Any
 from django.db import transaction
 from django.db.models.signals import post_save
 
-from calls.model_signals import call_event_recorded, operator_available
-from calls.models import CallEvent
+from calls.model_signals import call_event_recorded, operator_available, operator_status_changed
+from calls.models import CallEvent, OfferOutcome, QueueOffer
 from calls.routing import engine, offers
 
 ROUTED_EVENTS = frozenset({"queue.joined", "queue.overflowed"})
@@ -40,8 +42,19 @@ def _on_operator_available(sender: Any, user_id: int, **kwargs: Any) -> None:
     transaction.on_commit(lambda: route_after_commit(set(), {user_id}))
 
 
+def _on_operator_status_changed(sender: Any, user_id: int, **kwargs: Any) -> None:
+    # Sent after commit for any change; only an operator no longer available who still
+    # rings has something to undo (a cheap query otherwise).
+    if not QueueOffer.objects.filter(operator_id=user_id, outcome=OfferOutcome.PENDING).exists():
+        return
+    queues = offers.withdraw(user_id)
+    if queues:
+        engine.route_safely(queues)
+
+
 def connect() -> None:
     offers.after_commit = route_after_commit
     post_save.connect(offers.on_call_event_saved, sender=CallEvent, dispatch_uid="routing.offers")
     call_event_recorded.connect(_on_call_event, dispatch_uid="routing.triggers")
     operator_available.connect(_on_operator_available, dispatch_uid="routing.available")
+    operator_status_changed.connect(_on_operator_status_changed, dispatch_uid="routing.withdraw")
