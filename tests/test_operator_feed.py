@@ -55,3 +55,38 @@ async def test_it_only_listens(asgi_app: Any) -> None:
     await feed.send({"type": "offer"})
     assert (await feed.receive())["data"]["code"] == "INVALID_MESSAGE"
     await feed.close()
+
+
+async def test_it_tells_the_dashboard_who_a_queued_call_rings(asgi_app: Any) -> None:
+    from calls.models import Call, OperatorStatus, Queue
+    from calls.principals import Principal
+
+    feed = await dashboard(asgi_app)  # alice, an operator
+    await feed.receive()
+
+    def ring_alice() -> Call:
+        from django.contrib.auth import get_user_model
+
+        alice = get_user_model().objects.get(username="alice")
+        queue = Queue.objects.create(name="Sales", public_id="sales", ring_timeout_s=20)
+        queue.members.add(alice)
+        OperatorStatus.set_availability(alice, "available", Principal.staff(alice))
+        session, _ = EndUserSession.create(ttl_seconds=600, display_name="Ada")
+        return Call.start(
+            by=Principal.end_user(session), mode="bridge", media_worker="embedded", queue=queue
+        )
+
+    call = await sync_to_async(ring_alice)()
+    message = await feed.expect("event", "queue.offered")
+    assert message["callSid"] == str(call.pk)
+    offered = message["data"]
+    assert (offered["operator"], offered["queue"], offered["record"]) == (
+        "alice",
+        "sales",
+        "queue.offered",
+    )
+    assert offered["deadline"]
+    await sync_to_async(call.hang_up)(await sync_to_async(Principal.end_user)(call.session))
+    ended = (await feed.expect("event", "queue.offer_ended"))["data"]
+    assert (ended["operator"], ended["outcome"]) == ("alice", "cancelled")
+    await feed.close()
