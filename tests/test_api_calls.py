@@ -202,6 +202,7 @@ def test_it_keeps_a_timeline_per_call(
     names = list(CallEvent.objects.filter(call_id=call_id).values_list("name", "actor_role"))
     assert names == [
         ("call.created", "user"),
+        ("queue.joined", "user"),
         ("call.answered", "operator"),
         ("call.ended", "operator"),
     ]
