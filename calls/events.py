@@ -151,8 +151,15 @@ def publish_call_event(sender: Any, event: CallEvent, **kwargs: Any) -> None:
                 await link.send(worker, link.end_call_message(event.call_id))
 
         send_from_any_thread(send)
+        if event.name in ACTIVITY_EVENTS and call.operator_user_id is not None:
+            # The staff operator's activity follows their calls (busy / idle).
+            publish_operator_status(Call, call.operator_user_id)
     except Exception:
         logger.exception("could not publish %s of call %s", event.name, event.call_id)
+
+
+# The call events that start or end a staff operator's being busy.
+ACTIVITY_EVENTS = frozenset({"call.created", "call.answered", "call.ended"})
 
 
 def publish_operator_status(sender: Any, user_id: int, **kwargs: Any) -> None:

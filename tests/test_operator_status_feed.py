@@ -8,7 +8,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 
-from calls.models import OperatorStatus, Queue
+from calls.models import Call, EndUserSession, OperatorStatus, Queue
+from calls.principals import Principal
 from tests.support.signal_client import SignalClient, staff_cookie
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -61,3 +62,19 @@ async def test_it_refuses_a_bad_status_and_changes_nothing(asgi_app: Any) -> Non
     assert (await alice.receive())["data"]["code"] == "INVALID_MESSAGE"
     assert not await OperatorStatus.objects.filter(availability="available").aexists()
     await alice.close()
+
+
+async def test_it_tells_the_feed_when_an_operator_gets_busy_and_idle(asgi_app: Any) -> None:
+    feed = await dashboard(asgi_app, "alice")
+    await feed.receive()
+    session, _ = await sync_to_async(EndUserSession.create)(ttl_seconds=600, display_name="Ada")
+    user = await get_user_model().objects.aget(username="alice")
+    call = await sync_to_async(Call.start)(
+        by=Principal.staff(user), mode="bridge", session=session, media_worker="embedded"
+    )
+    busy = await feed.expect("event", "operator.status")
+    assert (busy["data"]["operator"], busy["data"]["activity"]) == ("alice", "busy")
+    await sync_to_async(call.hang_up)(Principal.staff(user))
+    idle = await feed.expect("event", "operator.status")
+    assert idle["data"]["activity"] == "idle"
+    await feed.close()
