@@ -8,10 +8,13 @@ class CallsConfig(AppConfig):
 
     def ready(self) -> None:
         from calls.api import schema  # noqa: F401  (registers OpenAPI extensions)
-        from calls.events import publish_call_event
-        from calls.model_signals import call_event_recorded
+        from calls.events import publish_call_event, publish_operator_status
+        from calls.model_signals import call_event_recorded, operator_status_changed
 
         call_event_recorded.connect(publish_call_event, dispatch_uid="calls.events.publish")
+        operator_status_changed.connect(
+            publish_operator_status, dispatch_uid="calls.events.operator_status"
+        )
 
         from calls import revocation
 

@@ -18,7 +18,7 @@ from django.db import transaction
 
 from calls import limits, policy
 from calls.errors import CallbridgeError, CallStateError, ErrorCode
-from calls.models import Call, CallMode, EndUserSession, Leg, MediaState
+from calls.models import Call, CallMode, EndUserSession, Leg, MediaState, Queue
 from calls.principals import Principal
 from calls.workers.placement import choose_worker
 from calls.workers.protocol import OfferKind  # the worker needs the kind too (drain)
@@ -32,6 +32,7 @@ class OfferPlan:
     role: str
     mode: str
     worker: str
+    queue_id: int | None = None  # the queue a new end-user call joins (None: the default)
 
     @property
     def creates_call(self) -> bool:
@@ -49,12 +50,32 @@ def parse_uuid(value: str, not_found: CallbridgeError) -> uuid.UUID:
         raise not_found from None
 
 
+def queue_named(principal: Principal, mode: str, public_id: str | None) -> Queue | None:
+    """The queue a new call names (None: the default queue, for an end user's call).
+
+    Only an end user's call to the operators joins a queue; naming one elsewhere is
+    INVALID_ARGUMENT, an unknown one NOT_FOUND."""
+    if public_id is None:
+        return None
+    if principal.is_operator or mode != CallMode.BRIDGE:
+        raise CallbridgeError(
+            ErrorCode.INVALID_ARGUMENT, "only an end user's call to the operators names a queue"
+        )
+    queue = Queue.objects.filter(public_id=public_id).first()
+    if queue is None:
+        raise CallbridgeError(ErrorCode.NOT_FOUND, "No such queue")
+    return queue
+
+
 @limits.refuse_plans_over_limits
-def plan_offer(principal: Principal, call_id: str | None, mode: str | None) -> OfferPlan:
+def plan_offer(
+    principal: Principal, call_id: str | None, mode: str | None, queue: str | None = None
+) -> OfferPlan:
     if call_id is None:
         mode = mode or CallMode.BRIDGE
         if mode not in CallMode.values:
             raise CallbridgeError(ErrorCode.INVALID_ARGUMENT, f"unknown mode {mode!r}")
+        named = queue_named(principal, mode, queue)
         if principal.is_operator and mode == CallMode.BRIDGE:
             raise CallbridgeError(
                 ErrorCode.INVALID_ARGUMENT,
@@ -70,8 +91,11 @@ def plan_offer(principal: Principal, call_id: str | None, mode: str | None) -> O
             principal.role,
             mode,
             choose_worker(),
+            named.pk if named is not None else None,
         )
 
+    if queue is not None:
+        raise CallbridgeError(ErrorCode.INVALID_ARGUMENT, "a queue is named by a new call only")
     call = Call.objects.filter(pk=parse_uuid(call_id, _not_found())).first()
     if call is None:
         raise _not_found()
@@ -97,6 +121,11 @@ def plan_offer(principal: Principal, call_id: str | None, mode: str | None) -> O
 def commit_offer(principal: Principal, plan: OfferPlan) -> None:
     """Record what the accepted offer did. CallbridgeError if the call moved on meanwhile."""
     if plan.kind == OfferKind.CREATE:
+        queue = None
+        if plan.queue_id is not None:
+            queue = Queue.objects.filter(pk=plan.queue_id).first()
+            if queue is None:  # deleted while the worker answered
+                raise CallbridgeError(ErrorCode.NOT_FOUND, "No such queue")
         Call.start(
             by=principal,
             mode=plan.mode,
@@ -104,6 +133,7 @@ def commit_offer(principal: Principal, plan: OfferPlan) -> None:
             leg_id=plan.leg_id,
             media_state=MediaState.CONNECTING,
             media_worker=plan.worker,
+            queue=queue,
         )
     elif plan.kind == OfferKind.ANSWER:
         call = Call.objects.get(pk=plan.call_id)
@@ -119,14 +149,20 @@ def commit_offer(principal: Principal, plan: OfferPlan) -> None:
             leg.set_media_state(MediaState.CONNECTING)
 
 
-def start_call(principal: Principal, mode: str, session: EndUserSession | None) -> Call:
+def start_call(
+    principal: Principal, mode: str, session: EndUserSession | None, queue: str | None = None
+) -> Call:
     """A new call without media yet (REST `POST /api/calls`, WaGo's /call/make), placed on
     a media worker, within the principal's caps: counted under its credential's lock (taken
-    before the session's, the one lock order everywhere)."""
+    before the session's, the one lock order everywhere). `queue`: the public id of the
+    queue an end user calls (None: the default queue)."""
+    named = queue_named(principal, mode, queue)
     with transaction.atomic():
         limits.lock_credential(principal)
         limits.check_new_call(principal, mode)
-        return Call.start(by=principal, mode=mode, session=session, media_worker=choose_worker())
+        return Call.start(
+            by=principal, mode=mode, session=session, media_worker=choose_worker(), queue=named
+        )
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@ Every CallEvent, once committed, goes to the channel-layer groups of who may see
   session-<id>     the calls of one end-user session (its registered sockets)
   call-<id>        the sockets that joined that call with an offer
 and a call that ended tells its media worker to close the legs. Presence changes of
-end-user sessions go to `operators`. The messages carry snapshots (calls.signaling.payloads)
-read here once; each consumer shapes from them what its socket may see.
+end-user sessions and operators' status changes go to `operators`. The messages carry
+snapshots (calls.signaling.payloads) read here once; each consumer shapes from them what
+its socket may see.
 
 Records are written in sync threads; those threads only enqueue what to send. One
 EventPublisher task on the event loop sends it, in commit order, so a database thread never
@@ -25,8 +26,9 @@ from typing import Any
 from asgiref.sync import async_to_sync
 
 from callbridge.channel_layer import configured_layer
+from calls import availability
 from calls.consent import consent_status
-from calls.models import Call, CallEvent, EndUserSession
+from calls.models import Call, CallEvent, EndUserSession, Queue
 from calls.models.call import CallQuerySet
 from calls.signaling import payloads
 from calls.workers import link
@@ -80,6 +82,29 @@ def session_snapshot(session: EndUserSession) -> payloads.SessionSnapshot:
     )
 
 
+def operator_snapshot(view: availability.OperatorView) -> payloads.OperatorStatusSnapshot:
+    return payloads.OperatorStatusSnapshot(
+        operator=view.username,
+        name=view.name,
+        availability=view.availability,
+        activity=view.activity,
+        changed_at=view.changed_at.isoformat() if view.changed_at else None,
+    )
+
+
+def queue_snapshots() -> list[payloads.QueueSnapshot]:
+    return [
+        payloads.QueueSnapshot(
+            public_id=view.queue.public_id,
+            name=view.queue.name,
+            strategy=view.queue.strategy,
+            waiting=view.waiting,
+            longest_wait_s=view.longest_wait_s,
+        )
+        for view in availability.queue_views(list(Queue.objects.all()))
+    ]
+
+
 def summarised_calls() -> CallQuerySet:
     """Calls with everything call_snapshot reads, loaded in a few queries."""
     return Call.objects.select_related(
@@ -99,6 +124,8 @@ def feed_snapshot() -> dict[str, Any]:
         [call_snapshot(call) for call in open_calls],
         [call_snapshot(call) for call in recent],
         [session_snapshot(session) for session in online if session.is_usable],
+        [operator_snapshot(view) for view in availability.all_operators()],
+        queue_snapshots(),
     )
 
 
@@ -124,8 +151,34 @@ def publish_call_event(sender: Any, event: CallEvent, **kwargs: Any) -> None:
                 await link.send(worker, link.end_call_message(event.call_id))
 
         send_from_any_thread(send)
+        if event.name in ACTIVITY_EVENTS and call.operator_user_id is not None:
+            # The staff operator's activity follows their calls (busy / idle).
+            publish_operator_status(Call, call.operator_user_id)
     except Exception:
         logger.exception("could not publish %s of call %s", event.name, event.call_id)
+
+
+# The call events that start or end a staff operator's being busy.
+ACTIVITY_EVENTS = frozenset({"call.created", "call.answered", "call.ended"})
+
+
+def publish_operator_status(sender: Any, user_id: int, **kwargs: Any) -> None:
+    """Receiver of operator_status_changed (after commit): `operator.status` to the feed."""
+    try:
+        view = availability.view_of_id(user_id)
+        if view is None:
+            return  # no longer an operator: nothing to show
+        message = {
+            "type": "operator.status",
+            "status": payloads.to_message(operator_snapshot(view)),
+        }
+
+        async def send() -> None:
+            await _group_send([OPERATORS_GROUP], message)
+
+        send_from_any_thread(send)
+    except Exception:
+        logger.exception("could not publish the status of operator %s", user_id)
 
 
 def publish_presence(session: EndUserSession) -> None:

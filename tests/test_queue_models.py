@@ -11,6 +11,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import IntegrityError, connection, transaction
+from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 from calls.model_signals import operator_available, operator_status_changed
@@ -47,8 +48,15 @@ def offer(call: Call, user: Any, **fields: Any) -> QueueOffer:
     )
 
 
-def test_it_has_the_default_queue_after_migrate() -> None:
+@pytest.mark.django_db(transaction=True)
+def test_it_makes_the_default_queue_in_its_migration_reversibly(settings: Any) -> None:
+    settings.CALLBRIDGE_RING_TIMEOUT_S = 33
+    executor = MigrationExecutor(connection)
+    executor.migrate([("calls", "0010_operator_permission")])
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes("calls"))
     default = Queue.objects.get(is_default=True)
+    assert (default.ring_timeout_s, default.max_wait_s) == (33, 33)
     assert (default.public_id, default.name, default.strategy) == (
         "default",
         "Everyone",

@@ -11,7 +11,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from calls.models import Call, CallEvent, EndUserSession, Leg
+from calls.models import Call, CallEvent, EndUserSession, Leg, Queue
 from calls.principals import Principal
 from tests.support.media_peers import ClientPeer
 from tests.support.resources import open_peer_connections
@@ -104,6 +104,13 @@ CASES: list[tuple[str, Any, str]] = [
         "NOT_FOUND",
     ),
     ("callSid not an id", offer("TOKEN", SDP_PLACEHOLDER, callSid="call-123"), "NOT_FOUND"),
+    ("unknown queue", offer("TOKEN", SDP_PLACEHOLDER, queue="nope"), "NOT_FOUND"),
+    ("queue not a string", offer("TOKEN", SDP_PLACEHOLDER, queue=["sales"]), "INVALID_MESSAGE"),
+    (
+        "queue on an echo call",
+        offer("TOKEN", SDP_PLACEHOLDER, mode="echo", queue="default"),
+        "INVALID_ARGUMENT",
+    ),
     (
         "candidate before signing in",
         {
@@ -203,6 +210,21 @@ async def test_it_refuses_a_malformed_candidate_for_a_real_leg(
         assert reply["sessionId"] == answer["sessionId"]
         await peer.accept(answer["data"]["sdp"])
         await peer.wait_connected()  # the leg is unharmed
+    finally:
+        await peer.close()
+
+
+async def test_it_puts_an_offered_call_in_the_queue_it_names(
+    ada: tuple[SignalClient, str],
+) -> None:
+    client, token = ada
+    await Queue.objects.acreate(name="Sales", public_id="sales")
+    peer = ClientPeer(440)
+    try:
+        answer = await client.offer(token, await peer.offer(), queue="sales")
+        call = await Call.objects.select_related("queue").aget(pk=answer["callSid"])
+        assert call.queue is not None and call.queue.public_id == "sales"
+        assert call.queued_at is not None
     finally:
         await peer.close()
 

@@ -1,8 +1,13 @@
 from django.contrib import admin
 
-from calls.admin import audio_admin, call_admin, credentials_admin  # noqa: F401  (registers)
+from calls.admin import (  # noqa: F401  (registers)
+    audio_admin,
+    call_admin,
+    credentials_admin,
+    queue_admin,
+)
 
 admin.site.site_header = "callbridge"
 admin.site.site_title = "callbridge"
-admin.site.index_title = "Calls, credentials and records"
+admin.site.index_title = "Calls, queues, credentials and records"
 admin.site.index_template = "admin/callbridge_index.html"

@@ -11,7 +11,18 @@ from rest_framework import serializers
 
 from calls.consent import consent_status
 from calls.errors import ErrorCode
-from calls.models import Call, CallMode, CallState, ConsentMethod, Leg, Recording
+from calls.models import (
+    Activity,
+    Availability,
+    Call,
+    CallMode,
+    CallState,
+    ConsentMethod,
+    Leg,
+    Overflow,
+    QueueStrategy,
+    Recording,
+)
 from calls.signaling.protocol import MAX_SDP_BYTES
 
 METADATA_MAX_BYTES = 4096
@@ -77,6 +88,11 @@ class CallCreateSerializer(serializers.Serializer):
     mode = serializers.ChoiceField(choices=CallMode.choices, default=CallMode.BRIDGE)
     sessionId = serializers.UUIDField(
         required=False, help_text="operators: the end-user session to ring"
+    )
+    queue = serializers.SlugField(
+        max_length=64,
+        required=False,
+        help_text="end users: the public id of the queue to call (default: the default queue)",
     )
 
 
@@ -213,6 +229,13 @@ class CallSerializer(serializers.ModelSerializer):
     legs = LegSerializer(many=True, read_only=True)
     consent = serializers.SerializerMethodField()
     recording = serializers.SerializerMethodField()
+    queue: serializers.Field = serializers.SlugRelatedField(
+        slug_field="public_id",
+        read_only=True,
+        allow_null=True,
+        help_text="the queue an end user's call waits in (null: outbound and echo calls)",
+    )
+    queuedAt = serializers.DateTimeField(source="queued_at", allow_null=True)
 
     class Meta:
         model = Call
@@ -231,6 +254,8 @@ class CallSerializer(serializers.ModelSerializer):
             "legs",
             "consent",
             "recording",
+            "queue",
+            "queuedAt",
         ]
 
     def get_endReason(self, call: Call) -> str | None:
@@ -292,3 +317,45 @@ def public_name(label: str) -> str:
 def leg_display_name(leg: Leg) -> str:
     full_name = leg.user.get_full_name().strip() if leg.user is not None else ""
     return full_name or public_name(leg.party)
+
+
+# --- operators and queues ---------------------------------------------------------------------
+class OperatorStatusSerializer(serializers.Serializer):
+    operator = serializers.CharField(source="username", help_text="the staff username")
+    displayName = serializers.CharField(source="name", help_text="full name ('' if none)")
+    availability = serializers.ChoiceField(choices=Availability.choices)
+    activity = serializers.ChoiceField(
+        choices=Activity.choices, help_text="derived: a pending offer, a call, wrap-up, or idle"
+    )
+    availabilityChangedAt = serializers.DateTimeField(source="changed_at", allow_null=True)
+    availabilityChangedBy = serializers.CharField(source="changed_by")
+    lastCallEndedAt = serializers.DateTimeField(source="last_call_ended_at", allow_null=True)
+
+
+class AvailabilitySerializer(serializers.Serializer):
+    availability = serializers.ChoiceField(choices=Availability.choices)
+
+
+class QueueSerializer(serializers.Serializer):
+    queue = serializers.CharField(source="queue.public_id", help_text="the public id")
+    name = serializers.CharField(source="queue.name")
+    strategy = serializers.ChoiceField(source="queue.strategy", choices=QueueStrategy.choices)
+    isDefault = serializers.BooleanField(source="queue.is_default")
+    openAnswer = serializers.BooleanField(source="queue.open_answer")
+    allOperators = serializers.BooleanField(source="queue.all_operators")
+    ringTimeoutS = serializers.IntegerField(source="queue.ring_timeout_s")
+    maxWaitS = serializers.IntegerField(source="queue.max_wait_s")
+    wrapUpS = serializers.IntegerField(source="queue.wrap_up_s")
+    overflow = serializers.ChoiceField(source="queue.overflow", choices=Overflow.choices)
+    overflowQueue = serializers.CharField(
+        source="queue.overflow_queue.public_id", allow_null=True, default=None
+    )
+    waiting = serializers.IntegerField(help_text="callers waiting now")
+    longestWaitS = serializers.FloatField(
+        source="longest_wait_s", allow_null=True, help_text="seconds the longest waiter has waited"
+    )
+    memberCount = serializers.IntegerField(source="member_count")
+
+
+class QueueDetailSerializer(QueueSerializer):
+    members = OperatorStatusSerializer(many=True, help_text="the queue's operators, with status")

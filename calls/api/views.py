@@ -79,7 +79,9 @@ def start_call_from_request(principal: Principal, body: dict[str, Any]) -> Call:
             session = EndUserSession.objects.filter(pk=session_id).first()
             if session is None:
                 raise CallbridgeError(ErrorCode.NOT_FOUND, "No such session")
-    return calling.start_call(principal, fields.validated_data["mode"], session)
+    return calling.start_call(
+        principal, fields.validated_data["mode"], session, fields.validated_data.get("queue")
+    )
 
 
 def enduser_page_url(request: Request, token: str) -> str:
@@ -148,7 +150,9 @@ class CallViewSet(viewsets.GenericViewSet):
     lookup_value_regex = "[0-9a-fA-F-]{36}"
 
     def get_queryset(self) -> QuerySet[Call]:
-        calls = Call.objects.prefetch_related("legs__user", "consents", "recordings__consents")
+        calls = Call.objects.select_related("queue").prefetch_related(
+            "legs__user", "consents", "recordings__consents"
+        )
         if self.action == "list":
             calls = calls.visible_to(principal_of(self.request))
         return calls

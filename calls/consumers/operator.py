@@ -1,4 +1,6 @@
-"""/ws/operator: the live feed of every call and end-user presence, for operators only.
+"""/ws/operator: the live feed of every call, end-user presence and operator status, for
+operators only. The one thing an operator sends here is their availability
+(`{"type": "status", "availability": "available" | "away" | "offline"}`).
 
 An operator is an active staff user holding `calls.operate_calls` (calls.operators). The
 feed stands on one staff login (one browser's Django session): a logout there, the user
@@ -12,13 +14,16 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.contrib.auth import get_user_model
 
-from calls import events, revocation
+from calls import availability, events, revocation
 from calls.consumers import throttle
 from calls.consumers.credential_watch import CredentialWatch
 from calls.consumers.dispatch import EventsWithoutDatabaseHop
 from calls.errors import CallbridgeError, ErrorCode
 from calls.events import OPERATORS_GROUP
+from calls.models import Availability
+from calls.principals import Principal
 from calls.signaling import payloads, protocol
 
 
@@ -78,10 +83,33 @@ class OperatorConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocket
         if not await self.credential_alive():
             return
         ip = throttle.client_ip(self.scope)
-        error = throttle.check_message(ip, self.channel_name, self.staff_id) or CallbridgeError(
-            ErrorCode.INVALID_MESSAGE, "this socket only sends events; act through /api/"
-        )
-        await self._send(protocol.error("", error))
+        error = throttle.check_message(ip, self.channel_name, self.staff_id)
+        if error is None:
+            error = await self._status_request(text_data)
+        if error is not None:
+            await self._send(protocol.error("", error))
+
+    async def _status_request(self, text_data: str | None) -> CallbridgeError | None:
+        """`{"type": "status", "availability": …}`: the operator sets their availability;
+        the change reaches every feed (this one too) as `operator.status`."""
+        try:
+            message = json.loads(text_data or "")
+        except ValueError:
+            return CallbridgeError(ErrorCode.INVALID_MESSAGE, "messages are JSON objects")
+        if not isinstance(message, dict):
+            return CallbridgeError(ErrorCode.INVALID_MESSAGE, "messages are JSON objects")
+        try:
+            wanted = payloads.parse_status_request(message, Availability.values)
+            await database_sync_to_async(self._set_availability)(wanted)
+        except CallbridgeError as error:
+            return error
+        return None
+
+    def _set_availability(self, wanted: str) -> None:
+        user = get_user_model().objects.filter(pk=self.user_pk or 0).first()
+        if user is None:
+            raise CallbridgeError(ErrorCode.UNAUTHORIZED, "Staff login required")
+        availability.set_availability(Principal.staff(user), wanted)
 
     async def call_event(self, message: dict[str, Any]) -> None:
         if self.credential_usable_now():
@@ -91,6 +119,11 @@ class OperatorConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocket
         if self.credential_usable_now():
             session = payloads.session_from_message(message["session"])
             await self._send(payloads.presence_event(session))
+
+    async def operator_status(self, message: dict[str, Any]) -> None:
+        if self.credential_usable_now():
+            status = payloads.operator_status_from_message(message["status"])
+            await self._send(payloads.operator_status_event(status))
 
     async def _send(self, message: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(message))

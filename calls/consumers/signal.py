@@ -179,7 +179,7 @@ class SignalConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketCo
     async def _offer(self, message: protocol.Offer) -> None:
         principal = await self._authenticate(message.auth_token)
         plan = await database_sync_to_async(calling.plan_offer)(
-            principal, message.call_sid, message.mode
+            principal, message.call_sid, message.mode, message.queue
         )
         request_id = uuid.uuid4().hex
         self.offers[request_id] = plan
@@ -288,6 +288,10 @@ class SignalConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketCo
         if principal is not None and principal.is_operator and self.credential_usable_now():
             session = payloads.session_from_message(message["session"])
             await self._send(payloads.presence_event(session))
+
+    async def operator_status(self, message: dict[str, Any]) -> None:
+        """Operators' statuses are the staff dashboard's (/ws/operator), not the party
+        view's: an API token's socket in the `operators` group is not told."""
 
     # --- plumbing --------------------------------------------------------------------------
     async def _join(self, group: str) -> None:

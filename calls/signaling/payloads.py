@@ -5,7 +5,8 @@ them through the channel layer (`to_message` / `call_event_from_message`: plain 
 which is all a Redis channel layer carries). Each socket then shapes what it may see:
 - `party_event`, `leg_failure`, `registered`: /ws/signal (end users and API tokens);
 - `feed_event`, `feed_snapshot`: /ws/operator, the staff dashboard;
-- `presence_event`: both (operators only).
+- `presence_event`: both (operators only);
+- `operator_status_event`, `parse_status_request`: /ws/operator's operator statuses.
 Both views carry the same event details (`_details`). Only the feed also gets the record's
 name and the whole call (`record`, `call`), because `call.operator` names the operator's
 account (staff username, API token label) and /ws/signal serves end users, who see display
@@ -79,6 +80,26 @@ class CallEventSnapshot:
 
 
 @dataclass(frozen=True)
+class OperatorStatusSnapshot:
+    """One staff operator's availability (theirs to set) and activity (derived)."""
+
+    operator: str  # the staff username: what the feed's `call.operator` names too
+    name: str  # their full name ("" if none)
+    availability: str
+    activity: str
+    changed_at: str | None
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    public_id: str
+    name: str
+    strategy: str
+    waiting: int
+    longest_wait_s: float | None
+
+
+@dataclass(frozen=True)
 class ResumableCall:
     """An open call a (re)registering socket may resume: its leg in it, if any."""
 
@@ -91,7 +112,9 @@ class ResumableCall:
 
 
 # --- through the channel layer ---------------------------------------------------------------
-def to_message(snapshot: CallEventSnapshot | SessionSnapshot) -> JsonObject:
+def to_message(
+    snapshot: CallEventSnapshot | SessionSnapshot | OperatorStatusSnapshot,
+) -> JsonObject:
     """The snapshot as plain JSON-like values (tuples become lists on a Redis layer)."""
     return asdict(snapshot)
 
@@ -116,6 +139,10 @@ def call_event_from_message(message: Mapping[str, Any]) -> CallEventSnapshot:
 
 def session_from_message(message: Mapping[str, Any]) -> SessionSnapshot:
     return SessionSnapshot(**message)
+
+
+def operator_status_from_message(message: Mapping[str, Any]) -> OperatorStatusSnapshot:
+    return OperatorStatusSnapshot(**message)
 
 
 # --- call events -----------------------------------------------------------------------------
@@ -217,14 +244,19 @@ def feed_snapshot(
     open_calls: Sequence[CallSnapshot],
     recent: Sequence[CallSnapshot],
     online: Sequence[SessionSnapshot],
+    operators: Sequence[OperatorStatusSnapshot] = (),
+    queues: Sequence[QueueSnapshot] = (),
 ) -> JsonObject:
-    """The feed's first message: open calls, the last ended ones, end users online."""
+    """The feed's first message: open calls, the last ended ones, end users online, every
+    operator's status, the queues' waiting callers."""
     return {
         "type": "snapshot",
         "data": {
             "calls": [call_summary(call) for call in open_calls],
             "recent": [call_summary(call) for call in recent],
             "online": [session_summary(session) for session in online],
+            "operators": [operator_status_summary(status) for status in operators],
+            "queues": [queue_summary(queue) for queue in queues],
         },
     }
 
@@ -262,3 +294,46 @@ def presence_event(session: SessionSnapshot) -> JsonObject:
     name = "presence.online" if session.online else "presence.offline"
     summary = session_summary(session)
     return protocol.event("", "", name, **summary, session=summary)
+
+
+# --- operators and queues --------------------------------------------------------------------
+def operator_status_summary(status: OperatorStatusSnapshot) -> JsonObject:
+    return {
+        "operator": status.operator,
+        "displayName": status.name,
+        "availability": status.availability,
+        "activity": status.activity,
+        "changedAt": status.changed_at,
+    }
+
+
+def operator_status_event(status: OperatorStatusSnapshot) -> JsonObject:
+    """/ws/operator: `operator.status`, whenever an operator's availability or activity
+    changes (the summary flat beside `name`)."""
+    return protocol.event("", "", "operator.status", **operator_status_summary(status))
+
+
+def queue_summary(queue: QueueSnapshot) -> JsonObject:
+    return {
+        "queue": queue.public_id,
+        "name": queue.name,
+        "strategy": queue.strategy,
+        "waiting": queue.waiting,
+        "longestWaitS": queue.longest_wait_s,
+    }
+
+
+def parse_status_request(message: Mapping[str, Any], allowed: Sequence[str]) -> str:
+    """/ws/operator's one client message, `{"type": "status", "availability": …}`: the
+    availability asked for (INVALID_MESSAGE / INVALID_ARGUMENT otherwise)."""
+    if message.get("type") != "status":
+        raise CallbridgeError(
+            ErrorCode.INVALID_MESSAGE,
+            "this socket takes only {type: status, availability}; act through /api/",
+        )
+    availability = message.get("availability")
+    if not isinstance(availability, str) or availability not in allowed:
+        raise CallbridgeError(
+            ErrorCode.INVALID_ARGUMENT, "availability must be one of " + ", ".join(allowed)
+        )
+    return availability

@@ -33,6 +33,7 @@ class Offer:
     sdp: str
     call_sid: str | None
     mode: str | None
+    queue: str | None = None  # an end user's new call: the queue's public id
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,9 @@ def _offer(envelope: dict[str, Any]) -> Offer:
     mode = _optional_str(envelope, "mode")
     if mode is not None and mode not in MODES:
         raise _bad_value(f"unknown mode {mode!r} (use bridge or echo)")
-    return Offer(token, sdp, _optional_str(envelope, "callSid"), mode)
+    return Offer(
+        token, sdp, _optional_str(envelope, "callSid"), mode, _optional_str(envelope, "queue")
+    )
 
 
 def _ice_candidate(envelope: dict[str, Any]) -> IceCandidate:

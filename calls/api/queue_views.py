@@ -1,0 +1,83 @@
+"""REST: operators' availability (their own, everyone's) and the queues with waiting callers.
+
+Readable by operators (staff and API tokens); availability is set by staff operators
+only, for themselves: an API token has none (calls.availability).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from calls import availability
+from calls.api.serializers import (
+    AvailabilitySerializer,
+    OperatorStatusSerializer,
+    QueueDetailSerializer,
+    QueueSerializer,
+)
+from calls.api.views import ERRORS, json_object, principal_of
+from calls.models import Queue
+
+
+class MyStatusView(APIView):
+    @extend_schema(
+        summary="Your availability and activity (staff operators)",
+        responses={200: OperatorStatusSerializer, **ERRORS},
+    )
+    def get(self, request: Request) -> Response:
+        user = availability.require_staff_operator(principal_of(request))
+        return Response(OperatorStatusSerializer(availability.view_of(user)).data)
+
+    @extend_schema(
+        summary="Set your availability: available, away or offline (staff operators)",
+        request=AvailabilitySerializer,
+        responses={200: OperatorStatusSerializer, **ERRORS},
+    )
+    def put(self, request: Request) -> Response:
+        principal = principal_of(request)
+        availability.require_staff_operator(principal)
+        body = AvailabilitySerializer(data=json_object(request))
+        body.is_valid(raise_exception=True)
+        view = availability.set_availability(principal, body.validated_data["availability"])
+        return Response(OperatorStatusSerializer(view).data)
+
+
+class OperatorListView(APIView):
+    @extend_schema(
+        summary="Every operator's availability and activity (operators)",
+        responses={200: OperatorStatusSerializer(many=True), **ERRORS},
+    )
+    def get(self, request: Request) -> Response:
+        availability.require_operator(principal_of(request))
+        return Response(OperatorStatusSerializer(availability.all_operators(), many=True).data)
+
+
+def _queues() -> Any:
+    return Queue.objects.select_related("overflow_queue")
+
+
+class QueueListView(APIView):
+    @extend_schema(
+        summary="The queues, with callers waiting now and the longest wait (operators)",
+        responses={200: QueueSerializer(many=True), **ERRORS},
+    )
+    def get(self, request: Request) -> Response:
+        availability.require_operator(principal_of(request))
+        views = availability.queue_views(list(_queues()))
+        return Response(QueueSerializer(views, many=True).data)
+
+
+class QueueDetailView(APIView):
+    @extend_schema(
+        summary="One queue, with its members' availability and activity (operators)",
+        parameters=[OpenApiParameter("publicId", str, OpenApiParameter.PATH)],
+        responses={200: QueueDetailSerializer, **ERRORS},
+    )
+    def get(self, request: Request, publicId: str) -> Response:
+        availability.require_operator(principal_of(request))
+        return Response(QueueDetailSerializer(availability.queue_detail(publicId)).data)
