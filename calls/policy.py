@@ -15,7 +15,7 @@ State legality is not decided here: that is the state machine's job (Call._trans
 
 from __future__ import annotations
 
-from calls.errors import CallbridgeError, ErrorCode
+from calls.errors import CallbridgeError, CallStateError, ErrorCode
 from calls.models import Call, CallMode, CallState, LegRole
 from calls.models.queue import OfferOutcome, QueueOffer
 from calls.principals import Principal
@@ -83,6 +83,11 @@ def require_may_answer(principal: Principal, call: Call) -> None:
     """Answer: the callee side, and for a queued call, the operator it is offered to."""
     require_callee(principal, call)
     if call.state == CallState.RINGING and needs_offer(call) and not has_offer(principal, call):
+        # Answered (or ended) a moment ago, which cancelled our offer: the loser of a race
+        # to answer hears CALL_STATE, as without queues.
+        now = Call.objects.filter(pk=call.pk).values_list("state", flat=True).first()
+        if now != CallState.RINGING:
+            raise CallStateError(f"cannot answer a call that is {now}")
         raise _forbidden("this call is not offered to you")
 
 

@@ -35,11 +35,11 @@ def away_after_misses() -> int:
 
 def expire_offer(offer_id: int, now: datetime) -> int | None:
     """Ring out one offer if it is still pending past its deadline; its queue, or None."""
-    offer = QueueOffer.objects.filter(pk=offer_id).values_list("call_id", flat=True).first()
-    if offer is None:
+    call_id = QueueOffer.objects.filter(pk=offer_id).values_list("call_id", flat=True).first()
+    if call_id is None:
         return None
     with transaction.atomic():
-        Call.objects.select_for_update().filter(pk=offer).first()  # lock order: the call first
+        Call.objects.select_for_update().filter(pk=call_id).first()  # lock order: call first
         found = pending(pk=offer_id, deadline__lte=now)
         if not found:
             return None  # answered, cancelled or expired meanwhile
@@ -110,7 +110,9 @@ def overflow(call_id: uuid.UUID, now: datetime) -> set[int]:
         announce_status(freed)
         target = queue.overflow_queue if queue is not None else None
         if queue is not None and queue.overflow == Overflow.QUEUE and target is not None:
-            deadline = now + timedelta(seconds=target.max_wait_s)
+            # The default queue's maximum wait is the ring timeout, read live (Call.start).
+            wait_s = settings.CALLBRIDGE_RING_TIMEOUT_S if target.is_default else target.max_wait_s
+            deadline = now + timedelta(seconds=wait_s)
             Call.objects.filter(pk=call.pk).update(
                 queue=target, queued_at=now, ring_deadline=deadline
             )
