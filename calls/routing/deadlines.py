@@ -100,7 +100,8 @@ def overflow(call_id: uuid.UUID, now: datetime) -> set[int]:
     queue (`open_answer`) ends it as `missed`, as before queues. `voicemail` is not built:
     it refuses."""
     with transaction.atomic():
-        call = Call.objects.select_for_update().select_related("queue").get(pk=call_id)
+        # No select_related: PostgreSQL refuses FOR UPDATE on a nullable join.
+        call = Call.objects.select_for_update().get(pk=call_id)
         if call.state != CallState.RINGING or call.ring_deadline is None:
             return set()
         if call.ring_deadline > now:
