@@ -346,3 +346,18 @@ def test_it_rings_the_next_operator_when_the_rung_one_goes_away(make_session: Se
     OperatorStatus.set_availability(first, "away", Principal.staff(first))
     assert QueueOffer.objects.get(call=call, operator=first).outcome == "cancelled"
     assert pending_operators(call) == ["second"]
+
+
+def test_it_stops_ringing_an_operator_who_answers_another_call(make_session: Session) -> None:
+    both = make_operator("both")
+    other = make_operator("other", available=False)
+    queue = make_queue("desk", [both, other], strategy="round_robin")
+    queued = call_in(queue, make_session, "Ada")
+    assert pending_operators(queued) == ["both"]
+    session, _ = make_session("Bob")
+    walk_in = Call.start(by=Principal.end_user(session), mode="bridge", media_worker="embedded")
+    assert answer(both, walk_in.pk).status_code == 200  # the default queue: open answer
+    assert QueueOffer.objects.get(call=queued, operator=both).outcome == "cancelled"
+    assert pending_operators(queued) == []  # busy: not rung again
+    OperatorStatus.set_availability(other, "available", Principal.staff(other))
+    assert pending_operators(queued) == ["other"]
