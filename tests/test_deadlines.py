@@ -68,7 +68,7 @@ async def test_it_ends_an_unanswered_call_as_missed_at_its_deadline(
     late_by = missed.ended_at - (call.created_at + timedelta(seconds=1))
     assert timedelta(0) <= late_by < timedelta(seconds=1)
     names = [name async for name in missed.events.values_list("name", flat=True)]
-    assert names == ["call.created", "call.ended"]
+    assert names == ["call.created", "queue.joined", "call.ended"]
 
 
 async def test_it_leaves_answered_calls_alone(settings: Any, ring_timer: CallDeadlines) -> None:
