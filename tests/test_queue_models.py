@@ -252,3 +252,28 @@ def test_it_lets_one_of_two_threads_offer_an_operator_at_once(
         thread.join(timeout=30)
     assert sorted(outcomes) == ["offered", "refused"]
     assert QueueOffer.objects.filter(operator=user, outcome="pending").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_makes_one_status_row_when_two_threads_set_a_new_operators_availability() -> None:
+    user = make_operator("bob")
+    start = threading.Barrier(2)
+    failures: list[BaseException] = []
+
+    def set_to(availability: str) -> None:
+        try:
+            start.wait(timeout=10)
+            OperatorStatus.set_availability(user, availability, Principal.staff(user))
+        except BaseException as error:  # reported below: a thread's exception is lost
+            failures.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=set_to, args=(a,)) for a in ("available", "away")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert failures == []
+    assert OperatorStatus.objects.filter(user=user).count() == 1
+    assert OperatorStatus.objects.get(user=user).availability in ("available", "away")

@@ -14,6 +14,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from calls import availability, events, revocation
@@ -92,9 +93,12 @@ class OperatorConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocket
     async def _status_request(self, text_data: str | None) -> CallbridgeError | None:
         """`{"type": "status", "availability": …}`: the operator sets their availability;
         the change reaches every feed (this one too) as `operator.status`."""
+        limit = settings.CALLBRIDGE_WS_MAX_MESSAGE_BYTES
+        if text_data is None or len(text_data.encode("utf-8", "surrogatepass")) > limit:
+            return CallbridgeError(ErrorCode.INVALID_MESSAGE, "send small JSON text frames")
         try:
-            message = json.loads(text_data or "")
-        except ValueError:
+            message = json.loads(text_data)
+        except (ValueError, RecursionError):  # deep nesting is a RecursionError
             return CallbridgeError(ErrorCode.INVALID_MESSAGE, "messages are JSON objects")
         if not isinstance(message, dict):
             return CallbridgeError(ErrorCode.INVALID_MESSAGE, "messages are JSON objects")
