@@ -361,3 +361,16 @@ def test_it_stops_ringing_an_operator_who_answers_another_call(make_session: Ses
     assert pending_operators(queued) == []  # busy: not rung again
     OperatorStatus.set_availability(other, "available", Principal.staff(other))
     assert pending_operators(queued) == ["other"]
+
+
+def test_it_expires_an_offer_once_when_two_processes_sweep_at_once(make_session: Session) -> None:
+    first, second = make_operator("first"), make_operator("second")
+    queue = make_queue("desk", [first, second], strategy="round_robin")
+    call = call_in(queue, make_session)
+    QueueOffer.objects.update(deadline=timezone.now() - timedelta(seconds=1))
+    results = in_threads(lambda _: routing_deadlines.sweep(), [1, 2])
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert CallEvent.objects.filter(call=call, name="queue.offer_missed").count() == 1
+    assert OperatorStatus.objects.get(user=first).missed_in_a_row == 1
+    assert pending_operators(call) == ["second"]
+    assert_never_overlapping()
