@@ -10,6 +10,7 @@ tests/test_scale_out.py.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from io import StringIO
@@ -107,6 +108,25 @@ async def test_it_closes_a_revoked_api_tokens_sockets_and_refuses_their_hangup(
     another, _ = await sync_to_async(EndUserSession.create)(ttl_seconds=600)
     await sync_to_async(ring)(another)
     assert await watcher.communicator.receive_nothing(timeout=0.3)
+
+
+async def test_it_revokes_the_sessions_an_api_token_issued_with_it(clients: Any) -> None:
+    token, _ = await sync_to_async(ApiToken.create)("console")
+    issued, issued_secret = await sync_to_async(EndUserSession.create)(
+        ttl_seconds=600, created_by_token=token
+    )
+    own, own_secret = await sync_to_async(EndUserSession.create)(ttl_seconds=600)
+    issued_page, own_page = (
+        await registered(clients, issued_secret),
+        await registered(clients, own_secret),
+    )
+    await sync_to_async(token.revoke)()
+    assert await closed_unauthorized(issued_page) == "Session token revoked"
+    await sync_to_async(issued.refresh_from_db)()
+    await sync_to_async(own.refresh_from_db)()
+    assert (issued.is_revoked, own.is_revoked) == (True, False)
+    await own_page.send({"type": "hangup", "sessionId": "", "callSid": str(uuid.uuid4())})
+    assert (await own_page.expect("error"))["data"]["code"] == "NOT_FOUND"
 
 
 async def test_it_closes_sockets_of_tokens_revoked_through_the_admins_bulk_action(

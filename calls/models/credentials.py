@@ -47,6 +47,9 @@ class TokenQuerySet(models.QuerySet[_Token]):
             if pks:
                 model = self.model
                 transaction.on_commit(lambda: credentials_revoked.send(sender=model, pks=pks))
+                issued = model.issued_by(pks)
+                if issued is not None:
+                    issued.revoke()  # same transaction: both die, or neither
         return count
 
 
@@ -78,6 +81,11 @@ class HashedTokenModel(models.Model):
     def revoke(self) -> None:
         type(self).objects.filter(pk=self.pk).revoke()
         self.refresh_from_db(fields=["revoked_at"])
+
+    @classmethod
+    def issued_by(cls, pks: list[Any]) -> TokenQuerySet[Any] | None:
+        """Credentials these rows issued, revoked with them (None: they issue none)."""
+        return None
 
 
 class ApiToken(HashedTokenModel):
@@ -117,6 +125,12 @@ class ApiToken(HashedTokenModel):
         if self.last_used_at is None or now - self.last_used_at >= USAGE_WRITE_INTERVAL:
             ApiToken.objects.filter(pk=self.pk).update(last_used_at=now)
             self.last_used_at = now
+
+    @classmethod
+    def issued_by(cls, pks: list[Any]) -> TokenQuerySet[Any] | None:
+        # A leaked integrator key may have minted sessions for whoever holds it: revoking
+        # the key ends them too (a session a staff user made is not touched).
+        return EndUserSession.objects.filter(created_by_token__in=pks)
 
 
 class EndUserSession(HashedTokenModel):
