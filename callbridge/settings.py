@@ -234,6 +234,9 @@ CALLBRIDGE_PUBLIC_URL = env_str("CALLBRIDGE_PUBLIC_URL").rstrip("/")
 CALLBRIDGE_PUBLIC_LOBBY = env_bool("CALLBRIDGE_PUBLIC_LOBBY", False)
 CALLBRIDGE_RING_TIMEOUT_S = env_int("CALLBRIDGE_RING_TIMEOUT_S", 45, minimum=1, maximum=3600)
 CALLBRIDGE_AWAY_AFTER_MISSES = env_int("CALLBRIDGE_AWAY_AFTER_MISSES", 3, minimum=1, maximum=100)
+# Queue statistics: a call answered within this many seconds of joining its queue is
+# within the service level (docs/queues.md#statistics).
+CALLBRIDGE_SERVICE_LEVEL_S = env_int("CALLBRIDGE_SERVICE_LEVEL_S", 20, minimum=1, maximum=3600)
 CALLBRIDGE_MEDIA_GRACE_S = env_int("CALLBRIDGE_MEDIA_GRACE_S", 60, minimum=1, maximum=3600)
 CALLBRIDGE_ICE_TIMEOUT_S = env_int("CALLBRIDGE_ICE_TIMEOUT_S", 20, minimum=1, maximum=300)
 # Local addresses the media worker advertises as ICE host candidates (comma-separated IPs).

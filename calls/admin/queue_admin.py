@@ -8,12 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
+from calls import queue_stats
 from calls.admin.call_admin import ReadOnlyAdmin
+from calls.errors import CallbridgeError
 from calls.models import (
     Activity,
     CallState,
@@ -37,12 +45,13 @@ class QueueAdmin(admin.ModelAdmin):
         "waiting_now",
         "members_count",
         "overflow",
+        "statistics",
     ]
     search_fields = ["name", "public_id"]
     filter_horizontal = ["members", "member_groups"]
-    readonly_fields = ["is_default", "created_at", "updated_at"]
+    readonly_fields = ["is_default", "created_at", "updated_at", "statistics"]
     fieldsets = [
-        (None, {"fields": ["name", "public_id", "is_default", "open_answer"]}),
+        (None, {"fields": ["name", "public_id", "is_default", "open_answer", "statistics"]}),
         ("Members", {"fields": ["all_operators", "members", "member_groups"]}),
         (
             "Routing",
@@ -73,6 +82,47 @@ class QueueAdmin(admin.ModelAdmin):
         if db_field.name == "members":
             kwargs["queryset"] = operator_users().order_by("username")
         return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+    @admin.display(description="statistics")
+    def statistics(self, queue: Queue) -> str:
+        if queue.pk is None:
+            return "—"
+        url = reverse("admin:calls_queue_stats", args=[queue.pk])
+        return format_html('<a href="{}">today\'s statistics</a>', url)
+
+    def get_urls(self) -> list[Any]:
+        stats = path(
+            "<int:queue_id>/stats/",
+            self.admin_site.admin_view(self.stats_view),
+            name="calls_queue_stats",
+        )
+        return [stats, *super().get_urls()]
+
+    def stats_view(self, request: HttpRequest, queue_id: int) -> HttpResponse:
+        """The queue's statistics over a period (calls.queue_stats), for who may view it."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        queue = get_object_or_404(Queue, pk=queue_id)
+        since, until = request.GET.get("since", ""), request.GET.get("until", "")
+        context: dict[str, Any] = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"{queue}: statistics",
+            "queue": queue,
+            "since": since,
+            "until": until,
+            "time_zone": settings.TIME_ZONE,
+            "changelist_url": reverse("admin:calls_queue_changelist"),
+            "change_url": reverse("admin:calls_queue_change", args=[queue.pk]),
+        }
+        try:
+            period = queue_stats.parse_period(since, until)
+        except CallbridgeError as error:
+            context["error"] = error.message
+            return TemplateResponse(request, "admin/calls/queue_stats.html", context, status=400)
+        context["stats"] = queue_stats.queue_stats([queue], period)[0]
+        context["operators"] = queue_stats.operator_stats(period, queue)
+        return TemplateResponse(request, "admin/calls/queue_stats.html", context)
 
     def has_delete_permission(self, request: HttpRequest, obj: Queue | None = None) -> bool:
         # Calls that named it keep naming it; the default queue is where calls go.

@@ -13,14 +13,17 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from calls import availability
+from calls import availability, queue_stats
 from calls.api.serializers import (
     AvailabilitySerializer,
+    OperatorStatsSerializer,
     OperatorStatusSerializer,
     QueueDetailSerializer,
     QueueSerializer,
+    QueueStatsSerializer,
 )
 from calls.api.views import ERRORS, json_object, principal_of
+from calls.errors import CallbridgeError, ErrorCode
 from calls.models import Queue
 
 
@@ -81,3 +84,70 @@ class QueueDetailView(APIView):
     def get(self, request: Request, publicId: str) -> Response:
         availability.require_operator(principal_of(request))
         return Response(QueueDetailSerializer(availability.queue_detail(publicId)).data)
+
+
+PERIOD = [
+    OpenApiParameter(
+        "since",
+        str,
+        OpenApiParameter.QUERY,
+        description="ISO 8601 date or date-time (naive: the server's time zone); "
+        "default: the start of today",
+    ),
+    OpenApiParameter(
+        "until",
+        str,
+        OpenApiParameter.QUERY,
+        description="ISO 8601 date (to the end of that day) or date-time; "
+        "default: the end of today",
+    ),
+]
+
+
+def _period(request: Request) -> queue_stats.Period:
+    return queue_stats.parse_period(
+        request.query_params.get("since"), request.query_params.get("until")
+    )
+
+
+def _queue(public_id: str) -> Queue:
+    queue = Queue.objects.filter(public_id=public_id).first()
+    if queue is None:
+        raise CallbridgeError(ErrorCode.NOT_FOUND, "No such queue")
+    return queue
+
+
+class QueueStatsView(APIView):
+    @extend_schema(
+        summary="A queue's statistics over a period: service level, abandoned, waits (operators)",
+        parameters=[OpenApiParameter("publicId", str, OpenApiParameter.PATH), *PERIOD],
+        responses={200: QueueStatsSerializer, **ERRORS},
+    )
+    def get(self, request: Request, publicId: str) -> Response:
+        availability.require_operator(principal_of(request))
+        period = _period(request)
+        stats = queue_stats.queue_stats([_queue(publicId)], period)[0]
+        return Response(QueueStatsSerializer(stats).data)
+
+
+class OperatorStatsView(APIView):
+    @extend_schema(
+        summary="Every operator's answered calls, missed offers and talk time (operators)",
+        parameters=[
+            *PERIOD,
+            OpenApiParameter(
+                "queue",
+                str,
+                OpenApiParameter.QUERY,
+                description="only this queue's calls and offers, and its members",
+            ),
+        ],
+        responses={200: OperatorStatsSerializer(many=True), **ERRORS},
+    )
+    def get(self, request: Request) -> Response:
+        availability.require_operator(principal_of(request))
+        period = _period(request)
+        public_id = request.query_params.get("queue")
+        queue = _queue(public_id) if public_id else None
+        stats = queue_stats.operator_stats(period, queue)
+        return Response(OperatorStatsSerializer(stats, many=True).data)

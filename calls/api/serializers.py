@@ -359,3 +359,43 @@ class QueueSerializer(serializers.Serializer):
 
 class QueueDetailSerializer(QueueSerializer):
     members = OperatorStatusSerializer(many=True, help_text="the queue's operators, with status")
+
+
+class QueueStatsSerializer(serializers.Serializer):
+    queue = serializers.CharField(source="queue.public_id", help_text="the public id")
+    name = serializers.CharField(source="queue.name")
+    since = serializers.DateTimeField(source="period.since")
+    until = serializers.DateTimeField(source="period.until")
+    waiting = serializers.IntegerField(help_text="callers waiting now")
+    longestWaitS = serializers.FloatField(
+        source="longest_wait_s", allow_null=True, help_text="now: the longest waiter's wait"
+    )
+    joined = serializers.IntegerField(help_text="calls that joined the queue in the period")
+    answered = serializers.IntegerField()
+    serviceLevelS = serializers.IntegerField(source="service_level_s")
+    answeredWithinServiceLevel = serializers.IntegerField(source="answered_within_service_level")
+    serviceLevelPct = serializers.FloatField(
+        source="service_level_pct",
+        allow_null=True,
+        help_text="of answered calls, answered within serviceLevelS (null: none answered)",
+    )
+    abandoned = serializers.IntegerField(help_text="the caller hung up while waiting")
+    missed = serializers.IntegerField(help_text="rang out or rejected, unanswered")
+    refused = serializers.IntegerField(help_text="nobody took it within the maximum wait")
+    overflowed = serializers.IntegerField(help_text="moved on to the overflow queue")
+    averageWaitS = serializers.FloatField(
+        source="average_wait_s", allow_null=True, help_text="join → answer, answered calls"
+    )
+    averageHandleS = serializers.FloatField(
+        source="average_handle_s", allow_null=True, help_text="answer → end, ended calls"
+    )
+
+
+class OperatorStatsSerializer(serializers.Serializer):
+    operator = serializers.CharField(source="username", help_text="the staff username")
+    displayName = serializers.CharField(source="name")
+    answered = serializers.IntegerField(help_text="calls answered in the period")
+    offersMissed = serializers.IntegerField(
+        source="offers_missed", help_text="offers that rang out"
+    )
+    talkTimeS = serializers.FloatField(source="talk_time_s", help_text="answer → end, summed")

@@ -5,8 +5,10 @@ from rest_framework.routers import SimpleRouter
 from calls.api.queue_views import (
     MyStatusView,
     OperatorListView,
+    OperatorStatsView,
     QueueDetailView,
     QueueListView,
+    QueueStatsView,
 )
 from calls.api.views import CallViewSet, SessionCreateView, WebRtcConfigView
 
@@ -18,8 +20,10 @@ urlpatterns = [
     path("sessions", SessionCreateView.as_view(), name="session-create"),
     path("operators", OperatorListView.as_view(), name="operator-list"),
     path("operators/me/status", MyStatusView.as_view(), name="operator-my-status"),
+    path("operators/stats", OperatorStatsView.as_view(), name="operator-stats"),
     path("queues", QueueListView.as_view(), name="queue-list"),
     path("queues/<slug:publicId>", QueueDetailView.as_view(), name="queue-detail"),
+    path("queues/<slug:publicId>/stats", QueueStatsView.as_view(), name="queue-stats"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     *router.urls,
