@@ -3,7 +3,9 @@
 Calls spread over both workers with audio both ways whichever daphne each party uses;
 signaling for a call goes through the daphne its parties did not use; a killed worker's
 calls end with `media_failure` and new calls avoid it; SIGTERM drains a worker; two
-operators answering one call on PostgreSQL: exactly one wins.
+operators answering one call on PostgreSQL: exactly one wins; twenty callers in a
+round-robin queue answered by four operators through the other daphne: each once, nobody
+double-booked, five each.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import re
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -412,15 +416,31 @@ class AdminBrowser:
         printed = server.manage("demo_operator")
         password = re.search(r"password\s+(\S+)", printed)
         assert password, printed
+        return cls.log_in_as(server, "operator", password.group(1))
+
+    @classmethod
+    def log_in_as(cls, server: Server, username: str, password: str) -> AdminBrowser:
         form = requests.get(f"{server.url}/admin/login/", timeout=10)
         hidden = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text)
         assert hidden
         browser = cls({"csrftoken": form.cookies["csrftoken"]})
-        fields = {"username": "operator", "password": password.group(1)}
+        fields = {"username": username, "password": password}
         login = browser.post(server, "/admin/login/?next=/admin/", csrf=hidden.group(1), **fields)
         assert login.status_code == 302, login.text[:500]
         browser.cookies["sessionid"] = login.cookies["sessionid"]
+        if "csrftoken" in login.cookies:  # rotated at login
+            browser.cookies["csrftoken"] = login.cookies["csrftoken"]
         return browser
+
+    def api(self, server: Server, method: str, path: str, body: Any = None) -> requests.Response:
+        """A REST call as this staff user (session cookie, CSRF header)."""
+        return requests.request(
+            method,
+            f"{server.url}{path}",
+            json=body,
+            headers={"Cookie": self.cookie_header, "X-CSRFToken": self.cookies["csrftoken"]},
+            timeout=10,
+        )
 
     def post(self, server: Server, path: str, csrf: str = "", **form: str) -> requests.Response:
         data = {"csrfmiddlewaretoken": csrf or self.cookies["csrftoken"], **form}
@@ -479,3 +499,144 @@ async def test_it_closes_sockets_on_one_daphne_when_a_credential_dies_through_th
         logged_out = await asyncio.to_thread(browser.post, a, "/admin/logout/")
         assert logged_out.status_code == 200, logged_out.text[:500]
         await closed_unauthorized(feed)
+
+
+QUEUE_SETUP = """
+from django.contrib.auth import get_user_model
+from calls.models import Queue
+from calls.operators import operators_group
+users = []
+for n in range(4):
+    user = get_user_model().objects.create_user(
+        username=f"desk{n}", password="desk-password-%d" % n, is_staff=True
+    )
+    user.groups.add(operators_group())
+    users.append(user)
+queue = Queue.objects.create(
+    name="Desk", public_id="desk", strategy="round_robin", ring_timeout_s=120, max_wait_s=600
+)
+queue.members.set(users)
+"""
+
+
+def test_it_routes_twenty_callers_to_four_operators_round_robin_across_two_daphnes(
+    cluster: Cluster, workers: list[MediaWorkerProcess]
+) -> None:
+    """20 callers call a round-robin queue through either daphne at once while its 4
+    operators answer their offers through the other daphne; each round every operator
+    answers one call, then they hang up together. PostgreSQL keeps it exactly-once."""
+    daphnes = cluster.daphnes
+    cluster.daphnes[0].manage("shell", "-c", QUEUE_SETUP)  # queues are admin-managed
+    operators = {
+        f"desk{n}": AdminBrowser.log_in_as(daphnes[n % 2], f"desk{n}", f"desk-password-{n}")
+        for n in range(4)
+    }
+    for n, browser in enumerate(operators.values()):
+        status = browser.api(
+            daphnes[(n + 1) % 2], "PUT", "/api/operators/me/status", {"availability": "available"}
+        )
+        assert status.status_code == 200 and status.json()["availability"] == "available"
+    token = cluster.token("desk-callers")
+    sessions = []
+    for n in range(20):
+        status, body, _ = daphnes[0].request(
+            "POST", "/api/sessions", token, {"displayName": f"caller{n}"}
+        )
+        assert status == 201, body
+        sessions.append(body["sessionToken"])
+
+    placed_via: dict[str, int] = {}  # call id → the daphne its caller used
+    failures: list[Any] = []
+    start = threading.Barrier(len(sessions) + len(operators))
+    rounds = threading.Barrier(len(operators))
+
+    def recorded(work: Any) -> Any:
+        def run(*args: Any) -> None:
+            try:
+                work(*args)
+            except Exception as error:  # the assertion after the join shows it
+                failures.append(error)
+                rounds.abort()  # the other operators stop waiting for this one
+
+        return run
+
+    @recorded
+    def caller(n: int) -> None:
+        start.wait(timeout=20)
+        status, body, _ = daphnes[n % 2].request(
+            "POST", "/api/calls", sessions[n], {"queue": "desk"}
+        )
+        if status != 201 or body.get("state") != "ringing":
+            failures.append(("call", status, body))
+            return
+        placed_via[body["callID"]] = n % 2
+
+    def my_offer(username: str) -> str:
+        """The call this operator is rung for now (waits for the routing engine)."""
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            rows = cluster.query(
+                "SELECT o.call_id FROM calls_queueoffer o JOIN auth_user u"
+                " ON u.id = o.operator_id WHERE u.username = %s AND o.outcome = 'pending'",
+                username,
+            )
+            if rows and str(rows[0][0]) in placed_via:
+                return str(rows[0][0])
+            time.sleep(0.02)
+        raise AssertionError(f"{username} was not offered a call")
+
+    @recorded
+    def operator(username: str) -> None:
+        browser = operators[username]
+        start.wait(timeout=20)
+        for _ in range(len(sessions) // len(operators)):
+            call_id = my_offer(username)
+            other = daphnes[1 - placed_via[call_id]]
+            rounds.wait(timeout=30)  # every operator answers at the same instant
+            answered = browser.api(other, "POST", f"/api/calls/{call_id}/answer")
+            if answered.status_code != 200:
+                failures.append((username, "answer", answered.status_code, answered.text))
+            rounds.wait(timeout=30)  # then they hang up together
+            ended = browser.api(other, "POST", f"/api/calls/{call_id}/hangup")
+            if ended.status_code != 200:
+                failures.append((username, "hangup", ended.status_code, ended.text))
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(len(sessions))]
+    threads += [threading.Thread(target=operator, args=(name,)) for name in operators]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not failures, failures
+
+    calls = cluster.query(
+        "SELECT c.id, c.state, c.answered_at IS NOT NULL, u.username FROM calls_call c"
+        " JOIN calls_queue q ON q.id = c.queue_id LEFT JOIN auth_user u"
+        " ON u.id = c.operator_user_id WHERE q.public_id = 'desk'"
+    )
+    assert len(calls) == 20 and {(state, answered) for _, state, answered, _ in calls} == {
+        ("ended", True)
+    }, calls
+    # No caller answered twice.
+    answers = cluster.query(
+        "SELECT e.call_id, count(*) FROM calls_callevent e JOIN calls_call c ON c.id = e.call_id"
+        " JOIN calls_queue q ON q.id = c.queue_id WHERE q.public_id = 'desk'"
+        " AND e.name = 'call.answered' GROUP BY e.call_id"
+    )
+    assert sorted(count for _, count in answers) == [1] * 20, answers
+    # No operator double-booked: their offers never overlap, nor their calls.
+    for sql in (
+        "SELECT u.username, o.offered_at, o.ended_at FROM calls_queueoffer o"
+        " JOIN auth_user u ON u.id = o.operator_id WHERE u.username LIKE 'desk%%'"
+        " ORDER BY u.username, o.offered_at, o.id",
+        "SELECT u.username, c.answered_at, c.ended_at FROM calls_call c"
+        " JOIN auth_user u ON u.id = c.operator_user_id WHERE u.username LIKE 'desk%%'"
+        " ORDER BY u.username, c.answered_at",
+    ):
+        spans = cluster.query(sql)
+        for (who, _, ended), (next_who, started, _) in pairwise(spans):
+            assert who != next_who or (ended is not None and ended <= started), (who, spans)
+    # Round robin: each operator answered five calls.
+    per_operator = Counter(username for _, _, _, username in calls)
+    assert max(per_operator.values()) - min(per_operator.values()) <= 1, per_operator
+    assert set(per_operator) == set(operators)
