@@ -45,8 +45,9 @@ def test_it_runs_the_readme_tour_verbatim(server: Server) -> None:
     )
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith(("{", "["))]
-    config, session, ringing, answered, ended, refused = lines
+    config, queues, session, ringing, answered, ended, stats, refused = lines
     assert config["turn"]["enabled"] is False
+    assert [queue["queue"] for queue in queues] == ["default"]
     assert session["url"].startswith(server.url + "/talk/?token=cbs_")
     assert [call["state"] for call in ringing] == ["ringing"]
     assert answered["state"] == "active"
@@ -55,6 +56,13 @@ def test_it_runs_the_readme_tour_verbatim(server: Server) -> None:
         "hangup",
         "user",
     )
+    assert (stats["queue"], stats["joined"], stats["answered"], stats["waiting"]) == (
+        "default",
+        1,
+        1,
+        0,
+    )
+    assert stats["averageWaitS"] is not None and stats["averageHandleS"] is not None
     assert refused["code"] == "CALL_STATE"
     page_status, page, _ = server.request("GET", session["url"].removeprefix(server.url))
     assert page_status == 200 and "Ada" in page
