@@ -15,7 +15,7 @@ Call, QueueOffer and CallEvent rows (a handful per request, whatever the number 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -72,19 +72,20 @@ def _instant(raw: str, field: str, end: bool) -> datetime:
         # The date first: parse_datetime takes a bare date as its midnight.
         day = parse_date(raw)
         moment = None if day is not None else parse_datetime(raw)
-    except ValueError:  # well-formed but impossible, e.g. month 13
-        moment = day = None
-    if moment is None and day is None:
+        if moment is None and day is not None:
+            moment = datetime.combine(day + timedelta(days=1) if end else day, time.min)
+        if moment is not None and timezone.is_naive(moment):
+            moment = timezone.make_aware(moment)
+        if moment is not None:
+            moment.astimezone(UTC)  # representable everywhere (not past year 9999 in UTC)
+    except (ValueError, OverflowError):  # well-formed but impossible: month 13, 9999-12-31
+        moment = None
+    if moment is None:
         raise CallbridgeError(
             ErrorCode.INVALID_ARGUMENT,
             f"{field} must be an ISO 8601 date or date-time",
             details={"field": field},
         )
-    if moment is None:
-        assert day is not None
-        moment = datetime.combine(day + timedelta(days=1) if end else day, time.min)
-    if timezone.is_naive(moment):
-        moment = timezone.make_aware(moment)
     return moment
 
 

@@ -201,6 +201,9 @@ def test_it_defaults_to_today(day: dict[str, Any]) -> None:
         {"since": "yesterday"},
         {"until": "2026-13-01"},
         {"since": "2026-01-05T25:00"},
+        {"until": "9999-12-31"},
+        {"since": "9999-12-31T23:59:59-05:00"},
+        {"since": "2026-01-05T10:00+25:00"},
         {"since": "2026-01-06", "until": "2026-01-05"},
     ],
 )
