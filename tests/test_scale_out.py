@@ -5,7 +5,7 @@ signaling for a call goes through the daphne its parties did not use; a killed w
 calls end with `media_failure` and new calls avoid it; SIGTERM drains a worker; two
 operators answering one call on PostgreSQL: exactly one wins; twenty callers in a
 round-robin queue answered by four operators through the other daphne: each once, nobody
-double-booked, five each.
+double-booked, five each; then one caller at a time reaches each operator in turn.
 """
 
 from __future__ import annotations
@@ -640,3 +640,30 @@ def test_it_routes_twenty_callers_to_four_operators_round_robin_across_two_daphn
     per_operator = Counter(username for _, _, _, username in calls)
     assert max(per_operator.values()) - min(per_operator.values()) <= 1, per_operator
     assert set(per_operator) == set(operators)
+
+    # Then one caller at a time: round robin offers the least recently offered operator,
+    # so four calls in a row reach four different operators, whichever daphne they use.
+    in_turn = []
+    for n in range(4):
+        status, body, _ = daphnes[n % 2].request(
+            "POST", "/api/calls", sessions[n], {"queue": "desk"}
+        )
+        assert status == 201, body
+        placed_via[body["callID"]] = n % 2
+        deadline = time.monotonic() + 20
+        while not (
+            rung := cluster.query(
+                "SELECT u.username FROM calls_queueoffer o JOIN auth_user u"
+                " ON u.id = o.operator_id WHERE o.call_id = %s AND o.outcome = 'pending'",
+                body["callID"],
+            )
+        ):
+            assert time.monotonic() < deadline, "nobody was offered the call"
+            time.sleep(0.02)
+        ((username,),) = rung
+        other = daphnes[1 - n % 2]
+        for action in ("answer", "hangup"):
+            done = operators[username].api(other, "POST", f"/api/calls/{body['callID']}/{action}")
+            assert done.status_code == 200, done.text
+        in_turn.append(username)
+    assert sorted(in_turn) == sorted(operators), in_turn
