@@ -86,7 +86,17 @@ async def test_it_tells_the_dashboard_who_a_queued_call_rings(asgi_app: Any) -> 
         "queue.offered",
     )
     assert offered["deadline"]
+    # The call itself says who may answer it (what a reloaded dashboard draws from).
+    summary = offered["call"]
+    assert (summary["queue"], summary["queueName"], summary["openAnswer"]) == (
+        "sales",
+        "Sales",
+        False,
+    )
+    assert summary["queuedAt"]
+    assert summary["offers"] == [{"operator": "alice", "deadline": offered["deadline"]}]
     await sync_to_async(call.hang_up)(await sync_to_async(Principal.end_user)(call.session))
     ended = (await feed.expect("event", "queue.offer_ended"))["data"]
     assert (ended["operator"], ended["outcome"]) == ("alice", "cancelled")
+    assert ended["call"]["offers"] == []
     await feed.close()
