@@ -1,0 +1,178 @@
+"""The team dashboard in real chromium: availability, queues, offers, notifications."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.browser import launch, require_browser_environment, write_tone_wav
+from tests.support.live_server import Server
+
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOTS = ROOT / "var" / "screenshots"
+
+pytestmark = [pytest.mark.browser, pytest.mark.daphne]
+
+PASSWORD = "team-test-pw-1"
+DESKTOP = {"width": 1280, "height": 800}
+
+# Headless chromium keeps every page "visible" (another page brought to front, a minimized
+# window: neither hides it), so a test puts the dashboard in the background by overriding
+# what the page reads (`document.visibilityState`, `document.hidden`) and firing the
+# `visibilitychange` a browser would. And it records every Notification the page makes.
+BACKGROUND_AND_NOTIFICATIONS = """
+(() => {
+  let hidden = false;
+  Object.defineProperty(Document.prototype, "visibilityState", {
+    configurable: true, get() { return hidden ? "hidden" : "visible"; }});
+  Object.defineProperty(Document.prototype, "hidden", {
+    configurable: true, get() { return hidden; }});
+  window.__setHidden = (value) => {
+    hidden = value;
+    document.dispatchEvent(new Event("visibilitychange"));
+  };
+  window.__notifications = [];
+  const Real = window.Notification;
+  if (Real) {
+    window.Notification = class extends Real {
+      constructor(title, options) {
+        window.__notifications.push({title, body: options && options.body});
+        super(title, options);
+      }
+    };
+  }
+})();
+"""
+
+
+@pytest.fixture
+async def playwright() -> AsyncIterator[Any]:
+    require_browser_environment()
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as running:
+        yield running
+
+
+def setup_team(server: Server) -> None:
+    """Two operators, op and ann, and a round-robin queue Sales they both answer."""
+    script = (
+        "from django.contrib.auth import get_user_model; from calls.models import Queue; "
+        "U = get_user_model(); "
+        f"op = U.objects.create_superuser('op', 'op@example.com', '{PASSWORD}'); "
+        f"ann = U.objects.create_superuser('ann', 'ann@example.com', '{PASSWORD}', "
+        "first_name='Ann', last_name='Supervisor'); "
+        "q = Queue.objects.create(name='Sales', public_id='sales', strategy='round_robin', "
+        "ring_timeout_s=60, max_wait_s=300); q.members.add(op, ann)"
+    )
+    server.manage("shell", "-c", script)
+
+
+async def dashboard(server: Server, browser: Any, username: str) -> Any:
+    context = await browser.new_context(viewport=DESKTOP)
+    await context.grant_permissions(["notifications"], origin=server.url)
+    await context.add_init_script(BACKGROUND_AND_NOTIFICATIONS)
+    page = await context.new_page()
+    page.set_default_timeout(15_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.errors = errors
+    await page.goto(f"{server.url}/admin/login/?next=/admin/dashboard/")
+    await page.get_by_label("Username").fill(username)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Log in").click()
+    await page.wait_for_url("**/admin/dashboard/")
+    await page.wait_for_function("document.getElementById('feed').textContent === 'Live.'")
+    return page
+
+
+async def availability_of(server: Server, token: str, username: str) -> tuple[str, str]:
+    _, operators, _ = await asyncio.to_thread(server.request, "GET", "/api/operators", token)
+    (row,) = [o for o in operators if o["operator"] == username]
+    return row["availability"], row["activity"]
+
+
+async def test_it_rings_only_the_offered_operator_and_notifies_it_in_the_background(
+    server: Server, playwright: Any, tmp_path: Path
+) -> None:
+    await asyncio.to_thread(setup_team, server)
+    token = (await asyncio.to_thread(server.manage, "createapitoken", "team", "--quiet")).strip()
+    browser = await launch(playwright, write_tone_wav(tmp_path / "880.wav", 880))
+    try:
+        op = await dashboard(server, browser, "op")
+        ann = await dashboard(server, browser, "ann")
+
+        # Both set themselves available from their dashboards: server state, not the page's.
+        for page in (op, ann):
+            await page.get_by_role("button", name="Available", exact=True).click()
+            await (
+                page.get_by_role("button", name="Available", exact=True)
+                .and_(page.locator("[aria-pressed=true]"))
+                .wait_for()
+            )
+            await page.locator("#announce", has_text="You are now available.").wait_for()
+        assert await availability_of(server, token, "op") == ("available", "idle")
+        assert await availability_of(server, token, "ann") == ("available", "idle")
+        await op.reload()  # it survives a reload: the server says so
+        await op.wait_for_function("document.getElementById('feed').textContent === 'Live.'")
+        assert await op.locator("[data-availability=available]").get_attribute("aria-pressed") == (
+            "true"
+        )
+        await op.locator("#my-activity", has_text="You are available, idle.").wait_for()
+
+        await op.evaluate("window.__setHidden(true)")  # op looks at another tab
+        _, session, _ = await asyncio.to_thread(
+            server.request, "POST", "/api/sessions", token, {"displayName": "Ada"}
+        )
+        _, call, _ = await asyncio.to_thread(
+            server.request, "POST", "/api/calls", session["sessionToken"], {"queue": "sales"}
+        )
+
+        # Round robin, nobody offered yet: the lower id first, op. Only op may answer.
+        ringing = op.locator("#ringing li", has_text="Ada is calling")
+        await ringing.get_by_role("button", name="Answer").wait_for()
+        await ringing.filter(has_text="answer within").wait_for()
+        await op.wait_for_function("window.__notifications.length > 0")
+        assert await op.evaluate("window.__notifications") == [
+            {"title": "Ada is calling", "body": "Waiting in Sales"}
+        ]
+        await op.wait_for_function("document.title.startsWith('☎ Ada is calling')")
+
+        seen = ann.locator("#ringing li", has_text="Ada is calling")
+        await seen.filter(has_text="ringing op").wait_for()
+        assert await seen.get_by_role("button").count() == 0
+        queue = ann.get_by_role("region", name="Queue Sales")
+        await queue.locator("li", has_text="Ada").first.wait_for()
+        assert "1 waiting" in await queue.locator("h3").text_content()
+        assert await ann.evaluate("window.__notifications") == []  # not hers to answer
+        # The supervisor's view follows op's activity from the feed: ringing, not free.
+        await ann.locator("#team li", has_text="op").locator(".badge.ringing").wait_for()
+        await queue.locator("h3", has_text="1 of 2 free").wait_for()
+        await screenshot(ann, "dashboard-team")
+
+        # Back to the tab: the title stops flashing; Answer connects op to Ada.
+        await op.evaluate("window.__setHidden(false)")
+        await op.wait_for_function("!document.title.startsWith('☎')")
+        await ringing.get_by_role("button", name="Answer").click()
+        await op.locator("#active li", has_text="Ada ↔ op").wait_for()
+        _, answered, _ = await asyncio.to_thread(
+            server.request, "GET", f"/api/calls/{call['callID']}", token
+        )
+        assert answered["state"] == "active"
+        assert "operator" in [leg["role"] for leg in answered["legs"]]
+        await op.locator("#my-activity", has_text="You are available, in a call.").wait_for()
+        await asyncio.to_thread(
+            server.request, "POST", f"/api/calls/{call['callID']}/hangup", token
+        )
+        assert op.errors == [] and ann.errors == []
+    finally:
+        await browser.close()
+
+
+async def screenshot(page: Any, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
