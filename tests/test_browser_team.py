@@ -36,12 +36,17 @@ BACKGROUND_AND_NOTIFICATIONS = """
     document.dispatchEvent(new Event("visibilitychange"));
   };
   window.__notifications = [];
+  window.__closed = [];
   const Real = window.Notification;
   if (Real) {
     window.Notification = class extends Real {
       constructor(title, options) {
         window.__notifications.push({title, body: options && options.body});
         super(title, options);
+      }
+      close() {
+        window.__closed.push(this.title);
+        super.close();
       }
     };
   }
@@ -58,18 +63,31 @@ async def playwright() -> AsyncIterator[Any]:
         yield running
 
 
-def setup_team(server: Server) -> None:
-    """Two operators, op and ann, and a round-robin queue Sales they both answer."""
+def setup_team(server: Server, queue: str, ring_timeout_s: int) -> None:
+    """Two operators, op and ann (made once per server), and a round-robin queue they
+    both answer."""
     script = (
         "from django.contrib.auth import get_user_model; from calls.models import Queue; "
         "U = get_user_model(); "
-        f"op = U.objects.create_superuser('op', 'op@example.com', '{PASSWORD}'); "
-        f"ann = U.objects.create_superuser('ann', 'ann@example.com', '{PASSWORD}', "
-        "first_name='Ann', last_name='Supervisor'); "
-        "q = Queue.objects.create(name='Sales', public_id='sales', strategy='round_robin', "
-        "ring_timeout_s=60, max_wait_s=300); q.members.add(op, ann)"
+        f"op = U.objects.filter(username='op').first() or U.objects.create_superuser("
+        f"'op', 'op@example.com', '{PASSWORD}'); "
+        f"ann = U.objects.filter(username='ann').first() or U.objects.create_superuser("
+        f"'ann', 'ann@example.com', '{PASSWORD}', first_name='Ann', last_name='Supervisor'); "
+        f"q = Queue.objects.create(name='{queue.title()}', public_id='{queue}', "
+        f"strategy='round_robin', ring_timeout_s={ring_timeout_s}, max_wait_s=300); "
+        "q.members.add(op, ann)"
     )
     server.manage("shell", "-c", script)
+
+
+async def call_queue(server: Server, token: str, name: str, queue: str) -> dict[str, Any]:
+    _, session, _ = await asyncio.to_thread(
+        server.request, "POST", "/api/sessions", token, {"displayName": name}
+    )
+    _, call, _ = await asyncio.to_thread(
+        server.request, "POST", "/api/calls", session["sessionToken"], {"queue": queue}
+    )
+    return call
 
 
 async def dashboard(server: Server, browser: Any, username: str) -> Any:
@@ -99,7 +117,7 @@ async def availability_of(server: Server, token: str, username: str) -> tuple[st
 async def test_it_rings_only_the_offered_operator_and_notifies_it_in_the_background(
     server: Server, playwright: Any, tmp_path: Path
 ) -> None:
-    await asyncio.to_thread(setup_team, server)
+    await asyncio.to_thread(setup_team, server, "sales", 60)
     token = (await asyncio.to_thread(server.manage, "createapitoken", "team", "--quiet")).strip()
     browser = await launch(playwright, write_tone_wav(tmp_path / "880.wav", 880))
     try:
@@ -125,12 +143,7 @@ async def test_it_rings_only_the_offered_operator_and_notifies_it_in_the_backgro
         await op.locator("#my-activity", has_text="You are available, idle.").wait_for()
 
         await op.evaluate("window.__setHidden(true)")  # op looks at another tab
-        _, session, _ = await asyncio.to_thread(
-            server.request, "POST", "/api/sessions", token, {"displayName": "Ada"}
-        )
-        _, call, _ = await asyncio.to_thread(
-            server.request, "POST", "/api/calls", session["sessionToken"], {"queue": "sales"}
-        )
+        call = await call_queue(server, token, "Ada", "sales")
 
         # Round robin, nobody offered yet: the lower id first, op. Only op may answer.
         ringing = op.locator("#ringing li", has_text="Ada is calling")
@@ -141,6 +154,7 @@ async def test_it_rings_only_the_offered_operator_and_notifies_it_in_the_backgro
             {"title": "Ada is calling", "body": "Waiting in Sales"}
         ]
         await op.wait_for_function("document.title.startsWith('☎ Ada is calling')")
+        await screenshot(op, "dashboard-offered")
 
         seen = ann.locator("#ringing li", has_text="Ada is calling")
         await seen.filter(has_text="ringing op").wait_for()
@@ -168,6 +182,53 @@ async def test_it_rings_only_the_offered_operator_and_notifies_it_in_the_backgro
         await asyncio.to_thread(
             server.request, "POST", f"/api/calls/{call['callID']}/hangup", token
         )
+        assert op.errors == [] and ann.errors == []
+    finally:
+        await browser.close()
+
+
+async def test_it_stops_alerting_when_the_offer_rings_out_and_rings_the_next_operator(
+    server: Server, playwright: Any, tmp_path: Path
+) -> None:
+    await asyncio.to_thread(setup_team, server, "support", 2)
+    token = (await asyncio.to_thread(server.manage, "createapitoken", "team", "--quiet")).strip()
+    browser = await launch(playwright, write_tone_wav(tmp_path / "880.wav", 880))
+    try:
+        op = await dashboard(server, browser, "op")
+        ann = await dashboard(server, browser, "ann")
+        for page in (op, ann):  # from the keyboard: the buttons are buttons
+            await page.get_by_role("button", name="Away", exact=True).focus()
+            await page.keyboard.press("Enter")
+            await page.locator("#my-activity", has_text="You are away").wait_for()
+            await page.get_by_role("button", name="Available", exact=True).focus()
+            await page.keyboard.press("Space")
+            await page.locator("#my-activity", has_text="You are available").wait_for()
+        assert (await availability_of(server, token, "op"))[0] == "available"
+
+        # Round robin: ann was offered a call last, so op rings first.
+        recently = (
+            "from django.utils import timezone; from calls.models import OperatorStatus; "
+            "OperatorStatus.objects.filter(user__username='ann')"
+            ".update(last_offered_at=timezone.now())"
+        )
+        await asyncio.to_thread(server.manage, "shell", "-c", recently)
+        await op.evaluate("window.__setHidden(true)")
+        call = await call_queue(server, token, "Bo", "support")
+        await op.wait_for_function("document.title.startsWith('☎ Bo is calling')")
+        # op lets it ring out: the alerts stop, and the call rings ann, who may answer.
+        await op.locator("#announce", has_text="You missed Bo's call.").wait_for()
+        await op.wait_for_function("!document.title.startsWith('☎')")
+        assert await op.evaluate("window.__closed") == ["Bo is calling"]
+        offered = ann.locator("#ringing li", has_text="Bo is calling")
+        await offered.get_by_role("button", name="Answer").wait_for()
+        assert await ann.evaluate("window.__notifications") == []  # her tab is in front
+        seen = op.locator("#ringing li", has_text="Bo is calling")
+        await seen.filter(has_text="ringing Ann Supervisor").wait_for()
+        assert await seen.get_by_role("button").count() == 0
+        await asyncio.to_thread(
+            server.request, "POST", f"/api/calls/{call['callID']}/hangup", token
+        )
+        await op.locator("#recent li", has_text="Bo").wait_for()
         assert op.errors == [] and ann.errors == []
     finally:
         await browser.close()

@@ -99,8 +99,11 @@ function renderMyAvailability() {
 async function setAvailability(availability) {
   alerts.prepare();  // a user gesture: the notification permission, the ring's audio
   problem("");
+  const before = myStatus()?.availability;
   const status = await api("PUT", "/operators/me/status", {availability});
   operators.set(config.operator, {...myStatus(), ...status, operator: config.operator});
+  // Said once: whichever comes first, this answer or the feed's operator.status.
+  if (before !== status.availability) announce(`You are now ${status.availability}.`);
   render();
 }
 
