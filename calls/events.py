@@ -24,11 +24,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from django.db.models import Prefetch
 
 from callbridge.channel_layer import configured_layer
 from calls import availability
 from calls.consent import consent_status
-from calls.models import Call, CallEvent, EndUserSession, Queue
+from calls.models import Call, CallEvent, EndUserSession, OfferOutcome, Queue, QueueOffer
 from calls.models.call import CallQuerySet
 from calls.signaling import payloads
 from calls.workers import link
@@ -70,7 +71,23 @@ def call_snapshot(call: Call) -> payloads.CallSnapshot:
         recording=None
         if latest is None
         else payloads.RecordingSnapshot(str(latest.pk), latest.state, latest.stop_reason),
+        queue=call.queue.public_id if call.queue else None,
+        queue_name=call.queue.name if call.queue else "",
+        queued_at=call.queued_at.isoformat() if call.queued_at else None,
+        open_answer=call.queue is None or call.queue.open_answer,
+        offers=tuple(
+            payloads.OfferSnapshot(offer.operator.get_username(), offer.deadline.isoformat())
+            for offer in _pending_offers(call)
+        ),
     )
+
+
+def _pending_offers(call: Call) -> list[QueueOffer]:
+    prefetched = getattr(call, "pending_offers", None)  # summarised_calls' Prefetch
+    if prefetched is not None:
+        return list(prefetched)
+    pending = call.offers.filter(outcome=OfferOutcome.PENDING)
+    return list(pending.select_related("operator").order_by("offered_at"))
 
 
 def session_snapshot(session: EndUserSession) -> payloads.SessionSnapshot:
@@ -100,16 +117,25 @@ def queue_snapshots() -> list[payloads.QueueSnapshot]:
             strategy=view.queue.strategy,
             waiting=view.waiting,
             longest_wait_s=view.longest_wait_s,
+            members=tuple(
+                user.get_username() for user in view.queue.member_users().order_by("username")
+            ),
         )
-        for view in availability.queue_views(list(Queue.objects.all()))
+        for view in availability.queue_views(list(Queue.objects.order_by("name")))
     ]
 
 
 def summarised_calls() -> CallQuerySet:
     """Calls with everything call_snapshot reads, loaded in a few queries."""
+    pending = QueueOffer.objects.filter(outcome=OfferOutcome.PENDING).select_related("operator")
     return Call.objects.select_related(
-        "session", "operator_user", "operator_token"
-    ).prefetch_related("legs", "consents", "recordings")
+        "session", "operator_user", "operator_token", "queue"
+    ).prefetch_related(
+        "legs",
+        "consents",
+        "recordings",
+        Prefetch("offers", queryset=pending.order_by("offered_at"), to_attr="pending_offers"),
+    )
 
 
 RECENT_ENDED = 20  # ended calls in the operator feed's first message

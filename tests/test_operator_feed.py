@@ -77,7 +77,16 @@ async def test_it_tells_the_dashboard_who_a_queued_call_rings(asgi_app: Any) -> 
         )
 
     call = await sync_to_async(ring_alice)()
-    message = await feed.expect("event", "queue.offered")
+    seen: dict[str, dict[str, Any]] = {}
+    while not {"queue.offered", "ringing"} <= seen.keys():  # in either order
+        event = await feed.expect("event")
+        name = event["data"]["name"]
+        if name == "operator.status" and event["data"]["operator"] == "alice":
+            seen[event["data"]["activity"]] = event
+        seen.setdefault(name, event)
+    message = seen["queue.offered"]
+    # The supervisors' view: alice's activity is `ringing` while offered.
+    assert seen["ringing"]["data"]["availability"] == "available"
     assert message["callSid"] == str(call.pk)
     offered = message["data"]
     assert (offered["operator"], offered["queue"], offered["record"]) == (
@@ -86,7 +95,17 @@ async def test_it_tells_the_dashboard_who_a_queued_call_rings(asgi_app: Any) -> 
         "queue.offered",
     )
     assert offered["deadline"]
+    # The call itself says who may answer it (what a reloaded dashboard draws from).
+    summary = offered["call"]
+    assert (summary["queue"], summary["queueName"], summary["openAnswer"]) == (
+        "sales",
+        "Sales",
+        False,
+    )
+    assert summary["queuedAt"]
+    assert summary["offers"] == [{"operator": "alice", "deadline": offered["deadline"]}]
     await sync_to_async(call.hang_up)(await sync_to_async(Principal.end_user)(call.session))
     ended = (await feed.expect("event", "queue.offer_ended"))["data"]
     assert (ended["operator"], ended["outcome"]) == ("alice", "cancelled")
+    assert ended["call"]["offers"] == []
     await feed.close()

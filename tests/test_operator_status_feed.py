@@ -33,6 +33,7 @@ async def test_it_sets_availability_and_tells_every_feed(asgi_app: Any) -> None:
         "bob": "offline",
     }
     assert [q["queue"] for q in snapshot["queues"]] == ["default"]
+    assert snapshot["queues"][0]["members"] == ["alice", "bob"]  # every operator
     await alice.receive()
 
     await alice.send({"type": "status", "availability": "available"})

@@ -22,6 +22,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from calls.model_signals import operator_status_changed
 from calls.models import Call, CallState, Leg
 from calls.models.call import OPEN_STATES
 from calls.models.operator_status import Availability, OperatorStatus
@@ -105,6 +106,9 @@ def _offer(queue: Queue, call: Call, status: OperatorStatus, now: datetime) -> O
             "deadline": deadline.isoformat(),
         },
     )
+    # The feed's `operator.status`: this operator's activity is now `ringing`.
+    user_id = status.user_id
+    transaction.on_commit(lambda: operator_status_changed.send(sender=Call, user_id=user_id))
     return Offered(offer.pk, call.pk, queue.pk, status.user_id, username, deadline)
 
 

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.db.models.signals import post_save
 
 from calls.model_signals import call_event_recorded, operator_available, operator_status_changed
-from calls.models import CallEvent, OfferOutcome, QueueOffer
+from calls.models import Availability, CallEvent, OfferOutcome, QueueOffer
 from calls.routing import engine, offers
 
 ROUTED_EVENTS = frozenset({"queue.joined", "queue.overflowed"})
@@ -43,10 +43,11 @@ def _on_operator_available(sender: Any, user_id: int, **kwargs: Any) -> None:
 
 
 def _on_operator_status_changed(sender: Any, user_id: int, **kwargs: Any) -> None:
-    # Sent after commit for any change; only an operator no longer available who still
-    # rings has something to undo (a cheap query otherwise).
-    if not QueueOffer.objects.filter(operator_id=user_id, outcome=OfferOutcome.PENDING).exists():
-        return
+    # Sent after commit for any change (an offer made too); only an operator no longer
+    # available who still rings has something to undo (a cheap query otherwise).
+    rung = QueueOffer.objects.filter(operator_id=user_id, outcome=OfferOutcome.PENDING)
+    if not rung.exclude(operator__operator_status__availability=Availability.AVAILABLE).exists():
+        return  # not rung, or still available (withdraw re-checks under the locks anyway)
     queues = offers.withdraw(user_id)
     if queues:
         engine.route_safely(queues)

@@ -42,6 +42,14 @@ class RecordingSnapshot:
 
 
 @dataclass(frozen=True)
+class OfferSnapshot:
+    """A pending offer of a call: whom it rings and until when."""
+
+    operator: str  # the staff username
+    deadline: str
+
+
+@dataclass(frozen=True)
 class CallSnapshot:
     call_id: str
     state: str
@@ -59,6 +67,13 @@ class CallSnapshot:
     legs: tuple[LegSnapshot, ...]
     consent_missing: tuple[str, ...]
     recording: RecordingSnapshot | None
+    # The queue an inbound bridge call waits in, and who may answer it: anyone
+    # (`open_answer`, the default queue) or the operators its pending offers ring.
+    queue: str | None = None  # the queue's public id
+    queue_name: str = ""
+    queued_at: str | None = None
+    open_answer: bool = True
+    offers: tuple[OfferSnapshot, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -97,6 +112,7 @@ class QueueSnapshot:
     strategy: str
     waiting: int
     longest_wait_s: float | None
+    members: tuple[str, ...] = ()  # the usernames of the operators who answer it
 
 
 @dataclass(frozen=True)
@@ -132,6 +148,7 @@ def call_event_from_message(message: Mapping[str, Any]) -> CallEventSnapshot:
                 "legs": tuple(LegSnapshot(**leg) for leg in call["legs"]),
                 "consent_missing": tuple(call["consent_missing"]),
                 "recording": RecordingSnapshot(**recording) if recording else None,
+                "offers": tuple(OfferSnapshot(**offer) for offer in call.get("offers", ())),
             }
         ),
     )
@@ -237,6 +254,11 @@ def call_summary(call: CallSnapshot) -> JsonObject:
             "state": recording.state,
             "stopReason": recording.stop_reason,
         },
+        "queue": call.queue,
+        "queueName": call.queue_name,
+        "queuedAt": call.queued_at,
+        "openAnswer": call.open_answer,
+        "offers": [{"operator": o.operator, "deadline": o.deadline} for o in call.offers],
     }
 
 
@@ -320,6 +342,7 @@ def queue_summary(queue: QueueSnapshot) -> JsonObject:
         "strategy": queue.strategy,
         "waiting": queue.waiting,
         "longestWaitS": queue.longest_wait_s,
+        "members": list(queue.members),
     }
 
 

@@ -1,6 +1,9 @@
 // The operators' dashboard: every call live (/ws/operator), and the operator's own audio.
 // Actions use the REST API with the admin session (CSRF header); media offers are sent
-// over REST with ICE gathering complete.
+// over REST with ICE gathering complete. The team: my availability, the queues with their
+// waiting callers, every operator's status; a queued call shows Answer only to the
+// operator it is offered to (the server refuses anyone else anyway).
+import {CallAlerts} from "./alerts.js";
 import {LevelMeter, Microphone, formatDuration} from "./media.js";
 import {CallMedia, qualityWarnings} from "./peer.js";
 
@@ -14,7 +17,12 @@ const ui = {
   recordStop: $("my-record-stop"), recordingLink: $("my-recording-link"),
   playback: $("my-playback"), playFile: $("play-file"), playTo: $("play-to"), play: $("play"),
   playStop: $("play-stop"),
-  lists: {ringing: $("ringing"), active: $("active"), online: $("online"), recent: $("recent")},
+  announce: $("announce"), activity: $("my-activity"),
+  availability: [...document.querySelectorAll("[data-availability]")],
+  lists: {
+    ringing: $("ringing"), active: $("active"), online: $("online"), recent: $("recent"),
+    queues: $("queues"), team: $("team"),
+  },
 };
 const REASONS = {
   hangup: "hung up", missed: "missed", rejected: "rejected", cancelled: "cancelled",
@@ -24,6 +32,10 @@ const REASONS = {
 
 const calls = new Map();    // callID → call summary
 const online = new Map();   // sessionId → session summary
+const operators = new Map();  // username → {operator, displayName, availability, activity}
+const queues = new Map();   // public id → {queue, name, strategy, members}
+const ACTIVITIES = {idle: "idle", ringing: "ringing", busy: "in a call", wrap_up: "wrapping up"};
+const alerts = new CallAlerts({onFocus: (callID) => focusAnswer(callID)});
 const farMeter = new LevelMeter(ui.farLevel);
 const microphone = new Microphone({
   select: ui.microphone, meter: ui.level, onProblem: (error) => problem(error.message),
@@ -48,6 +60,51 @@ async function api(method, path, body) {
 function problem(text) {
   ui.problem.textContent = text || "";
   ui.problem.hidden = !text;
+}
+
+// Said once to screen readers (the visible text changes in place).
+function announce(text) {
+  ui.announce.textContent = "";
+  setTimeout(() => { ui.announce.textContent = text; }, 50);
+}
+
+// --- my availability -----------------------------------------------------------------------
+const myStatus = () => operators.get(config.operator);
+const myOffer = (call) => (call.offers || []).find((offer) => offer.operator === config.operator);
+const queued = (call) => call.openAnswer === false;  // a queue without open answer
+const inboundRinging = (call) => call.direction === "inbound" && call.state === "ringing" &&
+                                 call.mode === "bridge";
+// Answer is honest: a queued call only for the operator holding its offer.
+const mayAnswer = (call) => inboundRinging(call) && (!queued(call) || Boolean(myOffer(call)));
+// What rings for me (sound, notification): my offers, and while I am available and not in
+// a call, the default queue's calls, which every operator may answer.
+const ringsForMe = (call) => inboundRinging(call) && !mine && (
+  Boolean(myOffer(call)) || (!queued(call) && myStatus()?.availability === "available"));
+
+function describeStatus(status) {
+  if (!status) return "offline";
+  return status.availability === "offline" && status.activity === "idle"
+    ? "offline" : `${status.availability}, ${ACTIVITIES[status.activity] || status.activity}`;
+}
+
+function renderMyAvailability() {
+  const status = myStatus();
+  const availability = status?.availability || "offline";
+  for (const element of ui.availability) {
+    element.setAttribute("aria-pressed", String(element.dataset.availability === availability));
+  }
+  ui.activity.textContent = `You are ${describeStatus(status)}.`;
+}
+
+async function setAvailability(availability) {
+  alerts.prepare();  // a user gesture: the notification permission, the ring's audio
+  problem("");
+  const before = myStatus()?.availability;
+  const status = await api("PUT", "/operators/me/status", {availability});
+  operators.set(config.operator, {...myStatus(), ...status, operator: config.operator});
+  // Said once: whichever comes first, this answer or the feed's operator.status.
+  if (before !== status.availability) announce(`You are now ${status.availability}.`);
+  render();
 }
 
 // --- my audio ------------------------------------------------------------------------------
@@ -190,6 +247,77 @@ function item(whoText, metaText, ...actions) {
 const callUrl = (id) => config.callAdminUrl.replace("00000000-0000-0000-0000-000000000000", id);
 const since = (iso) => (Date.now() - Date.parse(iso)) / 1000;
 const name = (call) => call.displayName || (call.mode === "echo" ? "echo test" : "anonymous");
+const until = (iso) => (Date.parse(iso) - Date.now()) / 1000;
+const operatorName = (username) => operators.get(username)?.displayName || username;
+
+// How long a caller has waited (from the server's timestamps) and whom it rings.
+function ringingMeta(call, offer, withQueue = true) {
+  const waited = formatDuration(since(call.queuedAt || call.createdAt));
+  if (call.direction !== "inbound" || !call.queue) return waited;
+  const parts = withQueue ? [call.queueName || call.queue] : [];
+  parts.push(`waiting ${waited}`);
+  if (offer) {
+    parts.push(`answer within ${formatDuration(until(offer.deadline))}`);
+  } else if (queued(call)) {
+    const rung = (call.offers || []).map((o) => operatorName(o.operator));
+    parts.push(rung.length ? `ringing ${rung.join(", ")}` : "waiting for a free operator");
+  }
+  return parts.join(" · ");
+}
+
+function badge(text, kind) {
+  const element = document.createElement("span");
+  element.className = `badge ${kind}`;
+  element.textContent = text;
+  return element;
+}
+
+function operatorItem(status) {
+  const you = status.operator === config.operator ? " (you)" : "";
+  const li = item(`${status.displayName || status.operator}${you}`, "",
+                  badge(status.availability, status.availability),
+                  badge(ACTIVITIES[status.activity] || status.activity, status.activity));
+  li.querySelector(".meta").remove();
+  li.setAttribute("aria-label", `${status.displayName || status.operator}${you}: ${describeStatus(status)}`);
+  return li;
+}
+
+function renderQueues(all) {
+  const waitingCalls = all.filter((c) => c.queue && inboundRinging(c))
+    .sort((a, b) => Date.parse(a.queuedAt || a.createdAt) - Date.parse(b.queuedAt || b.createdAt));
+  for (const call of waitingCalls) {  // a queue made since the snapshot
+    if (!queues.has(call.queue)) queues.set(call.queue, {queue: call.queue, name: call.queueName, members: []});
+  }
+  ui.lists.queues.replaceChildren(...[...queues.values()].map((queue) => {
+    const section = document.createElement("section");
+    section.className = "queue";
+    section.setAttribute("aria-label", `Queue ${queue.name}`);
+    const waiting = waitingCalls.filter((c) => c.queue === queue.queue);
+    const members = (queue.members || []).map((username) => operators.get(username)).filter(Boolean);
+    const free = members.filter((m) => m.availability === "available" && m.activity === "idle");
+    const title = document.createElement("h3");
+    const meta = document.createElement("span");
+    meta.className = "meta";
+    meta.textContent = `${waiting.length} waiting · ${free.length} of ${members.length} free` +
+                       (queue.strategy ? ` · ${queue.strategy.replace("_", " ")}` : "");
+    title.append(queue.name, meta);
+    const list = document.createElement("ul");
+    list.className = "calls";
+    list.append(...waiting.map((call) => {
+      const li = item(name(call), "");
+      const tick = () => { li.querySelector(".meta").textContent = ringingMeta(call, myOffer(call), false); };
+      tick();
+      tickers.push(tick);
+      return li;
+    }));
+    const who = document.createElement("ul");
+    who.className = "calls members";
+    who.setAttribute("aria-label", `Members of ${queue.name}`);
+    who.append(...members.map(operatorItem));
+    section.append(title, list, who);
+    return section;
+  }));
+}
 
 function render() {
   const all = [...calls.values()].sort((a, b) => Date.parse(b.createdAt) - Date.parse(a.createdAt));
@@ -200,12 +328,21 @@ function render() {
 
   ui.lists.ringing.replaceChildren(...ringing.map((call) => {
     const inbound = call.direction === "inbound";
-    const li = item(inbound ? `${name(call)} is calling` : `Calling ${name(call)}`,
-                    formatDuration(since(call.createdAt)));
-    tickers.push(() => { li.querySelector(".meta").textContent = formatDuration(since(call.createdAt)); });
-    if (inbound) {
-      li.append(button("Answer", "primary", () => connectMine(call.callID)),
-                button("Reject", "danger", () => api("POST", `/calls/${call.callID}/reject`)));
+    const li = item(inbound ? `${name(call)} is calling` : `Calling ${name(call)}`, "");
+    li.dataset.callId = call.callID;
+    const meta = li.querySelector(".meta");
+    const offer = myOffer(call);
+    const tick = () => { meta.textContent = ringingMeta(call, offer); };
+    tick();
+    tickers.push(tick);
+    if (inbound && mayAnswer(call)) {
+      li.append(button("Answer", "primary", () => connectMine(call.callID)));
+      // Rejecting a queued call would end it for the caller: its offer just rings out.
+      if (!queued(call)) {
+        li.append(button("Reject", "danger", () => api("POST", `/calls/${call.callID}/reject`)));
+      }
+    } else if (inbound) {
+      // Not mine to answer: a supervisor sees whom it rings, no buttons that would fail.
     } else {
       li.append(button("Cancel", "danger", () => hangUp(call.callID)));
     }
@@ -237,6 +374,9 @@ function render() {
     return li;
   }));
 
+  renderQueues(all);
+  ui.lists.team.replaceChildren(...[...operators.values()].map(operatorItem));
+
   ui.lists.recent.replaceChildren(...ended.map((call) => {
     const talk = call.answeredAt && call.endedAt
       ? formatDuration((Date.parse(call.endedAt) - Date.parse(call.answeredAt)) / 1000) : "—";
@@ -247,7 +387,15 @@ function render() {
   for (const [key, list] of Object.entries(ui.lists)) {
     document.querySelector(`[data-empty-for="${key}"]`).hidden = list.children.length > 0;
   }
+  renderMyAvailability();
   renderMine();
+  alerts.update(all.filter(ringsForMe).map((call) => ({
+    callID: call.callID, caller: name(call), queueName: call.queue ? call.queueName : "",
+  })));
+}
+
+function focusAnswer(callID) {
+  ui.lists.ringing.querySelector(`li[data-call-id="${callID}"] button.primary`)?.focus();
 }
 
 // --- the live feed -------------------------------------------------------------------------
@@ -257,8 +405,22 @@ function onFeed(message) {
     online.clear();
     for (const call of [...message.data.calls, ...message.data.recent]) calls.set(call.callID, call);
     for (const session of message.data.online) online.set(session.sessionId, session);
+    operators.clear();
+    for (const status of message.data.operators || []) operators.set(status.operator, status);
+    queues.clear();
+    for (const queue of message.data.queues || []) queues.set(queue.queue, queue);
   } else if (message.type === "event") {
     const data = message.data;
+    if (data.name === "operator.status") operatorChanged(data);
+    if (data.name === "queue.offered" && data.operator === config.operator) {
+      announce(`${name(data.call)} is calling you from ${data.call.queueName || data.queue}: ` +
+               `${Math.round(until(data.deadline))} seconds to answer.`);
+    }
+    if (data.name === "queue.offer_ended" && data.operator === config.operator &&
+        data.outcome !== "answered") {
+      announce(data.outcome === "missed" ? `You missed ${name(data.call)}'s call.`
+                                         : `${name(data.call)}'s call no longer rings for you.`);
+    }
     if (data.call) calls.set(data.call.callID, data.call);
     if (data.name === "presence.online") online.set(data.session.sessionId, data.session);
     if (data.name === "presence.offline") online.delete(data.session.sessionId);
@@ -289,8 +451,22 @@ function connectFeed(attempt = 0) {
   };
 }
 
+function operatorChanged(data) {
+  const {name: _event, ...status} = data;
+  const before = operators.get(status.operator);
+  operators.set(status.operator, {...before, ...status});
+  if (status.operator === config.operator && before?.availability !== status.availability) {
+    announce(`You are now ${status.availability}.`);
+  }
+}
+
 // --- controls and timers -------------------------------------------------------------------
 ui.hangup.addEventListener("click", () => mine && hangUp(mine.callID));
+for (const element of ui.availability) {
+  element.addEventListener("click", () => {
+    setAvailability(element.dataset.availability).catch((error) => problem(error.message));
+  });
+}
 ui.consentGive.addEventListener("click", async () => {
   if (!mine) return;
   try {
