@@ -314,6 +314,22 @@ def test_it_forbids_answering_a_queued_call_offered_to_someone_else(
     assert pending_operators(call) == ["rung"]
 
 
+def test_it_never_lets_an_operator_reject_a_queued_call_for_the_team(
+    make_session: Session,
+) -> None:
+    rung, other = make_operator("rung"), make_operator("other", available=False)
+    queue = make_queue("vip", [rung, other], strategy="round_robin")
+    call = call_in(queue, make_session)
+    for user in (rung, other):  # offered or not
+        for verb in ("reject", "hangup"):
+            response = client_of(user).post(f"/api/calls/{call.pk}/{verb}")
+            assert response.status_code == 403, (user, verb, response.content)
+            assert response.json()["code"] == "FORBIDDEN"
+    assert Call.objects.get(pk=call.pk).state == "ringing"
+    assert pending_operators(call) == ["rung"]
+    assert answer(rung, call.pk).status_code == 200
+
+
 def test_it_frees_the_operator_when_the_caller_gives_up(make_session: Session) -> None:
     agent = make_operator("agent")
     queue = make_queue("desk", [agent], strategy="round_robin")
