@@ -283,6 +283,16 @@ class SignalConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketCo
         if shaped := payloads.party_event(event, self.principal.role, mine):
             await self._send(shaped)
 
+    async def queue_waiting(self, message: dict[str, Any]) -> None:
+        """The caller's place in a queue's line (calls.routing.waiting; session group)."""
+        if self.principal is None or not self.credential_usable_now():
+            return
+        mine = next(
+            (leg_id for leg_id, leg in self.legs.items() if str(leg.call_id) == message["call_id"]),
+            "",
+        )
+        await self._send(payloads.queue_waiting_event(message, mine))
+
     async def presence_event(self, message: dict[str, Any]) -> None:
         principal = self.principal
         if principal is not None and principal.is_operator and self.credential_usable_now():

@@ -1,0 +1,146 @@
+"""The caller's side of a queue: `queue.waiting` on /ws/signal, REST `queuePosition`, and
+the queue's waiting audio heard by a real aiortc caller until an operator answers."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.test import AsyncClient
+
+from calls.models import AudioFile, Availability, Call, EndUserSession, OperatorStatus, Queue
+from calls.principals import Principal
+from tests.support.live_call import add_to_library
+from tests.support.media_peers import ClientPeer, hear_each_other
+from tests.support.rest_client import bearer_client
+from tests.support.signal_client import SignalClient
+from tests.test_routing import answer, make_operator, make_queue
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(90)]
+
+
+async def waiting_caller(asgi_app: Any, name: str) -> tuple[SignalClient, str, EndUserSession]:
+    session, token = await sync_to_async(EndUserSession.create)(ttl_seconds=600, display_name=name)
+    client = SignalClient(asgi_app)
+    await client.connect()
+    await client.send({"type": "register", "sessionId": "", "authToken": token})
+    await client.expect("event", "registered")
+    return client, token, session
+
+
+def start_call(session: EndUserSession, queue: Queue) -> str:
+    call = Call.start(
+        by=Principal.end_user(session), mode="bridge", media_worker="embedded", queue=queue
+    )
+    return str(call.pk)
+
+
+def set_available(user: Any) -> None:
+    OperatorStatus.set_availability(user, Availability.AVAILABLE, Principal.staff(user))
+
+
+def queue_position(token: str, call_id: str) -> Any:
+    response = bearer_client(token).get(f"/api/calls/{call_id}")
+    assert response.status_code == 200, response.content[:300]
+    return response.json()["queuePosition"]
+
+
+async def test_it_tells_waiting_callers_their_place_as_the_line_moves(asgi_app: Any) -> None:
+    operator = await sync_to_async(make_operator)("olga", available=False)
+    queue = await sync_to_async(make_queue)("support", [operator], strategy="longest_idle")
+    callers = [await waiting_caller(asgi_app, name) for name in ("Ada", "Bob", "Cy")]
+    calls = []
+    for client, _, session in callers:
+        calls.append(await sync_to_async(start_call)(session, queue))
+        told = await client.expect("event", "queue.waiting")
+        assert told["callSid"] == calls[-1]
+        assert told["data"]["queue"] == "support" and told["data"]["queueName"] == "Support"
+        assert told["data"]["waitedS"] >= 0
+    places = [c.received[-1]["data"]["position"] for c, _, _ in callers]
+    assert places == [1, 2, 3]
+    tokens = [token for _, token, _ in callers]
+    every = zip(tokens, calls, strict=True)
+    assert [await sync_to_async(queue_position)(t, c) for t, c in every] == [1, 2, 3]
+    # Ada is answered: Bob and Cy move up; Ada hears her answer, not a place.
+    await sync_to_async(set_available)(operator)
+    response = await sync_to_async(answer)(operator, calls[0])
+    assert response.status_code == 200, response.json()
+    await callers[0][0].expect("event", "call.answered")
+    for (client, _, _), place in zip(callers[1:], (1, 2), strict=True):
+        moved = await client.expect("event", "queue.waiting")
+        assert moved["data"]["position"] == place
+    assert await sync_to_async(queue_position)(tokens[0], calls[0]) is None
+    behind = zip(tokens[1:], calls[1:], strict=True)
+    assert [await sync_to_async(queue_position)(t, c) for t, c in behind] == [1, 2]
+    # Cy gives up: nobody is behind her, nobody is told anything.
+    hung_up = await sync_to_async(bearer_client(tokens[2]).post)(f"/api/calls/{calls[2]}/hangup")
+    assert hung_up.status_code == 200
+    await callers[2][0].expect("event", "call.ended")
+    await callers[1][0].nothing_more()
+    for client, _, _ in callers:
+        await client.close()
+
+
+async def test_it_tells_no_place_in_the_default_queue(asgi_app: Any) -> None:
+    client, token, session = await waiting_caller(asgi_app, "Ada")
+    default = await sync_to_async(Queue.objects.default)()
+    call_id = await sync_to_async(start_call)(session, default)
+    await client.expect("event", "call.ringing")
+    await client.nothing_more()
+    assert await sync_to_async(queue_position)(token, call_id) is None
+    await client.close()
+
+
+WAITING_TONE, USER_TONE, OPERATOR_TONE = 600, 440, 880
+
+
+@pytest.mark.media
+async def test_it_plays_the_waiting_audio_looped_until_an_operator_answers(
+    asgi_app: Any, settings: Any, tmp_path: Path
+) -> None:
+    settings.MEDIA_ROOT = tmp_path
+    await add_to_library(tmp_path, "hold", WAITING_TONE, 1.0)  # shorter than the wait: loops
+    operator = await sync_to_async(make_operator)("olga", available=False)
+
+    def queue_with_audio() -> None:
+        queue = make_queue("support", [operator])
+        queue.waiting_audio = AudioFile.objects.get(name="hold")
+        queue.save()
+
+    await sync_to_async(queue_with_audio)()
+    _, token = await sync_to_async(EndUserSession.create)(ttl_seconds=600, display_name="Ada")
+    caller = SignalClient(asgi_app)
+    await caller.connect()
+    user_peer, operator_peer = ClientPeer(USER_TONE), ClientPeer(OPERATOR_TONE)
+    try:
+        answered = await caller.offer(token, await user_peer.offer(), queue="support")
+        call_id = answered["callSid"]
+        await user_peer.accept(answered["data"]["sdp"])
+        await user_peer.wait_connected()
+        await user_peer.hears(WAITING_TONE)
+        await asyncio.sleep(1.5)  # past the file's end: still heard, so it loops
+        assert user_peer.sink.strength(WAITING_TONE) > 0.2
+        # An operator answers with their media (the dashboard's way).
+        await sync_to_async(set_available)(operator)
+        staff = AsyncClient()
+        await staff.aforce_login(operator)
+        reply = await staff.post(
+            f"/api/calls/{call_id}/webrtc/offer",
+            {"type": "offer", "sdp": await operator_peer.offer()},
+            content_type="application/json",
+        )
+        assert reply.status_code in (200, 201), reply.json()
+        await operator_peer.accept(reply.json()["sdp"])
+        await operator_peer.wait_connected()
+        await hear_each_other((operator_peer, USER_TONE), (user_peer, OPERATOR_TONE))
+        await asyncio.sleep(1.2)  # a second of audio after the answer
+        assert user_peer.sink.strength(OPERATOR_TONE) > 0.2
+        assert user_peer.sink.strength(WAITING_TONE) < 0.02
+        assert operator_peer.sink.strength(WAITING_TONE) < 0.02
+    finally:
+        await user_peer.close()
+        await operator_peer.close()
+        await caller.close()
