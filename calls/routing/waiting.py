@@ -21,7 +21,6 @@ caller hears of its own answer before the others hear they moved up):
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -89,14 +88,15 @@ def publish_positions(queue_id: int, moved_since: datetime | None) -> None:
         # The caller's whole wait, across overflows: what it has lived through.
         message = waiting_message(str(call_id), queue, position, (now - created_at).total_seconds())
         messages.append((session_group(session_id), message))
-    if messages:
-        send_from_any_thread(lambda: _send_all(messages))
+    if not messages:
+        return
 
+    async def send() -> None:
+        layer = configured_layer()
+        for group, message in messages:
+            await layer.group_send(group, message)
 
-async def _send_all(messages: Iterable[tuple[str, dict[str, Any]]]) -> None:
-    layer = configured_layer()
-    for group, message in messages:
-        await layer.group_send(group, message)
+    send_from_any_thread(send)
 
 
 def on_call_event(sender: Any, event: CallEvent, **kwargs: Any) -> None:
@@ -164,4 +164,7 @@ def _play_waiting_audio(worker: str, call: Call) -> None:
 
 def _send(worker: str, message: protocol.Request) -> None:
     # No reply wanted: a refusal (the operator is already there) needs no action.
-    send_from_any_thread(lambda: link.send(worker, message))
+    async def send() -> None:
+        await link.send(worker, message)
+
+    send_from_any_thread(send)
