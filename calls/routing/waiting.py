@@ -131,6 +131,8 @@ def _waiting_audio_after(event: CallEvent, call: Call) -> None:
     if not worker:
         return
     if event.name == "call.answered":
+        if call.queue is None or call.queue.waiting_audio_id is None:
+            return  # nothing was playing (an overflow out of a queue with audio stopped it)
         _send(worker, protocol.PlayStop(call=str(call.pk), playback=WAITING_PLAYBACK))
         return
     if call.state != CallState.RINGING:
