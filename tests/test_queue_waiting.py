@@ -17,7 +17,7 @@ from tests.support.live_call import add_to_library
 from tests.support.media_peers import ClientPeer, hear_each_other
 from tests.support.rest_client import bearer_client
 from tests.support.signal_client import SignalClient
-from tests.test_routing import answer, make_operator, make_queue
+from tests.test_routing import answer, make_operator, make_queue, wait_passes
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(90)]
 
@@ -144,3 +144,49 @@ async def test_it_plays_the_waiting_audio_looped_until_an_operator_answers(
         await user_peer.close()
         await operator_peer.close()
         await caller.close()
+
+
+async def test_it_tells_an_overflowing_caller_its_place_in_the_new_line(asgi_app: Any) -> None:
+    def queues() -> tuple[Queue, Queue]:
+        nobody = make_operator("nobody", available=False)
+        backup = make_queue("backup", [nobody])
+        front = make_queue("front", [nobody], overflow="queue", overflow_queue=backup)
+        return front, backup
+
+    front, backup = await sync_to_async(queues)()
+    (ada, _, ada_session), (bob, _, bob_session), (cy, _, cy_session) = [
+        await waiting_caller(asgi_app, name) for name in ("Ada", "Bob", "Cy")
+    ]
+    await sync_to_async(start_call)(cy_session, backup)
+    assert (await cy.expect("event", "queue.waiting"))["data"]["position"] == 1
+    ada_call = await sync_to_async(start_call)(ada_session, front)
+    await sync_to_async(start_call)(bob_session, front)
+    assert (await ada.expect("event", "queue.waiting"))["data"]["position"] == 1
+    assert (await bob.expect("event", "queue.waiting"))["data"]["position"] == 2
+    # Ada waited too long in front: she is second in backup, Bob first in front.
+    await sync_to_async(wait_passes)(await sync_to_async(Call.objects.get)(pk=ada_call))
+    moved = await ada.expect("event", "queue.waiting")
+    assert (moved["data"]["queue"], moved["data"]["position"]) == ("backup", 2)
+    up = await bob.expect("event", "queue.waiting")
+    assert (up["data"]["queue"], up["data"]["position"]) == ("front", 1)
+    await cy.nothing_more()  # ahead of Ada: her place did not change
+    for client in (ada, bob, cy):
+        await client.close()
+
+
+async def test_it_tells_a_caller_moved_to_the_default_queue_it_has_no_place(
+    asgi_app: Any,
+) -> None:
+    def front_queue() -> Queue:
+        nobody = make_operator("nobody", available=False)
+        default = Queue.objects.default()
+        return make_queue("front", [nobody], overflow="queue", overflow_queue=default)
+
+    front = await sync_to_async(front_queue)()
+    ada, _, session = await waiting_caller(asgi_app, "Ada")
+    call_id = await sync_to_async(start_call)(session, front)
+    assert (await ada.expect("event", "queue.waiting"))["data"]["position"] == 1
+    await sync_to_async(wait_passes)(await sync_to_async(Call.objects.get)(pk=call_id))
+    moved = await ada.expect("event", "queue.waiting")
+    assert (moved["data"]["queue"], moved["data"]["position"]) == ("default", None)
+    await ada.close()

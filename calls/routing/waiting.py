@@ -99,6 +99,18 @@ def publish_positions(queue_id: int, moved_since: datetime | None) -> None:
     send_from_any_thread(send)
 
 
+def _tell_no_place(call: Call) -> None:
+    assert call.queue is not None
+    waited = (timezone.now() - call.created_at).total_seconds()
+    message = {**waiting_message(str(call.pk), call.queue, 0, waited), "position": None}
+    group = session_group(call.session_id)
+
+    async def send() -> None:
+        await configured_layer().group_send(group, message)
+
+    send_from_any_thread(send)
+
+
 def on_call_event(sender: Any, event: CallEvent, **kwargs: Any) -> None:
     # Already after commit (call_event_recorded is sent on commit).
     if event.name not in POSITION_EVENTS and event.name != "media.connected":
@@ -118,6 +130,8 @@ def _positions_after(event: CallEvent, call: Call) -> None:
     if event.name in ("queue.joined", "queue.overflowed"):
         publish_positions(call.queue_id, call.queued_at)  # the newcomer (last in line)
         if event.name == "queue.overflowed":
+            if not tells_position(call.queue) and call.session_id is not None:
+                _tell_no_place(call)  # moved where no place is told: the old one is void
             left = Queue.objects.filter(public_id=event.data.get("from")).first()
             if left is not None:
                 publish_positions(left.pk, None)

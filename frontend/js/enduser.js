@@ -143,9 +143,11 @@ function onWaiting(message) {
 }
 
 function showPlace(waiting) {
-  ui.place.textContent = waiting
-    ? `Waiting — you are number ${waiting.position} in line for ${waiting.queueName}.` : "";
-  show(ui.place, Boolean(waiting));
+  // position null: moved to a queue that tells no place (the default one).
+  const place = waiting?.position ? waiting : null;
+  ui.place.textContent = place
+    ? `Waiting — you are number ${place.position} in line for ${place.queueName}.` : "";
+  show(ui.place, Boolean(place));
 }
 
 function onRegistered(data) {
