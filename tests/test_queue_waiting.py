@@ -15,9 +15,9 @@ from calls.models import AudioFile, Availability, Call, EndUserSession, Operator
 from calls.principals import Principal
 from tests.support.live_call import add_to_library
 from tests.support.media_peers import ClientPeer, hear_each_other
+from tests.support.queues import answer, make_operator, make_queue, wait_passes
 from tests.support.rest_client import bearer_client
 from tests.support.signal_client import SignalClient
-from tests.test_routing import answer, make_operator, make_queue, wait_passes
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(90)]
 

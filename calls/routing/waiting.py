@@ -113,8 +113,9 @@ def _tell_no_place(call: Call) -> None:
 
 def on_call_event(sender: Any, event: CallEvent, **kwargs: Any) -> None:
     # Already after commit (call_event_recorded is sent on commit).
-    if event.name not in POSITION_EVENTS and event.name != "media.connected":
-        return
+    caller_media = event.name == "media.connected" and event.data.get("role") == "user"
+    if event.name not in POSITION_EVENTS and not caller_media:
+        return  # the common case costs no query
     try:
         call = Call.objects.select_related("queue", "queue__waiting_audio").get(pk=event.call_id)
         if event.name in POSITION_EVENTS:

@@ -139,7 +139,13 @@ async function handle(message) {
 function onWaiting(message) {
   if (!call || call.mode !== "bridge" || call.answeredAt) return;
   if (call.callSid && call.callSid !== message.callSid) return;
-  showPlace(message.data);
+  // In one queue a place only goes down (newcomers join at the end); two changes at once
+  // may be told out of order, so a larger number there is an older message.
+  const shown = call.place;
+  const data = message.data;
+  if (shown && data.position && shown.queue === data.queue && data.position > shown.position) return;
+  call.place = data;
+  showPlace(data);
 }
 
 function showPlace(waiting) {
