@@ -229,6 +229,8 @@ async def test_it_tells_a_caller_in_a_queue_their_place_in_line(
         await place.get_by_text("you are number 1 in line for Billing").wait_for()
         assert await place.get_attribute("aria-live") == "polite"
         await screenshot(page, "enduser-waiting")
+        await page.reload()  # the place is told again to the page's new socket
+        await place.get_by_text("you are number 1 in line for Billing").wait_for()
         await page.get_by_role("button", name="Hang up").click()
         await status_is(page, "The call has ended.")
         assert await place.is_hidden()

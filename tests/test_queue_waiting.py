@@ -190,3 +190,23 @@ async def test_it_tells_a_caller_moved_to_the_default_queue_it_has_no_place(
     moved = await ada.expect("event", "queue.waiting")
     assert (moved["data"]["queue"], moved["data"]["position"]) == ("default", None)
     await ada.close()
+
+
+async def test_it_tells_a_caller_who_registers_again_its_place(asgi_app: Any) -> None:
+    def support() -> Queue:
+        return make_queue("support", [make_operator("nobody", available=False)])
+
+    queue = await sync_to_async(support)()
+    first, token, session = await waiting_caller(asgi_app, "Ada")
+    call_id = await sync_to_async(start_call)(session, queue)
+    await first.expect("event", "queue.waiting")
+    await first.close()
+    # The page reloads (or its socket comes back): it missed nothing it is not told again.
+    again = SignalClient(asgi_app)
+    await again.connect()
+    await again.send({"type": "register", "sessionId": "", "authToken": token})
+    registered = await again.expect("event", "registered")
+    assert [c["callSid"] for c in registered["data"]["calls"]] == [call_id]
+    told = await again.expect("event", "queue.waiting")
+    assert (told["callSid"], told["data"]["position"]) == (call_id, 1)
+    await again.close()

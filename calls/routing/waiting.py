@@ -21,6 +21,7 @@ caller hears of its own answer before the others hear they moved up):
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -56,6 +57,19 @@ def position_of(call: Call) -> int | None:
         | Q(queued_at=call.queued_at, created_at=call.created_at, id__lt=call.pk)
     )
     return ahead.count() + 1
+
+
+def places_of(calls: Iterable[Call]) -> list[dict[str, Any]]:
+    """The `queue.waiting` messages of those of `calls` waiting where places are told:
+    what a (re)registering caller's socket missed (a reload, a dropped socket)."""
+    now = timezone.now()
+    messages = []
+    for call in calls:
+        position = position_of(call)
+        if position is not None and call.queue is not None:
+            waited = (now - call.created_at).total_seconds()
+            messages.append(waiting_message(str(call.pk), call.queue, position, waited))
+    return messages
 
 
 def waiting_message(call_id: str, queue: Queue, position: int, waited_s: float) -> dict[str, Any]:
