@@ -15,7 +15,14 @@ from calls.models import AudioFile, Availability, Call, EndUserSession, Operator
 from calls.principals import Principal
 from tests.support.live_call import add_to_library
 from tests.support.media_peers import ClientPeer, hear_each_other
-from tests.support.queues import answer, make_operator, make_queue, wait_passes
+from tests.support.queues import (
+    answer,
+    in_threads,
+    make_operator,
+    make_queue,
+    pending_of,
+    wait_passes,
+)
 from tests.support.rest_client import bearer_client
 from tests.support.signal_client import SignalClient
 
@@ -210,3 +217,45 @@ async def test_it_tells_a_caller_who_registers_again_its_place(asgi_app: Any) ->
     told = await again.expect("event", "queue.waiting")
     assert (told["callSid"], told["data"]["position"]) == (call_id, 1)
     await again.close()
+
+
+async def test_it_leaves_the_last_caller_first_when_two_ahead_are_answered_at_once(
+    asgi_app: Any,
+) -> None:
+    """Two answers commit at the same instant; each tells the line what it read. Whatever
+    order those reach the caller in, the smallest place it was told (what a client keeps:
+    in one queue a place only goes down) is its true place, and REST agrees."""
+
+    def setup() -> tuple[Queue, list[Any]]:
+        both = [make_operator("left"), make_operator("right")]
+        return make_queue("hotline", both, strategy="longest_idle"), both
+
+    queue, operators = await sync_to_async(setup)()
+    callers = [await waiting_caller(asgi_app, name) for name in ("Ada", "Bob", "Cy")]
+    calls = [await sync_to_async(start_call)(session, queue) for _, _, session in callers]
+    offered = {}
+    for user in operators:
+        offer = await sync_to_async(lambda u=user: pending_of(u))()
+        offered[str(offer.call_id)] = user
+    assert sorted(offered) == sorted(calls[:2])  # one offer each, the two oldest calls
+
+    def answer_at_once() -> list[Any]:
+        return in_threads(lambda pair: answer(pair[1], pair[0]), list(offered.items()))
+
+    responses = await asyncio.to_thread(answer_at_once)
+    assert [r.status_code for r in responses] == [200, 200], responses
+    cy, cy_token, _ = callers[2]
+    await callers[0][0].expect("event", "call.answered")
+    await callers[1][0].expect("event", "call.answered")
+    # The answer committed last read a line with both gone: place 1 is always told.
+    while (await cy.expect("event", "queue.waiting"))["data"]["position"] != 1:
+        pass
+    places = [
+        m["data"]["position"]
+        for m in cy.received
+        if m["type"] == "event" and m["data"]["name"] == "queue.waiting"
+    ]
+    assert places[0] == 3 and all(1 <= p <= 3 for p in places), places
+    assert await sync_to_async(queue_position)(cy_token, calls[2]) == 1
+    for client, _, _ in callers:
+        await client.close()
