@@ -209,6 +209,36 @@ async def test_it_lets_an_operator_call_an_online_end_user(
         await operator_browser.close()
 
 
+async def test_it_tells_a_caller_in_a_queue_their_place_in_line(
+    server: Server, playwright: Any, tmp_path: Path
+) -> None:
+    # A queue with no operator available: the caller waits, first in line.
+    create = (
+        "from calls.models import Queue;"
+        "Queue.objects.get_or_create(public_id='billing', defaults={'name': 'Billing'})"
+    )
+    await asyncio.to_thread(server.manage, "shell", "-c", create)
+    url, _ = await end_user_link(server, "Cleo")
+    user_browser, page, errors = await open_page(
+        playwright, tmp_path, USER_TONE, f"{url}&queue=billing"
+    )
+    try:
+        await status_is(page, "Ready.")
+        await page.get_by_role("button", name="Call", exact=True).click()
+        place = page.locator("#place")
+        await place.get_by_text("you are number 1 in line for Billing").wait_for()
+        assert await place.get_attribute("aria-live") == "polite"
+        await screenshot(page, "enduser-waiting")
+        await page.reload()  # the place is told again to the page's new socket
+        await place.get_by_text("you are number 1 in line for Billing").wait_for()
+        await page.get_by_role("button", name="Hang up").click()
+        await status_is(page, "The call has ended.")
+        assert await place.is_hidden()
+        assert errors == []
+    finally:
+        await user_browser.close()
+
+
 async def test_it_explains_a_blocked_microphone(
     server: Server, playwright: Any, tmp_path: Path
 ) -> None:

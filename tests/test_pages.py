@@ -50,6 +50,16 @@ def test_it_puts_only_the_pages_own_token_in_its_config(make_session: Any) -> No
     assert config["sessionId"] == str(session.pk)
 
 
+@pytest.mark.parametrize(
+    ("asked", "given"),
+    [("billing", "billing"), ("", ""), ("<script>", ""), ("a" * 65, ""), ("b/../c", "")],
+)
+def test_it_passes_on_only_a_queue_id_a_link_names(make_session: Any, asked: str, given: str):
+    _, token = make_session("Ada")
+    config = page_config(Client().get("/talk/", {"token": token, "queue": asked}))
+    assert config["queue"] == given
+
+
 def test_it_keeps_the_dashboard_for_staff(staff_user: Any) -> None:
     anonymous = Client().get("/admin/dashboard/")
     assert anonymous.status_code == 302 and "/admin/login/" in anonymous["Location"]

@@ -7,10 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from calls.models import AudioFile
+from calls.errors import CallbridgeError
+from calls.models import AudioFile, Call
+from calls.workers import link, protocol
 from tests.support.browser import write_tone_wav
 from tests.support.live_call import LiveCall, add_to_library
 
@@ -117,3 +120,25 @@ async def test_it_keeps_playback_for_operators(live_call: LiveCall, tmp_path: Pa
         headers={"token": live_call.operator_token},
     )
     assert wago.status_code == 200 and wago.json()["to"] == "user"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_it_refuses_waiting_audio_once_the_operator_is_on_the_call(
+    live_call: LiveCall, tmp_path: Path
+) -> None:
+    """A queue's looped waiting audio that reaches the worker after the answer's media (a
+    race with the answer) is refused there: it never sounds over the conversation."""
+    await add_to_library(tmp_path, "hold", 600, 1.0)
+    call = await sync_to_async(Call.objects.get)(pk=live_call.call_id)
+    play = protocol.Play(
+        call=live_call.call_id,
+        playback="waiting",
+        path=str(tmp_path / "audio" / "hold.wav"),
+        to="user",
+        loop=True,
+    )
+    with pytest.raises(CallbridgeError) as refused:
+        await link.request(call.media_worker, play)
+    assert refused.value.code == "CALL_STATE"
+    await asyncio.sleep(1.2)
+    assert live_call.user_peer.sink.strength(600) < 0.02

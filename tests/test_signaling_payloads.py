@@ -149,3 +149,27 @@ def test_it_tells_the_feed_who_is_offered_a_queued_call_and_the_caller_nothing()
             payloads.party_event(recorded(name, {"operator": USERNAME}, ringing), "user", "")
             is None
         )
+
+
+def test_it_tells_a_waiting_caller_its_place_and_nothing_of_operators() -> None:
+    message = {
+        "type": "queue.waiting",
+        "call_id": CALL.call_id,
+        "queue": "billing",
+        "queue_name": "Billing",
+        "position": 2,
+        "waited_s": 12.5,
+    }
+    shaped = payloads.queue_waiting_event(json.loads(json.dumps(message)), "leg-user")
+    assert shaped == {
+        "type": "event",
+        "sessionId": "leg-user",
+        "callSid": CALL.call_id,
+        "data": {
+            "name": "queue.waiting",
+            "queue": "billing",
+            "queueName": "Billing",
+            "position": 2,
+            "waitedS": 12.5,
+        },
+    }

@@ -54,7 +54,9 @@ EVERY_MESSAGE: list[protocol.Message] = [
         call="c-1", recording="r", reason="consent_withdrawn", by="system", cutoff=1_790_000_001.5
     ),
     protocol.Play(call="c-1", playback="p", path="/lib/a.wav", to="both", **ROUTED),
+    protocol.Play(call="c-1", playback="w", path="/lib/b.wav", to="user", loop=True),
     protocol.PlayStop(call="c-1", **ROUTED),
+    protocol.PlayStop(call="c-1", playback="w"),
     protocol.Answer(sdp="v=0\r\n", **ECHOED),
     protocol.Closed(**ECHOED),
     protocol.RecordingStarted(request_id="r-1", call="c-1"),
@@ -133,7 +135,7 @@ def test_it_keeps_the_unversioned_wire_keys() -> None:
     )
 
 
-@pytest.mark.parametrize(("version", "says"), [(2, "newer"), (0, "older"), (None, "before v1")])
+@pytest.mark.parametrize(("version", "says"), [(3, "newer"), (1, "older"), (None, "before v1")])
 def test_it_refuses_a_message_of_another_version(version: int | None, says: str) -> None:
     wire = protocol.encode(protocol.PlayStop(call="c-1", **ROUTED))
     if version is None:
@@ -146,11 +148,17 @@ def test_it_refuses_a_message_of_another_version(version: int | None, says: str)
     assert says in str(refused.value)
 
 
+def test_it_refuses_a_loop_that_is_not_a_flag() -> None:
+    wire = protocol.encode(protocol.Play(call="c-1", playback="p", path="/a.wav", to="user"))
+    with pytest.raises(protocol.ProtocolError, match="loop must be true or false"):
+        protocol.parse({**wire, "loop": "yes"})
+
+
 def test_it_checks_the_version_before_anything_else() -> None:
     """A newer version may have types and fields this one does not know: the version is
     what is wrong, not the type."""
     with pytest.raises(protocol.UnsupportedVersion):
-        protocol.parse({"type": "media.transfer", "v": 2, "to": ["x"]})
+        protocol.parse({"type": "media.transfer", "v": protocol.VERSION + 1, "to": ["x"]})
 
 
 @pytest.mark.parametrize(
@@ -159,8 +167,11 @@ def test_it_checks_the_version_before_anything_else() -> None:
         (["media.offer"], "a message must be a dict, not list"),
         ({**OFFER, "v": "1"}, "v must be an integer, not str"),
         ({**OFFER, "v": True}, "v must be an integer, not bool"),
-        ({"v": 1}, "type is missing"),
-        ({"type": "media.transfer", "v": 1}, "unknown message type 'media.transfer'"),
+        ({"v": protocol.VERSION}, "type is missing"),
+        (
+            {"type": "media.transfer", "v": protocol.VERSION},
+            "unknown message type 'media.transfer'",
+        ),
         ({k: v for k, v in OFFER.items() if k != "sdp"}, "media.offer: sdp is missing"),
         ({**OFFER, "sdp": None}, "media.offer: sdp must be a string, not NoneType"),
         ({**OFFER, "call": 7}, "media.offer: call must be a string, not int"),
@@ -215,16 +226,16 @@ def test_it_addresses_a_reply_as_its_request() -> None:
 
 
 def test_it_addresses_the_refusal_of_a_message_it_cannot_read() -> None:
-    raw = {**OFFER, "v": 2}
+    raw = {**OFFER, "v": protocol.VERSION + 1}
     assert protocol.reply_channel(raw) == "specific.abc!def"
-    refusal = protocol.refusal(raw, protocol.UnsupportedVersion(2))
+    refusal = protocol.refusal(raw, protocol.UnsupportedVersion(protocol.VERSION + 1))
     assert (refusal.code, refusal.request_id, refusal.call, refusal.leg) == (
         ErrorCode.MEDIA_BRIDGE_FAILURE,
         "r-1",
         "c-1",
         "l-1",
     )
-    assert "v2 is newer" in refusal.message
+    assert f"v{protocol.VERSION + 1} is newer" in refusal.message
     assert protocol.reply_channel({"reply_to": 5}) is None
     assert protocol.reply_channel(["not", "a", "dict"]) is None
 
@@ -301,7 +312,7 @@ async def test_it_refuses_a_newer_versions_message_with_a_typed_error(
 @pytest.mark.parametrize(
     ("raw", "says"),
     [
-        ({"type": "media.transfer", "v": 1, "call": "c-1"}, "unknown message type"),
+        ({"type": "media.transfer", "v": protocol.VERSION, "call": "c-1"}, "unknown message type"),
         ({k: v for k, v in OFFER.items() if k != "sdp"}, "sdp is missing"),
         ({**protocol.encode(protocol.Answer(sdp="x")), "call": "c-1"}, "is a reply"),
         ({"type": "media.play_stop", "call": "c-1"}, "no protocol version"),
@@ -324,7 +335,7 @@ async def test_it_logs_a_message_it_cannot_read_that_wants_no_reply(
     running_worker: RunningWorker, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.ERROR, logger="calls.media.worker"):
-        await running_worker.tell({"type": "media.x", "v": 1})
+        await running_worker.tell({"type": "media.x", "v": protocol.VERSION})
         stop = protocol.encode(protocol.PlayStop(call="c-1"))
         assert isinstance(await running_worker.ask(stop), protocol.PlayStopped)
     assert any("unknown message type 'media.x'" in r.getMessage() for r in caplog.records)

@@ -23,6 +23,7 @@ from calls.models import (
     QueueStrategy,
     Recording,
 )
+from calls.routing import waiting
 from calls.signaling.protocol import MAX_SDP_BYTES
 
 METADATA_MAX_BYTES = 4096
@@ -236,6 +237,10 @@ class CallSerializer(serializers.ModelSerializer):
         help_text="the queue an end user's call waits in (null: outbound and echo calls)",
     )
     queuedAt = serializers.DateTimeField(source="queued_at", allow_null=True)
+    queuePosition = serializers.SerializerMethodField(
+        help_text="while the call waits in a queue other than the default: its place in "
+        "line (1: next), as the caller's queue.waiting says; else null"
+    )
 
     class Meta:
         model = Call
@@ -256,7 +261,11 @@ class CallSerializer(serializers.ModelSerializer):
             "recording",
             "queue",
             "queuedAt",
+            "queuePosition",
         ]
+
+    def get_queuePosition(self, call: Call) -> int | None:
+        return waiting.position_of(call)
 
     def get_endReason(self, call: Call) -> str | None:
         return call.end_reason or None

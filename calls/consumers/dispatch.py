@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from channels.consumer import AsyncConsumer, get_handler_name
 
 # Channel-layer messages published by calls.events: formatted and sent, nothing read.
-WITHOUT_DATABASE = frozenset({"call.event", "presence.event"})
+WITHOUT_DATABASE = frozenset({"call.event", "presence.event", "queue.waiting"})
 
 
 # A mixin for consumers: mypy checks it as one (super().dispatch is the consumer's).

@@ -21,7 +21,9 @@ from calls.consumers.credential_watch import CredentialWatch
 from calls.consumers.dispatch import EventsWithoutDatabaseHop
 from calls.errors import CallbridgeError, ErrorCode
 from calls.events import OPERATORS_GROUP, call_group, publish_presence, session_group
+from calls.models import CallState
 from calls.principals import Principal
+from calls.routing import waiting
 from calls.signaling import payloads, protocol
 from calls.workers import link
 from calls.workers import protocol as worker_protocol
@@ -175,6 +177,11 @@ class SignalConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketCo
                 )
             )
         await self._send(payloads.registered(principal.role, resumable))
+        if principal.session is not None:
+            # A caller waiting in a queue hears its place again (missed while away).
+            ringing = [call for call, _ in calls if call.state == CallState.RINGING]
+            for place in await database_sync_to_async(waiting.places_of)(ringing):
+                await self.queue_waiting(place)
 
     async def _offer(self, message: protocol.Offer) -> None:
         principal = await self._authenticate(message.auth_token)
@@ -282,6 +289,16 @@ class SignalConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketCo
             await self._send(failure)
         if shaped := payloads.party_event(event, self.principal.role, mine):
             await self._send(shaped)
+
+    async def queue_waiting(self, message: dict[str, Any]) -> None:
+        """The caller's place in a queue's line (calls.routing.waiting; session group)."""
+        if self.principal is None or not self.credential_usable_now():
+            return
+        mine = next(
+            (leg_id for leg_id, leg in self.legs.items() if str(leg.call_id) == message["call_id"]),
+            "",
+        )
+        await self._send(payloads.queue_waiting_event(message, mine))
 
     async def presence_event(self, message: dict[str, Any]) -> None:
         principal = self.principal

@@ -133,22 +133,32 @@ class InboundAudio:
 
 
 class Playback:
-    """Samples (48 kHz mono) played once over what a leg hears."""
+    """Samples (48 kHz mono) played over what a leg hears: once, or `loop`ed until stopped
+    (a queue's waiting audio)."""
 
-    def __init__(self, playback_id: str, samples: np.ndarray) -> None:
+    def __init__(self, playback_id: str, samples: np.ndarray, loop: bool = False) -> None:
         self.playback_id = playback_id
         self.samples = samples
+        self.loop = loop and len(samples) > 0
         self.position = 0
 
     @property
     def done(self) -> bool:
-        return self.position >= len(self.samples)
+        return not self.loop and self.position >= len(self.samples)
 
     def take(self, count: int) -> np.ndarray:
         chunk = np.zeros(count, dtype=np.int32)
-        piece = self.samples[self.position : self.position + count]
-        chunk[: len(piece)] = piece
-        self.position += count
+        filled = 0
+        while filled < count:
+            piece = self.samples[self.position : self.position + count - filled]
+            chunk[filled : filled + len(piece)] = piece
+            filled += len(piece)
+            self.position += len(piece)
+            if not self.loop:
+                self.position += count - filled  # the rest is silence: done
+                break
+            if self.position >= len(self.samples):
+                self.position = 0
         return chunk
 
 

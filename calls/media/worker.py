@@ -77,6 +77,12 @@ class CallMedia:
     def idle(self) -> bool:
         return not self.legs and not self.recorders
 
+    def stop_waiting_audio(self) -> None:
+        """End the looped playbacks (a queue's waiting audio: over once an operator joins)."""
+        for peer in self.legs.values():
+            for playback_id in [k for k, p in peer.outbound.overlays.items() if p.loop]:
+                del peer.outbound.overlays[playback_id]
+
     def find(self, leg_id: str) -> LegPeer | None:
         return next((peer for peer in self.legs.values() if peer.leg_id == leg_id), None)
 
@@ -236,6 +242,8 @@ class MediaWorker:
         self.calls[call_id] = call
         previous = call.legs.get(role)
         call.legs[role] = peer
+        if role == "operator":
+            call.stop_waiting_audio()  # the answer: caller and operator hear each other only
         if previous is not None:
             await previous.close(report=False)  # reconnect: the new connection replaces it
         call.route()
@@ -285,12 +293,15 @@ class MediaWorker:
             raise CallbridgeError(
                 ErrorCode.CALL_STATE, f"no media connection to play to ({play.to})"
             )
+        if play.loop and call is not None and "operator" in call.legs:
+            # Waiting audio that comes after the answer's media: the wait is over.
+            raise CallbridgeError(ErrorCode.CALL_STATE, "an operator is on the call")
         try:
             samples = await asyncio.get_running_loop().run_in_executor(None, decode_mono, play.path)
         except UnusableAudio as error:
             raise CallbridgeError(ErrorCode.INVALID_ARGUMENT, str(error)) from None
         for peer in targets:
-            peer.outbound.overlays[play.playback] = Playback(play.playback, samples)
+            peer.outbound.overlays[play.playback] = Playback(play.playback, samples, play.loop)
         if call is not None:
             call.route()  # mixing needs the other party's audio decoded
         return protocol.Playing(duration_s=len(samples) / 48000)
@@ -298,7 +309,10 @@ class MediaWorker:
     async def _play_stop(self, stop: protocol.PlayStop) -> protocol.PlayStopped:
         call = self.calls.get(stop.call)
         for peer in call.legs.values() if call else []:
-            peer.outbound.overlays.clear()
+            if stop.playback is None:
+                peer.outbound.overlays.clear()
+            else:
+                peer.outbound.overlays.pop(stop.playback, None)
         if call is not None:
             call.route()
         return protocol.PlayStopped()

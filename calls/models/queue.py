@@ -115,7 +115,7 @@ class Queue(models.Model):
         validators=[MaxValueValidator(3600)],
         help_text="after a call, the operator gets no offer for this long",
     )
-    # Not played yet (next session): kept so that needs no migration.
+    # Played by calls.routing.waiting (help_text left as it was: changing it needs a migration).
     waiting_audio = models.ForeignKey(
         "calls.AudioFile",
         on_delete=models.SET_NULL,

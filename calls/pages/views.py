@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from django.conf import settings
@@ -41,6 +42,16 @@ def _no_store(response: HttpResponse) -> HttpResponse:
     return response
 
 
+QUEUE_PARAM = re.compile(r"[-a-zA-Z0-9_]{1,64}")
+
+
+def queue_param(request: HttpRequest) -> str:
+    """The queue a call link names (`&queue=<public id>`), if it looks like one: the page's
+    calls go there (unknown: the offer's NOT_FOUND tells the caller); else "" (default)."""
+    value = request.GET.get("queue", "")
+    return value if QUEUE_PARAM.fullmatch(value) else ""
+
+
 @require_GET
 def enduser_page(request: HttpRequest) -> HttpResponse:
     token = request.GET.get("token", "")
@@ -65,6 +76,7 @@ def enduser_page(request: HttpRequest) -> HttpResponse:
             "displayName": session.display_name,
             "expiresAt": session.expires_at.isoformat(),
             "signalPath": "/ws/signal",
+            "queue": queue_param(request),
             **consent_config(),
             **ice_configuration(f"end_user-{session.pk}", not_after=session.expires_at),
         }

@@ -8,6 +8,8 @@ database_sync_to_async.
   and its call routed on;
 - offers end (answered elsewhere, the call ended, rang out) and wrap-ups start or end:
   route the queues of whoever became free, and of the calls that lost their operator.
+
+It also connects calls.routing.waiting (the caller's `queue.waiting`, waiting audio).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from django.db.models.signals import post_save
 
 from calls.model_signals import call_event_recorded, operator_available, operator_status_changed
 from calls.models import Availability, CallEvent, OfferOutcome, QueueOffer
-from calls.routing import engine, offers
+from calls.routing import engine, offers, waiting
 
 ROUTED_EVENTS = frozenset({"queue.joined", "queue.overflowed"})
 
@@ -57,5 +59,7 @@ def connect() -> None:
     offers.after_commit = route_after_commit
     post_save.connect(offers.on_call_event_saved, sender=CallEvent, dispatch_uid="routing.offers")
     call_event_recorded.connect(_on_call_event, dispatch_uid="routing.triggers")
+    # The caller's place in line and waiting audio (after calls.events' publisher).
+    call_event_recorded.connect(waiting.on_call_event, dispatch_uid="routing.waiting")
     operator_available.connect(_on_operator_available, dispatch_uid="routing.available")
     operator_status_changed.connect(_on_operator_status_changed, dispatch_uid="routing.withdraw")

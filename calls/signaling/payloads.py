@@ -3,7 +3,8 @@
 calls.events turns the records into the frozen snapshots below, once per change, and sends
 them through the channel layer (`to_message` / `call_event_from_message`: plain dicts,
 which is all a Redis channel layer carries). Each socket then shapes what it may see:
-- `party_event`, `leg_failure`, `registered`: /ws/signal (end users and API tokens);
+- `party_event`, `leg_failure`, `registered`, `queue_waiting_event`: /ws/signal (end
+  users and API tokens);
 - `feed_event`, `feed_snapshot`: /ws/operator, the staff dashboard;
 - `presence_event`: both (operators only);
 - `operator_status_event`, `parse_status_request`: /ws/operator's operator statuses.
@@ -344,6 +345,21 @@ def queue_summary(queue: QueueSnapshot) -> JsonObject:
         "longestWaitS": queue.longest_wait_s,
         "members": list(queue.members),
     }
+
+
+def queue_waiting_event(message: Mapping[str, Any], my_leg: str) -> JsonObject:
+    """/ws/signal, to the waiting caller: `queue.waiting {queue, queueName, position,
+    waitedS}` (calls.routing.waiting's message). The queue's public id and name are what
+    the caller chose or was moved to; nothing here names an operator."""
+    return protocol.event(
+        my_leg,
+        str(message["call_id"]),
+        "queue.waiting",
+        queue=message["queue"],
+        queueName=message["queue_name"],
+        position=message["position"],
+        waitedS=message["waited_s"],
+    )
 
 
 def parse_status_request(message: Mapping[str, Any], allowed: Sequence[str]) -> str:

@@ -25,8 +25,14 @@ call. Each may carry `reply_to` (a channel) and `request_id` (echoed in the repl
                      `cutoff` (unix time or null): no audio after it is kept. A stop that
                      overtakes its start is answered (nothing recorded) and the start
                      refused.
-  media.play         Play         {call, playback, path, to} → media.playing {durationS}
-  media.play_stop    PlayStop     {call} → media.play_stopped
+  media.play         Play         {call, playback, path, to, loop} → media.playing {durationS}
+                     `loop`: play again from the start until stopped (a queue's waiting
+                     audio): a looped playback also stops when an operator leg joins the
+                     call, and one that comes while an operator leg is there is refused
+                     (CALL_STATE), so the answer stops it whatever order its messages came
+                     in. A playback with the id of one still playing replaces it.
+  media.play_stop    PlayStop     {call, playback} → media.play_stopped. `playback` (null:
+                     every playback of the call) stops only that one.
 
 Replies, to the request's `reply_to`, each echoing its request_id, call and leg (null for
 requests without a leg):
@@ -63,7 +69,7 @@ from typing import Any, ClassVar, Generic, TypeAlias, TypeGuard, TypeVar
 
 from calls.errors import CallbridgeError, ErrorCode
 
-VERSION = 1
+VERSION = 2  # v2: Play.loop, PlayStop.playback (waiting audio)
 
 ROLES = ("user", "operator")
 MODES = ("bridge", "echo")
@@ -256,12 +262,14 @@ class Play(RequestFor[Playing]):
     playback: str
     path: str
     to: str  # one of PLAY_TARGETS
+    loop: bool = False  # until stopped, or an operator leg joins (waiting audio)
 
 
 @dataclass(frozen=True, kw_only=True)
 class PlayStop(RequestFor[PlayStopped]):
     TYPE = "media.play_stop"
     REPLY = PlayStopped
+    playback: str | None = None  # None: every playback of the call
 
 
 Message = Request | Reply
@@ -323,7 +331,7 @@ def encode(message: Message) -> dict[str, Wire]:
 def _wire_value(value: object) -> Wire:
     if isinstance(value, StrEnum):  # plain str on the wire: some serializers check exact types
         return value.value
-    if value is None or isinstance(value, str | int | float):
+    if value is None or isinstance(value, str | int | float):  # bool is an int
         return value
     if isinstance(value, RecordedFile):
         return value.as_dict()
@@ -470,8 +478,9 @@ _PARSERS: dict[str, Callable[[_Fields], Message]] = {
         playback=f.text("playback"),
         path=f.text("path"),
         to=f.choice("to", PLAY_TARGETS),
+        loop=f.flag("loop"),
     ),
-    PlayStop.TYPE: lambda f: PlayStop(**_request(f)),
+    PlayStop.TYPE: lambda f: PlayStop(**_request(f), playback=f.optional_text("playback")),
     Answer.TYPE: lambda f: Answer(**_reply(f), sdp=f.text("sdp")),
     Closed.TYPE: lambda f: Closed(**_reply(f)),
     RecordingStarted.TYPE: lambda f: RecordingStarted(**_reply(f)),

@@ -9,7 +9,7 @@ const ui = {
   status: $("status"), problem: $("problem"), timer: $("timer"), incoming: $("incoming"),
   call: $("call"), test: $("test"), hangup: $("hangup"), mute: $("mute"), retry: $("retry"),
   accept: $("accept"), decline: $("decline"), microphone: $("microphone"), level: $("level"),
-  remote: $("remote"), note: $("note"), recording: $("recording"), consent: $("consent"),
+  remote: $("remote"), note: $("note"), place: $("place"), recording: $("recording"), consent: $("consent"),
   consentText: $("consent-text"), consentVersion: $("consent-version"),
   consentYes: $("consent-yes"), consentNo: $("consent-no"), withdraw: $("withdraw"),
 };
@@ -98,9 +98,11 @@ async function handle(message) {
         setState("incoming", "Incoming call…");
       }
       return;
+    case "queue.waiting": return onWaiting(message);
     case "call.answered":
       if (call && call.callSid === message.callSid) {
         call.answeredAt = Date.now();
+        showPlace(null);
         if (call.media?.pc.connectionState === "connected") connected();
         else setState("connecting", "Connecting…");
       }
@@ -130,6 +132,28 @@ async function handle(message) {
       if (call && call.callSid === message.callSid) finish(data.reason);
       return;
   }
+}
+
+// The caller's place in a queue's line (queues other than the default one say it). It may
+// come before our offer's answer names the call: a call of ours still without a callSid.
+function onWaiting(message) {
+  if (!call || call.mode !== "bridge" || call.answeredAt) return;
+  if (call.callSid && call.callSid !== message.callSid) return;
+  // In one queue a place only goes down (newcomers join at the end); two changes at once
+  // may be told out of order, so a larger number there is an older message.
+  const shown = call.place;
+  const data = message.data;
+  if (shown && data.position && shown.queue === data.queue && data.position > shown.position) return;
+  call.place = data;
+  showPlace(data);
+}
+
+function showPlace(waiting) {
+  // position null: moved to a queue that tells no place (the default one).
+  const place = waiting?.position ? waiting : null;
+  ui.place.textContent = place
+    ? `Waiting — you are number ${place.position} in line for ${place.queueName}.` : "";
+  show(ui.place, Boolean(place));
 }
 
 function onRegistered(data) {
@@ -216,6 +240,8 @@ async function connectMedia(stream) {
                  data: {type: "offer", sdp}};
   if (call.callSid) offer.callSid = call.callSid;
   else offer.mode = call.mode;
+  // A link may name the queue to call (`&queue=`); the server says if it does not exist.
+  if (!call.callSid && call.mode === "bridge" && config.queue) offer.queue = config.queue;
   socket.send(offer);
 }
 
@@ -299,6 +325,7 @@ function finish(reason) {
   clearInterval(timerHandle);
   clearTimeout(reconnectTimer);
   ui.note.textContent = "";
+  showPlace(null);
   setState("ended", testing ? "Microphone test finished." : END_REASONS[reason] || "The call has ended.");
 }
 
