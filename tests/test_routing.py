@@ -8,21 +8,17 @@ and the deadlines service's sweep (calls.routing.deadlines.sweep) runs, as its t
 from __future__ import annotations
 
 import statistics
-import threading
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import timedelta
 from itertools import pairwise
 from typing import Any
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from calls.models import (
-    Availability,
     Call,
     CallEvent,
     EndUserSession,
@@ -31,28 +27,20 @@ from calls.models import (
     Queue,
     QueueOffer,
 )
-from calls.operators import operators_group
 from calls.principals import Principal
 from calls.routing import deadlines as routing_deadlines
+from tests.support.queues import (
+    answer,
+    in_threads,
+    make_operator,
+    make_queue,
+    pending_of,
+    wait_passes,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 
 Session = Callable[..., tuple[EndUserSession, str]]
-
-
-def make_operator(name: str, available: bool = True) -> Any:
-    user = get_user_model().objects.create_user(username=name, password="x", is_staff=True)
-    user.groups.add(operators_group())
-    OperatorStatus.set_availability(
-        user, Availability.AVAILABLE if available else Availability.OFFLINE, Principal.staff(user)
-    )
-    return user
-
-
-def make_queue(public_id: str, members: Iterable[Any], **fields: Any) -> Queue:
-    queue = Queue.objects.create(name=public_id.title(), public_id=public_id, **fields)
-    queue.members.set(list(members))
-    return queue
 
 
 def call_in(queue: Queue, make_session: Session, name: str = "Ada") -> Call:
@@ -68,16 +56,8 @@ def client_of(user: Any) -> APIClient:
     return client
 
 
-def answer(user: Any, call_id: Any) -> Any:
-    return client_of(user).post(f"/api/calls/{call_id}/answer")
-
-
 def hang_up(user: Any, call_id: Any) -> Any:
     return client_of(user).post(f"/api/calls/{call_id}/hangup")
-
-
-def pending_of(user: Any) -> QueueOffer | None:
-    return QueueOffer.objects.filter(operator=user, outcome=OfferOutcome.PENDING).first()
 
 
 def pending_operators(call: Call) -> list[str]:
@@ -93,33 +73,6 @@ def ring_out(*offers: QueueOffer | None) -> None:
     past = timezone.now() - timedelta(seconds=1)
     QueueOffer.objects.filter(pk__in=[o.pk for o in offers if o is not None]).update(deadline=past)
     routing_deadlines.sweep()
-
-
-def wait_passes(call: Call) -> None:
-    Call.objects.filter(pk=call.pk).update(ring_deadline=timezone.now() - timedelta(seconds=1))
-    routing_deadlines.sweep()
-
-
-def in_threads(work: Callable[[Any], Any], items: list[Any]) -> list[Any]:
-    """Run work(item) for every item at the same instant, each on its own connection."""
-    start = threading.Barrier(len(items))
-    results: list[Any] = [None] * len(items)
-
-    def run(index: int, item: Any) -> None:
-        try:
-            start.wait(timeout=10)
-            results[index] = work(item)
-        except Exception as error:  # the assertion below shows it
-            results[index] = error
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=pair) for pair in enumerate(items)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
 
 
 def assert_never_overlapping() -> None:

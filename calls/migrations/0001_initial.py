@@ -8,7 +8,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -17,111 +16,350 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='ApiToken',
+            name="ApiToken",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('prefix', models.CharField(editable=False, max_length=12, unique=True)),
-                ('token_hash', models.CharField(editable=False, max_length=64)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('revoked_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('name', models.CharField(max_length=100)),
-                ('last_used_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('created_by', models.ForeignKey(blank=True, editable=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='api_tokens', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("prefix", models.CharField(editable=False, max_length=12, unique=True)),
+                ("token_hash", models.CharField(editable=False, max_length=64)),
+                (
+                    "created_at",
+                    models.DateTimeField(default=django.utils.timezone.now, editable=False),
+                ),
+                ("revoked_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("name", models.CharField(max_length=100)),
+                ("last_used_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        editable=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="api_tokens",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'API token',
-                'ordering': ['-created_at'],
+                "verbose_name": "API token",
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='EndUserSession',
+            name="EndUserSession",
             fields=[
-                ('prefix', models.CharField(editable=False, max_length=12, unique=True)),
-                ('token_hash', models.CharField(editable=False, max_length=64)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('revoked_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('display_name', models.CharField(blank=True, max_length=100)),
-                ('metadata', models.JSONField(blank=True, default=dict)),
-                ('expires_at', models.DateTimeField()),
-                ('online', models.BooleanField(default=False, editable=False)),
-                ('last_seen_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('created_by_token', models.ForeignKey(blank=True, editable=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='sessions', to='calls.apitoken')),
-                ('created_by_user', models.ForeignKey(blank=True, editable=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("prefix", models.CharField(editable=False, max_length=12, unique=True)),
+                ("token_hash", models.CharField(editable=False, max_length=64)),
+                (
+                    "created_at",
+                    models.DateTimeField(default=django.utils.timezone.now, editable=False),
+                ),
+                ("revoked_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                (
+                    "id",
+                    models.UUIDField(
+                        default=uuid.uuid4, editable=False, primary_key=True, serialize=False
+                    ),
+                ),
+                ("display_name", models.CharField(blank=True, max_length=100)),
+                ("metadata", models.JSONField(blank=True, default=dict)),
+                ("expires_at", models.DateTimeField()),
+                ("online", models.BooleanField(default=False, editable=False)),
+                ("last_seen_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                (
+                    "created_by_token",
+                    models.ForeignKey(
+                        blank=True,
+                        editable=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="sessions",
+                        to="calls.apitoken",
+                    ),
+                ),
+                (
+                    "created_by_user",
+                    models.ForeignKey(
+                        blank=True,
+                        editable=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'end-user session',
-                'ordering': ['-created_at'],
+                "verbose_name": "end-user session",
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='Call',
+            name="Call",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('state', models.CharField(choices=[('ringing', 'Ringing'), ('active', 'Active'), ('ended', 'Ended'), ('missed', 'Missed'), ('rejected', 'Rejected'), ('cancelled', 'Cancelled')], db_index=True, default='ringing', max_length=16)),
-                ('mode', models.CharField(choices=[('bridge', 'Bridge'), ('echo', 'Echo')], default='bridge', max_length=16)),
-                ('direction', models.CharField(choices=[('inbound', 'inbound (end user → operators)'), ('outbound', 'outbound (operators → end user)')], max_length=16)),
-                ('created_by', models.CharField(max_length=200)),
-                ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('ring_deadline', models.DateTimeField(blank=True, db_index=True, null=True)),
-                ('answered_at', models.DateTimeField(blank=True, null=True)),
-                ('ended_at', models.DateTimeField(blank=True, null=True)),
-                ('end_reason', models.CharField(blank=True, choices=[('hangup', 'Hangup'), ('missed', 'Missed'), ('rejected', 'Rejected'), ('cancelled', 'Cancelled'), ('media_timeout', 'Media Timeout'), ('media_failure', 'Media Failure'), ('server_restart', 'Server Restart')], max_length=32)),
-                ('ended_by', models.CharField(blank=True, max_length=200)),
-                ('ended_by_role', models.CharField(blank=True, choices=[('user', 'User'), ('operator', 'Operator'), ('system', 'System')], max_length=16)),
-                ('operator_token', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='calls', to='calls.apitoken')),
-                ('operator_user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='operated_calls', to=settings.AUTH_USER_MODEL)),
-                ('session', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='calls', to='calls.endusersession')),
+                (
+                    "id",
+                    models.UUIDField(
+                        default=uuid.uuid4, editable=False, primary_key=True, serialize=False
+                    ),
+                ),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("ringing", "Ringing"),
+                            ("active", "Active"),
+                            ("ended", "Ended"),
+                            ("missed", "Missed"),
+                            ("rejected", "Rejected"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        db_index=True,
+                        default="ringing",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "mode",
+                    models.CharField(
+                        choices=[("bridge", "Bridge"), ("echo", "Echo")],
+                        default="bridge",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "direction",
+                    models.CharField(
+                        choices=[
+                            ("inbound", "inbound (end user → operators)"),
+                            ("outbound", "outbound (operators → end user)"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("created_by", models.CharField(max_length=200)),
+                (
+                    "created_at",
+                    models.DateTimeField(db_index=True, default=django.utils.timezone.now),
+                ),
+                ("ring_deadline", models.DateTimeField(blank=True, db_index=True, null=True)),
+                ("answered_at", models.DateTimeField(blank=True, null=True)),
+                ("ended_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "end_reason",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("hangup", "Hangup"),
+                            ("missed", "Missed"),
+                            ("rejected", "Rejected"),
+                            ("cancelled", "Cancelled"),
+                            ("media_timeout", "Media Timeout"),
+                            ("media_failure", "Media Failure"),
+                            ("server_restart", "Server Restart"),
+                        ],
+                        max_length=32,
+                    ),
+                ),
+                ("ended_by", models.CharField(blank=True, max_length=200)),
+                (
+                    "ended_by_role",
+                    models.CharField(
+                        blank=True,
+                        choices=[("user", "User"), ("operator", "Operator"), ("system", "System")],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "operator_token",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="calls",
+                        to="calls.apitoken",
+                    ),
+                ),
+                (
+                    "operator_user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="operated_calls",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "session",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="calls",
+                        to="calls.endusersession",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='Leg',
+            name="Leg",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('role', models.CharField(choices=[('user', 'User'), ('operator', 'Operator'), ('system', 'System')], max_length=16)),
-                ('party', models.CharField(max_length=200)),
-                ('media_state', models.CharField(choices=[('new', 'New'), ('connecting', 'Connecting'), ('connected', 'Connected'), ('disconnected', 'Disconnected'), ('closed', 'Closed'), ('failed', 'Failed')], default='new', max_length=16)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('media_connected_at', models.DateTimeField(blank=True, null=True)),
-                ('media_ended_at', models.DateTimeField(blank=True, null=True)),
-                ('api_token', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='legs', to='calls.apitoken')),
-                ('call', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='legs', to='calls.call')),
-                ('session', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='legs', to='calls.endusersession')),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='call_legs', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.UUIDField(
+                        default=uuid.uuid4, editable=False, primary_key=True, serialize=False
+                    ),
+                ),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[("user", "User"), ("operator", "Operator"), ("system", "System")],
+                        max_length=16,
+                    ),
+                ),
+                ("party", models.CharField(max_length=200)),
+                (
+                    "media_state",
+                    models.CharField(
+                        choices=[
+                            ("new", "New"),
+                            ("connecting", "Connecting"),
+                            ("connected", "Connected"),
+                            ("disconnected", "Disconnected"),
+                            ("closed", "Closed"),
+                            ("failed", "Failed"),
+                        ],
+                        default="new",
+                        max_length=16,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("media_connected_at", models.DateTimeField(blank=True, null=True)),
+                ("media_ended_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "api_token",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="legs",
+                        to="calls.apitoken",
+                    ),
+                ),
+                (
+                    "call",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="legs",
+                        to="calls.call",
+                    ),
+                ),
+                (
+                    "session",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="legs",
+                        to="calls.endusersession",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="call_legs",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['created_at'],
+                "ordering": ["created_at"],
             },
         ),
         migrations.CreateModel(
-            name='CallEvent',
+            name="CallEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=64)),
-                ('actor', models.CharField(max_length=200)),
-                ('actor_role', models.CharField(choices=[('user', 'User'), ('operator', 'Operator'), ('system', 'System')], max_length=16)),
-                ('data', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('call', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='events', to='calls.call')),
-                ('leg', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='events', to='calls.leg')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=64)),
+                ("actor", models.CharField(max_length=200)),
+                (
+                    "actor_role",
+                    models.CharField(
+                        choices=[("user", "User"), ("operator", "Operator"), ("system", "System")],
+                        max_length=16,
+                    ),
+                ),
+                ("data", models.JSONField(blank=True, default=dict)),
+                (
+                    "created_at",
+                    models.DateTimeField(db_index=True, default=django.utils.timezone.now),
+                ),
+                (
+                    "call",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="events",
+                        to="calls.call",
+                    ),
+                ),
+                (
+                    "leg",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="events",
+                        to="calls.leg",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['created_at', 'id'],
+                "ordering": ["created_at", "id"],
             },
         ),
         migrations.AddIndex(
-            model_name='endusersession',
-            index=models.Index(fields=['online', 'expires_at'], name='calls_endus_online_8426fe_idx'),
+            model_name="endusersession",
+            index=models.Index(
+                fields=["online", "expires_at"], name="calls_endus_online_8426fe_idx"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='call',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('ended_at', None), ('state__in', frozenset(['active', 'ringing']))), models.Q(models.Q(('state__in', frozenset(['active', 'ringing'])), _negated=True), models.Q(('ended_at', None), _negated=True)), _connector='OR'), name='call_final_state_has_end'),
+            model_name="call",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("ended_at", None), ("state__in", frozenset(["active", "ringing"]))),
+                    models.Q(
+                        models.Q(("state__in", frozenset(["active", "ringing"])), _negated=True),
+                        models.Q(("ended_at", None), _negated=True),
+                    ),
+                    _connector="OR",
+                ),
+                name="call_final_state_has_end",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='leg',
-            constraint=models.UniqueConstraint(condition=models.Q(('role', 'system'), _negated=True), fields=('call', 'role'), name='one_leg_per_human_role'),
+            model_name="leg",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("role", "system"), _negated=True),
+                fields=("call", "role"),
+                name="one_leg_per_human_role",
+            ),
         ),
     ]

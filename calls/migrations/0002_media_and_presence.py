@@ -4,25 +4,24 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('calls', '0001_initial'),
+        ("calls", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='call',
-            name='media_deadline',
+            model_name="call",
+            name="media_deadline",
             field=models.DateTimeField(blank=True, db_index=True, null=True),
         ),
         migrations.AddField(
-            model_name='call',
-            name='media_worker',
+            model_name="call",
+            name="media_worker",
             field=models.CharField(blank=True, max_length=100),
         ),
         migrations.AddField(
-            model_name='endusersession',
-            name='sockets',
+            model_name="endusersession",
+            name="sockets",
             field=models.PositiveIntegerField(default=0, editable=False),
         ),
     ]

@@ -7,34 +7,97 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('calls', '0002_media_and_presence'),
+        ("calls", "0002_media_and_presence"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='RecordingConsent',
+            name="RecordingConsent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('user', 'User'), ('operator', 'Operator'), ('system', 'System')], max_length=16)),
-                ('party', models.CharField(max_length=200)),
-                ('granted', models.BooleanField()),
-                ('policy_version', models.CharField(max_length=32)),
-                ('text_sha256', models.CharField(max_length=64, verbose_name='SHA-256 of the text shown')),
-                ('method', models.CharField(choices=[('page', 'end-user page'), ('dashboard', 'operator dashboard'), ('api', 'API')], max_length=16)),
-                ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('ip', models.GenericIPAddressField(blank=True, null=True, verbose_name='IP address')),
-                ('user_agent', models.CharField(blank=True, max_length=300)),
-                ('api_token', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='calls.apitoken')),
-                ('call', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='consents', to='calls.call')),
-                ('session', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='calls.endusersession')),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[("user", "User"), ("operator", "Operator"), ("system", "System")],
+                        max_length=16,
+                    ),
+                ),
+                ("party", models.CharField(max_length=200)),
+                ("granted", models.BooleanField()),
+                ("policy_version", models.CharField(max_length=32)),
+                (
+                    "text_sha256",
+                    models.CharField(max_length=64, verbose_name="SHA-256 of the text shown"),
+                ),
+                (
+                    "method",
+                    models.CharField(
+                        choices=[
+                            ("page", "end-user page"),
+                            ("dashboard", "operator dashboard"),
+                            ("api", "API"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "created_at",
+                    models.DateTimeField(db_index=True, default=django.utils.timezone.now),
+                ),
+                (
+                    "ip",
+                    models.GenericIPAddressField(blank=True, null=True, verbose_name="IP address"),
+                ),
+                ("user_agent", models.CharField(blank=True, max_length=300)),
+                (
+                    "api_token",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="calls.apitoken",
+                    ),
+                ),
+                (
+                    "call",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="consents",
+                        to="calls.call",
+                    ),
+                ),
+                (
+                    "session",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="calls.endusersession",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'recording consent',
-                'ordering': ['created_at', 'id'],
+                "verbose_name": "recording consent",
+                "ordering": ["created_at", "id"],
             },
         ),
     ]

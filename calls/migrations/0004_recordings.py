@@ -7,33 +7,82 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('calls', '0003_recording_consent'),
+        ("calls", "0003_recording_consent"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Recording',
+            name="Recording",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('file_name', models.CharField(max_length=200, unique=True)),
-                ('state', models.CharField(choices=[('recording', 'Recording'), ('finished', 'Finished'), ('failed', 'Failed')], default='recording', max_length=16)),
-                ('started_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('ended_at', models.DateTimeField(blank=True, null=True)),
-                ('duration_s', models.FloatField(blank=True, null=True, verbose_name='duration (s)')),
-                ('size_bytes', models.BigIntegerField(blank=True, null=True)),
-                ('sha256', models.CharField(blank=True, max_length=64, verbose_name='SHA-256')),
-                ('started_by', models.CharField(max_length=200)),
-                ('stopped_by', models.CharField(blank=True, max_length=200)),
-                ('stop_reason', models.CharField(blank=True, choices=[('stopped', 'Stopped'), ('hangup', 'Hangup'), ('consent_withdrawn', 'Consent Withdrawn'), ('shutdown', 'Shutdown'), ('failed', 'Failed')], max_length=32)),
-                ('call', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='recordings', to='calls.call')),
-                ('consents', models.ManyToManyField(blank=True, related_name='recordings', to='calls.recordingconsent')),
+                (
+                    "id",
+                    models.UUIDField(
+                        default=uuid.uuid4, editable=False, primary_key=True, serialize=False
+                    ),
+                ),
+                ("file_name", models.CharField(max_length=200, unique=True)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("recording", "Recording"),
+                            ("finished", "Finished"),
+                            ("failed", "Failed"),
+                        ],
+                        default="recording",
+                        max_length=16,
+                    ),
+                ),
+                ("started_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("ended_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "duration_s",
+                    models.FloatField(blank=True, null=True, verbose_name="duration (s)"),
+                ),
+                ("size_bytes", models.BigIntegerField(blank=True, null=True)),
+                ("sha256", models.CharField(blank=True, max_length=64, verbose_name="SHA-256")),
+                ("started_by", models.CharField(max_length=200)),
+                ("stopped_by", models.CharField(blank=True, max_length=200)),
+                (
+                    "stop_reason",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("stopped", "Stopped"),
+                            ("hangup", "Hangup"),
+                            ("consent_withdrawn", "Consent Withdrawn"),
+                            ("shutdown", "Shutdown"),
+                            ("failed", "Failed"),
+                        ],
+                        max_length=32,
+                    ),
+                ),
+                (
+                    "call",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="recordings",
+                        to="calls.call",
+                    ),
+                ),
+                (
+                    "consents",
+                    models.ManyToManyField(
+                        blank=True, related_name="recordings", to="calls.recordingconsent"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-started_at'],
-                'permissions': [('listen_recording', 'Can listen to and download recordings')],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('state', 'recording')), fields=('call',), name='one_running_recording_per_call')],
+                "ordering": ["-started_at"],
+                "permissions": [("listen_recording", "Can listen to and download recordings")],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("state", "recording")),
+                        fields=("call",),
+                        name="one_running_recording_per_call",
+                    )
+                ],
             },
         ),
     ]

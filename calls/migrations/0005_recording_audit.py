@@ -7,38 +7,65 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('calls', '0004_recordings'),
+        ("calls", "0004_recordings"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='recording',
-            name='purge_reason',
+            model_name="recording",
+            name="purge_reason",
             field=models.CharField(blank=True, max_length=200),
         ),
         migrations.AddField(
-            model_name='recording',
-            name='purged_at',
+            model_name="recording",
+            name="purged_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.CreateModel(
-            name='RecordingAccess',
+            name="RecordingAccess",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('username', models.CharField(max_length=150)),
-                ('action', models.CharField(choices=[('listen', 'Listen'), ('download', 'Download')], max_length=16)),
-                ('at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('ip', models.GenericIPAddressField(blank=True, null=True, verbose_name='IP address')),
-                ('recording', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='accesses', to='calls.recording')),
-                ('user', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("username", models.CharField(max_length=150)),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[("listen", "Listen"), ("download", "Download")], max_length=16
+                    ),
+                ),
+                ("at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "ip",
+                    models.GenericIPAddressField(blank=True, null=True, verbose_name="IP address"),
+                ),
+                (
+                    "recording",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="accesses",
+                        to="calls.recording",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'recording access',
-                'verbose_name_plural': 'recording accesses',
-                'ordering': ['-at'],
+                "verbose_name": "recording access",
+                "verbose_name_plural": "recording accesses",
+                "ordering": ["-at"],
             },
         ),
     ]

@@ -8,27 +8,51 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('calls', '0005_recording_audit'),
+        ("calls", "0005_recording_audit"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='AudioFile',
+            name="AudioFile",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(help_text="what the API's `file` refers to, e.g. hold-music", max_length=100, unique=True)),
-                ('file', models.FileField(upload_to=calls.models.audio_file.library_path)),
-                ('original_name', models.CharField(editable=False, max_length=200)),
-                ('duration_s', models.FloatField(editable=False, verbose_name='duration (s)')),
-                ('uploaded_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('uploaded_by', models.ForeignKey(blank=True, editable=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "name",
+                    models.SlugField(
+                        help_text="what the API's `file` refers to, e.g. hold-music",
+                        max_length=100,
+                        unique=True,
+                    ),
+                ),
+                ("file", models.FileField(upload_to=calls.models.audio_file.library_path)),
+                ("original_name", models.CharField(editable=False, max_length=200)),
+                ("duration_s", models.FloatField(editable=False, verbose_name="duration (s)")),
+                (
+                    "uploaded_at",
+                    models.DateTimeField(default=django.utils.timezone.now, editable=False),
+                ),
+                (
+                    "uploaded_by",
+                    models.ForeignKey(
+                        blank=True,
+                        editable=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'audio file',
-                'ordering': ['name'],
+                "verbose_name": "audio file",
+                "ordering": ["name"],
             },
         ),
     ]

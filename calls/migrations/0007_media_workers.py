@@ -5,26 +5,45 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('calls', '0006_audio_files'),
+        ("calls", "0006_audio_files"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='MediaWorkerStatus',
+            name="MediaWorkerStatus",
             fields=[
-                ('name', models.CharField(max_length=100, primary_key=True, serialize=False)),
-                ('state', models.CharField(choices=[('running', 'Running'), ('draining', 'Draining'), ('stopped', 'Stopped')], default='running', max_length=16)),
-                ('addresses', models.JSONField(blank=True, default=list)),
-                ('capacity', models.PositiveIntegerField(help_text='most calls it takes')),
-                ('calls', models.PositiveIntegerField(default=0, help_text='calls with media on it')),
-                ('legs', models.PositiveIntegerField(default=0, help_text='peer connections it holds')),
-                ('started_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('last_seen', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
+                ("name", models.CharField(max_length=100, primary_key=True, serialize=False)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("running", "Running"),
+                            ("draining", "Draining"),
+                            ("stopped", "Stopped"),
+                        ],
+                        default="running",
+                        max_length=16,
+                    ),
+                ),
+                ("addresses", models.JSONField(blank=True, default=list)),
+                ("capacity", models.PositiveIntegerField(help_text="most calls it takes")),
+                (
+                    "calls",
+                    models.PositiveIntegerField(default=0, help_text="calls with media on it"),
+                ),
+                (
+                    "legs",
+                    models.PositiveIntegerField(default=0, help_text="peer connections it holds"),
+                ),
+                ("started_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "last_seen",
+                    models.DateTimeField(db_index=True, default=django.utils.timezone.now),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
     ]

@@ -4,15 +4,25 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('calls', '0007_media_workers'),
+        ("calls", "0007_media_workers"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='recording',
-            name='stop_reason',
-            field=models.CharField(blank=True, choices=[('stopped', 'Stopped'), ('hangup', 'Hangup'), ('consent_withdrawn', 'Consent Withdrawn'), ('shutdown', 'Shutdown'), ('server_restart', 'Server Restart'), ('failed', 'Failed')], max_length=32),
+            model_name="recording",
+            name="stop_reason",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("stopped", "Stopped"),
+                    ("hangup", "Hangup"),
+                    ("consent_withdrawn", "Consent Withdrawn"),
+                    ("shutdown", "Shutdown"),
+                    ("server_restart", "Server Restart"),
+                    ("failed", "Failed"),
+                ],
+                max_length=32,
+            ),
         ),
     ]

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('calls', '0008_recording_stop_server_restart'),
+        ("calls", "0008_recording_stop_server_restart"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='recording',
-            name='audio_started_at',
+            model_name="recording",
+            name="audio_started_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
     ]

@@ -48,124 +48,341 @@ def remove_queues(apps: Any, schema_editor: Any) -> None:
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('auth', '0012_alter_user_first_name_max_length'),
-        ('calls', '0010_operator_permission'),
+        ("auth", "0012_alter_user_first_name_max_length"),
+        ("calls", "0010_operator_permission"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='QueueOffer',
+            name="QueueOffer",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('offered_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('deadline', models.DateTimeField()),
-                ('outcome', models.CharField(choices=[('pending', 'Pending'), ('answered', 'Answered'), ('missed', 'Missed'), ('cancelled', 'Cancelled')], default='pending', max_length=16)),
-                ('ended_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("offered_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("deadline", models.DateTimeField()),
+                (
+                    "outcome",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("answered", "Answered"),
+                            ("missed", "Missed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                ("ended_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'ordering': ['offered_at', 'id'],
+                "ordering": ["offered_at", "id"],
             },
         ),
         migrations.AddField(
-            model_name='call',
-            name='queued_at',
+            model_name="call",
+            name="queued_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.CreateModel(
-            name='OperatorStatus',
+            name="OperatorStatus",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('availability', models.CharField(choices=[('available', 'Available'), ('away', 'Away'), ('offline', 'Offline')], default='offline', max_length=16)),
-                ('availability_changed_at', models.DateTimeField(blank=True, null=True)),
-                ('availability_changed_by', models.CharField(blank=True, max_length=200)),
-                ('last_call_ended_at', models.DateTimeField(blank=True, null=True)),
-                ('last_offered_at', models.DateTimeField(blank=True, null=True)),
-                ('missed_in_a_row', models.PositiveIntegerField(default=0)),
-                ('wrap_up_until', models.DateTimeField(blank=True, null=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('user', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='operator_status', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "availability",
+                    models.CharField(
+                        choices=[
+                            ("available", "Available"),
+                            ("away", "Away"),
+                            ("offline", "Offline"),
+                        ],
+                        default="offline",
+                        max_length=16,
+                    ),
+                ),
+                ("availability_changed_at", models.DateTimeField(blank=True, null=True)),
+                ("availability_changed_by", models.CharField(blank=True, max_length=200)),
+                ("last_call_ended_at", models.DateTimeField(blank=True, null=True)),
+                ("last_offered_at", models.DateTimeField(blank=True, null=True)),
+                ("missed_in_a_row", models.PositiveIntegerField(default=0)),
+                ("wrap_up_until", models.DateTimeField(blank=True, null=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "user",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="operator_status",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'operator status',
-                'verbose_name_plural': 'operator statuses',
-                'ordering': ['user__username'],
+                "verbose_name": "operator status",
+                "verbose_name_plural": "operator statuses",
+                "ordering": ["user__username"],
             },
         ),
         migrations.CreateModel(
-            name='Queue',
+            name="Queue",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(help_text='shown to operators and supervisors', max_length=100)),
-                ('public_id', models.SlugField(help_text='what integrators name: POST /api/calls {queue}', max_length=64, unique=True, verbose_name='public id')),
-                ('all_operators', models.BooleanField(default=False, help_text='every operator is a member (members and groups are ignored)')),
-                ('strategy', models.CharField(choices=[('ring_all', 'ring all free members at once'), ('longest_idle', 'longest idle member first'), ('round_robin', 'round robin (least recently offered first)')], default='ring_all', max_length=16)),
-                ('ring_timeout_s', models.PositiveIntegerField(default=20, help_text='how long one offer rings an operator before they are skipped', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(3600)], verbose_name='ring timeout (s)')),
-                ('max_wait_s', models.PositiveIntegerField(default=300, help_text='how long a caller waits in total before the overflow rule applies', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(86400)], verbose_name='maximum wait (s)')),
-                ('wrap_up_s', models.PositiveIntegerField(default=0, help_text='after a call, the operator gets no offer for this long', validators=[django.core.validators.MaxValueValidator(3600)], verbose_name='wrap-up (s)')),
-                ('overflow', models.CharField(choices=[('refuse', 'refuse (the call ends, no operator)'), ('queue', 'move to the overflow queue')], default='refuse', max_length=16)),
-                ('is_default', models.BooleanField(default=False, help_text='calls that name no queue join it', verbose_name='default queue')),
-                ('open_answer', models.BooleanField(default=False, help_text='any operator (and API token) may answer its calls without an offer')),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('member_groups', models.ManyToManyField(blank=True, help_text='every staff user of these groups', related_name='queues', to='auth.group')),
-                ('members', models.ManyToManyField(blank=True, help_text='staff users', related_name='queues', to=settings.AUTH_USER_MODEL)),
-                ('overflow_queue', models.ForeignKey(blank=True, help_text="where callers go when the overflow is 'move to the overflow queue'", null=True, on_delete=django.db.models.deletion.PROTECT, related_name='overflow_from', to='calls.queue')),
-                ('waiting_audio', models.ForeignKey(blank=True, help_text='played to waiting callers, looped (not built yet)', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='calls.audiofile')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "name",
+                    models.CharField(
+                        help_text="shown to operators and supervisors", max_length=100
+                    ),
+                ),
+                (
+                    "public_id",
+                    models.SlugField(
+                        help_text="what integrators name: POST /api/calls {queue}",
+                        max_length=64,
+                        unique=True,
+                        verbose_name="public id",
+                    ),
+                ),
+                (
+                    "all_operators",
+                    models.BooleanField(
+                        default=False,
+                        help_text="every operator is a member (members and groups are ignored)",
+                    ),
+                ),
+                (
+                    "strategy",
+                    models.CharField(
+                        choices=[
+                            ("ring_all", "ring all free members at once"),
+                            ("longest_idle", "longest idle member first"),
+                            ("round_robin", "round robin (least recently offered first)"),
+                        ],
+                        default="ring_all",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "ring_timeout_s",
+                    models.PositiveIntegerField(
+                        default=20,
+                        help_text="how long one offer rings an operator before they are skipped",
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(3600),
+                        ],
+                        verbose_name="ring timeout (s)",
+                    ),
+                ),
+                (
+                    "max_wait_s",
+                    models.PositiveIntegerField(
+                        default=300,
+                        help_text="how long a caller waits in total before the overflow rule applies",
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(86400),
+                        ],
+                        verbose_name="maximum wait (s)",
+                    ),
+                ),
+                (
+                    "wrap_up_s",
+                    models.PositiveIntegerField(
+                        default=0,
+                        help_text="after a call, the operator gets no offer for this long",
+                        validators=[django.core.validators.MaxValueValidator(3600)],
+                        verbose_name="wrap-up (s)",
+                    ),
+                ),
+                (
+                    "overflow",
+                    models.CharField(
+                        choices=[
+                            ("refuse", "refuse (the call ends, no operator)"),
+                            ("queue", "move to the overflow queue"),
+                        ],
+                        default="refuse",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "is_default",
+                    models.BooleanField(
+                        default=False,
+                        help_text="calls that name no queue join it",
+                        verbose_name="default queue",
+                    ),
+                ),
+                (
+                    "open_answer",
+                    models.BooleanField(
+                        default=False,
+                        help_text="any operator (and API token) may answer its calls without an offer",
+                    ),
+                ),
+                (
+                    "created_at",
+                    models.DateTimeField(default=django.utils.timezone.now, editable=False),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "member_groups",
+                    models.ManyToManyField(
+                        blank=True,
+                        help_text="every staff user of these groups",
+                        related_name="queues",
+                        to="auth.group",
+                    ),
+                ),
+                (
+                    "members",
+                    models.ManyToManyField(
+                        blank=True,
+                        help_text="staff users",
+                        related_name="queues",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "overflow_queue",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="where callers go when the overflow is 'move to the overflow queue'",
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="overflow_from",
+                        to="calls.queue",
+                    ),
+                ),
+                (
+                    "waiting_audio",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="played to waiting callers, looped (not built yet)",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="calls.audiofile",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-is_default', 'name'],
+                "ordering": ["-is_default", "name"],
             },
         ),
         migrations.AddField(
-            model_name='call',
-            name='queue',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='calls', to='calls.queue'),
+            model_name="call",
+            name="queue",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="calls",
+                to="calls.queue",
+            ),
         ),
         migrations.AddIndex(
-            model_name='call',
-            index=models.Index(condition=models.Q(('state', 'ringing')), fields=['queue', 'queued_at'], name='call_waiting_in_queue'),
+            model_name="call",
+            index=models.Index(
+                condition=models.Q(("state", "ringing")),
+                fields=["queue", "queued_at"],
+                name="call_waiting_in_queue",
+            ),
         ),
         migrations.AddField(
-            model_name='queueoffer',
-            name='call',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='offers', to='calls.call'),
+            model_name="queueoffer",
+            name="call",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE, related_name="offers", to="calls.call"
+            ),
         ),
         migrations.AddField(
-            model_name='queueoffer',
-            name='operator',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='queue_offers', to=settings.AUTH_USER_MODEL),
+            model_name="queueoffer",
+            name="operator",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="queue_offers",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.AddField(
-            model_name='queueoffer',
-            name='queue',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='offers', to='calls.queue'),
+            model_name="queueoffer",
+            name="queue",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT, related_name="offers", to="calls.queue"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='queue',
-            constraint=models.UniqueConstraint(condition=models.Q(('is_default', True)), fields=('is_default',), name='one_default_queue'),
+            model_name="queue",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("is_default", True)),
+                fields=("is_default",),
+                name="one_default_queue",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='queue',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('overflow', 'queue'), _negated=True), ('overflow_queue__isnull', False), _connector='OR'), name='queue_overflow_has_target'),
+            model_name="queue",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("overflow", "queue"), _negated=True),
+                    ("overflow_queue__isnull", False),
+                    _connector="OR",
+                ),
+                name="queue_overflow_has_target",
+            ),
         ),
         migrations.AddIndex(
-            model_name='queueoffer',
-            index=models.Index(condition=models.Q(('outcome', 'pending')), fields=['call'], name='offer_pending_by_call'),
+            model_name="queueoffer",
+            index=models.Index(
+                condition=models.Q(("outcome", "pending")),
+                fields=["call"],
+                name="offer_pending_by_call",
+            ),
         ),
         migrations.AddIndex(
-            model_name='queueoffer',
-            index=models.Index(condition=models.Q(('outcome', 'pending')), fields=['deadline'], name='offer_pending_deadline'),
+            model_name="queueoffer",
+            index=models.Index(
+                condition=models.Q(("outcome", "pending")),
+                fields=["deadline"],
+                name="offer_pending_deadline",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='queueoffer',
-            constraint=models.UniqueConstraint(condition=models.Q(('outcome', 'pending')), fields=('operator',), name='one_pending_offer_per_operator'),
+            model_name="queueoffer",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("outcome", "pending")),
+                fields=("operator",),
+                name="one_pending_offer_per_operator",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='queueoffer',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('ended_at', None), ('outcome', 'pending')), models.Q(models.Q(('outcome', 'pending'), _negated=True), models.Q(('ended_at', None), _negated=True)), _connector='OR'), name='offer_ended_unless_pending'),
+            model_name="queueoffer",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("ended_at", None), ("outcome", "pending")),
+                    models.Q(
+                        models.Q(("outcome", "pending"), _negated=True),
+                        models.Q(("ended_at", None), _negated=True),
+                    ),
+                    _connector="OR",
+                ),
+                name="offer_ended_unless_pending",
+            ),
         ),
         migrations.RunPython(create_default_queue, remove_queues),
     ]

@@ -4,15 +4,27 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('calls', '0011_queues'),
+        ("calls", "0011_queues"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='call',
-            name='end_reason',
-            field=models.CharField(blank=True, choices=[('hangup', 'Hangup'), ('missed', 'Missed'), ('rejected', 'Rejected'), ('cancelled', 'Cancelled'), ('media_timeout', 'Media Timeout'), ('media_failure', 'Media Failure'), ('server_restart', 'Server Restart'), ('no_operator', 'No Operator')], max_length=32),
+            model_name="call",
+            name="end_reason",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("hangup", "Hangup"),
+                    ("missed", "Missed"),
+                    ("rejected", "Rejected"),
+                    ("cancelled", "Cancelled"),
+                    ("media_timeout", "Media Timeout"),
+                    ("media_failure", "Media Failure"),
+                    ("server_restart", "Server Restart"),
+                    ("no_operator", "No Operator"),
+                ],
+                max_length=32,
+            ),
         ),
     ]

@@ -122,7 +122,7 @@ class Queue(models.Model):
         null=True,
         blank=True,
         related_name="+",
-        help_text="played to waiting callers, looped (not built yet)",
+        help_text="played to waiting callers, looped, until an operator answers",
     )
     overflow = models.CharField(max_length=16, choices=Overflow.choices, default=Overflow.REFUSE)
     overflow_queue = models.ForeignKey(
