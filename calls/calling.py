@@ -204,6 +204,7 @@ def call_for(principal: Principal, call_id: str) -> Call:
 
 def hang_up(principal: Principal, call_id: str) -> Call:
     call = call_for(principal, call_id)
+    policy.require_may_end(principal, call)
     call.hang_up(principal)
     return call
 

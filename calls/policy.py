@@ -103,6 +103,20 @@ def require_party_or_callee(principal: Principal, call: Call) -> None:
         raise _forbidden("you are not a party to this call")
 
 
+def require_may_end(principal: Principal, call: Call) -> None:
+    """Reject or hang up. A staff operator never rejects a call waiting in a queue
+    without open answering: it would end the caller's call for the whole team (they let
+    their offer ring out, or set themselves away). Integrator backends (API tokens) and
+    the admin's hang-up keep the power to end any call."""
+    if (
+        call.state == CallState.RINGING
+        and principal.role != call.caller_role
+        and principal.user is not None
+        and needs_offer(call)
+    ):
+        raise _forbidden("a call waiting in a queue is not rejected: let the offer ring out")
+
+
 def require_callee(principal: Principal, call: Call) -> None:
     """Answer/reject: only the side being rung (echo calls have no callee side)."""
     require_access(principal, call)

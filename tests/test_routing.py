@@ -19,6 +19,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from calls.models import (
+    ApiToken,
     Call,
     CallEvent,
     EndUserSession,
@@ -281,6 +282,17 @@ def test_it_never_lets_an_operator_reject_a_queued_call_for_the_team(
     assert Call.objects.get(pk=call.pk).state == "ringing"
     assert pending_operators(call) == ["rung"]
     assert answer(rung, call.pk).status_code == 200
+
+
+def test_it_lets_an_integrators_backend_end_a_queued_call(make_session: Session) -> None:
+    rung = make_operator("rung")
+    call = call_in(make_queue("vip", [rung], strategy="round_robin"), make_session)
+    _, secret = ApiToken.create("backend")
+    backend = APIClient()
+    backend.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    assert backend.post(f"/api/calls/{call.pk}/hangup").status_code == 200
+    assert Call.objects.get(pk=call.pk).end_reason == "rejected"
+    assert pending_operators(call) == []
 
 
 def test_it_frees_the_operator_when_the_caller_gives_up(make_session: Session) -> None:

@@ -341,5 +341,6 @@ class CallViewSet(viewsets.GenericViewSet):
         call = self.get_object()
         if callee_only:
             policy.require_callee(principal, call)
+        policy.require_may_end(principal, call)
         apply(call, principal)  # CallbridgeError (e.g. CALL_STATE) becomes the error body
         return self._call_response(call)

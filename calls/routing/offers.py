@@ -7,9 +7,7 @@ commit together or not at all, whichever path answered (REST, WebSocket offer, W
   `open_answer`: without it the answer fails with FORBIDDEN and changes nothing), the
   call's other offers and the answerer's offers of other calls `cancelled`;
 - `call.ended`: the call's pending offers `cancelled`; the operator who was on it starts
-  wrap-up (`wrap_up_until`, `last_call_ended_at`). A queued call of a queue without
-  `open_answer` is never rejected (FORBIDDEN, nothing changes): by any path (REST reject
-  or hang-up, WebSocket hang-up, WaGo) that would end it for the whole team.
+  wrap-up (`wrap_up_until`, `last_call_ended_at`).
 What to route after commit is handed to `after_commit`.
 """
 
@@ -24,7 +22,7 @@ from django.utils import timezone
 
 from calls.errors import CallbridgeError, ErrorCode
 from calls.model_signals import operator_status_changed
-from calls.models import Call, CallEvent, EndReason
+from calls.models import Call, CallEvent
 from calls.models.operator_status import Availability, OperatorStatus
 from calls.models.queue import OfferOutcome, QueueOffer
 from calls.principals import SYSTEM
@@ -119,14 +117,6 @@ def _answered(event: CallEvent) -> None:
 
 def _ended(event: CallEvent) -> None:
     call = event.call
-    queue = call.queue if call.queue_id else None
-    rejected = event.data.get("reason") == EndReason.REJECTED
-    if rejected and queue is not None and not queue.open_answer:
-        # Rejecting would end the caller's call for the whole team: an operator who does
-        # not take it lets the offer ring out (or sets themselves away).
-        raise CallbridgeError(
-            ErrorCode.FORBIDDEN, "a call waiting in a queue is not rejected: let the offer ring out"
-        )
     now = timezone.now()
     freed = {
         offer.operator_id for offer in end_offers(pending(call=call), OfferOutcome.CANCELLED, now)
