@@ -63,12 +63,6 @@ def require_staff_operator(principal: Principal) -> Any:
     return principal.user
 
 
-def require_operator(principal: Principal) -> None:
-    """Reading statuses and queues: staff operators and API tokens."""
-    if not principal.is_operator:
-        raise CallbridgeError(ErrorCode.FORBIDDEN, "Only operators and API tokens may do that")
-
-
 def views_of(users: Iterable[Any], now: datetime | None = None) -> list[OperatorView]:
     """Each user's status: one query for the rows, three for the activities."""
     users = list(users)
@@ -144,8 +138,6 @@ def queue_views(queues: Sequence[Queue], now: datetime | None = None) -> list[Qu
 
 def queue_detail(public_id: str) -> QueueView:
     """One queue with its members' statuses (NOT_FOUND if there is no such queue)."""
-    queue = Queue.objects.select_related("overflow_queue").filter(public_id=public_id).first()
-    if queue is None:
-        raise CallbridgeError(ErrorCode.NOT_FOUND, "No such queue")
+    queue = Queue.objects.select_related("overflow_queue").named(public_id)
     members = tuple(views_of(queue.member_users().order_by("username")))
     return replace(queue_views([queue])[0], members=members)

@@ -61,10 +61,7 @@ def queue_named(principal: Principal, mode: str, public_id: str | None) -> Queue
         raise CallbridgeError(
             ErrorCode.INVALID_ARGUMENT, "only an end user's call to the operators names a queue"
         )
-    queue = Queue.objects.filter(public_id=public_id).first()
-    if queue is None:
-        raise CallbridgeError(ErrorCode.NOT_FOUND, "No such queue")
-    return queue
+    return Queue.objects.named(public_id)
 
 
 @limits.refuse_plans_over_limits

@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from calls import availability, queue_stats
+from calls import availability, policy, queue_stats
 from calls.api.serializers import (
     AvailabilitySerializer,
     OperatorStatsSerializer,
@@ -23,7 +23,6 @@ from calls.api.serializers import (
     QueueStatsSerializer,
 )
 from calls.api.views import ERRORS, json_object, principal_of
-from calls.errors import CallbridgeError, ErrorCode
 from calls.models import Queue
 
 
@@ -56,7 +55,7 @@ class OperatorListView(APIView):
         responses={200: OperatorStatusSerializer(many=True), **ERRORS},
     )
     def get(self, request: Request) -> Response:
-        availability.require_operator(principal_of(request))
+        policy.require_operator(principal_of(request), "do that")
         return Response(OperatorStatusSerializer(availability.all_operators(), many=True).data)
 
 
@@ -70,7 +69,7 @@ class QueueListView(APIView):
         responses={200: QueueSerializer(many=True), **ERRORS},
     )
     def get(self, request: Request) -> Response:
-        availability.require_operator(principal_of(request))
+        policy.require_operator(principal_of(request), "do that")
         views = availability.queue_views(list(_queues()))
         return Response(QueueSerializer(views, many=True).data)
 
@@ -82,7 +81,7 @@ class QueueDetailView(APIView):
         responses={200: QueueDetailSerializer, **ERRORS},
     )
     def get(self, request: Request, publicId: str) -> Response:
-        availability.require_operator(principal_of(request))
+        policy.require_operator(principal_of(request), "do that")
         return Response(QueueDetailSerializer(availability.queue_detail(publicId)).data)
 
 
@@ -110,13 +109,6 @@ def _period(request: Request) -> queue_stats.Period:
     )
 
 
-def _queue(public_id: str) -> Queue:
-    queue = Queue.objects.filter(public_id=public_id).first()
-    if queue is None:
-        raise CallbridgeError(ErrorCode.NOT_FOUND, "No such queue")
-    return queue
-
-
 class QueueStatsView(APIView):
     @extend_schema(
         summary="A queue's statistics over a period: service level, abandoned, waits (operators)",
@@ -124,9 +116,9 @@ class QueueStatsView(APIView):
         responses={200: QueueStatsSerializer, **ERRORS},
     )
     def get(self, request: Request, publicId: str) -> Response:
-        availability.require_operator(principal_of(request))
+        policy.require_operator(principal_of(request), "do that")
         period = _period(request)
-        stats = queue_stats.queue_stats([_queue(publicId)], period)[0]
+        stats = queue_stats.queue_stats([Queue.objects.named(publicId)], period)[0]
         return Response(QueueStatsSerializer(stats).data)
 
 
@@ -145,9 +137,9 @@ class OperatorStatsView(APIView):
         responses={200: OperatorStatsSerializer(many=True), **ERRORS},
     )
     def get(self, request: Request) -> Response:
-        availability.require_operator(principal_of(request))
+        policy.require_operator(principal_of(request), "do that")
         period = _period(request)
         public_id = request.query_params.get("queue")
-        queue = _queue(public_id) if public_id else None
+        queue = Queue.objects.named(public_id) if public_id else None
         stats = queue_stats.operator_stats(period, queue)
         return Response(OperatorStatsSerializer(stats, many=True).data)

@@ -16,6 +16,7 @@ from django.db import IntegrityError, models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from calls.errors import CallbridgeError, ErrorCode
 from calls.models.operator_status import operator_users
 
 if TYPE_CHECKING:
@@ -36,6 +37,13 @@ class Overflow(models.TextChoices):
 
 
 class QueueQuerySet(models.QuerySet["Queue"]):
+    def named(self, public_id: str) -> Queue:
+        """The queue with this public id; NOT_FOUND (the contract's error) if none."""
+        queue = self.filter(public_id=public_id).first()
+        if queue is None:
+            raise CallbridgeError(ErrorCode.NOT_FOUND, "No such queue")
+        return queue
+
     def default(self) -> Queue:
         """The queue calls that name none join: made by migration 0011, and made again
         the same way if it is missing (a flushed test database, a deleted row)."""
