@@ -114,7 +114,14 @@ def require_may_end(principal: Principal, call: Call) -> None:
         and principal.user is not None
         and needs_offer(call)
     ):
-        raise _forbidden("a call waiting in a queue is not rejected: let the offer ring out")
+        raise _forbidden("a call waiting in a queue is not rejected: decline your offer")
+
+
+def require_may_decline(principal: Principal, call: Call) -> None:
+    """Declining passes an offer on: only staff operators are offered calls."""
+    require_access(principal, call)
+    if principal.user is None or principal.kind != "staff":
+        raise _forbidden("only staff operators are offered calls; there is nothing to decline")
 
 
 def require_callee(principal: Principal, call: Call) -> None:

@@ -62,6 +62,7 @@ class OperatorStats:
     name: str
     answered: int
     offers_missed: int
+    offers_declined: int
     talk_time_s: float  # of the answered calls that ended
 
 
@@ -198,7 +199,7 @@ def queue_stats(queues: list[Queue], period: Period) -> list[QueueStats]:
 
 
 def operator_stats(period: Period, queue: Queue | None = None) -> list[OperatorStats]:
-    """Every operator's answered calls, missed offers and talk time over `period` (only
+    """Every operator's answered calls, missed and declined offers and talk time over `period` (only
     those of `queue`'s calls if given; its members only then): three queries."""
     users = (queue.member_users() if queue is not None else operator_users()).order_by("username")
     calls = Call.objects.filter(
@@ -207,7 +208,9 @@ def operator_stats(period: Period, queue: Queue | None = None) -> list[OperatorS
         answered_at__lt=period.until,
     )
     offers = QueueOffer.objects.filter(
-        outcome=OfferOutcome.MISSED, offered_at__gte=period.since, offered_at__lt=period.until
+        outcome__in=[OfferOutcome.MISSED, OfferOutcome.DECLINED],
+        offered_at__gte=period.since,
+        offered_at__lt=period.until,
     )
     if queue is not None:
         calls = calls.filter(queue=queue)
@@ -222,16 +225,17 @@ def operator_stats(period: Period, queue: Queue | None = None) -> list[OperatorS
             talk=Sum("handle", filter=Q(ended_at__isnull=False)),
         )
     }
-    missed = {
-        row["operator"]: row["count"]
-        for row in offers.order_by().values("operator").annotate(count=Count("pk"))
+    settled: dict[tuple[Any, str], int] = {
+        (row["operator"], row["outcome"]): row["count"]
+        for row in offers.order_by().values("operator", "outcome").annotate(count=Count("pk"))
     }
     return [
         OperatorStats(
             username=user.get_username(),
             name=user.get_full_name(),
             answered=answered.get(user.pk, {}).get("count", 0),
-            offers_missed=missed.get(user.pk, 0),
+            offers_missed=settled.get((user.pk, OfferOutcome.MISSED), 0),
+            offers_declined=settled.get((user.pk, OfferOutcome.DECLINED), 0),
             talk_time_s=_seconds(answered.get(user.pk, {}).get("talk")) or 0.0,
         )
         for user in users

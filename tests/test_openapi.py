@@ -24,6 +24,7 @@ def test_it_generates_a_valid_schema_without_warnings(tmp_path: Path) -> None:
         "/api/calls/{callID}",
         "/api/calls/{callID}/answer",
         "/api/calls/{callID}/reject",
+        "/api/calls/{callID}/decline",
         "/api/calls/{callID}/hangup",
         "/api/calls/{callID}/consent",
         "/api/calls/{callID}/play",

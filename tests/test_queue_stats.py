@@ -33,6 +33,7 @@ from calls.operators import operators_group
 from calls.principals import Principal
 from calls.routing import deadlines as routing_deadlines
 from calls.routing import engine
+from tests.support.queues import call_in, client_of
 from tests.support.rest_client import assert_error
 
 pytestmark = pytest.mark.django_db
@@ -47,19 +48,6 @@ def make_operator(name: str) -> Any:
     user = get_user_model().objects.create_user(username=name, password="x", is_staff=True)
     user.groups.add(operators_group())
     return user
-
-
-def client_of(user: Any) -> APIClient:
-    client = APIClient()
-    client.force_login(user)
-    return client
-
-
-def call_in(queue: Queue, make_session: Session) -> Call:
-    session, _ = make_session("Ada")
-    return Call.start(
-        by=Principal.end_user(session), mode="bridge", media_worker="embedded", queue=queue
-    )
 
 
 def at(call: Call, queued: float, answered: float | None = None, ended: float | None = None):
@@ -151,12 +139,13 @@ def test_it_reports_each_operators_day(day: dict[str, Any], make_session: Sessio
     support = Queue.objects.create(name="Support", public_id="support", strategy="round_robin")
     support.members.set([dave])
     OperatorStatus.set_availability(dave, Availability.AVAILABLE, Principal.staff(dave))
-    call_in(support, make_session)
+    call = call_in(support, make_session)
     engine.route(support.pk)
     offer = QueueOffer.objects.get(operator=dave, outcome=OfferOutcome.PENDING)
     QueueOffer.objects.filter(pk=offer.pk).update(deadline=timezone.now() - timedelta(seconds=1))
-    routing_deadlines.sweep()
-    QueueOffer.objects.filter(pk=offer.pk).update(offered_at=T0)
+    routing_deadlines.sweep()  # rang out; the only member is rung again, and declines
+    assert client_of(dave).post(f"/api/calls/{call.pk}/decline").status_code == 200
+    assert QueueOffer.objects.filter(operator=dave).update(offered_at=T0) == 2
     body = client_of(day["bob"]).get("/api/operators/stats", PERIOD).json()
     rows = {row["operator"]: row for row in body}
     assert rows["bob"] == {
@@ -164,11 +153,13 @@ def test_it_reports_each_operators_day(day: dict[str, Any], make_session: Sessio
         "displayName": "",
         "answered": 2,
         "offersMissed": 0,
+        "offersDeclined": 0,
         "talkTimeS": 180.0,
     }
     assert (rows["carol"]["answered"], rows["carol"]["offersMissed"]) == (1, 0)
     assert rows["carol"]["talkTimeS"] == 0.0  # her call is still on
-    assert (rows["dave"]["answered"], rows["dave"]["offersMissed"]) == (0, 1)
+    dave_row = rows["dave"]
+    assert (dave_row["answered"], dave_row["offersMissed"], dave_row["offersDeclined"]) == (0, 1, 1)
     only_support = (
         client_of(day["bob"]).get("/api/operators/stats", {**PERIOD, "queue": "support"}).json()
     )

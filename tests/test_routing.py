@@ -23,57 +23,28 @@ from calls.models import (
     Call,
     CallEvent,
     EndUserSession,
-    OfferOutcome,
     OperatorStatus,
-    Queue,
     QueueOffer,
 )
 from calls.principals import Principal
 from calls.routing import deadlines as routing_deadlines
 from tests.support.queues import (
     answer,
+    call_in,
+    client_of,
+    hang_up,
     in_threads,
     make_operator,
     make_queue,
     pending_of,
+    pending_operators,
+    ring_out,
     wait_passes,
 )
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 
 Session = Callable[..., tuple[EndUserSession, str]]
-
-
-def call_in(queue: Queue, make_session: Session, name: str = "Ada") -> Call:
-    session, _ = make_session(name)
-    return Call.start(
-        by=Principal.end_user(session), mode="bridge", media_worker="embedded", queue=queue
-    )
-
-
-def client_of(user: Any) -> APIClient:
-    client = APIClient()
-    client.force_login(user)
-    return client
-
-
-def hang_up(user: Any, call_id: Any) -> Any:
-    return client_of(user).post(f"/api/calls/{call_id}/hangup")
-
-
-def pending_operators(call: Call) -> list[str]:
-    return sorted(
-        QueueOffer.objects.filter(call=call, outcome=OfferOutcome.PENDING).values_list(
-            "operator__username", flat=True
-        )
-    )
-
-
-def ring_out(*offers: QueueOffer | None) -> None:
-    """Their deadlines pass; the deadlines service sweeps."""
-    past = timezone.now() - timedelta(seconds=1)
-    QueueOffer.objects.filter(pk__in=[o.pk for o in offers if o is not None]).update(deadline=past)
-    routing_deadlines.sweep()
 
 
 def assert_never_overlapping() -> None:

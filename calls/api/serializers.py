@@ -407,4 +407,7 @@ class OperatorStatsSerializer(serializers.Serializer):
     offersMissed = serializers.IntegerField(
         source="offers_missed", help_text="offers that rang out"
     )
+    offersDeclined = serializers.IntegerField(
+        source="offers_declined", help_text="offers the operator passed on (Decline)"
+    )
     talkTimeS = serializers.FloatField(source="talk_time_s", help_text="answer → end, summed")

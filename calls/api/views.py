@@ -47,6 +47,7 @@ from calls.recordings import (
     stop_recording,
     withdraw_consent_stops_recording,
 )
+from calls.routing import offers
 
 ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 409, 429)}
 
@@ -222,6 +223,20 @@ class CallViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["post"])
     def reject(self, request: Request, callID: str) -> Response:
         return self._verb(lambda call, who: call.reject(who), callee_only=True)
+
+    @extend_schema(
+        summary="Decline your offer of a queued call: it rings the next operator",
+        request=None,
+        responses={200: CallSerializer, **ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def decline(self, request: Request, callID: str) -> Response:
+        principal = principal_of(request)
+        call = self.get_object()
+        policy.require_may_decline(principal, call)
+        assert principal.user is not None  # require_may_decline: a staff operator
+        offers.decline(call.pk, principal.user.pk)
+        return self._call_response(self.get_object())
 
     @extend_schema(
         summary="End a call (a ringing call: cancel as its caller, reject as its callee)",

@@ -173,6 +173,30 @@ class Queue(models.Model):
             raise ValidationError({"overflow_queue": "choose the queue callers move to"})
         if self.overflow_queue_id is not None and self.overflow_queue_id == self.pk:
             raise ValidationError({"overflow_queue": "a queue cannot overflow into itself"})
+        loop = self.overflow_loop()
+        if loop:
+            raise ValidationError(
+                {"overflow_queue": "callers would go round in a loop: " + " → ".join(loop)}
+            )
+
+    def overflow_loop(self) -> list[str]:
+        """The names along the overflow chain from this queue if it comes back to this
+        queue (a loop would move a caller on forever), else []. Saved rows are read for
+        the rest of the chain; this (possibly unsaved) queue's own choice is used."""
+        if self.overflow != Overflow.QUEUE or self.overflow_queue_id is None:
+            return []
+        names = [self.name]
+        seen = {self.pk}
+        current: Queue | None = Queue.objects.filter(pk=self.overflow_queue_id).first()
+        while current is not None:
+            names.append(current.name)
+            if current.pk in seen:
+                return names if current.pk == self.pk else []
+            seen.add(current.pk)
+            if current.overflow != Overflow.QUEUE or current.overflow_queue_id is None:
+                return []
+            current = Queue.objects.filter(pk=current.overflow_queue_id).first()
+        return []
 
     def member_users(self) -> models.QuerySet[Any]:
         """The operators who answer this queue (users, their groups', or every operator)."""
@@ -194,6 +218,7 @@ class OfferOutcome(models.TextChoices):
     ANSWERED = "answered"
     MISSED = "missed"  # rang out
     CANCELLED = "cancelled"  # someone else answered, the caller left, or the call moved on
+    DECLINED = "declined"  # the operator passed it on (never offered this call again)
 
 
 class QueueOffer(models.Model):

@@ -110,6 +110,11 @@ def overflow(call_id: uuid.UUID, now: datetime) -> set[int]:
         freed = {o.operator_id for o in end_offers(pending(call=call), OfferOutcome.CANCELLED, now)}
         announce_status(freed)
         target = queue.overflow_queue if queue is not None else None
+        if target is not None and target.public_id in _queues_visited(call):
+            # A loop of overflow rules (the admin refuses to save one, but rules change
+            # while callers wait): a caller never goes round again; the rule refuses.
+            logger.warning("call %s already waited in %s: refused", call.pk, target.public_id)
+            target = None
         if queue is not None and queue.overflow == Overflow.QUEUE and target is not None:
             # The default queue's maximum wait is the ring timeout, read live (Call.start).
             wait_s = settings.CALLBRIDGE_RING_TIMEOUT_S if target.is_default else target.max_wait_s
@@ -131,6 +136,15 @@ def overflow(call_id: uuid.UUID, now: datetime) -> set[int]:
         except CallStateError:
             return set()
         return engine.queues_of(freed)
+
+
+def _queues_visited(call: Call) -> set[str]:
+    visited = set()
+    for name, data in call.events.filter(name__in=["queue.joined", "queue.overflowed"]).values_list(
+        "name", "data"
+    ):
+        visited.add(data.get("queue") if name == "queue.joined" else data.get("to"))
+    return visited
 
 
 def _waited(call: Call, now: datetime) -> float:

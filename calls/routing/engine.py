@@ -113,17 +113,27 @@ def _offer(queue: Queue, call: Call, status: OperatorStatus, now: datetime) -> O
 
 
 def _next_for(
-    call: Call, free: list[int], missed_by: dict[uuid.UUID, set[int]], ring_all: bool
-) -> int:
-    """Take the next operator for `call` off `free`: one by one, an operator who let this
-    call ring out goes after everyone who has not (skipped, not dropped: if nobody else is
-    free, they are rung again). ring_all rings everybody anyway."""
+    call: Call,
+    free: list[int],
+    missed_by: dict[uuid.UUID, set[int]],
+    declined_by: dict[uuid.UUID, set[int]],
+    ring_all: bool,
+) -> int | None:
+    """Take the next operator for `call` off `free`, or None if nobody free may have it.
+    Whoever declined this call is never offered it again (they stay free for the next
+    call). One by one, an operator who let this call ring out goes after everyone who
+    has not (skipped, not dropped: if nobody else is free, they are rung again).
+    ring_all rings everybody else anyway."""
+    declined = declined_by.get(call.pk, set())
+    allowed = [index for index, user_id in enumerate(free) if user_id not in declined]
+    if not allowed:
+        return None
     if not ring_all:
         missed = missed_by.get(call.pk, set())
-        for index, user_id in enumerate(free):
-            if user_id not in missed:
+        for index in allowed:
+            if free[index] not in missed:
                 return free.pop(index)
-    return free.pop(0)
+    return free.pop(allowed[0])
 
 
 def route(queue_id: int) -> list[Offered]:
@@ -157,18 +167,24 @@ def route(queue_id: int) -> list[Offered]:
         )
         ring_all = queue.strategy == QueueStrategy.RING_ALL
         missed_by: dict[uuid.UUID, set[int]] = {}
-        for call_id, user_id in QueueOffer.objects.filter(
-            call__in=waiting, outcome=OfferOutcome.MISSED
-        ).values_list("call_id", "operator_id"):
-            missed_by.setdefault(call_id, set()).add(user_id)
+        declined_by: dict[uuid.UUID, set[int]] = {}
+        for call_id, user_id, outcome in QueueOffer.objects.filter(
+            call__in=waiting,
+            queue=queue,
+            outcome__in=[OfferOutcome.MISSED, OfferOutcome.DECLINED],
+        ).values_list("call_id", "operator_id", "outcome"):
+            by = declined_by if outcome == OfferOutcome.DECLINED else missed_by
+            by.setdefault(call_id, set()).add(user_id)
         for call in waiting:
             if not free:
                 break
             if not ring_all and call.pk in pending_calls:
                 continue  # already ringing its operator
             while free:
-                user_id = _next_for(call, free, missed_by, ring_all)
-                status = _still_free(user_id, now)
+                operator_id = _next_for(call, free, missed_by, declined_by, ring_all)
+                if operator_id is None:
+                    break  # everyone free declined this call: they wait for the next
+                status = _still_free(operator_id, now)
                 if status is None:
                     continue
                 made = _offer(queue, call, status, now)

@@ -134,6 +134,26 @@ def _ended(event: CallEvent) -> None:
     transaction.on_commit(lambda: after_commit(set(), freed))
 
 
+def decline(call_id: Any, user_id: int) -> None:
+    """The operator passes their offer of this call on: the offer ends `declined` (not a
+    miss: they were there and said no), the call rings the next operator, and they are
+    free for other calls but never offered this one again while it waits (engine.route).
+    FORBIDDEN if it was never offered to them, CALL_STATE if their offer already ended."""
+    with transaction.atomic():
+        # Lock order: call → operator status → offers (as every path in routing).
+        Call.objects.select_for_update().filter(pk=call_id).first()
+        OperatorStatus.objects.select_for_update().filter(user_id=user_id).first()
+        mine = pending(call_id=call_id, operator_id=user_id)
+        if not mine:
+            if QueueOffer.objects.filter(call_id=call_id, operator_id=user_id).exists():
+                raise CallbridgeError(ErrorCode.CALL_STATE, "your offer of this call has ended")
+            raise CallbridgeError(ErrorCode.FORBIDDEN, "this call is not offered to you")
+        end_offers(mine, OfferOutcome.DECLINED, timezone.now())
+        announce_status([user_id])
+        queues = {offer.queue_id for offer in mine}
+        transaction.on_commit(lambda: after_commit(queues, {user_id}))
+
+
 def withdraw(user_id: int) -> set[int]:
     """An operator who is no longer available (away, offline) stops ringing: their pending
     offers are cancelled, each under its call's lock; the queues to route next."""

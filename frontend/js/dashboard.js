@@ -337,8 +337,10 @@ function render() {
     tickers.push(tick);
     if (inbound && mayAnswer(call)) {
       li.append(button("Answer", "primary", () => connectMine(call.callID)));
-      // Rejecting a queued call would end it for the caller: its offer just rings out.
-      if (!queued(call)) {
+      // Rejecting a queued call would end it for the caller: declining passes it on.
+      if (queued(call)) {
+        li.append(button("Decline", "", () => api("POST", `/calls/${call.callID}/decline`)));
+      } else {
         li.append(button("Reject", "danger", () => api("POST", `/calls/${call.callID}/reject`)));
       }
     } else if (inbound) {

@@ -12,7 +12,15 @@ from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from calls.models import Availability, Call, OfferOutcome, OperatorStatus, Queue, QueueOffer
+from calls.models import (
+    Availability,
+    Call,
+    EndUserSession,
+    OfferOutcome,
+    OperatorStatus,
+    Queue,
+    QueueOffer,
+)
 from calls.operators import operators_group
 from calls.principals import Principal
 from calls.routing import deadlines as routing_deadlines
@@ -35,9 +43,7 @@ def make_queue(public_id: str, members: Iterable[Any], **fields: Any) -> Queue:
 
 def answer(user: Any, call_id: Any) -> Any:
     """The staff operator answers through the REST API."""
-    client = APIClient()
-    client.force_login(user)
-    return client.post(f"/api/calls/{call_id}/answer")
+    return client_of(user).post(f"/api/calls/{call_id}/answer")
 
 
 def pending_of(user: Any) -> QueueOffer | None:
@@ -69,4 +75,40 @@ def in_threads(work: Callable[[Any], Any], items: list[Any]) -> list[Any]:
 def wait_passes(call: Call) -> None:
     """The caller's maximum wait passes; the deadlines service sweeps, as its timer would."""
     Call.objects.filter(pk=call.pk).update(ring_deadline=timezone.now() - timedelta(seconds=1))
+    routing_deadlines.sweep()
+
+
+def call_in(
+    queue: Queue, make_session: Callable[..., tuple[EndUserSession, str]], name: str = "Ada"
+) -> Call:
+    """An end user calls the queue (as POST /api/calls {queue} would)."""
+    session, _ = make_session(name)
+    return Call.start(
+        by=Principal.end_user(session), mode="bridge", media_worker="embedded", queue=queue
+    )
+
+
+def client_of(user: Any) -> APIClient:
+    """A REST client logged in as this staff user."""
+    client = APIClient()
+    client.force_login(user)
+    return client
+
+
+def hang_up(user: Any, call_id: Any) -> Any:
+    return client_of(user).post(f"/api/calls/{call_id}/hangup")
+
+
+def pending_operators(call: Call) -> list[str]:
+    return sorted(
+        QueueOffer.objects.filter(call=call, outcome=OfferOutcome.PENDING).values_list(
+            "operator__username", flat=True
+        )
+    )
+
+
+def ring_out(*offers: QueueOffer | None) -> None:
+    """Their deadlines pass; the deadlines service sweeps."""
+    past = timezone.now() - timedelta(seconds=1)
+    QueueOffer.objects.filter(pk__in=[o.pk for o in offers if o is not None]).update(deadline=past)
     routing_deadlines.sweep()
