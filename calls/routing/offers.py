@@ -8,7 +8,8 @@ commit together or not at all, whichever path answered (REST, WebSocket offer, W
   call's other offers and the answerer's offers of other calls `cancelled`;
 - `call.ended`: the call's pending offers `cancelled`; the operator who was on it starts
   wrap-up (`wrap_up_until`, `last_call_ended_at`).
-What to route after commit is handed to `after_commit`.
+After commit, the queues that lost an operator and the queues of the operators freed are
+routed (`route_after_commit`).
 """
 
 from __future__ import annotations
@@ -26,9 +27,12 @@ from calls.models import Call, CallEvent
 from calls.models.operator_status import Availability, OperatorStatus
 from calls.models.queue import OfferOutcome, QueueOffer
 from calls.principals import SYSTEM
+from calls.routing import engine
 
-# Set by calls.routing.triggers: routes these queues and these operators' queues.
-after_commit: Callable[[set[int], set[int]], None] = lambda queues, operators: None  # noqa: E731
+
+def route_after_commit(queues: set[int], operators: set[int]) -> None:
+    """Route these queues and the queues of these operators (freed: someone may wait)."""
+    engine.route_safely(set(queues) | engine.queues_of(operators))
 
 
 def end_offers(
@@ -112,7 +116,7 @@ def _answered(event: CallEvent) -> None:
     # The calls the answerer stops ringing for need someone else; the operators the
     # call stops ringing are free for the next caller.
     queues = {offer.queue_id for offer in elsewhere}
-    transaction.on_commit(lambda: after_commit(queues, freed))
+    transaction.on_commit(lambda: route_after_commit(queues, freed))
 
 
 def _ended(event: CallEvent) -> None:
@@ -131,7 +135,7 @@ def _ended(event: CallEvent) -> None:
         )
         freed.add(operator)
     announce_status(freed)
-    transaction.on_commit(lambda: after_commit(set(), freed))
+    transaction.on_commit(lambda: route_after_commit(set(), freed))
 
 
 def decline(call_id: Any, user_id: int) -> None:
@@ -151,7 +155,7 @@ def decline(call_id: Any, user_id: int) -> None:
         end_offers(mine, OfferOutcome.DECLINED, timezone.now())
         announce_status([user_id])
         queues = {offer.queue_id for offer in mine}
-        transaction.on_commit(lambda: after_commit(queues, {user_id}))
+        transaction.on_commit(lambda: route_after_commit(queues, {user_id}))
 
 
 def withdraw(user_id: int) -> set[int]:

@@ -26,10 +26,6 @@ from calls.routing import engine, offers, waiting
 ROUTED_EVENTS = frozenset({"queue.joined", "queue.overflowed"})
 
 
-def route_after_commit(queues: set[int], operators: set[int]) -> None:
-    engine.route_safely(set(queues) | engine.queues_of(operators))
-
-
 def _on_call_event(sender: Any, event: CallEvent, **kwargs: Any) -> None:
     # Already after commit (call_event_recorded is sent on commit).
     if event.name in ROUTED_EVENTS:
@@ -41,7 +37,7 @@ def _on_call_event(sender: Any, event: CallEvent, **kwargs: Any) -> None:
 
 
 def _on_operator_available(sender: Any, user_id: int, **kwargs: Any) -> None:
-    transaction.on_commit(lambda: route_after_commit(set(), {user_id}))
+    transaction.on_commit(lambda: offers.route_after_commit(set(), {user_id}))
 
 
 def _on_operator_status_changed(sender: Any, user_id: int, **kwargs: Any) -> None:
@@ -56,7 +52,6 @@ def _on_operator_status_changed(sender: Any, user_id: int, **kwargs: Any) -> Non
 
 
 def connect() -> None:
-    offers.after_commit = route_after_commit
     post_save.connect(offers.on_call_event_saved, sender=CallEvent, dispatch_uid="routing.offers")
     call_event_recorded.connect(_on_call_event, dispatch_uid="routing.triggers")
     # The caller's place in line and waiting audio (after calls.events' publisher).
