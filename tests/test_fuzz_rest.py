@@ -201,8 +201,10 @@ def test_it_answers_every_endpoint_within_the_contract(
     """Each operation in turn (so every one is covered): inputs that fit the schema
     (positive) and inputs that break it (negative), from every kind of caller."""
     operations = [result.ok() for result in rest_schema.get_all_operations()]
-    # 25 paths (tests/test_openapi.py), /api/calls and /api/operators/me/status twice
-    assert len(operations) == 29
+    # Every operation of the schema (its paths are pinned by tests/test_openapi.py).
+    methods = {"get", "put", "post", "patch", "delete"}
+    in_schema = sum(len(methods & set(item)) for item in rest_schema.raw_schema["paths"].values())
+    assert len(operations) == in_schema >= 30
 
     for operation in operations:
 
