@@ -50,20 +50,23 @@ def wago_file_name(path: str) -> str:
     return name
 
 
-def _taken(name: str) -> bool:
+def _on_disk(name: str) -> bool:
     # lexists: a symlink (even a dangling one) left in the folder counts as taken, so
-    # nothing is ever written through it.
-    return (
-        Recording.objects.filter(file_name=name).exists()
-        or os.path.lexists(recordings_dir() / name)
-        or os.path.lexists(recordings_dir() / f"{name}.capture")
+    # nothing is ever written through it. Names in the database are the unique
+    # constraint's to refuse (a purged recording keeps its name, without a file).
+    return os.path.lexists(recordings_dir() / name) or os.path.lexists(
+        recordings_dir() / f"{name}.capture"
     )
 
 
 def default_file_name(call: Call, recording_id: uuid.UUID) -> str:
-    """WaGo's default, `{callID}.wav`; a later recording of the same call gets a suffix."""
+    """WaGo's default, `{callID}.wav`; a later recording of the same call gets a suffix.
+    (Two first starts at once both pick the plain name: the call's lock lets one record
+    and tells the other CALL_STATE, as for any second start.)"""
     name = f"{call.pk}.wav"
-    return f"{call.pk}-{str(recording_id)[:8]}.wav" if _taken(name) else name
+    if Recording.objects.filter(file_name=name).exists() or _on_disk(name):
+        return f"{call.pk}-{str(recording_id)[:8]}.wav"
+    return name
 
 
 def start_recording(principal: Principal, call: Call, name: str | None = None) -> Recording:
@@ -80,15 +83,15 @@ def start_recording(principal: Principal, call: Call, name: str | None = None) -
         name = default_file_name(call, recording_id)
     elif not PLAIN_NAME.match(name) or ".." in name:
         raise CallbridgeError(ErrorCode.INVALID_ARGUMENT, "not a plain .wav file name")
-    elif _taken(name):
+    elif _on_disk(name):
         raise CallbridgeError(ErrorCode.INVALID_ARGUMENT, "a recording with that name exists")
     try:
         recording = Recording.begin(
             call, principal, name, recording_id, consents=consents_relied_on
         )
     except IntegrityError:
-        # The same name taken meanwhile by another call's recording (the unique file name
-        # decides; a second start on this call waits for its lock and is told CALL_STATE).
+        # The name is a recording's already (kept after its file was purged, or taken a
+        # moment ago by another call's start): the unique file name decides, once.
         raise CallbridgeError(
             ErrorCode.INVALID_ARGUMENT, "a recording with that name exists"
         ) from None

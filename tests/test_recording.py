@@ -211,6 +211,14 @@ async def test_it_names_wago_recordings_as_wago_does(live_call: LiveCall, settin
     taken = await wago_record(live_call, f"files/calls/{call_id}.wav")
     assert (taken.status_code, taken.json()["code"]) == (400, "INVALID_ARGUMENT")
     assert sorted(p.name for p in recordings.iterdir()) == sorted(kept)
+    # A purged recording's file is gone, its name stays its own (the database refuses).
+    purged = await asyncio.to_thread((recordings / "ada-call.wav").read_bytes)
+    await asyncio.to_thread((recordings / "ada-call.wav").unlink)
+    reused = await wago_record(live_call, "files/calls/ada-call.wav")
+    assert (reused.status_code, reused.json()["code"]) == (400, "INVALID_ARGUMENT")
+    assert not (recordings / "ada-call.wav").exists()
+    await asyncio.to_thread((recordings / "ada-call.wav").write_bytes, purged)
+    assert await Recording.objects.acount() == len(kept)
     for name in kept:
         left, _, _ = await asyncio.to_thread(read_wav, recordings / name)
         assert abs(dominant(left[-12000:]) - USER_TONE) < 20, name
