@@ -156,6 +156,13 @@ async def test_it_keeps_playback_for_operators(live_call: LiveCall, tmp_path: Pa
         headers={"token": live_call.operator_token},
     )
     assert wago.status_code == 200 and wago.json()["to"] == "user"
+    nobody = await live_call.http.post(
+        "/call/play",
+        {"callID": live_call.call_id, "file": "beep", "to": "everyone"},
+        content_type="application/json",
+        headers={"token": live_call.operator_token},
+    )
+    assert (nobody.status_code, nobody.json()["code"]) == (400, "INVALID_ARGUMENT")
 
 
 @pytest.mark.django_db(transaction=True)
