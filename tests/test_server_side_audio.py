@@ -20,12 +20,13 @@ from tests.support.media_peers import ClientPeer
 from tests.support.signal_client import SignalClient
 from tests.support.wav import dominant, read_wav
 
-pytestmark = [pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.django_db]
 
 FILE_TONE = 600
 
 
 @pytest.mark.media
+@pytest.mark.django_db(transaction=True)
 async def test_it_keeps_a_call_up_that_the_backend_only_plays_to_and_records(
     asgi_app: Any, settings: Any, tmp_path: Path
 ) -> None:
