@@ -74,6 +74,18 @@ def env_list(
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def env_url_list(
+    name: str, schemes: tuple[str, ...], environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """Comma-separated URLs, each of one of `schemes` (e.g. ("stun", "stuns"))."""
+    urls = env_list(name, environ=environ)
+    for url in urls:
+        if not url.startswith(tuple(f"{scheme}:" for scheme in schemes)):
+            wanted = "/".join(f"{scheme}:" for scheme in schemes)
+            raise ImproperlyConfigured(f"{name}: {url!r} is not a {wanted} URL")
+    return urls
+
+
 def env_choice(
     name: str, default: str, choices: tuple[str, ...], environ: Mapping[str, str] | None = None
 ) -> str:

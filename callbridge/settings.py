@@ -21,6 +21,7 @@ from callbridge.env import (
     env_network_list,
     env_rate,
     env_str,
+    env_url_list,
     load_dotenv,
     persistent_secret,
 )
@@ -285,16 +286,13 @@ if CALLBRIDGE_SESSION_TTL_S > CALLBRIDGE_SESSION_MAX_TTL_S:
     raise ImproperlyConfigured("CALLBRIDGE_SESSION_TTL_S exceeds CALLBRIDGE_SESSION_MAX_TTL_S")
 
 # ICE: nothing by default (LAN / localhost). Never fall back to a public STUN server.
-CALLBRIDGE_STUN_URLS = env_list("CALLBRIDGE_STUN_URLS")
-CALLBRIDGE_TURN_URLS = env_list("CALLBRIDGE_TURN_URLS")
+# STUN_URLS: the media worker's and the clients'; CLIENT_STUN_URLS: handed to clients only
+# (what WaGo returns, e.g. a public STUN server the server itself need not ask).
+CALLBRIDGE_STUN_URLS = env_url_list("CALLBRIDGE_STUN_URLS", ("stun", "stuns"))
+CALLBRIDGE_CLIENT_STUN_URLS = env_url_list("CALLBRIDGE_CLIENT_STUN_URLS", ("stun", "stuns"))
+CALLBRIDGE_TURN_URLS = env_url_list("CALLBRIDGE_TURN_URLS", ("turn", "turns"))
 CALLBRIDGE_TURN_SECRET = env_str("CALLBRIDGE_TURN_SECRET")
 CALLBRIDGE_TURN_TTL = env_int("CALLBRIDGE_TURN_TTL", 86400, minimum=60, maximum=7 * 86400)
-for _url in CALLBRIDGE_STUN_URLS:
-    if not _url.startswith(("stun:", "stuns:")):
-        raise ImproperlyConfigured(f"CALLBRIDGE_STUN_URLS: {_url!r} is not a stun:/stuns: URL")
-for _url in CALLBRIDGE_TURN_URLS:
-    if not _url.startswith(("turn:", "turns:")):
-        raise ImproperlyConfigured(f"CALLBRIDGE_TURN_URLS: {_url!r} is not a turn:/turns: URL")
 if bool(CALLBRIDGE_TURN_URLS) != bool(CALLBRIDGE_TURN_SECRET):
     raise ImproperlyConfigured(
         "CALLBRIDGE_TURN_URLS and CALLBRIDGE_TURN_SECRET go together: set both or neither"

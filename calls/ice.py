@@ -29,8 +29,12 @@ def ice_configuration(ident: str, not_after: datetime | None = None) -> dict[str
     (an end-user session's TURN access ends with the session).
     """
     servers: list[dict[str, Any]] = []
-    if settings.CALLBRIDGE_STUN_URLS:
-        servers.append({"urls": list(settings.CALLBRIDGE_STUN_URLS)})
+    # The server's own STUN servers and the clients-only ones, in one entry, each once.
+    stun = list(
+        dict.fromkeys([*settings.CALLBRIDGE_STUN_URLS, *settings.CALLBRIDGE_CLIENT_STUN_URLS])
+    )
+    if stun:
+        servers.append({"urls": stun})
     if not settings.CALLBRIDGE_TURN_SECRET:
         return {"iceServers": servers, "turn": {"enabled": False, "status": "not_configured"}}
 

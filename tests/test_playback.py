@@ -96,6 +96,42 @@ async def test_it_plays_a_file_to_the_chosen_party_only(
 
 
 @pytest.mark.django_db(transaction=True)
+async def test_it_plays_every_library_format_to_whom_wagos_play_names(
+    live_call: LiveCall, tmp_path: Path
+) -> None:
+    """WaGo's /call/play with each format it lists, one after another in one call: each
+    file's own tone reaches the party `to` names (and only them) over the live audio."""
+    plays = [  # (format, tone, to): a distinct tone per file, apart from the live 440/880
+        (".mp3", 600, "user"),
+        (".wav", 1000, "operator"),
+        (".opus", 1300, "both"),
+        (".ogg", 1700, None),  # WaGo's own body: no `to`, the end user hears it
+    ]
+    peers = {"user": live_call.user_peer, "operator": live_call.operator_peer}
+    for suffix, tone, to in plays:
+        name = f"tone{suffix.replace('.', '-')}"
+        await add_to_library(tmp_path, name, tone, 3.0, suffix)
+        body = {"callID": live_call.call_id, "file": name, **({"to": to} if to else {})}
+        response = await live_call.http.post(
+            "/call/play",
+            body,
+            content_type="application/json",
+            headers={"token": live_call.operator_token},
+        )
+        assert response.status_code == 200, (suffix, response.json())
+        assert response.json()["to"] == (to or "user")
+        assert abs(response.json()["durationS"] - 3.0) < 0.1, suffix
+        hearers = ["user", "operator"] if to == "both" else [to or "user"]
+        await asyncio.gather(*(peers[role].hears_in_mix(tone) for role in hearers))
+        for role in set(peers) - set(hearers):
+            assert peers[role].sink.strength(tone, last_seconds=0.5) < 0.02, (suffix, role)
+        stopped = await live_call.post(
+            f"/api/calls/{live_call.call_id}/play/stop", live_call.operator_token
+        )
+        assert stopped.status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("reference", ["nothing", "../../etc/passwd", "/etc/passwd", "999"])
 async def test_it_plays_only_library_files(
     live_call: LiveCall, tmp_path: Path, reference: str
@@ -120,6 +156,13 @@ async def test_it_keeps_playback_for_operators(live_call: LiveCall, tmp_path: Pa
         headers={"token": live_call.operator_token},
     )
     assert wago.status_code == 200 and wago.json()["to"] == "user"
+    nobody = await live_call.http.post(
+        "/call/play",
+        {"callID": live_call.call_id, "file": "beep", "to": "everyone"},
+        content_type="application/json",
+        headers={"token": live_call.operator_token},
+    )
+    assert (nobody.status_code, nobody.json()["code"]) == (400, "INVALID_ARGUMENT")
 
 
 @pytest.mark.django_db(transaction=True)

@@ -117,35 +117,111 @@ async def test_it_finalizes_the_file_when_the_call_is_hung_up(
     assert 0.9 < seconds < 2.0
 
 
-@pytest.mark.parametrize(
-    "path", ["../escape.wav", "files/calls/x.wav", "/etc/x.wav", "x.mp3", ".x.wav"]
-)
+# Each must be refused as it is, whatever the folder holds: other folders, climbing out,
+# absolute, URL-encoded, backslashes, NUL, look-alike slashes, hidden or non-WAV names.
+BAD_WAGO_PATHS = [
+    "../escape.wav",
+    "files/calls/../escape.wav",
+    "files/calls/../../escape.wav",
+    "files/calls/sub/escape.wav",
+    "files/other/escape.wav",
+    "files/calls//escape.wav",
+    "/files/calls/escape.wav",
+    "./files/calls/escape.wav",
+    "/etc/escape.wav",
+    "~/escape.wav",
+    "%2e%2e%2fescape.wav",
+    "files%2Fcalls%2Fescape.wav",
+    "files/calls/%2e%2e%2fescape.wav",
+    "..\\escape.wav",
+    "files\\calls\\escape.wav",
+    "escape.wav\x00.wav",
+    "files/calls/escape\u2215x.wav",
+    "files/calls/.escape.wav",
+    "files/calls/escape.mp3",
+    "files/calls/escape.wav/",
+    "files/calls/",
+]
+
+
+async def wago_record(live_call: LiveCall, path: str | None) -> Any:
+    body = {"CallID": live_call.call_id, **({"Path": path} if path is not None else {})}
+    return await live_call.http.post(
+        "/call/record",
+        body,
+        content_type="application/json",
+        headers={"token": live_call.operator_token},
+    )
+
+
+def files_under(folder: Path) -> set[Path]:
+    return set(folder.rglob("*"))
+
+
 async def test_it_keeps_wagos_path_inside_the_recordings_folder(
-    live_call: LiveCall, settings: Any, path: str
+    live_call: LiveCall, settings: Any, tmp_path: Path
 ) -> None:
     await live_call.consent_all()
-    response = await live_call.http.post(
-        "/call/record",
-        {"CallID": live_call.call_id, "Path": path},
-        content_type="application/json",
-        headers={"token": live_call.operator_token},
-    )
+    everything = tmp_path.parent  # MEDIA_ROOT is tmp_path: climbing out lands here
+    before = await asyncio.to_thread(files_under, everything)
+    for path in BAD_WAGO_PATHS:
+        response = await wago_record(live_call, path)
+        assert (response.status_code, response.json()["code"]) == (400, "INVALID_ARGUMENT"), path
+        assert "Traceback" not in response.content.decode()
+    # A link left in the folder (even one to nowhere) is never written through.
+    recordings = Path(settings.MEDIA_ROOT) / "recordings"
+    recordings.mkdir(exist_ok=True)
+    (recordings / "trap.wav").symlink_to(tmp_path.parent / "outside.wav")
+    response = await wago_record(live_call, "files/calls/trap.wav")
     assert (response.status_code, response.json()["code"]) == (400, "INVALID_ARGUMENT")
     assert await Recording.objects.acount() == 0
+    after = await asyncio.to_thread(files_under, everything)
+    assert after - before == {recordings, recordings / "trap.wav"}
+    assert not (tmp_path.parent / "outside.wav").exists()
 
 
-async def test_it_records_under_a_wago_name(live_call: LiveCall, settings: Any) -> None:
+async def test_it_names_wago_recordings_as_wago_does(live_call: LiveCall, settings: Any) -> None:
+    """No Path: `{callID}.wav` (WaGo's files/calls/{callID}.wav); the seed's own Path form
+    and a bare name land in the recordings folder; a taken name is refused, and only the
+    default one gets a suffix."""
     await live_call.consent_all()
-    response = await live_call.http.post(
-        "/call/record",
-        {"CallID": live_call.call_id, "Path": "ada-call.wav"},
-        content_type="application/json",
-        headers={"token": live_call.operator_token},
-    )
-    assert response.status_code == 201, response.json()
-    await asyncio.sleep(0.5)
-    await live_call.post(f"/api/calls/{live_call.call_id}/record/stop", live_call.operator_token)
-    assert (Path(settings.MEDIA_ROOT) / "recordings" / "ada-call.wav").is_file()
+    recordings = Path(settings.MEDIA_ROOT) / "recordings"
+    call_id = live_call.call_id
+    kept = []
+    for path, name in [
+        (None, f"{call_id}.wav"),
+        (f"files/calls/{call_id}-ada.wav", f"{call_id}-ada.wav"),
+        ("ada-call.wav", "ada-call.wav"),
+        ("", None),  # {callID}.wav is taken now: {callID}-<8 hex>.wav
+    ]:
+        response = await wago_record(live_call, path)
+        assert response.status_code == 201, (path, response.json())
+        recording = await Recording.objects.aget(pk=response.json()["recordingID"])
+        if name is None:
+            assert recording.file_name.startswith(f"{call_id}-")
+            assert len(recording.file_name) == len(f"{call_id}-12345678.wav")
+        else:
+            assert recording.file_name == name
+        await asyncio.sleep(0.5)
+        stopped = await live_call.post(
+            f"/api/calls/{call_id}/record/stop", live_call.operator_token
+        )
+        assert stopped.status_code == 200, stopped.json()
+        kept.append(recording.file_name)
+    taken = await wago_record(live_call, f"files/calls/{call_id}.wav")
+    assert (taken.status_code, taken.json()["code"]) == (400, "INVALID_ARGUMENT")
+    assert sorted(p.name for p in recordings.iterdir()) == sorted(kept)
+    # A purged recording's file is gone, its name stays its own (the database refuses).
+    purged = await asyncio.to_thread((recordings / "ada-call.wav").read_bytes)
+    await asyncio.to_thread((recordings / "ada-call.wav").unlink)
+    reused = await wago_record(live_call, "files/calls/ada-call.wav")
+    assert (reused.status_code, reused.json()["code"]) == (400, "INVALID_ARGUMENT")
+    assert not (recordings / "ada-call.wav").exists()
+    await asyncio.to_thread((recordings / "ada-call.wav").write_bytes, purged)
+    assert await Recording.objects.acount() == len(kept)
+    for name in kept:
+        left, _, _ = await asyncio.to_thread(read_wav, recordings / name)
+        assert abs(dominant(left[-12000:]) - USER_TONE) < 20, name
 
 
 def longest_silence(samples: np.ndarray, threshold: float = 300.0) -> float:

@@ -95,6 +95,7 @@ def test_it_selects_postgres_and_redis_from_urls() -> None:
         ({"CALLBRIDGE_TURN_URLS": "turn:t.example.com:3478"}, "go together"),
         ({"CALLBRIDGE_TURN_SECRET": "s"}, "go together"),
         ({"CALLBRIDGE_STUN_URLS": "stun.example.com"}, "not a stun"),
+        ({"CALLBRIDGE_CLIENT_STUN_URLS": "turn:t.example.com"}, "CALLBRIDGE_CLIENT_STUN_URLS"),
         ({"CALLBRIDGE_RING_TIMEOUT_S": "soon"}, "CALLBRIDGE_RING_TIMEOUT_S"),
         ({"DEBUG": "perhaps"}, "DEBUG"),
         ({"CALLBRIDGE_SESSION_TTL_S": "999999999"}, "exceeds"),

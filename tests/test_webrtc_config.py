@@ -16,6 +16,7 @@ from rest_framework.test import APIClient
 
 from calls.ice import turn_credentials
 from calls.models import EndUserSession
+from calls.workers.local import build_media_worker
 from tests.support.rest_client import bearer_client
 
 pytestmark = pytest.mark.django_db
@@ -37,6 +38,29 @@ def test_it_lists_configured_stun_servers(operator_client: APIClient, settings: 
     body = operator_client.get("/api/webrtc/config").json()
     assert body["iceServers"] == [{"urls": ["stun:stun.example.com:3478"]}]
     assert body["turn"]["enabled"] is False
+
+
+def test_it_hands_clients_the_stun_servers_wago_returns(
+    api_token: tuple[Any, str], settings: Any
+) -> None:
+    """A STUN server for clients only (WaGo's own answer names Google's): in both config
+    answers, once, after the server's own; the media worker never asks it."""
+    settings.CALLBRIDGE_CLIENT_STUN_URLS = ["stun:stun.l.google.com:19302"]
+    wago = APIClient()
+    wago.credentials(HTTP_TOKEN=api_token[1])
+    body = wago.get("/call/webrtc/config").json()
+    assert body == {
+        "iceServers": [{"urls": ["stun:stun.l.google.com:19302"]}],
+        "turn": {"enabled": False, "status": "not_configured"},
+    }
+    settings.CALLBRIDGE_STUN_URLS = ["stun:stun.example.com:3478", "stun:stun.l.google.com:19302"]
+    both = bearer_client(api_token[1]).get("/api/webrtc/config").json()
+    assert both["iceServers"] == [
+        {"urls": ["stun:stun.example.com:3478", "stun:stun.l.google.com:19302"]}
+    ]
+    settings.CALLBRIDGE_STUN_URLS = []
+    worker = build_media_worker("stun-check", host_addresses=["127.0.0.1"])
+    assert worker.peer_settings.ice_servers == ()
 
 
 def test_it_matches_a_known_coturn_credential() -> None:

@@ -36,7 +36,7 @@ from calls.api.webrtc import answer_offer, close_media
 from calls.ice import ice_configuration
 from calls.models import Call
 from calls.principals import Principal
-from calls.recordings import start_recording
+from calls.recordings import start_recording, wago_file_name
 
 
 class CallIdSerializer(serializers.Serializer):
@@ -112,12 +112,18 @@ class WagoCloseView(APIView):
 
 class WagoRecordSerializer(serializers.Serializer):
     CallID = serializers.UUIDField()
-    Path = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    Path = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=200,
+        help_text="files/calls/NAME.wav or NAME.wav (kept in the recordings folder); "
+        "empty: {callID}.wav",
+    )
 
 
 class WagoRecordView(APIView):
     @extend_schema(
-        summary="WaGo: record a call (Path: a plain .wav name in the recordings folder)",
+        summary="WaGo: record a call (Path: files/calls/NAME.wav or NAME.wav, never elsewhere)",
         request=WagoRecordSerializer,
         responses={201: RecordingSerializer, **ERRORS},
     )
@@ -125,19 +131,21 @@ class WagoRecordView(APIView):
         body = WagoRecordSerializer(data=json_object(request))
         body.is_valid(raise_exception=True)
         principal = principal_of(request)
+        path = body.validated_data.get("Path") or ""
+        name = wago_file_name(path) if path else None  # a bad Path changes nothing
         call = calling.call_for(principal, str(body.validated_data["CallID"]))
-        name = body.validated_data.get("Path") or None
         recording = start_recording(principal, call, name)
         return Response(RecordingSerializer(recording).data, status=status.HTTP_201_CREATED)
 
 
 class WagoPlaySerializer(CallIdSerializer):
     file = serializers.CharField(max_length=100)
+    to = serializers.ChoiceField(choices=playback.TARGETS, default="user")
 
 
 class WagoPlayView(APIView):
     @extend_schema(
-        summary="WaGo: play a library file to the end user",
+        summary="WaGo: play a library file (.mp3 .wav .opus .ogg) to the end user, or `to`",
         request=WagoPlaySerializer,
         responses={200: PlaybackSerializer, **ERRORS},
     )
@@ -146,7 +154,9 @@ class WagoPlayView(APIView):
         body.is_valid(raise_exception=True)
         principal = principal_of(request)
         call = calling.call_for(principal, str(body.validated_data["callID"]))
-        return Response(playback.play(principal, call, body.validated_data["file"], "user"))
+        return Response(
+            playback.play(principal, call, body.validated_data["file"], body.validated_data["to"])
+        )
 
 
 class WagoMakeView(APIView):

@@ -221,9 +221,38 @@ class Call(models.Model):
             return {self.caller_role}
         return {LegRole.USER, LegRole.OPERATOR}
 
+    def takes_part_live(self, leg: Leg) -> bool:
+        """Whether the call needs `leg`'s media (lacking it, the media grace runs).
+
+        Server-side-only audio (WaGo's "if the user doesn't need to speak live": the
+        integrator's backend plays files and records): an API token's operator leg in a
+        bridge call that has never sent an offer is not live, so the call needs the end
+        user's media only. Its first offer makes it live for good (a close then starts the
+        grace, as for everyone). Staff operators always talk; an echo call has nobody else.
+        """
+        if leg.role not in self.media_roles:
+            return False
+        server_side = (
+            self.mode == CallMode.BRIDGE
+            and leg.role == LegRole.OPERATOR
+            and leg.api_token_id is not None
+            and leg.media_state == MediaState.NEW
+        )
+        return not server_side
+
+    def lacks_media(self) -> bool:
+        """A role the call needs has no leg yet, or a live leg has no media now."""
+        legs = {leg.role: leg for leg in self.legs.all()}
+        for role in self.media_roles:
+            leg = legs.get(role)
+            if leg is None:
+                return True
+            if leg.media_state != MediaState.CONNECTED and self.takes_part_live(leg):
+                return True
+        return False
+
     def _media_deadline(self, now: Any) -> Any:
-        connected = {leg.role for leg in self.legs.all() if leg.media_state == MediaState.CONNECTED}
-        if self.media_roles <= connected:
+        if not self.lacks_media():
             return None
         return self.media_deadline or now + timedelta(seconds=settings.CALLBRIDGE_MEDIA_GRACE_S)
 
@@ -405,6 +434,9 @@ class Call(models.Model):
             if target == CallState.ACTIVE:
                 leg = Leg.join(call, by, **(new_leg or {}))
                 data["legID"] = str(leg.pk)
+                if not call.lacks_media():  # e.g. answered for server-side audio only
+                    Call.objects.filter(pk=call.pk).update(media_deadline=None)
+                    call.media_deadline = None
             else:
                 data["reason"] = changes["end_reason"]
             data.update(detail or {})

@@ -15,6 +15,7 @@ from calls.models import ApiToken, AudioFile, EndUserSession
 from tests.support.browser import write_tone_wav
 from tests.support.media_peers import ClientPeer, hear_each_other
 from tests.support.signal_client import SignalClient
+from tests.support.tone_files import write_tone_file
 
 USER_TONE, OPERATOR_TONE = 440, 880
 
@@ -85,12 +86,19 @@ async def live_call(asgi_app: Any, settings: Any, tmp_path: Path) -> AsyncIterat
     await operator.close()
 
 
-async def add_to_library(tmp_path: Path, name: str, frequency: float, seconds: float) -> None:
-    """A tone file in the audio library (MEDIA_ROOT = tmp_path)."""
+async def add_to_library(
+    tmp_path: Path, name: str, frequency: float, seconds: float, suffix: str = ".wav"
+) -> None:
+    """A tone file in the audio library (MEDIA_ROOT = tmp_path), of the format `suffix`
+    names (tests/support/tone_files.py)."""
 
     def add() -> None:
         (tmp_path / "audio").mkdir(exist_ok=True)
-        write_tone_wav(tmp_path / "audio" / f"{name}.wav", frequency, seconds)
-        AudioFile.objects.create(name=name, file=f"audio/{name}.wav", duration_s=seconds)
+        stored = f"audio/{name}{suffix}"
+        if suffix == ".wav":
+            write_tone_wav(tmp_path / stored, frequency, seconds)
+        else:
+            write_tone_file(tmp_path / stored, frequency, seconds)
+        AudioFile.objects.create(name=name, file=stored, duration_s=seconds)
 
     await sync_to_async(add)()

@@ -157,6 +157,22 @@ class ClientPeer:
                     return heard
         raise AssertionError(f"expected to hear {frequency} Hz, heard {heard:.0f} Hz")
 
+    async def hears_in_mix(
+        self, frequency: float, within: float = 8.0, strength: float = 0.2
+    ) -> None:
+        """Wait until `frequency` is plainly part of the last half second heard, with other
+        sounds over it (a file played over the other party's voice)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        level = 0.0
+        while loop.time() < deadline:
+            await asyncio.sleep(0.1)
+            if self.sink.seconds >= 0.5:
+                level = self.sink.strength(frequency, last_seconds=0.5)
+                if level > strength:
+                    return
+        raise AssertionError(f"{frequency} Hz never rose above {strength} (last {level:.3f})")
+
     async def close(self) -> None:
         await self.sink.stop()
         await self.pc.close()
