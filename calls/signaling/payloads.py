@@ -75,6 +75,10 @@ class CallSnapshot:
     queued_at: str | None = None
     open_answer: bool = True
     offers: tuple[OfferSnapshot, ...] = ()
+    # What a gateway client said of its call (PolyAI's callSid, caller, callee); "" if not.
+    external_id: str = ""
+    caller: str = ""
+    callee: str = ""
 
 
 @dataclass(frozen=True)
@@ -200,6 +204,15 @@ def leg_failure(event: CallEventSnapshot, my_leg: str) -> JsonObject | None:
     return protocol.error(my_leg, failure, call_sid=event.call.call_id)
 
 
+def no_operator(event: CallEventSnapshot, my_leg: str, code: ErrorCode) -> JsonObject | None:
+    """The error a caller gets (besides `call.ended`) when its queue found nobody to take
+    its call: PolyAI's clients know this as AGENT_FAILURE."""
+    if event.name != "call.ended" or event.data.get("reason") != "no_operator" or not my_leg:
+        return None
+    failure = CallbridgeError(code, "no operator could take the call", recoverable=True)
+    return protocol.error(my_leg, failure, call_sid=event.call.call_id)
+
+
 def feed_event(event: CallEventSnapshot) -> JsonObject:
     """/ws/operator: every record, under its wire name as an operator would be told (else
     its record name), with the record name and the whole call."""
@@ -260,6 +273,9 @@ def call_summary(call: CallSnapshot) -> JsonObject:
         "queuedAt": call.queued_at,
         "openAnswer": call.open_answer,
         "offers": [{"operator": o.operator, "deadline": o.deadline} for o in call.offers],
+        "externalId": call.external_id,
+        "caller": call.caller,
+        "callee": call.callee,
     }
 
 
