@@ -16,7 +16,7 @@ class ErrorCode(StrEnum):
     CONSENT_REQUIRED = "CONSENT_REQUIRED"
     RATE_LIMITED = "RATE_LIMITED"
     MEDIA_BRIDGE_FAILURE = "MEDIA_BRIDGE_FAILURE"
-    AGENT_FAILURE = "AGENT_FAILURE"  # PolyAI's: nobody (no operator) could take the call
+    AGENT_FAILURE = "AGENT_FAILURE"  # PolyAI's: nobody (no operator) took the call
     HANDLER_ERROR = "HANDLER_ERROR"
 
     @property

@@ -176,20 +176,25 @@ def test_it_tells_a_waiting_caller_its_place_and_nothing_of_operators() -> None:
     }
 
 
-def test_it_tells_a_gateway_caller_agent_failure_when_its_queue_finds_nobody() -> None:
-    ended = recorded("call.ended", {"reason": "no_operator"}, replace(CALL, state="missed"))
-    refused = payloads.no_operator(ended, "leg-user", ErrorCode.AGENT_FAILURE)
-    assert refused == {
-        "type": "error",
-        "sessionId": "leg-user",
-        "callSid": CALL.call_id,
-        "data": {
-            "code": "AGENT_FAILURE",
-            "message": "no operator could take the call",
-            "recoverable": True,
-        },
-    }
-    assert payloads.no_operator(ended, "", ErrorCode.AGENT_FAILURE) is None  # not its caller
+def test_it_tells_a_gateway_caller_agent_failure_when_nobody_takes_its_call() -> None:
+    ringing = replace(CALL, state="missed", legs=CALL.legs[:1])
+    for reason, message in (
+        ("no_operator", "no operator could take the call"),
+        ("missed", "no operator answered the call in time"),
+    ):
+        ended = recorded("call.ended", {"reason": reason}, ringing)
+        refused = payloads.no_operator(ended, "leg-user", ErrorCode.AGENT_FAILURE)
+        assert refused == {
+            "type": "error",
+            "sessionId": "leg-user",
+            "callSid": CALL.call_id,
+            "data": {"code": "AGENT_FAILURE", "message": message, "recoverable": True},
+        }
+        assert payloads.no_operator(ended, "", ErrorCode.AGENT_FAILURE) is None
+    # Only its caller, only when nobody took it.
+    outbound = replace(ringing, direction="outbound", caller_role="operator")
+    missed_outbound = recorded("call.ended", {"reason": "missed"}, outbound)
+    assert payloads.no_operator(missed_outbound, "leg-user", ErrorCode.AGENT_FAILURE) is None
     hung_up = recorded("call.ended", {"reason": "hangup"})
     assert payloads.no_operator(hung_up, "leg-user", ErrorCode.AGENT_FAILURE) is None
 

@@ -233,7 +233,7 @@ async def test_it_keeps_a_callsid_to_one_party(gateway: Any, sdp: str) -> None:
     assert again["callSid"] == replies[winner]["callSid"]
 
 
-async def test_it_tells_the_caller_agent_failure_when_no_operator_takes_the_call(
+async def test_it_tells_the_caller_agent_failure_when_nobody_takes_the_call(
     gateway: Any, sdp: str
 ) -> None:
     def queue_nobody_answers() -> Queue:
@@ -250,6 +250,17 @@ async def test_it_tells_the_caller_agent_failure_when_no_operator_takes_the_call
     assert error["data"]["code"] == "AGENT_FAILURE" and error["data"]["recoverable"] is True
     ended = await client.expect("event", "call.ended")
     assert ended["data"]["reason"] == "no_operator"
+
+    # The default queue (a callee naming no queue): its ring timeout passes, the same error.
+    _, bob_token = await sync_to_async(make_user)("Bob")
+    other = await gateway()
+    await other.send(seed_offer(bob_token, await offer_sdp()))
+    answer = await other.expect("answer")
+    call = await Call.objects.aget(pk=answer["callSid"])
+    await sync_to_async(wait_passes)(call)
+    error = await other.expect("error")
+    assert error["data"]["code"] == "AGENT_FAILURE", error
+    assert (await other.expect("event", "call.ended"))["data"]["reason"] == "missed"
 
 
 @pytest.mark.media

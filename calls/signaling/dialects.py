@@ -24,7 +24,8 @@ class Dialect:
     # callbridge: `close` closes the leg's media (the call stays, the party may reconnect).
     # PolyAI: `close` ends the session, i.e. the call.
     close_ends_call: bool
-    # The error the caller also gets when its queue finds nobody to take the call.
+    # The error the caller also gets when nobody took its call (refused by its queue, or
+    # rung out: calls.signaling.payloads.no_operator).
     no_operator_error: ErrorCode | None
 
     def call_mode(self, mode: str | None) -> str:

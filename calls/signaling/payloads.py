@@ -204,12 +204,24 @@ def leg_failure(event: CallEventSnapshot, my_leg: str) -> JsonObject | None:
     return protocol.error(my_leg, failure, call_sid=event.call.call_id)
 
 
+# Why a ringing call ended without anyone taking it: its queue's overflow refused it, or
+# (default queue, open-answer queues) its ring timeout passed.
+NOBODY_TOOK_IT = {
+    "no_operator": "no operator could take the call",
+    "missed": "no operator answered the call in time",
+}
+
+
 def no_operator(event: CallEventSnapshot, my_leg: str, code: ErrorCode) -> JsonObject | None:
-    """The error a caller gets (besides `call.ended`) when its queue found nobody to take
-    its call: PolyAI's clients know this as AGENT_FAILURE."""
-    if event.name != "call.ended" or event.data.get("reason") != "no_operator" or not my_leg:
+    """The error the caller gets (besides `call.ended`) when nobody took its call: PolyAI's
+    clients know this as AGENT_FAILURE. None for anyone else, or any other end."""
+    message = NOBODY_TOOK_IT.get(str(event.data.get("reason")))
+    if event.name != "call.ended" or message is None:
         return None
-    failure = CallbridgeError(code, "no operator could take the call", recoverable=True)
+    mine = next((leg for leg in event.call.legs if leg.leg_id == my_leg), None)
+    if mine is None or mine.role != event.call.caller_role:
+        return None
+    failure = CallbridgeError(code, message, recoverable=True)
     return protocol.error(my_leg, failure, call_sid=event.call.call_id)
 
 
