@@ -49,7 +49,9 @@ class SignalConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketCo
     """Signed in by the first `register`/`offer`; from then on every message re-reads the
     credential (calls.revocation), and a credential that dies closes the socket."""
 
-    def __init__(self, *args: Any, dialect: dialects.Dialect = dialects.CALLBRIDGE, **kwargs: Any):
+    def __init__(
+        self, *args: Any, dialect: dialects.Dialect = dialects.CALLBRIDGE, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.dialect = dialect
 

@@ -34,7 +34,7 @@ class CallDetails:
     external_id: str | None = None
     caller: str = ""
     callee: str = ""
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False)  # plans stay hashable
 
 
 @dataclass(frozen=True)
