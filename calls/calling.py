@@ -11,15 +11,17 @@ the worker refuses (bad SDP) leaves no trace. Shared by REST and WebSocket signa
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from calls import limits, policy
 from calls.errors import CallbridgeError, CallStateError, ErrorCode
 from calls.models import Call, CallMode, EndUserSession, Leg, MediaState, Queue
 from calls.principals import Principal
+from calls.signaling.protocol import CallDetails
 from calls.workers.placement import choose_worker
 from calls.workers.protocol import OfferKind  # the worker needs the kind too (drain)
 
@@ -33,6 +35,7 @@ class OfferPlan:
     mode: str
     worker: str
     queue_id: int | None = None  # the queue a new end-user call joins (None: the default)
+    details: CallDetails | None = None  # a gateway client's new call: its callSid, numbers …
 
     @property
     def creates_call(self) -> bool:
@@ -68,6 +71,8 @@ def queue_named(principal: Principal, mode: str, public_id: str | None) -> Queue
 def plan_offer(
     principal: Principal, call_id: str | None, mode: str | None, queue: str | None = None
 ) -> OfferPlan:
+    """callbridge's own offer: a new call (no `call_id`), or joining the call `call_id`
+    (answering it, or reconnecting the principal's own leg)."""
     if call_id is None:
         mode = mode or CallMode.BRIDGE
         if mode not in CallMode.values:
@@ -79,17 +84,7 @@ def plan_offer(
                 "operators ring an end user with POST /api/calls {sessionId}, then send the offer"
                 " with its callSid",
             )
-        if principal.session is not None and not principal.session.is_usable:
-            raise CallbridgeError(ErrorCode.UNAUTHORIZED, "Session token expired")
-        return OfferPlan(
-            OfferKind.CREATE,
-            uuid.uuid4(),
-            uuid.uuid4(),
-            principal.role,
-            mode,
-            choose_worker(),
-            named.pk if named is not None else None,
-        )
+        return _new_call(principal, mode, named)
 
     if queue is not None:
         raise CallbridgeError(ErrorCode.INVALID_ARGUMENT, "a queue is named by a new call only")
@@ -114,6 +109,59 @@ def plan_offer(
     raise CallbridgeError(ErrorCode.FORBIDDEN, "you have no place in this call")
 
 
+def _new_call(principal: Principal, mode: str, queue: Queue | None) -> OfferPlan:
+    if principal.session is not None and not principal.session.is_usable:
+        raise CallbridgeError(ErrorCode.UNAUTHORIZED, "Session token expired")
+    return OfferPlan(
+        OfferKind.CREATE,
+        uuid.uuid4(),
+        uuid.uuid4(),
+        principal.role,
+        mode,
+        choose_worker(),
+        queue.pk if queue is not None else None,
+    )
+
+
+def _call_sid_taken() -> CallbridgeError:
+    return CallbridgeError(
+        ErrorCode.INVALID_ARGUMENT, "callSid is already in use: choose a unique one"
+    )
+
+
+@limits.refuse_plans_over_limits
+def plan_gateway_offer(principal: Principal, mode: str, details: CallDetails) -> OfferPlan:
+    """A gateway client's offer (PolyAI's dialect): always its own call. Its `callSid`, if
+    any, becomes the call's external id; the same party sending it again reconnects its
+    leg, anyone else is refused. A call to a person comes from an end user and waits in
+    the queue `callee` names by public id, else in the default queue."""
+    if details.external_id is not None:
+        existing = Call.objects.filter(external_id=details.external_id).first()
+        if existing is not None:
+            return _rejoin(principal, existing)
+    queue = None
+    if mode == CallMode.BRIDGE:
+        if principal.session is None:
+            raise CallbridgeError(
+                ErrorCode.INVALID_ARGUMENT,
+                "a call to a person comes from an end user's session token (POST /api/sessions);"
+                " an API token may use mode echo here",
+            )
+        if details.callee:
+            queue = Queue.objects.filter(public_id=details.callee).first()
+    return dataclasses.replace(_new_call(principal, mode, queue), details=details)
+
+
+def _rejoin(principal: Principal, call: Call) -> OfferPlan:
+    """The same callSid again: the party's own call (a reconnect), nobody else's."""
+    mine = next((leg for leg in call.legs.all() if principal.owns(leg)), None)
+    if mine is None:
+        raise _call_sid_taken()
+    if not call.is_open:
+        raise CallStateError(f"the call is {call.state}")
+    return OfferPlan(OfferKind.ATTACH, call.pk, mine.pk, mine.role, call.mode, call.media_worker)
+
+
 @limits.recheck_commits_under_lock
 def commit_offer(principal: Principal, plan: OfferPlan) -> None:
     """Record what the accepted offer did. CallbridgeError if the call moved on meanwhile."""
@@ -123,15 +171,27 @@ def commit_offer(principal: Principal, plan: OfferPlan) -> None:
             queue = Queue.objects.filter(pk=plan.queue_id).first()
             if queue is None:  # deleted while the worker answered
                 raise CallbridgeError(ErrorCode.NOT_FOUND, "No such queue")
-        Call.start(
-            by=principal,
-            mode=plan.mode,
-            call_id=plan.call_id,
-            leg_id=plan.leg_id,
-            media_state=MediaState.CONNECTING,
-            media_worker=plan.worker,
-            queue=queue,
-        )
+        details = plan.details or CallDetails()
+        try:
+            Call.start(
+                by=principal,
+                mode=plan.mode,
+                call_id=plan.call_id,
+                leg_id=plan.leg_id,
+                media_state=MediaState.CONNECTING,
+                media_worker=plan.worker,
+                queue=queue,
+                external_id=details.external_id,
+                caller=details.caller,
+                callee=details.callee,
+                metadata=details.metadata,
+            )
+        except IntegrityError:
+            # Two offers with one callSid at once: the unique column lets one call in.
+            taken = details.external_id is not None
+            if taken and Call.objects.filter(external_id=details.external_id).exists():
+                raise _call_sid_taken() from None
+            raise
     elif plan.kind == OfferKind.ANSWER:
         call = Call.objects.get(pk=plan.call_id)
         policy.require_may_answer(principal, call)
@@ -204,6 +264,20 @@ def hang_up(principal: Principal, call_id: str) -> Call:
     policy.require_may_end(principal, call)
     call.hang_up(principal)
     return call
+
+
+def end_session(principal: Principal, call_id: uuid.UUID) -> None:
+    """PolyAI's `close`: the party is done with its call. It ends (`hangup`, or `cancelled`
+    while still ringing) and the other party is told; a call that ended already stays as
+    it is, so a client's close after the operator hung up is no error."""
+    call = call_for(principal, str(call_id))
+    if not call.is_open:
+        return
+    policy.require_may_end(principal, call)
+    try:
+        call.hang_up(principal)
+    except CallStateError:
+        return  # ended meanwhile: the same outcome
 
 
 def open_calls(principal: Principal) -> list[tuple[Call, list[Leg]]]:

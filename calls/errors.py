@@ -16,6 +16,7 @@ class ErrorCode(StrEnum):
     CONSENT_REQUIRED = "CONSENT_REQUIRED"
     RATE_LIMITED = "RATE_LIMITED"
     MEDIA_BRIDGE_FAILURE = "MEDIA_BRIDGE_FAILURE"
+    AGENT_FAILURE = "AGENT_FAILURE"  # PolyAI's: nobody (no operator) took the call
     HANDLER_ERROR = "HANDLER_ERROR"
 
     @property
@@ -38,6 +39,7 @@ _PROPERTIES: dict[ErrorCode, tuple[int, bool]] = {
     ErrorCode.CONSENT_REQUIRED: (409, True),
     ErrorCode.RATE_LIMITED: (429, True),
     ErrorCode.MEDIA_BRIDGE_FAILURE: (502, True),
+    ErrorCode.AGENT_FAILURE: (503, True),
     ErrorCode.HANDLER_ERROR: (500, True),
 }
 

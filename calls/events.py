@@ -79,6 +79,9 @@ def call_snapshot(call: Call) -> payloads.CallSnapshot:
             payloads.OfferSnapshot(offer.operator.get_username(), offer.deadline.isoformat())
             for offer in _pending_offers(call)
         ),
+        external_id=call.external_id or "",
+        caller=call.caller,
+        callee=call.callee,
     )
 
 

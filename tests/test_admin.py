@@ -116,6 +116,36 @@ def test_it_finds_calls_by_id_and_filters_by_state(
     assert admin_client.get("/admin/calls/call/?q=not-a-uuid").status_code == 200
 
 
+def test_it_finds_calls_by_a_clients_callsid_or_numbers(
+    admin_client: Client, inbound_call: Call
+) -> None:
+    by_gateway = [
+        Call.start(
+            by=Principal.end_user(EndUserSession.create(ttl_seconds=60)[0]),
+            mode="echo",
+            media_worker="embedded",
+            external_id=external_id,
+            caller="+14155551234",
+            callee=callee,
+        )
+        for external_id, callee in (
+            ("call-unique-id", "+14155555678"),
+            ("6f0e8a4e-0000-4000-8000-00000000abcd", "support"),
+        )
+    ]
+    for term, expected in (
+        ("call-unique-id", [by_gateway[0]]),
+        ("call-unique", []),  # a callSid is matched whole
+        ("6f0e8a4e-0000-4000-8000-00000000abcd", [by_gateway[1]]),  # a UUID-shaped callSid
+        ("support", [by_gateway[1]]),
+        ("+14155551234", list(reversed(by_gateway))),
+    ):
+        found = admin_client.get("/admin/calls/call/", {"q": term})
+        assert list(found.context["cl"].result_list) == expected, term
+    page = admin_client.get("/admin/calls/call/").content.decode()
+    assert "call-unique-id" in page
+
+
 def test_it_hangs_up_stuck_calls_from_the_list(admin_client: Client, inbound_call: Call) -> None:
     admin_client.post(
         "/admin/calls/call/",

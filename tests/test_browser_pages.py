@@ -16,6 +16,8 @@ from tests.support.browser import (
     write_tone_wav,
 )
 from tests.support.live_server import Server
+from tests.support.media_peers import ClientPeer
+from tests.support.real_socket import RealSocket
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -181,6 +183,53 @@ async def test_it_connects_an_end_user_and_an_operator_who_hear_each_other(
         assert errors == []
     finally:
         await user_browser.close()
+        await operator_browser.close()
+
+
+async def test_it_shows_a_polyai_clients_call_on_the_dashboard_which_answers_it(
+    server: Server, playwright: Any, tmp_path: Path
+) -> None:
+    """Seed 004's offer over a real socket to the gateway path, from an aiortc client: the
+    dashboard shows its numbers and callSid and answers it, each hears the other; the
+    client's `close` ends it for the operator too."""
+    _, token = await end_user_link(server, "Pia")
+    _, session, _ = await asyncio.to_thread(
+        server.request, "POST", "/api/sessions", token, {"displayName": "Pia"}
+    )
+    operator_browser, dashboard = await operator_dashboard(server, playwright, tmp_path)
+    client = await RealSocket.open(server, path="/api/v1/webrtc/signal")
+    peer = ClientPeer(USER_TONE)
+    try:
+        answer = await client.offer(
+            session["sessionToken"],
+            await peer.offer(),
+            callSid="call-unique-id",
+            caller="+14155551234",
+            callee="+14155555678",
+        )
+        await peer.accept(answer["data"]["sdp"])
+        ringing = dashboard.locator("#ringing li", has_text="Pia is calling")
+        details = "from +14155551234 · to +14155555678 · callSid call-unique-id"
+        await ringing.locator(".details", has_text=details).wait_for()
+        await ringing.get_by_role("button", name="Answer").click()
+        await my_status_is(dashboard, "Talking with Pia.")
+        await dashboard.locator("#active li .details", has_text=details).wait_for()
+        await peer.wait_connected()
+        await peer.hears(OPERATOR_TONE)
+        assert mostly(await heard(dashboard), USER_TONE)
+
+        await client.send({"type": "close", "sessionId": answer["sessionId"]})
+        await my_status_is(dashboard, "Call ended (hung up)")
+        await dashboard.locator("#recent li .details", has_text=details).wait_for()
+        call = await call_state(server, token, answer["callSid"])
+        assert (call["state"], call["endReason"], call["externalId"]) == (
+            "ended",
+            "hangup",
+            "call-unique-id",
+        )
+    finally:
+        await peer.close()
+        await client.close()
         await operator_browser.close()
 
 

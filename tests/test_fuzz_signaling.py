@@ -1,6 +1,7 @@
-"""Property-based fuzzing of /ws/signal and /ws/operator: every message type, SDP offers and
-ICE candidates. For any input: a reply with a contract code (never HANDLER_ERROR), the
-socket stays usable, a refused input changes no record, and nothing leaks.
+"""Property-based fuzzing of /ws/signal (and PolyAI's gateway path) and /ws/operator: every
+message type, SDP offers and ICE candidates. For any input: a reply with a contract code
+(never HANDLER_ERROR), the socket stays usable, a refused input changes no record, and
+nothing leaks.
 
 Example counts are bounded for CI; `CALLBRIDGE_FUZZ_SCALE=N` runs N times as many with
 fresh random inputs (see tests/fuzzing.py).
@@ -97,14 +98,26 @@ def no_rate_limits(settings: Any) -> None:
     settings.CALLBRIDGE_WS_RATE_LIMIT_PRINCIPAL = "100000/min"
 
 
-@pytest.fixture
-async def socket(asgi_app: Any, no_rate_limits: None) -> AsyncIterator[Socket]:
+async def open_socket(asgi_app: Any, path: str) -> Socket:
     _, user_token = await sync_to_async(EndUserSession.create)(ttl_seconds=600)
     _, operator_token = await sync_to_async(ApiToken.create)("fuzz")
-    client = SignalClient(asgi_app)
+    client = SignalClient(asgi_app, path)
     await client.connect()
-    yield Socket(client, user_token, operator_token)
-    await client.close()
+    return Socket(client, user_token, operator_token)
+
+
+@pytest.fixture
+async def socket(asgi_app: Any, no_rate_limits: None) -> AsyncIterator[Socket]:
+    opened = await open_socket(asgi_app, "/ws/signal")
+    yield opened
+    await opened.client.close()
+
+
+@pytest.fixture
+async def gateway_socket(asgi_app: Any, no_rate_limits: None) -> AsyncIterator[Socket]:
+    opened = await open_socket(asgi_app, "/api/v1/webrtc/signal")
+    yield opened
+    await opened.client.close()
 
 
 # --- every message type, any field --------------------------------------------------------
@@ -174,6 +187,47 @@ async def test_it_survives_any_message_on_the_signal_socket(
         assert reply["type"] in ("error", "event"), reply
         if reply["type"] == "event":
             assert reply["data"]["name"] == "registered", reply
+
+
+def gateway_envelopes(user_token: str, operator_token: str) -> st.SearchStrategy[dict[str, Any]]:
+    """The same, with PolyAI's modes and the fields its gateway keeps."""
+    names = st.text(max_size=120)
+    polyai = st.fixed_dictionaries(
+        {},
+        optional={
+            "mode": mostly(st.sampled_from(["end-to-end", "traditional", "echo"])),
+            "callSid": mostly(names),
+            "accountId": mostly(names),
+            "projectId": mostly(names),
+            "variantId": mostly(names),
+            "agentVersionOverride": mostly(
+                st.dictionaries(names, st.one_of(names, st.integers(), st.none()), max_size=10)
+            ),
+        },
+    )
+    return st.builds(
+        lambda base, extra: {**base, **extra}, envelopes(user_token, operator_token), polyai
+    )
+
+
+@given(st.data())
+@fuzz_settings(examples=150)
+async def test_it_survives_any_message_on_the_gateway_path(
+    gateway_socket: Socket, data: st.DataObject
+) -> None:
+    socket = gateway_socket
+    frame = data.draw(
+        st.one_of(
+            gateway_envelopes(socket.user_token, socket.operator_token).map(json.dumps),
+            raw_json_texts(),
+        )
+    )
+    before = await sync_to_async(records)()
+    replies = await socket.exchange(frame)
+    assert await sync_to_async(records)() == before, (frame, replies)
+    for reply in replies:
+        event(reply["data"].get("code") or reply["data"].get("name"))
+        assert reply["type"] in ("error", "event"), reply
 
 
 async def test_it_leaks_nothing_after_fuzzed_messages(socket: Socket) -> None:

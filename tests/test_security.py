@@ -84,11 +84,12 @@ async def test_it_lets_only_allowed_pages_open_the_operator_feed_with_a_staff_co
     headers = [(b"cookie", cookie.encode()), (b"host", b"localhost:8000")]
     if origin is not None:
         headers.append((b"origin", origin.encode()))
-    for path in ("/ws/operator", "/ws/signal"):
+    for path in ("/ws/operator", "/ws/signal", "/api/v1/webrtc/signal"):
         communicator = WebsocketCommunicator(asgi_app, path, headers=headers)
         connected, _ = await communicator.connect(timeout=5)
-        # /ws/signal takes clients without an Origin (not browsers); with one, the same rule.
-        assert connected is (accepted or (origin is None and path == "/ws/signal")), path
+        # The signaling paths take clients without an Origin (not browsers); with one, the
+        # same rule.
+        assert connected is (accepted or (origin is None and path != "/ws/operator")), path
         await communicator.disconnect(timeout=5)
 
 

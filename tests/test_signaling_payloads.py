@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 from typing import Any
 
+from calls.errors import ErrorCode
 from calls.signaling import payloads
 
 USERNAME = "alice.staff"
@@ -173,3 +174,38 @@ def test_it_tells_a_waiting_caller_its_place_and_nothing_of_operators() -> None:
             "waitedS": 12.5,
         },
     }
+
+
+def test_it_tells_a_gateway_caller_agent_failure_when_nobody_takes_its_call() -> None:
+    ringing = replace(CALL, state="missed", legs=CALL.legs[:1])
+    for reason, message in (
+        ("no_operator", "no operator could take the call"),
+        ("missed", "no operator answered the call in time"),
+    ):
+        ended = recorded("call.ended", {"reason": reason}, ringing)
+        refused = payloads.no_operator(ended, "leg-user", ErrorCode.AGENT_FAILURE)
+        assert refused == {
+            "type": "error",
+            "sessionId": "leg-user",
+            "callSid": CALL.call_id,
+            "data": {"code": "AGENT_FAILURE", "message": message, "recoverable": True},
+        }
+        assert payloads.no_operator(ended, "", ErrorCode.AGENT_FAILURE) is None
+    # Only its caller, only when nobody took it.
+    outbound = replace(ringing, direction="outbound", caller_role="operator")
+    missed_outbound = recorded("call.ended", {"reason": "missed"}, outbound)
+    assert payloads.no_operator(missed_outbound, "leg-user", ErrorCode.AGENT_FAILURE) is None
+    hung_up = recorded("call.ended", {"reason": "hangup"})
+    assert payloads.no_operator(hung_up, "leg-user", ErrorCode.AGENT_FAILURE) is None
+
+
+def test_it_shows_operators_what_a_gateway_client_said_of_its_call() -> None:
+    told = replace(CALL, external_id="call-unique-id", caller="+14155551234", callee="support")
+    summary = payloads.call_summary(told)
+    assert (summary["externalId"], summary["caller"], summary["callee"]) == (
+        "call-unique-id",
+        "+14155551234",
+        "support",
+    )
+    event = recorded("call.answered", {"state": "active"}, told)
+    assert "call-unique-id" not in json.dumps(payloads.party_event(event, "user", "leg-user"))

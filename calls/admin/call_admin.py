@@ -214,6 +214,7 @@ class CallAdmin(ReadOnlyAdmin):
 
     list_display = [
         "short_id",
+        "external_id",
         "state",
         "mode",
         "direction",
@@ -225,8 +226,18 @@ class CallAdmin(ReadOnlyAdmin):
     ]
     list_filter = ["state", "mode", "direction", "end_reason", "created_at"]
     date_hierarchy = "created_at"
-    search_fields = ["session__display_name", "created_by", "ended_by"]
-    search_help_text = "A full call id, or an end user's name, or who placed / ended the call"
+    search_fields = [
+        "=external_id",
+        "caller",
+        "callee",
+        "session__display_name",
+        "created_by",
+        "ended_by",
+    ]
+    search_help_text = (
+        "A full call id or callSid, a calling or called number, an end user's name, or who"
+        " placed / ended the call"
+    )
     list_select_related = ["session", "operator_user", "operator_token"]
     inlines = [LegInline, ConsentInline, RecordingInline, CallEventInline]
     actions = ["hang_up"]
@@ -241,7 +252,9 @@ class CallAdmin(ReadOnlyAdmin):
             call_id = uuid.UUID(search_term.strip())
         except ValueError:
             return super().get_search_results(request, queryset, search_term)
-        return queryset.filter(Q(pk=call_id) | Q(session_id=call_id)), False
+        # A client's callSid may be a UUID too (PolyAI's examples use them).
+        found = Q(pk=call_id) | Q(session_id=call_id) | Q(external_id=search_term.strip())
+        return queryset.filter(found), False
 
     @admin.display(description="call", ordering="created_at")
     def short_id(self, call: Call) -> str:

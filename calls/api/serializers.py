@@ -241,6 +241,15 @@ class CallSerializer(serializers.ModelSerializer):
         help_text="while the call waits in a queue other than the default: its place in "
         "line (1: next), as the caller's queue.waiting says; else null"
     )
+    externalId = serializers.CharField(
+        source="external_id",
+        allow_null=True,
+        help_text="the client's own id for the call (PolyAI's callSid on /api/v1/webrtc/signal)",
+    )
+    metadata = serializers.JSONField(
+        help_text="what the client sent along (PolyAI: accountId, projectId, variantId, "
+        "agentVersionOverride, mode)"
+    )
 
     class Meta:
         model = Call
@@ -262,6 +271,10 @@ class CallSerializer(serializers.ModelSerializer):
             "queue",
             "queuedAt",
             "queuePosition",
+            "externalId",
+            "caller",
+            "callee",
+            "metadata",
         ]
 
     def get_queuePosition(self, call: Call) -> int | None:

@@ -5,6 +5,7 @@ from django.urls import path, re_path
 from calls.consumers.operator import OperatorConsumer
 from calls.consumers.origins import PageOriginValidator
 from calls.consumers.signal import SignalConsumer
+from calls.signaling.dialects import POLYAI
 
 
 class NoSuchSocket(AsyncWebsocketConsumer):
@@ -17,6 +18,11 @@ class NoSuchSocket(AsyncWebsocketConsumer):
 websocket_urlpatterns = [
     # Token-authenticated: non-browser clients (no Origin header) are welcome.
     path("ws/signal", PageOriginValidator(SignalConsumer.as_asgi(), allow_no_origin=True)),
+    # PolyAI's WebRTC gateway path: the same envelope in PolyAI's dialect (docs/migrating.md).
+    path(
+        "api/v1/webrtc/signal",
+        PageOriginValidator(SignalConsumer.as_asgi(dialect=POLYAI), allow_no_origin=True),
+    ),
     # Cookie-authenticated: only pages from allowed origins.
     path(
         "ws/operator",

@@ -1,4 +1,6 @@
-"""/ws/signal: WebRTC signaling in PolyAI's envelope. Thin: authenticate, dispatch, reply."""
+"""/ws/signal and PolyAI's gateway path: WebRTC signaling in PolyAI's envelope. Thin:
+authenticate, dispatch, reply. What differs between the two paths is the consumer's
+`dialect` (calls.signaling.dialects), not a check of the path here."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from calls.events import OPERATORS_GROUP, call_group, publish_presence, session_
 from calls.models import CallState
 from calls.principals import Principal
 from calls.routing import waiting
-from calls.signaling import payloads, protocol
+from calls.signaling import dialects, payloads, protocol
 from calls.workers import link
 from calls.workers import protocol as worker_protocol
 
@@ -46,6 +48,12 @@ def _unregister_socket(principal: Principal) -> None:
 class SignalConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketConsumer):
     """Signed in by the first `register`/`offer`; from then on every message re-reads the
     credential (calls.revocation), and a credential that dies closes the socket."""
+
+    def __init__(
+        self, *args: Any, dialect: dialects.Dialect = dialects.CALLBRIDGE, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.dialect = dialect
 
     async def connect(self) -> None:
         self.principal: Principal | None = None
@@ -92,7 +100,8 @@ class SignalConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketCo
         if self.principal is not None and not await self.credential_alive():
             return
         try:
-            message = protocol.parse(text_data, settings.CALLBRIDGE_WS_MAX_MESSAGE_BYTES)
+            limit = settings.CALLBRIDGE_WS_MAX_MESSAGE_BYTES
+            message = protocol.parse(text_data, limit, self.dialect)
             await self._dispatch(message)
         except CallbridgeError as error:
             await self._send(protocol.error(protocol.session_id_of(text_data), error))
@@ -113,7 +122,11 @@ class SignalConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketCo
             await self._candidate(message)
         elif isinstance(message, protocol.Close):
             leg = await self._leg(message.session_id)
-            await link.send(leg.worker, link.close_message(leg))
+            if self.dialect.close_ends_call:
+                principal = self._require_principal()
+                await database_sync_to_async(calling.end_session)(principal, leg.call_id)
+            else:
+                await link.send(leg.worker, link.close_message(leg))
         elif isinstance(message, protocol.Hangup):
             await self._hangup(message)
 
@@ -185,9 +198,14 @@ class SignalConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketCo
 
     async def _offer(self, message: protocol.Offer) -> None:
         principal = await self._authenticate(message.auth_token)
-        plan = await database_sync_to_async(calling.plan_offer)(
-            principal, message.call_sid, message.mode, message.queue
-        )
+        if message.details is not None:
+            plan = await database_sync_to_async(calling.plan_gateway_offer)(
+                principal, message.mode, message.details
+            )
+        else:
+            plan = await database_sync_to_async(calling.plan_offer)(
+                principal, message.call_sid, message.mode, message.queue
+            )
         request_id = uuid.uuid4().hex
         self.offers[request_id] = plan
         # Join before the offer is recorded: its events then reach us after our answer.
@@ -287,6 +305,10 @@ class SignalConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketCo
         )
         if failure := payloads.leg_failure(event, mine):
             await self._send(failure)
+        if self.dialect.no_operator_error is not None and (
+            refused := payloads.no_operator(event, mine, self.dialect.no_operator_error)
+        ):
+            await self._send(refused)
         if shaped := payloads.party_event(event, self.principal.role, mine):
             await self._send(shaped)
 

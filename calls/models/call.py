@@ -179,6 +179,22 @@ class Call(models.Model):
         Queue, on_delete=models.PROTECT, null=True, blank=True, related_name="calls"
     )
     queued_at = models.DateTimeField(null=True, blank=True)
+    # What a gateway client (PolyAI's dialect) says of its call. `external_id` is its
+    # `callSid`: unique across all calls (NULL: none), so that it names one call wherever
+    # it is looked up (admin search, logs, the integrator's own records).
+    external_id = models.CharField(
+        "external id (callSid)",
+        max_length=100,
+        null=True,
+        blank=True,
+        unique=True,
+        help_text="the client's own id for this call (PolyAI's callSid)",
+    )
+    caller = models.CharField(max_length=100, blank=True, help_text="the calling number")
+    callee = models.CharField(max_length=100, blank=True, help_text="the called number")
+    metadata = models.JSONField(
+        default=dict, blank=True, help_text="what the client sent along (accountId, projectId …)"
+    )
 
     objects = CallQuerySet.as_manager()
 
@@ -281,13 +297,19 @@ class Call(models.Model):
         media_worker: str,
         media_state: str = "new",
         queue: Queue | None = None,
+        external_id: str | None = None,
+        caller: str = "",
+        callee: str = "",
+        metadata: dict[str, Any] | None = None,
     ) -> Call:
         """Place a new call. End users ring the operators; operators ring `session`.
 
         `media_worker`: the worker chosen for it (calls.workers.placement.choose_worker), or
         the one that already answered its offer; `call_id`/`leg_id` let that offer keep its
         ids. `queue`: the queue an end user's bridge call joins (the default queue if None);
-        other calls join none.
+        other calls join none. `external_id`, `caller`, `callee`, `metadata`: what the
+        client said of its call (PolyAI's callSid …); a taken `external_id` is refused by
+        the database (IntegrityError: the caller says what that means).
         """
         if mode not in CallMode.values:
             raise CallbridgeError(ErrorCode.INVALID_ARGUMENT, f"unknown mode {mode!r}")
@@ -340,6 +362,10 @@ class Call(models.Model):
                 ring_deadline=(now + timedelta(seconds=_max_wait_s(queue)) if ringing else None),
                 queue=queue,
                 queued_at=now if queue is not None else None,
+                external_id=external_id,
+                caller=caller,
+                callee=callee,
+                metadata=metadata or {},
             )
             leg = Leg.join(call, by, leg_id=leg_id, media_state=media_state)
             call.record_event(

@@ -75,6 +75,10 @@ class CallSnapshot:
     queued_at: str | None = None
     open_answer: bool = True
     offers: tuple[OfferSnapshot, ...] = ()
+    # What a gateway client said of its call (PolyAI's callSid, caller, callee); "" if not.
+    external_id: str = ""
+    caller: str = ""
+    callee: str = ""
 
 
 @dataclass(frozen=True)
@@ -200,6 +204,27 @@ def leg_failure(event: CallEventSnapshot, my_leg: str) -> JsonObject | None:
     return protocol.error(my_leg, failure, call_sid=event.call.call_id)
 
 
+# Why a ringing call ended without anyone taking it: its queue's overflow refused it, or
+# (default queue, open-answer queues) its ring timeout passed.
+NOBODY_TOOK_IT = {
+    "no_operator": "no operator could take the call",
+    "missed": "no operator answered the call in time",
+}
+
+
+def no_operator(event: CallEventSnapshot, my_leg: str, code: ErrorCode) -> JsonObject | None:
+    """The error the caller gets (besides `call.ended`) when nobody took its call: PolyAI's
+    clients know this as AGENT_FAILURE. None for anyone else, or any other end."""
+    message = NOBODY_TOOK_IT.get(str(event.data.get("reason")))
+    if event.name != "call.ended" or message is None:
+        return None
+    mine = next((leg for leg in event.call.legs if leg.leg_id == my_leg), None)
+    if mine is None or mine.role != event.call.caller_role:
+        return None
+    failure = CallbridgeError(code, message, recoverable=True)
+    return protocol.error(my_leg, failure, call_sid=event.call.call_id)
+
+
 def feed_event(event: CallEventSnapshot) -> JsonObject:
     """/ws/operator: every record, under its wire name as an operator would be told (else
     its record name), with the record name and the whole call."""
@@ -260,6 +285,9 @@ def call_summary(call: CallSnapshot) -> JsonObject:
         "queuedAt": call.queued_at,
         "openAnswer": call.open_answer,
         "offers": [{"operator": o.operator, "deadline": o.deadline} for o in call.offers],
+        "externalId": call.external_id,
+        "caller": call.caller,
+        "callee": call.callee,
     }
 
 

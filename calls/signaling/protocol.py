@@ -8,18 +8,33 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from calls.errors import CallbridgeError, ErrorCode
+from calls.signaling.dialects import CALLBRIDGE, Dialect
 
-MODES = ("bridge", "echo")
 # One limit for an SDP offer, wherever it comes in. The media peer counts UTF-8 bytes: the
 # binding check, the strictest. The front doors (parse here, the REST OfferSerializer)
 # count characters, never more than the bytes, to refuse the plainly too large up front.
 MAX_SDP_BYTES = 32 * 1024
 MAX_CANDIDATE_CHARS = 1024
 MAX_ID_CHARS = 100
+# PolyAI's `agentVersionOverride` {artifactVersion, lambdaDeploymentVersion}: kept, bounded.
+MAX_OVERRIDE_KEYS = 8
+# The PolyAI fields an offer may carry that callbridge only keeps (the call's metadata).
+KEPT_IDS = ("accountId", "projectId", "variantId")
+
+
+@dataclass(frozen=True)
+class CallDetails:
+    """What a gateway client says of its new call: its own id (`callSid`), the numbers,
+    and the fields callbridge keeps without acting on them."""
+
+    external_id: str | None = None
+    caller: str = ""
+    callee: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False)  # plans stay hashable
 
 
 @dataclass(frozen=True)
@@ -34,6 +49,7 @@ class Offer:
     call_sid: str | None
     mode: str | None
     queue: str | None = None  # an end user's new call: the queue's public id
+    details: CallDetails | None = None  # the gateway dialect's new call (call_sid is None)
 
 
 @dataclass(frozen=True)
@@ -100,7 +116,7 @@ def _data(envelope: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _offer(envelope: dict[str, Any]) -> Offer:
+def _offer(envelope: dict[str, Any], dialect: Dialect) -> Offer:
     token = _auth_token(envelope)
     data = _data(envelope)
     sdp = data.get("sdp")
@@ -112,11 +128,38 @@ def _offer(envelope: dict[str, Any]) -> Offer:
         raise _bad_value("data.sdp is too large")
     if not sdp.startswith("v=0"):
         raise _bad_value("data.sdp is not an SDP offer")
-    mode = _optional_str(envelope, "mode")
-    if mode is not None and mode not in MODES:
-        raise _bad_value(f"unknown mode {mode!r} (use bridge or echo)")
-    return Offer(
-        token, sdp, _optional_str(envelope, "callSid"), mode, _optional_str(envelope, "queue")
+    asked = _optional_str(envelope, "mode")
+    try:
+        mode = dialect.call_mode(asked)
+    except ValueError as unknown:
+        raise _bad_value(str(unknown)) from None
+    call_sid = _optional_str(envelope, "callSid")
+    if dialect.call_sid_is_external:
+        details = _call_details(envelope, call_sid, asked or dialect.default_mode)
+        return Offer(token, sdp, None, mode, details=details)
+    return Offer(token, sdp, call_sid, mode, _optional_str(envelope, "queue"))
+
+
+def _call_details(envelope: dict[str, Any], call_sid: str | None, mode: str) -> CallDetails:
+    metadata: dict[str, Any] = {"mode": mode}  # the client's word: both agent modes bridge
+    for key in KEPT_IDS:
+        if (value := _optional_str(envelope, key)) is not None:
+            metadata[key] = value
+    override = envelope.get("agentVersionOverride")
+    if override is not None:
+        if not isinstance(override, dict) or len(override) > MAX_OVERRIDE_KEYS:
+            raise _bad_value("agentVersionOverride must be a small object")
+        for key, value in override.items():
+            if len(key) > MAX_ID_CHARS or not isinstance(value, str | int | float | None):
+                raise _bad_value("agentVersionOverride holds short names and plain values")
+            if isinstance(value, str) and len(value) > MAX_ID_CHARS:
+                raise _bad_value(f"agentVersionOverride.{key[:40]} is too long")
+        metadata["agentVersionOverride"] = override
+    return CallDetails(
+        external_id=call_sid,
+        caller=_optional_str(envelope, "caller") or "",
+        callee=_optional_str(envelope, "callee") or "",
+        metadata=metadata,
     )
 
 
@@ -147,17 +190,18 @@ def _hangup(envelope: dict[str, Any]) -> Hangup:
     return Hangup(session_id, call_sid)
 
 
-_PARSERS: dict[str, Callable[[dict[str, Any]], Message]] = {
-    "register": lambda e: Register(_auth_token(e)),
+_PARSERS: dict[str, Callable[[dict[str, Any], Dialect], Message]] = {
+    "register": lambda e, _: Register(_auth_token(e)),
     "offer": _offer,
-    "ice-candidate": _ice_candidate,
-    "close": lambda e: Close(_required_str(e, "sessionId")),
-    "hangup": _hangup,
+    "ice-candidate": lambda e, _: _ice_candidate(e),
+    "close": lambda e, _: Close(_required_str(e, "sessionId")),
+    "hangup": lambda e, _: _hangup(e),
 }
 
 
-def parse(text: str | None, max_bytes: int) -> Message:
-    """One client message, validated; CallbridgeError with the contract's code if not."""
+def parse(text: str | None, max_bytes: int, dialect: Dialect = CALLBRIDGE) -> Message:
+    """One client message, validated; CallbridgeError with the contract's code if not.
+    `dialect`: what the path's offers mean (modes, callSid)."""
     if text is None:
         raise _invalid("send JSON text frames, not binary")
     if len(text.encode("utf-8", "surrogatepass")) > max_bytes:
@@ -177,7 +221,7 @@ def parse(text: str | None, max_bytes: int) -> Message:
     session_id = envelope.get("sessionId", "")
     if session_id is not None and not isinstance(session_id, str):
         raise _invalid("sessionId must be a string")
-    return parser(envelope)
+    return parser(envelope, dialect)
 
 
 def session_id_of(text: str | None) -> str:

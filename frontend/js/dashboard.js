@@ -250,6 +250,26 @@ const name = (call) => call.displayName || (call.mode === "echo" ? "echo test" :
 const until = (iso) => (Date.parse(iso) - Date.now()) / 1000;
 const operatorName = (username) => operators.get(username)?.displayName || username;
 
+// What a gateway client (PolyAI's) said of its call: its numbers and its own callSid.
+function callerDetails(call) {
+  const parts = [];
+  if (call.caller) parts.push(`from ${call.caller}`);
+  if (call.callee) parts.push(`to ${call.callee}`);
+  if (call.externalId) parts.push(`callSid ${call.externalId}`);
+  return parts.join(" · ");
+}
+
+function withCallerDetails(li, call) {
+  const text = callerDetails(call);
+  if (text) {
+    const details = document.createElement("span");
+    details.className = "details";
+    details.textContent = text;
+    li.querySelector(".who").after(details);
+  }
+  return li;
+}
+
 // How long a caller has waited (from the server's timestamps) and whom it rings.
 function ringingMeta(call, offer, withQueue = true) {
   const waited = formatDuration(since(call.queuedAt || call.createdAt));
@@ -349,7 +369,7 @@ function render() {
       li.append(button("Cancel", "danger", () => hangUp(call.callID)));
     }
     li.append(link("Details", callUrl(call.callID)));
-    return li;
+    return withCallerDetails(li, call);
   }));
 
   ui.lists.active.replaceChildren(...active.map((call) => {
@@ -359,7 +379,7 @@ function render() {
                     button("Hang up", "danger", () => hangUp(call.callID)),
                     link("Details", callUrl(call.callID)));
     tickers.push(() => { li.querySelector(".meta").textContent = formatDuration(since(started)); });
-    return li;
+    return withCallerDetails(li, call);
   }));
 
   ui.lists.online.replaceChildren(...[...online.values()].map((session) => {
@@ -382,8 +402,10 @@ function render() {
   ui.lists.recent.replaceChildren(...ended.map((call) => {
     const talk = call.answeredAt && call.endedAt
       ? formatDuration((Date.parse(call.endedAt) - Date.parse(call.answeredAt)) / 1000) : "—";
-    return item(name(call), `${REASONS[call.endReason] || call.endReason || call.state} · ${talk}`,
-                link("Details", callUrl(call.callID)));
+    return withCallerDetails(
+      item(name(call), `${REASONS[call.endReason] || call.endReason || call.state} · ${talk}`,
+           link("Details", callUrl(call.callID))),
+      call);
   }));
 
   for (const [key, list] of Object.entries(ui.lists)) {

@@ -1,4 +1,5 @@
-"""/ws/signal over a real TCP WebSocket (for tests against real daphne processes)."""
+"""/ws/signal (or another signaling path) over a real TCP WebSocket (for tests against real
+daphne processes)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ class RealSocket:
         self.received: list[dict[str, Any]] = []
 
     @classmethod
-    async def open(cls, server: Server, within: float = 10.0) -> RealSocket:
-        url = server.url.replace("http://", "ws://") + "/ws/signal"
+    async def open(
+        cls, server: Server, within: float = 10.0, path: str = "/ws/signal"
+    ) -> RealSocket:
+        url = server.url.replace("http://", "ws://") + path
         return cls(await websockets.connect(url, open_timeout=within, close_timeout=2))
 
     async def send(self, message: dict[str, Any]) -> None:
