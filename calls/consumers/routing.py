@@ -5,6 +5,7 @@ from django.urls import path, re_path
 from calls.consumers.operator import OperatorConsumer
 from calls.consumers.origins import PageOriginValidator
 from calls.consumers.signal import SignalConsumer
+from calls.consumers.webrtc_hub import WebRtcHubConsumer
 
 
 class NoSuchSocket(AsyncWebsocketConsumer):
@@ -17,6 +18,7 @@ class NoSuchSocket(AsyncWebsocketConsumer):
 websocket_urlpatterns = [
     # Token-authenticated: non-browser clients (no Origin header) are welcome.
     path("ws/signal", PageOriginValidator(SignalConsumer.as_asgi(), allow_no_origin=True)),
+    path("hubs/webrtc", PageOriginValidator(WebRtcHubConsumer.as_asgi(), allow_no_origin=True)),
     # Cookie-authenticated: only pages from allowed origins.
     path(
         "ws/operator",
