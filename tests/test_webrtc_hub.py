@@ -228,3 +228,37 @@ async def test_it_closes_the_hub_when_the_session_is_revoked(asgi_app: Any, key:
     error = await hub.event("Error")
     assert error["recoverable"] is False and error["code"] == "UNAUTHORIZED"
     assert "revoked" in (await hub.closed())["error"]
+
+
+async def test_it_ends_the_call_when_the_session_ends_while_the_offer_is_answered(
+    asgi_app: Any, key: str
+) -> None:
+    token = await _session(key, "echo")
+    hub = HubClient(asgi_app, sessionToken=token)
+    assert await hub.connect() == {}
+    peer = ClientPeer(1000)
+    try:
+        offer = {"sdp": await peer.offer(), "type": "offer"}
+        # One frame: the hang-up is read before (or after: the same outcome) the answer.
+        await hub.send_raw(
+            json.dumps(
+                {"type": 1, "invocationId": "1", "target": "SendOfferAsync", "arguments": [offer]}
+            )
+            + RS
+            + json.dumps(
+                {
+                    "type": 1,
+                    "invocationId": "2",
+                    "target": "EndSessionAsync",
+                    "arguments": ["user_ended"],
+                }
+            )
+            + RS
+        )
+        assert "error" not in await hub.completion("1")
+        assert await hub.event("SessionEnded") == {"reason": "user_ended"}
+        call = await Call.objects.aget()
+        assert (call.state, call.client_reason) == ("ended", "user_ended")
+    finally:
+        await peer.close()
+        await hub.close()

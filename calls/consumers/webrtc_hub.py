@@ -67,6 +67,7 @@ class WebRtcHubConsumer(SignalConsumer):
         self.closing = False
         self.close_error: str | None = None
         self.held_candidates: list[protocol.IceCandidate] = []
+        self.end_requested: str | None = None  # EndSessionAsync's reason, before the call
         self.keepalive: asyncio.Task[None] | None = None
         loop = asyncio.get_running_loop()
         self.last_sent = self.last_heard = loop.time()
@@ -222,17 +223,22 @@ class WebRtcHubConsumer(SignalConsumer):
             )
 
     async def end_session(self, reason: Any) -> None:
-        principal = self._require_principal()
+        self._require_principal()
         if reason is not None and (not isinstance(reason, str) or not _REASON.match(reason)):
             raise CallbridgeError(
                 ErrorCode.INVALID_ARGUMENT, "reason: up to 64 letters, digits, _ . : - or spaces"
             )
         leg = self._current_leg()
         if leg is None:
-            return  # no call (yet, or any more): nothing to end
-        call_id = str(self.legs[leg].call_id)
+            if self.offers:  # the call exists once the media server answers: end it then
+                self.end_requested = reason or ""
+            return  # else no call (yet, or any more): nothing to end
+        await self._hang_up(str(self.legs[leg].call_id), reason or "")
+
+    async def _hang_up(self, call_id: str, reason: str) -> None:
+        principal = self._require_principal()
         with contextlib.suppress(CallStateError):  # ended meanwhile: ended all the same
-            await database_sync_to_async(calling.hang_up)(principal, call_id, reason or "")
+            await database_sync_to_async(calling.hang_up)(principal, call_id, reason)
 
     METHODS = {
         "SendOfferAsync": send_offer,
@@ -244,17 +250,27 @@ class WebRtcHubConsumer(SignalConsumer):
         plan = self.offers.get(reply.request_id or "")
         await super()._media_answered(reply)
         leg = str(plan.leg_id) if plan is not None else ""
+        held, self.held_candidates = self.held_candidates, []
         if plan is None or leg not in self.legs:
             return  # refused: SignalConsumer told the client
+        if self.end_requested is not None:  # EndSessionAsync while the offer was on its way
+            reason, self.end_requested = self.end_requested, None
+            await self._hang_up(str(plan.call_id), reason)
+            return
         if plan.creates_call and plan.mode == CallMode.ECHO:  # the echo agent is there at once
             await self._hub_event("SessionStarted", {"conversationId": str(plan.call_id)})
-        held, self.held_candidates = self.held_candidates, []
         for candidate in held:
             await self._candidate(
                 protocol.IceCandidate(
                     leg, candidate.candidate, candidate.sdp_mid, candidate.sdp_mline_index
                 )
             )
+
+    async def _media_refused(self, reply: worker_protocol.Error) -> None:
+        if (reply.request_id or "") in self.offers:  # that offer's candidates go nowhere now
+            self.held_candidates.clear()
+            self.end_requested = None
+        await super()._media_refused(reply)
 
     # --- outgoing: /ws/signal's messages as hub events ---------------------------------------
     # types-channels types send() as AsyncConsumer's; Channels' websocket consumer's it is.
