@@ -256,3 +256,35 @@ async def test_it_keeps_the_hubs_tokens_out_of_the_log(
     assert "/hubs/webrtc/negotiate" in log and "/hubs/webrtc" in log
     for secret in (token, key, forged, negotiated["connectionToken"]):
         assert secret not in log
+
+
+async def test_it_answers_the_official_client_as_a_signalr_server_would(
+    voisnap_server: Server,
+) -> None:
+    """The wire format pinned by the real JS client (Node build, no browser)."""
+    require_signalr_client()
+    server = voisnap_server
+    key = (
+        await asyncio.to_thread(server.manage, "createapitoken", "voisnap-node", "--quiet")
+    ).strip()
+    _, session, _ = await asyncio.to_thread(
+        server.request, "POST", "/api/v1/webrtc/sessions", key, {"agentId": "echo"}
+    )
+    node = await asyncio.create_subprocess_exec(
+        "node",
+        str(ROOT / "tests/js/hub_wire_check.cjs"),
+        server.url,
+        session["sessionToken"],
+        stdout=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(30):
+        output, _ = await node.communicate()
+    results = json.loads(output)
+    assert results["start"] == {"ok": True, "value": None}, results
+    assert "Unknown hub method 'NoSuchMethod'" in results["unknown"]["error"]
+    assert "INVALID_ARGUMENT: data.sdp is not an SDP offer" in results["badOffer"]["error"]
+    assert results["sent"]["ok"] and results["badSend"]["ok"]  # no completion to wait for
+    assert [e["code"] for e in results["errors"]] == ["INVALID_ARGUMENT"]  # … so said here
+    assert results["end"] == {"ok": True, "value": None}
+    assert results["stop"]["ok"]
+    assert not results["refused"]["ok"] and "401" in results["refused"]["error"]
