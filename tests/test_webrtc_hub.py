@@ -262,3 +262,12 @@ async def test_it_ends_the_call_when_the_session_ends_while_the_offer_is_answere
     finally:
         await peer.close()
         await hub.close()
+
+
+async def test_it_closes_a_connection_it_stops_hearing_from(
+    asgi_app: Any, key: str, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(WebRtcHubConsumer, "client_timeout_s", 0.5)
+    hub = HubClient(asgi_app, sessionToken=await _session(key))
+    assert await hub.connect() == {}
+    assert "sent nothing" in (await hub.closed(within=5))["error"]
