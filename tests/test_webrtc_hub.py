@@ -3,16 +3,22 @@ hub itself (SignalR JSON protocol) in front of /ws/signal's call logic."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 from datetime import datetime
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import connection
 from django.test import AsyncClient
 
+from calls import calling
 from calls.consumers.webrtc_hub import WebRtcHubConsumer
-from calls.models import ApiToken, Call, EndUserSession
+from calls.errors import CallStateError
+from calls.models import ApiToken, Call, CallEvent, EndUserSession
+from calls.principals import Principal
 from tests.support.hub_client import RS, HubClient
 from tests.support.media_peers import ClientPeer
 from tests.support.queues import make_queue
@@ -271,3 +277,49 @@ async def test_it_closes_a_connection_it_stops_hearing_from(
     hub = HubClient(asgi_app, sessionToken=await _session(key))
     assert await hub.connect() == {}
     assert "sent nothing" in (await hub.closed(within=5))["error"]
+
+
+def _hang_up_together(*enders: tuple[Principal, str, str]) -> list[BaseException]:
+    """Each (principal, call id, reason) hangs up in its own thread, at the same instant."""
+    start = threading.Barrier(len(enders))
+    failures: list[BaseException] = []
+
+    def end(principal: Principal, call_id: str, reason: str) -> None:
+        try:
+            start.wait(timeout=10)
+            with contextlib.suppress(CallStateError):  # the other one was first
+                calling.hang_up(principal, call_id, reason)
+        except BaseException as error:  # reported below: a thread's exception is lost
+            failures.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=end, args=ender) for ender in enders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return failures
+
+
+def test_it_ends_a_call_once_when_the_session_and_the_operator_hang_up_together(
+    key: str,
+) -> None:
+    """EndSessionAsync against the operator's hang-up: one `call.ended`, and the reason
+    belongs to whoever ended it (the row lock in Call._transition decides)."""
+    operator = Principal.for_api_token(ApiToken.objects.get())
+    for _ in range(6):
+        session, _ = EndUserSession.create(ttl_seconds=600, agent="default")
+        user = Principal.end_user(session)
+        call = Call.start(by=user, mode="bridge", media_worker="embedded")
+        call.answer(operator)
+        failures = _hang_up_together(
+            (user, str(call.pk), "user_ended"), (operator, str(call.pk), "")
+        )
+        assert failures == []
+        call.refresh_from_db()
+        ended = list(CallEvent.objects.filter(call=call, name="call.ended"))
+        assert len(ended) == 1 and call.state == "ended" and call.end_reason == "hangup"
+        by_user = call.ended_by_role == "user"
+        assert call.client_reason == ("user_ended" if by_user else "")
+        assert ended[0].data.get("clientReason") == (call.client_reason or None)
