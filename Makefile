@@ -27,8 +27,16 @@ run: $(VENV)/.installed
 	DEBUG=$${DEBUG:-true} CALLBRIDGE_PUBLIC_LOBBY=$${CALLBRIDGE_PUBLIC_LOBBY:-true} \
 		$(PY) manage.py serve --bind $(HOST) --port $(PORT)
 
+# Official client libraries the browser tests load from a local copy (exact versions,
+# package-lock.json; installed here, never fetched while the tests run).
+JS_CLIENTS := tests/js/node_modules/.installed
+$(JS_CLIENTS): tests/js/package.json tests/js/package-lock.json
+	npm ci --prefix tests/js --ignore-scripts --no-audit --no-fund
+	touch $@
+
 test: $(VENV)/.installed
 	tools/system-deps
+	$(MAKE) --no-print-directory $(JS_CLIENTS)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy

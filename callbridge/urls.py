@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from calls.api.voisnap import HubNegotiateView
 from calls.pages.views import dashboard
 
 urlpatterns = [
@@ -8,6 +9,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("calls.api.urls")),
     path("call/", include("calls.api.wago_urls")),
+    # Voisnap's WebRtcHub: negotiate here, the WebSocket in calls.consumers.routing.
+    path("hubs/webrtc/negotiate", HubNegotiateView.as_view(), name="webrtc-hub-negotiate"),
     path("", include("calls.pages.urls")),
 ]
 

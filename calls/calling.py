@@ -67,6 +67,24 @@ def queue_named(principal: Principal, mode: str, public_id: str | None) -> Queue
     return Queue.objects.named(public_id)
 
 
+# Voisnap's `agentId` for the built-in echo; any other agent id is a queue's public id.
+ECHO_AGENT = "echo"
+
+
+def agent_target(agent: str) -> tuple[str, str | None]:
+    """(mode, queue public id) a session's agent calls ("" : the default queue)."""
+    if agent == ECHO_AGENT:
+        return CallMode.ECHO, None
+    return CallMode.BRIDGE, agent or None
+
+
+def require_agent(agent: str) -> None:
+    """NOT_FOUND unless `agent` is the echo agent or an existing queue."""
+    _, queue = agent_target(agent)
+    if queue is not None:
+        Queue.objects.named(queue)
+
+
 @limits.refuse_plans_over_limits
 def plan_offer(
     principal: Principal, call_id: str | None, mode: str | None, queue: str | None = None
@@ -259,10 +277,10 @@ def call_for(principal: Principal, call_id: str) -> Call:
     return call
 
 
-def hang_up(principal: Principal, call_id: str) -> Call:
+def hang_up(principal: Principal, call_id: str, client_reason: str = "") -> Call:
     call = call_for(principal, call_id)
     policy.require_may_end(principal, call)
-    call.hang_up(principal)
+    call.hang_up(principal, client_reason=client_reason)
     return call
 
 

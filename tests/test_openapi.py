@@ -20,6 +20,7 @@ def test_it_generates_a_valid_schema_without_warnings(tmp_path: Path) -> None:
     assert set(schema["paths"]) == {
         "/api/webrtc/config",
         "/api/sessions",
+        "/api/v1/webrtc/sessions",
         "/api/calls",
         "/api/calls/{callID}",
         "/api/calls/{callID}/answer",

@@ -102,6 +102,7 @@ class EndUserSessionAdmin(ShowSecretOnceAdmin):
         "created_at",
         "created_by_user",
         "created_by_token",
+        "agent",  # Voisnap's agentId: set by POST /api/v1/webrtc/sessions only
         "revoked_at",
     ]
     fields = ["display_name", "metadata", "expires_at", *readonly_fields]

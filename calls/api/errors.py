@@ -16,7 +16,7 @@ from calls.errors import CallbridgeError, ErrorCode, error_body
 
 logger = logging.getLogger("calls.api")
 
-_API_PREFIXES = ("/api/", "/call/")
+_API_PREFIXES = ("/api/", "/call/", "/hubs/")
 
 
 class AuthenticationRefused(drf.APIException):

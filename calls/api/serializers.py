@@ -76,6 +76,22 @@ class SessionCreateSerializer(serializers.Serializer):
         return value
 
 
+class VoisnapSessionCreateSerializer(serializers.Serializer):
+    agentId = serializers.CharField(
+        max_length=100, help_text="a queue's public id, or `echo` for the echo agent"
+    )
+    metadata = serializers.JSONField(required=False, help_text="a JSON object, up to 4 KiB")
+
+    validate_metadata = SessionCreateSerializer.validate_metadata
+
+
+class VoisnapSessionCreatedSerializer(serializers.Serializer):
+    sessionId = serializers.UUIDField()
+    sessionToken = serializers.CharField(help_text="shown once; for the WebRtcHub connection")
+    expiresAt = serializers.CharField(help_text="UTC, ISO 8601 with a Z")
+    iceServers = IceServerSerializer(many=True)
+
+
 class SessionCreatedSerializer(IceConfigSerializer):
     sessionId = serializers.UUIDField()
     sessionToken = serializers.CharField(help_text="shown once; the end user's bearer token")
@@ -226,6 +242,10 @@ class CallSerializer(serializers.ModelSerializer):
     answeredAt = serializers.DateTimeField(source="answered_at", allow_null=True)
     endedAt = serializers.DateTimeField(source="ended_at", allow_null=True)
     endReason = serializers.SerializerMethodField()
+    clientReason = serializers.SerializerMethodField(
+        help_text="the reason the party who ended the call gave (Voisnap's EndSessionAsync),"
+        " else null"
+    )
     endedBy = serializers.SerializerMethodField()
     legs = LegSerializer(many=True, read_only=True)
     consent = serializers.SerializerMethodField()
@@ -264,6 +284,7 @@ class CallSerializer(serializers.ModelSerializer):
             "answeredAt",
             "endedAt",
             "endReason",
+            "clientReason",
             "endedBy",
             "legs",
             "consent",
@@ -282,6 +303,9 @@ class CallSerializer(serializers.ModelSerializer):
 
     def get_endReason(self, call: Call) -> str | None:
         return call.end_reason or None
+
+    def get_clientReason(self, call: Call) -> str | None:
+        return call.client_reason or None
 
     @extend_schema_field(EndedBySerializer(allow_null=True))
     def get_endedBy(self, call: Call) -> dict[str, str] | None:

@@ -11,6 +11,7 @@ from calls.api.queue_views import (
     QueueStatsView,
 )
 from calls.api.views import CallViewSet, SessionCreateView, WebRtcConfigView
+from calls.api.voisnap import VoisnapSessionCreateView
 
 router = SimpleRouter(trailing_slash=False)  # the contract's paths have none
 router.register("calls", CallViewSet, basename="call")
@@ -18,6 +19,7 @@ router.register("calls", CallViewSet, basename="call")
 urlpatterns = [
     path("webrtc/config", WebRtcConfigView.as_view(), name="webrtc-config"),
     path("sessions", SessionCreateView.as_view(), name="session-create"),
+    path("v1/webrtc/sessions", VoisnapSessionCreateView.as_view(), name="voisnap-session-create"),
     path("operators", OperatorListView.as_view(), name="operator-list"),
     path("operators/me/status", MyStatusView.as_view(), name="operator-my-status"),
     path("operators/stats", OperatorStatsView.as_view(), name="operator-stats"),

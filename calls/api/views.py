@@ -103,6 +103,29 @@ class WebRtcConfigView(APIView):
         return Response(ice_configuration(principal.pk, not_after=not_after))
 
 
+def create_session(
+    principal: Principal,
+    *,
+    ttl_seconds: int,
+    display_name: str = "",
+    metadata: dict[str, Any] | None = None,
+    agent: str = "",
+) -> tuple[EndUserSession, str, dict[str, Any]]:
+    """A new end-user session made by an operator principal: the row, its token (the only
+    copy) and its ICE configuration, whose TURN credentials end with the session."""
+    policy.require_operator(principal, "do that")
+    session, token = EndUserSession.create(
+        ttl_seconds=ttl_seconds,
+        display_name=display_name,
+        metadata=metadata,
+        created_by_user=principal.user,
+        created_by_token=principal.api_token,
+        agent=agent,
+    )
+    ice = ice_configuration(f"end_user-{session.pk}", not_after=session.expires_at)
+    return session, token, ice
+
+
 class SessionCreateView(APIView):
     @extend_schema(
         summary="Create an end-user session (its token is shown once)",
@@ -115,14 +138,12 @@ class SessionCreateView(APIView):
         body = SessionCreateSerializer(data=json_object(request))
         body.is_valid(raise_exception=True)
         fields = body.validated_data
-        session, token = EndUserSession.create(
+        session, token, ice = create_session(
+            principal,
             ttl_seconds=fields.get("ttl", settings.CALLBRIDGE_SESSION_TTL_S),
             display_name=fields.get("displayName", ""),
             metadata=fields.get("metadata"),
-            created_by_user=principal.user,
-            created_by_token=principal.api_token,
         )
-        ice = ice_configuration(f"end_user-{session.pk}", not_after=session.expires_at)
         return Response(
             {
                 "sessionId": str(session.pk),

@@ -5,6 +5,7 @@ from django.urls import path, re_path
 from calls.consumers.operator import OperatorConsumer
 from calls.consumers.origins import PageOriginValidator
 from calls.consumers.signal import SignalConsumer
+from calls.consumers.webrtc_hub import WebRtcHubConsumer
 from calls.signaling.dialects import POLYAI
 
 
@@ -23,6 +24,7 @@ websocket_urlpatterns = [
         "api/v1/webrtc/signal",
         PageOriginValidator(SignalConsumer.as_asgi(dialect=POLYAI), allow_no_origin=True),
     ),
+    path("hubs/webrtc", PageOriginValidator(WebRtcHubConsumer.as_asgi(), allow_no_origin=True)),
     # Cookie-authenticated: only pages from allowed origins.
     path(
         "ws/operator",

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('calls', '0013_queue_waiting_audio_help'),
+        ('calls', '0014_offer_declined'),
     ]
 
     operations = [

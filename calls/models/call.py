@@ -173,6 +173,9 @@ class Call(models.Model):
     end_reason = models.CharField(max_length=32, choices=EndReason.choices, blank=True)
     ended_by = models.CharField(max_length=200, blank=True)
     ended_by_role = models.CharField(max_length=16, choices=LegRole.choices, blank=True)
+    # The reason the party who ended the call gave (Voisnap's EndSessionAsync("user_ended")):
+    # free text from a client, so beside end_reason, which stays one of EndReason.
+    client_reason = models.CharField(max_length=64, blank=True)
     # Inbound bridge calls wait in a queue (the default one unless the caller named one)
     # from `queued_at`; outbound and echo calls have none.
     queue = models.ForeignKey(
@@ -392,15 +395,16 @@ class Call(models.Model):
     def reject(self, by: Principal) -> CallEvent:
         return self._transition(lambda _: CallAction.REJECT, by)
 
-    def hang_up(self, by: Principal) -> CallEvent:
-        """End the call from whatever state it is in when the lock is taken."""
+    def hang_up(self, by: Principal, client_reason: str = "") -> CallEvent:
+        """End the call from whatever state it is in when the lock is taken; `client_reason`
+        (stored, and `clientReason` in the `call.ended` event) is the party's own word."""
 
         def action_for(call: Call) -> CallAction:
             if call.state != CallState.RINGING:
                 return CallAction.HANG_UP
             return CallAction.CANCEL if by.role == call.caller_role else CallAction.REJECT
 
-        return self._transition(action_for, by)
+        return self._transition(action_for, by, client_reason=client_reason)
 
     def miss(self) -> CallEvent:
         return self._transition(lambda _: CallAction.MISS, SYSTEM)
@@ -425,6 +429,7 @@ class Call(models.Model):
         reason: EndReason | None = None,
         new_leg: dict[str, Any] | None = None,
         detail: dict[str, Any] | None = None,
+        client_reason: str = "",
     ) -> CallEvent:
         with transaction.atomic():
             call = Call.objects.select_for_update().get(pk=self.pk)
@@ -451,6 +456,8 @@ class Call(models.Model):
                     ended_by=by.label,
                     ended_by_role=by.role,
                 )
+                if client_reason:
+                    changes["client_reason"] = client_reason
                 event_name = "call.ended"
             Call.objects.filter(pk=call.pk).update(**changes)
             for field, value in changes.items():
@@ -465,6 +472,8 @@ class Call(models.Model):
                     call.media_deadline = None
             else:
                 data["reason"] = changes["end_reason"]
+                if client_reason:
+                    data["clientReason"] = client_reason
             data.update(detail or {})
             event = call.record_event(event_name, by, data, leg=leg)
         self._copy_from(call)

@@ -141,6 +141,9 @@ class EndUserSession(HashedTokenModel):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     display_name = models.CharField(max_length=100, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    # Who a call from this session reaches (Voisnap's agentId): a queue's public id or
+    # `echo`; "" for the default queue. Read when the session's offer starts a call.
+    agent = models.CharField(max_length=100, blank=True, editable=False)
     expires_at = models.DateTimeField()
     created_by_user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -180,11 +183,13 @@ class EndUserSession(HashedTokenModel):
         metadata: dict[str, Any] | None = None,
         created_by_user: Any = None,
         created_by_token: ApiToken | None = None,
+        agent: str = "",
     ) -> tuple[EndUserSession, str]:
         issued = cls.new_secret()
         session = cls(
             display_name=display_name,
             metadata=metadata or {},
+            agent=agent,
             expires_at=timezone.now() + timedelta(seconds=ttl_seconds),
             created_by_user=created_by_user,
             created_by_token=created_by_token,

@@ -173,6 +173,8 @@ def _details(wire_name: str, data: Mapping[str, Any], call: CallSnapshot) -> Jso
     details: JsonObject = {"state": call.state, "mode": call.mode}
     if wire_name in ("call.ended", "recording.stopped"):
         details["reason"] = data.get("reason")
+    if wire_name == "call.ended" and data.get("clientReason"):
+        details["clientReason"] = data["clientReason"]  # what the party said (Voisnap)
     if wire_name.startswith("consent."):
         details.update({key: data[key] for key in ("missing", "role") if key in data})
     if wire_name.startswith("recording."):

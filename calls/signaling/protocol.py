@@ -212,6 +212,12 @@ def parse(text: str | None, max_bytes: int, dialect: Dialect = CALLBRIDGE) -> Me
         raise _invalid("message is not JSON") from None
     if not isinstance(envelope, dict):
         raise _invalid("message must be a JSON object")
+    return parse_envelope(envelope)
+
+
+def parse_envelope(envelope: dict[str, Any]) -> Message:
+    """One client message from its decoded envelope (what `parse` checks after the JSON;
+    other dialects' translators build the envelope and share every check)."""
     kind = envelope.get("type")
     if not isinstance(kind, str):
         raise _invalid("type is required")
