@@ -40,6 +40,7 @@ def check_file(recording: Recording, media_root: Path) -> tuple[np.ndarray, np.n
 
 async def test_it_records_each_party_on_its_own_channel(live_call: LiveCall, settings: Any) -> None:
     await live_call.consent_all()
+    asked = time.monotonic()
     started = await live_call.post(
         f"/api/calls/{live_call.call_id}/record", live_call.operator_token
     )
@@ -54,10 +55,17 @@ async def test_it_records_each_party_on_its_own_channel(live_call: LiveCall, set
     )
     assert stopped.status_code == 200, stopped.json()
     body = stopped.json()
+    stop_answered = time.monotonic()
     assert (body["state"], body["stopReason"]) == ("finished", "stopped")
     recording = await Recording.objects.aget(pk=body["recordingID"])
     left, right, seconds = await asyncio.to_thread(check_file, recording, Path(settings.MEDIA_ROOT))
-    assert abs(seconds - (ended - began)) < 0.1
+    # As long as it ran: at least from the start's answer to the stop's request, at most
+    # from the start's request to the stop's answer (one 20 ms frame either way).
+    assert ended - began - 0.02 <= seconds <= stop_answered - asked + 0.02, (
+        seconds,
+        ended - began,
+        stop_answered - asked,
+    )
     assert abs(recording.duration_s - seconds) < 0.001
     last_second = slice(-48000, None)
     assert abs(dominant(left[last_second]) - USER_TONE) < 10  # left = end user
@@ -271,6 +279,8 @@ async def test_it_records_a_gap_as_silence_without_shifting_the_other_side(
     silence = longest_silence(left[settle])
     print(f"gap {gap:.3f} s, recorded silence {silence:.3f} s, file {seconds:.3f} s")
     assert gap - 0.25 < silence < gap + 0.35, (silence, gap)
-    assert longest_silence(right[settle]) < 0.1  # the operator's side never stopped
+    # The operator's side never stopped: no silence near the user's gap (a few lost
+    # packets on a loaded machine are a short hole, not a stop).
+    assert longest_silence(right[settle]) < min(0.5, gap / 2), gap
     assert abs(dominant(left[-48000:]) - USER_TONE) < 10
     assert started.status_code == 201 and seconds > 3.0

@@ -212,10 +212,10 @@ def parse(text: str | None, max_bytes: int, dialect: Dialect = CALLBRIDGE) -> Me
         raise _invalid("message is not JSON") from None
     if not isinstance(envelope, dict):
         raise _invalid("message must be a JSON object")
-    return parse_envelope(envelope)
+    return parse_envelope(envelope, dialect)
 
 
-def parse_envelope(envelope: dict[str, Any]) -> Message:
+def parse_envelope(envelope: dict[str, Any], dialect: Dialect = CALLBRIDGE) -> Message:
     """One client message from its decoded envelope (what `parse` checks after the JSON;
     other dialects' translators build the envelope and share every check)."""
     kind = envelope.get("type")
