@@ -148,6 +148,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             {"name": audio.name, "durationS": round(audio.duration_s, 1)}
             for audio in AudioFile.objects.all()
         ],
+        "notesMaxChars": settings.CALLBRIDGE_NOTES_MAX_CHARS,
         **ice_configuration(f"staff-{request.user.pk}"),
     }
     context = {
