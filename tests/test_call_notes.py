@@ -366,3 +366,16 @@ def test_it_keeps_the_history_append_only(
         CallNotesRevision.objects.filter(pk=revision.pk).update(notes="rewritten")
     with pytest.raises(PermissionError):
         revision.delete()
+
+
+def test_it_refuses_a_cookie_save_without_the_csrf_token(
+    answered: Answered, codes: dict[str, DispositionCode]
+) -> None:
+    """A hostile page can make alice's browser send her session cookie, not the token."""
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(answered.alice)
+    before = answered.records()
+    body = '{"code": "resolved", "notes": "forged"}'
+    forged = browser.put(answered.url, body, content_type="application/json")
+    assert_error(forged, 403, "FORBIDDEN")
+    assert answered.records() == before
