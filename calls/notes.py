@@ -50,7 +50,7 @@ def editable_until(call: Call) -> datetime | None:
     """Until when the call's own operator may change its notes (None: while it is open)."""
     if call.is_open or call.ended_at is None:
         return None
-    wrap_up_s = call.queue.wrap_up_s if call.queue_id is not None and call.queue else 0
+    wrap_up_s = call.queue.wrap_up_s if call.queue is not None else 0
     window = max(int(settings.CALLBRIDGE_NOTES_EDITABLE_S), wrap_up_s)
     return call.ended_at + timedelta(seconds=window)
 

@@ -58,7 +58,7 @@ export class WrapUp {
         this.ui.code.value = typed.code;
         this.ui.notes.value = typed.notes;
       }
-      this.renderDirty(body);
+      this.renderDirty();
     } catch (error) {
       this.setState(`Could not load the notes: ${error.message}`, "failed");
     }
