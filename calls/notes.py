@@ -115,9 +115,11 @@ def save(
     *,
     code: str | Unset | None = UNSET,
     notes: str | Unset = UNSET,
+    revision: int | None = None,
 ) -> CallNotes:
     """Set the call's disposition (`code`; None clears it) and/or notes; what is left
-    out keeps its value. Refusals change nothing."""
+    out keeps its value. `revision`: the one the writer edited (CALL_STATE if the notes
+    moved on since; None: last save wins). Refusals change nothing."""
     require_may_edit(principal, call)
     if isinstance(code, Unset) and isinstance(notes, Unset):
         raise CallbridgeError(ErrorCode.INVALID_MESSAGE, "Send code, notes or both")
@@ -128,7 +130,11 @@ def save(
         changes["notes"] = clean_notes(notes)
     # Checked again under the call's lock: the call may have ended, or changed hands.
     return CallNotes.save_revision(
-        call, principal, changes=changes, check=lambda locked: require_may_edit(principal, locked)
+        call,
+        principal,
+        changes=changes,
+        check=lambda locked: require_may_edit(principal, locked),
+        expected_revision=revision,
     )
 
 

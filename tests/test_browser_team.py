@@ -218,7 +218,21 @@ async def write_notes_in_the_call_and_its_wrap_up(
     await failed.filter(has_text="Not saved: code: 'resolved' is no longer in use").wait_for()
     assert await box.get_by_label("Notes").input_value() == "Wants a refund. Refunded."
     await screenshot(op, "dashboard-wrapup")
+    # Ann, a supervisor, saves meanwhile: op's next save is refused (no lost update), says
+    # who, keeps op's text; saving again replaces Ann's on purpose.
+    await asyncio.to_thread(
+        server.manage,
+        "shell",
+        "-c",
+        "from django.contrib.auth import get_user_model; from calls import notes; "
+        "from calls.models import Call; from calls.principals import Principal; "
+        "ann = Principal.staff(get_user_model().objects.get(username='ann')); "
+        f"notes.save(ann, Call.objects.get(pk='{call_id}'), notes='Checked by Ann')",
+    )
     await box.get_by_label("Disposition").select_option("callback")
+    await box.get_by_role("button", name="Save notes").click()
+    await failed.filter(has_text="operator ann changed them meanwhile").wait_for()
+    assert await box.get_by_label("Notes").input_value() == "Wants a refund. Refunded."
     await box.get_by_role("button", name="Save notes").click()
     await box.locator("#wrapup-state[data-state=saved]").wait_for()
     _, saved, _ = await asyncio.to_thread(
@@ -227,8 +241,9 @@ async def write_notes_in_the_call_and_its_wrap_up(
     assert (saved["disposition"]["code"], saved["notes"], saved["revision"]) == (
         "callback",
         "Wants a refund. Refunded.",
-        2,
+        3,
     )
+    assert [h["by"] for h in saved["history"]] == ["operator op", "operator ann", "operator op"]
     recent = op.locator("#recent li", has_text="Ada")
     await recent.filter(has_text="callback").wait_for()
 

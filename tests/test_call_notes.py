@@ -215,6 +215,9 @@ def test_it_refuses_bad_codes_and_notes_and_changes_nothing(
         ({}, 400, "INVALID_MESSAGE", "Send code, notes or both"),
         (["code"], 400, "INVALID_MESSAGE", "JSON object"),
         ({"code": "resolved", "notes": "y" * 101}, 400, "INVALID_ARGUMENT", "at most"),
+        # Edited revision 0 while it moved on to 1: no lost update.
+        ({"notes": "stale", "revision": 0}, 409, "CALL_STATE", "changed meanwhile"),
+        ({"notes": "stale", "revision": -1}, 400, "INVALID_ARGUMENT", "revision"),
     ]
     for body, status, code, message in refusals:
         error = assert_error(answered.put(answered.as_alice, body), status, code)
@@ -222,7 +225,9 @@ def test_it_refuses_bad_codes_and_notes_and_changes_nothing(
         assert answered.records() == before, body
     # A retired code stays on the calls that have it: saving notes beside it still works.
     DispositionCode.objects.filter(code="callback").update(active=False)
-    kept = answered.put(answered.as_alice, {"code": "callback", "notes": "second"}).json()
+    kept = answered.put(
+        answered.as_alice, {"code": "callback", "notes": "second", "revision": 1}
+    ).json()
     assert (kept["disposition"], kept["revision"]) == (
         {"code": "callback", "label": "Call back", "active": False},
         2,

@@ -29,6 +29,13 @@ class NotesUpdateSerializer(serializers.Serializer):
         trim_whitespace=False,
         help_text="plain text, up to CALLBRIDGE_NOTES_MAX_CHARS; left out: kept",
     )
+    revision = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=2**31 - 1,
+        help_text="the revision you edited: if the notes moved on since, 409 CALL_STATE and "
+        "nothing changes; left out: your save replaces whatever is there",
+    )
 
 
 class DispositionCodeSerializer(serializers.ModelSerializer):

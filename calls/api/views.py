@@ -269,7 +269,7 @@ class CallViewSet(viewsets.GenericViewSet):
     @extend_schema(
         methods=["PUT"],
         summary="Set the call's disposition and/or notes (its operator, in the call or "
-        "its wrap-up window; supervisors any time)",
+        "its wrap-up window; supervisors any time). 409 CALL_STATE: changed meanwhile",
         request=NotesUpdateSerializer,
         responses={200: CallNotesSerializer, **ERRORS},
     )
@@ -285,6 +285,7 @@ class CallViewSet(viewsets.GenericViewSet):
                 call,
                 code=body.validated_data.get("code", notes.UNSET),
                 notes=body.validated_data.get("notes", notes.UNSET),
+                revision=body.validated_data.get("revision"),
             )
             return Response(call_notes_body(self.get_queryset().get(pk=call.pk), saved))
         notes.require_may_read(principal)

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 
+from calls.errors import CallbridgeError, ErrorCode
 from calls.models.append_only import AppendOnlyModel
 from calls.models.call import Call, LegRole
 from calls.models.queue import Queue
@@ -105,17 +106,28 @@ class CallNotes(models.Model):
         *,
         changes: dict[str, Any],
         check: Callable[[Call], None],
+        expected_revision: int | None = None,
     ) -> CallNotes:
         """Apply `changes` ({"disposition": DispositionCode | None, "notes": str}, either
         or both) as the call's next revision, with its events.
 
         `check(locked_call)` runs under the call's row lock (who may, until when) and
-        raises to refuse. Saving what is already there writes nothing.
+        raises to refuse. `expected_revision`: the revision the writer edited; if the
+        notes moved on since, CALL_STATE and nothing is written (no lost update). Saving
+        what is already there writes nothing.
         """
         with transaction.atomic():
             locked = Call.objects.select_for_update().get(pk=call.pk)
             check(locked)
             current, _ = cls.objects.select_for_update().get_or_create(call=locked)
+            if expected_revision is not None and expected_revision != current.revision:
+                raise CallbridgeError(
+                    ErrorCode.CALL_STATE,
+                    f"The notes changed meanwhile (revision {current.revision}, by "
+                    f"{current.updated_by}); load them again, or save without a revision "
+                    "to replace them",
+                    details={"revision": current.revision},
+                )
             new_disposition = changes.get("disposition", current.disposition)
             new_notes = changes.get("notes", current.notes)
             disposition_changed = (

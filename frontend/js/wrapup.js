@@ -89,6 +89,7 @@ export class WrapUp {
     this.ui.code.value = this.saved.code;
     this.ui.notes.value = body.notes;
     this.editableUntil = body.editableUntil;
+    this.revision = body.revision;  // sent back with a save: nobody's edit is lost unseen
     this.lastSaved = body.revision ? body.updatedAt : null;
   }
 
@@ -105,6 +106,23 @@ export class WrapUp {
     }
   }
 
+  // Someone (a supervisor) saved since this box loaded: learn their revision, keep what
+  // was typed here, and let the operator decide (Save again replaces theirs).
+  async behindBy(callID) {
+    const typed = {code: this.ui.code.value, notes: this.ui.notes.value};
+    try {
+      const latest = await this.api("GET", `/calls/${callID}/disposition`);
+      if (this.callID !== callID) return;
+      this.fill(latest);
+      this.ui.code.value = typed.code;
+      this.ui.notes.value = typed.notes;
+      this.setState(`Not saved: ${latest.updatedBy} changed them meanwhile. Yours are still ` +
+                    "here: Save notes again to replace theirs.", "failed");
+    } catch (error) {
+      this.setState(`Not saved: ${error.message}`, "failed");
+    }
+  }
+
   setState(text, kind = "") {
     this.ui.state.textContent = text;
     this.ui.state.dataset.state = kind;
@@ -113,7 +131,8 @@ export class WrapUp {
   async save() {
     if (!this.callID) return;
     const callID = this.callID;
-    const body = {code: this.ui.code.value || null, notes: this.ui.notes.value};
+    const body = {code: this.ui.code.value || null, notes: this.ui.notes.value,
+                  revision: this.revision};
     this.ui.save.disabled = true;
     this.setState("Saving…", "saving");
     try {
@@ -129,7 +148,11 @@ export class WrapUp {
       this.renderDirty();
     } catch (error) {
       // What was typed stays in the box: the operator can copy it, or retry.
-      this.setState(`Not saved: ${error.message}`, "failed");
+      if (error.code === "CALL_STATE" && this.callID === callID) {
+        await this.behindBy(callID);
+      } else {
+        this.setState(`Not saved: ${error.message}`, "failed");
+      }
     } finally {
       this.ui.save.disabled = false;
     }
