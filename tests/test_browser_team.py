@@ -203,7 +203,9 @@ async def write_notes_in_the_call_and_its_wrap_up(
 
     await asyncio.to_thread(server.request, "POST", f"/api/calls/{call_id}/hangup", token)
     await box.locator("#wrapup-for", has_text="wrap-up").wait_for()
-    await box.locator("#wrapup-state", has_text="You can change them until").wait_for()
+    # op is a superuser, so a supervisor: no deadline is shown (an operator sees "You can
+    # change them until …", from the server's editableUntil).
+    await box.locator("#wrapup-state", has_text="Saved at").wait_for()
     await box.get_by_label("Disposition").select_option("resolved")
     await box.get_by_label("Notes").fill("Wants a refund. Refunded.")
     await asyncio.to_thread(

@@ -389,7 +389,7 @@ function render() {
     const outcome = [REASONS[call.endReason] || call.endReason || call.state, talk];
     if (call.disposition) outcome.push(call.disposition);
     const actions = [link("Details", callUrl(call.callID))];
-    if (call.operator === config.operator && call.answeredAt) {
+    if (call.answeredAt && (call.operator === config.operator || config.notesSupervisor)) {
       actions.unshift(button("Notes", "", () => wrapUp.open(call, {ended: true})));
     }
     return item(name(call), outcome.join(" · "), ...actions);
@@ -472,7 +472,8 @@ function operatorChanged(data) {
 }
 
 // --- controls and timers -------------------------------------------------------------------
-wrapUp = new WrapUp({api, notesMaxChars: config.notesMaxChars});
+wrapUp = new WrapUp({api, notesMaxChars: config.notesMaxChars,
+                     supervisor: config.notesSupervisor});
 ui.hangup.addEventListener("click", () => mine && hangUp(mine.callID));
 for (const element of ui.availability) {
   element.addEventListener("click", () => {

@@ -7,7 +7,7 @@ const CLOCK = {hour: "2-digit", minute: "2-digit"};
 const clock = (iso) => new Date(iso).toLocaleTimeString([], CLOCK);
 
 export class WrapUp {
-  constructor({api, notesMaxChars, onClose}) {
+  constructor({api, notesMaxChars, supervisor = false, onClose}) {
     const $ = (id) => document.getElementById(id);
     this.ui = {
       root: $("wrapup"), title: $("wrapup-for"), code: $("wrapup-code"), notes: $("wrapup-notes"),
@@ -15,6 +15,7 @@ export class WrapUp {
       state: $("wrapup-state"),
     };
     this.api = api;
+    this.supervisor = supervisor;  // may change any call's, any time: no deadline to show
     this.onClose = onClose || (() => {});
     this.callID = null;
     this.saved = {code: "", notes: ""};  // what the server holds
@@ -96,7 +97,8 @@ export class WrapUp {
   renderDirty() {
     const left = this.ui.notes.maxLength - this.ui.notes.value.length;
     this.ui.count.textContent = `${left} characters left`;
-    const until = this.editableUntil ? ` You can change them until ${clock(this.editableUntil)}.` : "";
+    const until = this.editableUntil && !this.supervisor
+      ? ` You can change them until ${clock(this.editableUntil)}.` : "";
     if (this.dirty) {
       this.setState(`Not saved yet.${until}`, "dirty");
     } else if (this.lastSaved) {
