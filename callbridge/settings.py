@@ -238,6 +238,15 @@ CALLBRIDGE_AWAY_AFTER_MISSES = env_int("CALLBRIDGE_AWAY_AFTER_MISSES", 3, minimu
 # Queue statistics: a call answered within this many seconds of joining its queue is
 # within the service level (docs/queues.md#statistics).
 CALLBRIDGE_SERVICE_LEVEL_S = env_int("CALLBRIDGE_SERVICE_LEVEL_S", 20, minimum=1, maximum=3600)
+# Call notes and disposition (calls/notes.py): after a call ends, the operator who handled
+# it may still edit them for this long, or for their queue's wrap-up if that is longer.
+CALLBRIDGE_NOTES_EDITABLE_S = env_int(
+    "CALLBRIDGE_NOTES_EDITABLE_S", 3600, minimum=0, maximum=30 * 86400
+)
+# The longest notes one call may carry (characters).
+CALLBRIDGE_NOTES_MAX_CHARS = env_int(
+    "CALLBRIDGE_NOTES_MAX_CHARS", 4000, minimum=100, maximum=100_000
+)
 CALLBRIDGE_MEDIA_GRACE_S = env_int("CALLBRIDGE_MEDIA_GRACE_S", 60, minimum=1, maximum=3600)
 CALLBRIDGE_ICE_TIMEOUT_S = env_int("CALLBRIDGE_ICE_TIMEOUT_S", 20, minimum=1, maximum=300)
 # Local addresses the media worker advertises as ICE host candidates (comma-separated IPs).

@@ -29,7 +29,15 @@ from django.db.models import Prefetch
 from callbridge.channel_layer import configured_layer
 from calls import availability
 from calls.consent import consent_status
-from calls.models import Call, CallEvent, EndUserSession, OfferOutcome, Queue, QueueOffer
+from calls.models import (
+    Call,
+    CallEvent,
+    CallNotes,
+    EndUserSession,
+    OfferOutcome,
+    Queue,
+    QueueOffer,
+)
 from calls.models.call import CallQuerySet
 from calls.signaling import payloads
 from calls.workers import link
@@ -82,7 +90,13 @@ def call_snapshot(call: Call) -> payloads.CallSnapshot:
         external_id=call.external_id or "",
         caller=call.caller,
         callee=call.callee,
+        disposition=_disposition_code(call),
     )
+
+
+def _disposition_code(call: Call) -> str | None:
+    notes = CallNotes.of(call)
+    return notes.disposition.code if notes is not None and notes.disposition else None
 
 
 def _pending_offers(call: Call) -> list[QueueOffer]:
@@ -132,7 +146,7 @@ def summarised_calls() -> CallQuerySet:
     """Calls with everything call_snapshot reads, loaded in a few queries."""
     pending = QueueOffer.objects.filter(outcome=OfferOutcome.PENDING).select_related("operator")
     return Call.objects.select_related(
-        "session", "operator_user", "operator_token", "queue"
+        "session", "operator_user", "operator_token", "queue", "call_notes__disposition"
     ).prefetch_related(
         "legs",
         "consents",

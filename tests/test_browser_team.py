@@ -64,8 +64,8 @@ async def playwright() -> AsyncIterator[Any]:
 
 
 def setup_team(server: Server, queue: str, ring_timeout_s: int) -> None:
-    """Two operators, op and ann (made once per server), and a round-robin queue they
-    both answer."""
+    """Two operators, op and ann (made once per server), a round-robin queue they both
+    answer, and two disposition codes."""
     script = (
         "from django.contrib.auth import get_user_model; from calls.models import Queue; "
         "U = get_user_model(); "
@@ -75,7 +75,11 @@ def setup_team(server: Server, queue: str, ring_timeout_s: int) -> None:
         f"'ann', 'ann@example.com', '{PASSWORD}', first_name='Ann', last_name='Supervisor'); "
         f"q = Queue.objects.create(name='{queue.title()}', public_id='{queue}', "
         f"strategy='round_robin', ring_timeout_s={ring_timeout_s}, max_wait_s=900); "
-        "q.members.add(op, ann)"
+        "q.members.add(op, ann); "
+        # The codes operators pick from (tests/test_browser_team's notes step).
+        "from calls.models import DispositionCode as D; "
+        "D.objects.get_or_create(code='callback', defaults={'label': 'Call back'}); "
+        "D.objects.get_or_create(code='resolved', defaults={'label': 'Resolved'})"
     )
     server.manage("shell", "-c", script)
 
@@ -137,9 +141,8 @@ async def test_it_rings_only_the_offered_operator_and_notifies_it_in_the_backgro
         assert await availability_of(server, token, "ann") == ("available", "idle")
         await op.reload()  # it survives a reload: the server says so
         await op.wait_for_function("document.getElementById('feed').textContent === 'Live.'")
-        assert await op.locator("[data-availability=available]").get_attribute("aria-pressed") == (
-            "true"
-        )
+        # "Live." is the socket opening; the snapshot that says so comes just after it.
+        await op.locator("[data-availability=available][aria-pressed=true]").wait_for()
         await op.locator("#my-activity", has_text="You are available, idle.").wait_for()
 
         await op.evaluate("window.__setHidden(true)")  # op looks at another tab
@@ -179,12 +182,72 @@ async def test_it_rings_only_the_offered_operator_and_notifies_it_in_the_backgro
         assert answered["state"] == "active"
         assert "operator" in [leg["role"] for leg in answered["legs"]]
         await op.locator("#my-activity", has_text="You are available, in a call.").wait_for()
-        await asyncio.to_thread(
-            server.request, "POST", f"/api/calls/{call['callID']}/hangup", token
-        )
+        await write_notes_in_the_call_and_its_wrap_up(server, op, token, call["callID"])
         assert op.errors == [] and ann.errors == []
     finally:
         await browser.close()
+
+
+async def write_notes_in_the_call_and_its_wrap_up(
+    server: Server, op: Any, token: str, call_id: str
+) -> None:
+    """Issue 16 item 4 on the dashboard: the notes box opens with op's call, saves, stays
+    for the wrap-up after the call ends, and says so when a save fails (keeping the text)."""
+    box = op.locator("#wrapup")
+    await box.locator("#wrapup-state", has_text="Nothing saved yet.").wait_for()
+    await box.get_by_label("Disposition").select_option("callback")
+    await box.get_by_label("Notes").fill("Wants a refund")
+    await box.locator("#wrapup-state", has_text="Not saved yet.").wait_for()
+    await box.get_by_role("button", name="Save notes").click()
+    await box.locator("#wrapup-state", has_text="Saved at").wait_for()
+
+    await asyncio.to_thread(server.request, "POST", f"/api/calls/{call_id}/hangup", token)
+    await box.locator("#wrapup-for", has_text="wrap-up").wait_for()
+    # op is a superuser, so a supervisor: no deadline is shown (an operator sees "You can
+    # change them until …", from the server's editableUntil).
+    await box.locator("#wrapup-state", has_text="Saved at").wait_for()
+    await box.get_by_label("Disposition").select_option("resolved")
+    await box.get_by_label("Notes").fill("Wants a refund. Refunded.")
+    await asyncio.to_thread(
+        server.manage,
+        "shell",
+        "-c",
+        "from calls.models import DispositionCode as D; "
+        "D.objects.filter(code='resolved').update(active=False)",
+    )
+    await box.get_by_role("button", name="Save notes").click()
+    failed = box.locator("#wrapup-state[data-state=failed]")
+    await failed.filter(has_text="Not saved: code: 'resolved' is no longer in use").wait_for()
+    assert await box.get_by_label("Notes").input_value() == "Wants a refund. Refunded."
+    await screenshot(op, "dashboard-wrapup")
+    # Ann, a supervisor, saves meanwhile: op's next save is refused (no lost update), says
+    # who, keeps op's text; saving again replaces Ann's on purpose.
+    await asyncio.to_thread(
+        server.manage,
+        "shell",
+        "-c",
+        "from django.contrib.auth import get_user_model; from calls import notes; "
+        "from calls.models import Call; from calls.principals import Principal; "
+        "ann = Principal.staff(get_user_model().objects.get(username='ann')); "
+        f"notes.save(ann, Call.objects.get(pk='{call_id}'), notes='Checked by Ann')",
+    )
+    await box.get_by_label("Disposition").select_option("callback")
+    await box.get_by_role("button", name="Save notes").click()
+    await failed.filter(has_text="operator ann changed them meanwhile").wait_for()
+    assert await box.get_by_label("Notes").input_value() == "Wants a refund. Refunded."
+    await box.get_by_role("button", name="Save notes").click()
+    await box.locator("#wrapup-state[data-state=saved]").wait_for()
+    _, saved, _ = await asyncio.to_thread(
+        server.request, "GET", f"/api/calls/{call_id}/disposition", token
+    )
+    assert (saved["disposition"]["code"], saved["notes"], saved["revision"]) == (
+        "callback",
+        "Wants a refund. Refunded.",
+        3,
+    )
+    assert [h["by"] for h in saved["history"]] == ["operator op", "operator ann", "operator op"]
+    recent = op.locator("#recent li", has_text="Ada")
+    await recent.filter(has_text="callback").wait_for()
 
 
 async def test_it_stops_alerting_when_the_offer_rings_out_and_rings_the_next_operator(

@@ -34,6 +34,8 @@ def test_it_generates_a_valid_schema_without_warnings(tmp_path: Path) -> None:
         "/api/calls/{callID}/record/stop",
         "/api/calls/{callID}/webrtc/offer",
         "/api/calls/{callID}/webrtc/close",
+        "/api/calls/{callID}/disposition",
+        "/api/dispositions",
         "/api/operators",
         "/api/operators/me/status",
         "/api/operators/stats",

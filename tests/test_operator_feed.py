@@ -109,3 +109,48 @@ async def test_it_tells_the_dashboard_who_a_queued_call_rings(asgi_app: Any) -> 
     assert (ended["operator"], ended["outcome"]) == ("alice", "cancelled")
     assert ended["call"]["offers"] == []
     await feed.close()
+
+
+async def test_it_tells_supervisors_of_a_disposition_and_the_caller_nothing(
+    asgi_app: Any,
+) -> None:
+    from calls import notes
+    from calls.models import Call, DispositionCode
+    from calls.principals import Principal
+
+    feed = await dashboard(asgi_app)  # alice, an operator
+    await feed.receive()
+    session, token = await sync_to_async(EndUserSession.create)(ttl_seconds=600, display_name="Ada")
+    caller = SignalClient(asgi_app)
+    await caller.connect()
+    await caller.send({"type": "register", "sessionId": "", "authToken": token})
+    await caller.expect("event", "registered")
+
+    def answer_and_note() -> Call:
+        from django.contrib.auth import get_user_model
+
+        alice = Principal.staff(get_user_model().objects.get(username="alice"))
+        DispositionCode.objects.create(code="resolved", label="Resolved")
+        call = Call.start(by=Principal.end_user(session), mode="bridge", media_worker="embedded")
+        call.answer(alice)
+        notes.save(alice, call, code="resolved", notes="confided secret")
+        call.hang_up(alice)
+        return call
+
+    call = await sync_to_async(answer_and_note)()
+    disposition = (await feed.expect("event", "call.disposition_set"))["data"]
+    assert (disposition["disposition"], disposition["revision"]) == ("resolved", 1)
+    assert disposition["call"]["disposition"] == "resolved"
+    updated = (await feed.expect("event", "call.notes_updated"))["data"]
+    assert updated["length"] == len("confided secret")
+    await feed.expect("event", "call.ended")
+    assert "confided" not in str(feed.received)
+
+    # The caller's socket hears its call end (events arrive in order): nothing before it
+    # spoke of notes or a disposition.
+    ended = await caller.expect("event", "call.ended")
+    assert ended["callSid"] == str(call.pk)
+    told = str(caller.received)
+    assert "resolved" not in told and "confided" not in told and "notes" not in told
+    await caller.close()
+    await feed.close()

@@ -209,3 +209,29 @@ def test_it_shows_operators_what_a_gateway_client_said_of_its_call() -> None:
     )
     event = recorded("call.answered", {"state": "active"}, told)
     assert "call-unique-id" not in json.dumps(payloads.party_event(event, "user", "leg-user"))
+
+
+def test_it_tells_the_feed_the_disposition_and_the_end_user_nothing_of_notes() -> None:
+    call = replace(CALL, disposition="resolved")
+    events = [
+        recorded(
+            "call.disposition_set",
+            {"disposition": "resolved", "previous": None, "revision": 1},
+            call,
+        ),
+        recorded("call.notes_updated", {"revision": 1, "length": 12}, call),
+    ]
+    for event in events:
+        assert payloads.party_event(event, "user", "leg-user") is None
+        assert payloads.party_event(event, "operator", "leg-operator") is None
+    shaped = [payloads.feed_event(event)["data"] for event in events]
+    assert (shaped[0]["name"], shaped[0]["disposition"], shaped[0]["revision"]) == (
+        "call.disposition_set",
+        "resolved",
+        1,
+    )
+    assert (shaped[1]["name"], shaped[1]["length"]) == ("call.notes_updated", 12)
+    assert shaped[1]["call"]["disposition"] == "resolved"
+    # Through the channel layer and back, as a Redis layer carries it.
+    message = json.loads(json.dumps(payloads.to_message(events[0])))
+    assert payloads.call_event_from_message(message) == events[0]

@@ -4,6 +4,7 @@ from calls.admin import (  # noqa: F401  (registers)
     audio_admin,
     call_admin,
     credentials_admin,
+    notes_admin,
     queue_admin,
 )
 

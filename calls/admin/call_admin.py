@@ -19,6 +19,9 @@ from calls.models import (
     AccessAction,
     Call,
     CallEvent,
+    CallNotes,
+    CallNotesRevision,
+    DispositionCode,
     Leg,
     Recording,
     RecordingAccess,
@@ -66,6 +69,32 @@ class CallEventInline(ReadOnlyInline):
     verbose_name_plural = "event timeline"
     fields = readonly_fields = ("created_at", "name", "actor", "actor_role", "data")
     ordering = ["created_at", "id"]
+
+
+class NotesRevisionInline(ReadOnlyInline):
+    model = CallNotesRevision
+    verbose_name_plural = "notes and disposition history"
+    fields = readonly_fields = ("revision", "created_at", "author", "disposition", "notes")
+    ordering = ["revision"]
+
+
+class DispositionFilter(admin.SimpleListFilter):
+    """Every code, retired ones too (old calls keep them), and "none"."""
+
+    title = "disposition"
+    parameter_name = "disposition"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        codes = [(code.code, str(code)) for code in DispositionCode.objects.all()]
+        return [("-", "none"), *codes]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        if value is None:
+            return queryset
+        if value == "-":
+            return queryset.filter(call_notes__disposition__isnull=True)
+        return queryset.filter(call_notes__disposition__code=value)
 
 
 class ConsentInline(ReadOnlyInline):
@@ -223,8 +252,9 @@ class CallAdmin(ReadOnlyAdmin):
         "created_at",
         "duration_display",
         "end_reason",
+        "disposition",
     ]
-    list_filter = ["state", "mode", "direction", "end_reason", "created_at"]
+    list_filter = ["state", "mode", "direction", "end_reason", DispositionFilter, "created_at"]
     date_hierarchy = "created_at"
     search_fields = [
         "=external_id",
@@ -233,17 +263,41 @@ class CallAdmin(ReadOnlyAdmin):
         "session__display_name",
         "created_by",
         "ended_by",
+        "call_notes__notes",
     ]
     search_help_text = (
-        "A full call id or callSid, a calling or called number, an end user's name, or who"
-        " placed / ended the call"
+        "A full call id or callSid, a calling or called number, an end user's name, who"
+        " placed / ended the call, or words of its notes"
     )
-    list_select_related = ["session", "operator_user", "operator_token"]
-    inlines = [LegInline, ConsentInline, RecordingInline, CallEventInline]
+    list_select_related = [
+        "session",
+        "operator_user",
+        "operator_token",
+        "call_notes__disposition",
+    ]
+    inlines = [LegInline, ConsentInline, RecordingInline, NotesRevisionInline, CallEventInline]
     actions = ["hang_up"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [field.name for field in Call._meta.fields] + ["duration_display"]
+        fields = [field.name for field in Call._meta.fields]
+        return [*fields, "duration_display", "disposition", "notes"]
+
+    @admin.display(description="disposition")
+    def disposition(self, call: Call) -> str:
+        current = CallNotes.of(call)
+        return str(current.disposition) if current and current.disposition else "—"
+
+    @admin.display(description="notes")
+    def notes(self, call: Call) -> str:
+        current = CallNotes.of(call)
+        if current is None or not current.revision:
+            return "—"
+        return format_html(
+            '<div style="white-space: pre-wrap">{}</div><div class="help">{} · {}</div>',
+            current.notes or "(empty)",
+            current.updated_by,
+            current.updated_at.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        )
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet, search_term: str

@@ -16,6 +16,7 @@ from calls.models import (
     Availability,
     Call,
     CallMode,
+    CallNotes,
     CallState,
     ConsentMethod,
     Leg,
@@ -233,6 +234,24 @@ class EndedBySerializer(serializers.Serializer):
     name = serializers.CharField()
 
 
+@extend_schema_field({"type": "string", "nullable": True})
+class CallNotesField(serializers.Field):
+    """One attribute of the call's notes (`disposition`: its code; `notes`: the text).
+
+    Not read-only on purpose: the schema then lists it as optional, which it is (end users
+    never get it: CallSerializer.to_representation)."""
+
+    def __init__(self, part: str, **kwargs: Any) -> None:
+        self.part = part
+        super().__init__(source="*", required=False, **kwargs)
+
+    def to_representation(self, call: Call) -> str | None:
+        current = CallNotes.of(call)
+        if self.part == "disposition":
+            return current.disposition.code if current and current.disposition else None
+        return current.notes if current is not None else ""
+
+
 class CallSerializer(serializers.ModelSerializer):
     callID = serializers.UUIDField(source="id")
     state = serializers.ChoiceField(choices=CallState.choices)
@@ -270,6 +289,13 @@ class CallSerializer(serializers.ModelSerializer):
         help_text="what the client sent along (PolyAI: accountId, projectId, variantId, "
         "agentVersionOverride, mode)"
     )
+    disposition = CallNotesField(
+        "disposition",
+        help_text="operators only: the disposition code the operator picked (null: none)",
+    )
+    notes = CallNotesField(
+        "notes", help_text="operators only: the operator's notes (GET …/disposition: history)"
+    )
 
     class Meta:
         model = Call
@@ -296,6 +322,8 @@ class CallSerializer(serializers.ModelSerializer):
             "caller",
             "callee",
             "metadata",
+            "disposition",
+            "notes",
         ]
 
     def get_queuePosition(self, call: Call) -> int | None:
@@ -334,6 +362,9 @@ class CallSerializer(serializers.ModelSerializer):
         viewer = self.context.get("principal")
         if viewer is not None and viewer.is_operator:
             return data
+        # What the operators wrote about the call is theirs (calls.notes).
+        data.pop("disposition", None)
+        data.pop("notes", None)
         # End users (and anyone unidentified) see display names, never staff usernames or
         # token names: those identify the operators' accounts, not the people.
         shown = {leg.party: leg_display_name(leg) for leg in call.legs.all()}

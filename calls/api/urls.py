@@ -10,7 +10,12 @@ from calls.api.queue_views import (
     QueueListView,
     QueueStatsView,
 )
-from calls.api.views import CallViewSet, SessionCreateView, WebRtcConfigView
+from calls.api.views import (
+    CallViewSet,
+    DispositionListView,
+    SessionCreateView,
+    WebRtcConfigView,
+)
 from calls.api.voisnap import VoisnapSessionCreateView
 
 router = SimpleRouter(trailing_slash=False)  # the contract's paths have none
@@ -23,6 +28,7 @@ urlpatterns = [
     path("operators", OperatorListView.as_view(), name="operator-list"),
     path("operators/me/status", MyStatusView.as_view(), name="operator-my-status"),
     path("operators/stats", OperatorStatsView.as_view(), name="operator-stats"),
+    path("dispositions", DispositionListView.as_view(), name="disposition-list"),
     path("queues", QueueListView.as_view(), name="queue-list"),
     path("queues/<slug:publicId>", QueueDetailView.as_view(), name="queue-detail"),
     path("queues/<slug:publicId>/stats", QueueStatsView.as_view(), name="queue-stats"),

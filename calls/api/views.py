@@ -17,7 +17,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from callbridge.client_address import client_ip
-from calls import calling, playback, policy
+from calls import calling, notes, playback, policy
+from calls.api.notes_serializers import (
+    CallNotesSerializer,
+    DispositionCodeSerializer,
+    NotesUpdateSerializer,
+    call_notes_body,
+)
 from calls.api.pagination import LinkHeaderCursorPagination
 from calls.api.serializers import (
     AnswerSerializer,
@@ -40,7 +46,7 @@ from calls.calling import parse_uuid
 from calls.consent import record_answer
 from calls.errors import CallbridgeError, ErrorCode
 from calls.ice import ice_configuration
-from calls.models import Call, CallState, EndUserSession, StopReason
+from calls.models import Call, CallState, DispositionCode, EndUserSession, StopReason
 from calls.principals import Principal
 from calls.recordings import (
     start_recording,
@@ -163,6 +169,18 @@ STATE_FILTER = OpenApiParameter(
     str,
     description="comma-separated states to include: " + ", ".join(CallState.values),
 )
+DISPOSITION_FILTER = OpenApiParameter(
+    "disposition",
+    str,
+    description="operators: comma-separated disposition codes (GET /api/dispositions)",
+)
+NOTES_SEARCH = OpenApiParameter(
+    "q", str, description="operators: calls whose notes hold every word (case-insensitive)"
+)
+
+
+def comma_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 class CallViewSet(viewsets.GenericViewSet):
@@ -172,7 +190,7 @@ class CallViewSet(viewsets.GenericViewSet):
     lookup_value_regex = "[0-9a-fA-F-]{36}"
 
     def get_queryset(self) -> QuerySet[Call]:
-        calls = Call.objects.select_related("queue").prefetch_related(
+        calls = Call.objects.select_related("queue", "call_notes__disposition").prefetch_related(
             "legs__user", "consents", "recordings__consents"
         )
         if self.action == "list":
@@ -197,13 +215,23 @@ class CallViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         summary="List calls (newest first; `Link` header for the next page)",
-        parameters=[STATE_FILTER],
+        parameters=[STATE_FILTER, DISPOSITION_FILTER, NOTES_SEARCH],
         responses={200: CallSerializer(many=True), **ERRORS},
     )
     def list(self, request: Request) -> Response:
         calls = self.get_queryset()
+        principal = principal_of(request)
+        codes = request.query_params.get("disposition")
+        text = request.query_params.get("q")
+        if codes is not None or text is not None:
+            # An end user must not learn what the notes of its calls say, even by search.
+            notes.require_may_read(principal)
+            if codes is not None:
+                calls = notes.with_dispositions(calls, comma_list(codes))
+            if text is not None:
+                calls = notes.matching(calls, text)
         if states := request.query_params.get("state"):
-            wanted = [item.strip() for item in states.split(",") if item.strip()]
+            wanted = comma_list(states)
             unknown = [item for item in wanted if item not in CallState.values]
             if unknown:
                 raise CallbridgeError(
@@ -267,6 +295,37 @@ class CallViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["post"])
     def hangup(self, request: Request, callID: str) -> Response:
         return self._verb(lambda call, who: call.hang_up(who), callee_only=False)
+
+    @extend_schema(
+        methods=["GET"],
+        summary="The call's notes and disposition, with every revision (operators)",
+        request=None,
+        responses={200: CallNotesSerializer, **ERRORS},
+    )
+    @extend_schema(
+        methods=["PUT"],
+        summary="Set the call's disposition and/or notes (its operator, in the call or "
+        "its wrap-up window; supervisors any time). 409 CALL_STATE: changed meanwhile",
+        request=NotesUpdateSerializer,
+        responses={200: CallNotesSerializer, **ERRORS},
+    )
+    @action(detail=True, methods=["get", "put"])
+    def disposition(self, request: Request, callID: str) -> Response:
+        principal = principal_of(request)
+        call = self.get_object()
+        if request.method == "PUT":
+            body = NotesUpdateSerializer(data=json_object(request))
+            body.is_valid(raise_exception=True)
+            saved = notes.save(
+                principal,
+                call,
+                code=body.validated_data.get("code", notes.UNSET),
+                notes=body.validated_data.get("notes", notes.UNSET),
+                revision=body.validated_data.get("revision"),
+            )
+            return Response(call_notes_body(self.get_queryset().get(pk=call.pk), saved))
+        notes.require_may_read(principal)
+        return Response(call_notes_body(call, notes.current(call)))
 
     @extend_schema(
         summary="Give or withdraw your own consent to be recorded on this call",
@@ -380,3 +439,14 @@ class CallViewSet(viewsets.GenericViewSet):
         policy.require_may_end(principal, call)
         apply(call, principal)  # CallbridgeError (e.g. CALL_STATE) becomes the error body
         return self._call_response(call)
+
+
+class DispositionListView(APIView):
+    @extend_schema(
+        summary="The disposition codes operators may pick (active ones, in order)",
+        responses={200: DispositionCodeSerializer(many=True), **ERRORS},
+    )
+    def get(self, request: Request) -> Response:
+        notes.require_may_read(principal_of(request))
+        codes = DispositionCode.objects.filter(active=True).prefetch_related("queues")
+        return Response(DispositionCodeSerializer(codes, many=True).data)

@@ -14,6 +14,7 @@ from calls.models.call import (
 from calls.models.consent import ConsentMethod, RecordingConsent
 from calls.models.credentials import ApiToken, EndUserSession
 from calls.models.media_worker import MediaWorkerStatus, WorkerState
+from calls.models.notes import CallNotes, CallNotesRevision, DispositionCode
 from calls.models.operator_status import (
     OPERATOR_PERMISSION,
     Availability,
@@ -48,8 +49,11 @@ __all__ = [
     "CallDirection",
     "CallEvent",
     "CallMode",
+    "CallNotes",
+    "CallNotesRevision",
     "CallState",
     "ConsentMethod",
+    "DispositionCode",
     "EndReason",
     "EndUserSession",
     "Leg",

@@ -19,6 +19,7 @@ from django.views.decorators.http import require_GET
 from calls.ice import ice_configuration
 from calls.limits import LobbyThrottle
 from calls.models import AudioFile, EndUserSession
+from calls.notes import SUPERVISOR_PERMISSION
 from calls.operators import is_operator_user
 from calls.tokens import token_kind
 
@@ -148,6 +149,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             {"name": audio.name, "durationS": round(audio.duration_s, 1)}
             for audio in AudioFile.objects.all()
         ],
+        "notesMaxChars": settings.CALLBRIDGE_NOTES_MAX_CHARS,
+        # Supervisors get the notes box on everyone's calls (the API decides anyway).
+        "notesSupervisor": request.user.has_perm(SUPERVISOR_PERMISSION),
         **ice_configuration(f"staff-{request.user.pk}"),
     }
     context = {

@@ -79,6 +79,9 @@ class CallSnapshot:
     external_id: str = ""
     caller: str = ""
     callee: str = ""
+    # The disposition code the operator picked (operators only; the notes' text never
+    # travels on the sockets: GET /api/calls/{id}/disposition).
+    disposition: str | None = None
 
 
 @dataclass(frozen=True)
@@ -236,7 +239,12 @@ def feed_event(event: CallEventSnapshot) -> JsonObject:
     name = FEED_NAMES.get(name, name)
     # The feed always passed these three on, whatever the event.
     passed_on: JsonObject = {key: data[key] for key in ("reason", "legID", "role") if key in data}
-    details: JsonObject = {**passed_on, **_details(name, data, call), **queue_details(data)}
+    details: JsonObject = {
+        **passed_on,
+        **_details(name, data, call),
+        **queue_details(data),
+        **notes_details(name, data),
+    }
     return protocol.event(
         "", call.call_id, name, record=event.name, call=call_summary(call), **details
     )
@@ -252,6 +260,18 @@ def queue_details(data: Mapping[str, Any]) -> JsonObject:
     `queue.offer_ended {operator, outcome}`, `queue.overflowed {from, to}`): operators
     only, as they name operators' accounts."""
     return {key: data[key] for key in QUEUE_KEYS if key in data}
+
+
+NOTES_KEYS = ("disposition", "previous", "revision", "length")
+
+
+def notes_details(name: str, data: Mapping[str, Any]) -> JsonObject:
+    """What the feed says of `call.disposition_set {disposition, previous, revision}` and
+    `call.notes_updated {revision, length}`: never the text (operators only; /ws/signal
+    has no name for either, so end users are not told)."""
+    if name not in ("call.disposition_set", "call.notes_updated"):
+        return {}
+    return {key: data[key] for key in NOTES_KEYS if key in data}
 
 
 def call_summary(call: CallSnapshot) -> JsonObject:
@@ -290,6 +310,7 @@ def call_summary(call: CallSnapshot) -> JsonObject:
         "externalId": call.external_id,
         "caller": call.caller,
         "callee": call.callee,
+        "disposition": call.disposition,
     }
 
 

@@ -2,10 +2,12 @@
 // Actions use the REST API with the admin session (CSRF header); media offers are sent
 // over REST with ICE gathering complete. The team: my availability, the queues with their
 // waiting callers, every operator's status; a queued call shows Answer only to the
-// operator it is offered to (the server refuses anyone else anyway).
+// operator it is offered to (the server refuses anyone else anyway). My call's notes and
+// disposition: wrapup.js, during the call and in its wrap-up.
 import {CallAlerts} from "./alerts.js";
 import {LevelMeter, Microphone, formatDuration} from "./media.js";
 import {CallMedia, qualityWarnings} from "./peer.js";
+import {WrapUp} from "./wrapup.js";
 
 const config = JSON.parse(document.getElementById("config").textContent);
 const $ = (id) => document.getElementById(id);
@@ -43,6 +45,7 @@ const microphone = new Microphone({
 let mine = null;            // {callID, media, answeredAt}
 let idleText = "Not in a call.";  // after a call: how it ended
 let tickers = [];
+let wrapUp = null;          // the notes box (made once `api` exists, below)
 
 // --- REST --------------------------------------------------------------------------------
 async function api(method, path, body) {
@@ -139,6 +142,7 @@ async function connectMine(callID) {
   media.setMuted(ui.mute.getAttribute("aria-pressed") === "true");
   mine = {callID, media, answeredAt: mine?.callID === callID ? mine.answeredAt : null};
   idleText = "Not in a call.";
+  wrapUp.open(calls.get(callID) || {callID});
   setMyStatus("Connecting…");
   const sdp = await media.offer(stream, {gather: true});
   try {
@@ -194,6 +198,8 @@ function renderMine() {
 }
 
 function endMine(reason) {
+  const ended = mine && calls.get(mine.callID);
+  if (ended) wrapUp.ended(ended);  // its notes stay open for the wrap-up
   mine?.media?.close();
   farMeter.detach();
   mine = null;
@@ -402,10 +408,13 @@ function render() {
   ui.lists.recent.replaceChildren(...ended.map((call) => {
     const talk = call.answeredAt && call.endedAt
       ? formatDuration((Date.parse(call.endedAt) - Date.parse(call.answeredAt)) / 1000) : "—";
-    return withCallerDetails(
-      item(name(call), `${REASONS[call.endReason] || call.endReason || call.state} · ${talk}`,
-           link("Details", callUrl(call.callID))),
-      call);
+    const outcome = [REASONS[call.endReason] || call.endReason || call.state, talk];
+    if (call.disposition) outcome.push(call.disposition);
+    const actions = [link("Details", callUrl(call.callID))];
+    if (call.answeredAt && (call.operator === config.operator || config.notesSupervisor)) {
+      actions.unshift(button("Notes", "", () => wrapUp.open(call, {ended: true})));
+    }
+    return withCallerDetails(item(name(call), outcome.join(" · "), ...actions), call);
   }));
 
   for (const [key, list] of Object.entries(ui.lists)) {
@@ -485,6 +494,8 @@ function operatorChanged(data) {
 }
 
 // --- controls and timers -------------------------------------------------------------------
+wrapUp = new WrapUp({api, notesMaxChars: config.notesMaxChars,
+                     supervisor: config.notesSupervisor});
 ui.hangup.addEventListener("click", () => mine && hangUp(mine.callID));
 for (const element of ui.availability) {
   element.addEventListener("click", () => {
