@@ -17,10 +17,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from callbridge.client_address import client_ip
-from calls import calling, playback, policy
+from calls import callbacks, calling, playback, policy, queue_stats
 from calls.api.pagination import LinkHeaderCursorPagination
 from calls.api.serializers import (
     AnswerSerializer,
+    CallbackAskedSerializer,
+    CallbackAskSerializer,
     CallCreateSerializer,
     CallSerializer,
     ConsentAnswerSerializer,
@@ -40,7 +42,7 @@ from calls.calling import parse_uuid
 from calls.consent import record_answer
 from calls.errors import CallbridgeError, ErrorCode
 from calls.ice import ice_configuration
-from calls.models import Call, CallState, EndUserSession, StopReason
+from calls.models import Call, CallDirection, CallState, EndReason, EndUserSession, StopReason
 from calls.principals import Principal
 from calls.recordings import (
     start_recording,
@@ -141,6 +143,59 @@ STATE_FILTER = OpenApiParameter(
     str,
     description="comma-separated states to include: " + ", ".join(CallState.values),
 )
+LIST_FILTERS = [
+    STATE_FILTER,
+    OpenApiParameter(
+        "endReason",
+        str,
+        description="comma-separated end reasons to include: " + ", ".join(EndReason.values),
+    ),
+    OpenApiParameter(
+        "answered", bool, description="true: answered calls only; false: never answered"
+    ),
+    OpenApiParameter("direction", str, description="inbound or outbound"),
+    OpenApiParameter("queue", str, description="calls that (last) waited in this queue"),
+    OpenApiParameter(
+        "since",
+        str,
+        description="created at or after (ISO 8601 date or date-time; with `until` only: "
+        "today's start)",
+    ),
+    OpenApiParameter(
+        "until", str, description="created before (a date: its end; with `since` only: today's end)"
+    ),
+]
+
+
+def _listed(values: str, allowed: list[str], field: str) -> list[str]:
+    wanted = [item.strip() for item in values.split(",") if item.strip()]
+    unknown = [item for item in wanted if item not in allowed]
+    if unknown:
+        raise CallbridgeError(ErrorCode.INVALID_ARGUMENT, f"{field}: unknown value {unknown[0]!r}")
+    return wanted
+
+
+def filter_calls(calls: QuerySet[Call], params: Any) -> QuerySet[Call]:
+    """`GET /api/calls`' filters (e.g. today's missed calls of one queue:
+    `?answered=false&direction=inbound&queue=support&since=<today>`)."""
+    if states := params.get("state"):
+        calls = calls.filter(state__in=_listed(states, CallState.values, "state"))
+    if reasons := params.get("endReason"):
+        calls = calls.filter(end_reason__in=_listed(reasons, EndReason.values, "endReason"))
+    if (answered := params.get("answered")) is not None:
+        if answered not in ("true", "false"):
+            raise CallbridgeError(ErrorCode.INVALID_ARGUMENT, "answered: true or false")
+        calls = calls.filter(answered_at__isnull=answered == "false")
+    if direction := params.get("direction"):
+        if direction not in CallDirection.values:
+            raise CallbridgeError(ErrorCode.INVALID_ARGUMENT, "direction: inbound or outbound")
+        calls = calls.filter(direction=direction)
+    if queue := params.get("queue"):
+        calls = calls.filter(queue__public_id=queue)
+    if params.get("since") or params.get("until"):
+        period = queue_stats.parse_period(params.get("since"), params.get("until"))
+        calls = calls.filter(created_at__gte=period.since, created_at__lt=period.until)
+    return calls
 
 
 class CallViewSet(viewsets.GenericViewSet):
@@ -175,19 +230,11 @@ class CallViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         summary="List calls (newest first; `Link` header for the next page)",
-        parameters=[STATE_FILTER],
+        parameters=LIST_FILTERS,
         responses={200: CallSerializer(many=True), **ERRORS},
     )
     def list(self, request: Request) -> Response:
-        calls = self.get_queryset()
-        if states := request.query_params.get("state"):
-            wanted = [item.strip() for item in states.split(",") if item.strip()]
-            unknown = [item for item in wanted if item not in CallState.values]
-            if unknown:
-                raise CallbridgeError(
-                    ErrorCode.INVALID_ARGUMENT, f"state: unknown state {unknown[0]!r}"
-                )
-            calls = calls.filter(state__in=wanted)
+        calls = filter_calls(self.get_queryset(), request.query_params)
         page = self.paginate_queryset(calls)
         viewer = {"principal": principal_of(request)}
         return self.get_paginated_response(CallSerializer(page, many=True, context=viewer).data)
@@ -231,6 +278,29 @@ class CallViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["post"])
     def hangup(self, request: Request, callID: str) -> Response:
         return self._verb(lambda call, who: call.hang_up(who), callee_only=False)
+
+    @extend_schema(
+        summary="Ask to be called back instead of waiting (the caller; the call ends)",
+        request=CallbackAskSerializer,
+        responses={201: CallbackAskedSerializer, **ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def callback(self, request: Request, callID: str) -> Response:
+        body = CallbackAskSerializer(data=json_object(request))
+        body.is_valid(raise_exception=True)
+        asked = callbacks.request_callback(
+            principal_of(request), str(self.get_object().pk), body.validated_data.get("note")
+        )
+        return Response(
+            {
+                "callbackID": str(asked.pk),
+                "state": asked.state,
+                "callID": str(asked.call_id),
+                "note": asked.note,
+                "requestedAt": asked.requested_at.isoformat(),
+            },
+            status=status.HTTP_201_CREATED,
+        )
 
     @extend_schema(
         summary="Give or withdraw your own consent to be recorded on this call",

@@ -17,7 +17,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
-from calls import availability, events, revocation
+from calls import availability, callbacks, events, revocation
 from calls.consumers import throttle
 from calls.consumers.credential_watch import CredentialWatch
 from calls.consumers.dispatch import EventsWithoutDatabaseHop
@@ -56,6 +56,7 @@ class OperatorConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocket
         )
         await self.channel_layer.group_add(OPERATORS_GROUP, self.channel_name)
         await self.accept()
+        await database_sync_to_async(callbacks.expire_stale)()  # the snapshot lists none
         await self._send(await database_sync_to_async(events.feed_snapshot)())
 
     async def _refuse(self, limited: CallbridgeError) -> None:
