@@ -331,6 +331,13 @@ def test_it_keeps_the_request_open_while_the_caller_is_offline_and_expires_it_wi
     assert_error(staff_client(olga).post(f"/api/callbacks/{callback_id}/call"), 409, "CALL_STATE")
     assert callback_events(call.pk) == ["callback.requested", "callback.expired"]
 
+    # Another caller's session is revoked: their request expires at once.
+    bea, bea_token = online_session("Bea")
+    bea_call = waiting_call(bea, queue)
+    bea_request = ask(bea_token, bea_call).json()["callbackID"]
+    bea.revoke()
+    assert CallbackRequest.objects.get(pk=bea_request).state == "expired"
+
 
 def test_it_lists_todays_missed_calls_through_the_calls_filters() -> None:
     olga = make_operator("olga")
