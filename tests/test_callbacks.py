@@ -24,7 +24,7 @@ from calls.models import (
 )
 from calls.principals import Principal
 from tests.support.media_peers import ClientPeer, hear_each_other
-from tests.support.queues import in_threads, make_operator, make_queue, wait_passes
+from tests.support.queues import answer, in_threads, make_operator, make_queue, wait_passes
 from tests.support.rest_client import assert_error, bearer_client
 from tests.support.signal_client import SignalClient, staff_cookie
 
@@ -223,6 +223,32 @@ def test_it_places_one_call_back_when_two_operators_press_at_once() -> None:
     assert [(r["callbackID"], r["attempts"], r["note"]) for r in listed] == [
         (callback_id, 1, "about my order")
     ]
+
+
+def test_it_either_answers_or_ends_for_a_callback_when_both_happen_at_once() -> None:
+    olga = make_operator("olga")  # offered the call: she may answer it
+    queue = make_queue("support", [olga])
+    for round_ in range(3):
+        session, token = online_session(f"Caller {round_}")
+        call = waiting_call(session, queue)
+        answered, asked = in_threads(
+            lambda act: act[0](*act[1:]),
+            [(answer, olga, call.pk), (ask, token, call)],
+        )
+        stored = Call.objects.get(pk=call.pk)
+        requests = CallbackRequest.objects.filter(call=call).count()
+        if answered.status_code == 200:
+            assert_error(asked, 409, "CALL_STATE")
+            assert (stored.state, requests) == ("active", 0)
+            stored.hang_up(Principal.staff(olga))
+        else:
+            assert_error(answered, 409, "CALL_STATE")
+            assert asked.status_code == 201, asked.json()
+            assert (stored.state, stored.end_reason, requests) == (
+                "cancelled",
+                "callback_requested",
+                1,
+            )
 
 
 def test_it_refuses_bad_callback_requests_and_changes_nothing(
