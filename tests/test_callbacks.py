@@ -391,3 +391,7 @@ def test_it_lists_todays_missed_calls_through_the_calls_filters() -> None:
     assert_error(staff_client(olga).get("/api/calls?endReason=bored"), 400, "INVALID_ARGUMENT")
     assert_error(staff_client(olga).get("/api/calls?answered=maybe"), 400, "INVALID_ARGUMENT")
     assert_error(staff_client(olga).get("/api/calls?since=yesterday"), 400, "INVALID_ARGUMENT")
+    # The queue's statistics count it apart: not abandoned, missed or refused.
+    stats = staff_client(olga).get("/api/queues/support/stats").json()
+    assert (stats["callbacksRequested"], stats["abandoned"], stats["refused"]) == (1, 0, 1)
+    assert (stats["joined"], stats["answered"]) == (3, 1)

@@ -395,6 +395,9 @@ class QueueStatsSerializer(serializers.Serializer):
     abandoned = serializers.IntegerField(help_text="the caller hung up while waiting")
     missed = serializers.IntegerField(help_text="rang out or rejected, unanswered")
     refused = serializers.IntegerField(help_text="nobody took it within the maximum wait")
+    callbacksRequested = serializers.IntegerField(
+        source="callbacks_requested", help_text="the caller asked to be called back instead"
+    )
     overflowed = serializers.IntegerField(help_text="moved on to the overflow queue")
     averageWaitS = serializers.FloatField(
         source="average_wait_s", allow_null=True, help_text="join → answer, answered calls"
