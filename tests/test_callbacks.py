@@ -395,3 +395,19 @@ def test_it_lists_todays_missed_calls_through_the_calls_filters() -> None:
     stats = staff_client(olga).get("/api/queues/support/stats").json()
     assert (stats["callbacksRequested"], stats["abandoned"], stats["refused"]) == (1, 0, 1)
     assert (stats["joined"], stats["answered"]) == (3, 1)
+
+
+async def test_it_expires_an_open_request_when_its_session_expires(asgi_app: Any) -> None:
+    def asked_with_a_short_session() -> str:
+        queue = make_queue("support", [make_operator("olga", available=False)])
+        session, token = EndUserSession.create(ttl_seconds=2, display_name="Ada")
+        return str(ask(token, waiting_call(session, queue)).json()["callbackID"])
+
+    feed = await operator_feed(asgi_app)
+    await feed.receive()
+    callback_id = await sync_to_async(asked_with_a_short_session)()
+    # Nobody reads the list: the deadlines service wakes at the session's expiry.
+    expired = await feed.expect("event", "callback.expired", within=15)
+    assert expired["data"]["callback"]["callbackID"] == callback_id
+    assert (await CallbackRequest.objects.aget(pk=callback_id)).state == "expired"
+    await feed.close()
