@@ -441,6 +441,10 @@ function onFeed(message) {
   } else if (message.type === "event") {
     const data = message.data;
     callbackLists.event(data);
+    if (data.name === "callback.requested" && isMyQueue(data.callback?.queue)) {
+      announce(`${data.callback.displayName || "A caller"} asked to be called back ` +
+               `(${data.callback.queueName}).`);
+    }
     if (data.name === "operator.status") operatorChanged(data);
     if (data.name === "queue.offered" && data.operator === config.operator) {
       announce(`${name(data.call)} is calling you from ${data.call.queueName || data.queue}: ` +
