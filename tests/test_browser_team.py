@@ -137,9 +137,8 @@ async def test_it_rings_only_the_offered_operator_and_notifies_it_in_the_backgro
         assert await availability_of(server, token, "ann") == ("available", "idle")
         await op.reload()  # it survives a reload: the server says so
         await op.wait_for_function("document.getElementById('feed').textContent === 'Live.'")
-        assert await op.locator("[data-availability=available]").get_attribute("aria-pressed") == (
-            "true"
-        )
+        # Drawn from the feed's snapshot, which follows the socket's open.
+        await op.locator("[data-availability=available][aria-pressed=true]").wait_for()
         await op.locator("#my-activity", has_text="You are available, idle.").wait_for()
 
         await op.evaluate("window.__setHidden(true)")  # op looks at another tab

@@ -54,9 +54,11 @@ class OperatorConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocket
         await self.watch_credential(
             revocation.staff_groups(self.user_pk, self.session_key or ""), standing
         )
+        # Before accepting: the snapshot lists no stale request, and follows the open at once
+        # (a page takes the open as "live" and draws from the snapshot).
+        await database_sync_to_async(callbacks.expire_stale)()
         await self.channel_layer.group_add(OPERATORS_GROUP, self.channel_name)
         await self.accept()
-        await database_sync_to_async(callbacks.expire_stale)()  # the snapshot lists none
         await self._send(await database_sync_to_async(events.feed_snapshot)())
 
     async def _refuse(self, limited: CallbridgeError) -> None:
