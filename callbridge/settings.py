@@ -219,7 +219,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {"OfferTypeEnum": ["offer"], "AnswerTypeEnum": ["answer"]},
+    "ENUM_NAME_OVERRIDES": {
+        "OfferTypeEnum": ["offer"],
+        "AnswerTypeEnum": ["answer"],
+        "CallbackStateEnum": "calls.models.callback.CallbackState",
+    },
     "AUTHENTICATION_WHITELIST": [  # ClientIpGate is a rate limit, not a credential
         "calls.api.authentication.BearerTokenAuthentication",
         "calls.api.authentication.StaffSessionAuthentication",

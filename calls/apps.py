@@ -23,3 +23,13 @@ class CallsConfig(AppConfig):
         from calls.routing import triggers
 
         triggers.connect()
+
+        from django.db.models.signals import post_save
+
+        from calls import callbacks
+        from calls.model_signals import credentials_revoked
+        from calls.models import CallEvent
+
+        # A call back's answer or end settles its request in the call's own transaction.
+        post_save.connect(callbacks.on_call_event_saved, sender=CallEvent, dispatch_uid="callbacks")
+        credentials_revoked.connect(callbacks.on_credentials_revoked, dispatch_uid="callbacks")

@@ -4,7 +4,8 @@
   gets the queue's overflow rule (the ring deadline is its maximum wait);
 - the routing engine's own: offers ringing out, wrap-ups ending (calls.routing.deadlines);
 - media deadline: an active call that lacked media on a leg for CALLBRIDGE_MEDIA_GRACE_S
-  ends with `media_timeout`.
+  ends with `media_timeout`;
+- callback requests expire with their end user's session (calls.callbacks).
 
 Sleeps until the earliest deadline in the database, and is woken by every call event
 recorded in this process (a new call, an answer, a leg losing media). Safe with several
@@ -22,6 +23,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
+from calls import callbacks
 from calls.model_signals import call_event_recorded
 from calls.models import Call, CallEvent, CallState
 from calls.routing import deadlines as routing_deadlines
@@ -42,7 +44,9 @@ def _expire_and_find_next() -> datetime | None:
     routing_next = routing_deadlines.sweep()  # ring deadlines (maximum waits) too
     for call_id in Call.expire_media_timeouts():
         logger.info("call %s ended: media timeout", call_id)
+    callbacks.expire_stale()  # requests whose session expired
     upcoming = [
+        callbacks.next_expiry(),
         _earliest(Call.objects.filter(state=CallState.RINGING), "ring_deadline"),
         _earliest(Call.objects.filter(state=CallState.ACTIVE), "media_deadline"),
         *routing_next,

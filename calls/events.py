@@ -21,17 +21,22 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime, time
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from django.db.models import Prefetch
+from django.db.models import Prefetch, Q
+from django.utils import timezone
 
 from callbridge.channel_layer import configured_layer
 from calls import availability
 from calls.consent import consent_status
 from calls.models import (
     Call,
+    CallbackRequest,
+    CallDirection,
     CallEvent,
+    CallMode,
     CallNotes,
     EndUserSession,
     OfferOutcome,
@@ -107,6 +112,28 @@ def _pending_offers(call: Call) -> list[QueueOffer]:
     return list(pending.select_related("operator").order_by("offered_at"))
 
 
+def callback_snapshot(request: CallbackRequest) -> payloads.CallbackSnapshot:
+    """A callback request as operators see it (load `queue`, `session`, `handled_by`)."""
+    session = request.session
+    handler = request.handled_by
+    return payloads.CallbackSnapshot(
+        callback_id=str(request.pk),
+        state=request.state,
+        call_id=str(request.call_id),
+        queue=request.queue.public_id,
+        queue_name=request.queue.name,
+        session_id=str(request.session_id) if request.session_id else None,
+        display_name=request.display_name,
+        note=request.note,
+        requested_at=request.requested_at.isoformat(),
+        attempts=request.attempts,
+        handled_by=handler.get_username() if handler is not None else request.handled_by_label,
+        handled_at=request.handled_at.isoformat() if request.handled_at else None,
+        callback_call_id=str(request.callback_call_id) if request.callback_call_id else None,
+        online=bool(session is not None and session.online and session.is_usable),
+    )
+
+
 def session_snapshot(session: EndUserSession) -> payloads.SessionSnapshot:
     return payloads.SessionSnapshot(
         session_id=str(session.pk),
@@ -156,19 +183,45 @@ def summarised_calls() -> CallQuerySet:
 
 
 RECENT_ENDED = 20  # ended calls in the operator feed's first message
+MISSED_SHOWN = 100  # today's missed calls in it
+# The end reasons of a caller nobody talked to (the dashboard's "Missed calls"); a
+# `cancelled` one only counts when the caller gave up waiting in a queue.
+MISSED_REASONS = ("missed", "rejected", "no_operator", "callback_requested", "voicemail")
+
+
+def missed_calls(since: Any) -> CallQuerySet:
+    """Inbound calls to the operators that ended unanswered since `since`, newest first."""
+    unanswered = (
+        summarised_calls()
+        .finished()
+        .filter(
+            direction=CallDirection.INBOUND,
+            mode=CallMode.BRIDGE,
+            answered_at=None,
+            ended_at__gte=since,
+        )
+    )
+    return unanswered.filter(
+        Q(end_reason__in=MISSED_REASONS) | Q(end_reason="cancelled", queue__isnull=False)
+    ).order_by("-ended_at")
 
 
 def feed_snapshot() -> dict[str, Any]:
-    """/ws/operator's first message: open calls, the last ended ones, end users online."""
+    """/ws/operator's first message: open calls, the last ended ones, end users online,
+    operators, queues, pending callback requests and today's missed calls."""
     open_calls = summarised_calls().open()
     recent = summarised_calls().finished().order_by("-ended_at")[:RECENT_ENDED]
     online = EndUserSession.objects.filter(online=True, revoked_at=None)
+    pending = CallbackRequest.objects.pending().select_related("queue", "session", "handled_by")
+    start_of_today = timezone.make_aware(datetime.combine(timezone.localdate(), time.min))
     return payloads.feed_snapshot(
         [call_snapshot(call) for call in open_calls],
         [call_snapshot(call) for call in recent],
         [session_snapshot(session) for session in online if session.is_usable],
         [operator_snapshot(view) for view in availability.all_operators()],
         queue_snapshots(),
+        [callback_snapshot(request) for request in pending],
+        [call_snapshot(call) for call in missed_calls(start_of_today)[:MISSED_SHOWN]],
     )
 
 

@@ -51,6 +51,7 @@ class QueueStats:
     abandoned: int  # the caller hung up while waiting
     missed: int  # rang out (the default queue) or every operator rejected it
     refused: int  # nobody took it within the maximum wait (`no_operator`)
+    callbacks_requested: int  # the caller asked to be called back instead of waiting
     overflowed: int  # moved on to the overflow queue
     average_wait_s: float | None  # of answered calls (the average speed of answer)
     average_handle_s: float | None  # answer → end, of answered calls that ended
@@ -142,6 +143,7 @@ def queue_stats(queues: list[Queue], period: Period) -> list[QueueStats]:
                 filter=Q(answered_at=None, end_reason__in=[EndReason.MISSED, EndReason.REJECTED]),
             ),
             refused=Count("pk", filter=Q(end_reason=EndReason.NO_OPERATOR)),
+            callbacks=Count("pk", filter=Q(end_reason=EndReason.CALLBACK_REQUESTED)),
             average_wait=Avg("wait", filter=answered),
             average_handle=Avg("handle", filter=answered & Q(ended_at__isnull=False)),
         )
@@ -190,6 +192,7 @@ def queue_stats(queues: list[Queue], period: Period) -> list[QueueStats]:
                 abandoned=row.get("abandoned", 0),
                 missed=row.get("missed", 0),
                 refused=row.get("refused", 0),
+                callbacks_requested=row.get("callbacks", 0),
                 overflowed=overflowed.get(queue.pk, 0),
                 average_wait_s=_seconds(row.get("average_wait")),
                 average_handle_s=_seconds(row.get("average_handle")),

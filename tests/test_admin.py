@@ -158,3 +158,29 @@ def test_it_hangs_up_stuck_calls_from_the_list(admin_client: Client, inbound_cal
 def test_it_keeps_non_staff_out(inbound_call: Call) -> None:
     anonymous = Client().get(f"/admin/calls/call/{inbound_call.pk}/change/")
     assert anonymous.status_code == 302 and "/admin/login/" in anonymous["Location"]
+
+
+def test_it_lists_callback_requests_with_their_history_and_closes_them(
+    admin_client: Client,
+) -> None:
+    from calls import callbacks
+    from calls.models import CallbackRequest, Queue
+
+    queue = Queue.objects.create(name="Support", public_id="support")
+    session, _ = EndUserSession.create(ttl_seconds=600, display_name="Ada")
+    call = Call.start(
+        by=Principal.end_user(session), mode="bridge", media_worker="embedded", queue=queue
+    )
+    request = callbacks.request_callback(Principal.end_user(session), str(call.pk), "after 5pm")
+    listed = admin_client.get("/admin/calls/callbackrequest/?state__exact=open")
+    assert listed.status_code == 200 and b"after 5pm" in listed.content
+    page = admin_client.get(f"/admin/calls/callbackrequest/{request.pk}/change/")
+    assert page.status_code == 200
+    assert b"callback.requested" in page.content and b"end user Ada" in page.content
+    admin_client.post(
+        "/admin/calls/callbackrequest/",
+        {"action": "mark_done", "_selected_action": [str(request.pk)]},
+    )
+    stored = CallbackRequest.objects.get(pk=request.pk)
+    assert (stored.state, stored.handled_by_label) == ("done", "operator root")
+    assert admin_client.get("/admin/calls/callbackrequest/add/").status_code == 403

@@ -288,6 +288,58 @@ async def test_it_tells_a_caller_in_a_queue_their_place_in_line(
         await user_browser.close()
 
 
+async def test_it_calls_back_a_caller_who_asked_while_waiting(
+    server: Server, playwright: Any, tmp_path: Path
+) -> None:
+    # Nobody answers the help desk: the caller asks to be called back from the page; the
+    # dashboard lists the request (and the missed call); Call back rings the same page.
+    create = (
+        "from calls.models import Queue;"
+        "Queue.objects.get_or_create(public_id='helpdesk', defaults={'name': 'Help desk'})"
+    )
+    await asyncio.to_thread(server.manage, "shell", "-c", create)
+    url, token = await end_user_link(server, "Dee")
+    user_browser, page, errors = await open_page(
+        playwright, tmp_path, USER_TONE, f"{url}&queue=helpdesk"
+    )
+    operator_browser, dashboard = await operator_dashboard(server, playwright, tmp_path)
+    try:
+        await status_is(page, "Ready.")
+        await page.get_by_role("button", name="Call", exact=True).click()
+        offer = page.get_by_role("region", name="Call me back")
+        await offer.get_by_label("Anything we should know? (optional)").fill("About invoice 42")
+        await screenshot(page, "enduser-callback-offer")
+        await offer.get_by_role("button", name="Call me back").click()
+        await status_is(page, "We will call you back.")
+        assert await offer.is_hidden()
+
+        request = dashboard.locator("#callbacks li", has_text="Dee")
+        await request.filter(has_text="About invoice 42").filter(has_text="Help desk").wait_for()
+        await request.get_by_role("img", name="online").wait_for()
+        await dashboard.locator("#missed li", has_text="asked for a callback").wait_for()
+        await screenshot(dashboard, "dashboard-callbacks")
+        await request.get_by_role("button", name="Call back").click()
+
+        await page.get_by_role("region", name="Incoming call").wait_for()
+        await page.get_by_role("button", name="Accept").click()
+        await status_is(page, "Connected.")
+        await my_status_is(dashboard, "Talking with Dee.")
+        await request.wait_for(state="detached")  # done: answered
+        assert mostly(await heard(page), OPERATOR_TONE)
+        _, done, _ = await asyncio.to_thread(
+            server.request, "GET", "/api/callbacks?state=done&queue=helpdesk", token
+        )
+        assert [(r["displayName"], r["note"], r["attempts"]) for r in done] == [
+            ("Dee", "About invoice 42", 1)
+        ]
+        await page.get_by_role("button", name="Hang up").click()
+        await my_status_is(dashboard, "Call ended")
+        assert errors == []
+    finally:
+        await user_browser.close()
+        await operator_browser.close()
+
+
 async def test_it_explains_a_blocked_microphone(
     server: Server, playwright: Any, tmp_path: Path
 ) -> None:

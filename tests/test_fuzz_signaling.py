@@ -21,7 +21,16 @@ from channels.testing import WebsocketCommunicator
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from calls.models import ApiToken, Call, CallEvent, EndUserSession, Leg, Recording, RecordingConsent
+from calls.models import (
+    ApiToken,
+    Call,
+    CallbackRequest,
+    CallEvent,
+    EndUserSession,
+    Leg,
+    Recording,
+    RecordingConsent,
+)
 from tests.support.fuzzing import (
     CONTRACT_CODES,
     candidate_lines,
@@ -39,13 +48,14 @@ from tests.support.signal_client import SignalClient, staff_cookie
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(timeout_s(120))]
 
-TYPES = ["register", "offer", "ice-candidate", "close", "hangup"]
+TYPES = ["register", "offer", "ice-candidate", "close", "hangup", "callback.request"]
 
 
 def records() -> tuple[int, ...]:
     """Everything a refused message must leave alone."""
     return tuple(
-        model.objects.count() for model in (Call, Leg, CallEvent, Recording, RecordingConsent)
+        model.objects.count()
+        for model in (Call, Leg, CallEvent, Recording, RecordingConsent, CallbackRequest)
     )
 
 
@@ -162,6 +172,7 @@ def envelopes(user_token: str, operator_token: str) -> st.SearchStrategy[dict[st
             "mode": mostly(st.sampled_from(["bridge", "echo"])),
             "caller": mostly(st.text(max_size=20)),
             "callee": mostly(st.text(max_size=20)),
+            "note": mostly(st.text(max_size=600)),
         },
     )
 

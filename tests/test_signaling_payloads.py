@@ -160,6 +160,7 @@ def test_it_tells_a_waiting_caller_its_place_and_nothing_of_operators() -> None:
         "queue_name": "Billing",
         "position": 2,
         "waited_s": 12.5,
+        "callback": True,
     }
     shaped = payloads.queue_waiting_event(json.loads(json.dumps(message)), "leg-user")
     assert shaped == {
@@ -172,6 +173,7 @@ def test_it_tells_a_waiting_caller_its_place_and_nothing_of_operators() -> None:
             "queueName": "Billing",
             "position": 2,
             "waitedS": 12.5,
+            "callback": True,
         },
     }
 
@@ -235,3 +237,42 @@ def test_it_tells_the_feed_the_disposition_and_the_end_user_nothing_of_notes() -
     # Through the channel layer and back, as a Redis layer carries it.
     message = json.loads(json.dumps(payloads.to_message(events[0])))
     assert payloads.call_event_from_message(message) == events[0]
+
+
+def test_it_confirms_a_callback_to_its_caller_and_shows_operators_the_request() -> None:
+    request = payloads.callback_summary(
+        payloads.CallbackSnapshot(
+            callback_id="cb-1",
+            state="calling",
+            call_id=CALL.call_id,
+            queue="billing",
+            queue_name="Billing",
+            session_id=CALL.session_id,
+            display_name="Ada",
+            note="after 5pm",
+            requested_at="2026-11-30T21:00:00+00:00",
+            attempts=1,
+            handled_by=USERNAME,
+            handled_at="2026-11-30T21:05:00+00:00",
+            callback_call_id="call-2",
+            online=True,
+        )
+    )
+    ended = replace(CALL, state="cancelled", end_reason="callback_requested")
+    asked = recorded("callback.requested", {"callback": request}, ended)
+    told = payloads.party_event(asked, "user", "")
+    assert told is not None
+    assert told["data"] == {
+        "name": "callback.requested",
+        "state": "cancelled",
+        "mode": "bridge",
+        "callbackID": "cb-1",
+    }
+    assert USERNAME not in json.dumps(told)
+    assert payloads.party_event(asked, "operator", "") is None  # an API token's socket
+    for name in ("callback.calling", "callback.done", "callback.reopened", "callback.expired"):
+        assert (
+            payloads.party_event(recorded(name, {"callback": request}, ended), "user", "") is None
+        )
+        shown = payloads.feed_event(recorded(name, {"callback": request}, ended))["data"]
+        assert (shown["name"], shown["callback"], shown["callbackID"]) == (name, request, "cb-1")

@@ -51,6 +51,7 @@ ACTORS: dict[CallAction, Callable[[Parties], Principal]] = {
     CallAction.CANCEL: lambda p: p[0],
     CallAction.MISS: lambda p: SYSTEM,
     CallAction.REFUSE: lambda p: SYSTEM,
+    CallAction.REQUEST_CALLBACK: lambda p: p[0],
     CallAction.HANG_UP: lambda p: p[0],
     CallAction.TERMINATE: lambda p: SYSTEM,
 }
@@ -59,6 +60,7 @@ EXPECTED_REASONS = {
     CallAction.CANCEL: "cancelled",
     CallAction.MISS: "missed",
     CallAction.REFUSE: "no_operator",
+    CallAction.REQUEST_CALLBACK: "callback_requested",
     CallAction.HANG_UP: "hangup",
     CallAction.TERMINATE: "media_failure",
 }
@@ -72,6 +74,7 @@ def test_it_lists_exactly_the_documented_moves() -> None:
         ("cancel", "ringing", "cancelled"),
         ("miss", "ringing", "missed"),
         ("refuse", "ringing", "missed"),
+        ("request callback", "ringing", "cancelled"),
         ("hang up", "active", "ended"),
         ("terminate", "ringing", "cancelled"),
         ("terminate", "active", "ended"),

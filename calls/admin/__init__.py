@@ -3,6 +3,7 @@ from django.contrib import admin
 from calls.admin import (  # noqa: F401  (registers)
     audio_admin,
     call_admin,
+    callback_admin,
     credentials_admin,
     notes_admin,
     queue_admin,

@@ -57,7 +57,10 @@ class QueueAdmin(admin.ModelAdmin):
             "Routing",
             {"fields": ["strategy", "ring_timeout_s", "max_wait_s", "wrap_up_s"]},
         ),
-        ("When nobody answers", {"fields": ["overflow", "overflow_queue", "waiting_audio"]}),
+        (
+            "When nobody answers",
+            {"fields": ["overflow", "overflow_queue", "waiting_audio", "offer_callback"]},
+        ),
         ("Record", {"fields": ["created_at", "updated_at"]}),
     ]
 

@@ -15,6 +15,7 @@ from calls.models import (
     Activity,
     Availability,
     Call,
+    CallbackState,
     CallMode,
     CallNotes,
     CallState,
@@ -427,6 +428,9 @@ class QueueSerializer(serializers.Serializer):
     overflowQueue = serializers.CharField(
         source="queue.overflow_queue.public_id", allow_null=True, default=None
     )
+    offerCallback = serializers.BooleanField(
+        source="queue.offers_callbacks", help_text="waiting callers may ask for a callback"
+    )
     waiting = serializers.IntegerField(help_text="callers waiting now")
     longestWaitS = serializers.FloatField(
         source="longest_wait_s", allow_null=True, help_text="seconds the longest waiter has waited"
@@ -459,6 +463,9 @@ class QueueStatsSerializer(serializers.Serializer):
     abandoned = serializers.IntegerField(help_text="the caller hung up while waiting")
     missed = serializers.IntegerField(help_text="rang out or rejected, unanswered")
     refused = serializers.IntegerField(help_text="nobody took it within the maximum wait")
+    callbacksRequested = serializers.IntegerField(
+        source="callbacks_requested", help_text="the caller asked to be called back instead"
+    )
     overflowed = serializers.IntegerField(help_text="moved on to the overflow queue")
     averageWaitS = serializers.FloatField(
         source="average_wait_s", allow_null=True, help_text="join → answer, answered calls"
@@ -479,3 +486,39 @@ class OperatorStatsSerializer(serializers.Serializer):
         source="offers_declined", help_text="offers the operator passed on (Decline)"
     )
     talkTimeS = serializers.FloatField(source="talk_time_s", help_text="answer → end, summed")
+
+
+# --- callback requests ------------------------------------------------------------------------
+class CallbackAskSerializer(serializers.Serializer):
+    note = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,  # calls.callbacks.clean_note: one rule with /ws/signal
+        help_text="optional, for the operator (at most 500 characters of plain text)",
+    )
+
+
+class CallbackAskedSerializer(serializers.Serializer):
+    callbackID = serializers.UUIDField()
+    state = serializers.ChoiceField(choices=CallbackState.choices)
+    callID = serializers.UUIDField(help_text="the call it came from (ended `callback_requested`)")
+    note = serializers.CharField()
+    requestedAt = serializers.DateTimeField()
+
+
+class CallbackSerializer(CallbackAskedSerializer):
+    """What operators see of a request (calls.signaling.payloads.callback_summary)."""
+
+    queue = serializers.CharField(help_text="the queue's public id")
+    queueName = serializers.CharField()
+    sessionId = serializers.UUIDField(allow_null=True, help_text="the end user to call back")
+    displayName = serializers.CharField()
+    attempts = serializers.IntegerField(help_text="call backs placed so far")
+    handledBy = serializers.CharField(help_text="who last called back or closed it")
+    handledAt = serializers.DateTimeField(allow_null=True)
+    callbackCallID = serializers.UUIDField(allow_null=True, help_text="the latest call back")
+    online = serializers.BooleanField(help_text="the end user's page is open now")
+
+
+class CallbackCloseSerializer(serializers.Serializer):
+    outcome = serializers.ChoiceField(choices=[CallbackState.DONE, CallbackState.CANCELLED])

@@ -2,6 +2,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
+from calls.api.callback_views import CallbackCallView, CallbackCloseView, CallbackListView
 from calls.api.queue_views import (
     MyStatusView,
     OperatorListView,
@@ -32,6 +33,9 @@ urlpatterns = [
     path("queues", QueueListView.as_view(), name="queue-list"),
     path("queues/<slug:publicId>", QueueDetailView.as_view(), name="queue-detail"),
     path("queues/<slug:publicId>/stats", QueueStatsView.as_view(), name="queue-stats"),
+    path("callbacks", CallbackListView.as_view(), name="callback-list"),
+    path("callbacks/<str:callbackID>/call", CallbackCallView.as_view(), name="callback-call"),
+    path("callbacks/<str:callbackID>/close", CallbackCloseView.as_view(), name="callback-close"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     *router.urls,

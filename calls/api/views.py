@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from callbridge.client_address import client_ip
-from calls import calling, notes, playback, policy
+from calls import callbacks, calling, notes, playback, policy, queue_stats
 from calls.api.notes_serializers import (
     CallNotesSerializer,
     DispositionCodeSerializer,
@@ -27,6 +27,8 @@ from calls.api.notes_serializers import (
 from calls.api.pagination import LinkHeaderCursorPagination
 from calls.api.serializers import (
     AnswerSerializer,
+    CallbackAskedSerializer,
+    CallbackAskSerializer,
     CallCreateSerializer,
     CallSerializer,
     ConsentAnswerSerializer,
@@ -46,7 +48,15 @@ from calls.calling import parse_uuid
 from calls.consent import record_answer
 from calls.errors import CallbridgeError, ErrorCode
 from calls.ice import ice_configuration
-from calls.models import Call, CallState, DispositionCode, EndUserSession, StopReason
+from calls.models import (
+    Call,
+    CallDirection,
+    CallState,
+    DispositionCode,
+    EndReason,
+    EndUserSession,
+    StopReason,
+)
 from calls.principals import Principal
 from calls.recordings import (
     start_recording,
@@ -183,6 +193,61 @@ def comma_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+LIST_FILTERS = [
+    STATE_FILTER,
+    OpenApiParameter(
+        "endReason",
+        str,
+        description="comma-separated end reasons to include: " + ", ".join(EndReason.values),
+    ),
+    OpenApiParameter(
+        "answered", bool, description="true: answered calls only; false: never answered"
+    ),
+    OpenApiParameter("direction", str, description="inbound or outbound"),
+    OpenApiParameter("queue", str, description="calls that (last) waited in this queue"),
+    OpenApiParameter(
+        "since",
+        str,
+        description="created at or after (ISO 8601 date or date-time; with `until` only: "
+        "today's start)",
+    ),
+    OpenApiParameter(
+        "until", str, description="created before (a date: its end; with `since` only: today's end)"
+    ),
+]
+
+
+def _listed(values: str, allowed: list[str], field: str) -> list[str]:
+    wanted = comma_list(values)
+    unknown = [item for item in wanted if item not in allowed]
+    if unknown:
+        raise CallbridgeError(ErrorCode.INVALID_ARGUMENT, f"{field}: unknown value {unknown[0]!r}")
+    return wanted
+
+
+def filter_calls(calls: QuerySet[Call], params: Any) -> QuerySet[Call]:
+    """`GET /api/calls`' filters (e.g. today's missed calls of one queue:
+    `?answered=false&direction=inbound&queue=support&since=<today>`)."""
+    if states := params.get("state"):
+        calls = calls.filter(state__in=_listed(states, CallState.values, "state"))
+    if reasons := params.get("endReason"):
+        calls = calls.filter(end_reason__in=_listed(reasons, EndReason.values, "endReason"))
+    if (answered := params.get("answered")) is not None:
+        if answered not in ("true", "false"):
+            raise CallbridgeError(ErrorCode.INVALID_ARGUMENT, "answered: true or false")
+        calls = calls.filter(answered_at__isnull=answered == "false")
+    if direction := params.get("direction"):
+        if direction not in CallDirection.values:
+            raise CallbridgeError(ErrorCode.INVALID_ARGUMENT, "direction: inbound or outbound")
+        calls = calls.filter(direction=direction)
+    if queue := params.get("queue"):
+        calls = calls.filter(queue__public_id=queue)
+    if params.get("since") or params.get("until"):
+        period = queue_stats.parse_period(params.get("since"), params.get("until"))
+        calls = calls.filter(created_at__gte=period.since, created_at__lt=period.until)
+    return calls
+
+
 class CallViewSet(viewsets.GenericViewSet):
     serializer_class = CallSerializer
     pagination_class = LinkHeaderCursorPagination
@@ -215,7 +280,7 @@ class CallViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         summary="List calls (newest first; `Link` header for the next page)",
-        parameters=[STATE_FILTER, DISPOSITION_FILTER, NOTES_SEARCH],
+        parameters=[*LIST_FILTERS, DISPOSITION_FILTER, NOTES_SEARCH],
         responses={200: CallSerializer(many=True), **ERRORS},
     )
     def list(self, request: Request) -> Response:
@@ -230,14 +295,7 @@ class CallViewSet(viewsets.GenericViewSet):
                 calls = notes.with_dispositions(calls, comma_list(codes))
             if text is not None:
                 calls = notes.matching(calls, text)
-        if states := request.query_params.get("state"):
-            wanted = comma_list(states)
-            unknown = [item for item in wanted if item not in CallState.values]
-            if unknown:
-                raise CallbridgeError(
-                    ErrorCode.INVALID_ARGUMENT, f"state: unknown state {unknown[0]!r}"
-                )
-            calls = calls.filter(state__in=wanted)
+        calls = filter_calls(calls, request.query_params)
         page = self.paginate_queryset(calls)
         viewer = {"principal": principal_of(request)}
         return self.get_paginated_response(CallSerializer(page, many=True, context=viewer).data)
@@ -326,6 +384,29 @@ class CallViewSet(viewsets.GenericViewSet):
             return Response(call_notes_body(self.get_queryset().get(pk=call.pk), saved))
         notes.require_may_read(principal)
         return Response(call_notes_body(call, notes.current(call)))
+
+    @extend_schema(
+        summary="Ask to be called back instead of waiting (the caller; the call ends)",
+        request=CallbackAskSerializer,
+        responses={201: CallbackAskedSerializer, **ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def callback(self, request: Request, callID: str) -> Response:
+        body = CallbackAskSerializer(data=json_object(request))
+        body.is_valid(raise_exception=True)
+        asked = callbacks.request_callback(
+            principal_of(request), str(self.get_object().pk), body.validated_data.get("note")
+        )
+        return Response(
+            {
+                "callbackID": str(asked.pk),
+                "state": asked.state,
+                "callID": str(asked.call_id),
+                "note": asked.note,
+                "requestedAt": asked.requested_at.isoformat(),
+            },
+            status=status.HTTP_201_CREATED,
+        )
 
     @extend_schema(
         summary="Give or withdraw your own consent to be recorded on this call",

@@ -17,7 +17,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
-from calls import availability, events, revocation
+from calls import availability, callbacks, events, revocation
 from calls.consumers import throttle
 from calls.consumers.credential_watch import CredentialWatch
 from calls.consumers.dispatch import EventsWithoutDatabaseHop
@@ -54,6 +54,9 @@ class OperatorConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocket
         await self.watch_credential(
             revocation.staff_groups(self.user_pk, self.session_key or ""), standing
         )
+        # Before accepting: the snapshot lists no stale request, and follows the open at once
+        # (a page takes the open as "live" and draws from the snapshot).
+        await database_sync_to_async(callbacks.expire_stale)()
         await self.channel_layer.group_add(OPERATORS_GROUP, self.channel_name)
         await self.accept()
         await self._send(await database_sync_to_async(events.feed_snapshot)())

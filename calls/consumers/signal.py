@@ -15,7 +15,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from calls import calling, revocation
+from calls import callbacks, calling, revocation
 from calls.authn import principal_for_token
 from calls.calling import LegRef, OfferPlan
 from calls.consumers import throttle
@@ -129,6 +129,8 @@ class SignalConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketCo
                 await link.send(leg.worker, link.close_message(leg))
         elif isinstance(message, protocol.Hangup):
             await self._hangup(message)
+        elif isinstance(message, protocol.CallbackRequest):
+            await self._callback_request(message)
 
     # --- client messages -------------------------------------------------------------------
     async def _authenticate(self, token: str) -> Principal:
@@ -235,6 +237,18 @@ class SignalConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketCo
         else:
             call_id = message.call_sid or ""
         await database_sync_to_async(calling.hang_up)(principal, call_id)
+
+    async def _callback_request(self, message: protocol.CallbackRequest) -> None:
+        """The caller's `callback.request`: its call ends `callback_requested`; the
+        sockets of its session hear `call.ended` and `callback.requested`."""
+        if message.auth_token is not None:
+            principal = await self._authenticate(message.auth_token)
+        else:
+            principal = self._require_principal()
+        call_id = message.call_sid
+        if message.session_id is not None:
+            call_id = str((await self._leg(message.session_id)).call_id)
+        await database_sync_to_async(callbacks.request_callback)(principal, call_id, message.note)
 
     async def _leg(self, leg_id: str) -> LegRef:
         principal = self._require_principal()

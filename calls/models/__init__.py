@@ -11,6 +11,7 @@ from calls.models.call import (
     LegRole,
     MediaState,
 )
+from calls.models.callback import CallbackRequest, CallbackState
 from calls.models.consent import ConsentMethod, RecordingConsent
 from calls.models.credentials import ApiToken, EndUserSession
 from calls.models.media_worker import MediaWorkerStatus, WorkerState
@@ -52,6 +53,8 @@ __all__ = [
     "CallNotes",
     "CallNotesRevision",
     "CallState",
+    "CallbackRequest",
+    "CallbackState",
     "ConsentMethod",
     "DispositionCode",
     "EndReason",

@@ -58,6 +58,7 @@ class EndReason(models.TextChoices):
     MEDIA_FAILURE = "media_failure"
     SERVER_RESTART = "server_restart"
     NO_OPERATOR = "no_operator"  # the caller's queue found nobody within its maximum wait
+    CALLBACK_REQUESTED = "callback_requested"  # the waiting caller asked to be called back
 
 
 class LegRole(models.TextChoices):
@@ -81,6 +82,7 @@ class CallAction(StrEnum):
     CANCEL = "cancel"  # the caller gives up before an answer
     MISS = "miss"  # nobody answered within the ring timeout
     REFUSE = "refuse"  # the queue's overflow rule: nobody took the call within its wait
+    REQUEST_CALLBACK = "request callback"  # the waiting caller leaves the line for a callback
     HANG_UP = "hang up"
     TERMINATE = "terminate"  # the system ends it (media timeout/failure, restart)
 
@@ -92,6 +94,7 @@ TRANSITIONS: dict[tuple[CallAction, CallState], CallState] = {
     (CallAction.CANCEL, CallState.RINGING): CallState.CANCELLED,
     (CallAction.MISS, CallState.RINGING): CallState.MISSED,
     (CallAction.REFUSE, CallState.RINGING): CallState.MISSED,
+    (CallAction.REQUEST_CALLBACK, CallState.RINGING): CallState.CANCELLED,
     (CallAction.HANG_UP, CallState.ACTIVE): CallState.ENDED,
     (CallAction.TERMINATE, CallState.RINGING): CallState.CANCELLED,
     (CallAction.TERMINATE, CallState.ACTIVE): CallState.ENDED,
@@ -103,6 +106,7 @@ ACTION_END_REASONS: dict[CallAction, EndReason] = {
     CallAction.CANCEL: EndReason.CANCELLED,
     CallAction.MISS: EndReason.MISSED,
     CallAction.REFUSE: EndReason.NO_OPERATOR,
+    CallAction.REQUEST_CALLBACK: EndReason.CALLBACK_REQUESTED,
     CallAction.HANG_UP: EndReason.HANGUP,
 }
 SYSTEM_END_REASONS = frozenset(
@@ -412,6 +416,11 @@ class Call(models.Model):
     def refuse(self) -> CallEvent:
         """The caller's queue gives up on finding an operator (overflow `refuse`)."""
         return self._transition(lambda _: CallAction.REFUSE, SYSTEM)
+
+    def request_callback(self, by: Principal) -> CallEvent:
+        """The waiting caller leaves the line, asking to be called back (calls.callbacks
+        creates the request in the same transaction, under this call's lock)."""
+        return self._transition(lambda _: CallAction.REQUEST_CALLBACK, by)
 
     def terminate(self, reason: EndReason, detail: dict[str, Any] | None = None) -> CallEvent:
         """The system ends the call; `detail` is added to its `call.ended` event."""

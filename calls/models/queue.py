@@ -148,6 +148,12 @@ class Queue(models.Model):
         default=False,
         help_text="any operator (and API token) may answer its calls without an offer",
     )
+    offer_callback = models.BooleanField(
+        "offer callbacks",
+        default=True,
+        help_text="waiting callers may ask to be called back instead of waiting"
+        " (never in a queue with open answer)",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -197,6 +203,12 @@ class Queue(models.Model):
                 return []
             current = Queue.objects.filter(pk=current.overflow_queue_id).first()
         return []
+
+    @property
+    def offers_callbacks(self) -> bool:
+        """Whether its waiting callers may ask for a callback: never where operators pick
+        any ringing call themselves (open answer, the default queue: no line to leave)."""
+        return self.offer_callback and not self.open_answer
 
     def member_users(self) -> models.QuerySet[Any]:
         """The operators who answer this queue (users, their groups', or every operator)."""

@@ -136,6 +136,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         raise PermissionDenied("This staff login may not operate calls.")
     config = {
         "operator": request.user.get_username(),
+        # Supervisors handle every queue's callback requests (calls.callbacks).
+        "seesAllQueues": request.user.has_perm("calls.change_callbackrequest"),
         "csrfToken": get_token(request),
         "feedPath": "/ws/operator",
         "recordingAdminUrl": reverse(

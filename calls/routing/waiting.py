@@ -4,7 +4,7 @@ Event-driven, after commit, in the writer's (sync) thread (a receiver of
 `call_event_recorded`, connected by triggers.connect after calls.events' publisher, so a
 caller hears of its own answer before the others hear they moved up):
 
-- `queue.waiting {queue, queueName, position, waitedS}` goes to the session group of every
+- `queue.waiting {queue, queueName, position, waitedS, callback}` goes to the session group of every
   caller whose place changed: one query for the queue's line per change (a call joins,
   is answered, ends or overflows), never per caller, never polled. Not in the default
   queue (`open_answer`): there every operator sees every ringing call and picks any, so a
@@ -82,6 +82,7 @@ def waiting_message(call_id: str, queue: Queue, position: int, waited_s: float) 
         "queue_name": queue.name,
         "position": position,
         "waited_s": round(waited_s, 1),
+        "callback": queue.offers_callbacks,  # whether it may ask for a callback instead
     }
 
 

@@ -124,6 +124,26 @@ class QueueSnapshot:
 
 
 @dataclass(frozen=True)
+class CallbackSnapshot:
+    """A callback request (calls.callbacks): operators only (it names who handled it)."""
+
+    callback_id: str
+    state: str
+    call_id: str  # the call it came from
+    queue: str
+    queue_name: str
+    session_id: str | None
+    display_name: str
+    note: str
+    requested_at: str
+    attempts: int
+    handled_by: str  # the staff username (or a token's label) who last handled it
+    handled_at: str | None
+    callback_call_id: str | None  # the latest call back
+    online: bool  # the end user's page is open now (when read)
+
+
+@dataclass(frozen=True)
 class ResumableCall:
     """An open call a (re)registering socket may resume: its leg in it, if any."""
 
@@ -186,6 +206,8 @@ def _details(wire_name: str, data: Mapping[str, Any], call: CallSnapshot) -> Jso
             details["consents"] = data["consents"]
     if wire_name.startswith("media."):
         details.update(legID=data.get("legID"), role=data.get("role"), media=data.get("state"))
+    if wire_name.startswith("callback.") and isinstance(data.get("callback"), Mapping):
+        details["callbackID"] = data["callback"].get("callbackID")
     return details
 
 
@@ -245,6 +267,8 @@ def feed_event(event: CallEventSnapshot) -> JsonObject:
         **queue_details(data),
         **notes_details(name, data),
     }
+    if "callback" in data:  # the request as it is now (callback.* records)
+        details["callback"] = data["callback"]
     return protocol.event(
         "", call.call_id, name, record=event.name, call=call_summary(call), **details
     )
@@ -320,9 +344,12 @@ def feed_snapshot(
     online: Sequence[SessionSnapshot],
     operators: Sequence[OperatorStatusSnapshot] = (),
     queues: Sequence[QueueSnapshot] = (),
+    callbacks: Sequence[CallbackSnapshot] = (),
+    missed: Sequence[CallSnapshot] = (),
 ) -> JsonObject:
     """The feed's first message: open calls, the last ended ones, end users online, every
-    operator's status, the queues' waiting callers."""
+    operator's status, the queues' waiting callers, the pending callback requests and
+    today's missed calls."""
     return {
         "type": "snapshot",
         "data": {
@@ -331,7 +358,29 @@ def feed_snapshot(
             "online": [session_summary(session) for session in online],
             "operators": [operator_status_summary(status) for status in operators],
             "queues": [queue_summary(queue) for queue in queues],
+            "callbacks": [callback_summary(callback) for callback in callbacks],
+            "missed": [call_summary(call) for call in missed],
         },
+    }
+
+
+def callback_summary(callback: CallbackSnapshot) -> JsonObject:
+    """A callback request as the dashboard and REST `GET /api/callbacks` show it."""
+    return {
+        "callbackID": callback.callback_id,
+        "state": callback.state,
+        "callID": callback.call_id,
+        "queue": callback.queue,
+        "queueName": callback.queue_name,
+        "sessionId": callback.session_id,
+        "displayName": callback.display_name,
+        "note": callback.note,
+        "requestedAt": callback.requested_at,
+        "attempts": callback.attempts,
+        "handledBy": callback.handled_by,
+        "handledAt": callback.handled_at,
+        "callbackCallID": callback.callback_call_id,
+        "online": callback.online,
     }
 
 
@@ -400,7 +449,8 @@ def queue_summary(queue: QueueSnapshot) -> JsonObject:
 
 def queue_waiting_event(message: Mapping[str, Any], my_leg: str) -> JsonObject:
     """/ws/signal, to the waiting caller: `queue.waiting {queue, queueName, position,
-    waitedS}` (calls.routing.waiting's message). The queue's public id and name are what
+    waitedS, callback}` (calls.routing.waiting's message; `callback`: it may ask to be
+    called back, `callback.request`). The queue's public id and name are what
     the caller chose or was moved to; nothing here names an operator."""
     return protocol.event(
         my_leg,
@@ -410,6 +460,7 @@ def queue_waiting_event(message: Mapping[str, Any], my_leg: str) -> JsonObject:
         queueName=message["queue_name"],
         position=message["position"],
         waitedS=message["waited_s"],
+        callback=bool(message.get("callback", False)),
     )
 
 

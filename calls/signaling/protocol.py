@@ -71,7 +71,17 @@ class Hangup:
     call_sid: str | None
 
 
-Message = Register | Offer | IceCandidate | Close | Hangup
+@dataclass(frozen=True)
+class CallbackRequest:
+    """The waiting caller asks to be called back (its call, or its one waiting call)."""
+
+    auth_token: str | None
+    session_id: str | None
+    call_sid: str | None
+    note: Any  # checked by calls.callbacks.clean_note (one rule for REST and WebSocket)
+
+
+Message = Register | Offer | IceCandidate | Close | Hangup | CallbackRequest
 
 
 def _invalid(message: str) -> CallbridgeError:
@@ -190,12 +200,23 @@ def _hangup(envelope: dict[str, Any]) -> Hangup:
     return Hangup(session_id, call_sid)
 
 
+def _callback_request(envelope: dict[str, Any]) -> CallbackRequest:
+    token = envelope.get("authToken")
+    return CallbackRequest(
+        _auth_token(envelope) if token not in (None, "") else None,
+        _optional_str(envelope, "sessionId"),
+        _optional_str(envelope, "callSid"),
+        envelope.get("note"),
+    )
+
+
 _PARSERS: dict[str, Callable[[dict[str, Any], Dialect], Message]] = {
     "register": lambda e, _: Register(_auth_token(e)),
     "offer": _offer,
     "ice-candidate": lambda e, _: _ice_candidate(e),
     "close": lambda e, _: Close(_required_str(e, "sessionId")),
     "hangup": lambda e, _: _hangup(e),
+    "callback.request": lambda e, _: _callback_request(e),
 }
 
 
@@ -296,4 +317,6 @@ def wire_event_name(
         return "call.ringing" if my_role == caller_role else "call.incoming"
     if record_name in PASSED_THROUGH:
         return record_name
+    if record_name == "callback.requested":
+        return record_name if my_role == caller_role else None  # the caller's confirmation
     return MEDIA_EVENTS.get(record_name)

@@ -5,6 +5,7 @@
 // operator it is offered to (the server refuses anyone else anyway). My call's notes and
 // disposition: wrapup.js, during the call and in its wrap-up.
 import {CallAlerts} from "./alerts.js";
+import {CallbackLists} from "./callbacks.js";
 import {LevelMeter, Microphone, formatDuration} from "./media.js";
 import {CallMedia, qualityWarnings} from "./peer.js";
 import {WrapUp} from "./wrapup.js";
@@ -23,13 +24,14 @@ const ui = {
   availability: [...document.querySelectorAll("[data-availability]")],
   lists: {
     ringing: $("ringing"), active: $("active"), online: $("online"), recent: $("recent"),
-    queues: $("queues"), team: $("team"),
+    queues: $("queues"), team: $("team"), callbacks: $("callbacks"), missed: $("missed"),
   },
 };
 const REASONS = {
   hangup: "hung up", missed: "missed", rejected: "rejected", cancelled: "cancelled",
   media_timeout: "connection lost", media_failure: "connection failed",
-  server_restart: "server restarted",
+  server_restart: "server restarted", no_operator: "nobody free",
+  callback_requested: "callback requested", voicemail: "voicemail",
 };
 
 const calls = new Map();    // callID → call summary
@@ -393,16 +395,14 @@ function render() {
                                  ["ringing", "active"].includes(c.state));
     const li = item(session.displayName || "anonymous", busy ? "in a call" : "available");
     if (!busy) {
-      li.append(button("Call", "primary", async () => {
-        const call = await api("POST", "/calls", {sessionId: session.sessionId});
-        calls.set(call.callID, {...call, displayName: session.displayName, legs: call.legs});
-        await connectMine(call.callID);
-      }));
+      li.append(button("Call", "primary", () => callSession(session.sessionId, session.displayName)));
     }
     return li;
   }));
 
   renderQueues(all);
+  callbackLists.renderRequests(ui.lists.callbacks, tickers);
+  callbackLists.renderMissed(ui.lists.missed);
   ui.lists.team.replaceChildren(...[...operators.values()].map(operatorItem));
 
   ui.lists.recent.replaceChildren(...ended.map((call) => {
@@ -427,6 +427,34 @@ function render() {
   })));
 }
 
+// --- calling end users (the online list, missed calls, callback requests) ----------------
+async function callSession(sessionId, displayName) {
+  const call = await api("POST", "/calls", {sessionId});
+  calls.set(call.callID, {...call, displayName, legs: call.legs});
+  await connectMine(call.callID);
+}
+
+async function callBack(callbackID, displayName) {
+  const call = await api("POST", `/callbacks/${callbackID}/call`);
+  calls.set(call.callID, {...call, displayName, legs: call.legs});
+  await connectMine(call.callID);
+}
+
+const sessionBusy = (sessionId) => [...calls.values()].some(
+  (c) => c.sessionId === sessionId && c.mode === "bridge" && ["ringing", "active"].includes(c.state));
+const isMyQueue = (queue) => {
+  if (config.seesAllQueues || !queue) return true;
+  const known = queues.get(queue);
+  return !known || (known.members || []).includes(config.operator);
+};
+const callbackLists = new CallbackLists({
+  api, item, button, link, callUrl, formatDuration, since, isMyQueue,
+  isOnline: (sessionId) => Boolean(sessionId) && online.has(sessionId),
+  // I am in a call already (one at a time), or (with a session) that end user is.
+  isBusy: (sessionId) => Boolean(mine) || (sessionId ? sessionBusy(sessionId) : false),
+  callBack, call: callSession,
+});
+
 function focusAnswer(callID) {
   ui.lists.ringing.querySelector(`li[data-call-id="${callID}"] button.primary`)?.focus();
 }
@@ -442,8 +470,14 @@ function onFeed(message) {
     for (const status of message.data.operators || []) operators.set(status.operator, status);
     queues.clear();
     for (const queue of message.data.queues || []) queues.set(queue.queue, queue);
+    callbackLists.snapshot(message.data);
   } else if (message.type === "event") {
     const data = message.data;
+    callbackLists.event(data);
+    if (data.name === "callback.requested" && isMyQueue(data.callback?.queue)) {
+      announce(`${data.callback.displayName || "A caller"} asked to be called back ` +
+               `(${data.callback.queueName}).`);
+    }
     if (data.name === "operator.status") operatorChanged(data);
     if (data.name === "queue.offered" && data.operator === config.operator) {
       announce(`${name(data.call)} is calling you from ${data.call.queueName || data.queue}: ` +

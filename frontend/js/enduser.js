@@ -12,6 +12,7 @@ const ui = {
   remote: $("remote"), note: $("note"), place: $("place"), recording: $("recording"), consent: $("consent"),
   consentText: $("consent-text"), consentVersion: $("consent-version"),
   consentYes: $("consent-yes"), consentNo: $("consent-no"), withdraw: $("withdraw"),
+  callback: $("callback"), callbackNote: $("callback-note"), callbackAsk: $("callback-ask"),
 };
 ui.consentText.textContent = config.consentText;
 ui.consentVersion.textContent = config.consentVersion;
@@ -24,6 +25,7 @@ const END_REASONS = {
   media_timeout: "The connection was lost.",
   media_failure: "The connection failed.",
   server_restart: "The service restarted. Please call again.",
+  callback_requested: "We will call you back. Keep this page open to take our call.",
 };
 
 const ringer = new Ringer();
@@ -103,6 +105,7 @@ async function handle(message) {
       if (call && call.callSid === message.callSid) {
         call.answeredAt = Date.now();
         showPlace(null);
+        show(ui.callback, false);
         if (call.media?.pc.connectionState === "connected") connected();
         else setState("connecting", "Connecting…");
       }
@@ -146,6 +149,15 @@ function onWaiting(message) {
   if (shown && data.position && shown.queue === data.queue && data.position > shown.position) return;
   call.place = data;
   showPlace(data);
+  show(ui.callback, data.callback === true);  // this queue offers callbacks
+}
+
+// "Call me back": the call ends (`callback_requested`), this page stays registered and
+// rings when an operator calls back (call.incoming, as for any operator's call).
+function askForCallback() {
+  if (!call?.callSid || call.answeredAt) return;
+  ui.callbackAsk.disabled = true;
+  socket.send({type: "callback.request", callSid: call.callSid, note: ui.callbackNote.value});
 }
 
 function showPlace(waiting) {
@@ -190,6 +202,7 @@ function onError(message) {
     return;
   }
   setProblem(error.message);
+  ui.callbackAsk.disabled = false;  // a refused callback request may be asked again
   if (call && !call.sessionId) {  // our offer was refused: there is no call
     closeMedia();
     call = null;
@@ -326,6 +339,9 @@ function finish(reason) {
   clearTimeout(reconnectTimer);
   ui.note.textContent = "";
   showPlace(null);
+  show(ui.callback, false);
+  ui.callbackAsk.disabled = false;
+  ui.callbackNote.value = "";
   setState("ended", testing ? "Microphone test finished." : END_REASONS[reason] || "The call has ended.");
 }
 
@@ -350,6 +366,7 @@ ui.decline.addEventListener("click", () => {
   incoming = null;
   setState("idle", "Ready.");
 });
+ui.callbackAsk.addEventListener("click", askForCallback);
 ui.consentYes.addEventListener("click", () => answerConsent(true).catch(console.error));
 ui.consentNo.addEventListener("click", () => answerConsent(false).catch(console.error));
 ui.withdraw.addEventListener("click", () => answerConsent(false).catch(console.error));
