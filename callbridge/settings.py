@@ -237,6 +237,19 @@ CALLBRIDGE_AWAY_AFTER_MISSES = env_int("CALLBRIDGE_AWAY_AFTER_MISSES", 3, minimu
 # Queue statistics: a call answered within this many seconds of joining its queue is
 # within the service level (docs/queues.md#statistics).
 CALLBRIDGE_SERVICE_LEVEL_S = env_int("CALLBRIDGE_SERVICE_LEVEL_S", 20, minimum=1, maximum=3600)
+# Voicemail (a queue's overflow `voicemail`, docs/queues.md#voicemail): seconds a caller has
+# to choose (leave a message, hang up) before the call ends `no_operator`; the notice shown
+# before "Leave a message" (pressing it is the consent to be recorded) and its version.
+CALLBRIDGE_VOICEMAIL_CHOICE_S = env_int(
+    "CALLBRIDGE_VOICEMAIL_CHOICE_S", 60, minimum=5, maximum=3600
+)
+CALLBRIDGE_VOICEMAIL_NOTICE_VERSION = env_str("CALLBRIDGE_VOICEMAIL_NOTICE_VERSION", "1")
+CALLBRIDGE_VOICEMAIL_NOTICE_TEXT = env_str(
+    "CALLBRIDGE_VOICEMAIL_NOTICE_TEXT",
+    "Nobody can take your call right now. You may leave a message: it is recorded, kept "
+    'for records purposes and only heard by authorised staff. Pressing "Leave a message" '
+    "is your agreement to be recorded.",
+)
 CALLBRIDGE_MEDIA_GRACE_S = env_int("CALLBRIDGE_MEDIA_GRACE_S", 60, minimum=1, maximum=3600)
 CALLBRIDGE_ICE_TIMEOUT_S = env_int("CALLBRIDGE_ICE_TIMEOUT_S", 20, minimum=1, maximum=300)
 # Local addresses the media worker advertises as ICE host candidates (comma-separated IPs).

@@ -43,7 +43,11 @@ def _expire_and_find_next() -> datetime | None:
     for call_id in Call.expire_media_timeouts():
         logger.info("call %s ended: media timeout", call_id)
     upcoming = [
-        _earliest(Call.objects.filter(state=CallState.RINGING), "ring_deadline"),
+        # Ringing: maximum waits; voicemail: the stage's deadline (calls.voicemail).
+        _earliest(
+            Call.objects.filter(state__in=(CallState.RINGING, CallState.VOICEMAIL)),
+            "ring_deadline",
+        ),
         _earliest(Call.objects.filter(state=CallState.ACTIVE), "media_deadline"),
         *routing_next,
     ]

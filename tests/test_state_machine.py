@@ -40,6 +40,8 @@ def call_in(state: CallState, parties: Parties) -> Call:
         call.reject(operator)
     elif state == CallState.CANCELLED:
         call.hang_up(user)
+    elif state == CallState.VOICEMAIL:
+        call.offer_voicemail(None, {})
     assert call.state == state
     return call
 
@@ -53,6 +55,8 @@ ACTORS: dict[CallAction, Callable[[Parties], Principal]] = {
     CallAction.REFUSE: lambda p: SYSTEM,
     CallAction.HANG_UP: lambda p: p[0],
     CallAction.TERMINATE: lambda p: SYSTEM,
+    CallAction.OFFER_VOICEMAIL: lambda p: SYSTEM,
+    CallAction.LEAVE_MESSAGE: lambda p: p[0],
 }
 EXPECTED_REASONS = {
     CallAction.REJECT: "rejected",
@@ -61,6 +65,7 @@ EXPECTED_REASONS = {
     CallAction.REFUSE: "no_operator",
     CallAction.HANG_UP: "hangup",
     CallAction.TERMINATE: "media_failure",
+    CallAction.LEAVE_MESSAGE: "voicemail",
 }
 CASES = [(action, state) for action in CallAction for state in CallState]
 
@@ -75,6 +80,12 @@ def test_it_lists_exactly_the_documented_moves() -> None:
         ("hang up", "active", "ended"),
         ("terminate", "ringing", "cancelled"),
         ("terminate", "active", "ended"),
+        # The voicemail stage (calls/voicemail.py): out of the line, nobody answers it.
+        ("offer voicemail", "ringing", "voicemail"),
+        ("cancel", "voicemail", "cancelled"),
+        ("refuse", "voicemail", "missed"),
+        ("leave message", "voicemail", "ended"),
+        ("terminate", "voicemail", "ended"),
     }
 
 
@@ -111,6 +122,9 @@ def test_it_applies_legal_moves_and_refuses_illegal_ones(
     if target == CallState.ACTIVE:
         assert event.name == "call.answered"
         assert stored.answered_at is not None and stored.ended_at is None
+    elif target == CallState.VOICEMAIL:
+        assert event.name == "queue.voicemail_offered"
+        assert stored.answered_at is None and stored.ended_at is None
     else:
         assert event.name == "call.ended"
         assert stored.end_reason == EXPECTED_REASONS[action] == event.data["reason"]
@@ -125,6 +139,7 @@ def test_it_applies_legal_moves_and_refuses_illegal_ones(
         ("ringing", "callee", ("rejected", "rejected")),
         ("active", "caller", ("ended", "hangup")),
         ("active", "callee", ("ended", "hangup")),
+        ("voicemail", "caller", ("cancelled", "cancelled")),  # no message: gave up
     ],
 )
 def test_it_maps_hang_up_to_the_right_move(

@@ -177,6 +177,7 @@ class RecordingSerializer(serializers.ModelSerializer):
         fields = [
             "recordingID",
             "callID",
+            "kind",
             "state",
             "fileName",
             "startedAt",

@@ -11,6 +11,7 @@ from calls.api.queue_views import (
     QueueStatsView,
 )
 from calls.api.views import CallViewSet, SessionCreateView, WebRtcConfigView
+from calls.api.voicemail_views import VoicemailListView
 
 router = SimpleRouter(trailing_slash=False)  # the contract's paths have none
 router.register("calls", CallViewSet, basename="call")
@@ -24,6 +25,7 @@ urlpatterns = [
     path("queues", QueueListView.as_view(), name="queue-list"),
     path("queues/<slug:publicId>", QueueDetailView.as_view(), name="queue-detail"),
     path("queues/<slug:publicId>/stats", QueueStatsView.as_view(), name="queue-stats"),
+    path("voicemails", VoicemailListView.as_view(), name="voicemail-list"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     *router.urls,

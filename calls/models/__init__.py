@@ -32,6 +32,7 @@ from calls.models.recording import (
     AccessAction,
     Recording,
     RecordingAccess,
+    RecordingKind,
     RecordingState,
     StopReason,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "Recording",
     "RecordingAccess",
     "RecordingConsent",
+    "RecordingKind",
     "RecordingState",
     "StopReason",
     "WorkerState",

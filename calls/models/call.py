@@ -33,9 +33,12 @@ class CallState(models.TextChoices):
     MISSED = "missed"
     REJECTED = "rejected"
     CANCELLED = "cancelled"
+    # Left the queue's line for the voicemail stage: nobody can answer it any more; the
+    # caller chooses (leave a message, hang up) and, leaving one, is being recorded.
+    VOICEMAIL = "voicemail"
 
 
-OPEN_STATES = frozenset({CallState.RINGING, CallState.ACTIVE})
+OPEN_STATES = frozenset({CallState.RINGING, CallState.ACTIVE, CallState.VOICEMAIL})
 FINAL_STATES = frozenset(set(CallState) - OPEN_STATES)
 
 
@@ -58,6 +61,7 @@ class EndReason(models.TextChoices):
     MEDIA_FAILURE = "media_failure"
     SERVER_RESTART = "server_restart"
     NO_OPERATOR = "no_operator"  # the caller's queue found nobody within its maximum wait
+    VOICEMAIL = "voicemail"  # the caller left a message (calls/voicemail.py)
 
 
 class LegRole(models.TextChoices):
@@ -82,6 +86,8 @@ class CallAction(StrEnum):
     MISS = "miss"  # nobody answered within the ring timeout
     REFUSE = "refuse"  # the queue's overflow rule: nobody took the call within its wait
     HANG_UP = "hang up"
+    OFFER_VOICEMAIL = "offer voicemail"  # the queue's overflow: the caller may leave a message
+    LEAVE_MESSAGE = "leave message"  # the message is over (sent, cut off, or hung up on)
     TERMINATE = "terminate"  # the system ends it (media timeout/failure, restart)
 
 
@@ -95,6 +101,11 @@ TRANSITIONS: dict[tuple[CallAction, CallState], CallState] = {
     (CallAction.HANG_UP, CallState.ACTIVE): CallState.ENDED,
     (CallAction.TERMINATE, CallState.RINGING): CallState.CANCELLED,
     (CallAction.TERMINATE, CallState.ACTIVE): CallState.ENDED,
+    (CallAction.OFFER_VOICEMAIL, CallState.RINGING): CallState.VOICEMAIL,
+    (CallAction.CANCEL, CallState.VOICEMAIL): CallState.CANCELLED,  # hung up, no message
+    (CallAction.REFUSE, CallState.VOICEMAIL): CallState.MISSED,  # chose nothing in time
+    (CallAction.LEAVE_MESSAGE, CallState.VOICEMAIL): CallState.ENDED,
+    (CallAction.TERMINATE, CallState.VOICEMAIL): CallState.ENDED,
 }
 
 # The end reason each ending action records; TERMINATE passes its own.
@@ -104,6 +115,7 @@ ACTION_END_REASONS: dict[CallAction, EndReason] = {
     CallAction.MISS: EndReason.MISSED,
     CallAction.REFUSE: EndReason.NO_OPERATOR,
     CallAction.HANG_UP: EndReason.HANGUP,
+    CallAction.LEAVE_MESSAGE: EndReason.VOICEMAIL,
 }
 SYSTEM_END_REASONS = frozenset(
     {EndReason.MEDIA_TIMEOUT, EndReason.MEDIA_FAILURE, EndReason.SERVER_RESTART}
@@ -133,6 +145,10 @@ class CallQuerySet(models.QuerySet["Call"]):
 
     def overdue_ringing(self, now: Any = None) -> CallQuerySet:
         return self.filter(state=CallState.RINGING, ring_deadline__lte=now or timezone.now())
+
+    def overdue_voicemail(self, now: Any = None) -> CallQuerySet:
+        """Voicemail stages past their deadline (to choose, or the message's limit)."""
+        return self.filter(state=CallState.VOICEMAIL, ring_deadline__lte=now or timezone.now())
 
     def overdue_media(self, now: Any = None) -> CallQuerySet:
         return self.filter(state=CallState.ACTIVE, media_deadline__lte=now or timezone.now())
@@ -341,6 +357,11 @@ class Call(models.Model):
         """End the call from whatever state it is in when the lock is taken."""
 
         def action_for(call: Call) -> CallAction:
+            if call.state == CallState.VOICEMAIL:
+                # Mid-message, hanging up is how a message ends (the file is kept);
+                # before one, it is giving up.
+                recording = call.recordings.filter(state="recording").exists()
+                return CallAction.LEAVE_MESSAGE if recording else CallAction.CANCEL
             if call.state != CallState.RINGING:
                 return CallAction.HANG_UP
             return CallAction.CANCEL if by.role == call.caller_role else CallAction.REJECT
@@ -353,6 +374,17 @@ class Call(models.Model):
     def refuse(self) -> CallEvent:
         """The caller's queue gives up on finding an operator (overflow `refuse`)."""
         return self._transition(lambda _: CallAction.REFUSE, SYSTEM)
+
+    def offer_voicemail(self, deadline: Any, detail: dict[str, Any]) -> CallEvent:
+        """The caller's queue overflows to voicemail: the call leaves the line (no offers,
+        no answer) until `deadline` to choose; `detail` is its `queue.voicemail_offered`."""
+        return self._transition(
+            lambda _: CallAction.OFFER_VOICEMAIL, SYSTEM, ring_deadline=deadline, detail=detail
+        )
+
+    def end_message(self, by: Principal) -> CallEvent:
+        """The caller's message is over (sent, cut off at its limit, or the caller left)."""
+        return self._transition(lambda _: CallAction.LEAVE_MESSAGE, by)
 
     def terminate(self, reason: EndReason, detail: dict[str, Any] | None = None) -> CallEvent:
         """The system ends the call; `detail` is added to its `call.ended` event."""
@@ -370,6 +402,7 @@ class Call(models.Model):
         reason: EndReason | None = None,
         new_leg: dict[str, Any] | None = None,
         detail: dict[str, Any] | None = None,
+        ring_deadline: Any = None,
     ) -> CallEvent:
         with transaction.atomic():
             call = Call.objects.select_for_update().get(pk=self.pk)
@@ -379,8 +412,10 @@ class Call(models.Model):
             if target is None:
                 raise CallStateError(f"cannot {action} a call that is {call.state}")
             now = timezone.now()
-            changes: dict[str, Any] = {"state": target, "ring_deadline": None}
-            if target == CallState.ACTIVE:
+            changes: dict[str, Any] = {"state": target, "ring_deadline": ring_deadline}
+            if target == CallState.VOICEMAIL:
+                event_name = "queue.voicemail_offered"  # still open: no end, no answer
+            elif target == CallState.ACTIVE:
                 changes["answered_at"] = now
                 changes["media_deadline"] = now + timedelta(
                     seconds=settings.CALLBRIDGE_MEDIA_GRACE_S
@@ -405,7 +440,7 @@ class Call(models.Model):
             if target == CallState.ACTIVE:
                 leg = Leg.join(call, by, **(new_leg or {}))
                 data["legID"] = str(leg.pk)
-            else:
+            elif target != CallState.VOICEMAIL:
                 data["reason"] = changes["end_reason"]
             data.update(detail or {})
             event = call.record_event(event_name, by, data, leg=leg)
@@ -538,6 +573,15 @@ class Leg(models.Model):
                 deadline = call._media_deadline(now)
                 if deadline != call.media_deadline:
                     Call.objects.filter(pk=call.pk).update(media_deadline=deadline)
+            elif (
+                call.state == CallState.VOICEMAIL
+                and leg.role == LegRole.USER
+                and state in (MediaState.DISCONNECTED, MediaState.CLOSED, MediaState.FAILED)
+                and (call.ring_deadline is None or call.ring_deadline > now)
+            ):
+                # The caller is gone (page closed, network lost): the stage is over now;
+                # the deadlines sweep ends it (a message so far is kept) exactly once.
+                Call.objects.filter(pk=call.pk).update(ring_deadline=now)
             return call.record_event(
                 f"media.{state}",
                 SYSTEM,

@@ -31,11 +31,20 @@ class StopReason(models.TextChoices):
     SHUTDOWN = "shutdown"  # the server stopped; the worker finalized the file
     SERVER_RESTART = "server_restart"  # the server died; the file was repaired at its restart
     FAILED = "failed"
+    MAX_DURATION = "max_duration"  # a voicemail reached its queue's longest message
+
+
+class RecordingKind(models.TextChoices):
+    CALL = "call", "call (both parties)"
+    VOICEMAIL = "voicemail", "voicemail (the caller's message)"
 
 
 class Recording(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     call = models.ForeignKey(Call, on_delete=models.PROTECT, related_name="recordings")
+    kind = models.CharField(
+        max_length=16, choices=RecordingKind.choices, default=RecordingKind.CALL, db_index=True
+    )
     # A plain name inside MEDIA_ROOT/recordings/, chosen by the server (or a WaGo `Path`).
     file_name = models.CharField(max_length=200, unique=True)
     state = models.CharField(
@@ -127,6 +136,13 @@ class Recording(models.Model):
                     Principal("system"),
                     {"recordingID": str(self.pk), "reason": reason, "stoppedBy": by},
                 )
+                if self.kind == RecordingKind.VOICEMAIL and reason != StopReason.FAILED:
+                    # Once, with the file's facts: the operators' feed lists it from here.
+                    call.record_event(
+                        "voicemail.left",
+                        Principal("system"),
+                        {"recordingId": str(self.pk), "durationS": result.get("duration_s")},
+                    )
         self.refresh_from_db()
 
 

@@ -175,9 +175,28 @@ def _details(wire_name: str, data: Mapping[str, Any], call: CallSnapshot) -> Jso
         details["recordingID"] = data.get("recordingID")
         if "consents" in data:
             details["consents"] = data["consents"]
+    if wire_name == "queue.voicemail":
+        details.update({key: data[key] for key in VOICEMAIL_STAGE_KEYS if key in data})
+    if wire_name == "voicemail.left" or (
+        wire_name == "recording.started" and data.get("kind") == "voicemail"
+    ):
+        details.update({key: data[key] for key in VOICEMAIL_KEYS if key in data})
     if wire_name.startswith("media."):
         details.update(legID=data.get("legID"), role=data.get("role"), media=data.get("state"))
     return details
+
+
+# The voicemail stage (calls.voicemail): what the caller needs to choose, and the message.
+VOICEMAIL_STAGE_KEYS = (
+    "queue",
+    "queueName",
+    "consentText",
+    "policyVersion",
+    "maxS",
+    "choiceDeadline",
+    "callback",
+)
+VOICEMAIL_KEYS = ("kind", "maxS", "deadline", "recordingId", "durationS")
 
 
 def party_event(event: CallEventSnapshot, viewer_role: str, my_leg: str) -> JsonObject | None:

@@ -55,7 +55,23 @@ class Hangup:
     call_sid: str | None
 
 
-Message = Register | Offer | IceCandidate | Close | Hangup
+@dataclass(frozen=True)
+class VoicemailStart:
+    """The caller's "Leave a message" in the voicemail stage (it is the consent)."""
+
+    session_id: str | None
+    call_sid: str | None
+
+
+@dataclass(frozen=True)
+class VoicemailStop:
+    """The caller's "Send": the message is kept, the call ends `voicemail`."""
+
+    session_id: str | None
+    call_sid: str | None
+
+
+Message = Register | Offer | IceCandidate | Close | Hangup | VoicemailStart | VoicemailStop
 
 
 def _invalid(message: str) -> CallbridgeError:
@@ -147,12 +163,22 @@ def _hangup(envelope: dict[str, Any]) -> Hangup:
     return Hangup(session_id, call_sid)
 
 
+def _call_ref(envelope: dict[str, Any], what: str) -> tuple[str | None, str | None]:
+    session_id = _optional_str(envelope, "sessionId")
+    call_sid = _optional_str(envelope, "callSid")
+    if session_id is None and call_sid is None:
+        raise _invalid(f"{what} needs sessionId or callSid")
+    return session_id, call_sid
+
+
 _PARSERS: dict[str, Callable[[dict[str, Any]], Message]] = {
     "register": lambda e: Register(_auth_token(e)),
     "offer": _offer,
     "ice-candidate": _ice_candidate,
     "close": lambda e: Close(_required_str(e, "sessionId")),
     "hangup": _hangup,
+    "voicemail.start": lambda e: VoicemailStart(*_call_ref(e, "voicemail.start")),
+    "voicemail.stop": lambda e: VoicemailStop(*_call_ref(e, "voicemail.stop")),
 }
 
 
@@ -226,6 +252,7 @@ PASSED_THROUGH = frozenset(
         "consent.requested",
         "consent.granted",
         "consent.withdrawn",
+        "voicemail.left",
     }
 )
 MEDIA_EVENTS = {
@@ -240,6 +267,8 @@ def wire_event_name(
     record_name: str, data: dict[str, Any], caller_role: str, my_role: str
 ) -> str | None:
     """The contract's event name for a recorded call event, seen from `my_role`; None: skip."""
+    if record_name == "queue.voicemail_offered":
+        return "queue.voicemail" if my_role == caller_role else None  # the caller's choice
     if record_name == "call.created":
         if data.get("state") != "ringing":
             return None  # echo calls start answered: the offer's answer says it all
