@@ -52,6 +52,7 @@ class QueueStats:
     missed: int  # rang out (the default queue) or every operator rejected it
     refused: int  # nobody took it within the maximum wait (`no_operator`)
     overflowed: int  # moved on to the overflow queue
+    voicemails: int  # the caller left a message (overflow `voicemail`)
     average_wait_s: float | None  # of answered calls (the average speed of answer)
     average_handle_s: float | None  # answer → end, of answered calls that ended
 
@@ -141,6 +142,7 @@ def queue_stats(queues: list[Queue], period: Period) -> list[QueueStats]:
                 filter=Q(answered_at=None, end_reason__in=[EndReason.MISSED, EndReason.REJECTED]),
             ),
             refused=Count("pk", filter=Q(end_reason=EndReason.NO_OPERATOR)),
+            voicemails=Count("pk", filter=Q(end_reason=EndReason.VOICEMAIL)),
             average_wait=Avg("wait", filter=answered),
             average_handle=Avg("handle", filter=answered & Q(ended_at__isnull=False)),
         )
@@ -190,6 +192,7 @@ def queue_stats(queues: list[Queue], period: Period) -> list[QueueStats]:
                 missed=row.get("missed", 0),
                 refused=row.get("refused", 0),
                 overflowed=overflowed.get(queue.pk, 0),
+                voicemails=row.get("voicemails", 0),
                 average_wait_s=_seconds(row.get("average_wait")),
                 average_handle_s=_seconds(row.get("average_handle")),
             )

@@ -45,6 +45,7 @@ from calls.models import (
     RecordingState,
     StopReason,
 )
+from calls.models.recording import UNSENT
 from calls.principals import SYSTEM, Principal
 from calls.recordings import recordings_dir
 from calls.workers import link, protocol
@@ -217,10 +218,13 @@ def expire_stage(call_id: uuid.UUID, now: datetime) -> None:
         if call.ring_deadline > now:
             return
         messages = call.recordings.filter(kind=RecordingKind.VOICEMAIL).exclude(
-            state=RecordingState.FAILED
+            stop_reason__in=UNSENT
         )
         if not messages.exists():
-            call.refuse()
+            if call.recordings.filter(kind=RecordingKind.VOICEMAIL).exists():
+                call.hang_up(SYSTEM)  # the caller took the message back: `cancelled`
+            else:
+                call.refuse()  # chose nothing in time: `no_operator`
             return
         running = messages.filter(state=RecordingState.RECORDING).first()
         caller_here = call.legs.filter(role=LegRole.USER, media_state=MediaState.CONNECTED).exists()

@@ -393,6 +393,7 @@ class QueueStatsSerializer(serializers.Serializer):
     missed = serializers.IntegerField(help_text="rang out or rejected, unanswered")
     refused = serializers.IntegerField(help_text="nobody took it within the maximum wait")
     overflowed = serializers.IntegerField(help_text="moved on to the overflow queue")
+    voicemails = serializers.IntegerField(help_text="the caller left a message (voicemail)")
     averageWaitS = serializers.FloatField(
         source="average_wait_s", allow_null=True, help_text="join → answer, answered calls"
     )

@@ -24,6 +24,7 @@ from calls.api.pagination import LinkHeaderCursorPagination
 from calls.api.views import ERRORS, principal_of
 from calls.errors import CallbridgeError, ErrorCode
 from calls.models import Recording, RecordingAccess, RecordingKind, RecordingState
+from calls.models.recording import UNSENT
 from calls.principals import Principal
 
 LIST_PERMISSIONS = ("calls.view_recording", "calls.listen_recording")
@@ -74,7 +75,7 @@ class VoicemailListView(APIView):
         heard = RecordingAccess.objects.filter(recording=OuterRef("pk"))
         return (
             Recording.objects.filter(kind=RecordingKind.VOICEMAIL)
-            .exclude(state=RecordingState.FAILED)
+            .exclude(stop_reason__in=UNSENT)
             .select_related("call__queue", "call__session")
             .annotate(listened=Exists(heard))
         )

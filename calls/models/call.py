@@ -360,8 +360,10 @@ class Call(models.Model):
             if call.state == CallState.VOICEMAIL:
                 # Mid-message, hanging up is how a message ends (the file is kept);
                 # before one, it is giving up.
-                recording = call.recordings.filter(state="recording").exists()
-                return CallAction.LEAVE_MESSAGE if recording else CallAction.CANCEL
+                messages = call.recordings.filter(kind="voicemail").exclude(
+                    stop_reason__in=("failed", "consent_withdrawn")
+                )
+                return CallAction.LEAVE_MESSAGE if messages.exists() else CallAction.CANCEL
             if call.state != CallState.RINGING:
                 return CallAction.HANG_UP
             return CallAction.CANCEL if by.role == call.caller_role else CallAction.REJECT

@@ -39,6 +39,11 @@ class RecordingKind(models.TextChoices):
     VOICEMAIL = "voicemail", "voicemail (the caller's message)"
 
 
+# A voicemail that stopped so is no message: it failed, or the caller took back the
+# consent (the file keeps what came before, as any recording's; nobody is told of it).
+UNSENT = frozenset({StopReason.FAILED, StopReason.CONSENT_WITHDRAWN})
+
+
 class Recording(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     call = models.ForeignKey(Call, on_delete=models.PROTECT, related_name="recordings")
@@ -136,7 +141,12 @@ class Recording(models.Model):
                     Principal("system"),
                     {"recordingID": str(self.pk), "reason": reason, "stoppedBy": by},
                 )
-                if self.kind == RecordingKind.VOICEMAIL and reason != StopReason.FAILED:
+                if self.kind == RecordingKind.VOICEMAIL and reason == StopReason.CONSENT_WITHDRAWN:
+                    # The stage is over: the deadlines sweep ends the call (`cancelled`).
+                    Call.objects.filter(pk=call.pk, state=CallState.VOICEMAIL).update(
+                        ring_deadline=timezone.now()
+                    )
+                elif self.kind == RecordingKind.VOICEMAIL and reason not in UNSENT:
                     # Once, with the file's facts: the operators' feed lists it from here.
                     call.record_event(
                         "voicemail.left",

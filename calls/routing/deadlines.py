@@ -99,8 +99,9 @@ def expire_wrap_ups(now: datetime | None = None) -> set[int]:
 def overflow(call_id: uuid.UUID, now: datetime) -> set[int]:
     """Apply the queue's overflow rule to a caller who waited their maximum: `queue` moves
     the call on (a new maximum wait there), `refuse` ends it (`no_operator`), `voicemail`
-    takes it out of the line into the voicemail stage (calls.voicemail). The default
-    queue (`open_answer`) ends it as `missed`, as before queues."""
+    takes it out of the line into the voicemail stage (calls.voicemail; any queue, the
+    default one too when chosen). Otherwise the default queue (`open_answer`) ends it as
+    `missed`, as before queues."""
     with transaction.atomic():
         # No select_related: PostgreSQL refuses FOR UPDATE on a nullable join.
         call = Call.objects.select_for_update().get(pk=call_id)
@@ -126,7 +127,7 @@ def overflow(call_id: uuid.UUID, now: datetime) -> set[int]:
             )
             return {target.pk} | engine.queues_of(freed)
         try:
-            if queue is not None and queue.overflow == Overflow.VOICEMAIL and not queue.open_answer:
+            if queue is not None and queue.overflow == Overflow.VOICEMAIL:
                 offer_stage(call, queue, now)
             elif queue is None or queue.open_answer:
                 call.miss()
