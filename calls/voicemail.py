@@ -34,6 +34,7 @@ from calls.calling import call_for
 from calls.errors import CallbridgeError, CallStateError, ErrorCode
 from calls.models import (
     Call,
+    CallEvent,
     CallState,
     ConsentMethod,
     LegRole,
@@ -75,6 +76,26 @@ def offer_stage(call: Call, queue: Queue, now: datetime) -> None:
     """The caller's maximum wait passed in a queue whose overflow is voicemail."""
     deadline = now + timedelta(seconds=settings.CALLBRIDGE_VOICEMAIL_CHOICE_S)
     call.offer_voicemail(deadline, stage_details(queue, deadline))
+
+
+def choices_of(calls: list[Call]) -> list[tuple[str, dict[str, Any]]]:
+    """For a (re)registering caller: its calls still choosing in the stage, each with what
+    its `queue.voicemail` said (the page lost it on a reload)."""
+    choosing = [c.pk for c in calls if c.state == CallState.VOICEMAIL]
+    if not choosing:
+        return []
+    offered = {
+        call_id: data
+        for call_id, data in CallEvent.objects.filter(
+            call_id__in=choosing, name="queue.voicemail_offered"
+        ).values_list("call_id", "data")
+    }
+    started = set(
+        Recording.objects.filter(call_id__in=choosing, kind=RecordingKind.VOICEMAIL).values_list(
+            "call_id", flat=True
+        )
+    )
+    return [(str(pk), offered[pk]) for pk in choosing if pk in offered and pk not in started]
 
 
 def _require_caller(principal: Principal, call: Call) -> None:

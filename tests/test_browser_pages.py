@@ -239,6 +239,48 @@ async def test_it_tells_a_caller_in_a_queue_their_place_in_line(
         await user_browser.close()
 
 
+async def test_it_lets_a_caller_leave_a_message_when_nobody_answers(
+    server: Server, playwright: Any, tmp_path: Path
+) -> None:
+    # A queue nobody answers, overflowing to voicemail after a second.
+    create = (
+        "from calls.models import Queue;"
+        "Queue.objects.get_or_create(public_id='after-hours', defaults={'name': 'After hours',"
+        " 'max_wait_s': 1, 'overflow': 'voicemail', 'voicemail_max_s': 30})"
+    )
+    await asyncio.to_thread(server.manage, "shell", "-c", create)
+    url, _ = await end_user_link(server, "Vic")
+    user_browser, page, errors = await open_page(
+        playwright, tmp_path, USER_TONE, f"{url}&queue=after-hours"
+    )
+    try:
+        await status_is(page, "Ready.")
+        await page.get_by_role("button", name="Call", exact=True).click()
+        leave = page.get_by_role("button", name="Leave a message")
+        await leave.wait_for()
+        await status_is(page, "Nobody is free to take your call right now.")
+        assert "Pressing" in await page.locator("#voicemail-text").text_content()
+        assert await page.locator("#voicemail-choices").is_visible()
+        assert await page.locator("#call").is_hidden()
+        await screenshot(page, "enduser-voicemail")
+        await leave.click()
+        await page.get_by_text("Recording your message").wait_for()
+        await asyncio.sleep(1.5)  # the caller speaks
+        await page.get_by_role("button", name="Send").click()
+        await status_is(page, "Thank you: your message was sent.")
+        assert await page.locator("#voicemail").is_hidden()
+        check = (
+            "from calls.models import Recording;"
+            "r = Recording.objects.get(kind='voicemail', call__queue__public_id='after-hours');"
+            "print(r.state, r.call.end_reason, r.duration_s > 1)"
+        )
+        out = await asyncio.to_thread(server.manage, "shell", "-c", check)
+        assert "finished voicemail True" in out, out
+        assert errors == []
+    finally:
+        await user_browser.close()
+
+
 async def test_it_explains_a_blocked_microphone(
     server: Server, playwright: Any, tmp_path: Path
 ) -> None:

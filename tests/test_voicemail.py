@@ -185,6 +185,14 @@ async def test_it_keeps_a_message_the_caller_hangs_up_on_and_refuses_bad_starts(
         call = await sync_to_async(Call.objects.get)(pk=call_id)
         await sync_to_async(wait_passes)(call)
         await caller.expect("event", "queue.voicemail")
+        # The page reloads while the caller chooses: it is told the stage again.
+        again = SignalClient(asgi_app)
+        await again.connect()
+        await again.send({"type": "register", "sessionId": "", "authToken": token})
+        await again.expect("event", "registered")
+        told = await again.expect("event", "queue.voicemail")
+        assert (told["callSid"], told["data"]["maxS"]) == (call_id, 120)
+        await again.close()
         # Someone else's credential: another end user, an integrator's token.
         _, other_token = await sync_to_async(EndUserSession.create)(ttl_seconds=600)
         stranger = SignalClient(asgi_app)

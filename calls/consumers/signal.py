@@ -203,6 +203,9 @@ class SignalConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketCo
             ringing = [call for call, _ in calls if call.state == CallState.RINGING]
             for place in await database_sync_to_async(waiting.places_of)(ringing):
                 await self.queue_waiting(place)
+            theirs = [call for call, _ in calls]
+            for call_id, stage in await database_sync_to_async(voicemail.choices_of)(theirs):
+                await self._send(payloads.voicemail_stage_event(call_id, stage))
 
     async def _offer(self, message: protocol.Offer) -> None:
         principal = await self._authenticate(message.auth_token)

@@ -381,6 +381,14 @@ def queue_waiting_event(message: Mapping[str, Any], my_leg: str) -> JsonObject:
     )
 
 
+def voicemail_stage_event(call_id: str, data: Mapping[str, Any]) -> JsonObject:
+    """/ws/signal, to a caller registering again while it chooses in the voicemail stage:
+    the `queue.voicemail` it was told (from its `queue.voicemail_offered` record)."""
+    details = {key: data[key] for key in VOICEMAIL_STAGE_KEYS if key in data}
+    stage = {"state": "voicemail", "mode": "bridge", **details}
+    return protocol.event("", call_id, "queue.voicemail", **stage)
+
+
 def parse_status_request(message: Mapping[str, Any], allowed: Sequence[str]) -> str:
     """/ws/operator's one client message, `{"type": "status", "availability": …}`: the
     availability asked for (INVALID_MESSAGE / INVALID_ARGUMENT otherwise)."""
