@@ -38,7 +38,15 @@ from tests.support.signal_client import SignalClient, staff_cookie
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(timeout_s(120))]
 
-TYPES = ["register", "offer", "ice-candidate", "close", "hangup"]
+TYPES = [
+    "register",
+    "offer",
+    "ice-candidate",
+    "close",
+    "hangup",
+    "voicemail.start",
+    "voicemail.stop",
+]
 
 
 def records() -> tuple[int, ...]:

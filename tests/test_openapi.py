@@ -38,6 +38,7 @@ def test_it_generates_a_valid_schema_without_warnings(tmp_path: Path) -> None:
         "/api/queues",
         "/api/queues/{publicId}",
         "/api/queues/{publicId}/stats",
+        "/api/voicemails",
         "/call/webrtc/config",
         "/call/webrtc/offer",
         "/call/webrtc/close",

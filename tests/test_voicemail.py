@@ -245,11 +245,11 @@ async def test_it_keeps_a_message_the_caller_hangs_up_on_and_refuses_bad_starts(
     assert queue.pk == call.queue_id
 
 
-def call_in_stage(name: str = "Cy", connected: bool = True) -> tuple[Call, Principal]:
+def call_in_stage(name: str = "Cy", connected: bool = True) -> tuple[Call, Principal, str]:
     """A queued call taken into the voicemail stage by its maximum wait (no media peer:
     its caller's leg is marked connected, as the worker would report)."""
     queue = Queue.objects.get(public_id="support")
-    session, _ = EndUserSession.create(ttl_seconds=600, display_name=name)
+    session, token = EndUserSession.create(ttl_seconds=600, display_name=name)
     caller = Principal.end_user(session)
     call = Call.start(by=caller, mode="bridge", media_worker="embedded", queue=queue)
     if connected:
@@ -257,7 +257,7 @@ def call_in_stage(name: str = "Cy", connected: bool = True) -> tuple[Call, Princ
     wait_passes(call)
     call.refresh_from_db()
     assert call.state == "voicemail"
-    return call, caller
+    return call, caller, token
 
 
 async def test_it_starts_one_message_when_the_caller_presses_twice_at_once(
@@ -269,7 +269,7 @@ async def test_it_starts_one_message_when_the_caller_presses_twice_at_once(
 
     def race() -> tuple[Call, list[Any]]:
         voicemail_queue(max_wait_s=300)
-        call, caller = call_in_stage()
+        call, caller, _ = call_in_stage()
         results = in_threads(lambda _: voicemail.begin_message(caller, call), [1, 2])
         return call, results
 
@@ -299,7 +299,7 @@ async def test_it_starts_one_message_when_the_caller_presses_twice_at_once(
 
 def test_it_ends_the_stage_no_operator_when_the_caller_chooses_nothing(db: Any) -> None:
     voicemail_queue(max_wait_s=300)
-    call, caller = call_in_stage()
+    call, caller, _ = call_in_stage()
     assert call.ring_deadline is not None
     Call.objects.filter(pk=call.pk).update(ring_deadline=timezone.now() - timedelta(seconds=1))
     routing_deadlines.sweep()
@@ -311,7 +311,38 @@ def test_it_ends_the_stage_no_operator_when_the_caller_chooses_nothing(db: Any) 
         voicemail.start_message(caller, str(call.pk))
     assert raised.value.code == ErrorCode.CALL_STATE
     # Hanging up in the stage, before a message: no recording, the caller gave up.
-    second, second_caller = call_in_stage("Di")
+    second, second_caller, _ = call_in_stage("Di")
     second.hang_up(second_caller)
     assert (second.state, second.end_reason) == ("cancelled", "cancelled")
     assert not Recording.objects.filter(call=second).exists()
+
+
+async def test_it_drops_a_message_whose_consent_the_caller_takes_back(
+    asgi_app: Any, settings: Any, tmp_path: Path
+) -> None:
+    settings.MEDIA_ROOT = tmp_path
+
+    def in_stage() -> tuple[Call, Principal, str]:
+        voicemail_queue(max_wait_s=300)
+        return call_in_stage()
+
+    call, caller, token = await sync_to_async(in_stage)()
+    await sync_to_async(voicemail.start_message)(caller, str(call.pk))
+    withdrawn = await sync_to_async(bearer_client(token).post)(
+        f"/api/calls/{call.pk}/consent",
+        {"granted": False, "policy": settings.CALLBRIDGE_CONSENT_POLICY_VERSION},
+        format="json",
+    )
+    assert withdrawn.status_code == 201, withdrawn.content[:300]
+
+    def after() -> None:
+        routing_deadlines.sweep()  # the stage ended at the withdrawal
+        call.refresh_from_db()
+        assert (call.state, call.end_reason) == ("cancelled", "cancelled")
+        recording = Recording.objects.get(call=call)
+        assert recording.stop_reason == "consent_withdrawn"
+        assert not call.events.filter(name="voicemail.left").exists()
+        listener = staff_listener()
+        assert listener.get("/api/voicemails").json() == []
+
+    await sync_to_async(after)()

@@ -360,6 +360,15 @@ class QueueSerializer(serializers.Serializer):
     overflowQueue = serializers.CharField(
         source="queue.overflow_queue.public_id", allow_null=True, default=None
     )
+    voicemailGreeting = serializers.CharField(
+        source="queue.voicemail_greeting.name",
+        allow_null=True,
+        default=None,
+        help_text="the library file a caller offered voicemail hears once",
+    )
+    voicemailMaxS = serializers.IntegerField(
+        source="queue.voicemail_max_s", help_text="the longest message (overflow voicemail)"
+    )
     waiting = serializers.IntegerField(help_text="callers waiting now")
     longestWaitS = serializers.FloatField(
         source="longest_wait_s", allow_null=True, help_text="seconds the longest waiter has waited"
