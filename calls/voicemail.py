@@ -8,7 +8,8 @@
 - `start_message`: the caller pressed "Leave a message" after the notice: that is the
   consent. The consent row and the recording (kind `voicemail`, the caller's leg only: a
   bridge call with no operator leg records silence on the right) start in one
-  transaction under the call's row lock; the deadline becomes the queue's longest message.
+  transaction under the call's row lock; the deadline becomes the queue's longest message;
+  a beep replaces the greeting.
 - `stop_message` (the caller's "Send") and `expire_stage` (the deadline: no choice →
   `no_operator`; the longest message reached, or the caller gone → the message is kept):
   the recording stops and the call ends `voicemail`. A hang-up mid-message ends it the
@@ -21,8 +22,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
+import os
+import sys
 import uuid
+import wave
+from array import array
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -52,6 +59,41 @@ from calls.recordings import recordings_dir
 from calls.workers import link, protocol
 
 logger = logging.getLogger(__name__)
+
+
+BEEP_HZ, BEEP_S = 1000, 0.3
+
+
+def beep_path() -> Path:
+    """The tone that marks the start of a message: a short WAV made once under MEDIA_ROOT
+    (media workers read it as they read the audio library), so no binary lives in the repo."""
+    path = Path(settings.MEDIA_ROOT) / "voicemail" / f"beep-{BEEP_HZ}.wav"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = int(48000 * BEEP_S)
+    fade = 480  # 10 ms in and out: no click
+    samples = array(
+        "h",
+        (
+            int(
+                9000
+                * min(1.0, i / fade, (count - i) / fade)
+                * math.sin(2 * math.pi * BEEP_HZ * i / 48000)
+            )
+            for i in range(count)
+        ),
+    )
+    if sys.byteorder == "big":
+        samples.byteswap()
+    partial = path.with_suffix(f".{uuid.uuid4().hex[:8]}.part")
+    with wave.open(str(partial), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(48000)
+        out.writeframes(samples.tobytes())
+    os.replace(partial, path)  # whole or not at all, whoever makes it first
+    return path
 
 
 def notice_sha256() -> str:
@@ -180,9 +222,13 @@ def _record(call: Call, recording: Recording) -> None:
     worker = call.media_worker
     name = recording.file_name
     try:
-        # The greeting is over once the caller speaks (the same playback id: calls.routing.
-        # waiting plays it); then the recorder starts on the caller's leg.
-        async_to_sync(link.send)(worker, protocol.PlayStop(call=str(call.pk), playback="waiting"))
+        # The greeting is over once the caller speaks: the beep replaces it (the same
+        # playback id: calls.routing.waiting plays it) while the recorder starts on the
+        # caller's leg.
+        beep = protocol.Play(
+            call=str(call.pk), playback="waiting", path=str(beep_path()), to="user"
+        )
+        async_to_sync(link.send)(worker, beep)
         async_to_sync(link.request)(
             worker,
             protocol.RecordStart(

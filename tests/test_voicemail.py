@@ -34,7 +34,7 @@ from tests.support.live_call import add_to_library
 from tests.support.media_peers import ClientPeer
 from tests.support.queues import in_threads, make_operator, make_queue, wait_passes
 from tests.support.rest_client import bearer_client
-from tests.support.signal_client import SignalClient
+from tests.support.signal_client import SignalClient, staff_cookie
 from tests.support.wav import dominant, read_wav
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(90)]
@@ -83,6 +83,11 @@ async def test_it_takes_a_message_after_the_greeting_and_lets_operators_hear_it(
         )
 
     await sync_to_async(setup)()
+    feed = SignalClient(asgi_app, "/ws/operator", origin="http://localhost")
+    cookie = await sync_to_async(staff_cookie)()
+    feed.communicator.scope["headers"].append((b"cookie", cookie.encode()))
+    await feed.connect()
+    await feed.expect("snapshot")
     peer = ClientPeer(CALLER_TONE)
     caller, token, call_id, session, offered = await caller_in_stage(asgi_app, peer)
     try:
@@ -109,18 +114,27 @@ async def test_it_takes_a_message_after_the_greeting_and_lets_operators_hear_it(
         assert (started["data"]["kind"], started["data"]["maxS"]) == ("voicemail", 30)
         peer.sink.clear()
         await asyncio.sleep(1.5)  # the caller speaks (its tone) into the message
-        # The greeting (3 s) stopped: the server sends nothing more (at most what was in
-        # flight), where it would have sent 1.5 s of it.
-        assert peer.sink.seconds < 0.5, peer.sink.seconds
+        # The beep replaced the greeting (3 s), then the server sent nothing more: well
+        # under the 1.5 s of greeting there would have been, ending with the beep.
+        assert peer.sink.seconds < 1.0, peer.sink.seconds
+        last = peer.sink.dominant_frequency(last_seconds=0.2)
+        assert abs(last - voicemail.BEEP_HZ) < 25, last
         await caller.send({"type": "voicemail.stop", "callSid": call_id})
         ended = await caller.expect("event", "call.ended")
         assert ended["data"]["reason"] == "voicemail"
         # The file's facts first (the stop's reply), then the end.
         (left,) = [m for m in caller.received if m["data"].get("name") == "voicemail.left"]
         assert left["data"]["durationS"] > 1.0
+        # The operators' feed: the stage, then the message with its facts.
+        stage = await feed.expect("event", "queue.voicemail_offered")
+        assert (stage["callSid"], stage["data"]["call"]["state"]) == (call_id, "voicemail")
+        told = await feed.expect("event", "voicemail.left")
+        assert told["data"]["recordingId"] == left["data"]["recordingId"]
+        assert told["data"]["durationS"] == left["data"]["durationS"]
     finally:
         await peer.close()
         await caller.close()
+        await feed.close()
 
     def check_records() -> tuple[Recording, RecordingConsent]:
         call = Call.objects.get(pk=call_id)
