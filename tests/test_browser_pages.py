@@ -250,6 +250,7 @@ async def test_it_lets_a_caller_leave_a_message_when_nobody_answers(
     )
     await asyncio.to_thread(server.manage, "shell", "-c", create)
     url, _ = await end_user_link(server, "Vic")
+    operator_browser, dashboard = await operator_dashboard(server, playwright, tmp_path)
     user_browser, page, errors = await open_page(
         playwright, tmp_path, USER_TONE, f"{url}&queue=after-hours"
     )
@@ -276,9 +277,29 @@ async def test_it_lets_a_caller_leave_a_message_when_nobody_answers(
         )
         out = await asyncio.to_thread(server.manage, "shell", "-c", check)
         assert "finished voicemail True" in out, out
+        # The operator's dashboard lists it (refreshed by the feed) and plays it through
+        # the audited path.
+        message = dashboard.locator("#voicemails li", has_text="Vic")
+        await message.get_by_text("new").wait_for()
+        assert "After hours" in await message.text_content()
+        await screenshot(dashboard, "dashboard-voicemails")
+        await message.locator("audio").evaluate("(audio) => audio.play()")
+        await message.get_by_text("heard").wait_for()
+        audited = (
+            "from calls.models import RecordingAccess;"
+            "print('listens', RecordingAccess.objects.filter("
+            "recording__call__queue__public_id='after-hours', username='op').count())"
+        )
+        for _ in range(50):  # the stream's request is on its way
+            listens = await asyncio.to_thread(server.manage, "shell", "-c", audited)
+            if "listens 0" not in listens:
+                break
+            await asyncio.sleep(0.2)
+        assert "listens 0" not in listens, listens
         assert errors == []
     finally:
         await user_browser.close()
+        await operator_browser.close()
 
 
 async def test_it_explains_a_blocked_microphone(
