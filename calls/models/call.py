@@ -578,11 +578,12 @@ class Leg(models.Model):
             elif (
                 call.state == CallState.VOICEMAIL
                 and leg.role == LegRole.USER
-                and state in (MediaState.DISCONNECTED, MediaState.CLOSED, MediaState.FAILED)
+                and state in (MediaState.CLOSED, MediaState.FAILED)
                 and (call.ring_deadline is None or call.ring_deadline > now)
             ):
-                # The caller is gone (page closed, network lost): the stage is over now;
-                # the deadlines sweep ends it (a message so far is kept) exactly once.
+                # The caller is gone (page closed, connection failed; `disconnected` may
+                # come back): the stage is over now; the deadlines sweep ends it (a
+                # message so far is kept) exactly once.
                 Call.objects.filter(pk=call.pk).update(ring_deadline=now)
             return call.record_event(
                 f"media.{state}",
