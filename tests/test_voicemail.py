@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.test import Client
 from django.utils import timezone
@@ -173,6 +174,27 @@ async def test_it_takes_a_message_after_the_greeting_and_lets_operators_hear_it(
         assert heard.status_code == 200 and heard["Content-Type"] == "audio/wav"
         assert RecordingAccess.objects.filter(recording=recording, username="vera").count() == 1
         assert listener.get("/api/voicemails").json()[0]["listened"] is True
+        queue = listener.get("/api/queues/support").json()
+        assert (queue["overflow"], queue["voicemailGreeting"], queue["voicemailMaxS"]) == (
+            "voicemail",
+            "greeting",
+            30,
+        )
+        stats = listener.get("/api/queues/support/stats").json()
+        assert (stats["joined"], stats["voicemails"], stats["refused"]) == (1, 1, 0)
+        # End users and staff who may not view recordings get no list.
+        assert bearer_client(token).get("/api/voicemails").status_code == 403
+        plain = Client()
+        plain.force_login(make_operator("otis"))
+        refused = plain.get("/api/voicemails")
+        assert refused.status_code == 403 and refused.json()["code"] == "FORBIDDEN"
+        # The admin filters recordings by kind.
+        admin = Client()
+        admin.force_login(get_user_model().objects.create_superuser("root", "", "x"))
+        kinds = admin.get("/admin/calls/recording/?kind__exact=voicemail")
+        assert kinds.status_code == 200, kinds
+        assert str(recording.pk)[:8].encode() in kinds.content
+        assert b"?kind__exact=call" in kinds.content  # the filter's other choice
 
     await sync_to_async(operators_hear_it)()
 
