@@ -251,6 +251,19 @@ CALLBRIDGE_NOTES_EDITABLE_S = env_int(
 CALLBRIDGE_NOTES_MAX_CHARS = env_int(
     "CALLBRIDGE_NOTES_MAX_CHARS", 4000, minimum=100, maximum=100_000
 )
+# Voicemail (a queue's overflow `voicemail`, docs/queues.md#voicemail): seconds a caller has
+# to choose (leave a message, hang up) before the call ends `no_operator`; the notice shown
+# before "Leave a message" (pressing it is the consent to be recorded) and its version.
+CALLBRIDGE_VOICEMAIL_CHOICE_S = env_int(
+    "CALLBRIDGE_VOICEMAIL_CHOICE_S", 60, minimum=5, maximum=3600
+)
+CALLBRIDGE_VOICEMAIL_NOTICE_VERSION = env_str("CALLBRIDGE_VOICEMAIL_NOTICE_VERSION", "1")
+CALLBRIDGE_VOICEMAIL_NOTICE_TEXT = env_str(
+    "CALLBRIDGE_VOICEMAIL_NOTICE_TEXT",
+    "Nobody can take your call right now. You may leave a message: it is recorded, kept "
+    'for records purposes and only heard by authorised staff. Pressing "Leave a message" '
+    "is your agreement to be recorded.",
+)
 CALLBRIDGE_MEDIA_GRACE_S = env_int("CALLBRIDGE_MEDIA_GRACE_S", 60, minimum=1, maximum=3600)
 CALLBRIDGE_ICE_TIMEOUT_S = env_int("CALLBRIDGE_ICE_TIMEOUT_S", 20, minimum=1, maximum=300)
 # Local addresses the media worker advertises as ICE host candidates (comma-separated IPs).

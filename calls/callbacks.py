@@ -43,6 +43,7 @@ from calls.models import (
     CallState,
     EndUserSession,
     Queue,
+    RecordingKind,
 )
 from calls.models.callback import NOTE_MAX_CHARS
 from calls.principals import SYSTEM, Principal
@@ -100,7 +101,7 @@ def _waiting_call(principal: Principal, call_id: str | None) -> Call:
     call = (
         calls.filter(
             session=principal.session,
-            state=CallState.RINGING,
+            state__in=(CallState.RINGING, CallState.VOICEMAIL),
             direction=CallDirection.INBOUND,
             mode=CallMode.BRIDGE,
         )
@@ -125,11 +126,21 @@ def request_callback(principal: Principal, call_id: str | None, note: Any) -> Ca
         call = _waiting_call(principal, call_id)
         if call.direction != CallDirection.INBOUND or call.mode != CallMode.BRIDGE:
             raise CallStateError("only a call waiting in a queue can ask for a callback")
-        if call.state != CallState.RINGING:
+        if call.state not in (CallState.RINGING, CallState.VOICEMAIL):
             raise CallStateError(f"the call is {call.state}: no longer waiting in a queue")
         queue = Queue.objects.filter(pk=call.queue_id).first() if call.queue_id else None
-        if queue is None or not queue.offers_callbacks:
+        # Waiting in line: where the queue offers it. In the voicemail stage (the caller has
+        # left the line, whatever the queue): until a message starts.
+        offered = queue is not None and (
+            queue.offer_callback if call.state == CallState.VOICEMAIL else queue.offers_callbacks
+        )
+        if queue is None or not offered:
             raise CallbridgeError(ErrorCode.FORBIDDEN, "this queue does not offer callbacks")
+        if (
+            call.state == CallState.VOICEMAIL
+            and call.recordings.filter(kind=RecordingKind.VOICEMAIL).exists()
+        ):
+            raise CallStateError("a message is being left: send it or hang up")
         session = principal.session
         request = CallbackRequest.objects.create(
             call=call,

@@ -47,7 +47,11 @@ def _expire_and_find_next() -> datetime | None:
     callbacks.expire_stale()  # requests whose session expired
     upcoming = [
         callbacks.next_expiry(),
-        _earliest(Call.objects.filter(state=CallState.RINGING), "ring_deadline"),
+        # Ringing: maximum waits; voicemail: the stage's deadline (calls.voicemail).
+        _earliest(
+            Call.objects.filter(state__in=(CallState.RINGING, CallState.VOICEMAIL)),
+            "ring_deadline",
+        ),
         _earliest(Call.objects.filter(state=CallState.ACTIVE), "media_deadline"),
         *routing_next,
     ]

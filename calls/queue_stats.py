@@ -53,6 +53,7 @@ class QueueStats:
     refused: int  # nobody took it within the maximum wait (`no_operator`)
     callbacks_requested: int  # the caller asked to be called back instead of waiting
     overflowed: int  # moved on to the overflow queue
+    voicemails: int  # the caller left a message (overflow `voicemail`)
     average_wait_s: float | None  # of answered calls (the average speed of answer)
     average_handle_s: float | None  # answer → end, of answered calls that ended
 
@@ -144,6 +145,7 @@ def queue_stats(queues: list[Queue], period: Period) -> list[QueueStats]:
             ),
             refused=Count("pk", filter=Q(end_reason=EndReason.NO_OPERATOR)),
             callbacks=Count("pk", filter=Q(end_reason=EndReason.CALLBACK_REQUESTED)),
+            voicemails=Count("pk", filter=Q(end_reason=EndReason.VOICEMAIL)),
             average_wait=Avg("wait", filter=answered),
             average_handle=Avg("handle", filter=answered & Q(ended_at__isnull=False)),
         )
@@ -194,6 +196,7 @@ def queue_stats(queues: list[Queue], period: Period) -> list[QueueStats]:
                 refused=row.get("refused", 0),
                 callbacks_requested=row.get("callbacks", 0),
                 overflowed=overflowed.get(queue.pk, 0),
+                voicemails=row.get("voicemails", 0),
                 average_wait_s=_seconds(row.get("average_wait")),
                 average_handle_s=_seconds(row.get("average_handle")),
             )

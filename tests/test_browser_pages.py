@@ -340,6 +340,69 @@ async def test_it_calls_back_a_caller_who_asked_while_waiting(
         await operator_browser.close()
 
 
+async def test_it_lets_a_caller_leave_a_message_when_nobody_answers(
+    server: Server, playwright: Any, tmp_path: Path
+) -> None:
+    # A queue nobody answers, overflowing to voicemail after a second.
+    create = (
+        "from calls.models import Queue;"
+        "Queue.objects.get_or_create(public_id='after-hours', defaults={'name': 'After hours',"
+        " 'max_wait_s': 1, 'overflow': 'voicemail', 'voicemail_max_s': 30})"
+    )
+    await asyncio.to_thread(server.manage, "shell", "-c", create)
+    url, _ = await end_user_link(server, "Vic")
+    operator_browser, dashboard = await operator_dashboard(server, playwright, tmp_path)
+    user_browser, page, errors = await open_page(
+        playwright, tmp_path, USER_TONE, f"{url}&queue=after-hours"
+    )
+    try:
+        await status_is(page, "Ready.")
+        await page.get_by_role("button", name="Call", exact=True).click()
+        leave = page.get_by_role("button", name="Leave a message")
+        await leave.wait_for()
+        await status_is(page, "Nobody is free to take your call right now.")
+        assert "Pressing" in await page.locator("#voicemail-text").text_content()
+        assert await page.locator("#voicemail-choices").is_visible()
+        assert await page.locator("#call").is_hidden()
+        await screenshot(page, "enduser-voicemail")
+        await leave.click()
+        await page.get_by_text("Recording your message").wait_for()
+        await asyncio.sleep(1.5)  # the caller speaks
+        await page.get_by_role("button", name="Send").click()
+        await status_is(page, "Thank you: your message was sent.")
+        assert await page.locator("#voicemail").is_hidden()
+        check = (
+            "from calls.models import Recording;"
+            "r = Recording.objects.get(kind='voicemail', call__queue__public_id='after-hours');"
+            "print(r.state, r.call.end_reason, r.duration_s > 1)"
+        )
+        out = await asyncio.to_thread(server.manage, "shell", "-c", check)
+        assert "finished voicemail True" in out, out
+        # The operator's dashboard lists it (refreshed by the feed) and plays it through
+        # the audited path.
+        message = dashboard.locator("#voicemails li", has_text="Vic")
+        await message.get_by_text("new").wait_for()
+        assert "After hours" in await message.text_content()
+        await screenshot(dashboard, "dashboard-voicemails")
+        await message.locator("audio").evaluate("(audio) => audio.play()")
+        await message.get_by_text("heard").wait_for()
+        audited = (
+            "from calls.models import RecordingAccess;"
+            "print('listens', RecordingAccess.objects.filter("
+            "recording__call__queue__public_id='after-hours', username='op').count())"
+        )
+        for _ in range(50):  # the stream's request is on its way
+            listens = await asyncio.to_thread(server.manage, "shell", "-c", audited)
+            if "listens 0" not in listens:
+                break
+            await asyncio.sleep(0.2)
+        assert "listens 0" not in listens, listens
+        assert errors == []
+    finally:
+        await user_browser.close()
+        await operator_browser.close()
+
+
 async def test_it_explains_a_blocked_microphone(
     server: Server, playwright: Any, tmp_path: Path
 ) -> None:

@@ -48,7 +48,16 @@ from tests.support.signal_client import SignalClient, staff_cookie
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(timeout_s(120))]
 
-TYPES = ["register", "offer", "ice-candidate", "close", "hangup", "callback.request"]
+TYPES = [
+    "register",
+    "offer",
+    "ice-candidate",
+    "close",
+    "hangup",
+    "voicemail.start",
+    "voicemail.stop",
+    "callback.request",
+]
 
 
 def records() -> tuple[int, ...]:

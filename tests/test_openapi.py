@@ -46,6 +46,7 @@ def test_it_generates_a_valid_schema_without_warnings(tmp_path: Path) -> None:
         "/api/callbacks",
         "/api/callbacks/{callbackID}/call",
         "/api/callbacks/{callbackID}/close",
+        "/api/voicemails",
         "/call/webrtc/config",
         "/call/webrtc/offer",
         "/call/webrtc/close",

@@ -40,6 +40,8 @@ def call_in(state: CallState, parties: Parties) -> Call:
         call.reject(operator)
     elif state == CallState.CANCELLED:
         call.hang_up(user)
+    elif state == CallState.VOICEMAIL:
+        call.offer_voicemail(None, {})
     assert call.state == state
     return call
 
@@ -54,6 +56,8 @@ ACTORS: dict[CallAction, Callable[[Parties], Principal]] = {
     CallAction.REQUEST_CALLBACK: lambda p: p[0],
     CallAction.HANG_UP: lambda p: p[0],
     CallAction.TERMINATE: lambda p: SYSTEM,
+    CallAction.OFFER_VOICEMAIL: lambda p: SYSTEM,
+    CallAction.LEAVE_MESSAGE: lambda p: p[0],
 }
 EXPECTED_REASONS = {
     CallAction.REJECT: "rejected",
@@ -63,6 +67,7 @@ EXPECTED_REASONS = {
     CallAction.REQUEST_CALLBACK: "callback_requested",
     CallAction.HANG_UP: "hangup",
     CallAction.TERMINATE: "media_failure",
+    CallAction.LEAVE_MESSAGE: "voicemail",
 }
 CASES = [(action, state) for action in CallAction for state in CallState]
 
@@ -78,6 +83,13 @@ def test_it_lists_exactly_the_documented_moves() -> None:
         ("hang up", "active", "ended"),
         ("terminate", "ringing", "cancelled"),
         ("terminate", "active", "ended"),
+        # The voicemail stage (calls/voicemail.py): out of the line, nobody answers it.
+        ("offer voicemail", "ringing", "voicemail"),
+        ("cancel", "voicemail", "cancelled"),
+        ("refuse", "voicemail", "missed"),
+        ("leave message", "voicemail", "ended"),
+        ("request callback", "voicemail", "cancelled"),  # before a message starts
+        ("terminate", "voicemail", "ended"),
     }
 
 
@@ -114,6 +126,9 @@ def test_it_applies_legal_moves_and_refuses_illegal_ones(
     if target == CallState.ACTIVE:
         assert event.name == "call.answered"
         assert stored.answered_at is not None and stored.ended_at is None
+    elif target == CallState.VOICEMAIL:
+        assert event.name == "queue.voicemail_offered"
+        assert stored.answered_at is None and stored.ended_at is None
     else:
         assert event.name == "call.ended"
         assert stored.end_reason == EXPECTED_REASONS[action] == event.data["reason"]
@@ -128,6 +143,7 @@ def test_it_applies_legal_moves_and_refuses_illegal_ones(
         ("ringing", "callee", ("rejected", "rejected")),
         ("active", "caller", ("ended", "hangup")),
         ("active", "callee", ("ended", "hangup")),
+        ("voicemail", "caller", ("cancelled", "cancelled")),  # no message: gave up
     ],
 )
 def test_it_maps_hang_up_to_the_right_move(

@@ -130,6 +130,7 @@ class RecordingInline(ReadOnlyInline):
     model = Recording
     fields = readonly_fields = (
         "started_at",
+        "kind",
         "state",
         "duration_s",
         "size_bytes",
@@ -155,13 +156,20 @@ class RecordingAdmin(ReadOnlyAdmin):
     list_display = [
         "started_at",
         "call",
+        "kind",
         "state",
         "duration_s",
         "stop_reason",
         "started_by",
         "purged_at",
     ]
-    list_filter = ["state", "stop_reason", "started_at", ("purged_at", admin.EmptyFieldListFilter)]
+    list_filter = [
+        "kind",
+        "state",
+        "stop_reason",
+        "started_at",
+        ("purged_at", admin.EmptyFieldListFilter),
+    ]
     search_fields = ["=sha256", "file_name", "started_by"]
     list_select_related = ["call"]
     inlines = [AccessInline]

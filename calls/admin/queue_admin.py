@@ -61,6 +61,7 @@ class QueueAdmin(admin.ModelAdmin):
             "When nobody answers",
             {"fields": ["overflow", "overflow_queue", "waiting_audio", "offer_callback"]},
         ),
+        ("Voicemail", {"fields": ["voicemail_greeting", "voicemail_max_s"]}),
         ("Record", {"fields": ["created_at", "updated_at"]}),
     ]
 
@@ -80,6 +81,13 @@ class QueueAdmin(admin.ModelAdmin):
         # Only holders of the operator permission count (Queue.member_users).
         count = queue.member_users().count()
         return f"all operators ({count})" if queue.all_operators else str(count)
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name == "voicemail_max_s" and field is not None:
+            # Left out of the post (a form from before voicemail): the model's default.
+            field.required = False
+        return field
 
     def formfield_for_manytomany(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         if db_field.name == "members":

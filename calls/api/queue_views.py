@@ -60,7 +60,7 @@ class OperatorListView(APIView):
 
 
 def _queues() -> Any:
-    return Queue.objects.select_related("overflow_queue")
+    return Queue.objects.select_related("overflow_queue", "voicemail_greeting")
 
 
 class QueueListView(APIView):

@@ -195,6 +195,7 @@ class RecordingSerializer(serializers.ModelSerializer):
         fields = [
             "recordingID",
             "callID",
+            "kind",
             "state",
             "fileName",
             "startedAt",
@@ -431,6 +432,15 @@ class QueueSerializer(serializers.Serializer):
     offerCallback = serializers.BooleanField(
         source="queue.offers_callbacks", help_text="waiting callers may ask for a callback"
     )
+    voicemailGreeting = serializers.CharField(
+        source="queue.voicemail_greeting.name",
+        allow_null=True,
+        default=None,
+        help_text="the library file a caller offered voicemail hears once",
+    )
+    voicemailMaxS = serializers.IntegerField(
+        source="queue.voicemail_max_s", help_text="the longest message (overflow voicemail)"
+    )
     waiting = serializers.IntegerField(help_text="callers waiting now")
     longestWaitS = serializers.FloatField(
         source="longest_wait_s", allow_null=True, help_text="seconds the longest waiter has waited"
@@ -467,6 +477,7 @@ class QueueStatsSerializer(serializers.Serializer):
         source="callbacks_requested", help_text="the caller asked to be called back instead"
     )
     overflowed = serializers.IntegerField(help_text="moved on to the overflow queue")
+    voicemails = serializers.IntegerField(help_text="the caller left a message (voicemail)")
     averageWaitS = serializers.FloatField(
         source="average_wait_s", allow_null=True, help_text="join → answer, answered calls"
     )

@@ -17,6 +17,7 @@ from calls.api.views import (
     SessionCreateView,
     WebRtcConfigView,
 )
+from calls.api.voicemail_views import VoicemailListView
 from calls.api.voisnap import VoisnapSessionCreateView
 
 router = SimpleRouter(trailing_slash=False)  # the contract's paths have none
@@ -36,6 +37,7 @@ urlpatterns = [
     path("callbacks", CallbackListView.as_view(), name="callback-list"),
     path("callbacks/<str:callbackID>/call", CallbackCallView.as_view(), name="callback-call"),
     path("callbacks/<str:callbackID>/close", CallbackCloseView.as_view(), name="callback-close"),
+    path("voicemails", VoicemailListView.as_view(), name="voicemail-list"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     *router.urls,

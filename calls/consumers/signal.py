@@ -5,6 +5,7 @@ authenticate, dispatch, reply. What differs between the two paths is the consume
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import uuid
@@ -15,7 +16,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from calls import callbacks, calling, revocation
+from calls import callbacks, calling, revocation, voicemail
 from calls.authn import principal_for_token
 from calls.calling import LegRef, OfferPlan
 from calls.consumers import throttle
@@ -31,6 +32,14 @@ from calls.workers import link
 from calls.workers import protocol as worker_protocol
 
 logger = logging.getLogger(__name__)
+
+
+def _address(text: str) -> str | None:
+    """An IP address for an audit row ("unknown" when the server has none)."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
 
 
 def _register_socket(principal: Principal) -> None:
@@ -131,6 +140,18 @@ class SignalConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketCo
             await self._hangup(message)
         elif isinstance(message, protocol.CallbackRequest):
             await self._callback_request(message)
+        elif isinstance(message, protocol.VoicemailStart):
+            call_id = await self._call_of(message.session_id, message.call_sid)
+            user_agent = self._header("user-agent")
+            await database_sync_to_async(voicemail.start_message)(
+                self._require_principal(),
+                call_id,
+                ip=_address(self.client_ip),
+                user_agent=user_agent,
+            )
+        elif isinstance(message, protocol.VoicemailStop):
+            call_id = await self._call_of(message.session_id, message.call_sid)
+            await database_sync_to_async(voicemail.stop_message)(self._require_principal(), call_id)
 
     # --- client messages -------------------------------------------------------------------
     async def _authenticate(self, token: str) -> Principal:
@@ -197,6 +218,9 @@ class SignalConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketCo
             ringing = [call for call, _ in calls if call.state == CallState.RINGING]
             for place in await database_sync_to_async(waiting.places_of)(ringing):
                 await self.queue_waiting(place)
+            theirs = [call for call, _ in calls]
+            for call_id, stage in await database_sync_to_async(voicemail.choices_of)(theirs):
+                await self._send(payloads.voicemail_stage_event(call_id, stage))
 
     async def _offer(self, message: protocol.Offer) -> None:
         principal = await self._authenticate(message.auth_token)
@@ -232,10 +256,7 @@ class SignalConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketCo
 
     async def _hangup(self, message: protocol.Hangup) -> None:
         principal = self._require_principal()
-        if message.session_id is not None:
-            call_id = str((await self._leg(message.session_id)).call_id)
-        else:
-            call_id = message.call_sid or ""
+        call_id = await self._call_of(message.session_id, message.call_sid)
         await database_sync_to_async(calling.hang_up)(principal, call_id)
 
     async def _callback_request(self, message: protocol.CallbackRequest) -> None:
@@ -249,6 +270,19 @@ class SignalConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketCo
         if message.session_id is not None:
             call_id = str((await self._leg(message.session_id)).call_id)
         await database_sync_to_async(callbacks.request_callback)(principal, call_id, message.note)
+
+    async def _call_of(self, session_id: str | None, call_sid: str | None) -> str:
+        """The call a message names: by your leg (sessionId), else by its callSid."""
+        self._require_principal()
+        if session_id is not None:
+            return str((await self._leg(session_id)).call_id)
+        return call_sid or ""
+
+    def _header(self, name: str) -> str:
+        for key, value in self.scope.get("headers", []):
+            if key.decode("latin-1").lower() == name:
+                return str(value.decode("latin-1"))
+        return ""
 
     async def _leg(self, leg_id: str) -> LegRef:
         principal = self._require_principal()

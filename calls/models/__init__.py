@@ -34,6 +34,7 @@ from calls.models.recording import (
     AccessAction,
     Recording,
     RecordingAccess,
+    RecordingKind,
     RecordingState,
     StopReason,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "Recording",
     "RecordingAccess",
     "RecordingConsent",
+    "RecordingKind",
     "RecordingState",
     "StopReason",
     "WorkerState",

@@ -33,9 +33,12 @@ class CallState(models.TextChoices):
     MISSED = "missed"
     REJECTED = "rejected"
     CANCELLED = "cancelled"
+    # Left the queue's line for the voicemail stage: nobody can answer it any more; the
+    # caller chooses (leave a message, hang up) and, leaving one, is being recorded.
+    VOICEMAIL = "voicemail"
 
 
-OPEN_STATES = frozenset({CallState.RINGING, CallState.ACTIVE})
+OPEN_STATES = frozenset({CallState.RINGING, CallState.ACTIVE, CallState.VOICEMAIL})
 FINAL_STATES = frozenset(set(CallState) - OPEN_STATES)
 
 
@@ -59,6 +62,7 @@ class EndReason(models.TextChoices):
     SERVER_RESTART = "server_restart"
     NO_OPERATOR = "no_operator"  # the caller's queue found nobody within its maximum wait
     CALLBACK_REQUESTED = "callback_requested"  # the waiting caller asked to be called back
+    VOICEMAIL = "voicemail"  # the caller left a message (calls/voicemail.py)
 
 
 class LegRole(models.TextChoices):
@@ -84,6 +88,8 @@ class CallAction(StrEnum):
     REFUSE = "refuse"  # the queue's overflow rule: nobody took the call within its wait
     REQUEST_CALLBACK = "request callback"  # the waiting caller leaves the line for a callback
     HANG_UP = "hang up"
+    OFFER_VOICEMAIL = "offer voicemail"  # the queue's overflow: the caller may leave a message
+    LEAVE_MESSAGE = "leave message"  # the message is over (sent, cut off, or hung up on)
     TERMINATE = "terminate"  # the system ends it (media timeout/failure, restart)
 
 
@@ -95,9 +101,15 @@ TRANSITIONS: dict[tuple[CallAction, CallState], CallState] = {
     (CallAction.MISS, CallState.RINGING): CallState.MISSED,
     (CallAction.REFUSE, CallState.RINGING): CallState.MISSED,
     (CallAction.REQUEST_CALLBACK, CallState.RINGING): CallState.CANCELLED,
+    (CallAction.REQUEST_CALLBACK, CallState.VOICEMAIL): CallState.CANCELLED,  # before a message
     (CallAction.HANG_UP, CallState.ACTIVE): CallState.ENDED,
     (CallAction.TERMINATE, CallState.RINGING): CallState.CANCELLED,
     (CallAction.TERMINATE, CallState.ACTIVE): CallState.ENDED,
+    (CallAction.OFFER_VOICEMAIL, CallState.RINGING): CallState.VOICEMAIL,
+    (CallAction.CANCEL, CallState.VOICEMAIL): CallState.CANCELLED,  # hung up, no message
+    (CallAction.REFUSE, CallState.VOICEMAIL): CallState.MISSED,  # chose nothing in time
+    (CallAction.LEAVE_MESSAGE, CallState.VOICEMAIL): CallState.ENDED,
+    (CallAction.TERMINATE, CallState.VOICEMAIL): CallState.ENDED,
 }
 
 # The end reason each ending action records; TERMINATE passes its own.
@@ -108,6 +120,7 @@ ACTION_END_REASONS: dict[CallAction, EndReason] = {
     CallAction.REFUSE: EndReason.NO_OPERATOR,
     CallAction.REQUEST_CALLBACK: EndReason.CALLBACK_REQUESTED,
     CallAction.HANG_UP: EndReason.HANGUP,
+    CallAction.LEAVE_MESSAGE: EndReason.VOICEMAIL,
 }
 SYSTEM_END_REASONS = frozenset(
     {EndReason.MEDIA_TIMEOUT, EndReason.MEDIA_FAILURE, EndReason.SERVER_RESTART}
@@ -137,6 +150,10 @@ class CallQuerySet(models.QuerySet["Call"]):
 
     def overdue_ringing(self, now: Any = None) -> CallQuerySet:
         return self.filter(state=CallState.RINGING, ring_deadline__lte=now or timezone.now())
+
+    def overdue_voicemail(self, now: Any = None) -> CallQuerySet:
+        """Voicemail stages past their deadline (to choose, or the message's limit)."""
+        return self.filter(state=CallState.VOICEMAIL, ring_deadline__lte=now or timezone.now())
 
     def overdue_media(self, now: Any = None) -> CallQuerySet:
         return self.filter(state=CallState.ACTIVE, media_deadline__lte=now or timezone.now())
@@ -404,6 +421,13 @@ class Call(models.Model):
         (stored, and `clientReason` in the `call.ended` event) is the party's own word."""
 
         def action_for(call: Call) -> CallAction:
+            if call.state == CallState.VOICEMAIL:
+                # Mid-message, hanging up is how a message ends (the file is kept);
+                # before one, it is giving up.
+                messages = call.recordings.filter(kind="voicemail").exclude(
+                    stop_reason__in=("failed", "consent_withdrawn")
+                )
+                return CallAction.LEAVE_MESSAGE if messages.exists() else CallAction.CANCEL
             if call.state != CallState.RINGING:
                 return CallAction.HANG_UP
             return CallAction.CANCEL if by.role == call.caller_role else CallAction.REJECT
@@ -422,6 +446,17 @@ class Call(models.Model):
         creates the request in the same transaction, under this call's lock)."""
         return self._transition(lambda _: CallAction.REQUEST_CALLBACK, by)
 
+    def offer_voicemail(self, deadline: Any, detail: dict[str, Any]) -> CallEvent:
+        """The caller's queue overflows to voicemail: the call leaves the line (no offers,
+        no answer) until `deadline` to choose; `detail` is its `queue.voicemail_offered`."""
+        return self._transition(
+            lambda _: CallAction.OFFER_VOICEMAIL, SYSTEM, ring_deadline=deadline, detail=detail
+        )
+
+    def end_message(self, by: Principal) -> CallEvent:
+        """The caller's message is over (sent, cut off at its limit, or the caller left)."""
+        return self._transition(lambda _: CallAction.LEAVE_MESSAGE, by)
+
     def terminate(self, reason: EndReason, detail: dict[str, Any] | None = None) -> CallEvent:
         """The system ends the call; `detail` is added to its `call.ended` event."""
         if reason not in SYSTEM_END_REASONS:
@@ -439,6 +474,7 @@ class Call(models.Model):
         new_leg: dict[str, Any] | None = None,
         detail: dict[str, Any] | None = None,
         client_reason: str = "",
+        ring_deadline: Any = None,
     ) -> CallEvent:
         with transaction.atomic():
             call = Call.objects.select_for_update().get(pk=self.pk)
@@ -448,8 +484,10 @@ class Call(models.Model):
             if target is None:
                 raise CallStateError(f"cannot {action} a call that is {call.state}")
             now = timezone.now()
-            changes: dict[str, Any] = {"state": target, "ring_deadline": None}
-            if target == CallState.ACTIVE:
+            changes: dict[str, Any] = {"state": target, "ring_deadline": ring_deadline}
+            if target == CallState.VOICEMAIL:
+                event_name = "queue.voicemail_offered"  # still open: no end, no answer
+            elif target == CallState.ACTIVE:
                 changes["answered_at"] = now
                 changes["media_deadline"] = now + timedelta(
                     seconds=settings.CALLBRIDGE_MEDIA_GRACE_S
@@ -479,7 +517,7 @@ class Call(models.Model):
                 if not call.lacks_media():  # e.g. answered for server-side audio only
                     Call.objects.filter(pk=call.pk).update(media_deadline=None)
                     call.media_deadline = None
-            else:
+            elif target != CallState.VOICEMAIL:
                 data["reason"] = changes["end_reason"]
                 if client_reason:
                     data["clientReason"] = client_reason
@@ -614,6 +652,16 @@ class Leg(models.Model):
                 deadline = call._media_deadline(now)
                 if deadline != call.media_deadline:
                     Call.objects.filter(pk=call.pk).update(media_deadline=deadline)
+            elif (
+                call.state == CallState.VOICEMAIL
+                and leg.role == LegRole.USER
+                and state in (MediaState.CLOSED, MediaState.FAILED)
+                and (call.ring_deadline is None or call.ring_deadline > now)
+            ):
+                # The caller is gone (page closed, connection failed; `disconnected` may
+                # come back): the stage is over now; the deadlines sweep ends it (a
+                # message so far is kept) exactly once.
+                Call.objects.filter(pk=call.pk).update(ring_deadline=now)
             return call.record_event(
                 f"media.{state}",
                 SYSTEM,

@@ -15,6 +15,7 @@ class ConsentMethod(models.TextChoices):
     PAGE = "page", "end-user page"
     DASHBOARD = "dashboard", "operator dashboard"
     API = "api", "API"
+    VOICEMAIL = "voicemail", "leaving a voicemail (after its notice)"
 
 
 class RecordingConsent(AppendOnlyModel):

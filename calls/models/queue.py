@@ -34,6 +34,7 @@ class QueueStrategy(models.TextChoices):
 class Overflow(models.TextChoices):
     REFUSE = "refuse", "refuse (the call ends, no operator)"
     QUEUE = "queue", "move to the overflow queue"
+    VOICEMAIL = "voicemail", "offer voicemail (the caller may leave a message)"
 
 
 class QueueQuerySet(models.QuerySet["Queue"]):
@@ -140,6 +141,21 @@ class Queue(models.Model):
         blank=True,
         related_name="overflow_from",
         help_text="where callers go when the overflow is 'move to the overflow queue'",
+    )
+    # The voicemail stage (overflow `voicemail`, calls/voicemail.py).
+    voicemail_greeting = models.ForeignKey(
+        "calls.AudioFile",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="played once to a caller offered voicemail (overflow 'voicemail')",
+    )
+    voicemail_max_s = models.PositiveIntegerField(
+        "longest message (s)",
+        default=120,
+        validators=[MinValueValidator(5), MaxValueValidator(3600)],
+        help_text="a message is cut off (and kept) after this long",
     )
     is_default = models.BooleanField(
         "default queue", default=False, help_text="calls that name no queue join it"

@@ -31,11 +31,25 @@ class StopReason(models.TextChoices):
     SHUTDOWN = "shutdown"  # the server stopped; the worker finalized the file
     SERVER_RESTART = "server_restart"  # the server died; the file was repaired at its restart
     FAILED = "failed"
+    MAX_DURATION = "max_duration"  # a voicemail reached its queue's longest message
+
+
+class RecordingKind(models.TextChoices):
+    CALL = "call", "call (both parties)"
+    VOICEMAIL = "voicemail", "voicemail (the caller's message)"
+
+
+# A voicemail that stopped so is no message: it failed, or the caller took back the
+# consent (the file keeps what came before, as any recording's; nobody is told of it).
+UNSENT = frozenset({StopReason.FAILED, StopReason.CONSENT_WITHDRAWN})
 
 
 class Recording(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     call = models.ForeignKey(Call, on_delete=models.PROTECT, related_name="recordings")
+    kind = models.CharField(
+        max_length=16, choices=RecordingKind.choices, default=RecordingKind.CALL, db_index=True
+    )
     # A plain name inside MEDIA_ROOT/recordings/, chosen by the server (or a WaGo `Path`).
     file_name = models.CharField(max_length=200, unique=True)
     state = models.CharField(
@@ -127,6 +141,18 @@ class Recording(models.Model):
                     Principal("system"),
                     {"recordingID": str(self.pk), "reason": reason, "stoppedBy": by},
                 )
+                if self.kind == RecordingKind.VOICEMAIL and reason == StopReason.CONSENT_WITHDRAWN:
+                    # The stage is over: the deadlines sweep ends the call (`cancelled`).
+                    Call.objects.filter(pk=call.pk, state=CallState.VOICEMAIL).update(
+                        ring_deadline=timezone.now()
+                    )
+                elif self.kind == RecordingKind.VOICEMAIL and reason not in UNSENT:
+                    # Once, with the file's facts: the operators' feed lists it from here.
+                    call.record_event(
+                        "voicemail.left",
+                        Principal("system"),
+                        {"recordingId": str(self.pk), "durationS": result.get("duration_s")},
+                    )
         self.refresh_from_db()
 
 

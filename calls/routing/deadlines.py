@@ -5,7 +5,8 @@ expire each thing once. Each returns the queues to route next.
 - an offer rings out: `missed`, the operator's `missed_in_a_row` + 1 (at
   CALLBRIDGE_AWAY_AFTER_MISSES: `away`), `queue.offer_missed`; the call goes to the next;
 - a wrap-up ends: the operator is free again;
-- a caller's maximum wait (the call's `ring_deadline`) passes: the queue's overflow rule.
+- a caller's maximum wait (the call's `ring_deadline`) passes: the queue's overflow rule;
+- a voicemail stage's deadline passes (calls.voicemail.expire_stages).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from calls.models.queue import OfferOutcome, Overflow, QueueOffer
 from calls.principals import SYSTEM
 from calls.routing import engine
 from calls.routing.offers import announce_status, end_offers, pending
+from calls.voicemail import expire_stages, offer_stage
 
 logger = logging.getLogger(__name__)
 
@@ -96,9 +98,10 @@ def expire_wrap_ups(now: datetime | None = None) -> set[int]:
 
 def overflow(call_id: uuid.UUID, now: datetime) -> set[int]:
     """Apply the queue's overflow rule to a caller who waited their maximum: `queue` moves
-    the call on (a new maximum wait there), `refuse` ends it (`no_operator`). The default
-    queue (`open_answer`) ends it as `missed`, as before queues. `voicemail` is not built:
-    it refuses."""
+    the call on (a new maximum wait there), `refuse` ends it (`no_operator`), `voicemail`
+    takes it out of the line into the voicemail stage (calls.voicemail; any queue, the
+    default one too when chosen). Otherwise the default queue (`open_answer`) ends it as
+    `missed`, as before queues."""
     with transaction.atomic():
         # No select_related: PostgreSQL refuses FOR UPDATE on a nullable join.
         call = Call.objects.select_for_update().get(pk=call_id)
@@ -129,7 +132,9 @@ def overflow(call_id: uuid.UUID, now: datetime) -> set[int]:
             )
             return {target.pk} | engine.queues_of(freed)
         try:
-            if queue is None or queue.open_answer:
+            if queue is not None and queue.overflow == Overflow.VOICEMAIL:
+                offer_stage(call, queue, now)
+            elif queue is None or queue.open_answer:
                 call.miss()
             else:
                 call.refuse()
@@ -165,6 +170,7 @@ def sweep() -> list[datetime | None]:
     now = timezone.now()
     queues = expire_waits(now) | expire_offers(now) | expire_wrap_ups(now)
     engine.route_safely(queues)
+    expire_stages(now)
     offer_next = (
         QueueOffer.objects.filter(outcome=OfferOutcome.PENDING)
         .order_by("deadline")

@@ -16,6 +16,8 @@ caller hears of its own answer before the others hear they moved up):
   new queue's audio (or none); the answer stops it (`PlayStop(playback=…)`), and the
   worker also ends it when the operator's leg joins and refuses it once one is there, so
   a late play never sounds over an answered call. The call's end closes the legs anyway.
+  The voicemail stage (`queue.voicemail_offered`) replaces it with the queue's greeting,
+  played once.
 """
 
 from __future__ import annotations
@@ -37,7 +39,10 @@ logger = logging.getLogger(__name__)
 
 WAITING_PLAYBACK = "waiting"
 LINE_ORDER = ("queued_at", "created_at", "id")  # the engine's order (engine.route)
-POSITION_EVENTS = frozenset({"queue.joined", "queue.overflowed", "call.answered", "call.ended"})
+# `queue.voicemail_offered`: the caller left the line for the voicemail stage.
+POSITION_EVENTS = frozenset(
+    {"queue.joined", "queue.overflowed", "queue.voicemail_offered", "call.answered", "call.ended"}
+)
 
 
 def tells_position(queue: Queue | None) -> bool:
@@ -132,7 +137,9 @@ def on_call_event(sender: Any, event: CallEvent, **kwargs: Any) -> None:
     if event.name not in POSITION_EVENTS and not caller_media:
         return  # the common case costs no query
     try:
-        call = Call.objects.select_related("queue", "queue__waiting_audio").get(pk=event.call_id)
+        call = Call.objects.select_related(
+            "queue", "queue__waiting_audio", "queue__voicemail_greeting"
+        ).get(pk=event.call_id)
         if event.name in POSITION_EVENTS:
             _positions_after(event, call)
         _waiting_audio_after(event, call)
@@ -165,6 +172,9 @@ def _waiting_audio_after(event: CallEvent, call: Call) -> None:
             return  # nothing was playing (an overflow out of a queue with audio stopped it)
         _send(worker, protocol.PlayStop(call=str(call.pk), playback=WAITING_PLAYBACK))
         return
+    if event.name == "queue.voicemail_offered":
+        _greet(worker, call)
+        return
     if call.state != CallState.RINGING:
         return
     if event.name == "media.connected" and event.data.get("role") == "user":
@@ -190,6 +200,22 @@ def _play_waiting_audio(worker: str, call: Call) -> None:
         path=queue.waiting_audio.file.path,
         to="user",
         loop=True,
+    )
+    _send(worker, play)
+
+
+def _greet(worker: str, call: Call) -> None:
+    """The voicemail stage: the waiting audio stops and the queue's greeting plays once,
+    under the same playback id (it replaces the loop in one step; "Leave a message" stops
+    it: calls.voicemail). No media yet: nothing to play to."""
+    if not _user_media_connected(call):
+        return
+    greeting = call.queue.voicemail_greeting if call.queue is not None else None
+    if greeting is None:
+        _send(worker, protocol.PlayStop(call=str(call.pk), playback=WAITING_PLAYBACK))
+        return
+    play = protocol.Play(
+        call=str(call.pk), playback=WAITING_PLAYBACK, path=greeting.file.path, to="user"
     )
     _send(worker, play)
 

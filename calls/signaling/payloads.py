@@ -204,11 +204,30 @@ def _details(wire_name: str, data: Mapping[str, Any], call: CallSnapshot) -> Jso
         details["recordingID"] = data.get("recordingID")
         if "consents" in data:
             details["consents"] = data["consents"]
+    if wire_name == "queue.voicemail":
+        details.update({key: data[key] for key in VOICEMAIL_STAGE_KEYS if key in data})
+    if wire_name == "voicemail.left" or (
+        wire_name == "recording.started" and data.get("kind") == "voicemail"
+    ):
+        details.update({key: data[key] for key in VOICEMAIL_KEYS if key in data})
     if wire_name.startswith("media."):
         details.update(legID=data.get("legID"), role=data.get("role"), media=data.get("state"))
     if wire_name.startswith("callback.") and isinstance(data.get("callback"), Mapping):
         details["callbackID"] = data["callback"].get("callbackID")
     return details
+
+
+# The voicemail stage (calls.voicemail): what the caller needs to choose, and the message.
+VOICEMAIL_STAGE_KEYS = (
+    "queue",
+    "queueName",
+    "consentText",
+    "policyVersion",
+    "maxS",
+    "choiceDeadline",
+    "callback",
+)
+VOICEMAIL_KEYS = ("kind", "maxS", "deadline", "recordingId", "durationS")
 
 
 def party_event(event: CallEventSnapshot, viewer_role: str, my_leg: str) -> JsonObject | None:
@@ -462,6 +481,14 @@ def queue_waiting_event(message: Mapping[str, Any], my_leg: str) -> JsonObject:
         waitedS=message["waited_s"],
         callback=bool(message.get("callback", False)),
     )
+
+
+def voicemail_stage_event(call_id: str, data: Mapping[str, Any]) -> JsonObject:
+    """/ws/signal, to a caller registering again while it chooses in the voicemail stage:
+    the `queue.voicemail` it was told (from its `queue.voicemail_offered` record)."""
+    details = {key: data[key] for key in VOICEMAIL_STAGE_KEYS if key in data}
+    stage = {"state": "voicemail", "mode": "bridge", **details}
+    return protocol.event("", call_id, "queue.voicemail", **stage)
 
 
 def parse_status_request(message: Mapping[str, Any], allowed: Sequence[str]) -> str:

@@ -81,7 +81,32 @@ class CallbackRequest:
     note: Any  # checked by calls.callbacks.clean_note (one rule for REST and WebSocket)
 
 
-Message = Register | Offer | IceCandidate | Close | Hangup | CallbackRequest
+@dataclass(frozen=True)
+class VoicemailStart:
+    """The caller's "Leave a message" in the voicemail stage (it is the consent)."""
+
+    session_id: str | None
+    call_sid: str | None
+
+
+@dataclass(frozen=True)
+class VoicemailStop:
+    """The caller's "Send": the message is kept, the call ends `voicemail`."""
+
+    session_id: str | None
+    call_sid: str | None
+
+
+Message = (
+    Register
+    | Offer
+    | IceCandidate
+    | Close
+    | Hangup
+    | CallbackRequest
+    | VoicemailStart
+    | VoicemailStop
+)
 
 
 def _invalid(message: str) -> CallbridgeError:
@@ -210,6 +235,14 @@ def _callback_request(envelope: dict[str, Any]) -> CallbackRequest:
     )
 
 
+def _call_ref(envelope: dict[str, Any], what: str) -> tuple[str | None, str | None]:
+    session_id = _optional_str(envelope, "sessionId")
+    call_sid = _optional_str(envelope, "callSid")
+    if session_id is None and call_sid is None:
+        raise _invalid(f"{what} needs sessionId or callSid")
+    return session_id, call_sid
+
+
 _PARSERS: dict[str, Callable[[dict[str, Any], Dialect], Message]] = {
     "register": lambda e, _: Register(_auth_token(e)),
     "offer": _offer,
@@ -217,6 +250,8 @@ _PARSERS: dict[str, Callable[[dict[str, Any], Dialect], Message]] = {
     "close": lambda e, _: Close(_required_str(e, "sessionId")),
     "hangup": lambda e, _: _hangup(e),
     "callback.request": lambda e, _: _callback_request(e),
+    "voicemail.start": lambda e, _: VoicemailStart(*_call_ref(e, "voicemail.start")),
+    "voicemail.stop": lambda e, _: VoicemailStop(*_call_ref(e, "voicemail.stop")),
 }
 
 
@@ -297,6 +332,7 @@ PASSED_THROUGH = frozenset(
         "consent.requested",
         "consent.granted",
         "consent.withdrawn",
+        "voicemail.left",
     }
 )
 MEDIA_EVENTS = {
@@ -311,6 +347,8 @@ def wire_event_name(
     record_name: str, data: dict[str, Any], caller_role: str, my_role: str
 ) -> str | None:
     """The contract's event name for a recorded call event, seen from `my_role`; None: skip."""
+    if record_name == "queue.voicemail_offered":
+        return "queue.voicemail" if my_role == caller_role else None  # the caller's choice
     if record_name == "call.created":
         if data.get("state") != "ringing":
             return None  # echo calls start answered: the offer's answer says it all

@@ -9,6 +9,7 @@ import {CallbackLists} from "./callbacks.js";
 import {LevelMeter, Microphone, formatDuration} from "./media.js";
 import {CallMedia, qualityWarnings} from "./peer.js";
 import {WrapUp} from "./wrapup.js";
+import {VoicemailList} from "./voicemails.js";
 
 const config = JSON.parse(document.getElementById("config").textContent);
 const $ = (id) => document.getElementById(id);
@@ -31,7 +32,7 @@ const REASONS = {
   hangup: "hung up", missed: "missed", rejected: "rejected", cancelled: "cancelled",
   media_timeout: "connection lost", media_failure: "connection failed",
   server_restart: "server restarted", no_operator: "nobody free",
-  callback_requested: "callback requested", voicemail: "voicemail",
+  callback_requested: "callback requested", voicemail: "left a message",
 };
 
 const calls = new Map();    // callID → call summary
@@ -253,6 +254,9 @@ function item(whoText, metaText, ...actions) {
 }
 
 const callUrl = (id) => config.callAdminUrl.replace("00000000-0000-0000-0000-000000000000", id);
+const voicemails = new VoicemailList({
+  list: $("voicemails"), empty: $("voicemails-empty"), note: $("voicemails-note"), callUrl,
+});
 const since = (iso) => (Date.now() - Date.parse(iso)) / 1000;
 const name = (call) => call.displayName || (call.mode === "echo" ? "echo test" : "anonymous");
 const until = (iso) => (Date.parse(iso) - Date.now()) / 1000;
@@ -392,7 +396,7 @@ function render() {
 
   ui.lists.online.replaceChildren(...[...online.values()].map((session) => {
     const busy = all.some((c) => c.sessionId === session.sessionId && c.mode === "bridge" &&
-                                 ["ringing", "active"].includes(c.state));
+                                 ["ringing", "active", "voicemail"].includes(c.state));
     const li = item(session.displayName || "anonymous", busy ? "in a call" : "available");
     if (!busy) {
       li.append(button("Call", "primary", () => callSession(session.sessionId, session.displayName)));
@@ -408,7 +412,9 @@ function render() {
   ui.lists.recent.replaceChildren(...ended.map((call) => {
     const talk = call.answeredAt && call.endedAt
       ? formatDuration((Date.parse(call.endedAt) - Date.parse(call.answeredAt)) / 1000) : "—";
-    const outcome = [REASONS[call.endReason] || call.endReason || call.state, talk];
+    const how = REASONS[call.endReason] || call.endReason ||
+      (call.state === "voicemail" ? "in voicemail" : call.state);
+    const outcome = [how, talk];
     if (call.disposition) outcome.push(call.disposition);
     const actions = [link("Details", callUrl(call.callID))];
     if (call.answeredAt && (call.operator === config.operator || config.notesSupervisor)) {
@@ -489,6 +495,7 @@ function onFeed(message) {
                                          : `${name(data.call)}'s call no longer rings for you.`);
     }
     if (data.call) calls.set(data.call.callID, data.call);
+    voicemails.onEvent(data);
     if (data.name === "presence.online") online.set(data.session.sessionId, data.session);
     if (data.name === "presence.offline") online.delete(data.session.sessionId);
     if (data.name === "call.answered" && mine?.callID === message.callSid) mine.answeredAt = Date.now();
@@ -610,5 +617,6 @@ setInterval(async () => {
 }, 1000);
 
 connectFeed();
+voicemails.refresh();
 ensureMicrophone().catch(() => {});
 render();

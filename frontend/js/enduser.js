@@ -2,6 +2,7 @@
 import {Microphone, Ringer, formatDuration} from "./media.js";
 import {CallMedia} from "./peer.js";
 import {SignalSocket} from "./signaling.js";
+import {VoicemailPanel} from "./voicemail.js";
 
 const config = JSON.parse(document.getElementById("config").textContent);
 const $ = (id) => document.getElementById(id);
@@ -26,6 +27,8 @@ const END_REASONS = {
   media_failure: "The connection failed.",
   server_restart: "The service restarted. Please call again.",
   callback_requested: "We will call you back. Keep this page open to take our call.",
+  no_operator: "Nobody could take your call. Please try again later.",
+  voicemail: "Thank you: your message was sent.",
 };
 
 const ringer = new Ringer();
@@ -36,6 +39,16 @@ const microphone = new Microphone({
     setProblem(error.message);
     setState("mic-problem", "Your microphone is not available.");
   },
+});
+const voicemail = new VoicemailPanel({
+  section: $("voicemail"), text: $("voicemail-text"), version: $("voicemail-version"),
+  choices: $("voicemail-choices"), start: $("voicemail-start"), choiceLeft: $("voicemail-choice-left"),
+  recording: $("voicemail-recording"), left: $("voicemail-left"), send: $("voicemail-send"),
+  hangups: document.querySelectorAll(".voicemail-hangup"),
+}, {
+  onStart: (callSid) => socket.send({type: "voicemail.start", callSid}),
+  onSend: (callSid) => socket.send({type: "voicemail.stop", callSid}),
+  onHangup: () => hangUp(),
 });
 let call = null;         // {callSid, sessionId, mode, media, answeredAt, pending: []}
 let incoming = null;     // callSid of a call ringing for us
@@ -50,11 +63,12 @@ function setState(state, text) {
   document.body.dataset.state = state;
   ui.status.textContent = text;
   const inCall = ["calling", "connecting", "connected", "reconnecting", "testing"].includes(state);
+  const staged = state === "voicemail";  // the voicemail panel has its own buttons
   const hangupLabel = call?.mode === "echo" ? "Stop the test" : "Hang up";
   const ready = !inCall && state !== "incoming" && microphone.stream !== null;
-  show(ui.call, !inCall && state !== "incoming" && state !== "mic-problem");
-  show(ui.test, !inCall && state !== "incoming" && state !== "mic-problem");
-  ui.call.disabled = ui.test.disabled = !ready;
+  show(ui.call, !inCall && !staged && state !== "incoming" && state !== "mic-problem");
+  show(ui.test, !inCall && !staged && state !== "incoming" && state !== "mic-problem");
+  ui.call.disabled = ui.test.disabled = !ready || staged;
   show(ui.hangup, inCall);
   ui.hangup.textContent = hangupLabel;
   show(ui.mute, inCall);
@@ -101,6 +115,15 @@ async function handle(message) {
       }
       return;
     case "queue.waiting": return onWaiting(message);
+    case "queue.voicemail":
+      if (call && call.mode === "bridge" && (!call.callSid || call.callSid === message.callSid)) {
+        call.callSid = message.callSid;
+        showPlace(null);
+        voicemail.offer(message.callSid, data);
+        show(ui.callback, data.callback === true);  // or a callback, until a message starts
+        setState("voicemail", "Nobody is free to take your call right now.");
+      }
+      return;
     case "call.answered":
       if (call && call.callSid === message.callSid) {
         call.answeredAt = Date.now();
@@ -120,6 +143,13 @@ async function handle(message) {
       return;
     case "recording.started":
     case "recording.stopped":
+      if (call && call.callSid === message.callSid && voicemail.open) {
+        if (data.name === "recording.started") {
+          voicemail.recording(data);
+          show(ui.callback, false);
+        }
+        return;  // our message: the panel shows it (no "Stop recording me": Hang up/Send)
+      }
       if (call && call.callSid === message.callSid) {
         const on = data.name === "recording.started";
         show(ui.recording, on);
@@ -197,6 +227,7 @@ async function onAnswer(message) {
 
 function onError(message) {
   const error = message.data;
+  if (voicemail.open) voicemail.refused();
   if (error.code === "MEDIA_BRIDGE_FAILURE" && call) {
     reconnectMedia();
     return;
@@ -329,6 +360,7 @@ async function answerConsent(granted) {
 }
 
 function finish(reason) {
+  voicemail.close();
   show(ui.consent, false);
   show(ui.recording, false);
   show(ui.withdraw, false);
@@ -348,12 +380,16 @@ function finish(reason) {
 // --- buttons ---------------------------------------------------------------------------
 ui.call.addEventListener("click", () => startCall("bridge").catch(console.error));
 ui.test.addEventListener("click", () => startCall("echo").catch(console.error));
-ui.hangup.addEventListener("click", () => {
+function hangUp() {
   if (!call) return;
   if (call.sessionId) socket.send({type: "hangup", sessionId: call.sessionId});
   else if (call.callSid) socket.send({type: "hangup", callSid: call.callSid});
+  // Mid-message, hanging up sends it: the server's call.ended says so (reason voicemail).
+  if (voicemail.open && !voicemail.ui.recording.hidden) return;
   finish("hangup");
-});
+}
+
+ui.hangup.addEventListener("click", hangUp);
 ui.accept.addEventListener("click", () => {
   ringer.stop();
   const callSid = incoming;
