@@ -21,6 +21,7 @@ from calls.errors import CallbridgeError, ErrorCode
 from calls.models import (
     AudioFile,
     Call,
+    CallbackRequest,
     EndUserSession,
     Leg,
     Queue,
@@ -34,7 +35,7 @@ from calls.routing import deadlines as routing_deadlines
 from tests.support.live_call import add_to_library
 from tests.support.media_peers import ClientPeer
 from tests.support.queues import in_threads, make_operator, make_queue, wait_passes
-from tests.support.rest_client import bearer_client
+from tests.support.rest_client import assert_error, bearer_client
 from tests.support.signal_client import SignalClient, staff_cookie
 from tests.support.wav import dominant, read_wav
 
@@ -382,3 +383,38 @@ async def test_it_drops_a_message_whose_consent_the_caller_takes_back(
         assert listener.get("/api/voicemails").json() == []
 
     await sync_to_async(after)()
+
+
+def test_it_takes_a_callback_request_in_the_stage_until_a_message_starts(
+    settings: Any, tmp_path: Path
+) -> None:
+    settings.MEDIA_ROOT = tmp_path
+    voicemail_queue(max_wait_s=300)
+    call, _, token = call_in_stage()
+    assert call.events.get(name="queue.voicemail_offered").data["callback"] is True
+    asked = bearer_client(token).post(
+        f"/api/calls/{call.pk}/callback", {"note": "after 5pm"}, format="json"
+    )
+    assert asked.status_code == 201, asked.content
+    call.refresh_from_db()
+    assert (call.state, call.end_reason) == ("cancelled", "callback_requested")
+    assert CallbackRequest.objects.get(call=call).note == "after 5pm"
+
+    # Once a message has started, it is sent or hung up on: no callback instead.
+    second, second_caller, second_token = call_in_stage("Di")
+    voicemail.begin_message(second_caller, second)
+    refused = bearer_client(second_token).post(f"/api/calls/{second.pk}/callback")
+    assert_error(refused, 409, "CALL_STATE")
+    second.refresh_from_db()
+    assert second.state == "voicemail"
+    assert not CallbackRequest.objects.filter(call=second).exists()
+
+    # A queue that offers no callbacks says so in the stage, and refuses one.
+    Queue.objects.filter(public_id="support").update(offer_callback=False)
+    third, _, third_token = call_in_stage("Ed")
+    assert third.events.get(name="queue.voicemail_offered").data["callback"] is False
+    assert_error(
+        bearer_client(third_token).post(f"/api/calls/{third.pk}/callback"), 403, "FORBIDDEN"
+    )
+    third.refresh_from_db()
+    assert third.state == "voicemail"
