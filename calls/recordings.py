@@ -103,6 +103,15 @@ def start_recording(principal: Principal, call: Call, name: str | None = None) -
             f"recording needs the consent of: {', '.join(refusal.status.missing)}",
             details={"missing": refusal.status.missing, "policy": refusal.status.version},
         ) from None
+    start_on_worker(call, recording)
+    return recording
+
+
+def start_on_worker(call: Call, recording: Recording) -> None:
+    """Ask the call's media worker to start `recording` (its row already begun). Refused
+    (the call ended, or a stop overtook this start), or no answer in time: make sure a
+    start still on its way can never record (the worker remembers the stop and refuses
+    the start), record the failure, and raise."""
     try:
         async_to_sync(link.request)(
             call.media_worker,
@@ -110,20 +119,16 @@ def start_recording(principal: Principal, call: Call, name: str | None = None) -
                 call=str(call.pk),
                 mode=call.mode,
                 recording=str(recording.pk),
-                path=str(recordings_dir() / name),
+                path=str(recordings_dir() / recording.file_name),
             ),
         )
     except CallbridgeError:
-        # Refused (the call ended, or a stop overtook this start), or no answer in time:
-        # make sure a start still on its way can never record (the worker remembers the
-        # stop and refuses the start), then record the failure.
         async_to_sync(link.send)(
             call.media_worker,
             link.record_stop_message(call.pk, recording.pk, StopReason.FAILED, "system"),
         )
         recording.finish(reason=StopReason.FAILED, by="system", result={})
         raise
-    return recording
 
 
 def stop_recording(call: Call, by: str, reason: str, cutoff: datetime | None = None) -> Recording:

@@ -55,7 +55,7 @@ from calls.models import (
 )
 from calls.models.recording import UNSENT
 from calls.principals import SYSTEM, Principal
-from calls.recordings import recordings_dir
+from calls.recordings import start_on_worker
 from calls.workers import link, protocol
 
 logger = logging.getLogger(__name__)
@@ -220,32 +220,11 @@ def begin_message(
 
 
 def _record(call: Call, recording: Recording) -> None:
-    worker = call.media_worker
-    name = recording.file_name
-    try:
-        # The greeting is over once the caller speaks: the beep replaces it (the same
-        # playback id: calls.routing.waiting plays it) while the recorder starts on the
-        # caller's leg.
-        beep = protocol.Play(
-            call=str(call.pk), playback="waiting", path=str(beep_path()), to="user"
-        )
-        async_to_sync(link.send)(worker, beep)
-        async_to_sync(link.request)(
-            worker,
-            protocol.RecordStart(
-                call=str(call.pk),
-                mode=call.mode,
-                recording=str(recording.pk),
-                path=str(recordings_dir() / name),
-            ),
-        )
-    except CallbridgeError:
-        # As calls.recordings.start_recording: a start still on its way never records.
-        async_to_sync(link.send)(
-            worker, link.record_stop_message(call.pk, recording.pk, StopReason.FAILED, "system")
-        )
-        recording.finish(reason=StopReason.FAILED, by="system", result={})
-        raise
+    # The greeting is over once the caller speaks: the beep replaces it (the same playback
+    # id: calls.routing.waiting plays it) while the recorder starts on the caller's leg.
+    beep = protocol.Play(call=str(call.pk), playback="waiting", path=str(beep_path()), to="user")
+    async_to_sync(link.send)(call.media_worker, beep)
+    start_on_worker(call, recording)
 
 
 def stop_message(principal: Principal, call_id: str) -> None:

@@ -149,7 +149,7 @@ class MediaWorker:
         logger.info("media worker %s listening on %s", self.name, self.channel)
         try:
             while True:
-                message = await self.layer.receive(self.channel)
+                message = await self._receive()
                 task = asyncio.get_running_loop().create_task(self._handle_in_call_order(message))
                 self._handlers.add(task)
                 task.add_done_callback(self._handlers.discard)
@@ -157,6 +157,19 @@ class MediaWorker:
             await self.close_all()
             await self._reports.put(None)
             await asyncio.gather(reporting, return_exceptions=True)
+
+    async def _receive(self) -> dict[str, Any]:
+        """The next message. The receive runs as its own task so that cancelling `run`
+        (the shutdown) always takes at once: a cancellation can be lost inside the layer
+        (redis-py retries a read that a cancel and its own read timeout ended together),
+        and a worker that went on waiting there once hung its drain."""
+        receiving = asyncio.get_running_loop().create_task(self.layer.receive(self.channel))
+        try:
+            await asyncio.wait({receiving})
+        except asyncio.CancelledError:
+            receiving.cancel()
+            raise
+        return receiving.result()
 
     async def close_all(self) -> None:
         """Close every peer connection (shutdown)."""
