@@ -79,6 +79,8 @@ def call_snapshot(call: Call) -> payloads.CallSnapshot:
             payloads.OfferSnapshot(offer.operator.get_username(), offer.deadline.isoformat())
             for offer in _pending_offers(call)
         ),
+        held_at=call.held_at.isoformat() if call.held_at else None,
+        held_by=call.held_by,
     )
 
 

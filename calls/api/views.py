@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 
 from callbridge.client_address import client_ip
 from calls import calling, playback, policy
+from calls import hold as holding
 from calls.api.pagination import LinkHeaderCursorPagination
 from calls.api.serializers import (
     AnswerSerializer,
@@ -231,6 +232,29 @@ class CallViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["post"])
     def hangup(self, request: Request, callID: str) -> Response:
         return self._verb(lambda call, who: call.hang_up(who), callee_only=False)
+
+    @extend_schema(
+        summary="Put the call on hold (its operator only): the end user hears the hold "
+        "audio, the operator nothing",
+        request=None,
+        responses={200: CallSerializer, **ERRORS},
+    )
+    @action(detail=True, methods=["post"], url_path="hold")
+    def hold(self, request: Request, callID: str) -> Response:
+        call = self.get_object()
+        holding.hold(principal_of(request), call)
+        return self._call_response(call)
+
+    @extend_schema(
+        summary="Take the call off hold (its operator only): both parties hear each other",
+        request=None,
+        responses={200: CallSerializer, **ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, callID: str) -> Response:
+        call = self.get_object()
+        holding.resume(principal_of(request), call)
+        return self._call_response(call)
 
     @extend_schema(
         summary="Give or withdraw your own consent to be recorded on this call",

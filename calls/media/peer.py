@@ -244,6 +244,11 @@ class LegPeer:
         if self.tap is not None:
             self.tap.captures = sinks
 
+    def capture_heard_into(self, sinks: list[Callable[[bytes], None]]) -> None:
+        """Hand every Opus payload this leg is sent (what it hears) to `sinks`."""
+        if self.outlet is not None:
+            self.outlet.captures = sinks
+
     def _decoded(self, frame: AudioFrame) -> None:
         if self.inbound is not None:
             self.inbound.push(frame)

@@ -1,0 +1,88 @@
+"""Hold and resume: the operator party puts the end user on hold and takes them off it.
+
+The state is the call's (`Call.hold` / `Call.resume`: `held_at`, events `call.held` /
+`call.resumed` under the call's row lock); this module decides who may (policy), which
+audio the held caller hears, and tells the call's media worker after commit (a receiver
+of `call_event_recorded`, through the events publisher, so in commit order with the
+call's other media messages). The worker's Hold carries the event's id: a later decision
+always wins there, whatever order the messages arrive in.
+
+Hold audio: the call's queue's `hold_audio`, else its `waiting_audio`, else the library
+file named by CALLBRIDGE_HOLD_AUDIO; none of those: silence.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+
+from calls import policy
+from calls.events import send_from_any_thread
+from calls.model_signals import call_event_recorded
+from calls.models import AudioFile, Call, CallEvent
+from calls.principals import Principal
+from calls.workers import link, protocol
+
+logger = logging.getLogger(__name__)
+
+HOLD_EVENTS = frozenset({"call.held", "call.resumed"})
+
+
+def hold(principal: Principal, call: Call) -> CallEvent:
+    """FORBIDDEN unless the principal is the call's operator party; CALL_STATE unless the
+    call is active, a bridge call and not held already."""
+    policy.require_may_hold(principal, call)
+    return call.hold(principal)
+
+
+def resume(principal: Principal, call: Call) -> CallEvent:
+    policy.require_may_hold(principal, call)
+    return call.resume(principal)
+
+
+def hold_audio(call: Call) -> AudioFile | None:
+    """What a held caller of `call` hears (None: silence)."""
+    queue = call.queue
+    if queue is not None:
+        if queue.hold_audio is not None:
+            return queue.hold_audio
+        if queue.waiting_audio is not None:
+            return queue.waiting_audio
+    name = settings.CALLBRIDGE_HOLD_AUDIO
+    return AudioFile.objects.filter(name=name).first() if name else None
+
+
+def on_call_event(sender: Any, event: CallEvent, **kwargs: Any) -> None:
+    """Receiver of call_event_recorded (after commit): the media follow the record."""
+    if event.name not in HOLD_EVENTS:
+        return  # the common case costs no query
+    try:
+        call = Call.objects.select_related("queue__hold_audio", "queue__waiting_audio").get(
+            pk=event.call_id
+        )
+        if not call.media_worker:
+            return
+        held = event.name == "call.held"
+        audio = hold_audio(call) if held else None
+        message = protocol.Hold(
+            call=str(call.pk),
+            held=held,
+            seq=event.pk,
+            path=audio.file.path if audio is not None else None,
+        )
+        worker = call.media_worker
+
+        async def send() -> None:  # no reply wanted: the record is the truth
+            await link.send(worker, message)
+
+        send_from_any_thread(send)
+    except Exception:
+        logger.exception(
+            "hold: could not tell the media of %s of call %s", event.name, event.call_id
+        )
+
+
+def connect_receivers() -> None:
+    call_event_recorded.connect(on_call_event, dispatch_uid="calls.hold.media")
