@@ -128,6 +128,12 @@ class RtpOutlet:
             for capture in self.captures:
                 capture(rtp_payload(clear))
 
+    def pause(self) -> None:
+        """Nothing is sent for a while (a hold): the next packet starts a new talkspurt
+        continuing this stream's numbering, even if it comes from the same source (which
+        went on numbering its own packets meanwhile: no gap may show as loss)."""
+        self._source = None
+
     def _rebase(self, source: object, sequence: int, timestamp: int) -> None:
         """Map `source`'s numbering onto this stream, continuing where it left off."""
         elapsed = FRAME_TICKS

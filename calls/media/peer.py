@@ -212,6 +212,7 @@ class LegPeer:
         if self.outlet is not None and not overlays:
             if origin is None:
                 self.outbound.hold()  # nothing to hear: send nothing
+                self.outlet.pause()  # what comes next (the same source, later) is a new talkspurt
                 return False
             if origin.tap is not None:
                 origin.tap.listeners.add(self.outlet)
