@@ -54,10 +54,9 @@ class CallMedia:
     legs: dict[str, LegPeer] = field(default_factory=dict)  # by role
     recorders: dict[str, CallRecorder] = field(default_factory=dict)  # by recording id
     # On hold (protocol.Hold): the parties do not hear each other; the caller hears
-    # `hold_audio` (None: silence). `hold_seq` orders Hold messages (the latest wins).
+    # `hold_audio` (None: silence).
     held: bool = False
     hold_audio: Playback | None = None
-    hold_seq: int = 0
 
     def route(self) -> None:
         """Point every leg's ears at the right mouth: itself (echo), the other party, or
@@ -143,6 +142,25 @@ class RecentIds:
         return item in self._ids
 
 
+class LatestSeqs:
+    """The last `seq` applied per call (a bounded map): a Hold that arrives after a later
+    one was applied changes nothing, even once the call's media were forgotten (no legs)."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._seqs: OrderedDict[str, int] = OrderedDict()
+
+    def advance(self, call_id: str, seq: int) -> bool:
+        """Record `seq` for `call_id` if it is newer than the last one; say whether it was."""
+        if seq <= self._seqs.get(call_id, 0):
+            return False
+        self._seqs[call_id] = seq
+        self._seqs.move_to_end(call_id)
+        while len(self._seqs) > self.size:
+            self._seqs.popitem(last=False)
+        return True
+
+
 class MediaWorker:
     def __init__(
         self,
@@ -165,6 +183,7 @@ class MediaWorker:
         self._render_slots = asyncio.Semaphore(RENDERS_AT_ONCE)
         self.ended_calls = RecentIds()
         self.stopped_recordings = RecentIds()
+        self.hold_seqs = LatestSeqs()
         self._handler_of: dict[type[protocol.Request], Handler] = {}
         self._on(protocol.Offer, self._offer)
         self._on(protocol.Candidate, self._candidate)
@@ -357,7 +376,7 @@ class MediaWorker:
         if hold.call in self.ended_calls:
             raise CallbridgeError(ErrorCode.CALL_STATE, "the call has ended")
         call = self.calls.get(hold.call) or CallMedia(hold.call, "bridge")
-        if hold.seq <= call.hold_seq:
+        if not self.hold_seqs.advance(hold.call, hold.seq):
             return protocol.HoldSet(held=call.held)  # overtaken by a later decision
         audio = None
         if hold.held and hold.path:
@@ -373,7 +392,7 @@ class MediaWorker:
             else:
                 if len(samples):  # an empty file would end at once, and be put back forever
                     audio = Playback(HOLD_PLAYBACK, samples, loop=True)
-        call.held, call.hold_audio, call.hold_seq = hold.held, audio, hold.seq
+        call.held, call.hold_audio = hold.held, audio
         if call.idle:
             self.calls.pop(hold.call, None)
         else:
