@@ -14,6 +14,8 @@ file named by CALLBRIDGE_HOLD_AUDIO; none of those: silence.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -21,7 +23,7 @@ from django.conf import settings
 from calls import policy
 from calls.events import send_from_any_thread
 from calls.model_signals import call_event_recorded
-from calls.models import AudioFile, Call, CallEvent
+from calls.models import AudioFile, Call, CallEvent, Recording
 from calls.principals import Principal
 from calls.workers import link, protocol
 
@@ -52,6 +54,43 @@ def hold_audio(call: Call) -> AudioFile | None:
             return queue.waiting_audio
     name = settings.CALLBRIDGE_HOLD_AUDIO
     return AudioFile.objects.filter(name=name).first() if name else None
+
+
+@dataclass(frozen=True)
+class HoldPeriod:
+    """A hold within a recording, in seconds from its first sample (end None: it lasted
+    to the recording's end)."""
+
+    from_s: float
+    to_s: float | None
+    by: str
+
+
+def hold_periods(recording: Recording) -> list[HoldPeriod]:
+    """The holds a recording spans, from its call's `call.held` / `call.resumed` events
+    (a hold in force when it started counts from 0): its timeline's hold marks."""
+    origin = recording.audio_started_at or recording.started_at
+    end = recording.ended_at
+    periods: list[HoldPeriod] = []
+    since: tuple[datetime, str] | None = None
+    names = ("call.held", "call.resumed", "call.ended")
+    for event in recording.call.events.filter(name__in=names).order_by("created_at", "id"):
+        if event.name == "call.held":
+            since = (event.created_at, event.actor)
+            continue
+        if since is not None and event.created_at > origin and (end is None or since[0] < end):
+            to = None if end is not None and event.created_at >= end else event.created_at
+            periods.append(_period(origin, since, to))
+        since = None
+    if since is not None and (end is None or since[0] < end):
+        periods.append(_period(origin, since, None))
+    return periods
+
+
+def _period(origin: datetime, since: tuple[datetime, str], to: datetime | None) -> HoldPeriod:
+    start = max(0.0, (since[0] - origin).total_seconds())
+    stop = None if to is None else round((to - origin).total_seconds(), 1)
+    return HoldPeriod(round(start, 1), stop, since[1])
 
 
 def on_call_event(sender: Any, event: CallEvent, **kwargs: Any) -> None:

@@ -5,16 +5,18 @@ ordering of Hold messages. The media themselves: tests/test_hold_media.py."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.test import Client
+from django.utils import timezone
 
 from calls import hold
 from calls.errors import CallbridgeError, CallStateError
-from calls.models import ApiToken, AudioFile, Call, EndUserSession, Queue
+from calls.models import ApiToken, AudioFile, Call, CallEvent, EndUserSession, Queue, Recording
 from calls.principals import Principal
 from calls.workers import link, protocol
 from tests.support.queues import in_threads
@@ -205,3 +207,39 @@ async def test_it_lets_the_latest_hold_decision_win_at_the_worker(asgi_app: Any)
     with pytest.raises(CallbridgeError) as refused:
         await link.request("embedded", protocol.Hold(call=call_id, held=True, seq=7))
     assert refused.value.code == "CALL_STATE"
+
+
+def test_it_marks_the_holds_a_recording_spans_in_its_admin_page(superuser: Any) -> None:
+    call, _, _ = answered_call()
+    began = timezone.now()
+
+    def at(seconds: float, name: str) -> None:
+        when = began + timedelta(seconds=seconds)
+        CallEvent.objects.create(
+            call=call, name=name, actor="api token desk", actor_role="operator", created_at=when
+        )
+
+    at(-5, "call.held")  # in force when the recording started: from 0
+    at(1, "call.resumed")
+    at(3, "call.held")
+    at(7.25, "call.resumed")
+    at(15, "call.held")  # never resumed before the recording stopped
+    at(30, "call.resumed")
+    recording = Recording.objects.create(
+        call=call,
+        file_name="held.wav",
+        state="finished",
+        started_at=began,
+        audio_started_at=began,
+        ended_at=began + timedelta(seconds=20),
+        started_by="api token desk",
+    )
+    assert [(p.from_s, p.to_s) for p in hold.hold_periods(recording)] == [
+        (0.0, 1.0),
+        (3.0, 7.2),
+        (15.0, None),
+    ]
+    admin = Client()
+    admin.force_login(superuser)
+    page = admin.get(f"/admin/calls/recording/{recording.pk}/change/").content.decode()
+    assert "3.0 to 7.2 (api token desk)" in page and "15.0 to the end" in page

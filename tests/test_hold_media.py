@@ -13,6 +13,7 @@ import pytest
 from aiortc.stats import RTCInboundRtpStreamStats
 from asgiref.sync import sync_to_async
 
+from calls import hold
 from calls.background import background_tasks
 from calls.models import AudioFile, Queue, Recording
 from tests.support.live_call import (
@@ -156,6 +157,11 @@ async def test_it_holds_and_resumes_by_tone_in_the_ears_and_the_recording(
     assert strength(left[on_hold], USER_TONE) < 0.02
     assert rms(right[on_hold]) < SILENT
     assert rms(left[on_hold]) > 1000 and np.all(np.isfinite(left))
+    # Its timeline marks the hold where the file has it (the admin shows these).
+    (period,) = await sync_to_async(hold.hold_periods)(recording)
+    assert period.to_s is not None
+    assert abs(period.from_s - (held_at - recording_began)) < 0.5
+    assert abs(period.to_s - (resumed_at - recording_began)) < 0.5
 
     # Nothing left behind: the worker forgot the call, every connection and task is gone.
     worker = background_tasks.get("media-worker")
