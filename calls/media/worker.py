@@ -60,7 +60,7 @@ class CallMedia:
 
     def route(self) -> None:
         """Point every leg's ears at the right mouth: itself (echo), the other party, or
-        nobody while held (the caller hears the hold audio mixed over silence); and every
+        nobody while held (silence; the caller's with the hold audio mixed in); and every
         recorder at what each party says, or while held at what the caller hears (nobody
         hears what either says then). Only audio that a recorder or a mix needs is
         decoded; the rest is forwarded as it came."""
@@ -68,7 +68,9 @@ class CallMedia:
         decoded: set[str] = set()
         for role, peer in self.legs.items():
             origin = role if self.mode == "echo" else ("operator" if role == "user" else "user")
-            if peer.listen_to(None if self.held else self.legs.get(origin)):
+            if self.held:
+                peer.listen_to(None, silence=True)
+            elif peer.listen_to(self.legs.get(origin)):
                 decoded.add(origin)
         for peer in self.legs.values():
             peer.capture_into([])
@@ -393,6 +395,12 @@ class MediaWorker:
                 if len(samples):  # an empty file would end at once, and be put back forever
                     audio = Playback(HOLD_PLAYBACK, samples, loop=True)
         call.held, call.hold_audio = hold.held, audio
+        logger.info(
+            "call %s %s (%s)",
+            hold.call,
+            "on hold" if hold.held else "resumed",
+            "hold audio" if audio else "silence",
+        )
         if call.idle:
             self.calls.pop(hold.call, None)
         else:
