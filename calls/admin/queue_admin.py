@@ -58,6 +58,7 @@ class QueueAdmin(admin.ModelAdmin):
             {"fields": ["strategy", "ring_timeout_s", "max_wait_s", "wrap_up_s"]},
         ),
         ("When nobody answers", {"fields": ["overflow", "overflow_queue", "waiting_audio"]}),
+        ("On hold", {"fields": ["hold_audio"]}),
         ("Record", {"fields": ["created_at", "updated_at"]}),
     ]
 
