@@ -6,6 +6,7 @@ ordering of Hold messages. The media themselves: tests/test_hold_media.py."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -190,13 +191,19 @@ async def test_it_holds_over_the_operator_socket_and_tells_every_feed_and_the_ca
         await client.close()
 
 
-async def test_it_lets_the_latest_hold_decision_win_at_the_worker(asgi_app: Any) -> None:
+async def test_it_lets_the_latest_hold_decision_win_at_the_worker(
+    asgi_app: Any, tmp_path: Path
+) -> None:
     """Hold messages overtaking each other: the worker keeps the one with the highest
-    seq (the deciding event's id), answers the others with what still stands."""
+    seq (the deciding event's id), answers the others with what still stands. A hold
+    file that cannot be played does not stop the hold (silence instead)."""
     call_id = "11111111-2222-3333-4444-555555555555"
+    (tmp_path / "broken.wav").write_bytes(b"RIFF not really")
 
     async def ask(held: bool, seq: int) -> bool:
-        reply = await link.request("embedded", protocol.Hold(call=call_id, held=held, seq=seq))
+        path = str(tmp_path / "broken.wav") if held else None
+        hold = protocol.Hold(call=call_id, held=held, seq=seq, path=path)
+        reply = await link.request("embedded", hold)
         return reply.held
 
     assert await ask(True, 5) is True

@@ -9,12 +9,16 @@ happen.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
+
+import numpy as np
 
 from calls.audio_decoding import UnusableAudio, decode_mono
 from calls.errors import CallbridgeError, ErrorCode
@@ -44,6 +48,7 @@ class LegReporter(Protocol):
 
 
 HOLD_PLAYBACK = "hold"  # the overlay id of the hold audio on the held caller's leg
+HOLD_FILES_KEPT = 4  # decoded hold files kept per worker (a deployment has a few)
 HELD_ROLE = "user"  # who hears the hold audio; the other party hears nothing
 
 
@@ -142,6 +147,24 @@ class RecentIds:
 
     def __contains__(self, item: object) -> bool:
         return item in self._ids
+
+
+@functools.lru_cache(maxsize=HOLD_FILES_KEPT)
+def _decoded_once(path: str, stamp: tuple[int, int]) -> np.ndarray:
+    """A hold file's samples, decoded once per version of the file (`stamp`: its mtime
+    and size), shared read-only by every held call that plays it."""
+    samples = decode_mono(path)
+    samples.setflags(write=False)
+    return samples
+
+
+def hold_samples(path: str) -> np.ndarray:
+    """Blocking (run it in an executor): the file's samples, from the cache if unchanged."""
+    try:
+        stat = os.stat(path)
+    except OSError as error:
+        raise UnusableAudio(f"not a readable audio file ({error.strerror})") from None
+    return _decoded_once(path, (stat.st_mtime_ns, stat.st_size))
 
 
 class LatestSeqs:
@@ -384,7 +407,7 @@ class MediaWorker:
         if hold.held and hold.path:
             try:
                 samples = await asyncio.get_running_loop().run_in_executor(
-                    None, decode_mono, hold.path
+                    None, hold_samples, hold.path
                 )
             except UnusableAudio as error:
                 # The hold itself must happen (nobody waits for this reply): in silence.
