@@ -32,9 +32,17 @@ async def screenshot(page: Any, name: str) -> None:
     await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
-async def heard(page: Any, selector: str = "#remote", samples: int = 25) -> list[float]:
-    peaks = await page.evaluate(PEAKS_OF_AUDIO_ELEMENT, {"selector": selector, "samples": samples})
+async def heard(
+    page: Any, selector: str = "#remote", samples: int = 25, smoothing: float = 0.8
+) -> list[float]:
+    peaks = await page.evaluate(
+        PEAKS_OF_AUDIO_ELEMENT, {"selector": selector, "samples": samples, "smoothing": smoothing}
+    )
     return [peak["hz"] for peak in peaks if peak["db"] > -90]
+
+
+def readings_of(frequencies: list[float], tone: float) -> int:
+    return sum(1 for hz in frequencies if abs(hz - tone) < 30)
 
 
 def mostly(frequencies: list[float], tone: float) -> bool:
@@ -209,8 +217,10 @@ async def test_it_lets_an_operator_call_an_online_end_user(
         await status_is(page, "On hold.")
         await my_status_is(dashboard, "Bea is on hold")
         await dashboard.locator("#active li", has_text="on hold").wait_for()
-        assert not mostly(await heard(dashboard), USER_TONE)
-        assert not mostly(await heard(page), OPERATOR_TONE)
+        # Unsmoothed readings (a sound that stopped lingers in smoothed ones), 25 in 2.5 s:
+        # a new analyser's first window or two may still hold audio from before the hold.
+        assert readings_of(await heard(dashboard, smoothing=0), USER_TONE) <= 3
+        assert readings_of(await heard(page, smoothing=0), OPERATOR_TONE) <= 3
         await screenshot(dashboard, "dashboard-hold")
         await screenshot(page, "enduser-on-hold")
         await dashboard.get_by_role("button", name="Resume").click()
