@@ -238,6 +238,9 @@ CALLBRIDGE_PUBLIC_URL = env_str("CALLBRIDGE_PUBLIC_URL").rstrip("/")
 # `make run` turns it on for the demo.
 CALLBRIDGE_PUBLIC_LOBBY = env_bool("CALLBRIDGE_PUBLIC_LOBBY", False)
 CALLBRIDGE_RING_TIMEOUT_S = env_int("CALLBRIDGE_RING_TIMEOUT_S", 45, minimum=1, maximum=3600)
+# The audio library file (its name) a held caller hears when their queue names no hold or
+# waiting audio, and on calls without a queue (outbound); empty: silence (calls.hold).
+CALLBRIDGE_HOLD_AUDIO = env_str("CALLBRIDGE_HOLD_AUDIO", "")
 CALLBRIDGE_AWAY_AFTER_MISSES = env_int("CALLBRIDGE_AWAY_AFTER_MISSES", 3, minimum=1, maximum=100)
 # Queue statistics: a call answered within this many seconds of joining its queue is
 # within the service level (docs/queues.md#statistics).

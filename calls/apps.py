@@ -16,9 +16,10 @@ class CallsConfig(AppConfig):
             publish_operator_status, dispatch_uid="calls.events.operator_status"
         )
 
-        from calls import revocation
+        from calls import hold, revocation
 
         revocation.connect_receivers()
+        hold.connect_receivers()
 
         from calls.routing import triggers
 

@@ -96,6 +96,8 @@ def call_snapshot(call: Call) -> payloads.CallSnapshot:
         caller=call.caller,
         callee=call.callee,
         disposition=_disposition_code(call),
+        held_at=call.held_at.isoformat() if call.held_at else None,
+        held_by=call.held_by,
     )
 
 

@@ -130,3 +130,14 @@ def require_callee(principal: Principal, call: Call) -> None:
     if call.mode == CallMode.BRIDGE and principal.role == call.caller_role:
         rung = "operators" if call.caller_role == LegRole.USER else "end user"
         raise _forbidden(f"this call rings the {rung}; the caller cannot answer or reject it")
+
+
+def require_may_hold(principal: Principal, call: Call) -> None:
+    """Hold and resume (and, later, the other in-call controls of the operator): the call's
+    operator party only — the staff user or API token who placed or answered it. End users
+    and other operators' credentials get FORBIDDEN (supervisors step in through their own,
+    permission-gated modes, not by holding someone else's caller)."""
+    if not principal.is_operator:
+        raise _forbidden("only the call's operator may hold or resume it")
+    if not is_party(principal, call):
+        raise _forbidden("you are not the operator of this call")

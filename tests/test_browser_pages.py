@@ -34,9 +34,17 @@ async def screenshot(page: Any, name: str) -> None:
     await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
-async def heard(page: Any, selector: str = "#remote", samples: int = 25) -> list[float]:
-    peaks = await page.evaluate(PEAKS_OF_AUDIO_ELEMENT, {"selector": selector, "samples": samples})
+async def heard(
+    page: Any, selector: str = "#remote", samples: int = 25, smoothing: float = 0.8
+) -> list[float]:
+    peaks = await page.evaluate(
+        PEAKS_OF_AUDIO_ELEMENT, {"selector": selector, "samples": samples, "smoothing": smoothing}
+    )
     return [peak["hz"] for peak in peaks if peak["db"] > -90]
+
+
+def readings_of(frequencies: list[float], tone: float) -> int:
+    return sum(1 for hz in frequencies if abs(hz - tone) < 30)
 
 
 def mostly(frequencies: list[float], tone: float) -> bool:
@@ -247,6 +255,26 @@ async def test_it_lets_an_operator_call_an_online_end_user(
         await screenshot(page, "enduser-incoming")
         await page.get_by_role("button", name="Accept").click()
         await status_is(page, "Connected.")
+        await my_status_is(dashboard, "Talking with Bea.")
+        assert mostly(await heard(page), OPERATOR_TONE)
+        assert mostly(await heard(dashboard), USER_TONE)
+        # Hold: Bea's page says so, the dashboard shows it; the operator hears nothing of
+        # her (no hold audio is configured: she hears silence), until Resume.
+        await dashboard.get_by_role("button", name="Hold", exact=True).click()
+        held = page.locator("#held")
+        await held.get_by_text("You are on hold").wait_for()
+        await status_is(page, "On hold.")
+        await my_status_is(dashboard, "Bea is on hold")
+        await dashboard.locator("#active li", has_text="on hold").wait_for()
+        # Unsmoothed readings (a sound that stopped lingers in smoothed ones), 25 in 2.5 s:
+        # a new analyser's first window or two may still hold audio from before the hold.
+        assert readings_of(await heard(dashboard, smoothing=0), USER_TONE) <= 3
+        assert readings_of(await heard(page, smoothing=0), OPERATOR_TONE) <= 3
+        await screenshot(dashboard, "dashboard-hold")
+        await screenshot(page, "enduser-on-hold")
+        await dashboard.get_by_role("button", name="Resume").click()
+        await status_is(page, "Connected.")
+        assert await held.is_hidden()
         await my_status_is(dashboard, "Talking with Bea.")
         assert mostly(await heard(page), OPERATOR_TONE)
         assert mostly(await heard(dashboard), USER_TONE)

@@ -10,17 +10,13 @@ from django.contrib.auth import get_user_model
 
 from calls.models import Call, EndUserSession, OperatorStatus, Queue
 from calls.principals import Principal
-from tests.support.signal_client import SignalClient, staff_cookie
+from tests.support.signal_client import SignalClient, operator_feed
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
 async def dashboard(asgi_app: Any, username: str) -> SignalClient:
-    cookie = await sync_to_async(staff_cookie)(username)
-    client = SignalClient(asgi_app, "/ws/operator", origin="http://localhost")
-    client.communicator.scope["headers"].append((b"cookie", cookie.encode()))
-    await client.connect()
-    return client
+    return await operator_feed(asgi_app, username)
 
 
 async def test_it_sets_availability_and_tells_every_feed(asgi_app: Any) -> None:

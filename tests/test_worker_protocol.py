@@ -57,6 +57,8 @@ EVERY_MESSAGE: list[protocol.Message] = [
     protocol.Play(call="c-1", playback="w", path="/lib/b.wav", to="user", loop=True),
     protocol.PlayStop(call="c-1", **ROUTED),
     protocol.PlayStop(call="c-1", playback="w"),
+    protocol.Hold(call="c-1", held=True, seq=41, path="/lib/hold.wav", **ROUTED),
+    protocol.Hold(call="c-1", held=False, seq=42),
     protocol.Answer(sdp="v=0\r\n", **ECHOED),
     protocol.Closed(**ECHOED),
     protocol.RecordingStarted(request_id="r-1", call="c-1"),
@@ -65,6 +67,7 @@ EVERY_MESSAGE: list[protocol.Message] = [
     protocol.Recorded(result=protocol.RecordedFile(80, "00" * 32, 0.0, None)),
     protocol.Playing(duration_s=2.5, request_id="r-1", call="c-1"),
     protocol.PlayStopped(request_id="r-1", call="c-1"),
+    protocol.HoldSet(held=True, request_id="r-1", call="c-1"),
     protocol.Error(code=ErrorCode.CALL_STATE, message="the call has ended", recoverable=False),
     protocol.Error(
         code=ErrorCode.MEDIA_BRIDGE_FAILURE,
@@ -135,7 +138,10 @@ def test_it_keeps_the_unversioned_wire_keys() -> None:
     )
 
 
-@pytest.mark.parametrize(("version", "says"), [(3, "newer"), (1, "older"), (None, "before v1")])
+@pytest.mark.parametrize(
+    ("version", "says"),
+    [(protocol.VERSION + 1, "newer"), (protocol.VERSION - 1, "older"), (None, "before v1")],
+)
 def test_it_refuses_a_message_of_another_version(version: int | None, says: str) -> None:
     wire = protocol.encode(protocol.PlayStop(call="c-1", **ROUTED))
     if version is None:
@@ -199,6 +205,14 @@ def test_it_checks_the_version_before_anything_else() -> None:
         (
             {**ERROR, "recoverable": 1},
             "media.error: recoverable must be true or false, not int",
+        ),
+        (
+            {**protocol.encode(protocol.Hold(call="c-1", held=True, seq=1)), "seq": "1"},
+            "media.hold: seq must be an integer, not str",
+        ),
+        (
+            {**protocol.encode(protocol.Hold(call="c-1", held=True, seq=1)), "held": None},
+            "media.hold: held must be true or false, not NoneType",
         ),
     ],
 )

@@ -15,6 +15,7 @@ from django.utils.html import format_html
 
 from callbridge.client_address import client_ip
 from calls.errors import CallStateError
+from calls.hold import hold_periods
 from calls.models import (
     AccessAction,
     Call,
@@ -176,7 +177,17 @@ class RecordingAdmin(ReadOnlyAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         fields = [field.name for field in Recording._meta.fields] + ["consents_relied_on"]
-        return ["audio", *fields]
+        return ["audio", "on_hold", *fields]
+
+    @admin.display(description="on hold (seconds into the recording)")
+    def on_hold(self, recording: Recording) -> str:
+        """The call's holds the file spans: the caller's channel has the hold audio there,
+        the operator's nothing (the call's event timeline has the details)."""
+        marks = [
+            f"{p.from_s:.1f} to {'the end' if p.to_s is None else f'{p.to_s:.1f}'} ({p.by})"
+            for p in hold_periods(recording)
+        ]
+        return "; ".join(marks) or "—"
 
     @admin.display(description="consents relied on")
     def consents_relied_on(self, recording: Recording) -> str:

@@ -62,6 +62,7 @@ class QueueAdmin(admin.ModelAdmin):
             {"fields": ["overflow", "overflow_queue", "waiting_audio", "offer_callback"]},
         ),
         ("Voicemail", {"fields": ["voicemail_greeting", "voicemail_max_s"]}),
+        ("On hold", {"fields": ["hold_audio"]}),
         ("Record", {"fields": ["created_at", "updated_at"]}),
     ]
 

@@ -278,6 +278,11 @@ class CallSerializer(serializers.ModelSerializer):
         help_text="the queue an end user's call waits in (null: outbound and echo calls)",
     )
     queuedAt = serializers.DateTimeField(source="queued_at", allow_null=True)
+    heldAt = serializers.DateTimeField(
+        source="held_at",
+        allow_null=True,
+        help_text="on hold since (POST /api/calls/{callID}/hold); null: not on hold",
+    )
     queuePosition = serializers.SerializerMethodField(
         help_text="while the call waits in a queue other than the default: its place in "
         "line (1: next), as the caller's queue.waiting says; else null"
@@ -326,6 +331,7 @@ class CallSerializer(serializers.ModelSerializer):
             "metadata",
             "disposition",
             "notes",
+            "heldAt",
         ]
 
     def get_queuePosition(self, call: Call) -> int | None:

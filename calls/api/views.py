@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 
 from callbridge.client_address import client_ip
 from calls import callbacks, calling, notes, playback, policy, queue_stats
+from calls import hold as holding
 from calls.api.notes_serializers import (
     CallNotesSerializer,
     DispositionCodeSerializer,
@@ -407,6 +408,29 @@ class CallViewSet(viewsets.GenericViewSet):
             },
             status=status.HTTP_201_CREATED,
         )
+
+    @extend_schema(
+        summary="Put the call on hold (its operator only): the end user hears the hold "
+        "audio, the operator nothing",
+        request=None,
+        responses={200: CallSerializer, **ERRORS},
+    )
+    @action(detail=True, methods=["post"], url_path="hold")
+    def hold(self, request: Request, callID: str) -> Response:
+        call = self.get_object()
+        holding.hold(principal_of(request), call)
+        return self._call_response(call)
+
+    @extend_schema(
+        summary="Take the call off hold (its operator only): both parties hear each other",
+        request=None,
+        responses={200: CallSerializer, **ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, callID: str) -> Response:
+        call = self.get_object()
+        holding.resume(principal_of(request), call)
+        return self._call_response(call)
 
     @extend_schema(
         summary="Give or withdraw your own consent to be recorded on this call",

@@ -1,6 +1,9 @@
 """/ws/operator: the live feed of every call, end-user presence and operator status, for
-operators only. The one thing an operator sends here is their availability
-(`{"type": "status", "availability": "available" | "away" | "offline"}`).
+operators only. What an operator sends here: their availability
+(`{"type": "status", "availability": "available" | "away" | "offline"}`) and the in-call
+controls of REST (`{"type": "hold" | "resume", "callID": …}`, table CALL_VERBS); the
+feed's events are the answer (`operator.status`, `call.held`, …), a refusal is an
+`error` (with `callSid` when it names a call).
 
 An operator is an active staff user holding `calls.operate_calls` (calls.operators). The
 feed stands on one staff login (one browser's Django session): a logout there, the user
@@ -10,6 +13,8 @@ deactivated, demoted, deleted or given a new password closes it (calls.revocatio
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -17,15 +22,22 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
-from calls import availability, callbacks, events, revocation
+from calls import availability, callbacks, events, hold, revocation
+from calls.calling import parse_uuid
 from calls.consumers import throttle
 from calls.consumers.credential_watch import CredentialWatch
 from calls.consumers.dispatch import EventsWithoutDatabaseHop
 from calls.errors import CallbridgeError, ErrorCode
 from calls.events import OPERATORS_GROUP
-from calls.models import Availability
+from calls.models import Availability, Call
 from calls.principals import Principal
 from calls.signaling import payloads, protocol
+
+# The in-call controls this socket takes, as REST's (the same functions, the same checks).
+CALL_VERBS: dict[str, Callable[[Principal, Call], object]] = {
+    "hold": hold.hold,
+    "resume": hold.resume,
+}
 
 
 class OperatorConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketConsumer):
@@ -88,35 +100,55 @@ class OperatorConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocket
             return
         ip = throttle.client_ip(self.scope)
         error = throttle.check_message(ip, self.channel_name, self.staff_id)
+        call_sid = ""
         if error is None:
-            error = await self._status_request(text_data)
+            error, call_sid = await self._request(text_data)
         if error is not None:
-            await self._send(protocol.error("", error))
+            await self._send(protocol.error("", error, call_sid=call_sid))
 
-    async def _status_request(self, text_data: str | None) -> CallbridgeError | None:
+    async def _request(self, text_data: str | None) -> tuple[CallbridgeError | None, str]:
         """`{"type": "status", "availability": …}`: the operator sets their availability;
-        the change reaches every feed (this one too) as `operator.status`."""
+        the change reaches every feed (this one too) as `operator.status`. A call verb
+        (`hold`, `resume`): done as REST does it; the feed tells the outcome (`call.held`).
+        Returns the refusal, if any, and the call it is about ("" if none)."""
         limit = settings.CALLBRIDGE_WS_MAX_MESSAGE_BYTES
         if text_data is None or len(text_data.encode("utf-8", "surrogatepass")) > limit:
-            return CallbridgeError(ErrorCode.INVALID_MESSAGE, "send small JSON text frames")
+            return CallbridgeError(ErrorCode.INVALID_MESSAGE, "send small JSON text frames"), ""
         try:
             message = json.loads(text_data)
         except (ValueError, RecursionError):  # deep nesting is a RecursionError
-            return CallbridgeError(ErrorCode.INVALID_MESSAGE, "messages are JSON objects")
+            return CallbridgeError(ErrorCode.INVALID_MESSAGE, "messages are JSON objects"), ""
         if not isinstance(message, dict):
-            return CallbridgeError(ErrorCode.INVALID_MESSAGE, "messages are JSON objects")
+            return CallbridgeError(ErrorCode.INVALID_MESSAGE, "messages are JSON objects"), ""
+        call_id: uuid.UUID | None = None
         try:
-            wanted = payloads.parse_status_request(message, Availability.values)
-            await database_sync_to_async(self._set_availability)(wanted)
+            kind = payloads.operator_request_type(message)
+            if kind == "status":
+                wanted = payloads.parse_status_request(message, Availability.values)
+                await database_sync_to_async(self._set_availability)(wanted)
+            else:
+                no_call = CallbridgeError(ErrorCode.NOT_FOUND, "No such call")
+                call_id = parse_uuid(payloads.parse_call_verb(message), no_call)
+                await database_sync_to_async(self._call_verb)(kind, call_id)
         except CallbridgeError as error:
-            return error
-        return None
+            return error, str(call_id or "")
+        return None, ""
 
-    def _set_availability(self, wanted: str) -> None:
+    def _principal(self) -> Principal:
         user = get_user_model().objects.filter(pk=self.user_pk or 0).first()
         if user is None:
             raise CallbridgeError(ErrorCode.UNAUTHORIZED, "Staff login required")
-        availability.set_availability(Principal.staff(user), wanted)
+        return Principal.staff(user)
+
+    def _set_availability(self, wanted: str) -> None:
+        availability.set_availability(self._principal(), wanted)
+
+    def _call_verb(self, kind: str, call_id: uuid.UUID) -> None:
+        principal = self._principal()
+        call = Call.objects.filter(pk=call_id).first()
+        if call is None:
+            raise CallbridgeError(ErrorCode.NOT_FOUND, "No such call")
+        CALL_VERBS[kind](principal, call)
 
     async def call_event(self, message: dict[str, Any]) -> None:
         if self.credential_usable_now():

@@ -210,6 +210,7 @@ class SignalConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketCo
                     direction=call.direction,
                     leg_id=str(mine.pk) if mine else "",
                     media_state=mine.media_state if mine else None,
+                    held=call.is_held,
                 )
             )
         await self._send(payloads.registered(principal.role, resumable))

@@ -83,24 +83,17 @@ class AudioSubscription:
         return self._frames.popleft() if self._frames else None
 
 
-class InboundAudio:
-    """One leg's audio as frames, fanned out to subscriptions.
+class AudioFanout:
+    """Frames fanned out to subscriptions (a recorder's channel, a leg that listens)."""
 
-    Frames are pushed by the forwarding path's decoder, or (`pump`) drained from aiortc's
-    remote track on the decode path.
-    """
-
-    def __init__(self, track: MediaStreamTrack, name: str, *, pump: bool = True) -> None:
-        self.track = track
-        self.name = name
+    def __init__(self) -> None:
         self.frames_received = 0
         self.last_frame_at: float | None = None
         self._subscriptions: set[AudioSubscription] = set()
-        self._task: asyncio.Task[None] | None = None
-        if pump:
-            self._task = asyncio.get_running_loop().create_task(
-                self._pump(), name=f"inbound-audio:{name}"
-            )
+
+    @property
+    def subscribed(self) -> bool:
+        return bool(self._subscriptions)
 
     def subscribe(self) -> AudioSubscription:
         subscription = AudioSubscription()
@@ -110,6 +103,30 @@ class InboundAudio:
     def unsubscribe(self, subscription: AudioSubscription) -> None:
         self._subscriptions.discard(subscription)
 
+    def push(self, frame: AudioFrame) -> None:
+        self.frames_received += 1
+        self.last_frame_at = time.monotonic()
+        for subscription in self._subscriptions:
+            subscription.put(frame)
+
+
+class InboundAudio(AudioFanout):
+    """One leg's audio as frames, fanned out to subscriptions.
+
+    Frames are pushed by the forwarding path's decoder, or (`pump`) drained from aiortc's
+    remote track on the decode path.
+    """
+
+    def __init__(self, track: MediaStreamTrack, name: str, *, pump: bool = True) -> None:
+        super().__init__()
+        self.track = track
+        self.name = name
+        self._task: asyncio.Task[None] | None = None
+        if pump:
+            self._task = asyncio.get_running_loop().create_task(
+                self._pump(), name=f"inbound-audio:{name}"
+            )
+
     async def _pump(self) -> None:
         while True:
             try:
@@ -118,12 +135,6 @@ class InboundAudio:
                 return  # the peer connection closed
             # An audio track's recv() yields AudioFrames; aiortc annotates any Frame or Packet.
             self.push(cast(AudioFrame, frame))
-
-    def push(self, frame: AudioFrame) -> None:
-        self.frames_received += 1
-        self.last_frame_at = time.monotonic()
-        for subscription in self._subscriptions:
-            subscription.put(frame)
 
     async def stop(self) -> None:
         self._subscriptions.clear()
@@ -191,6 +202,9 @@ class OutboundAudioTrack(MediaStreamTrack):
         self._resumed = asyncio.Event()
         self.frames_sent = 0
         self.silent_frames = 0
+        # What this leg hears, as frames, for whoever records it (a held caller's channel
+        # on the decode path: the hold audio). Nothing is pushed while nobody subscribes.
+        self.heard = AudioFanout()
 
     def use(self, source: AudioSubscription | None) -> None:
         """Hear `source` from now on (None: silence)."""
@@ -241,4 +255,6 @@ class OutboundAudioTrack(MediaStreamTrack):
         frame.time_base = TIME_BASE
         self._pts += frame.samples
         self.frames_sent += 1
+        if self.heard.subscribed:
+            self.heard.push(frame)
         return frame

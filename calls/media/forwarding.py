@@ -93,6 +93,8 @@ class RtpOutlet:
         self._last_at: float | None = None
         self.packets = 0
         self.octets = 0
+        # Recordings of what this leg hears (a held caller: the hold audio): payloads sent.
+        self.captures: list[Callable[[bytes], None]] = []
         transport.intercept_outgoing(
             on_rtp=lambda packet: self.send(packet, ENCODER), on_rtcp=self.sender_report
         )
@@ -123,6 +125,14 @@ class RtpOutlet:
             self._last_seq = sequence
             self._last_ts = timestamp
             self._last_at = time.monotonic()
+            for capture in self.captures:
+                capture(rtp_payload(clear))
+
+    def pause(self) -> None:
+        """Nothing is sent for a while (a hold): the next packet starts a new talkspurt
+        continuing this stream's numbering, even if it comes from the same source (which
+        went on numbering its own packets meanwhile: no gap may show as loss)."""
+        self._source = None
 
     def _rebase(self, source: object, sequence: int, timestamp: int) -> None:
         """Map `source`'s numbering onto this stream, continuing where it left off."""

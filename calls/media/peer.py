@@ -201,17 +201,21 @@ class LegPeer:
         self.outlet = RtpOutlet(transport, payload_type)
 
     # --- routing -------------------------------------------------------------------------
-    def listen_to(self, origin: LegPeer | None) -> bool:
+    def listen_to(self, origin: LegPeer | None, *, silence: bool = False) -> bool:
         """Hear `origin`'s audio (itself for echo; None for nothing).
 
         Forwarded when both legs forward and nothing is mixed over it; otherwise decoded
-        and re-encoded. Returns whether `origin`'s audio must be decoded for this.
+        and re-encoded. With no origin, nothing is sent, unless `silence`: then encoded
+        silence (a held party: a browser that stops getting packets conceals the loss by
+        stretching the last sound it heard, the other party's voice). Returns whether
+        `origin`'s audio must be decoded for this.
         """
         self._stop_listening()
         overlays = bool(self.outbound.overlays)
-        if self.outlet is not None and not overlays:
+        if self.outlet is not None and not overlays and not (origin is None and silence):
             if origin is None:
                 self.outbound.hold()  # nothing to hear: send nothing
+                self.outlet.pause()  # what comes next (the same source, later) is a new talkspurt
                 return False
             if origin.tap is not None:
                 origin.tap.listeners.add(self.outlet)
@@ -243,6 +247,11 @@ class LegPeer:
         """Hand every Opus payload this leg sends to `sinks` (recordings)."""
         if self.tap is not None:
             self.tap.captures = sinks
+
+    def capture_heard_into(self, sinks: list[Callable[[bytes], None]]) -> None:
+        """Hand every Opus payload this leg is sent (what it hears) to `sinks`."""
+        if self.outlet is not None:
+            self.outlet.captures = sinks
 
     def _decoded(self, frame: AudioFrame) -> None:
         if self.inbound is not None:

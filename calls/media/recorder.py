@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from av import AudioFrame
 
-from calls.media.audio import FRAME_SAMPLES, AudioSubscription, InboundAudio
+from calls.media.audio import FRAME_SAMPLES, AudioFanout, AudioSubscription
 from calls.media.capture import PacketCapture, capture_path
 from calls.media.render import render
 from calls.media.wav import MAX_BACKLOG, TICK_S, RecordingResult, WavWriter, measure
@@ -47,11 +47,11 @@ class ChannelFeed:
     """One channel's samples: drained from a leg's audio, taken 960 at a time."""
 
     def __init__(self) -> None:
-        self.source: InboundAudio | None = None
+        self.source: AudioFanout | None = None
         self.subscription: AudioSubscription | None = None
         self.buffer = np.zeros(0, dtype=np.int16)
 
-    def listen(self, source: InboundAudio | None) -> None:
+    def listen(self, source: AudioFanout | None) -> None:
         if source is self.source:
             return
         if self.source is not None and self.subscription is not None:
@@ -121,8 +121,9 @@ class CallRecorder:
         # Unix time after which nothing may be kept (set by stop(cutoff=…)).
         self._cutoff: float | None = None
 
-    def listen(self, role: str, source: InboundAudio | None) -> None:
-        """Decode path: record the frames of `source` on `role`'s channel."""
+    def listen(self, role: str, source: AudioFanout | None) -> None:
+        """Decode path: record the frames of `source` (what a leg says, or hears) on
+        `role`'s channel."""
         if role in self.channels:
             self.channels[role].listen(source)
 

@@ -9,12 +9,16 @@ happen.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
+
+import numpy as np
 
 from calls.audio_decoding import UnusableAudio, decode_mono
 from calls.errors import CallbridgeError, ErrorCode
@@ -43,45 +47,82 @@ class LegReporter(Protocol):
     ) -> None: ...
 
 
+HOLD_PLAYBACK = "hold"  # the overlay id of the hold audio on the held caller's leg
+HOLD_FILES_KEPT = 4  # decoded hold files kept per worker (a deployment has a few)
+HELD_ROLE = "user"  # who hears the hold audio; the other party hears nothing
+
+
 @dataclass
 class CallMedia:
     call_id: str
     mode: str  # "echo" | "bridge"
     legs: dict[str, LegPeer] = field(default_factory=dict)  # by role
     recorders: dict[str, CallRecorder] = field(default_factory=dict)  # by recording id
+    # On hold (protocol.Hold): the parties do not hear each other; the caller hears
+    # `hold_audio` (None: silence).
+    held: bool = False
+    hold_audio: Playback | None = None
 
     def route(self) -> None:
-        """Point every leg's ears at the right mouth: itself (echo) or the other party;
-        and every recorder at the legs' current audio. Only audio that a recorder or a
-        mix needs is decoded; the rest is forwarded as it came."""
+        """Point every leg's ears at the right mouth: itself (echo), the other party, or
+        nobody while held (silence; the caller's with the hold audio mixed in); and every
+        recorder at what each party says, or while held at what the caller hears (nobody
+        hears what either says then). Only audio that a recorder or a mix needs is
+        decoded; the rest is forwarded as it came."""
+        self._place_hold_audio()
         decoded: set[str] = set()
         for role, peer in self.legs.items():
             origin = role if self.mode == "echo" else ("operator" if role == "user" else "user")
-            if peer.listen_to(self.legs.get(origin)):
+            if self.held:
+                peer.listen_to(None, silence=True)
+            elif peer.listen_to(self.legs.get(origin)):
                 decoded.add(origin)
         for peer in self.legs.values():
             peer.capture_into([])
+            peer.capture_heard_into([])
         for recorder in self.recorders.values():
             for role in CHANNELS:
                 recorded = self.legs.get(role)
                 if recorder.takes_packets:  # forwarding: packets captured, rendered later
-                    if recorded is not None:
+                    if recorded is None:
+                        continue
+                    if not self.held:
                         recorded.capture_into([recorder.packet_sink(role)])
-                else:
+                    elif role == HELD_ROLE:
+                        recorded.capture_heard_into([recorder.packet_sink(role)])
+                elif not self.held:
                     recorder.listen(role, recorded.inbound if recorded else None)
                     decoded.add(role)
+                elif role == HELD_ROLE and recorded is not None:
+                    recorder.listen(role, recorded.outbound.heard)
+                else:
+                    recorder.listen(role, None)
         for role, peer in self.legs.items():
             peer.decode_inbound(role in decoded)
 
+    def _place_hold_audio(self) -> None:
+        """The hold audio is on the held caller's leg exactly while held (also on a leg
+        that reconnects meanwhile, and after a PlayStop that cleared every overlay)."""
+        for role, peer in self.legs.items():
+            playing = peer.outbound.overlays.get(HOLD_PLAYBACK)
+            wanted = self.hold_audio if self.held and role == HELD_ROLE else None
+            if wanted is None and playing is not None:
+                del peer.outbound.overlays[HOLD_PLAYBACK]
+            elif wanted is not None and playing is not wanted:
+                peer.outbound.overlays[HOLD_PLAYBACK] = wanted
+
     @property
     def idle(self) -> bool:
-        return not self.legs and not self.recorders
+        """Nothing left to keep (a held call keeps its hold for legs that reconnect)."""
+        return not self.legs and not self.recorders and not self.held
 
     def stop_waiting_audio(self) -> None:
-        """End the looped playbacks (a queue's waiting audio: over once an operator joins)."""
+        """End the looped playbacks (a queue's waiting audio: over once an operator joins);
+        the hold audio is not one of them."""
         for peer in self.legs.values():
             for playback_id in [k for k, p in peer.outbound.overlays.items() if p.loop]:
-                del peer.outbound.overlays[playback_id]
+                if playback_id != HOLD_PLAYBACK:
+                    del peer.outbound.overlays[playback_id]
 
     def find(self, leg_id: str) -> LegPeer | None:
         return next((peer for peer in self.legs.values() if peer.leg_id == leg_id), None)
@@ -108,6 +149,43 @@ class RecentIds:
         return item in self._ids
 
 
+@functools.lru_cache(maxsize=HOLD_FILES_KEPT)
+def _decoded_once(path: str, stamp: tuple[int, int]) -> np.ndarray:
+    """A hold file's samples, decoded once per version of the file (`stamp`: its mtime
+    and size), shared read-only by every held call that plays it."""
+    samples = decode_mono(path)
+    samples.setflags(write=False)
+    return samples
+
+
+def hold_samples(path: str) -> np.ndarray:
+    """Blocking (run it in an executor): the file's samples, from the cache if unchanged."""
+    try:
+        stat = os.stat(path)
+    except OSError as error:
+        raise UnusableAudio(f"not a readable audio file ({error.strerror})") from None
+    return _decoded_once(path, (stat.st_mtime_ns, stat.st_size))
+
+
+class LatestSeqs:
+    """The last `seq` applied per call (a bounded map): a Hold that arrives after a later
+    one was applied changes nothing, even once the call's media were forgotten (no legs)."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._seqs: OrderedDict[str, int] = OrderedDict()
+
+    def advance(self, call_id: str, seq: int) -> bool:
+        """Record `seq` for `call_id` if it is newer than the last one; say whether it was."""
+        if seq <= self._seqs.get(call_id, 0):
+            return False
+        self._seqs[call_id] = seq
+        self._seqs.move_to_end(call_id)
+        while len(self._seqs) > self.size:
+            self._seqs.popitem(last=False)
+        return True
+
+
 class MediaWorker:
     def __init__(
         self,
@@ -130,6 +208,7 @@ class MediaWorker:
         self._render_slots = asyncio.Semaphore(RENDERS_AT_ONCE)
         self.ended_calls = RecentIds()
         self.stopped_recordings = RecentIds()
+        self.hold_seqs = LatestSeqs()
         self._handler_of: dict[type[protocol.Request], Handler] = {}
         self._on(protocol.Offer, self._offer)
         self._on(protocol.Candidate, self._candidate)
@@ -139,6 +218,7 @@ class MediaWorker:
         self._on(protocol.RecordStop, self._record_stop)
         self._on(protocol.Play, self._play)
         self._on(protocol.PlayStop, self._play_stop)
+        self._on(protocol.Hold, self._hold)
 
     @property
     def peer_count(self) -> int:
@@ -329,6 +409,40 @@ class MediaWorker:
         if call is not None:
             call.route()
         return protocol.PlayStopped()
+
+    async def _hold(self, hold: protocol.Hold) -> protocol.HoldSet:
+        if hold.call in self.ended_calls:
+            raise CallbridgeError(ErrorCode.CALL_STATE, "the call has ended")
+        call = self.calls.get(hold.call) or CallMedia(hold.call, "bridge")
+        if not self.hold_seqs.advance(hold.call, hold.seq):
+            return protocol.HoldSet(held=call.held)  # overtaken by a later decision
+        audio = None
+        if hold.held and hold.path:
+            try:
+                samples = await asyncio.get_running_loop().run_in_executor(
+                    None, hold_samples, hold.path
+                )
+            except UnusableAudio as error:
+                # The hold itself must happen (nobody waits for this reply): in silence.
+                logger.warning(
+                    "call %s: unusable hold audio, held in silence: %s", hold.call, error
+                )
+            else:
+                if len(samples):  # an empty file would end at once, and be put back forever
+                    audio = Playback(HOLD_PLAYBACK, samples, loop=True)
+        call.held, call.hold_audio = hold.held, audio
+        logger.info(
+            "call %s %s (%s)",
+            hold.call,
+            "on hold" if hold.held else "resumed",
+            "hold audio" if audio else "silence",
+        )
+        if call.idle:
+            self.calls.pop(hold.call, None)
+        else:
+            self.calls[hold.call] = call
+        call.route()
+        return protocol.HoldSet(held=call.held)
 
     async def _record_start(self, start: protocol.RecordStart) -> protocol.RecordingStarted:
         call_id, recording_id = start.call, start.recording

@@ -219,6 +219,11 @@ class Call(models.Model):
     metadata = models.JSONField(
         default=dict, blank=True, help_text="what the client sent along (accountId, projectId …)"
     )
+    # On hold (an active call only; `Call.hold` / `Call.resume`): since when, and who put
+    # it there (the operator party's label). Not a state of its own: a held call is still
+    # active for everything that asks (hang-up, recording, media deadlines, busy operators).
+    held_at = models.DateTimeField(null=True, blank=True)
+    held_by = models.CharField(max_length=200, blank=True)
 
     objects = CallQuerySet.as_manager()
 
@@ -231,6 +236,10 @@ class Call(models.Model):
                 name="call_final_state_has_end",
                 condition=models.Q(state__in=OPEN_STATES, ended_at=None)
                 | (~models.Q(state__in=OPEN_STATES) & ~models.Q(ended_at=None)),
+            ),
+            models.CheckConstraint(
+                name="call_held_only_while_active",
+                condition=models.Q(held_at=None) | models.Q(state=CallState.ACTIVE),
             ),
         ]
         indexes = [
@@ -249,6 +258,10 @@ class Call(models.Model):
     @property
     def is_open(self) -> bool:
         return self.state in OPEN_STATES
+
+    @property
+    def is_held(self) -> bool:
+        return self.held_at is not None
 
     @property
     def caller_role(self) -> str:
@@ -498,6 +511,8 @@ class Call(models.Model):
             else:
                 changes.update(
                     media_deadline=None,
+                    held_at=None,  # the end is the end of any hold too (call.ended says so)
+                    held_by="",
                     ended_at=now,
                     end_reason=reason or ACTION_END_REASONS[action],
                     ended_by=by.label,
@@ -523,6 +538,41 @@ class Call(models.Model):
                     data["clientReason"] = client_reason
             data.update(detail or {})
             event = call.record_event(event_name, by, data, leg=leg)
+        self._copy_from(call)
+        return event
+
+    # --- hold (not a state: see `held_at`) ----------------------------------------------
+    def hold(self, by: Principal) -> CallEvent:
+        """Put the active call on hold: `call.held`. CALL_STATE unless it is an active
+        bridge call that is not held already (two holds at once: the row lock lets one in).
+        Who may is calls.hold's question (the operator party)."""
+        return self._set_hold(True, by)
+
+    def resume(self, by: Principal) -> CallEvent:
+        """Take the call off hold: `call.resumed {heldS}`. CALL_STATE unless it is held."""
+        return self._set_hold(False, by)
+
+    def _set_hold(self, held: bool, by: Principal) -> CallEvent:
+        with transaction.atomic():
+            call = Call.objects.select_for_update().get(pk=self.pk)
+            if call.state != CallState.ACTIVE or call.mode != CallMode.BRIDGE:
+                raise CallStateError(
+                    f"only an active bridge call can be held or resumed (it is {call.state})"
+                )
+            if call.is_held == held:
+                raise CallStateError("the call is on hold already" if held else "it is not on hold")
+            now = timezone.now()
+            data: dict[str, Any] = {"state": call.state}
+            if held:
+                changes: dict[str, Any] = {"held_at": now, "held_by": by.label}
+            else:
+                changes = {"held_at": None, "held_by": ""}
+                assert call.held_at is not None
+                data["heldS"] = round((now - call.held_at).total_seconds(), 3)
+            Call.objects.filter(pk=call.pk).update(**changes)
+            for field, value in changes.items():
+                setattr(call, field, value)
+            event = call.record_event("call.held" if held else "call.resumed", by, data)
         self._copy_from(call)
         return event
 

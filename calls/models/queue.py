@@ -133,6 +133,17 @@ class Queue(models.Model):
         related_name="+",
         help_text="played to waiting callers, looped, until an operator answers",
     )
+    # Played by calls.hold to a held caller (falls back to waiting_audio, then the
+    # CALLBRIDGE_HOLD_AUDIO library file).
+    hold_audio = models.ForeignKey(
+        "calls.AudioFile",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="played to a caller an operator put on hold, looped, until resumed "
+        "(empty: the waiting audio, else the CALLBRIDGE_HOLD_AUDIO file)",
+    )
     overflow = models.CharField(max_length=16, choices=Overflow.choices, default=Overflow.REFUSE)
     overflow_queue = models.ForeignKey(
         "self",

@@ -7,7 +7,8 @@ which is all a Redis channel layer carries). Each socket then shapes what it may
   users and API tokens);
 - `feed_event`, `feed_snapshot`: /ws/operator, the staff dashboard;
 - `presence_event`: both (operators only);
-- `operator_status_event`, `parse_status_request`: /ws/operator's operator statuses.
+- `operator_status_event`, `parse_status_request`: /ws/operator's operator statuses;
+  `operator_request_type`, `parse_call_verb`: its in-call controls (hold, resume).
 Both views carry the same event details (`_details`). Only the feed also gets the record's
 name and the whole call (`record`, `call`), because `call.operator` names the operator's
 account (staff username, API token label) and /ws/signal serves end users, who see display
@@ -82,6 +83,9 @@ class CallSnapshot:
     # The disposition code the operator picked (operators only; the notes' text never
     # travels on the sockets: GET /api/calls/{id}/disposition).
     disposition: str | None = None
+    # On hold since (None: not held), and by whom (the operator's account: operators only).
+    held_at: str | None = None
+    held_by: str = ""
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,7 @@ class ResumableCall:
     direction: str
     leg_id: str  # "" when the registering party has no leg in it yet
     media_state: str | None
+    held: bool = False  # on hold: the end-user page says so after a reload
 
 
 # --- through the channel layer ---------------------------------------------------------------
@@ -214,6 +219,10 @@ def _details(wire_name: str, data: Mapping[str, Any], call: CallSnapshot) -> Jso
         details.update(legID=data.get("legID"), role=data.get("role"), media=data.get("state"))
     if wire_name.startswith("callback.") and isinstance(data.get("callback"), Mapping):
         details["callbackID"] = data["callback"].get("callbackID")
+    if wire_name in HOLD_EVENTS:
+        details["held"] = wire_name == "call.held"
+        if "heldS" in data:
+            details["heldS"] = data["heldS"]
     return details
 
 
@@ -228,6 +237,9 @@ VOICEMAIL_STAGE_KEYS = (
     "callback",
 )
 VOICEMAIL_KEYS = ("kind", "maxS", "deadline", "recordingId", "durationS")
+
+
+HOLD_EVENTS = ("call.held", "call.resumed")
 
 
 def party_event(event: CallEventSnapshot, viewer_role: str, my_leg: str) -> JsonObject | None:
@@ -354,6 +366,8 @@ def call_summary(call: CallSnapshot) -> JsonObject:
         "caller": call.caller,
         "callee": call.callee,
         "disposition": call.disposition,
+        "heldAt": call.held_at,
+        "heldBy": call.held_by or None,
     }
 
 
@@ -413,6 +427,7 @@ def registered(role: str, calls: Sequence[ResumableCall]) -> JsonObject:
             "direction": call.direction,
             "sessionId": call.leg_id,
             "mediaState": call.media_state,
+            "held": call.held,
         }
         for call in calls
     ]
@@ -491,14 +506,38 @@ def voicemail_stage_event(call_id: str, data: Mapping[str, Any]) -> JsonObject:
     return protocol.event("", call_id, "queue.voicemail", **stage)
 
 
-def parse_status_request(message: Mapping[str, Any], allowed: Sequence[str]) -> str:
-    """/ws/operator's one client message, `{"type": "status", "availability": …}`: the
-    availability asked for (INVALID_MESSAGE / INVALID_ARGUMENT otherwise)."""
-    if message.get("type") != "status":
+# /ws/operator's client messages: `status` (availability) and the in-call controls, each
+# naming its call (`{"type": "hold", "callID": …}`); the same verbs as REST.
+CALL_VERBS = ("hold", "resume")
+OPERATOR_REQUESTS = ("status", *CALL_VERBS)
+
+
+def operator_request_type(message: Mapping[str, Any]) -> str:
+    """Which /ws/operator message this is (INVALID_MESSAGE for any other)."""
+    kind = message.get("type")
+    if not isinstance(kind, str) or kind not in OPERATOR_REQUESTS:
         raise CallbridgeError(
             ErrorCode.INVALID_MESSAGE,
-            "this socket takes only {type: status, availability}; act through /api/",
+            "this socket takes {type: status, availability} and {type: hold | resume,"
+            " callID}; act otherwise through /api/",
         )
+    return kind
+
+
+def parse_call_verb(message: Mapping[str, Any]) -> str:
+    """The callID of `{"type": "hold" | "resume", "callID": …}` (INVALID_ARGUMENT if it
+    has none; whether it names a call is the verb's question)."""
+    call_id = message.get("callID")
+    if not isinstance(call_id, str) or not call_id:
+        raise CallbridgeError(ErrorCode.INVALID_ARGUMENT, "callID must name a call")
+    return call_id
+
+
+def parse_status_request(message: Mapping[str, Any], allowed: Sequence[str]) -> str:
+    """`{"type": "status", "availability": …}`: the availability asked for
+    (INVALID_MESSAGE / INVALID_ARGUMENT otherwise)."""
+    if message.get("type") != "status":
+        raise CallbridgeError(ErrorCode.INVALID_MESSAGE, "not a status message")
     availability = message.get("availability")
     if not isinstance(availability, str) or availability not in allowed:
         raise CallbridgeError(

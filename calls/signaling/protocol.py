@@ -327,6 +327,8 @@ PASSED_THROUGH = frozenset(
     {
         "call.answered",
         "call.ended",
+        "call.held",
+        "call.resumed",
         "recording.started",
         "recording.stopped",
         "consent.requested",

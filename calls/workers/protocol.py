@@ -33,6 +33,13 @@ call. Each may carry `reply_to` (a channel) and `request_id` (echoed in the repl
                      in. A playback with the id of one still playing replaces it.
   media.play_stop    PlayStop     {call, playback} → media.play_stopped. `playback` (null:
                      every playback of the call) stops only that one.
+  media.hold         Hold         {call, held, seq, path} → media.hold_set. `held`: the
+                     end user hears `path` (a library file, null: silence) looped and not
+                     the operator, the operator hears nothing; false: both hear each other
+                     again. `seq` (the call.held / call.resumed event's id) orders them: a
+                     Hold with a seq at or below the last one applied is answered and
+                     ignored, so an overtaken decision never wins. Remembered for legs that
+                     (re)connect while held; refused once the call ended.
 
 Replies, to the request's `reply_to`, each echoing its request_id, call and leg (null for
 requests without a leg):
@@ -43,6 +50,8 @@ requests without a leg):
                                         audio_started_at} | {} when nothing was recorded}
   media.playing      Playing           {durationS}
   media.play_stopped PlayStopped       {}
+  media.hold_set     HoldSet           {held}: what the call is now (after an ignored
+                                        overtaken Hold, what it still is)
   media.error        Error             {code, message, recoverable}: any request refused or
                                         failed, and the answer to a message that does not
                                         parse (when it names a reply_to)
@@ -69,7 +78,7 @@ from typing import Any, ClassVar, Generic, TypeAlias, TypeGuard, TypeVar
 
 from calls.errors import CallbridgeError, ErrorCode
 
-VERSION = 2  # v2: Play.loop, PlayStop.playback (waiting audio)
+VERSION = 3  # v2: Play.loop, PlayStop.playback (waiting audio); v3: Hold (hold / resume)
 
 ROLES = ("user", "operator")
 MODES = ("bridge", "echo")
@@ -168,6 +177,12 @@ class Playing(Reply):
 @dataclass(frozen=True, kw_only=True)
 class PlayStopped(Reply):
     TYPE = "media.play_stopped"
+
+
+@dataclass(frozen=True, kw_only=True)
+class HoldSet(Reply):
+    TYPE = "media.hold_set"
+    held: bool
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -272,6 +287,15 @@ class PlayStop(RequestFor[PlayStopped]):
     playback: str | None = None  # None: every playback of the call
 
 
+@dataclass(frozen=True, kw_only=True)
+class Hold(RequestFor[HoldSet]):
+    TYPE = "media.hold"
+    REPLY = HoldSet
+    held: bool
+    seq: int  # the deciding CallEvent's id: later decisions have higher ones
+    path: str | None = None  # the hold audio (held only); None: silence
+
+
 Message = Request | Reply
 
 REQUEST_TYPES: tuple[type[Request], ...] = (
@@ -283,6 +307,7 @@ REQUEST_TYPES: tuple[type[Request], ...] = (
     RecordStop,
     Play,
     PlayStop,
+    Hold,
 )
 REPLY_TYPES: tuple[type[Reply], ...] = (
     Answer,
@@ -291,6 +316,7 @@ REPLY_TYPES: tuple[type[Reply], ...] = (
     Recorded,
     Playing,
     PlayStopped,
+    HoldSet,
     Error,
 )
 
@@ -481,12 +507,16 @@ _PARSERS: dict[str, Callable[[_Fields], Message]] = {
         loop=f.flag("loop"),
     ),
     PlayStop.TYPE: lambda f: PlayStop(**_request(f), playback=f.optional_text("playback")),
+    Hold.TYPE: lambda f: Hold(
+        **_request(f), held=f.flag("held"), seq=f.integer("seq"), path=f.optional_text("path")
+    ),
     Answer.TYPE: lambda f: Answer(**_reply(f), sdp=f.text("sdp")),
     Closed.TYPE: lambda f: Closed(**_reply(f)),
     RecordingStarted.TYPE: lambda f: RecordingStarted(**_reply(f)),
     Recorded.TYPE: lambda f: Recorded(**_reply(f), result=_recorded_file(f.nested("result"))),
     Playing.TYPE: lambda f: Playing(**_reply(f), duration_s=f.number("durationS")),
     PlayStopped.TYPE: lambda f: PlayStopped(**_reply(f)),
+    HoldSet.TYPE: lambda f: HoldSet(**_reply(f), held=f.flag("held")),
     Error.TYPE: lambda f: Error(
         **_reply(f),
         code=_error_code(f),

@@ -3,7 +3,8 @@
 // over REST with ICE gathering complete. The team: my availability, the queues with their
 // waiting callers, every operator's status; a queued call shows Answer only to the
 // operator it is offered to (the server refuses anyone else anyway). My call's notes and
-// disposition: wrapup.js, during the call and in its wrap-up.
+// disposition: wrapup.js, during the call and in its wrap-up. Hold / Resume on my active
+// call; every held call shows "on hold" (for supervisors too) from the feed.
 import {CallAlerts} from "./alerts.js";
 import {CallbackLists} from "./callbacks.js";
 import {LevelMeter, Microphone, formatDuration} from "./media.js";
@@ -15,7 +16,8 @@ const config = JSON.parse(document.getElementById("config").textContent);
 const $ = (id) => document.getElementById(id);
 const ui = {
   feed: $("feed"), status: $("my-status"), timer: $("my-timer"), problem: $("my-problem"),
-  quality: $("quality"), hangup: $("my-hangup"), mute: $("my-mute"), microphone: $("microphone"),
+  quality: $("quality"), hangup: $("my-hangup"), mute: $("my-mute"), hold: $("my-hold"),
+  microphone: $("microphone"),
   level: $("level"), farLevel: $("far-level"), remote: $("remote"),
   consent: $("my-consent"), consentGive: $("my-consent-give"), record: $("my-record"),
   recordStop: $("my-record-stop"), recordingLink: $("my-recording-link"),
@@ -121,6 +123,16 @@ function setMyStatus(text) {
   const inCall = Boolean(mine);
   ui.hangup.hidden = ui.mute.hidden = !inCall;
   ui.quality.hidden = !inCall;
+  renderHold(mine ? calls.get(mine.callID) : null);
+}
+
+// Hold / Resume: one toggle, on my answered bridge call only (the server checks it is mine).
+function renderHold(call) {
+  const holdable = Boolean(mine && call && call.state === "active" && call.mode === "bridge");
+  const held = holdable && Boolean(call.heldAt);
+  ui.hold.hidden = !holdable;
+  ui.hold.textContent = held ? "Resume" : "Hold";
+  ui.hold.setAttribute("aria-pressed", String(held));
 }
 
 // Connect (or reconnect) my media to `callID`: answers it when it rings for operators.
@@ -192,6 +204,9 @@ function renderMine() {
   const who = call?.displayName || "the end user";
   if (!call || call.state === "ringing") {
     setMyStatus(`Calling ${who}…`);
+  } else if (call.heldAt) {
+    setMyStatus(`${who} is on hold: they hear the hold audio, not you; you hear nothing.`);
+    ui.timer.hidden = false;
   } else if (mine.media?.pc.connectionState === "connected") {
     setMyStatus(`Talking with ${who}.`);
     ui.timer.hidden = false;
@@ -390,7 +405,17 @@ function render() {
                     formatDuration(since(started)),
                     button("Hang up", "danger", () => hangUp(call.callID)),
                     link("Details", callUrl(call.callID)));
-    tickers.push(() => { li.querySelector(".meta").textContent = formatDuration(since(started)); });
+    li.dataset.callId = call.callID;
+    const meta = li.querySelector(".meta");
+    if (call.heldAt) li.insertBefore(badge("on hold", "held"), meta);
+    // While held, how long the caller has been waiting on hold.
+    const tick = () => {
+      meta.textContent = call.heldAt
+        ? `${formatDuration(since(started))} · held ${formatDuration(since(call.heldAt))}`
+        : formatDuration(since(started));
+    };
+    tick();
+    tickers.push(tick);
     return withCallerDetails(li, call);
   }));
 
@@ -500,6 +525,10 @@ function onFeed(message) {
     if (data.name === "presence.offline") online.delete(data.session.sessionId);
     if (data.name === "call.answered" && mine?.callID === message.callSid) mine.answeredAt = Date.now();
     if (data.name === "call.ended" && mine?.callID === message.callSid) endMine(data.reason);
+    if (["call.held", "call.resumed"].includes(data.name) && mine?.callID === message.callSid) {
+      announce(data.name === "call.held" ? `${name(data.call)} is on hold.`
+                                         : `${name(data.call)} is back with you.`);
+    }
   }
   render();
 }
@@ -538,6 +567,22 @@ function operatorChanged(data) {
 wrapUp = new WrapUp({api, notesMaxChars: config.notesMaxChars,
                      supervisor: config.notesSupervisor});
 ui.hangup.addEventListener("click", () => mine && hangUp(mine.callID));
+ui.hold.addEventListener("click", async () => {
+  if (!mine) return;
+  problem("");
+  const verb = ui.hold.getAttribute("aria-pressed") === "true" ? "resume" : "hold";
+  ui.hold.disabled = true;
+  try {
+    const call = await api("POST", `/calls/${mine.callID}/${verb}`);
+    // The feed says it too; this answer draws it at once (with what the feed knows).
+    calls.set(call.callID, {...calls.get(call.callID), heldAt: call.heldAt});
+    render();
+  } catch (error) {
+    problem(error.message);
+  } finally {
+    ui.hold.disabled = false;
+  }
+});
 for (const element of ui.availability) {
   element.addEventListener("click", () => {
     setAvailability(element.dataset.availability).catch((error) => problem(error.message));

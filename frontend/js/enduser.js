@@ -1,4 +1,5 @@
-// The end-user call page: call the operators, take their calls, test the microphone.
+// The end-user call page: call the operators, take their calls, test the microphone; says
+// when the operator has put the call on hold (call.held / call.resumed, or on registering).
 import {Microphone, Ringer, formatDuration} from "./media.js";
 import {CallMedia} from "./peer.js";
 import {SignalSocket} from "./signaling.js";
@@ -10,7 +11,8 @@ const ui = {
   status: $("status"), problem: $("problem"), timer: $("timer"), incoming: $("incoming"),
   call: $("call"), test: $("test"), hangup: $("hangup"), mute: $("mute"), retry: $("retry"),
   accept: $("accept"), decline: $("decline"), microphone: $("microphone"), level: $("level"),
-  remote: $("remote"), note: $("note"), place: $("place"), recording: $("recording"), consent: $("consent"),
+  remote: $("remote"), note: $("note"), place: $("place"), held: $("held"),
+  recording: $("recording"), consent: $("consent"),
   consentText: $("consent-text"), consentVersion: $("consent-version"),
   consentYes: $("consent-yes"), consentNo: $("consent-no"), withdraw: $("withdraw"),
   callback: $("callback"), callbackNote: $("callback-note"), callbackAsk: $("callback-ask"),
@@ -50,7 +52,7 @@ const voicemail = new VoicemailPanel({
   onSend: (callSid) => socket.send({type: "voicemail.stop", callSid}),
   onHangup: () => hangUp(),
 });
-let call = null;         // {callSid, sessionId, mode, media, answeredAt, pending: []}
+let call = null;         // {callSid, sessionId, mode, media, answeredAt, held, pending: []}
 let incoming = null;     // callSid of a call ringing for us
 let timerHandle = null;
 let reconnectTimer = null;
@@ -123,6 +125,10 @@ async function handle(message) {
         show(ui.callback, data.callback === true);  // or a callback, until a message starts
         setState("voicemail", "Nobody is free to take your call right now.");
       }
+      return;
+    case "call.held":
+    case "call.resumed":
+      if (call && call.callSid === message.callSid) showHeld(data.name === "call.held");
       return;
     case "call.answered":
       if (call && call.callSid === message.callSid) {
@@ -198,8 +204,19 @@ function showPlace(waiting) {
   show(ui.place, Boolean(place));
 }
 
+// On hold: the operator hears nothing of us and we hear the hold audio, until resumed.
+function showHeld(held) {
+  if (call) call.held = held;
+  show(ui.held, Boolean(call?.held));
+  if (call?.answeredAt && document.body.dataset.state === "connected") {
+    ui.status.textContent = call.held ? "On hold." : "Connected.";
+  }
+}
+
 function onRegistered(data) {
   const open = (data.calls || []).find((c) => c.sessionId);
+  const mineNow = call && (data.calls || []).find((c) => c.callSid === call.callSid);
+  if (mineNow) showHeld(Boolean(mineNow.held));
   if (call) {
     // The socket came back: media usually survived; if not, reconnect it.
     if (call.media?.pc.connectionState !== "connected") reconnectMedia();
@@ -209,7 +226,8 @@ function onRegistered(data) {
   if (open) {
     // The page was reloaded during a call: take our place in it again.
     call = {callSid: open.callSid, sessionId: open.sessionId, mode: open.mode, pending: [],
-            answeredAt: open.state === "active" ? Date.now() : null};
+            answeredAt: open.state === "active" ? Date.now() : null, held: Boolean(open.held)};
+    showHeld(call.held);
     reconnectMedia();
   } else if (!incoming) {
     setState(microphone.stream ? "idle" : document.body.dataset.state || "idle",
@@ -328,7 +346,8 @@ async function reconnectMedia() {
 function connected() {
   const testing = call.mode === "echo";
   setState(testing ? "testing" : "connected",
-           testing ? "Testing your microphone: you should hear yourself." : "Connected.");
+           testing ? "Testing your microphone: you should hear yourself." :
+             call.held ? "On hold." : "Connected.");
   ui.note.textContent = "";
   clearInterval(timerHandle);
   const start = call.answeredAt || Date.now();
@@ -362,6 +381,7 @@ async function answerConsent(granted) {
 function finish(reason) {
   voicemail.close();
   show(ui.consent, false);
+  show(ui.held, false);
   show(ui.recording, false);
   show(ui.withdraw, false);
   const testing = call?.mode === "echo";

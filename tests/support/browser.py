@@ -85,12 +85,15 @@ async def launch(
 # Listens to an <audio> element's stream with an AnalyserNode (in headless chromium
 # inbound-rtp audioLevel stays 0) and returns the loudest frequency every 100 ms.
 PEAKS_OF_AUDIO_ELEMENT = """
-async ({selector, samples}) => {
+async ({selector, samples, smoothing = 0.8}) => {
   const audio = document.querySelector(selector);
   const context = new AudioContext();
   await context.resume();
   const analyser = context.createAnalyser();
   analyser.fftSize = 8192;
+  // 0.8 (WebAudio's default) carries ~2 dB per reading over: a sound that just stopped
+  // lingers for seconds above -90 dB. 0: each reading is only what the window holds now.
+  analyser.smoothingTimeConstant = smoothing;
   context.createMediaStreamSource(audio.srcObject).connect(analyser);
   const bins = new Float32Array(analyser.frequencyBinCount);
   const peaks = [];
@@ -101,6 +104,7 @@ async ({selector, samples}) => {
     for (let k = 2; k < bins.length; k++) if (bins[k] > bins[best]) best = k;
     peaks.push({hz: best * context.sampleRate / analyser.fftSize, db: bins[best]});
   }
+  await context.close();  // a context left running keeps pulling the stream
   return peaks;
 }
 """

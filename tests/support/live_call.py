@@ -51,9 +51,8 @@ class LiveCall:
         )
 
 
-@pytest.fixture
-async def live_call(asgi_app: Any, settings: Any, tmp_path: Path) -> AsyncIterator[LiveCall]:
-    settings.MEDIA_ROOT = tmp_path
+async def start_live_call(asgi_app: Any) -> LiveCall:
+    """An answered call whose parties hear each other (close it with `end_live_call`)."""
     _, user_token = await sync_to_async(EndUserSession.create)(ttl_seconds=600, display_name="Ada")
     _, operator_token = await sync_to_async(ApiToken.create)("recorder")
     user, operator = SignalClient(asgi_app), SignalClient(asgi_app)
@@ -70,7 +69,7 @@ async def live_call(asgi_app: Any, settings: Any, tmp_path: Path) -> AsyncIterat
     await operator_peer.wait_connected()
     # Audio flows both ways before we record.
     await hear_each_other((operator_peer, USER_TONE), (user_peer, OPERATOR_TONE))
-    yield LiveCall(
+    return LiveCall(
         user_answer["callSid"],
         user,
         operator,
@@ -80,10 +79,22 @@ async def live_call(asgi_app: Any, settings: Any, tmp_path: Path) -> AsyncIterat
         user_peer,
         operator_peer,
     )
-    await user_peer.close()
-    await operator_peer.close()
-    await user.close()
-    await operator.close()
+
+
+async def end_live_call(call: LiveCall) -> None:
+    """Close the client side (peers, sockets); idempotent."""
+    await call.user_peer.close()
+    await call.operator_peer.close()
+    await call.user.close()
+    await call.operator.close()
+
+
+@pytest.fixture
+async def live_call(asgi_app: Any, settings: Any, tmp_path: Path) -> AsyncIterator[LiveCall]:
+    settings.MEDIA_ROOT = tmp_path
+    call = await start_live_call(asgi_app)
+    yield call
+    await end_live_call(call)
 
 
 async def add_to_library(

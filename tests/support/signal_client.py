@@ -87,3 +87,15 @@ def staff_cookie(username: str = "alice") -> str:
     client = Client()
     client.force_login(user)
     return f"sessionid={client.cookies['sessionid'].value}"
+
+
+async def operator_feed(application: Any, username: str) -> SignalClient:
+    """A staff operator's /ws/operator socket, as their dashboard opens it (its first
+    message, the snapshot, is still to be read)."""
+    from asgiref.sync import sync_to_async
+
+    cookie = await sync_to_async(staff_cookie)(username)
+    client = SignalClient(application, "/ws/operator", origin="http://localhost")
+    client.communicator.scope["headers"].append((b"cookie", cookie.encode()))
+    await client.connect()
+    return client

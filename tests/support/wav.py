@@ -22,3 +22,15 @@ def dominant(samples: np.ndarray) -> float:
     spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
     spectrum[:50] = 0
     return float(np.fft.rfftfreq(len(samples), 1 / 48000)[int(np.argmax(spectrum))])
+
+
+def strength(samples: np.ndarray, frequency: float) -> float:
+    """How loud `frequency` is in `samples` next to their loudest frequency (1.0: it is)."""
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    freqs = np.fft.rfftfreq(len(samples), 1 / 48000)
+    window = (freqs > frequency - 15) & (freqs < frequency + 15)
+    return float(spectrum[window].max() / (spectrum.max() + 1e-9))
+
+
+def rms(samples: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(samples))))
