@@ -40,13 +40,19 @@ test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	tools/run-tests $(PYTEST_ARGS)
+	tools/run-tests $(TEST_PROCESSES) $(PYTEST_ARGS)
+
+# `make test` runs on two processes (pytest-xdist: each has its own test database, channel
+# layer and media worker), a whole test file per process (--dist loadfile: a file's
+# module-scoped servers start once): ~8 min on 2 cores, nearly half of one process.
+# `make test TEST_PROCESSES=` runs it in one process.
+TEST_PROCESSES ?= -n 2 --dist loadfile
 
 # The quick loop (about a minute on 2 cores): lint and types, then every test that needs neither a
 # real daphne process, nor Chromium, nor a full two-peer call (in-process ASGI, the
 # database, single aiortc peers), on two processes (pytest-xdist: each has its own test
 # database, channel layer and media worker), stopping at the first failure. `make test`
-# runs everything, in one process.
+# runs everything.
 test-fast: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
