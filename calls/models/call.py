@@ -609,7 +609,8 @@ class Call(models.Model):
             raise ValueError("transfer to one operator or one queue")
         with transaction.atomic():
             call = Call.objects.select_for_update().get(pk=self.pk)
-            if call.state != CallState.ACTIVE or call.mode != CallMode.BRIDGE:
+            legal = TRANSITIONS.get((CallAction.TRANSFER, CallState(call.state)))
+            if legal is None or call.mode != CallMode.BRIDGE:
                 raise CallStateError(
                     f"only an active call to a person can be transferred (it is {call.state})"
                 )
@@ -629,7 +630,7 @@ class Call(models.Model):
             # After a direct ring out, the caller still gets the queue's whole wait.
             deadline = now + timedelta(seconds=ring_s + _max_wait_s(queue))
             changes: dict[str, Any] = {
-                "state": CallState.RINGING,
+                "state": legal,
                 "queue": queue,
                 "queued_at": now,  # back of the line (docs/api.md "Transfer")
                 "ring_deadline": deadline,
