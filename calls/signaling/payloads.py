@@ -87,6 +87,8 @@ class CallSnapshot:
     # On hold since (None: not held), and by whom (the operator's account: operators only).
     held_at: str | None = None
     held_by: str = ""
+    # Ringing again after a transfer, to whom ("operator bob", "queue sales"): operators only.
+    transferring: str | None = None
 
 
 @dataclass(frozen=True)
@@ -376,6 +378,7 @@ def call_summary(call: CallSnapshot) -> JsonObject:
         "disposition": call.disposition,
         "heldAt": call.held_at,
         "heldBy": call.held_by or None,
+        "transferring": call.transferring,
     }
 
 
