@@ -14,7 +14,7 @@ from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
 from calls.background import background_tasks
-from calls.models import Transfer
+from calls.models import Recording, Transfer
 from tests.support.live_call import (
     HOLD_TONE,
     OPERATOR_TONE,
@@ -102,12 +102,19 @@ async def test_it_hands_the_caller_on_by_tone_with_a_short_gap(
     peers: list[ClientPeer] = []
     gaps: list[float] = []
     try:
+        # A recording running at the switch stops there: bob has not consented to it.
+        await call.consent_all()
+        recording = await call.post(f"{calls}/record", call.operator_token)
+        assert recording.status_code == 201, recording.json()
+
         # 1. The integrator's operator → queue "sales": its member bob answers.
         moved = await call.post(
             f"{calls}/transfer", call.operator_token, {"to": {"queue": "sales"}}
         )
         assert moved.status_code == 200, moved.json()
         await transferring(call, call.operator_peer)
+        stopped = await Recording.objects.aget(pk=recording.json()["recordingID"])
+        assert (stopped.state, stopped.stop_reason) == ("finished", "transferred")
         call.user_peer.sink.clear()  # from here: hold audio, then bob
         peers.append(await take_call(bob_http, call.call_id, BOB_TONE))
         gaps.append(await after_switch(call, peers[0], BOB_TONE, OPERATOR_TONE))
