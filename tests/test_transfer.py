@@ -27,6 +27,7 @@ from calls.models import (
 )
 from calls.principals import Principal
 from calls.routing import offers
+from calls.workers import link, protocol
 from tests.support.queues import (
     answer,
     client_of,
@@ -265,3 +266,25 @@ def _available(user: Any) -> None:
     from calls.models import Availability, OperatorStatus
 
     OperatorStatus.set_availability(user, Availability.AVAILABLE, Principal.staff(user))
+
+
+async def test_it_orders_transfer_messages_at_the_worker(asgi_app: Any) -> None:
+    """TransferOut holds the caller; TransferIn for a leg that has no audio at the worker
+    yet keeps the hold until it has (a REST answer connects its media later); a later Hold
+    decision overrides either; older ones change nothing; an ended call refuses them."""
+    call_id = "11111111-2222-3333-4444-666666666666"
+
+    async def ask(message: protocol.Request) -> bool:
+        reply = await link.request("embedded", message)
+        assert isinstance(reply, protocol.HoldSet), reply
+        return reply.held
+
+    assert await ask(protocol.TransferOut(call=call_id, leg="gone", seq=10)) is True
+    assert await ask(protocol.TransferIn(call=call_id, leg="new", seq=11)) is True  # no audio
+    assert await ask(protocol.TransferIn(call=call_id, leg="new", seq=9)) is True  # older
+    assert await ask(protocol.Hold(call=call_id, held=False, seq=12)) is False  # resumed
+    assert await ask(protocol.TransferOut(call=call_id, leg="gone", seq=12)) is False  # repeat
+    await link.send("embedded", protocol.EndCall(call=call_id))
+    with pytest.raises(CallbridgeError) as refused:
+        await link.request("embedded", protocol.TransferIn(call=call_id, leg="new", seq=13))
+    assert refused.value.code == "CALL_STATE"
