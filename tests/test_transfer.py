@@ -186,6 +186,15 @@ def test_it_refuses_bad_transfers_and_changes_nothing(
     assert not Transfer.objects.exists() and names(call, "call.transfer") == []
     assert not QueueOffer.objects.filter(outcome=OfferOutcome.PENDING).exists()
     assert busy_call.pk != call.pk
+    # A call the operator placed (outbound) is not transferred (yet): nothing changes.
+    session, _ = make_session("Bea")
+    outbound = Call.start(
+        by=Principal.staff(alice), mode="bridge", session=session, media_worker="embedded"
+    )
+    outbound.answer(Principal.end_user(session))
+    assert_error(post_transfer(alice, outbound, {"queue": "sales"}), 409, "CALL_STATE")
+    assert Call.objects.get(pk=outbound.pk).state == "active"
+    outbound.hang_up(Principal.staff(alice))
     # Transferred already: once more is CALL_STATE (to whoever transferred it).
     assert post_transfer(alice, call, {"queue": "sales"}).status_code == 200
     assert_error(post_transfer(alice, call, {"queue": "sales"}), 409, "CALL_STATE")

@@ -614,6 +614,10 @@ class Call(models.Model):
                 raise CallStateError(
                     f"only an active call to a person can be transferred (it is {call.state})"
                 )
+            if call.direction != CallDirection.INBOUND:
+                # Who may answer a ringing call follows its direction (the callee side):
+                # an outbound call ringing again would ring the end user, not operators.
+                raise CallStateError("only a call from an end user can be transferred")
             if (by.user, by.api_token) != (call.operator_user, call.operator_token):
                 raise CallStateError("the call has another operator now")
             now = timezone.now()
