@@ -112,7 +112,7 @@ def plan_offer(
     policy.require_access(principal, call)
     if not call.is_open:
         raise CallStateError(f"the call is {call.state}")
-    legs = list(call.legs.filter(role=principal.role))
+    legs = list(call.legs.filter(role=principal.role, left_at=None))  # left: no longer a party
     mine = next((leg for leg in legs if principal.owns(leg)), None)
     if mine is not None:
         return OfferPlan(
@@ -256,6 +256,8 @@ def leg_for(principal: Principal, leg_id: str) -> LegRef:
         raise not_found
     if not principal.owns(leg):
         raise CallbridgeError(ErrorCode.FORBIDDEN, "that session is not yours")
+    if leg.left_at is not None:
+        raise CallStateError("you left this call (it was transferred)")
     return LegRef(leg.call_id, leg.pk, leg.role, leg.call.media_worker)
 
 

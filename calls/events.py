@@ -42,6 +42,8 @@ from calls.models import (
     OfferOutcome,
     Queue,
     QueueOffer,
+    Transfer,
+    TransferOutcome,
 )
 from calls.models.call import CallQuerySet
 from calls.signaling import payloads
@@ -63,6 +65,7 @@ def call_group(call_id: Any) -> str:
 def call_snapshot(call: Call) -> payloads.CallSnapshot:
     """What the sockets may be told of a call, read once (load it with summarised_calls)."""
     latest = call.latest_recording
+    transfer = _open_transfer(call)
     return payloads.CallSnapshot(
         call_id=str(call.pk),
         state=call.state,
@@ -87,7 +90,10 @@ def call_snapshot(call: Call) -> payloads.CallSnapshot:
         queue=call.queue.public_id if call.queue else None,
         queue_name=call.queue.name if call.queue else "",
         queued_at=call.queued_at.isoformat() if call.queued_at else None,
-        open_answer=call.queue is None or call.queue.open_answer,
+        # A transfer ringing one operator: only they may answer, whatever the queue.
+        open_answer=(call.queue is None or call.queue.open_answer)
+        and not (transfer is not None and transfer.to_user_id is not None),
+        transferring=transfer.target_label if transfer is not None else None,
         offers=tuple(
             payloads.OfferSnapshot(offer.operator.get_username(), offer.deadline.isoformat())
             for offer in _pending_offers(call)
@@ -104,6 +110,14 @@ def call_snapshot(call: Call) -> payloads.CallSnapshot:
 def _disposition_code(call: Call) -> str | None:
     notes = CallNotes.of(call)
     return notes.disposition.code if notes is not None and notes.disposition else None
+
+
+def _open_transfer(call: Call) -> Transfer | None:
+    prefetched = getattr(call, "open_transfers", None)  # summarised_calls' Prefetch
+    if prefetched is not None:
+        return prefetched[0] if prefetched else None
+    pending = call.transfers.filter(outcome=TransferOutcome.PENDING)
+    return pending.select_related("to_user", "to_queue").first()
 
 
 def _pending_offers(call: Call) -> list[QueueOffer]:
@@ -181,6 +195,13 @@ def summarised_calls() -> CallQuerySet:
         "consents",
         "recordings",
         Prefetch("offers", queryset=pending.order_by("offered_at"), to_attr="pending_offers"),
+        Prefetch(
+            "transfers",
+            queryset=Transfer.objects.filter(outcome=TransferOutcome.PENDING).select_related(
+                "to_user", "to_queue"
+            ),
+            to_attr="open_transfers",
+        ),
     )
 
 

@@ -93,7 +93,9 @@ def check_media_leg(principal: Principal, leg_id: Any) -> None:
     else:
         legs = Leg.objects.filter(user=principal.user, api_token=None)
     with_peer = (
-        legs.filter(call__state__in=OPEN_STATES, media_state__in=MEDIA_STATES_WITH_PEER)
+        legs.filter(
+            call__state__in=OPEN_STATES, left_at=None, media_state__in=MEDIA_STATES_WITH_PEER
+        )
         .exclude(pk=leg_id)  # a reconnect replaces that leg's own peer
         .count()
     )

@@ -67,8 +67,7 @@ def may_answer(principal: Principal, call: Call) -> bool:
 
 
 def needs_offer(call: Call) -> bool:
-    queue = call.queue if call.queue_id is not None else None
-    return queue is not None and not queue.open_answer
+    return call.rings_by_offer_only()
 
 
 def has_offer(principal: Principal, call: Call) -> bool:

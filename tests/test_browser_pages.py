@@ -117,16 +117,18 @@ async def test_it_tests_the_microphone_with_an_echo(
 OPERATOR_PASSWORD = "dashboard-test-pw-1"
 
 
-async def operator_dashboard(server: Server, playwright: Any, tmp_path: Path) -> tuple[Any, Any]:
+async def operator_dashboard(
+    server: Server, playwright: Any, tmp_path: Path, username: str = "op", tone: int = OPERATOR_TONE
+) -> tuple[Any, Any]:
     create = (
         "from django.contrib.auth import get_user_model; U = get_user_model(); "
-        f"U.objects.filter(username='op').exists() or "
-        f"U.objects.create_superuser('op', 'op@example.com', '{OPERATOR_PASSWORD}')"
+        f"U.objects.filter(username='{username}').exists() or "
+        f"U.objects.create_superuser('{username}', '{username}@example.com', '{OPERATOR_PASSWORD}')"
     )
     await asyncio.to_thread(server.manage, "shell", "-c", create)
     login = f"{server.url}/admin/login/?next=/admin/dashboard/"
-    browser, page, _ = await open_page(playwright, tmp_path, OPERATOR_TONE, login, DESKTOP)
-    await page.get_by_label("Username").fill("op")
+    browser, page, _ = await open_page(playwright, tmp_path, tone, login, DESKTOP)
+    await page.get_by_label("Username").fill(username)
     await page.get_by_label("Password").fill(OPERATOR_PASSWORD)
     await page.get_by_role("button", name="Log in").click()
     await page.wait_for_url("**/admin/dashboard/")
@@ -192,6 +194,59 @@ async def test_it_connects_an_end_user_and_an_operator_who_hear_each_other(
     finally:
         await user_browser.close()
         await operator_browser.close()
+
+
+async def test_it_transfers_a_caller_from_one_dashboard_to_another(
+    server: Server, playwright: Any, tmp_path: Path
+) -> None:
+    """Blind transfer as operators do it: op talks with Ada, picks Bo in "Transfer to";
+    Ada's page says "Transferring you…", Bo's dashboard rings with Answer, Bo answers and
+    Ada hears Bo, not op; op's call ended into wrap-up."""
+    bo_tone = 1320
+    url, token = await end_user_link(server)
+    op_browser, dashboard = await operator_dashboard(server, playwright, tmp_path)
+    bo_browser, bo = await operator_dashboard(server, playwright, tmp_path, "bo", bo_tone)
+    user_browser, page, errors = await open_page(playwright, tmp_path, USER_TONE, url)
+    try:
+        await bo.locator('[data-availability="available"]').click()
+        await status_is(page, "Ready.")
+        await page.get_by_role("button", name="Call", exact=True).click()
+        ringing = dashboard.locator("#ringing li", has_text="Ada is calling")
+        await ringing.get_by_role("button", name="Answer").click()
+        await status_is(page, "Connected.")
+        await my_status_is(dashboard, "Talking with Ada.")
+
+        await dashboard.get_by_label("Transfer to").select_option("operator:bo")
+        await screenshot(dashboard, "dashboard-transfer")
+        await dashboard.get_by_role("button", name="Transfer", exact=True).click()
+        await my_status_is(dashboard, "Call ended (you transferred it).")
+        await page.locator("#transferring").get_by_text("Transferring you").wait_for()
+        await status_is(page, "Transferring you…")
+        await screenshot(page, "enduser-transferring")
+        offered = bo.locator("#ringing li", has_text="transferred to operator bo")
+        await offered.wait_for()
+        await screenshot(bo, "dashboard-transfer-ringing")
+        await offered.get_by_role("button", name="Answer").click()
+
+        await status_is(page, "Connected.")
+        assert await page.locator("#transferring").is_hidden()
+        await my_status_is(bo, "Talking with Ada.")
+        assert mostly(await heard(page), bo_tone)
+        assert mostly(await heard(bo), USER_TONE)
+        _, active, _ = await asyncio.to_thread(
+            server.request, "GET", "/api/calls?state=active", token
+        )
+        (call,) = active
+        assert [(leg["party"], leg["leftAt"] is None) for leg in call["legs"][1:]] == [
+            ("operator op", False),
+            ("operator bo", True),
+        ]
+        await page.get_by_role("button", name="Hang up").click()
+        await my_status_is(bo, "Call ended (hung up)")
+        assert errors == []
+    finally:
+        for browser in (user_browser, bo_browser, op_browser):
+            await browser.close()
 
 
 async def test_it_shows_a_polyai_clients_call_on_the_dashboard_which_answers_it(

@@ -17,11 +17,15 @@ from calls import hold
 from calls.background import background_tasks
 from calls.models import AudioFile, Queue, Recording
 from tests.support.live_call import (
+    HOLD_TONE,
     OPERATOR_TONE,
+    SILENT,
     USER_TONE,
     LiveCall,
     add_to_library,
     end_live_call,
+    hears_nothing,
+    media_path,
     start_live_call,
 )
 from tests.support.media_peers import ClientPeer, hear_each_other
@@ -29,9 +33,7 @@ from tests.support.resources import Resources, settle_to
 from tests.support.wav import dominant, read_wav, rms, strength
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.media, pytest.mark.timeout(90)]
-
-HOLD_TONE = 660
-SILENT = 100.0  # RMS of a channel or an ear that hears nothing (a tone here is ~6900)
+__all__ = ["media_path"]  # the fixture (tests/support/live_call.py), used by name
 
 
 def default_queue_holds_with(name: str) -> None:
@@ -40,25 +42,10 @@ def default_queue_holds_with(name: str) -> None:
     queue.save()
 
 
-async def hears_nothing(peer: ClientPeer, seconds: float = 1.0) -> None:
-    """Nothing audible reaches `peer` for `seconds` (silence, or no packets at all)."""
-    peer.sink.clear()
-    await asyncio.sleep(seconds)
-    if peer.sink.seconds > 0:
-        assert peer.sink.rms(last_seconds=seconds) < SILENT
-
-
 async def packets_lost(peer: ClientPeer) -> int:
     report = await asyncio.wait_for(peer.pc.getStats(), 5)
     (stream,) = [s for s in report.values() if isinstance(s, RTCInboundRtpStreamStats)]
     return stream.packetsLost
-
-
-@pytest.fixture(params=["forward", "decode"])
-def media_path(request: pytest.FixtureRequest, settings: Any) -> str:
-    """Both media paths (set before the services start)."""
-    settings.CALLBRIDGE_MEDIA_PATH = request.param
-    return str(request.param)
 
 
 async def finished(recording_id: str) -> Recording:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from calls.errors import CallbridgeError, CallStateError, ErrorCode
-from calls.models import Call, CallEvent, CallState, EndReason, EndUserSession
+from calls.models import Call, CallEvent, CallState, EndReason, EndUserSession, Queue
 from calls.models.call import TRANSITIONS, CallAction
 from calls.principals import SYSTEM, Principal
 
@@ -58,6 +58,7 @@ ACTORS: dict[CallAction, Callable[[Parties], Principal]] = {
     CallAction.TERMINATE: lambda p: SYSTEM,
     CallAction.OFFER_VOICEMAIL: lambda p: SYSTEM,
     CallAction.LEAVE_MESSAGE: lambda p: p[0],
+    CallAction.TRANSFER: lambda p: p[1],
 }
 EXPECTED_REASONS = {
     CallAction.REJECT: "rejected",
@@ -81,6 +82,10 @@ def test_it_lists_exactly_the_documented_moves() -> None:
         ("refuse", "ringing", "missed"),
         ("request callback", "ringing", "cancelled"),
         ("hang up", "active", "ended"),
+        # A blind transfer (Call.transfer): the call rings again, the caller on the line;
+        # ending it then is a hang-up.
+        ("transfer", "active", "ringing"),
+        ("hang up", "ringing", "ended"),
         ("terminate", "ringing", "cancelled"),
         ("terminate", "active", "ended"),
         # The voicemail stage (calls/voicemail.py): out of the line, nobody answers it.
@@ -104,6 +109,8 @@ def test_it_applies_legal_moves_and_refuses_illegal_ones(
     target = TRANSITIONS.get((action, state))
 
     def move() -> CallEvent:
+        if action is CallAction.TRANSFER:
+            return call.transfer(actor, to_queue=Queue.objects.default())
         return call._transition(lambda _: action, actor, reason=reason)
 
     if target is None:
@@ -120,6 +127,10 @@ def test_it_applies_legal_moves_and_refuses_illegal_ones(
     stored = Call.objects.get(pk=call.pk)
     assert stored.state == target == call.state
     assert event.data["from"] == state and event.data["state"] == target
+    if target == CallState.RINGING:  # then the line it rings in: queue.joined
+        assert event.name == "call.transfer_started" and stored.ring_deadline is not None
+        assert stored.answered_at is not None and stored.operator_token is None
+        return
     assert list(CallEvent.objects.filter(call=call).order_by("id"))[-1] == event
     assert (event.actor, event.actor_role) == (actor.label, actor.role)
     assert stored.ring_deadline is None

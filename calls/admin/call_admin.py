@@ -27,6 +27,7 @@ from calls.models import (
     Recording,
     RecordingAccess,
     RecordingConsent,
+    Transfer,
 )
 from calls.models.call import CallQuerySet
 from calls.principals import Principal, staff_user
@@ -62,6 +63,22 @@ class LegInline(ReadOnlyInline):
         "created_at",
         "media_connected_at",
         "media_ended_at",
+        "left_at",  # a transfer: who was on the call when
+    )
+
+
+class TransferInline(ReadOnlyInline):
+    model = Transfer
+    fk_name = "call"
+    fields = readonly_fields = (
+        "kind",
+        "by",
+        "to_user",
+        "to_queue",
+        "started_at",
+        "outcome",
+        "ended_at",
+        "to_leg",
     )
 
 
@@ -294,7 +311,14 @@ class CallAdmin(ReadOnlyAdmin):
         "operator_token",
         "call_notes__disposition",
     ]
-    inlines = [LegInline, ConsentInline, RecordingInline, NotesRevisionInline, CallEventInline]
+    inlines = [
+        LegInline,
+        TransferInline,
+        ConsentInline,
+        RecordingInline,
+        NotesRevisionInline,
+        CallEventInline,
+    ]
     actions = ["hang_up"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:

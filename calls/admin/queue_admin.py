@@ -181,7 +181,9 @@ class OperatorStatusAdmin(ReadOnlyAdmin):
                     )
                 ),
                 _busy=Exists(
-                    Leg.objects.filter(user=OuterRef("user_id"), call__state__in=OPEN_STATES)
+                    Leg.objects.filter(
+                        user=OuterRef("user_id"), left_at=None, call__state__in=OPEN_STATES
+                    )
                 ),
             )
         )

@@ -160,6 +160,13 @@ class ConsentAnswerSerializer(ConsentSerializer):
     consent = ConsentStatusSerializer(help_text="the call's consent status after this answer")
 
 
+class TransferRequestSerializer(serializers.Serializer):
+    to = serializers.JSONField(
+        help_text='the target: {"operator": username} (a staff operator who is free now) or'
+        ' {"queue": public id}'
+    )
+
+
 class PlayRequestSerializer(serializers.Serializer):
     file = serializers.CharField(max_length=100, help_text="a library file's name or id")
     to = serializers.ChoiceField(choices=["user", "operator", "both"], default="user")
@@ -217,6 +224,11 @@ class LegSerializer(serializers.ModelSerializer):
     createdAt = serializers.DateTimeField(source="created_at")
     mediaConnectedAt = serializers.DateTimeField(source="media_connected_at", allow_null=True)
     mediaEndedAt = serializers.DateTimeField(source="media_ended_at", allow_null=True)
+    leftAt = serializers.DateTimeField(
+        source="left_at",
+        allow_null=True,
+        help_text="the party left a call that went on (a transfer); null: still on it",
+    )
 
     class Meta:
         model = Leg
@@ -228,6 +240,7 @@ class LegSerializer(serializers.ModelSerializer):
             "createdAt",
             "mediaConnectedAt",
             "mediaEndedAt",
+            "leftAt",
         ]
 
 

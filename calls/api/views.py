@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 from callbridge.client_address import client_ip
 from calls import callbacks, calling, notes, playback, policy, queue_stats
 from calls import hold as holding
+from calls import transfer as transferring
 from calls.api.notes_serializers import (
     CallNotesSerializer,
     DispositionCodeSerializer,
@@ -43,6 +44,7 @@ from calls.api.serializers import (
     RecordingSerializer,
     SessionCreatedSerializer,
     SessionCreateSerializer,
+    TransferRequestSerializer,
 )
 from calls.api.webrtc import answer_offer, close_media
 from calls.calling import parse_uuid
@@ -430,6 +432,20 @@ class CallViewSet(viewsets.GenericViewSet):
     def resume(self, request: Request, callID: str) -> Response:
         call = self.get_object()
         holding.resume(principal_of(request), call)
+        return self._call_response(call)
+
+    @extend_schema(
+        summary="Blind transfer (its operator only): the caller is held and the call rings the"
+        " operator or queue named; you leave the call",
+        request=TransferRequestSerializer,
+        responses={200: CallSerializer, **ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def transfer(self, request: Request, callID: str) -> Response:
+        call = self.get_object()
+        body = TransferRequestSerializer(data=json_object(request))
+        body.is_valid(raise_exception=True)
+        transferring.transfer(principal_of(request), call, body.validated_data["to"])
         return self._call_response(call)
 
     @extend_schema(

@@ -1,7 +1,8 @@
 """/ws/operator: the live feed of every call, end-user presence and operator status, for
 operators only. What an operator sends here: their availability
 (`{"type": "status", "availability": "available" | "away" | "offline"}`) and the in-call
-controls of REST (`{"type": "hold" | "resume", "callID": …}`, table CALL_VERBS); the
+controls of REST (`{"type": "hold" | "resume", "callID": …}`, `{"type": "transfer",
+"callID": …, "to": {"operator": username} | {"queue": id}}`, table CALL_VERBS); the
 feed's events are the answer (`operator.status`, `call.held`, …), a refusal is an
 `error` (with `callSid` when it names a call).
 
@@ -22,7 +23,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
-from calls import availability, callbacks, events, hold, revocation
+from calls import availability, callbacks, events, hold, revocation, transfer
 from calls.calling import parse_uuid
 from calls.consumers import throttle
 from calls.consumers.credential_watch import CredentialWatch
@@ -33,10 +34,14 @@ from calls.models import Availability, Call
 from calls.principals import Principal
 from calls.signaling import payloads, protocol
 
-# The in-call controls this socket takes, as REST's (the same functions, the same checks).
-CALL_VERBS: dict[str, Callable[[Principal, Call], object]] = {
-    "hold": hold.hold,
-    "resume": hold.resume,
+# The in-call controls this socket takes, as REST's (the same functions, the same checks),
+# each given the whole message (transfer reads its `to`).
+CALL_VERBS: dict[str, Callable[[Principal, Call, dict[str, Any]], object]] = {
+    "hold": lambda principal, call, _: hold.hold(principal, call),
+    "resume": lambda principal, call, _: hold.resume(principal, call),
+    "transfer": lambda principal, call, message: transfer.transfer(
+        principal, call, message.get("to")
+    ),
 }
 
 
@@ -129,7 +134,7 @@ class OperatorConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocket
             else:
                 no_call = CallbridgeError(ErrorCode.NOT_FOUND, "No such call")
                 call_id = parse_uuid(payloads.parse_call_verb(message), no_call)
-                await database_sync_to_async(self._call_verb)(kind, call_id)
+                await database_sync_to_async(self._call_verb)(kind, call_id, message)
         except CallbridgeError as error:
             return error, str(call_id or "")
         return None, ""
@@ -143,12 +148,12 @@ class OperatorConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocket
     def _set_availability(self, wanted: str) -> None:
         availability.set_availability(self._principal(), wanted)
 
-    def _call_verb(self, kind: str, call_id: uuid.UUID) -> None:
+    def _call_verb(self, kind: str, call_id: uuid.UUID, message: dict[str, Any]) -> None:
         principal = self._principal()
         call = Call.objects.filter(pk=call_id).first()
         if call is None:
             raise CallbridgeError(ErrorCode.NOT_FOUND, "No such call")
-        CALL_VERBS[kind](principal, call)
+        CALL_VERBS[kind](principal, call, message)
 
     async def call_event(self, message: dict[str, Any]) -> None:
         if self.credential_usable_now():

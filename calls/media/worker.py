@@ -62,6 +62,19 @@ class CallMedia:
     # `hold_audio` (None: silence).
     held: bool = False
     hold_audio: Playback | None = None
+    # A transfer was taken (protocol.TransferIn): the hold ends when this operator leg
+    # has audio, so the caller hears no silence between hold audio and new voice.
+    resume_on: str | None = None
+
+    def resume_if_taken_over(self) -> bool:
+        """End the hold once the awaited operator leg has audio; whether it ended."""
+        if self.resume_on is None:
+            return False
+        peer = self.legs.get("operator")
+        if peer is None or peer.leg_id != self.resume_on or peer.inbound is None:
+            return False
+        self.held, self.hold_audio, self.resume_on = False, None, None
+        return True
 
     def route(self) -> None:
         """Point every leg's ears at the right mouth: itself (echo), the other party, or
@@ -219,6 +232,8 @@ class MediaWorker:
         self._on(protocol.Play, self._play)
         self._on(protocol.PlayStop, self._play_stop)
         self._on(protocol.Hold, self._hold)
+        self._on(protocol.TransferOut, self._transfer_out)
+        self._on(protocol.TransferIn, self._transfer_in)
 
     @property
     def peer_count(self) -> int:
@@ -410,27 +425,54 @@ class MediaWorker:
             call.route()
         return protocol.PlayStopped()
 
+    async def _hold_audio(self, call_id: str, path: str | None) -> Playback | None:
+        if not path:
+            return None
+        try:
+            samples = await asyncio.get_running_loop().run_in_executor(None, hold_samples, path)
+        except UnusableAudio as error:
+            # The hold itself must happen (nobody waits for this reply): in silence.
+            logger.warning("call %s: unusable hold audio, held in silence: %s", call_id, error)
+            return None
+        if not len(samples):  # an empty file would end at once, and be put back forever
+            return None
+        return Playback(HOLD_PLAYBACK, samples, loop=True)
+
+    async def _transfer_out(self, out: protocol.TransferOut) -> protocol.HoldSet:
+        if out.call in self.ended_calls:
+            raise CallbridgeError(ErrorCode.CALL_STATE, "the call has ended")
+        call = self.calls.get(out.call) or CallMedia(out.call, "bridge")
+        leaving = call.find(out.leg)
+        if leaving is not None:
+            del call.legs[leaving.role]
+            await leaving.close("closed")
+        if self.hold_seqs.advance(out.call, out.seq):
+            audio = await self._hold_audio(out.call, out.path)
+            call.held, call.hold_audio, call.resume_on = True, audio, None
+            logger.info("call %s: transferred, the caller held", out.call)
+        self.calls[out.call] = call
+        call.route()
+        return protocol.HoldSet(held=call.held)
+
+    async def _transfer_in(self, taken: protocol.TransferIn) -> protocol.HoldSet:
+        if taken.call in self.ended_calls:
+            raise CallbridgeError(ErrorCode.CALL_STATE, "the call has ended")
+        call = self.calls.get(taken.call) or CallMedia(taken.call, "bridge")
+        if self.hold_seqs.advance(taken.call, taken.seq):
+            call.resume_on = taken.leg
+            call.resume_if_taken_over()  # at once if its audio is here already
+        self.calls[taken.call] = call
+        call.route()
+        return protocol.HoldSet(held=call.held)
+
     async def _hold(self, hold: protocol.Hold) -> protocol.HoldSet:
         if hold.call in self.ended_calls:
             raise CallbridgeError(ErrorCode.CALL_STATE, "the call has ended")
         call = self.calls.get(hold.call) or CallMedia(hold.call, "bridge")
         if not self.hold_seqs.advance(hold.call, hold.seq):
             return protocol.HoldSet(held=call.held)  # overtaken by a later decision
-        audio = None
-        if hold.held and hold.path:
-            try:
-                samples = await asyncio.get_running_loop().run_in_executor(
-                    None, hold_samples, hold.path
-                )
-            except UnusableAudio as error:
-                # The hold itself must happen (nobody waits for this reply): in silence.
-                logger.warning(
-                    "call %s: unusable hold audio, held in silence: %s", hold.call, error
-                )
-            else:
-                if len(samples):  # an empty file would end at once, and be put back forever
-                    audio = Playback(HOLD_PLAYBACK, samples, loop=True)
-        call.held, call.hold_audio = hold.held, audio
+        audio = await self._hold_audio(hold.call, hold.path) if hold.held else None
+        call.held, call.hold_audio, call.resume_on = hold.held, audio, None
         logger.info(
             "call %s %s (%s)",
             hold.call,
@@ -499,6 +541,8 @@ class MediaWorker:
     def _reroute(self, call_id: str) -> None:
         call = self.calls.get(call_id)
         if call is not None:
+            if call.resume_if_taken_over():
+                logger.info("call %s: transfer taken, resumed", call_id)
             call.route()
 
     # --- reporting -----------------------------------------------------------------------

@@ -38,6 +38,7 @@ from calls.models.recording import (
     RecordingState,
     StopReason,
 )
+from calls.models.transfer import Transfer, TransferKind, TransferOutcome
 
 __all__ = [
     "DEFAULT_QUEUE_PUBLIC_ID",
@@ -76,6 +77,9 @@ __all__ = [
     "RecordingKind",
     "RecordingState",
     "StopReason",
+    "Transfer",
+    "TransferKind",
+    "TransferOutcome",
     "WorkerState",
     "activities",
     "activity_of",

@@ -37,7 +37,7 @@ def activities(user_ids: Iterable[Any], now: datetime | None = None) -> dict[Any
         )
     )
     busy = set(
-        Leg.objects.filter(user_id__in=ids, call__state__in=OPEN_STATES).values_list(
+        Leg.objects.filter(user_id__in=ids, left_at=None, call__state__in=OPEN_STATES).values_list(
             "user_id", flat=True
         )
     )

@@ -22,7 +22,9 @@ from calls.errors import CallbridgeError, CallStateError, ErrorCode
 from calls.model_signals import call_event_recorded
 from calls.models.append_only import AppendOnlyModel
 from calls.models.credentials import ApiToken, EndUserSession
-from calls.models.queue import Queue
+from calls.models.operator_status import Availability, OperatorStatus
+from calls.models.queue import OfferOutcome, Queue, QueueOffer
+from calls.models.transfer import Transfer, TransferOutcome
 from calls.principals import SYSTEM, Principal
 
 
@@ -90,6 +92,7 @@ class CallAction(StrEnum):
     HANG_UP = "hang up"
     OFFER_VOICEMAIL = "offer voicemail"  # the queue's overflow: the caller may leave a message
     LEAVE_MESSAGE = "leave message"  # the message is over (sent, cut off, or hung up on)
+    TRANSFER = "transfer"  # the operator hands the caller on: it rings there (calls.transfer)
     TERMINATE = "terminate"  # the system ends it (media timeout/failure, restart)
 
 
@@ -103,6 +106,10 @@ TRANSITIONS: dict[tuple[CallAction, CallState], CallState] = {
     (CallAction.REQUEST_CALLBACK, CallState.RINGING): CallState.CANCELLED,
     (CallAction.REQUEST_CALLBACK, CallState.VOICEMAIL): CallState.CANCELLED,  # before a message
     (CallAction.HANG_UP, CallState.ACTIVE): CallState.ENDED,
+    # A transferred call rings again, the caller still on the line: ending it then is a
+    # hang-up (it was answered), not the caller giving up on a first answer.
+    (CallAction.TRANSFER, CallState.ACTIVE): CallState.RINGING,
+    (CallAction.HANG_UP, CallState.RINGING): CallState.ENDED,
     (CallAction.TERMINATE, CallState.RINGING): CallState.CANCELLED,
     (CallAction.TERMINATE, CallState.ACTIVE): CallState.ENDED,
     (CallAction.OFFER_VOICEMAIL, CallState.RINGING): CallState.VOICEMAIL,
@@ -295,7 +302,7 @@ class Call(models.Model):
 
     def lacks_media(self) -> bool:
         """A role the call needs has no leg yet, or a live leg has no media now."""
-        legs = {leg.role: leg for leg in self.legs.all()}
+        legs = {leg.role: leg for leg in self.legs.all() if leg.left_at is None}
         for role in self.media_roles:
             leg = legs.get(role)
             if leg is None:
@@ -441,8 +448,8 @@ class Call(models.Model):
                     stop_reason__in=("failed", "consent_withdrawn")
                 )
                 return CallAction.LEAVE_MESSAGE if messages.exists() else CallAction.CANCEL
-            if call.state != CallState.RINGING:
-                return CallAction.HANG_UP
+            if call.state != CallState.RINGING or call.answered_at is not None:
+                return CallAction.HANG_UP  # answered once: a transfer rings it again
             return CallAction.CANCEL if by.role == call.caller_role else CallAction.REJECT
 
         return self._transition(action_for, by, client_reason=client_reason)
@@ -501,7 +508,8 @@ class Call(models.Model):
             if target == CallState.VOICEMAIL:
                 event_name = "queue.voicemail_offered"  # still open: no end, no answer
             elif target == CallState.ACTIVE:
-                changes["answered_at"] = now
+                # A transferred call keeps its first answer (talk time counts from it).
+                changes["answered_at"] = call.answered_at or now
                 changes["media_deadline"] = now + timedelta(
                     seconds=settings.CALLBRIDGE_MEDIA_GRACE_S
                 )
@@ -538,6 +546,10 @@ class Call(models.Model):
                     data["clientReason"] = client_reason
             data.update(detail or {})
             event = call.record_event(event_name, by, data, leg=leg)
+            if target == CallState.ACTIVE and leg is not None:
+                _settle_transfer(call, by, TransferOutcome.COMPLETED, now, leg=leg)
+            elif target in FINAL_STATES:
+                _settle_transfer(call, by, TransferOutcome.CALL_ENDED, now)
         self._copy_from(call)
         return event
 
@@ -575,6 +587,129 @@ class Call(models.Model):
             event = call.record_event("call.held" if held else "call.resumed", by, data)
         self._copy_from(call)
         return event
+
+    # --- transfer (calls.transfer decides who may, and to whom) ---------------------------
+    def transfer(
+        self,
+        by: Principal,
+        *,
+        to_user: Any = None,
+        to_queue: Queue | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> CallEvent:
+        """Blind transfer: the operator party leaves (their leg's `left_at`, the call has no
+        operator) and the call rings again, the caller on the line: in `to_queue`'s line
+        (its routing, strategy and overflow), or for `to_user` alone (one offer, the ring
+        timeout of the call's queue; ringing out puts it back in that queue's line).
+        `call.transfer_started`; CALL_STATE unless the call is an active bridge call, and
+        for `to_user` unless they are free (available, not on a call, not ringing, not in
+        wrap-up). Two transfers at once: the row lock (and one open transfer per call)
+        lets one in."""
+        if (to_user is None) == (to_queue is None):
+            raise ValueError("transfer to one operator or one queue")
+        with transaction.atomic():
+            call = Call.objects.select_for_update().get(pk=self.pk)
+            legal = TRANSITIONS.get((CallAction.TRANSFER, CallState(call.state)))
+            if legal is None or call.mode != CallMode.BRIDGE:
+                raise CallStateError(
+                    f"only an active call to a person can be transferred (it is {call.state})"
+                )
+            if call.direction != CallDirection.INBOUND:
+                # Who may answer a ringing call follows its direction (the callee side):
+                # an outbound call ringing again would ring the end user, not operators.
+                raise CallStateError("only a call from an end user can be transferred")
+            if (by.user, by.api_token) != (call.operator_user, call.operator_token):
+                raise CallStateError("the call has another operator now")
+            now = timezone.now()
+            queue = to_queue or call.queue or Queue.objects.default()
+            leaving = [
+                leg
+                for leg in call.legs.select_for_update().filter(role=LegRole.OPERATOR, left_at=None)
+            ]
+            Leg.objects.filter(pk__in=[leg.pk for leg in leaving]).update(left_at=now)
+            ring_s = 0
+            if to_user is not None:
+                _require_free(to_user, now)
+                ring_s = int(queue.ring_timeout_s)
+            # After a direct ring out, the caller still gets the queue's whole wait.
+            deadline = now + timedelta(seconds=ring_s + _max_wait_s(queue))
+            changes: dict[str, Any] = {
+                "state": legal,
+                "queue": queue,
+                "queued_at": now,  # back of the line (docs/api.md "Transfer")
+                "ring_deadline": deadline,
+                "media_deadline": None,
+                "held_at": None,
+                "held_by": "",
+                "operator_user": None,
+                "operator_token": None,
+            }
+            Call.objects.filter(pk=call.pk).update(**changes)
+            for field, value in changes.items():
+                setattr(call, field, value)
+            transfer = Transfer.objects.create(
+                call=call,
+                by=by.label,
+                from_leg=leaving[0] if leaving else None,
+                to_user=to_user,
+                to_queue=to_queue,
+                started_at=now,
+            )
+            data: dict[str, Any] = {
+                "from": CallState.ACTIVE,
+                "state": CallState.RINGING,
+                "transferID": transfer.pk,
+                "kind": transfer.kind,
+                "legID": str(leaving[0].pk) if leaving else None,
+                "queue": queue.public_id,
+            }
+            if to_user is not None:
+                data.update(toOperator=to_user.get_username(), toOperatorID=to_user.pk)
+            else:
+                data["toQueue"] = queue.public_id
+            data.update(detail or {})
+            event = call.record_event("call.transfer_started", by, data)
+            if to_user is not None:
+                offer = QueueOffer.objects.create(
+                    call=call,
+                    queue=queue,
+                    operator=to_user,
+                    offered_at=now,
+                    deadline=now + timedelta(seconds=ring_s),
+                )
+                call.record_event(
+                    "queue.offered",
+                    SYSTEM,
+                    {
+                        "queue": queue.public_id,
+                        "operator": to_user.get_username(),
+                        "operatorID": to_user.pk,
+                        "offerID": offer.pk,
+                        "deadline": offer.deadline.isoformat(),
+                        "transferID": transfer.pk,
+                    },
+                )
+            else:
+                call.record_event(
+                    "queue.joined",
+                    by,
+                    {"queue": queue.public_id, "queueName": queue.name, "transferID": transfer.pk},
+                )
+        self._copy_from(call)
+        return event
+
+    def open_transfer(self) -> Transfer | None:
+        return self.transfers.filter(outcome=TransferOutcome.PENDING).first()
+
+    def rings_by_offer_only(self) -> bool:
+        """Only an operator it is offered to may answer it: a queue without open
+        answering, or a transfer ringing one operator."""
+        queue = self.queue if self.queue_id is not None else None
+        if queue is not None and not queue.open_answer:
+            return True
+        return self.transfers.filter(
+            outcome=TransferOutcome.PENDING, to_user__isnull=False
+        ).exists()
 
     def _copy_from(self, other: Call) -> None:
         for field in self._meta.concrete_fields:
@@ -631,6 +766,60 @@ class Call(models.Model):
         return missed
 
 
+def _require_free(user: Any, now: Any) -> None:
+    """CALL_STATE unless the operator could take a call now (their status row locked:
+    routing takes the same lock before it offers them one)."""
+    status = OperatorStatus.objects.select_for_update().filter(user_id=user.pk).first()
+    if status is None or status.availability != Availability.AVAILABLE:
+        raise CallStateError(f"{user.get_username()} is not available")
+    if status.wrap_up_until is not None and status.wrap_up_until > now:
+        raise CallStateError(f"{user.get_username()} is in wrap-up")
+    if Leg.objects.filter(user_id=user.pk, left_at=None, call__state__in=OPEN_STATES).exists():
+        raise CallStateError(f"{user.get_username()} is on a call")
+    if QueueOffer.objects.filter(operator_id=user.pk, outcome=OfferOutcome.PENDING).exists():
+        raise CallStateError(f"{user.get_username()} is being rung for another call")
+
+
+def _settle_transfer(
+    call: Call, by: Principal, outcome: TransferOutcome, now: Any, leg: Leg | None = None
+) -> None:
+    """End the call's open transfer (if any) with `outcome`, in the caller's transaction:
+    `call.transfer_completed {legID}` when someone took the call, `call.transfer_failed
+    {reason}` otherwise."""
+    open_ = call.transfers.filter(outcome=TransferOutcome.PENDING).first()
+    if open_ is None:
+        return
+    Transfer.objects.filter(pk=open_.pk).update(
+        outcome=outcome, ended_at=now, to_leg=leg if leg is not None else None
+    )
+    data: dict[str, Any] = {"transferID": open_.pk, "outcome": outcome}
+    if leg is not None:
+        data.update(legID=str(leg.pk), party=leg.party)
+    name = (
+        "call.transfer_completed"
+        if outcome == TransferOutcome.COMPLETED
+        else ("call.transfer_failed")
+    )
+    call.record_event(name, by, data, leg=leg)
+
+
+def transfer_unanswered(call: Call, reason: str, now: Any) -> bool:
+    """The operator a transfer rang let it ring out or declined it (under the call's
+    lock, from routing.offers): the transfer ends `unanswered` and the call is an
+    ordinary waiting call in its queue's line from now on. False if no direct transfer
+    was open."""
+    open_ = call.transfers.filter(outcome=TransferOutcome.PENDING, to_user__isnull=False).first()
+    if open_ is None:
+        return False
+    Transfer.objects.filter(pk=open_.pk).update(outcome=TransferOutcome.UNANSWERED, ended_at=now)
+    call.record_event(
+        "call.transfer_failed",
+        SYSTEM,
+        {"transferID": open_.pk, "outcome": TransferOutcome.UNANSWERED, "reason": reason},
+    )
+    return True
+
+
 class Leg(models.Model):
     """One party's place in a call; its media connection is its RTCPeerConnection.
 
@@ -660,16 +849,19 @@ class Leg(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     media_connected_at = models.DateTimeField(null=True, blank=True)
     media_ended_at = models.DateTimeField(null=True, blank=True)
+    # The party left a call that goes on (a transfer): from then on not a party; the
+    # legs of a call with their created_at / left_at say who was on it when.
+    left_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at"]
         constraints = [
-            # One user leg and one operator leg per call; system legs (echo, playback,
-            # recorder) may be several.
+            # One user leg and one operator leg at a time per call; system legs (echo,
+            # playback, recorder) may be several, legs that left any number.
             models.UniqueConstraint(
                 fields=["call", "role"],
-                condition=~models.Q(role="system"),
-                name="one_leg_per_human_role",
+                condition=~models.Q(role="system") & models.Q(left_at=None),
+                name="one_current_leg_per_human_role",
             )
         ]
 

@@ -32,6 +32,7 @@ class StopReason(models.TextChoices):
     SERVER_RESTART = "server_restart"  # the server died; the file was repaired at its restart
     FAILED = "failed"
     MAX_DURATION = "max_duration"  # a voicemail reached its queue's longest message
+    TRANSFERRED = "transferred"  # a new operator took the call (calls.transfer)
 
 
 class RecordingKind(models.TextChoices):

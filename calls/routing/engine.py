@@ -27,6 +27,7 @@ from calls.models import Call, CallState, Leg
 from calls.models.call import OPEN_STATES
 from calls.models.operator_status import Availability, OperatorStatus
 from calls.models.queue import OfferOutcome, Queue, QueueOffer, QueueStrategy
+from calls.models.transfer import Transfer, TransferOutcome
 from calls.principals import SYSTEM
 from calls.routing.strategy import Candidate, offer_order
 
@@ -62,7 +63,15 @@ def _ringing() -> Any:
 
 
 def _busy() -> Any:
-    return Leg.objects.filter(user__isnull=False, call__state__in=OPEN_STATES).values("user_id")
+    return Leg.objects.filter(user__isnull=False, left_at=None, call__state__in=OPEN_STATES).values(
+        "user_id"
+    )
+
+
+def _ringing_one_operator() -> Any:
+    return Transfer.objects.filter(outcome=TransferOutcome.PENDING, to_user__isnull=False).values(
+        "call_id"
+    )
 
 
 def _still_free(user_id: int, now: datetime) -> OperatorStatus | None:
@@ -75,7 +84,7 @@ def _still_free(user_id: int, now: datetime) -> OperatorStatus | None:
         return None
     if QueueOffer.objects.filter(operator_id=user_id, outcome=OfferOutcome.PENDING).exists():
         return None
-    if Leg.objects.filter(user_id=user_id, call__state__in=OPEN_STATES).exists():
+    if Leg.objects.filter(user_id=user_id, left_at=None, call__state__in=OPEN_STATES).exists():
         return None
     return status
 
@@ -151,6 +160,8 @@ def route(queue_id: int) -> list[Offered]:
         waiting = list(
             Call.objects.select_for_update()
             .filter(queue=queue, state=CallState.RINGING)
+            # A transfer ringing one operator: nobody else is offered it meanwhile.
+            .exclude(pk__in=_ringing_one_operator())
             .order_by("queued_at", "created_at", "id")
         )
         if not waiting:

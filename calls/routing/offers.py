@@ -23,7 +23,8 @@ from django.utils import timezone
 
 from calls.errors import CallbridgeError, ErrorCode
 from calls.model_signals import operator_status_changed
-from calls.models import Call, CallEvent
+from calls.models import Call, CallEvent, Leg
+from calls.models.call import transfer_unanswered
 from calls.models.operator_status import Availability, OperatorStatus
 from calls.models.queue import OfferOutcome, QueueOffer
 from calls.principals import SYSTEM
@@ -58,6 +59,9 @@ def end_offers(
                 "outcome": outcome,
             },
         )
+        if outcome in (OfferOutcome.MISSED, OfferOutcome.DECLINED):
+            # A transfer that rang this one operator: the call goes back to its line.
+            transfer_unanswered(offer.call, outcome, now)
         ended.append(offer)
     return ended
 
@@ -89,6 +93,8 @@ def on_call_event_saved(sender: Any, instance: CallEvent, created: bool, **kwarg
         _answered(instance)
     elif instance.name == "call.ended":
         _ended(instance)
+    elif instance.name == "call.transfer_started":
+        _transferred(instance)
 
 
 def _answered(event: CallEvent) -> None:
@@ -102,9 +108,8 @@ def _answered(event: CallEvent) -> None:
         OperatorStatus.objects.select_for_update().filter(user_id=answerer).update(
             missed_in_a_row=0
         )
-    queue = call.queue if call.queue_id else None
     mine = pending(call=call, operator_id=answerer) if answerer is not None else []
-    if queue is not None and not queue.open_answer and not mine:
+    if call.rings_by_offer_only() and not mine:
         raise CallbridgeError(ErrorCode.FORBIDDEN, "this call is not offered to you")
     end_offers(mine, OfferOutcome.ANSWERED, now)
     others = end_offers(pending(call=call), OfferOutcome.CANCELLED, now)
@@ -136,6 +141,28 @@ def _ended(event: CallEvent) -> None:
         freed.add(operator)
     announce_status(freed)
     transaction.on_commit(lambda: route_after_commit(set(), freed))
+
+
+def _transferred(event: CallEvent) -> None:
+    """The transferring operator left the call: their wrap-up starts (the queue the call
+    was in says how long); the target rings (its offer made with the transfer), or the
+    target queue is routed after commit."""
+    call = event.call
+    leg_id = event.data.get("legID")
+    leaving = Leg.objects.filter(pk=leg_id).values_list("user_id", flat=True).first()
+    freed: set[int] = set()
+    if leaving is not None:
+        now = event.created_at
+        wrap_up_s = call.queue.wrap_up_s if call.queue is not None else 0
+        OperatorStatus.objects.select_for_update().filter(user_id=leaving).update(
+            last_call_ended_at=now,
+            wrap_up_until=now + timedelta(seconds=wrap_up_s) if wrap_up_s else None,
+        )
+        freed.add(leaving)
+    target = event.data.get("toOperatorID")
+    announce_status(freed | ({target} if isinstance(target, int) else set()))
+    queues = {call.queue_id} if call.queue_id is not None and target is None else set()
+    transaction.on_commit(lambda: route_after_commit(queues, freed))
 
 
 def decline(call_id: Any, user_id: int) -> None:

@@ -8,7 +8,8 @@ which is all a Redis channel layer carries). Each socket then shapes what it may
 - `feed_event`, `feed_snapshot`: /ws/operator, the staff dashboard;
 - `presence_event`: both (operators only);
 - `operator_status_event`, `parse_status_request`: /ws/operator's operator statuses;
-  `operator_request_type`, `parse_call_verb`: its in-call controls (hold, resume).
+  `operator_request_type`, `parse_call_verb`: its in-call controls (hold, resume,
+  transfer {to}).
 Both views carry the same event details (`_details`). Only the feed also gets the record's
 name and the whole call (`record`, `call`), because `call.operator` names the operator's
 account (staff username, API token label) and /ws/signal serves end users, who see display
@@ -86,6 +87,8 @@ class CallSnapshot:
     # On hold since (None: not held), and by whom (the operator's account: operators only).
     held_at: str | None = None
     held_by: str = ""
+    # Ringing again after a transfer, to whom ("operator bob", "queue sales"): operators only.
+    transferring: str | None = None
 
 
 @dataclass(frozen=True)
@@ -219,6 +222,8 @@ def _details(wire_name: str, data: Mapping[str, Any], call: CallSnapshot) -> Jso
         details.update(legID=data.get("legID"), role=data.get("role"), media=data.get("state"))
     if wire_name.startswith("callback.") and isinstance(data.get("callback"), Mapping):
         details["callbackID"] = data["callback"].get("callbackID")
+    if wire_name in TRANSFER_EVENTS:
+        details.update({key: data[key] for key in ("transferID", "outcome") if key in data})
     if wire_name in HOLD_EVENTS:
         details["held"] = wire_name == "call.held"
         if "heldS" in data:
@@ -240,6 +245,9 @@ VOICEMAIL_KEYS = ("kind", "maxS", "deadline", "recordingId", "durationS")
 
 
 HOLD_EVENTS = ("call.held", "call.resumed")
+TRANSFER_EVENTS = ("call.transfer_started", "call.transfer_completed", "call.transfer_failed")
+# What the feed adds of a transfer (operators only: it names operators' accounts).
+TRANSFER_KEYS = ("kind", "toOperator", "toQueue", "party")
 
 
 def party_event(event: CallEventSnapshot, viewer_role: str, my_leg: str) -> JsonObject | None:
@@ -298,6 +306,8 @@ def feed_event(event: CallEventSnapshot) -> JsonObject:
         **queue_details(data),
         **notes_details(name, data),
     }
+    if name in TRANSFER_EVENTS:
+        details.update({key: data[key] for key in TRANSFER_KEYS if key in data})
     if "callback" in data:  # the request as it is now (callback.* records)
         details["callback"] = data["callback"]
     return protocol.event(
@@ -368,6 +378,7 @@ def call_summary(call: CallSnapshot) -> JsonObject:
         "disposition": call.disposition,
         "heldAt": call.held_at,
         "heldBy": call.held_by or None,
+        "transferring": call.transferring,
     }
 
 
@@ -508,7 +519,7 @@ def voicemail_stage_event(call_id: str, data: Mapping[str, Any]) -> JsonObject:
 
 # /ws/operator's client messages: `status` (availability) and the in-call controls, each
 # naming its call (`{"type": "hold", "callID": …}`); the same verbs as REST.
-CALL_VERBS = ("hold", "resume")
+CALL_VERBS = ("hold", "resume", "transfer")
 OPERATOR_REQUESTS = ("status", *CALL_VERBS)
 
 
@@ -518,8 +529,8 @@ def operator_request_type(message: Mapping[str, Any]) -> str:
     if not isinstance(kind, str) or kind not in OPERATOR_REQUESTS:
         raise CallbridgeError(
             ErrorCode.INVALID_MESSAGE,
-            "this socket takes {type: status, availability} and {type: hold | resume,"
-            " callID}; act otherwise through /api/",
+            "this socket takes {type: status, availability}, {type: hold | resume, callID}"
+            " and {type: transfer, callID, to}; act otherwise through /api/",
         )
     return kind
 

@@ -329,6 +329,10 @@ PASSED_THROUGH = frozenset(
         "call.ended",
         "call.held",
         "call.resumed",
+        # A transfer: the caller's page says "Transferring you…" until it is taken.
+        "call.transfer_started",
+        "call.transfer_completed",
+        "call.transfer_failed",
         "recording.started",
         "recording.stopped",
         "consent.requested",

@@ -40,6 +40,15 @@ call. Each may carry `reply_to` (a channel) and `request_id` (echoed in the repl
                      Hold with a seq at or below the last one applied is answered and
                      ignored, so an overtaken decision never wins. Remembered for legs that
                      (re)connect while held; refused once the call ended.
+  media.transfer_out TransferOut  {call, leg, seq, path} → media.hold_set. A transfer: the
+                     operator leg `leg` leaves (its connection closes) and the end user is
+                     held (hears `path` looped, null: silence) in one step. `seq` as Hold's
+                     (the call.transfer_started event's id).
+  media.transfer_in  TransferIn   {call, leg, seq} → media.hold_set. The transfer is taken:
+                     the hold ends the moment operator leg `leg` has audio here (at once if
+                     it has already; its connection may come after this message), so the
+                     caller hears the hold audio up to the new operator's first packet.
+                     `seq` as Hold's (call.transfer_completed's id); a later Hold cancels it.
 
 Replies, to the request's `reply_to`, each echoing its request_id, call and leg (null for
 requests without a leg):
@@ -78,7 +87,9 @@ from typing import Any, ClassVar, Generic, TypeAlias, TypeGuard, TypeVar
 
 from calls.errors import CallbridgeError, ErrorCode
 
-VERSION = 3  # v2: Play.loop, PlayStop.playback (waiting audio); v3: Hold (hold / resume)
+# v2: Play.loop, PlayStop.playback (waiting audio); v3: Hold (hold / resume);
+# v4: TransferOut, TransferIn (blind transfer)
+VERSION = 4
 
 ROLES = ("user", "operator")
 MODES = ("bridge", "echo")
@@ -296,6 +307,23 @@ class Hold(RequestFor[HoldSet]):
     path: str | None = None  # the hold audio (held only); None: silence
 
 
+@dataclass(frozen=True, kw_only=True)
+class TransferOut(RequestFor[HoldSet]):
+    TYPE = "media.transfer_out"
+    REPLY = HoldSet
+    leg: str  # the operator leg that leaves
+    seq: int
+    path: str | None = None  # the hold audio; None: silence
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransferIn(RequestFor[HoldSet]):
+    TYPE = "media.transfer_in"
+    REPLY = HoldSet
+    leg: str  # the operator leg that takes the call
+    seq: int
+
+
 Message = Request | Reply
 
 REQUEST_TYPES: tuple[type[Request], ...] = (
@@ -308,6 +336,8 @@ REQUEST_TYPES: tuple[type[Request], ...] = (
     Play,
     PlayStop,
     Hold,
+    TransferOut,
+    TransferIn,
 )
 REPLY_TYPES: tuple[type[Reply], ...] = (
     Answer,
@@ -510,6 +540,10 @@ _PARSERS: dict[str, Callable[[_Fields], Message]] = {
     Hold.TYPE: lambda f: Hold(
         **_request(f), held=f.flag("held"), seq=f.integer("seq"), path=f.optional_text("path")
     ),
+    TransferOut.TYPE: lambda f: TransferOut(
+        **_request(f), leg=f.text("leg"), seq=f.integer("seq"), path=f.optional_text("path")
+    ),
+    TransferIn.TYPE: lambda f: TransferIn(**_request(f), leg=f.text("leg"), seq=f.integer("seq")),
     Answer.TYPE: lambda f: Answer(**_reply(f), sdp=f.text("sdp")),
     Closed.TYPE: lambda f: Closed(**_reply(f)),
     RecordingStarted.TYPE: lambda f: RecordingStarted(**_reply(f)),

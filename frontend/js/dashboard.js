@@ -4,7 +4,9 @@
 // waiting callers, every operator's status; a queued call shows Answer only to the
 // operator it is offered to (the server refuses anyone else anyway). My call's notes and
 // disposition: wrapup.js, during the call and in its wrap-up. Hold / Resume on my active
-// call; every held call shows "on hold" (for supervisors too) from the feed.
+// call; every held call shows "on hold" (for supervisors too) from the feed. Transfer my
+// active call to an available operator or a queue (blind): I leave it and wrap up; a
+// call transferred to me rings with Answer, a transferring call says to whom.
 import {CallAlerts} from "./alerts.js";
 import {CallbackLists} from "./callbacks.js";
 import {LevelMeter, Microphone, formatDuration} from "./media.js";
@@ -17,6 +19,7 @@ const $ = (id) => document.getElementById(id);
 const ui = {
   feed: $("feed"), status: $("my-status"), timer: $("my-timer"), problem: $("my-problem"),
   quality: $("quality"), hangup: $("my-hangup"), mute: $("my-mute"), hold: $("my-hold"),
+  transfer: $("my-transfer"), transferTo: $("my-transfer-to"),
   microphone: $("microphone"),
   level: $("level"), farLevel: $("far-level"), remote: $("remote"),
   consent: $("my-consent"), consentGive: $("my-consent-give"), record: $("my-record"),
@@ -35,6 +38,7 @@ const REASONS = {
   media_timeout: "connection lost", media_failure: "connection failed",
   server_restart: "server restarted", no_operator: "nobody free",
   callback_requested: "callback requested", voicemail: "left a message",
+  transferred: "you transferred it",
 };
 
 const calls = new Map();    // callID → call summary
@@ -124,6 +128,34 @@ function setMyStatus(text) {
   ui.hangup.hidden = ui.mute.hidden = !inCall;
   ui.quality.hidden = !inCall;
   renderHold(mine ? calls.get(mine.callID) : null);
+  renderTransfer(mine ? calls.get(mine.callID) : null);
+}
+
+// Transfer: my answered bridge call, to an operator who is free now or to a queue (the
+// server checks both again and says why not).
+function renderTransfer(call) {
+  const transferable = Boolean(mine && call && call.state === "active" && call.mode === "bridge");
+  ui.transfer.hidden = !transferable;
+  if (!transferable) return;
+  const chosen = ui.transferTo.value;
+  const options = [];
+  for (const status of operators.values()) {
+    if (status.operator === config.operator) continue;
+    if (status.availability !== "available" || status.activity !== "idle") continue;
+    options.push(option(`operator:${status.operator}`, `${operatorName(status.operator)} (operator)`));
+  }
+  for (const queue of queues.values()) {
+    options.push(option(`queue:${queue.queue}`, `${queue.name || queue.queue} (queue)`));
+  }
+  ui.transferTo.replaceChildren(...options);
+  if (options.some((o) => o.value === chosen)) ui.transferTo.value = chosen;
+}
+
+function option(value, text) {
+  const element = document.createElement("option");
+  element.value = value;
+  element.textContent = text;
+  return element;
 }
 
 // Hold / Resume: one toggle, on my answered bridge call only (the server checks it is mine).
@@ -302,6 +334,7 @@ function ringingMeta(call, offer, withQueue = true) {
   const waited = formatDuration(since(call.queuedAt || call.createdAt));
   if (call.direction !== "inbound" || !call.queue) return waited;
   const parts = withQueue ? [call.queueName || call.queue] : [];
+  if (call.transferring) parts.push(`transferred to ${call.transferring}`);
   parts.push(`waiting ${waited}`);
   if (offer) {
     parts.push(`answer within ${formatDuration(until(offer.deadline))}`);
@@ -525,6 +558,9 @@ function onFeed(message) {
     if (data.name === "presence.offline") online.delete(data.session.sessionId);
     if (data.name === "call.answered" && mine?.callID === message.callSid) mine.answeredAt = Date.now();
     if (data.name === "call.ended" && mine?.callID === message.callSid) endMine(data.reason);
+    // Transferred (here, or from another of my tabs): the server closed my media.
+    if (data.name === "call.transfer_started" && mine?.callID === message.callSid &&
+        data.call?.operator !== config.operator) endMine("transferred");
     if (["call.held", "call.resumed"].includes(data.name) && mine?.callID === message.callSid) {
       announce(data.name === "call.held" ? `${name(data.call)} is on hold.`
                                          : `${name(data.call)} is back with you.`);
@@ -567,6 +603,26 @@ function operatorChanged(data) {
 wrapUp = new WrapUp({api, notesMaxChars: config.notesMaxChars,
                      supervisor: config.notesSupervisor});
 ui.hangup.addEventListener("click", () => mine && hangUp(mine.callID));
+ui.transfer.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  if (!mine || !ui.transferTo.value) return;
+  problem("");
+  const [kind, ...rest] = ui.transferTo.value.split(":");
+  const callID = mine.callID;
+  const submit = ui.transfer.querySelector("button");
+  submit.disabled = true;
+  try {
+    const call = await api("POST", `/calls/${callID}/transfer`, {to: {[kind]: rest.join(":")}});
+    calls.set(call.callID, {...calls.get(call.callID), ...call});
+    if (mine?.callID === callID) endMine("transferred");
+    announce(`Transferred ${name(call)}.`);
+    render();
+  } catch (error) {
+    problem(error.message);
+  } finally {
+    submit.disabled = false;
+  }
+});
 ui.hold.addEventListener("click", async () => {
   if (!mine) return;
   problem("");

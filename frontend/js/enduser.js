@@ -1,5 +1,6 @@
 // The end-user call page: call the operators, take their calls, test the microphone; says
-// when the operator has put the call on hold (call.held / call.resumed, or on registering).
+// when the operator has put the call on hold (call.held / call.resumed, or on registering)
+// and "Transferring you…" from a transfer until the next operator takes the call.
 import {Microphone, Ringer, formatDuration} from "./media.js";
 import {CallMedia} from "./peer.js";
 import {SignalSocket} from "./signaling.js";
@@ -12,6 +13,7 @@ const ui = {
   call: $("call"), test: $("test"), hangup: $("hangup"), mute: $("mute"), retry: $("retry"),
   accept: $("accept"), decline: $("decline"), microphone: $("microphone"), level: $("level"),
   remote: $("remote"), note: $("note"), place: $("place"), held: $("held"),
+  transferring: $("transferring"),
   recording: $("recording"), consent: $("consent"),
   consentText: $("consent-text"), consentVersion: $("consent-version"),
   consentYes: $("consent-yes"), consentNo: $("consent-no"), withdraw: $("withdraw"),
@@ -130,9 +132,21 @@ async function handle(message) {
     case "call.resumed":
       if (call && call.callSid === message.callSid) showHeld(data.name === "call.held");
       return;
+    case "call.transfer_started":
+      // Our operator handed us on: we hear the hold audio until the next one answers.
+      if (call && call.callSid === message.callSid) {
+        showHeld(false);
+        show(ui.transferring, true);
+        ui.status.textContent = "Transferring you…";
+      }
+      return;
+    case "call.transfer_completed":
+      if (call && call.callSid === message.callSid) show(ui.transferring, false);
+      return;
     case "call.answered":
       if (call && call.callSid === message.callSid) {
-        call.answeredAt = Date.now();
+        show(ui.transferring, false);
+        call.answeredAt = call.answeredAt || Date.now();  // a transfer's answer: same call
         showPlace(null);
         show(ui.callback, false);
         if (call.media?.pc.connectionState === "connected") connected();
@@ -382,6 +396,7 @@ function finish(reason) {
   voicemail.close();
   show(ui.consent, false);
   show(ui.held, false);
+  show(ui.transferring, false);
   show(ui.recording, false);
   show(ui.withdraw, false);
   const testing = call?.mode === "echo";

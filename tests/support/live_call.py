@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ from tests.support.signal_client import SignalClient
 from tests.support.tone_files import write_tone_file
 
 USER_TONE, OPERATOR_TONE = 440, 880
+HOLD_TONE = 660
+SILENT = 100.0  # RMS of a channel or an ear that hears nothing (a tone here is ~6900)
 
 
 @dataclass
@@ -87,6 +90,21 @@ async def end_live_call(call: LiveCall) -> None:
     await call.operator_peer.close()
     await call.user.close()
     await call.operator.close()
+
+
+@pytest.fixture(params=["forward", "decode"])
+def media_path(request: pytest.FixtureRequest, settings: Any) -> str:
+    """Both media paths (set before the services start)."""
+    settings.CALLBRIDGE_MEDIA_PATH = request.param
+    return str(request.param)
+
+
+async def hears_nothing(peer: ClientPeer, seconds: float = 1.0) -> None:
+    """Nothing audible reaches `peer` for `seconds` (silence, or no packets at all)."""
+    peer.sink.clear()
+    await asyncio.sleep(seconds)
+    if peer.sink.seconds > 0:
+        assert peer.sink.rms(last_seconds=seconds) < SILENT
 
 
 @pytest.fixture

@@ -64,6 +64,9 @@ class AudioSink:
 
     samples: list[np.ndarray] = field(default_factory=list)
     task: asyncio.Task | None = None
+    # When each frame of `samples` arrived (event-loop time): a gap in the packets shows
+    # as time between frames, not as silent samples.
+    arrivals: list[float] = field(default_factory=list)
 
     def attach(self, track: MediaStreamTrack) -> None:
         self.task = asyncio.get_running_loop().create_task(self._drain(track))
@@ -76,9 +79,30 @@ class AudioSink:
                 return
             mono = frame.to_ndarray().reshape(-1, len(frame.layout.channels))[:, 0]
             self.samples.append(mono.astype(np.float64))
+            self.arrivals.append(asyncio.get_running_loop().time())
 
     def clear(self) -> None:
         self.samples.clear()
+        self.arrivals.clear()
+
+    def switch_gap(self, before: float, after: float, quiet: float = 100.0) -> float | None:
+        """Seconds between the last frame dominated by `before` and the first one after it
+        dominated by `after` (less one frame): what a listener hears as the gap at a switch
+        of sounds, silent frames and missing packets alike. None if there was no such
+        switch."""
+        last_before: int | None = None
+        for index, chunk in enumerate(self.samples):
+            if len(chunk) < 480 or float(np.sqrt(np.mean(chunk**2))) < quiet:
+                continue
+            spectrum = np.abs(np.fft.rfft(chunk * np.hanning(len(chunk))))
+            heard = float(np.fft.rfftfreq(len(chunk), 1 / SAMPLE_RATE)[int(np.argmax(spectrum))])
+            step = SAMPLE_RATE / len(chunk)  # one FFT bin
+            if abs(heard - before) <= step:
+                last_before = index
+            elif abs(heard - after) <= step and last_before is not None:
+                frame_s = len(self.samples[last_before]) / SAMPLE_RATE
+                return max(0.0, self.arrivals[index] - self.arrivals[last_before] - frame_s)
+        return None
 
     @property
     def seconds(self) -> float:
