@@ -9,6 +9,7 @@ fresh random inputs (see tests/fuzzing.py).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import string
 from collections.abc import AsyncIterator
@@ -312,6 +313,26 @@ def media_peers() -> int:
     return background_tasks.get("media-worker").peer_count
 
 
+async def closed_and_released(call_id: str, peers_before: int, within_s: float = 5.0) -> None:
+    """After `call.ended` the worker closes the leg's peer and reports it (`media.closed`,
+    a record of its own, a moment later): wait for both, so the next example's `before`
+    is not taken while this one's last record is on its way — and fail if the peer stays."""
+
+    def leg_open() -> bool:
+        return (
+            Leg.objects.filter(call_id=call_id)
+            .exclude(media_state__in=["closed", "failed"])
+            .exists()
+        )
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while media_peers() != peers_before or await sync_to_async(leg_open)():
+        if loop.time() > deadline:
+            raise AssertionError(f"call {call_id}: {media_peers()} peers, leg still open")
+        await asyncio.sleep(0.02)
+
+
 @pytest.fixture
 async def real_offer() -> str:
     peer = ClientPeer(440)
@@ -350,7 +371,7 @@ async def test_it_answers_or_refuses_any_sdp_offer(
     assert reply["data"]["sdp"].startswith("v=0"), reply
     await socket.client.send({"type": "hangup", "sessionId": reply["sessionId"]})
     await socket.client.expect("event", "call.ended")
-    assert media_peers() == peers_before
+    await closed_and_released(reply["callSid"], peers_before)
 
 
 async def test_it_leaks_nothing_after_fuzzed_offers(socket: Socket, real_offer: str) -> None:
