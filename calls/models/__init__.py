@@ -38,6 +38,7 @@ from calls.models.recording import (
     RecordingState,
     StopReason,
 )
+from calls.models.webhook import DeliveryState, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "DEFAULT_QUEUE_PUBLIC_ID",
@@ -57,6 +58,7 @@ __all__ = [
     "CallbackRequest",
     "CallbackState",
     "ConsentMethod",
+    "DeliveryState",
     "DispositionCode",
     "EndReason",
     "EndUserSession",
@@ -76,6 +78,9 @@ __all__ = [
     "RecordingKind",
     "RecordingState",
     "StopReason",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "WorkerState",
     "activities",
     "activity_of",
