@@ -28,6 +28,7 @@ from calls.models import (
 )
 from calls.principals import Principal
 from calls.webhooks import outbox, signing
+from tests.support.queues import in_threads
 
 pytestmark = pytest.mark.django_db
 
@@ -246,3 +247,21 @@ def test_it_redelivers_from_the_admin_with_the_same_webhook_id(
     assert (resent.message_id, resent.body) == (claimed.message_id, claimed.body)
     delete = admin_client.get(f"/admin/calls/webhookdelivery/{delivery.pk}/delete/")
     assert delete.status_code == 403
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_leases_each_delivery_to_one_of_several_senders_claiming_at_once(
+    make_session: Callable[..., tuple[EndUserSession, str]],
+) -> None:
+    hook = endpoint()
+    calls = [ended_call(make_session) for _ in range(10)]
+    now = timezone.now() + timedelta(seconds=1)
+    results = in_threads(lambda _: outbox.claim(now, 100), list(range(4)))
+    assert not [r for r in results if isinstance(r, Exception)], results
+    claimed = [c.delivery_id for batch in results for c in batch]
+    assert len(claimed) == len(set(claimed))  # nobody sent what another sender holds
+    firsts = {
+        WebhookDelivery.objects.filter(endpoint=hook, call=call).order_by("pk")[0].pk
+        for call in calls
+    }
+    assert set(claimed) == firsts  # each call's first event, and only that
