@@ -47,6 +47,16 @@ async def check_address(url: str, allow_private: bool) -> None:
         raise AddressRefused(f"address not allowed: {', '.join(refused) or 'none'}")
 
 
+async def _excerpt(response: httpx.Response) -> str:
+    """The start of an error answer's body, for the log (never the whole: it may be big)."""
+    chunks = bytearray()
+    async for chunk in response.aiter_bytes():
+        chunks += chunk
+        if len(chunks) >= outbox.ERROR_EXCERPT_CHARS:
+            break
+    return chunks[: outbox.ERROR_EXCERPT_CHARS].decode("utf-8", "replace")
+
+
 class WebhookSender:
     error_backoff_s = 5.0
 
@@ -108,10 +118,16 @@ class WebhookSender:
             stamp = int(time.time())
             headers = signing.headers(claimed.secret, claimed.message_id, stamp, claimed.body)
             headers["user-agent"] = USER_AGENT
-            response = await client.post(claimed.url, content=claimed.body, headers=headers)
-            status_code = response.status_code
-            if not 200 <= status_code < 300:
-                error = f"HTTP {status_code}: {response.text[: outbox.ERROR_EXCERPT_CHARS]}"
+            request = client.build_request(
+                "POST", claimed.url, content=claimed.body, headers=headers
+            )
+            response = await client.send(request, stream=True)
+            try:
+                status_code = response.status_code
+                if not 200 <= status_code < 300:
+                    error = f"HTTP {status_code}: {await _excerpt(response)}"
+            finally:
+                await response.aclose()  # the rest of a body is never read
         except AddressRefused as refused:
             error = str(refused)
         except httpx.TimeoutException:
