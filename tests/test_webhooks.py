@@ -139,6 +139,9 @@ def test_it_sends_a_calls_events_to_an_endpoint_one_at_a_time_in_order(
     }
     assert {c.delivery_id for c in claimed} == {d.pk for d in firsts.values() if d}
     assert outbox.claim(now, 100) == []
+    # Nothing due before a lease ends (the events waiting behind are not "due": no spin).
+    next_due = outbox.next_due(now)
+    assert next_due is not None and next_due > now
     one = claimed[0]
     assert (
         json.loads(one.body)["data"]["eventID"]

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from calls.model_signals import webhooks_queued
@@ -138,19 +139,24 @@ class Claimed:
     body: str
 
 
-def _due(now: datetime) -> QuerySet[WebhookDelivery]:
+def _unblocked() -> QuerySet[WebhookDelivery]:
+    """Pending deliveries with no earlier pending one of the same call to the same endpoint."""
     earlier_pending = WebhookDelivery.objects.filter(
         endpoint=OuterRef("endpoint"),
         call=OuterRef("call"),
         state=DeliveryState.PENDING,
         pk__lt=OuterRef("pk"),
     )
+    return WebhookDelivery.objects.filter(state=DeliveryState.PENDING).filter(
+        ~Exists(earlier_pending)
+    )
+
+
+def _due(now: datetime) -> QuerySet[WebhookDelivery]:
     return (
-        WebhookDelivery.objects.filter(
-            state=DeliveryState.PENDING, next_attempt_at__lte=now, endpoint__enabled=True
-        )
+        _unblocked()
+        .filter(next_attempt_at__lte=now, endpoint__enabled=True)
         .filter(Q(leased_until__isnull=True) | Q(leased_until__lte=now))
-        .filter(~Exists(earlier_pending))
         .order_by("pk")
     )
 
@@ -183,16 +189,17 @@ def claim(now: datetime, limit: int) -> list[Claimed]:
 
 
 def next_due(now: datetime) -> datetime | None:
-    """When the earliest pending delivery may go (a lease's end, a retry's time)."""
-    row = (
-        WebhookDelivery.objects.filter(state=DeliveryState.PENDING, endpoint__enabled=True)
-        .order_by("next_attempt_at")
-        .values_list("next_attempt_at", "leased_until")
+    """When the earliest pending delivery not waiting behind an earlier one of its call may
+    go (its retry time, or the end of a lease in flight). Those behind become due when it
+    settles: the sender that settles it is woken (calls.webhooks.sender)."""
+    return (
+        _unblocked()
+        .filter(endpoint__enabled=True)
+        .annotate(due=Greatest("next_attempt_at", Coalesce("leased_until", "next_attempt_at")))
+        .order_by("due")
+        .values_list("due", flat=True)
         .first()
     )
-    if row is None:
-        return None
-    return max(when for when in row if when is not None)
 
 
 def backoff(attempts: int) -> timedelta:

@@ -90,12 +90,13 @@ class WebhookSender:
     async def _sweep(self, client: httpx.AsyncClient) -> float:
         recheck = float(settings.CALLBRIDGE_WEBHOOK_RECHECK_S)
         free = settings.CALLBRIDGE_WEBHOOK_CONCURRENCY - len(self._in_flight)
+        if free <= 0:
+            return recheck  # every slot busy: a finished request wakes us
         try:
-            if free > 0:
-                for claimed in await database_sync_to_async(outbox.claim)(timezone.now(), free):
-                    task = asyncio.create_task(self._deliver(client, claimed))
-                    self._in_flight.add(task)
-                    task.add_done_callback(self._done)
+            for claimed in await database_sync_to_async(outbox.claim)(timezone.now(), free):
+                task = asyncio.create_task(self._deliver(client, claimed))
+                self._in_flight.add(task)
+                task.add_done_callback(self._done)
             upcoming = await database_sync_to_async(outbox.next_due)(timezone.now())
         except Exception:
             logger.exception("webhook outbox sweep failed; retrying")
