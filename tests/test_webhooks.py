@@ -17,6 +17,7 @@ from django.test import Client
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
+from callbridge.redaction import redact
 from calls.models import (
     Call,
     CallEvent,
@@ -268,3 +269,10 @@ def test_it_leases_each_delivery_to_one_of_several_senders_claiming_at_once(
         for call in calls
     }
     assert set(claimed) == firsts  # each call's first event, and only that
+
+
+def test_it_masks_webhook_secrets_in_anything_logged() -> None:
+    secret = signing.new_secret()
+    printed = redact(f"could not sign with {secret}: boom")
+    assert secret not in printed
+    assert printed == "could not sign with whsec_[redacted]: boom"
