@@ -276,3 +276,18 @@ def test_it_masks_webhook_secrets_in_anything_logged() -> None:
     printed = redact(f"could not sign with {secret}: boom")
     assert secret not in printed
     assert printed == "could not sign with whsec_[redacted]: boom"
+
+
+def test_it_rotates_an_endpoints_secret_from_the_admin_showing_the_new_one_once(
+    admin_client: Client,
+) -> None:
+    hook = endpoint()
+    old = hook.secret
+    response = admin_client.post(
+        "/admin/calls/webhookendpoint/",
+        {"action": "rotate_secret", "_selected_action": [str(hook.pk)]},
+    )
+    hook.refresh_from_db()
+    assert hook.secret != old and hook.secret.startswith("whsec_")
+    assert f'value="{hook.secret}"' in response.content.decode()
+    assert "no-store" in response["Cache-Control"]
