@@ -2,7 +2,8 @@
 
 callbridge never logs a token on purpose (tests/test_security.py); this is the net under
 everything else that reaches the console through logging (Django, daphne/Twisted,
-aiortc, a traceback's message): tokens keep only their public prefix, and the configured
+aiortc, a traceback's message): tokens keep only their public prefix, webhook signing
+secrets (`whsec_…`) are masked whole, and the configured
 secrets (SECRET_KEY, the TURN secret, database and Redis passwords) are masked.
 """
 
@@ -17,6 +18,8 @@ from django.conf import settings
 
 # `<kind>_<8-char lookup>` is public (shown in the admin); the rest is the secret.
 _TOKEN = re.compile(r"\b(cb[ks]_[A-Za-z0-9]{8})[A-Za-z0-9_\-]+")
+# Webhook signing secrets (calls.webhooks.signing): Standard Webhooks' prefix, then base64.
+_WEBHOOK_SECRET = re.compile(r"\bwhsec_[A-Za-z0-9+/=]{8,}")
 MASK = "[redacted]"
 _SHORTEST_SECRET = 6  # shorter values would mask ordinary words
 
@@ -44,6 +47,7 @@ def _configured_secrets() -> tuple[str, ...]:
 
 def redact(text: str) -> str:
     text = _TOKEN.sub(r"\1…", text)
+    text = _WEBHOOK_SECRET.sub("whsec_" + MASK, text)
     for secret in _configured_secrets():
         if secret in text:
             text = text.replace(secret, MASK)

@@ -383,6 +383,27 @@ CALLBRIDGE_LIMIT_LOBBY_SESSIONS_PER_IP = env_rate(
 # 10.0.0.0/8). Only a connection from one of them may name the client in X-Forwarded-For,
 # read from the right (callbridge.client_address). Empty: no header is believed.
 CALLBRIDGE_TRUSTED_PROXIES = env_network_list("CALLBRIDGE_TRUSTED_PROXIES")
+# Webhooks (calls.webhooks, docs/integrations.md): each POST's timeout; retries back off
+# exponentially from BASE_MS (with jitter) up to MAX_S apart, for RETRY_HOURS (at least 24)
+# before a delivery is given up; CONCURRENCY requests in flight per process; RECHECK_S: how
+# often an idle sender looks for due retries and other processes' events.
+CALLBRIDGE_WEBHOOK_TIMEOUT_S = env_int("CALLBRIDGE_WEBHOOK_TIMEOUT_S", 10, minimum=1, maximum=60)
+CALLBRIDGE_WEBHOOK_RETRY_BASE_MS = env_int(
+    "CALLBRIDGE_WEBHOOK_RETRY_BASE_MS", 5000, minimum=10, maximum=600_000
+)
+CALLBRIDGE_WEBHOOK_RETRY_MAX_S = env_int(
+    "CALLBRIDGE_WEBHOOK_RETRY_MAX_S", 3600, minimum=1, maximum=86400
+)
+CALLBRIDGE_WEBHOOK_RETRY_HOURS = env_int(
+    "CALLBRIDGE_WEBHOOK_RETRY_HOURS", 24, minimum=24, maximum=14 * 24
+)
+CALLBRIDGE_WEBHOOK_CONCURRENCY = env_int(
+    "CALLBRIDGE_WEBHOOK_CONCURRENCY", 8, minimum=1, maximum=200
+)
+CALLBRIDGE_WEBHOOK_RECHECK_S = env_int("CALLBRIDGE_WEBHOOK_RECHECK_S", 5, minimum=1, maximum=300)
+# Endpoints may resolve to private, loopback or link-local addresses only when this is on
+# (an admin could otherwise point callbridge at internal services: SSRF).
+CALLBRIDGE_WEBHOOK_ALLOW_PRIVATE = env_bool("CALLBRIDGE_WEBHOOK_ALLOW_PRIVATE", False)
 # Uploads (audio files) are private like everything else callbridge writes
 # (callbridge.private_files: every process runs with umask 077).
 FILE_UPLOAD_PERMISSIONS = 0o600

@@ -34,4 +34,8 @@ class CallsConfig(AppConfig):
 
         # A call back's answer or end settles its request in the call's own transaction.
         post_save.connect(callbacks.on_call_event_saved, sender=CallEvent, dispatch_uid="callbacks")
+        # Webhook deliveries are queued in the transaction that records the event.
+        from calls.webhooks import outbox
+
+        post_save.connect(outbox.on_call_event_saved, sender=CallEvent, dispatch_uid="webhooks")
         credentials_revoked.connect(callbacks.on_credentials_revoked, dispatch_uid="callbacks")

@@ -16,6 +16,7 @@ from django.conf import settings
 
 from calls.deadlines import CallDeadlines
 from calls.events import EventPublisher
+from calls.webhooks.sender import WebhookSender
 from calls.workers.local import build_media_worker
 from calls.workers.placement import MediaWorkerWatch
 from calls.workers.reconcile import ShutdownReconciler
@@ -36,12 +37,14 @@ def default_tasks() -> dict[str, BackgroundTask]:
             "event-publisher": EventPublisher(),
             "call-deadlines": CallDeadlines(),
             "media-worker-watch": MediaWorkerWatch(),
+            "webhook-sender": WebhookSender(),
         }
     return {
         "event-publisher": EventPublisher(),
         "shutdown-reconciler": ShutdownReconciler(settings.CALLBRIDGE_MEDIA_WORKER_NAME),
         "call-deadlines": CallDeadlines(),
         "media-worker": build_media_worker(),
+        "webhook-sender": WebhookSender(),
     }
 
 

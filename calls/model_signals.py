@@ -18,3 +18,6 @@ operator_status_changed = Signal()
 
 # kwargs: user_id. An operator became available: the routing engine offers them calls.
 operator_available = Signal()
+
+# No kwargs. Webhook deliveries were queued (after commit): this process's sender looks now.
+webhooks_queued = Signal()

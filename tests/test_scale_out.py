@@ -6,6 +6,8 @@ calls end with `media_failure` and new calls avoid it; SIGTERM drains a worker; 
 operators answering one call on PostgreSQL: exactly one wins; twenty callers in a
 round-robin queue answered by four operators through the other daphne: each once, nobody
 double-booked, five each; then one caller at a time reaches each operator in turn.
+Webhooks: both daphnes' senders share the PostgreSQL outbox: each event sent once, in
+order per call.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 import pytest
 import requests
 import websockets
+from standardwebhooks.webhooks import Webhook
 
 from tests.support import consent_races
 from tests.support.cluster import WORKER_TIMEOUT_S, Cluster, MediaWorkerProcess, running_cluster
@@ -33,6 +36,7 @@ from tests.support.live_server import Server
 from tests.support.media_peers import ClientPeer, hear_each_other
 from tests.support.real_socket import RealSocket
 from tests.support.wav import dominant, read_wav
+from tests.support.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.daphne
 
@@ -667,3 +671,73 @@ def test_it_routes_twenty_callers_to_four_operators_round_robin_across_two_daphn
             assert done.status_code == 200, done.text
         in_turn.append(username)
     assert sorted(in_turn) == sorted(operators), in_turn
+
+
+WEBHOOK_ENDPOINT = """
+from calls.models import WebhookEndpoint
+from calls.webhooks import signing
+secret = signing.new_secret()
+WebhookEndpoint.objects.create(url={url!r}, secret=secret, event_filter="call.*, queue.*")
+print(secret)
+"""
+
+
+async def test_it_sends_each_webhook_once_in_order_from_two_daphnes_sharing_the_outbox(
+    cluster: Cluster, workers: list[MediaWorkerProcess]
+) -> None:
+    receiver = WebhookReceiver(slow_s=0)
+    await receiver.start("up")
+    first = cluster.daphnes[0]
+    printed = await asyncio.to_thread(
+        first.manage, "shell", "-c", WEBHOOK_ENDPOINT.format(url=receiver.url)
+    )
+    secret = printed.strip().splitlines()[-1]
+    token = await asyncio.to_thread(cluster.token, "webhooks")
+    calls: list[str] = []
+    try:
+        for index in range(8):  # callers on both daphnes; each call rings out (missed)
+            via = cluster.daphnes[index % 2]
+            _, session, _ = await asyncio.to_thread(
+                via.request, "POST", "/api/sessions", token, {"displayName": f"C{index}"}
+            )
+            status, call, _ = await asyncio.to_thread(
+                via.request, "POST", "/api/calls", session["sessionToken"], {}
+            )
+            assert status == 201, call
+            calls.append(call["callID"])
+
+        def settled() -> bool:
+            [(ringing, pending)] = cluster.query(
+                "SELECT (SELECT COUNT(*) FROM calls_call WHERE id = ANY(%s::uuid[])"
+                " AND state = 'ringing'), (SELECT COUNT(*) FROM calls_webhookdelivery"
+                " WHERE call_id = ANY(%s::uuid[]) AND state = 'pending')",
+                calls,
+                calls,
+            )
+            return ringing == 0 and pending == 0
+
+        async with asyncio.timeout(60):
+            while not await asyncio.to_thread(settled):  # noqa: ASYNC110 (other processes)
+                await asyncio.sleep(0.2)
+    finally:
+        await asyncio.to_thread(
+            first.manage,
+            "shell",
+            "-c",
+            "from calls.models import WebhookEndpoint as E; E.objects.all().delete()",
+        )
+        await receiver.stop()
+    events = cluster.query(
+        "SELECT call_id::text, id, name FROM calls_callevent WHERE call_id = ANY(%s::uuid[])"
+        " AND (name LIKE 'call.%%' OR name LIKE 'queue.%%') ORDER BY id",
+        calls,
+    )
+    verifier = Webhook(secret)
+    bodies = [verifier.verify(r.body, r.headers) for r in receiver.received]
+    ids = [r.headers["webhook-id"] for r in receiver.received]
+    assert len(ids) == len(set(ids))  # two senders, never the same delivery twice
+    mine = [b["data"] for b in bodies if b["data"]["callID"] in calls]
+    assert sorted(d["eventID"] for d in mine) == [e[1] for e in events]
+    for call_id in calls:
+        in_arrival = [d["eventID"] for d in mine if d["callID"] == call_id]
+        assert in_arrival == sorted(in_arrival) and len(in_arrival) >= 3, call_id

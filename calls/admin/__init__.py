@@ -7,6 +7,7 @@ from calls.admin import (  # noqa: F401  (registers)
     credentials_admin,
     notes_admin,
     queue_admin,
+    webhook_admin,
 )
 
 admin.site.site_header = "callbridge"

@@ -39,6 +39,7 @@ from calls.models.recording import (
     StopReason,
 )
 from calls.models.transfer import Transfer, TransferKind, TransferOutcome
+from calls.models.webhook import DeliveryState, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "DEFAULT_QUEUE_PUBLIC_ID",
@@ -58,6 +59,7 @@ __all__ = [
     "CallbackRequest",
     "CallbackState",
     "ConsentMethod",
+    "DeliveryState",
     "DispositionCode",
     "EndReason",
     "EndUserSession",
@@ -80,6 +82,9 @@ __all__ = [
     "Transfer",
     "TransferKind",
     "TransferOutcome",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "WorkerState",
     "activities",
     "activity_of",

@@ -718,9 +718,12 @@ class Call(models.Model):
     def record_event(
         self, name: str, by: Principal, data: dict[str, Any], leg: Leg | None = None
     ) -> CallEvent:
-        event = CallEvent.objects.create(
-            call=self, leg=leg, name=name, actor=by.label, actor_role=by.role, data=data
-        )
+        # Atomic even when called outside a transaction: CallEvent's post_save receivers
+        # (offers, webhook deliveries) commit with the event or not at all.
+        with transaction.atomic():
+            event = CallEvent.objects.create(
+                call=self, leg=leg, name=name, actor=by.label, actor_role=by.role, data=data
+            )
         transaction.on_commit(lambda: call_event_recorded.send(sender=Call, event=event))
         return event
 

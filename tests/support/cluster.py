@@ -117,6 +117,8 @@ def running_cluster(data_dir: Path) -> Iterator[Cluster]:
             "SECRET_KEY": "cluster-test-secret-key-shared-by-every-process",
             "MEDIA_ROOT": str(data_dir / "media"),  # recordings: shared storage
             "CALLBRIDGE_LIMIT_ECHO_CALLS": "100",  # tests fill workers with one token's echo calls
+            "CALLBRIDGE_WEBHOOK_ALLOW_PRIVATE": "true",  # tests' receivers are on 127.0.0.1
+            "CALLBRIDGE_WEBHOOK_RECHECK_S": "1",
         }
         daphnes = []
         for name in ("daphne-a", "daphne-b"):
