@@ -2,8 +2,9 @@
 HTTP Range requests (one byte range: 206 with Content-Range; unsatisfiable: 416), and
 the RecordingAccess row every fetch writes.
 
-A ranged body is an async iterator reading the file a block at a time in a thread: under
-ASGI a sync iterator would be read whole into memory before the first byte goes out.
+The body is an async iterator reading the file a block at a time in a thread: under ASGI
+a sync iterator (FileResponse's too) is read whole into memory before the first byte goes
+out, and a recording may be gigabytes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from asgiref.sync import sync_to_async
-from django.http import FileResponse, HttpResponseBase, StreamingHttpResponse
+from django.http import StreamingHttpResponse
+from django.utils.http import content_disposition_header
 
 from calls.errors import CallbridgeError, ErrorCode
 from calls.models import AccessAction, Recording, RecordingAccess, RecordingState
@@ -83,24 +85,18 @@ async def _read(file: Path, first: int, last: int) -> AsyncIterator[bytes]:
 
 def file_response(
     file: Path, range_header: str | None, *, download: bool, filename: str
-) -> HttpResponseBase:
+) -> StreamingHttpResponse:
     """The whole file (200) or the asked range (206); RangeNotSatisfiable is the caller's
-    to answer (416)."""
+    to answer (416). Both read the file a block at a time (a recording may be gigabytes)."""
     size = file.stat().st_size
     wanted = byte_range(range_header, size)
-    response: HttpResponseBase
-    if wanted is None:
-        response = FileResponse(
-            file.open("rb"), as_attachment=download, filename=filename, content_type="audio/wav"
-        )
-    else:
-        first, last = wanted
-        response = StreamingHttpResponse(_read(file, first, last), content_type="audio/wav")
+    first, last = wanted if wanted is not None else (0, size - 1)
+    response = StreamingHttpResponse(_read(file, first, last), content_type="audio/wav")
+    if wanted is not None:
         response.status_code = 206
         response["Content-Range"] = f"bytes {first}-{last}/{size}"
-        response["Content-Length"] = str(last - first + 1)
-        kind = "attachment" if download else "inline"
-        response["Content-Disposition"] = f'{kind}; filename="{filename}"'
+    response["Content-Length"] = str(last - first + 1)
+    response["Content-Disposition"] = content_disposition_header(download, filename) or ""
     response["Accept-Ranges"] = "bytes"
     response["Cache-Control"] = "no-store"
     return response

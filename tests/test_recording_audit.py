@@ -17,6 +17,7 @@ from django.utils import timezone
 from calls.models import Call, EndUserSession, Recording, RecordingAccess
 from calls.principals import Principal
 from tests.support.recordings import finished_recording
+from tests.support.rest_client import streamed_body
 
 pytestmark = pytest.mark.django_db
 
@@ -53,11 +54,11 @@ def test_it_streams_through_django_and_logs_every_access(
     auditor = client_for("auditor", may_listen=True)
     listened = auditor.get(f"/admin/calls/recording/{recording.pk}/audio/")
     assert listened.status_code == 200 and listened["Content-Type"] == "audio/wav"
-    content = b"".join(listened.streaming_content)
+    content = streamed_body(listened)
     assert content == (tmp_path / "recordings" / "ada.wav").read_bytes()
     downloaded = auditor.get(f"/admin/calls/recording/{recording.pk}/audio/?download=1")
     assert "attachment" in downloaded["Content-Disposition"]
-    b"".join(downloaded.streaming_content)
+    streamed_body(downloaded)
     log = list(RecordingAccess.objects.order_by("at").values_list("username", "action", "ip"))
     assert log == [("auditor", "listen", "127.0.0.1"), ("auditor", "download", "127.0.0.1")]
     page = auditor.get(f"/admin/calls/recording/{recording.pk}/change/").content.decode()

@@ -232,9 +232,9 @@ class RecordingAdmin(ReadOnlyAdmin):
                 file, request.headers.get("Range"), download=download, filename=recording.file_name
             )
         except recording_files.RangeNotSatisfiable as refused:
-            response = HttpResponse(refused.message, status=416, content_type="text/plain")
-            response["Content-Range"] = f"bytes */{refused.size}"
-            return response
+            unsatisfiable = HttpResponse(refused.message, status=416, content_type="text/plain")
+            unsatisfiable["Content-Range"] = f"bytes */{refused.size}"
+            return unsatisfiable
         recording_files.log_access(
             recording,
             user=staff_user(request),
