@@ -34,6 +34,13 @@ def test_it_prints_only_the_token_when_quiet() -> None:
     assert bearer_client(secret).get("/api/webrtc/config").status_code == 200
 
 
+def test_it_creates_a_token_that_may_listen_only_when_asked() -> None:
+    plain = run("createapitoken", "crm", "--quiet").strip()
+    archiver = run("createapitoken", "archiver", "--quiet", "--can-listen").strip()
+    assert bearer_client(plain).get("/api/recordings").status_code == 403
+    assert bearer_client(archiver).get("/api/recordings").status_code == 200
+
+
 def test_it_refuses_bad_token_names_and_unknown_users() -> None:
     with pytest.raises(CommandError):
         run("createapitoken", " ")

@@ -7,7 +7,6 @@ from io import StringIO
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
@@ -15,9 +14,10 @@ from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
-from calls.media.wav import WavWriter
 from calls.models import Call, EndUserSession, Recording, RecordingAccess
 from calls.principals import Principal
+from tests.support.recordings import finished_recording
+from tests.support.rest_client import streamed_body
 
 pytestmark = pytest.mark.django_db
 
@@ -28,12 +28,7 @@ def recording(settings: Any, tmp_path: Path, operator: Principal) -> Recording:
     session, _ = EndUserSession.create(ttl_seconds=600, display_name="Ada")
     call = Call.start(by=Principal.end_user(session), mode="bridge", media_worker="embedded")
     call.answer(operator)
-    started = Recording.begin(call, operator, "ada.wav", consents=lambda _: [])
-    writer = WavWriter(tmp_path / "recordings" / "ada.wav")
-    writer.append(np.zeros((4800, 2), dtype="<i2").tobytes())
-    result = writer.close()
-    started.finish(reason="stopped", by=operator.label, result=result.as_dict())
-    return started
+    return finished_recording(call, operator, tmp_path, "ada.wav")
 
 
 def client_for(username: str, *, may_listen: bool) -> Client:
@@ -59,11 +54,11 @@ def test_it_streams_through_django_and_logs_every_access(
     auditor = client_for("auditor", may_listen=True)
     listened = auditor.get(f"/admin/calls/recording/{recording.pk}/audio/")
     assert listened.status_code == 200 and listened["Content-Type"] == "audio/wav"
-    content = b"".join(listened.streaming_content)
+    content = streamed_body(listened)
     assert content == (tmp_path / "recordings" / "ada.wav").read_bytes()
     downloaded = auditor.get(f"/admin/calls/recording/{recording.pk}/audio/?download=1")
     assert "attachment" in downloaded["Content-Disposition"]
-    b"".join(downloaded.streaming_content)
+    streamed_body(downloaded)
     log = list(RecordingAccess.objects.order_by("at").values_list("username", "action", "ip"))
     assert log == [("auditor", "listen", "127.0.0.1"), ("auditor", "download", "127.0.0.1")]
     page = auditor.get(f"/admin/calls/recording/{recording.pk}/change/").content.decode()

@@ -94,6 +94,23 @@ def test_it_misses_unanswered_calls_with_nobody_polling(server: Server) -> None:
     )
 
 
+def test_it_streams_call_records_and_timelines_from_daphne(server: Server) -> None:
+    """Under ASGI the export is streamed (chunked, no length) and complete."""
+    token = server.manage("createapitoken", "cdr", "--quiet").strip()
+    _, session, _ = server.request("POST", "/api/sessions", token, {"displayName": "Cy"})
+    _, call, _ = server.request("POST", "/api/calls", session["sessionToken"], {})
+    server.request("POST", f"/api/calls/{call['callID']}/hangup", session["sessionToken"])
+    status, body, headers = server.request("GET", "/api/calls/export?format=jsonl", token)
+    assert status == 200 and headers["Content-Type"] == "application/x-ndjson"
+    assert "Content-Length" not in headers
+    records = {json.loads(line)["callID"]: json.loads(line) for line in body.splitlines()}
+    assert records[call["callID"]]["endReason"] == "cancelled"
+    _, timeline, _ = server.request("GET", f"/api/calls/{call['callID']}/events", token)
+    assert [event["record"] for event in timeline][-1] == "call.ended"
+    listing, refused, _ = server.request("GET", "/api/recordings", token)
+    assert (listing, refused["code"]) == (403, "FORBIDDEN")  # no `can_listen`
+
+
 def test_it_serves_pages_static_files_and_json_errors(server: Server) -> None:
     status, page, _ = server.request("GET", "/talk/?token=cbs_unknown")
     assert status == 401

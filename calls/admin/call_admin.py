@@ -8,16 +8,22 @@ from typing import Any
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
-from django.http import FileResponse, Http404, HttpRequest
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
 
 from callbridge.client_address import client_ip
+from calls import cdr, recording_files
 from calls.errors import CallStateError
 from calls.hold import hold_periods
 from calls.models import (
-    AccessAction,
     Call,
     CallEvent,
     CallNotes,
@@ -31,7 +37,6 @@ from calls.models import (
 )
 from calls.models.call import CallQuerySet
 from calls.principals import Principal, staff_user
-from calls.recordings import recordings_dir
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -231,30 +236,29 @@ class RecordingAdmin(ReadOnlyAdmin):
         )
         return [audio, *super().get_urls()]
 
-    def audio_view(self, request: HttpRequest, recording_id: Any) -> FileResponse:
+    def audio_view(self, request: HttpRequest, recording_id: Any) -> HttpResponseBase:
         if not request.user.has_perm("calls.listen_recording"):
             raise PermissionDenied
         recording = get_object_or_404(Recording, pk=recording_id)
-        if recording.purged_at or recording.state != "finished":
+        file = recording_files.playable_file(recording)
+        if file is None:
             raise Http404("This recording's file is not available.")
-        file = recordings_dir() / recording.file_name
-        if not file.is_file():
-            raise Http404("This recording's file is missing.")
         download = request.GET.get("download") == "1"
-        RecordingAccess.objects.create(
-            recording=recording,
+        try:  # the player seeks with Range requests; each one is a fetch, logged
+            response = recording_files.file_response(
+                file, request.headers.get("Range"), download=download, filename=recording.file_name
+            )
+        except recording_files.RangeNotSatisfiable as refused:
+            unsatisfiable = HttpResponse(refused.message, status=416, content_type="text/plain")
+            unsatisfiable["Content-Range"] = f"bytes */{refused.size}"
+            return unsatisfiable
+        recording_files.log_access(
+            recording,
             user=staff_user(request),
             username=request.user.get_username(),
-            action=AccessAction.DOWNLOAD if download else AccessAction.LISTEN,
+            download=download,
             ip=client_ip(request),
         )
-        response = FileResponse(
-            file.open("rb"),
-            as_attachment=download,
-            filename=recording.file_name,
-            content_type="audio/wav",
-        )
-        response["Cache-Control"] = "no-store"
         return response
 
 
@@ -319,7 +323,7 @@ class CallAdmin(ReadOnlyAdmin):
         NotesRevisionInline,
         CallEventInline,
     ]
-    actions = ["hang_up"]
+    actions = ["hang_up", "export_csv", "export_jsonl"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         fields = [field.name for field in Call._meta.fields]
@@ -383,3 +387,11 @@ class CallAdmin(ReadOnlyAdmin):
             except CallStateError:
                 continue  # ended meanwhile
         self.message_user(request, f"Hung up {ended} call(s).", messages.SUCCESS)
+
+    @admin.action(description="Export selected calls' records (CSV)", permissions=["view"])
+    def export_csv(self, request: HttpRequest, queryset: CallQuerySet) -> StreamingHttpResponse:
+        return cdr.response(queryset, "csv")
+
+    @admin.action(description="Export selected calls' records (JSON Lines)", permissions=["view"])
+    def export_jsonl(self, request: HttpRequest, queryset: CallQuerySet) -> StreamingHttpResponse:
+        return cdr.response(queryset, "jsonl")

@@ -71,11 +71,26 @@ class ShowSecretOnceAdmin(admin.ModelAdmin):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(ShowSecretOnceAdmin):
-    list_display = ["name", "prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
-    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    list_display = [
+        "name",
+        "prefix",
+        "can_listen",
+        "created_by",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    ]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter), "can_listen"]
     search_fields = ["name", "prefix"]
     readonly_fields = ["prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
-    fields = ["name", *readonly_fields]
+    fields = ["name", "can_listen", *readonly_fields]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # Granting a token the listen permission is only for who holds it themselves.
+        fields = list(self.readonly_fields)
+        if not request.user.has_perm("calls.listen_recording"):
+            fields.insert(0, "can_listen")
+        return fields
 
     def set_creator(self, request: HttpRequest, obj: ApiToken) -> None:
         obj.created_by = staff_user(request)

@@ -552,3 +552,17 @@ class CallbackSerializer(CallbackAskedSerializer):
 
 class CallbackCloseSerializer(serializers.Serializer):
     outcome = serializers.ChoiceField(choices=[CallbackState.DONE, CallbackState.CANCELLED])
+
+
+class TimelineEventSerializer(serializers.Serializer):
+    """One entry of `GET /api/calls/{id}/events` (the schema; the body is built by
+    calls.timeline): the socket event's `data`, with its id and instant."""
+
+    eventID = serializers.IntegerField()
+    at = serializers.DateTimeField()
+    name = serializers.CharField(help_text="the wire event name (see docs/signaling.md)")
+    state = serializers.CharField(help_text="the call's state as of this event")
+    mode = serializers.CharField()
+    record = serializers.CharField(required=False, help_text="operators: the record's name")
+    actor = serializers.CharField(required=False, help_text="operators: who did it")
+    actorRole = serializers.CharField(required=False, help_text="operators: user/operator/system")

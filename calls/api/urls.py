@@ -3,6 +3,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from calls.api.callback_views import CallbackCallView, CallbackCloseView, CallbackListView
+from calls.api.export_views import CallExportView
 from calls.api.queue_views import (
     MyStatusView,
     OperatorListView,
@@ -11,6 +12,7 @@ from calls.api.queue_views import (
     QueueListView,
     QueueStatsView,
 )
+from calls.api.recording_views import RecordingAudioView, RecordingListView
 from calls.api.views import (
     CallViewSet,
     DispositionListView,
@@ -37,6 +39,11 @@ urlpatterns = [
     path("callbacks", CallbackListView.as_view(), name="callback-list"),
     path("callbacks/<str:callbackID>/call", CallbackCallView.as_view(), name="callback-call"),
     path("callbacks/<str:callbackID>/close", CallbackCloseView.as_view(), name="callback-close"),
+    path("calls/export", CallExportView.as_view(), name="call-export"),
+    path("recordings", RecordingListView.as_view(), name="recording-list"),
+    path(
+        "recordings/<str:recordingID>/audio", RecordingAudioView.as_view(), name="recording-audio"
+    ),
     path("voicemails", VoicemailListView.as_view(), name="voicemail-list"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from callbridge.client_address import client_ip
-from calls import callbacks, calling, notes, playback, policy, queue_stats
+from calls import callbacks, calling, notes, playback, policy, queue_stats, timeline
 from calls import hold as holding
 from calls import transfer as transferring
 from calls.api.notes_serializers import (
@@ -44,6 +44,7 @@ from calls.api.serializers import (
     RecordingSerializer,
     SessionCreatedSerializer,
     SessionCreateSerializer,
+    TimelineEventSerializer,
     TransferRequestSerializer,
 )
 from calls.api.webrtc import answer_offer, close_media
@@ -54,6 +55,7 @@ from calls.ice import ice_configuration
 from calls.models import (
     Call,
     CallDirection,
+    CallEvent,
     CallState,
     DispositionCode,
     EndReason,
@@ -69,6 +71,10 @@ from calls.recordings import (
 from calls.routing import offers
 
 ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 409, 429)}
+
+
+class TimelinePagination(LinkHeaderCursorPagination):
+    ordering = ("created_at", "id")  # type: ignore[assignment]  # DRF takes a tuple; oldest first: a timeline reads forwards
 
 
 def principal_of(request: Request) -> Principal:
@@ -387,6 +393,22 @@ class CallViewSet(viewsets.GenericViewSet):
             return Response(call_notes_body(self.get_queryset().get(pk=call.pk), saved))
         notes.require_may_read(principal)
         return Response(call_notes_body(call, notes.current(call)))
+
+    @extend_schema(
+        summary="The call's timeline, oldest first (`Link` header for the next page): "
+        "parties see what their socket was told, operators the feed's records",
+        request=None,
+        responses={200: TimelineEventSerializer(many=True), **ERRORS},
+    )
+    @action(detail=True, methods=["get"])
+    def events(self, request: Request, callID: str) -> Response:
+        principal = principal_of(request)
+        call = self.get_object()  # parties and operators, as for the call itself
+        paginator = TimelinePagination()
+        page: Any = paginator.paginate_queryset(
+            CallEvent.objects.filter(call=call), request, view=self
+        )
+        return paginator.get_paginated_response(timeline.shaped(principal, call, page))
 
     @extend_schema(
         summary="Ask to be called back instead of waiting (the caller; the call ends)",

@@ -103,6 +103,13 @@ class ApiToken(HashedTokenModel):
         editable=False,
     )
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The recordings' listen permission for an integrator's backend (a token has no user
+    # to hold `calls.listen_recording`): GET /api/recordings and their audio.
+    can_listen = models.BooleanField(
+        "may list and download recordings",
+        default=False,
+        help_text="GET /api/recordings and /api/recordings/{id}/audio (every fetch is logged)",
+    )
 
     class Meta:
         verbose_name = "API token"

@@ -46,7 +46,8 @@ class Server(LocalServer):
         except urllib.error.HTTPError as error:
             raw, status, headers = error.read(), error.code, dict(error.headers)
         kind = headers.get("Content-Type", "")
-        return status, json.loads(raw) if "json" in kind else raw.decode(), headers
+        whole_json = "json" in kind and "ndjson" not in kind  # JSON Lines stay text
+        return status, json.loads(raw) if whole_json else raw.decode(), headers
 
     def wago(self, token: str, method: str, path: str, body: Any = None) -> Any:
         """A WaGo-style call (`token:` header); the JSON body of a successful answer."""

@@ -27,3 +27,18 @@ def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
     assert isinstance(body["recoverable"], bool)
     assert "Traceback" not in response.content.decode()
     return body
+
+
+def streamed_body(response: Any) -> bytes:
+    """The whole body of a response whose content is streamed asynchronously (the CDR
+    export, ranged recording fetches), as a server would send it."""
+    return b"".join(chunk for chunk in streamed_chunks(response))
+
+
+def streamed_chunks(response: Any) -> list[bytes]:
+    from asgiref.sync import async_to_sync
+
+    async def read() -> list[bytes]:
+        return [bytes(chunk) async for chunk in response.streaming_content]
+
+    return async_to_sync(read)()

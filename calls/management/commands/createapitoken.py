@@ -19,6 +19,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--quiet", action="store_true", help="print only the token (for scripts)"
         )
+        parser.add_argument(
+            "--can-listen",
+            action="store_true",
+            help="may list and download recordings (GET /api/recordings; every fetch logged)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         name = options["name"].strip()
@@ -30,6 +35,8 @@ class Command(BaseCommand):
             if creator is None:
                 raise CommandError(f"no user named {options['user']!r}")
         token, secret = ApiToken.create(name, created_by=creator)
+        if options["can_listen"]:
+            ApiToken.objects.filter(pk=token.pk).update(can_listen=True)
         if options["quiet"]:
             self.stdout.write(secret)
             return
