@@ -16,10 +16,11 @@ class CallsConfig(AppConfig):
             publish_operator_status, dispatch_uid="calls.events.operator_status"
         )
 
-        from calls import hold, revocation
+        from calls import hold, revocation, supervision
 
         revocation.connect_receivers()
         hold.connect_receivers()
+        supervision.connect_receivers()
 
         from calls.routing import triggers
 

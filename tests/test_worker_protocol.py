@@ -59,6 +59,8 @@ EVERY_MESSAGE: list[protocol.Message] = [
     protocol.PlayStop(call="c-1", playback="w"),
     protocol.Hold(call="c-1", held=True, seq=41, path="/lib/hold.wav", **ROUTED),
     protocol.Hold(call="c-1", held=False, seq=42),
+    protocol.Supervise(call="c-1", mode="whisper", seq=43, **ROUTED),
+    protocol.Supervise(call="c-1", mode=None, seq=44),
     protocol.Answer(sdp="v=0\r\n", **ECHOED),
     protocol.Closed(**ECHOED),
     protocol.RecordingStarted(request_id="r-1", call="c-1"),
@@ -68,6 +70,8 @@ EVERY_MESSAGE: list[protocol.Message] = [
     protocol.Playing(duration_s=2.5, request_id="r-1", call="c-1"),
     protocol.PlayStopped(request_id="r-1", call="c-1"),
     protocol.HoldSet(held=True, request_id="r-1", call="c-1"),
+    protocol.SupervisionSet(mode="barge", request_id="r-1", call="c-1"),
+    protocol.SupervisionSet(mode=None, request_id="r-1", call="c-1"),
     protocol.Error(code=ErrorCode.CALL_STATE, message="the call has ended", recoverable=False),
     protocol.Error(
         code=ErrorCode.MEDIA_BRIDGE_FAILURE,
@@ -213,6 +217,10 @@ def test_it_checks_the_version_before_anything_else() -> None:
         (
             {**protocol.encode(protocol.Hold(call="c-1", held=True, seq=1)), "held": None},
             "media.hold: held must be true or false, not NoneType",
+        ),
+        (
+            {**protocol.encode(protocol.Supervise(call="c-1", mode="barge", seq=1)), "mode": "x"},
+            "media.supervise: mode must be one of monitor, whisper, barge, not 'x'",
         ),
     ],
 )

@@ -24,6 +24,7 @@ from calls.models import (
     Overflow,
     QueueStrategy,
     Recording,
+    SupervisorMode,
 )
 from calls.routing import waiting
 from calls.signaling.protocol import MAX_SDP_BYTES
@@ -137,6 +138,14 @@ class ConsentRequestSerializer(serializers.Serializer):
     )
 
 
+class SuperviseRequestSerializer(serializers.Serializer):
+    mode = serializers.ChoiceField(
+        choices=SupervisorMode.choices,
+        help_text="monitor: hear both parties; whisper: the operator hears you too; barge:"
+        " everyone hears everyone",
+    )
+
+
 class ConsentStatusSerializer(serializers.Serializer):
     policy = serializers.ChoiceField(choices=["all", "user", "none"])
     version = serializers.CharField()
@@ -217,6 +226,14 @@ class LegSerializer(serializers.ModelSerializer):
     createdAt = serializers.DateTimeField(source="created_at")
     mediaConnectedAt = serializers.DateTimeField(source="media_connected_at", allow_null=True)
     mediaEndedAt = serializers.DateTimeField(source="media_ended_at", allow_null=True)
+    supervisorMode = serializers.CharField(
+        source="supervisor_mode",
+        help_text="a supervisor's mode now (monitor, whisper, barge); empty for other legs"
+        " and a supervisor who left",
+    )
+    leftAt = serializers.DateTimeField(
+        source="left_at", allow_null=True, help_text="when a supervisor left the call"
+    )
 
     class Meta:
         model = Leg
@@ -228,6 +245,8 @@ class LegSerializer(serializers.ModelSerializer):
             "createdAt",
             "mediaConnectedAt",
             "mediaEndedAt",
+            "supervisorMode",
+            "leftAt",
         ]
 
 
@@ -382,6 +401,9 @@ class CallSerializer(serializers.ModelSerializer):
 
         for leg_data in data["legs"]:
             leg_data["party"] = name_for(leg_data["party"])
+        if not settings.CALLBRIDGE_TELL_USER_SUPERVISOR:
+            # Not told of supervisors (calls.supervision): not shown their legs either.
+            data["legs"] = [leg for leg in data["legs"] if leg["role"] != "supervisor"]
         if data["endedBy"] is not None:
             data["endedBy"]["name"] = name_for(data["endedBy"]["name"])
         if data["recording"] is not None:

@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from callbridge.client_address import client_ip
-from calls import callbacks, calling, notes, playback, policy, queue_stats
+from calls import callbacks, calling, notes, playback, policy, queue_stats, supervision
 from calls import hold as holding
 from calls.api.notes_serializers import (
     CallNotesSerializer,
@@ -43,6 +43,7 @@ from calls.api.serializers import (
     RecordingSerializer,
     SessionCreatedSerializer,
     SessionCreateSerializer,
+    SuperviseRequestSerializer,
 )
 from calls.api.webrtc import answer_offer, close_media
 from calls.calling import parse_uuid
@@ -430,6 +431,31 @@ class CallViewSet(viewsets.GenericViewSet):
     def resume(self, request: Request, callID: str) -> Response:
         call = self.get_object()
         holding.resume(principal_of(request), call)
+        return self._call_response(call)
+
+    @extend_schema(
+        summary="Supervise another operator's active call (supervisors only): join it, or "
+        "switch mode — monitor (hear both), whisper (the operator hears you), barge "
+        "(three-way); then send your offer to webrtc/offer",
+        request=SuperviseRequestSerializer,
+        responses={200: CallSerializer, **ERRORS},
+    )
+    @action(detail=True, methods=["post"], url_path="supervise")
+    def supervise(self, request: Request, callID: str) -> Response:
+        call = self.get_object()
+        body = json_object(request)
+        supervision.supervise(principal_of(request), call, body.get("mode"))
+        return self._call_response(call)
+
+    @extend_schema(
+        summary="Stop supervising the call (its supervisor only): your leg leaves it",
+        request=None,
+        responses={200: CallSerializer, **ERRORS},
+    )
+    @action(detail=True, methods=["post"], url_path="supervise/stop")
+    def stop_supervising(self, request: Request, callID: str) -> Response:
+        call = self.get_object()
+        supervision.stop(principal_of(request), call)
         return self._call_response(call)
 
     @extend_schema(

@@ -1,7 +1,8 @@
 """/ws/operator: the live feed of every call, end-user presence and operator status, for
 operators only. What an operator sends here: their availability
 (`{"type": "status", "availability": "available" | "away" | "offline"}`) and the in-call
-controls of REST (`{"type": "hold" | "resume", "callID": …}`, table CALL_VERBS); the
+controls of REST (`{"type": "hold" | "resume" | "monitor" | "whisper" | "barge" |
+"stopSupervising", "callID": …}`, table CALL_VERBS); the
 feed's events are the answer (`operator.status`, `call.held`, …), a refusal is an
 `error` (with `callSid` when it names a call).
 
@@ -22,7 +23,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
-from calls import availability, callbacks, events, hold, revocation
+from calls import availability, callbacks, events, hold, revocation, supervision
 from calls.calling import parse_uuid
 from calls.consumers import throttle
 from calls.consumers.credential_watch import CredentialWatch
@@ -37,6 +38,10 @@ from calls.signaling import payloads, protocol
 CALL_VERBS: dict[str, Callable[[Principal, Call], object]] = {
     "hold": hold.hold,
     "resume": hold.resume,
+    "monitor": lambda principal, call: supervision.supervise(principal, call, "monitor"),
+    "whisper": lambda principal, call: supervision.supervise(principal, call, "whisper"),
+    "barge": lambda principal, call: supervision.supervise(principal, call, "barge"),
+    "stopSupervising": supervision.stop,
 }
 
 

@@ -62,6 +62,14 @@ class CallMedia:
     # `hold_audio` (None: silence).
     held: bool = False
     hold_audio: Playback | None = None
+    # A supervisor's mode (protocol.Supervise; None: nobody supervises): see supervised_ears.
+    supervision: str | None = None
+
+    def parties_ears(self) -> dict[str, tuple[str, ...]]:
+        """Whom each party hears: itself (echo), or the other party."""
+        if self.mode == "echo":
+            return {role: (role,) for role in self.legs}
+        return {"user": ("operator",), "operator": ("user",)}
 
     def route(self) -> None:
         """Point every leg's ears at the right mouth: itself (echo), the other party, or
@@ -71,12 +79,13 @@ class CallMedia:
         decoded; the rest is forwarded as it came."""
         self._place_hold_audio()
         decoded: set[str] = set()
+        ears = supervised_ears(self.parties_ears(), self.supervision)
         for role, peer in self.legs.items():
-            origin = role if self.mode == "echo" else ("operator" if role == "user" else "user")
             if self.held:
                 peer.listen_to(None, silence=True)
-            elif peer.listen_to(self.legs.get(origin)):
-                decoded.add(origin)
+            else:
+                mouths = [self.legs[origin] for origin in ears.get(role, ()) if origin in self.legs]
+                decoded |= peer.listen_to_all(mouths)
         for peer in self.legs.values():
             peer.capture_into([])
             peer.capture_heard_into([])
@@ -113,8 +122,9 @@ class CallMedia:
 
     @property
     def idle(self) -> bool:
-        """Nothing left to keep (a held call keeps its hold for legs that reconnect)."""
-        return not self.legs and not self.recorders and not self.held
+        """Nothing left to keep (a held call keeps its hold for legs that reconnect, a
+        supervised one its supervision)."""
+        return not self.legs and not self.recorders and not self.held and not self.supervision
 
     def stop_waiting_audio(self) -> None:
         """End the looped playbacks (a queue's waiting audio: over once an operator joins);
@@ -126,6 +136,26 @@ class CallMedia:
 
     def find(self, leg_id: str) -> LegPeer | None:
         return next((peer for peer in self.legs.values() if peer.leg_id == leg_id), None)
+
+
+SUPERVISOR_ROLE = "supervisor"
+
+
+def supervised_ears(
+    ears: dict[str, tuple[str, ...]], mode: str | None
+) -> dict[str, tuple[str, ...]]:
+    """`ears` (whom each party hears) with a supervisor in `mode`: it hears both parties in
+    every mode; in whisper the operator hears it too, in barge everyone does. Nobody hears
+    it, and it hears nobody, before its mode is known or after it left."""
+    if mode is None:
+        return {**ears, SUPERVISOR_ROLE: ()}
+    heard_by = {"monitor": (), "whisper": ("operator",), "barge": ("user", "operator")}[mode]
+    supervised = {
+        role: (*mouths, SUPERVISOR_ROLE) if role in heard_by else mouths
+        for role, mouths in ears.items()
+    }
+    supervised[SUPERVISOR_ROLE] = ("user", "operator")
+    return supervised
 
 
 class RecentIds:
@@ -209,6 +239,7 @@ class MediaWorker:
         self.ended_calls = RecentIds()
         self.stopped_recordings = RecentIds()
         self.hold_seqs = LatestSeqs()
+        self.supervise_seqs = LatestSeqs()
         self._handler_of: dict[type[protocol.Request], Handler] = {}
         self._on(protocol.Offer, self._offer)
         self._on(protocol.Candidate, self._candidate)
@@ -219,6 +250,7 @@ class MediaWorker:
         self._on(protocol.Play, self._play)
         self._on(protocol.PlayStop, self._play_stop)
         self._on(protocol.Hold, self._hold)
+        self._on(protocol.Supervise, self._supervise)
 
     @property
     def peer_count(self) -> int:
@@ -443,6 +475,25 @@ class MediaWorker:
             self.calls[hold.call] = call
         call.route()
         return protocol.HoldSet(held=call.held)
+
+    async def _supervise(self, supervise: protocol.Supervise) -> protocol.SupervisionSet:
+        """A supervisor's mode (see supervised_ears), or its leaving: its leg is closed."""
+        if supervise.call in self.ended_calls:
+            raise CallbridgeError(ErrorCode.CALL_STATE, "the call has ended")
+        call = self.calls.get(supervise.call) or CallMedia(supervise.call, "bridge")
+        if not self.supervise_seqs.advance(supervise.call, supervise.seq):
+            return protocol.SupervisionSet(mode=call.supervision)  # overtaken
+        call.supervision = supervise.mode
+        leaving = call.legs.pop(SUPERVISOR_ROLE, None) if supervise.mode is None else None
+        logger.info("call %s supervision: %s", supervise.call, supervise.mode or "none")
+        if call.idle:
+            self.calls.pop(supervise.call, None)
+        else:
+            self.calls[supervise.call] = call
+        call.route()
+        if leaving is not None:
+            await leaving.close("closed")
+        return protocol.SupervisionSet(mode=call.supervision)
 
     async def _record_start(self, start: protocol.RecordStart) -> protocol.RecordingStarted:
         call_id, recording_id = start.call, start.recording

@@ -69,6 +69,15 @@ class LegRole(models.TextChoices):
     USER = "user"
     OPERATOR = "operator"
     SYSTEM = "system"
+    # A staff member with `calls.supervise_calls` on another operator's call (monitor,
+    # whisper, barge: calls/supervision.py); a party of its own, with its own leg.
+    SUPERVISOR = "supervisor"
+
+
+class SupervisorMode(models.TextChoices):
+    MONITOR = "monitor", "monitor (hears both, heard by nobody)"
+    WHISPER = "whisper", "whisper (heard by the operator only)"
+    BARGE = "barge", "barge (three-way)"
 
 
 class MediaState(models.TextChoices):
@@ -230,7 +239,11 @@ class Call(models.Model):
     class Meta:
         ordering = ["-created_at"]
         # The one operator permission (calls.operators): answer, place and watch calls.
-        permissions = [("operate_calls", "Can answer and place calls")]
+        permissions = [
+            ("operate_calls", "Can answer and place calls"),
+            # calls.supervision: monitor, whisper to and barge into other operators' calls.
+            ("supervise_calls", "Can monitor, whisper to and barge into calls"),
+        ]
         constraints = [
             models.CheckConstraint(
                 name="call_final_state_has_end",
@@ -524,6 +537,10 @@ class Call(models.Model):
             Call.objects.filter(pk=call.pk).update(**changes)
             for field, value in changes.items():
                 setattr(call, field, value)
+            if "ended_at" in changes:  # a supervisor leaves with the call
+                call.legs.filter(role=LegRole.SUPERVISOR, left_at=None).update(
+                    left_at=now, supervisor_mode=""
+                )
             data: dict[str, Any] = {"from": previous, "state": target}
             leg = None
             if target == CallState.ACTIVE:
@@ -660,17 +677,35 @@ class Leg(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     media_connected_at = models.DateTimeField(null=True, blank=True)
     media_ended_at = models.DateTimeField(null=True, blank=True)
+    # Supervisor legs only (calls/supervision.py): the mode now, and when they left (a
+    # supervisor who left keeps the leg, for the record; joining again is a new leg).
+    supervisor_mode = models.CharField(max_length=16, choices=SupervisorMode.choices, blank=True)
+    left_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at"]
         constraints = [
             # One user leg and one operator leg per call; system legs (echo, playback,
-            # recorder) may be several.
+            # recorder) may be several, supervisor legs one at a time (below).
             models.UniqueConstraint(
                 fields=["call", "role"],
-                condition=~models.Q(role="system"),
+                condition=~models.Q(role__in=("system", "supervisor")),
                 name="one_leg_per_human_role",
-            )
+            ),
+            # One supervisor on a call at a time: two starting at once, the database
+            # lets one in.
+            models.UniqueConstraint(
+                fields=["call"],
+                condition=models.Q(role="supervisor", left_at=None),
+                name="one_supervisor_at_a_time",
+            ),
+            models.CheckConstraint(
+                name="leg_supervisor_mode_only_while_supervising",
+                condition=(
+                    models.Q(role="supervisor", left_at=None) & ~models.Q(supervisor_mode="")
+                )
+                | (~models.Q(role="supervisor", left_at=None) & models.Q(supervisor_mode="")),
+            ),
         ]
 
     def __str__(self) -> str:

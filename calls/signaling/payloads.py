@@ -86,6 +86,9 @@ class CallSnapshot:
     # On hold since (None: not held), and by whom (the operator's account: operators only).
     held_at: str | None = None
     held_by: str = ""
+    # A supervisor on the call now: its mode (None: nobody) and its account (operators only).
+    supervisor_mode: str | None = None
+    supervised_by: str = ""
 
 
 @dataclass(frozen=True)
@@ -219,6 +222,8 @@ def _details(wire_name: str, data: Mapping[str, Any], call: CallSnapshot) -> Jso
         details.update(legID=data.get("legID"), role=data.get("role"), media=data.get("state"))
     if wire_name.startswith("callback.") and isinstance(data.get("callback"), Mapping):
         details["callbackID"] = data["callback"].get("callbackID")
+    if wire_name in protocol.SUPERVISOR_EVENTS:
+        details["supervisorMode"] = data.get("mode")  # what the supervisor does now (left: did)
     if wire_name in HOLD_EVENTS:
         details["held"] = wire_name == "call.held"
         if "heldS" in data:
@@ -348,6 +353,7 @@ def call_summary(call: CallSnapshot) -> JsonObject:
         "legs": [
             {"legID": leg.leg_id, "role": leg.role, "mediaState": leg.media_state}
             for leg in call.legs
+            if leg.role != "supervisor" or leg.media_state not in ("closed", "failed")
         ],
         "consentMissing": list(call.consent_missing),
         "recording": None
@@ -368,6 +374,8 @@ def call_summary(call: CallSnapshot) -> JsonObject:
         "disposition": call.disposition,
         "heldAt": call.held_at,
         "heldBy": call.held_by or None,
+        "supervisorMode": call.supervisor_mode,
+        "supervisedBy": call.supervised_by or None,
     }
 
 
@@ -508,7 +516,7 @@ def voicemail_stage_event(call_id: str, data: Mapping[str, Any]) -> JsonObject:
 
 # /ws/operator's client messages: `status` (availability) and the in-call controls, each
 # naming its call (`{"type": "hold", "callID": …}`); the same verbs as REST.
-CALL_VERBS = ("hold", "resume")
+CALL_VERBS = ("hold", "resume", "monitor", "whisper", "barge", "stopSupervising")
 OPERATOR_REQUESTS = ("status", *CALL_VERBS)
 
 
@@ -518,8 +526,8 @@ def operator_request_type(message: Mapping[str, Any]) -> str:
     if not isinstance(kind, str) or kind not in OPERATOR_REQUESTS:
         raise CallbridgeError(
             ErrorCode.INVALID_MESSAGE,
-            "this socket takes {type: status, availability} and {type: hold | resume,"
-            " callID}; act otherwise through /api/",
+            "this socket takes {type: status, availability} and {type: hold | resume |"
+            " monitor | whisper | barge | stopSupervising, callID}; act otherwise through /api/",
         )
     return kind
 

@@ -9,7 +9,7 @@ Schema — wire keys; every message also has "type" and "v" (the protocol versio
 
 Requests, to a worker's channel `media.<name>` (`worker_channel`); handled in order per
 call. Each may carry `reply_to` (a channel) and `request_id` (echoed in the reply).
-`role` is user|operator, `mode` bridge|echo, `to` user|operator|both; ids are strings.
+`role` is user|operator|supervisor, `mode` bridge|echo, `to` user|operator|both; ids are strings.
   media.offer        Offer        {call, leg, role, mode, kind, sdp} → media.answer {sdp}.
                      `kind`: create (a new call: refused while the worker drains),
                      answer (refused when another party's leg holds that role), attach.
@@ -40,6 +40,10 @@ call. Each may carry `reply_to` (a channel) and `request_id` (echoed in the repl
                      Hold with a seq at or below the last one applied is answered and
                      ignored, so an overtaken decision never wins. Remembered for legs that
                      (re)connect while held; refused once the call ended.
+  media.supervise    Supervise    {call, mode, seq} → media.supervision_set. `mode`
+                     (monitor | whisper | barge) is who hears the `supervisor` leg and whom
+                     it hears; null: the supervisor left (its leg is closed). `seq` (the
+                     supervisor.* event's id) orders them as Hold's does.
 
 Replies, to the request's `reply_to`, each echoing its request_id, call and leg (null for
 requests without a leg):
@@ -52,6 +56,7 @@ requests without a leg):
   media.play_stopped PlayStopped       {}
   media.hold_set     HoldSet           {held}: what the call is now (after an ignored
                                         overtaken Hold, what it still is)
+  media.supervision_set SupervisionSet {mode}: the supervision now (null: none)
   media.error        Error             {code, message, recoverable}: any request refused or
                                         failed, and the answer to a message that does not
                                         parse (when it names a reply_to)
@@ -78,9 +83,12 @@ from typing import Any, ClassVar, Generic, TypeAlias, TypeGuard, TypeVar
 
 from calls.errors import CallbridgeError, ErrorCode
 
-VERSION = 3  # v2: Play.loop, PlayStop.playback (waiting audio); v3: Hold (hold / resume)
+# v2: Play.loop, PlayStop.playback (waiting audio); v3: Hold (hold / resume);
+# v4: Supervise, the supervisor role
+VERSION = 4
 
-ROLES = ("user", "operator")
+ROLES = ("user", "operator", "supervisor")
+SUPERVISOR_MODES = ("monitor", "whisper", "barge")
 MODES = ("bridge", "echo")
 PLAY_TARGETS = ("user", "operator", "both")
 
@@ -183,6 +191,12 @@ class PlayStopped(Reply):
 class HoldSet(Reply):
     TYPE = "media.hold_set"
     held: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class SupervisionSet(Reply):
+    TYPE = "media.supervision_set"
+    mode: str | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -296,6 +310,14 @@ class Hold(RequestFor[HoldSet]):
     path: str | None = None  # the hold audio (held only); None: silence
 
 
+@dataclass(frozen=True, kw_only=True)
+class Supervise(RequestFor[SupervisionSet]):
+    TYPE = "media.supervise"
+    REPLY = SupervisionSet
+    mode: str | None  # one of SUPERVISOR_MODES; None: the supervisor left
+    seq: int  # the deciding CallEvent's id: later decisions have higher ones
+
+
 Message = Request | Reply
 
 REQUEST_TYPES: tuple[type[Request], ...] = (
@@ -308,6 +330,7 @@ REQUEST_TYPES: tuple[type[Request], ...] = (
     Play,
     PlayStop,
     Hold,
+    Supervise,
 )
 REPLY_TYPES: tuple[type[Reply], ...] = (
     Answer,
@@ -317,6 +340,7 @@ REPLY_TYPES: tuple[type[Reply], ...] = (
     Playing,
     PlayStopped,
     HoldSet,
+    SupervisionSet,
     Error,
 )
 
@@ -510,6 +534,11 @@ _PARSERS: dict[str, Callable[[_Fields], Message]] = {
     Hold.TYPE: lambda f: Hold(
         **_request(f), held=f.flag("held"), seq=f.integer("seq"), path=f.optional_text("path")
     ),
+    Supervise.TYPE: lambda f: Supervise(
+        **_request(f),
+        mode=None if f.raw.get("mode") is None else f.choice("mode", SUPERVISOR_MODES),
+        seq=f.integer("seq"),
+    ),
     Answer.TYPE: lambda f: Answer(**_reply(f), sdp=f.text("sdp")),
     Closed.TYPE: lambda f: Closed(**_reply(f)),
     RecordingStarted.TYPE: lambda f: RecordingStarted(**_reply(f)),
@@ -517,6 +546,7 @@ _PARSERS: dict[str, Callable[[_Fields], Message]] = {
     Playing.TYPE: lambda f: Playing(**_reply(f), duration_s=f.number("durationS")),
     PlayStopped.TYPE: lambda f: PlayStopped(**_reply(f)),
     HoldSet.TYPE: lambda f: HoldSet(**_reply(f), held=f.flag("held")),
+    SupervisionSet.TYPE: lambda f: SupervisionSet(**_reply(f), mode=f.optional_text("mode")),
     Error.TYPE: lambda f: Error(
         **_reply(f),
         code=_error_code(f),
