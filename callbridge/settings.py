@@ -223,6 +223,7 @@ SPECTACULAR_SETTINGS = {
         "OfferTypeEnum": ["offer"],
         "AnswerTypeEnum": ["answer"],
         "CallbackStateEnum": "calls.models.callback.CallbackState",
+        "SupervisorModeEnum": "calls.models.call.SupervisorMode",
     },
     "AUTHENTICATION_WHITELIST": [  # ClientIpGate is a rate limit, not a credential
         "calls.api.authentication.BearerTokenAuthentication",
