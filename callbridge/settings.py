@@ -224,6 +224,7 @@ SPECTACULAR_SETTINGS = {
         "AnswerTypeEnum": ["answer"],
         "CallbackStateEnum": "calls.models.callback.CallbackState",
         "SupervisorModeEnum": "calls.models.call.SupervisorMode",
+        "ModeEnum": "calls.models.call.CallMode",  # the name it had before SupervisorMode
     },
     "AUTHENTICATION_WHITELIST": [  # ClientIpGate is a rate limit, not a credential
         "calls.api.authentication.BearerTokenAuthentication",
