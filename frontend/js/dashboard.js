@@ -4,11 +4,13 @@
 // waiting callers, every operator's status; a queued call shows Answer only to the
 // operator it is offered to (the server refuses anyone else anyway). My call's notes and
 // disposition: wrapup.js, during the call and in its wrap-up. Hold / Resume on my active
-// call; every held call shows "on hold" (for supervisors too) from the feed.
+// call; every held call shows "on hold" (for supervisors too) from the feed. Supervisors:
+// Monitor / Whisper / Barge on other operators' active calls (supervise.js).
 import {CallAlerts} from "./alerts.js";
 import {CallbackLists} from "./callbacks.js";
 import {LevelMeter, Microphone, formatDuration} from "./media.js";
 import {CallMedia, qualityWarnings} from "./peer.js";
+import {Supervision} from "./supervise.js";
 import {WrapUp} from "./wrapup.js";
 import {VoicemailList} from "./voicemails.js";
 
@@ -51,6 +53,7 @@ let mine = null;            // {callID, media, answeredAt}
 let idleText = "Not in a call.";  // after a call: how it ended
 let tickers = [];
 let wrapUp = null;          // the notes box (made once `api` exists, below)
+let supervision = null;     // supervisors' modes (made once `api` exists, below)
 
 // --- REST --------------------------------------------------------------------------------
 async function api(method, path, body) {
@@ -408,6 +411,13 @@ function render() {
     li.dataset.callId = call.callID;
     const meta = li.querySelector(".meta");
     if (call.heldAt) li.insertBefore(badge("on hold", "held"), meta);
+    if (call.supervisorMode) {
+      li.insertBefore(badge(`${call.supervisorMode}: ${call.supervisedBy || "a supervisor"}`,
+                            "supervised"), meta);
+    }
+    if (config.callSupervisor) {
+      li.append(...supervision.controls(call, {me: config.operator, button}));
+    }
     // While held, how long the caller has been waiting on hold.
     const tick = () => {
       meta.textContent = call.heldAt
@@ -520,6 +530,7 @@ function onFeed(message) {
                                          : `${name(data.call)}'s call no longer rings for you.`);
     }
     if (data.call) calls.set(data.call.callID, data.call);
+    supervision.onEvent(data, message.callSid);
     voicemails.onEvent(data);
     if (data.name === "presence.online") online.set(data.session.sessionId, data.session);
     if (data.name === "presence.offline") online.delete(data.session.sessionId);
@@ -566,6 +577,8 @@ function operatorChanged(data) {
 // --- controls and timers -------------------------------------------------------------------
 wrapUp = new WrapUp({api, notesMaxChars: config.notesMaxChars,
                      supervisor: config.notesSupervisor});
+supervision = new Supervision({api, iceServers: config.iceServers,
+                               microphone: ensureMicrophone, announce});
 ui.hangup.addEventListener("click", () => mine && hangUp(mine.callID));
 ui.hold.addEventListener("click", async () => {
   if (!mine) return;

@@ -1,5 +1,6 @@
 // The end-user call page: call the operators, take their calls, test the microphone; says
-// when the operator has put the call on hold (call.held / call.resumed, or on registering).
+// when the operator has put the call on hold (call.held / call.resumed, or on registering),
+// and when a supervisor listens or joins in (supervisor.*, where the deployment tells).
 import {Microphone, Ringer, formatDuration} from "./media.js";
 import {CallMedia} from "./peer.js";
 import {SignalSocket} from "./signaling.js";
@@ -12,6 +13,7 @@ const ui = {
   call: $("call"), test: $("test"), hangup: $("hangup"), mute: $("mute"), retry: $("retry"),
   accept: $("accept"), decline: $("decline"), microphone: $("microphone"), level: $("level"),
   remote: $("remote"), note: $("note"), place: $("place"), held: $("held"),
+  supervisor: $("supervisor"),
   recording: $("recording"), consent: $("consent"),
   consentText: $("consent-text"), consentVersion: $("consent-version"),
   consentYes: $("consent-yes"), consentNo: $("consent-no"), withdraw: $("withdraw"),
@@ -130,6 +132,12 @@ async function handle(message) {
     case "call.resumed":
       if (call && call.callSid === message.callSid) showHeld(data.name === "call.held");
       return;
+    case "supervisor.joined":
+    case "supervisor.mode_changed":
+    case "supervisor.left":
+      // Told only where the deployment tells end users (CALLBRIDGE_TELL_USER_SUPERVISOR).
+      if (call && call.callSid === message.callSid) showSupervisor(data);
+      return;
     case "call.answered":
       if (call && call.callSid === message.callSid) {
         call.answeredAt = Date.now();
@@ -211,6 +219,19 @@ function showHeld(held) {
   if (call?.answeredAt && document.body.dataset.state === "connected") {
     ui.status.textContent = call.held ? "On hold." : "Connected.";
   }
+}
+
+// A supervisor on the call: whether they can hear us, and whether we hear them.
+const SUPERVISOR_TEXT = {
+  monitor: "A supervisor joined the call and is listening.",
+  whisper: "A supervisor joined the call and is listening (they speak to the operator only).",
+  barge: "A supervisor joined the conversation: you can hear each other.",
+};
+
+function showSupervisor(data) {
+  const mode = data.name === "supervisor.left" ? null : data.supervisorMode;
+  ui.supervisor.textContent = mode ? SUPERVISOR_TEXT[mode] || "" : "";
+  show(ui.supervisor, Boolean(mode));
 }
 
 function onRegistered(data) {
