@@ -16,6 +16,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from calls import consent, supervision
+from calls.background import background_tasks
 from calls.errors import CallbridgeError
 from calls.models import ApiToken, Call, EndUserSession, Leg, Recording
 from calls.principals import Principal
@@ -26,12 +27,16 @@ from tests.support.signal_client import SignalClient, operator_feed
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
+# Calls these tests make without a running media worker name none: what the supervision
+# would tell a worker is not left queued for the next test's worker.
+NO_WORKER = ""
+
 
 def answered_call() -> tuple[Call, str, str]:
     """An end user's call answered by an API token: (call, user token, operator token)."""
     session, user_token = EndUserSession.create(ttl_seconds=600, display_name="Ada")
     token, operator_token = ApiToken.create("desk")
-    call = Call.start(by=Principal.end_user(session), mode="bridge", media_worker="embedded")
+    call = Call.start(by=Principal.end_user(session), mode="bridge", media_worker=NO_WORKER)
     call.answer(Principal.for_api_token(token))
     return call, user_token, operator_token
 
@@ -114,9 +119,9 @@ def test_it_lets_only_supervisors_supervise_and_refuses_bad_input(
 
 def test_it_supervises_only_an_active_bridge_call(supervisor_user: Any) -> None:
     session, _ = EndUserSession.create(ttl_seconds=600, display_name="Ada")
-    ringing = Call.start(by=Principal.end_user(session), mode="bridge", media_worker="embedded")
+    ringing = Call.start(by=Principal.end_user(session), mode="bridge", media_worker=NO_WORKER)
     token, _ = ApiToken.create("desk")
-    echo = Call.start(by=Principal.for_api_token(token), mode="echo", media_worker="embedded")
+    echo = Call.start(by=Principal.for_api_token(token), mode="echo", media_worker=NO_WORKER)
     sam = Principal.staff(supervisor_user)
     for call in (ringing, echo):
         with pytest.raises(CallbridgeError) as refused:
@@ -128,7 +133,7 @@ def test_it_supervises_only_an_active_bridge_call(supervisor_user: Any) -> None:
 def test_it_refuses_the_calls_own_operator_as_its_supervisor(supervisor_user: Any) -> None:
     session, _ = EndUserSession.create(ttl_seconds=600, display_name="Ada")
     sam = Principal.staff(supervisor_user)
-    call = Call.start(by=Principal.end_user(session), mode="bridge", media_worker="embedded")
+    call = Call.start(by=Principal.end_user(session), mode="bridge", media_worker=NO_WORKER)
     call.answer(sam)
     with pytest.raises(CallbridgeError) as refused:
         supervision.supervise(sam, call, "barge")
@@ -229,6 +234,15 @@ async def test_it_supervises_over_the_operator_socket_and_tells_the_user_per_set
             assert told["data"]["supervisorMode"] == mode and "supervisedBy" not in told["data"]
     if not tell:
         await caller.nothing_more(within=0.5)
+    # A page that registers again learns the supervision now (only if told).
+    await sam_feed.send({"type": "whisper", "callID": call_id})
+    await sam_feed.expect("event", "supervisor.joined")
+    await caller.send({"type": "register", "sessionId": "", "authToken": user_token})
+    registered = await caller.expect("event", "registered")
+    expected_mode = "whisper" if tell else None
+    assert [c["supervisorMode"] for c in registered["data"]["calls"]] == [expected_mode]
+    await sam_feed.send({"type": "stopSupervising", "callID": call_id})
+    await sam_feed.expect("event", "supervisor.left")
 
     refusals = [
         (alice_feed, {"type": "monitor", "callID": call_id}, "FORBIDDEN", call_id),  # its operator
@@ -281,8 +295,15 @@ async def test_it_lets_the_latest_supervise_decision_win_at_the_worker(asgi_app:
     assert await ask("monitor", 5) == "monitor"
     assert await ask("barge", 4) == "monitor"  # an older decision changes nothing
     assert await ask("whisper", 6) == "whisper"
+    # A call without media here keeps no media state, only its mode for a leg that
+    # connects later; the end forgets it.
+    worker = background_tasks.get("media-worker")
+    assert call_id not in worker.calls and worker.supervisions[call_id] == "whisper"
     assert await ask(None, 7) is None
+    assert call_id not in worker.supervisions
+    assert await ask("barge", 8) == "barge"
     await link.send("embedded", protocol.EndCall(call=call_id))
-    with pytest.raises(CallbridgeError) as refused:
-        await link.request("embedded", protocol.Supervise(call=call_id, mode="barge", seq=8))
+    with pytest.raises(CallbridgeError) as refused:  # answered after the end, in call order
+        await link.request("embedded", protocol.Supervise(call=call_id, mode="barge", seq=9))
     assert refused.value.code == "CALL_STATE"
+    assert call_id not in worker.supervisions and call_id not in worker.calls

@@ -27,6 +27,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.media, pytest
 SUPERVISOR_TONE = 1250  # no harmonic of the user's 440 Hz or the operator's 880 Hz
 TONES = (USER_TONE, OPERATOR_TONE, SUPERVISOR_TONE)
 HEARD, NOT_HEARD = 0.15, 0.02  # a tone's share of what an ear heard
+SILENT = 100.0  # RMS of an ear that hears nothing (a tone here is ~6900)
 
 
 async def ears_are(expected: dict[ClientPeer, Iterable[float]]) -> None:
@@ -43,6 +44,9 @@ async def ears_are(expected: dict[ClientPeer, Iterable[float]]) -> None:
         peer.sink.clear()
     await asyncio.sleep(1.2)
     for peer, tones in expected.items():
+        if not tones:  # nothing audible (silence, or no packets at all)
+            assert peer.sink.seconds == 0 or peer.sink.rms(last_seconds=1.0) < SILENT
+            continue
         for tone in TONES:
             share = peer.sink.strength(tone, last_seconds=1.0)
             if tone in tones:
@@ -120,6 +124,21 @@ async def test_it_lets_each_party_hear_exactly_whom_each_supervisor_mode_says(
 
         # Barge: everyone hears both others.
         await switch("barge")
+        await ears_are(
+            {
+                peer: (USER_TONE, OPERATOR_TONE),
+                user: (OPERATOR_TONE, SUPERVISOR_TONE),
+                operator: (USER_TONE, SUPERVISOR_TONE),
+            }
+        )
+
+        # On hold (no hold audio here: silence), the caller hears nobody; the supervisor
+        # may still coach the operator, and hears only the operator.
+        held = await call.post(f"/api/calls/{call.call_id}/hold", call.operator_token)
+        assert held.status_code == 200, held.json()
+        await ears_are({peer: (OPERATOR_TONE,), user: (), operator: (SUPERVISOR_TONE,)})
+        resumed = await call.post(f"/api/calls/{call.call_id}/resume", call.operator_token)
+        assert resumed.status_code == 200, resumed.json()
         await ears_are(
             {
                 peer: (USER_TONE, OPERATOR_TONE),

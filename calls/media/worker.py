@@ -80,12 +80,14 @@ class CallMedia:
         self._place_hold_audio()
         decoded: set[str] = set()
         ears = supervised_ears(self.parties_ears(), self.supervision)
+        if self.held:
+            ears = held_ears(ears)
         for role, peer in self.legs.items():
-            if self.held:
-                peer.listen_to(None, silence=True)
-            else:
-                mouths = [self.legs[origin] for origin in ears.get(role, ()) if origin in self.legs]
+            mouths = [self.legs[origin] for origin in ears.get(role, ()) if origin in self.legs]
+            if mouths:
                 decoded |= peer.listen_to_all(mouths)
+            else:  # nobody to hear (held): encoded silence, see LegPeer.listen_to
+                peer.listen_to(None, silence=self.held)
         for peer in self.legs.values():
             peer.capture_into([])
             peer.capture_heard_into([])
@@ -122,9 +124,9 @@ class CallMedia:
 
     @property
     def idle(self) -> bool:
-        """Nothing left to keep (a held call keeps its hold for legs that reconnect, a
-        supervised one its supervision)."""
-        return not self.legs and not self.recorders and not self.held and not self.supervision
+        """Nothing left to keep (a held call keeps its hold for legs that reconnect; a
+        supervision is remembered apart: MediaWorker.supervisions)."""
+        return not self.legs and not self.recorders and not self.held
 
     def stop_waiting_audio(self) -> None:
         """End the looped playbacks (a queue's waiting audio: over once an operator joins);
@@ -156,6 +158,18 @@ def supervised_ears(
     }
     supervised[SUPERVISOR_ROLE] = ("user", "operator")
     return supervised
+
+
+def held_ears(ears: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """`ears` while the caller is on hold: the parties do not hear each other (the caller
+    hears the hold audio); a supervisor and the operator still hear each other where the
+    mode lets the operator hear it (coaching during a hold reaches no caller)."""
+    held: dict[str, tuple[str, ...]] = {role: () for role in ears}
+    if SUPERVISOR_ROLE in ears.get("operator", ()):
+        held["operator"] = (SUPERVISOR_ROLE,)
+    if ears.get(SUPERVISOR_ROLE):
+        held[SUPERVISOR_ROLE] = ("operator",)
+    return held
 
 
 class RecentIds:
@@ -240,6 +254,9 @@ class MediaWorker:
         self.stopped_recordings = RecentIds()
         self.hold_seqs = LatestSeqs()
         self.supervise_seqs = LatestSeqs()
+        # The supervision of calls whose media this worker forgot (no legs yet, or none
+        # left): a leg that connects later hears by it. Bounded like the seqs.
+        self.supervisions: OrderedDict[str, str] = OrderedDict()
         self._handler_of: dict[type[protocol.Request], Handler] = {}
         self._on(protocol.Offer, self._offer)
         self._on(protocol.Candidate, self._candidate)
@@ -344,7 +361,9 @@ class MediaWorker:
             )
         if call_id in self.ended_calls:
             raise CallbridgeError(ErrorCode.CALL_STATE, "the call has ended")
-        call = self.calls.get(call_id) or CallMedia(call_id, offer.mode)
+        call = self.calls.get(call_id) or CallMedia(
+            call_id, offer.mode, supervision=self.supervisions.get(call_id)
+        )
         holder = call.legs.get(role)
         if holder is not None and holder.leg_id != leg_id:
             # Only the same leg reconnects; another leg never replaces a party's media
@@ -401,6 +420,7 @@ class MediaWorker:
 
     async def _end_call(self, call_id: str, reason: str) -> None:
         self.ended_calls.add(call_id)
+        self.supervisions.pop(call_id, None)
         call = self.calls.pop(call_id, None)
         if call is None:
             return
@@ -480,10 +500,17 @@ class MediaWorker:
         """A supervisor's mode (see supervised_ears), or its leaving: its leg is closed."""
         if supervise.call in self.ended_calls:
             raise CallbridgeError(ErrorCode.CALL_STATE, "the call has ended")
-        call = self.calls.get(supervise.call) or CallMedia(supervise.call, "bridge")
+        call = self.calls.get(supervise.call) or CallMedia(
+            supervise.call, "bridge", supervision=self.supervisions.get(supervise.call)
+        )
         if not self.supervise_seqs.advance(supervise.call, supervise.seq):
             return protocol.SupervisionSet(mode=call.supervision)  # overtaken
         call.supervision = supervise.mode
+        self.supervisions.pop(supervise.call, None)
+        if supervise.mode is not None:
+            self.supervisions[supervise.call] = supervise.mode
+            while len(self.supervisions) > self.supervise_seqs.size:
+                self.supervisions.popitem(last=False)
         leaving = call.legs.pop(SUPERVISOR_ROLE, None) if supervise.mode is None else None
         logger.info("call %s supervision: %s", supervise.call, supervise.mode or "none")
         if call.idle:

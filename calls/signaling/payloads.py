@@ -161,6 +161,8 @@ class ResumableCall:
     leg_id: str  # "" when the registering party has no leg in it yet
     media_state: str | None
     held: bool = False  # on hold: the end-user page says so after a reload
+    # A supervisor's mode now (None: none, or an end user who is not told of supervisors).
+    supervisor_mode: str | None = None
 
 
 # --- through the channel layer ---------------------------------------------------------------
@@ -436,6 +438,7 @@ def registered(role: str, calls: Sequence[ResumableCall]) -> JsonObject:
             "sessionId": call.leg_id,
             "mediaState": call.media_state,
             "held": call.held,
+            "supervisorMode": call.supervisor_mode,
         }
         for call in calls
     ]

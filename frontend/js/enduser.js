@@ -238,6 +238,7 @@ function onRegistered(data) {
   const open = (data.calls || []).find((c) => c.sessionId);
   const mineNow = call && (data.calls || []).find((c) => c.callSid === call.callSid);
   if (mineNow) showHeld(Boolean(mineNow.held));
+  if (mineNow) showSupervisor({name: "registered", supervisorMode: mineNow.supervisorMode});
   if (call) {
     // The socket came back: media usually survived; if not, reconnect it.
     if (call.media?.pc.connectionState !== "connected") reconnectMedia();
