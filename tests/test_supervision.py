@@ -283,6 +283,7 @@ def test_it_shows_every_supervisor_step_in_the_admin_timeline(
     text = page.content.decode()
     for name in ("supervisor.joined", "supervisor.mode_changed", "supervisor.left"):
         assert name in text
+    assert "Left at" in text and "Supervisor mode" in text  # the legs show who was on when
 
 
 async def test_it_lets_the_latest_supervise_decision_win_at_the_worker(asgi_app: Any) -> None:

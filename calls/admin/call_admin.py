@@ -62,6 +62,8 @@ class LegInline(ReadOnlyInline):
         "created_at",
         "media_connected_at",
         "media_ended_at",
+        "supervisor_mode",  # supervisor legs: the mode now, and when they left
+        "left_at",
     )
 
 
