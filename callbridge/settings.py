@@ -223,6 +223,8 @@ SPECTACULAR_SETTINGS = {
         "OfferTypeEnum": ["offer"],
         "AnswerTypeEnum": ["answer"],
         "CallbackStateEnum": "calls.models.callback.CallbackState",
+        "SupervisorModeEnum": "calls.models.call.SupervisorMode",
+        "ModeEnum": "calls.models.call.CallMode",  # the name it had before SupervisorMode
     },
     "AUTHENTICATION_WHITELIST": [  # ClientIpGate is a rate limit, not a credential
         "calls.api.authentication.BearerTokenAuthentication",
@@ -241,6 +243,9 @@ CALLBRIDGE_RING_TIMEOUT_S = env_int("CALLBRIDGE_RING_TIMEOUT_S", 45, minimum=1, 
 # The audio library file (its name) a held caller hears when their queue names no hold or
 # waiting audio, and on calls without a queue (outbound); empty: silence (calls.hold).
 CALLBRIDGE_HOLD_AUDIO = env_str("CALLBRIDGE_HOLD_AUDIO", "")
+# Whether the end user of a call is told when a supervisor joins, changes mode or leaves
+# it (`supervisor.*` on their socket, a line on their page; calls.supervision).
+CALLBRIDGE_TELL_USER_SUPERVISOR = env_bool("CALLBRIDGE_TELL_USER_SUPERVISOR", True)
 CALLBRIDGE_AWAY_AFTER_MISSES = env_int("CALLBRIDGE_AWAY_AFTER_MISSES", 3, minimum=1, maximum=100)
 # Queue statistics: a call answered within this many seconds of joining its queue is
 # within the service level (docs/queues.md#statistics).

@@ -19,7 +19,7 @@ from django.db import IntegrityError, transaction
 
 from calls import limits, policy
 from calls.errors import CallbridgeError, CallStateError, ErrorCode
-from calls.models import Call, CallMode, EndUserSession, Leg, MediaState, Queue
+from calls.models import Call, CallMode, EndUserSession, Leg, LegRole, MediaState, Queue
 from calls.principals import Principal
 from calls.signaling.protocol import CallDetails
 from calls.workers.placement import choose_worker
@@ -112,6 +112,17 @@ def plan_offer(
     policy.require_access(principal, call)
     if not call.is_open:
         raise CallStateError(f"the call is {call.state}")
+    supervising = call.legs.filter(role=LegRole.SUPERVISOR, left_at=None).first()
+    if supervising is not None and principal.owns(supervising):
+        # A supervisor's media (calls.supervision made its leg): connect or reconnect it.
+        return OfferPlan(
+            OfferKind.ATTACH,
+            call.pk,
+            supervising.pk,
+            supervising.role,
+            call.mode,
+            call.media_worker,
+        )
     legs = list(call.legs.filter(role=principal.role, left_at=None))  # left: no longer a party
     mine = next((leg for leg in legs if principal.owns(leg)), None)
     if mine is not None:
@@ -221,6 +232,8 @@ def commit_offer(principal: Principal, plan: OfferPlan) -> None:
                 raise CallbridgeError(ErrorCode.FORBIDDEN, "that session is not yours")
             if not leg.call.is_open:
                 raise CallStateError(f"the call is {leg.call.state}")
+            if leg.left_at is not None:  # a supervisor who left meanwhile
+                raise CallStateError("you left this call")
             leg.set_media_state(MediaState.CONNECTING)
 
 

@@ -11,7 +11,7 @@ from django.db import transaction
 
 from calls import policy
 from calls.errors import CallbridgeError, CallStateError, ErrorCode
-from calls.models import Call, ConsentMethod, LegRole, RecordingConsent
+from calls.models import Call, ConsentMethod, Leg, LegRole, RecordingConsent, SupervisorMode
 from calls.principals import PartyKey, Principal, party_key_of
 
 # Which ways of consenting each kind of party may claim.
@@ -33,7 +33,30 @@ def required_roles(call: Call) -> set[str]:
     if mode == "user":
         user_only: set[str] = {LegRole.USER}
         return user_only & call.media_roles
-    return set(call.media_roles)
+    roles = set(call.media_roles)
+    if barging_leg(call) is not None:
+        # Heard by the end user and in the call like any party (calls.supervision);
+        # monitoring and whispering supervisors are not (the user never hears them).
+        roles.add(LegRole.SUPERVISOR)
+    return roles
+
+
+def supervisor_leg(call: Call) -> Leg | None:
+    """The call's supervisor now (legs from the prefetch cache when there is one)."""
+    return next(
+        (leg for leg in call.legs.all() if leg.role == LegRole.SUPERVISOR and leg.left_at is None),
+        None,
+    )
+
+
+def barging_leg(call: Call) -> Leg | None:
+    leg = supervisor_leg(call)
+    return leg if leg is not None and leg.supervisor_mode == SupervisorMode.BARGE else None
+
+
+def counts_for(call: Call, leg: Leg) -> bool:
+    """Whether the party of `leg` has a consent that counts now."""
+    return _counts(current_consents(call).get(party_key_of(leg)))
 
 
 def current_consents(call: Call) -> dict[PartyKey, RecordingConsent]:
@@ -75,7 +98,11 @@ def consent_status(call: Call) -> ConsentStatus:
     whose is missing (by role: each role has one party in a call)."""
     latest = current_consents(call)
     required = sorted(required_roles(call))
-    present = {leg.role: party_key_of(leg) for leg in call.legs.all() if leg.role in required}
+    present = {
+        leg.role: party_key_of(leg)
+        for leg in call.legs.all()
+        if leg.role in required and leg.left_at is None  # supervisors who left: not present
+    }
     missing: list[str] = []
     relied_on: list[RecordingConsent] = []
     for role in required:
@@ -112,8 +139,9 @@ def record_answer(
     ip: str | None,
     user_agent: str,
 ) -> RecordingConsent:
-    """Record the principal's own consent (or withdrawal) for `call`."""
-    policy.require_party_or_callee(principal, call)
+    """Record the principal's own consent (or withdrawal) for `call` (its parties, who
+    may answer it, and its supervisor now, as a supervisor)."""
+    _require_may_consent(principal, call)
     if policy_version != settings.CALLBRIDGE_CONSENT_POLICY_VERSION:
         raise CallbridgeError(
             ErrorCode.INVALID_ARGUMENT,
@@ -126,12 +154,15 @@ def record_answer(
         )
     with transaction.atomic():
         locked = Call.objects.select_for_update().get(pk=call.pk)
-        policy.require_party_or_callee(principal, locked)  # again: who answered may change
+        as_supervisor = _require_may_consent(principal, locked)  # again: who is in it may change
         if not locked.is_open:
             raise CallStateError(f"the call is {locked.state}")
+        party = principal.party_fields()
+        if as_supervisor:
+            party["role"] = LegRole.SUPERVISOR
         consent = RecordingConsent.objects.create(
             call=locked,
-            **principal.party_fields(),
+            **party,
             granted=granted,
             policy_version=policy_version,
             text_sha256=consent_text_sha256(),
@@ -143,10 +174,22 @@ def record_answer(
             "consent.granted" if granted else "consent.withdrawn",
             principal,
             {
-                "role": principal.role,
+                "role": party["role"],
                 "policy": policy_version,
                 "method": method,
                 "consentID": consent.pk,
             },
         )
     return consent
+
+
+def _require_may_consent(principal: Principal, call: Call) -> bool:
+    """FORBIDDEN unless a party, a callee, or the call's supervisor now; says whether the
+    principal answers as that supervisor (and not as a party)."""
+    if policy.is_party(principal, call) or policy.may_answer(principal, call):
+        return False
+    leg = supervisor_leg(call)
+    if leg is not None and principal.owns(leg):
+        return True
+    policy.require_party_or_callee(principal, call)  # raises FORBIDDEN
+    return False

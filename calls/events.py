@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from callbridge.channel_layer import configured_layer
 from calls import availability
-from calls.consent import consent_status
+from calls.consent import consent_status, supervisor_leg
 from calls.models import (
     Call,
     CallbackRequest,
@@ -104,7 +104,15 @@ def call_snapshot(call: Call) -> payloads.CallSnapshot:
         disposition=_disposition_code(call),
         held_at=call.held_at.isoformat() if call.held_at else None,
         held_by=call.held_by,
+        **_supervision(call),
     )
+
+
+def _supervision(call: Call) -> dict[str, Any]:
+    leg = supervisor_leg(call) if call.is_open else None
+    if leg is None:
+        return {}
+    return {"supervisor_mode": leg.supervisor_mode, "supervised_by": leg.party}
 
 
 def _disposition_code(call: Call) -> str | None:

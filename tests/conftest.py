@@ -127,6 +127,19 @@ def staff_user(db: Any) -> Any:
 
 
 @pytest.fixture
+def supervisor_user(db: Any) -> Any:
+    """A staff supervisor: in the Operators and the Supervisors groups."""
+    from calls.operators import operators_group
+    from calls.supervision import supervisors_group
+
+    user = get_user_model().objects.create_user(
+        username="sam", password="correct horse battery", is_staff=True
+    )
+    user.groups.add(operators_group(), supervisors_group())
+    return user
+
+
+@pytest.fixture
 def superuser(db: Any) -> Any:
     return get_user_model().objects.create_superuser(
         username="root", password="correct horse battery"

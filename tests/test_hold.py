@@ -172,7 +172,7 @@ async def test_it_holds_over_the_operator_socket_and_tells_every_feed_and_the_ca
         (alice_feed, {"type": "hold", "callID": call_id}, "CALL_STATE", call_id),
         (alice_feed, {"type": "hold", "callID": "not-a-call"}, "NOT_FOUND", ""),
         (alice_feed, {"type": "hold"}, "INVALID_ARGUMENT", ""),
-        (alice_feed, {"type": "barge", "callID": call_id}, "INVALID_MESSAGE", ""),
+        (alice_feed, {"type": "teleport", "callID": call_id}, "INVALID_MESSAGE", ""),
     ]
     for feed, message, code, named in refusals:
         await feed.send(message)

@@ -32,6 +32,8 @@ def test_it_generates_a_valid_schema_without_warnings(tmp_path: Path) -> None:
         "/api/calls/{callID}/hold",
         "/api/calls/{callID}/resume",
         "/api/calls/{callID}/transfer",
+        "/api/calls/{callID}/supervise",
+        "/api/calls/{callID}/supervise/stop",
         "/api/calls/{callID}/play",
         "/api/calls/{callID}/play/stop",
         "/api/calls/{callID}/record",

@@ -73,6 +73,13 @@ def test_it_keeps_the_dashboard_for_staff(staff_user: Any) -> None:
     config = page_config(response)
     assert config["feedPath"] == "/ws/operator" and config["csrfToken"]
     assert "token" not in config  # the dashboard acts with the admin session, not a token
+    assert config["callSupervisor"] is False  # Monitor / Whisper / Barge: supervisors only
     assert ApiToken.objects.count() == 0
     home = client.get("/admin/")
     assert b"/admin/dashboard/" in home.content
+
+
+def test_it_gives_supervisors_the_supervisor_modes_on_the_dashboard(supervisor_user: Any) -> None:
+    client = Client()
+    client.force_login(supervisor_user)
+    assert page_config(client.get("/admin/dashboard/"))["callSupervisor"] is True

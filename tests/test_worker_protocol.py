@@ -62,6 +62,8 @@ EVERY_MESSAGE: list[protocol.Message] = [
     protocol.TransferOut(call="c-1", leg="l-1", seq=43, path="/lib/hold.wav", **ROUTED),
     protocol.TransferOut(call="c-1", leg="l-1", seq=44),
     protocol.TransferIn(call="c-1", leg="l-2", seq=45, **ROUTED),
+    protocol.Supervise(call="c-1", mode="whisper", seq=46, **ROUTED),
+    protocol.Supervise(call="c-1", mode=None, seq=47),
     protocol.Answer(sdp="v=0\r\n", **ECHOED),
     protocol.Closed(**ECHOED),
     protocol.RecordingStarted(request_id="r-1", call="c-1"),
@@ -71,6 +73,8 @@ EVERY_MESSAGE: list[protocol.Message] = [
     protocol.Playing(duration_s=2.5, request_id="r-1", call="c-1"),
     protocol.PlayStopped(request_id="r-1", call="c-1"),
     protocol.HoldSet(held=True, request_id="r-1", call="c-1"),
+    protocol.SupervisionSet(mode="barge", request_id="r-1", call="c-1"),
+    protocol.SupervisionSet(mode=None, request_id="r-1", call="c-1"),
     protocol.Error(code=ErrorCode.CALL_STATE, message="the call has ended", recoverable=False),
     protocol.Error(
         code=ErrorCode.MEDIA_BRIDGE_FAILURE,
@@ -216,6 +220,10 @@ def test_it_checks_the_version_before_anything_else() -> None:
         (
             {**protocol.encode(protocol.Hold(call="c-1", held=True, seq=1)), "held": None},
             "media.hold: held must be true or false, not NoneType",
+        ),
+        (
+            {**protocol.encode(protocol.Supervise(call="c-1", mode="barge", seq=1)), "mode": "x"},
+            "media.supervise: mode must be one of monitor, whisper, barge, not 'x'",
         ),
     ],
 )

@@ -68,7 +68,8 @@ class LegInline(ReadOnlyInline):
         "created_at",
         "media_connected_at",
         "media_ended_at",
-        "left_at",  # a transfer: who was on the call when
+        "supervisor_mode",  # supervisor legs: the mode now
+        "left_at",  # a transfer or a supervisor leaving: who was on the call when
     )
 
 

@@ -24,6 +24,7 @@ from calls.models import (
     Overflow,
     QueueStrategy,
     Recording,
+    SupervisorMode,
 )
 from calls.routing import waiting
 from calls.signaling.protocol import MAX_SDP_BYTES
@@ -137,6 +138,14 @@ class ConsentRequestSerializer(serializers.Serializer):
     )
 
 
+class SuperviseRequestSerializer(serializers.Serializer):
+    mode = serializers.ChoiceField(
+        choices=SupervisorMode.choices,
+        help_text="monitor: hear both parties; whisper: the operator hears you too; barge:"
+        " everyone hears everyone",
+    )
+
+
 class ConsentStatusSerializer(serializers.Serializer):
     policy = serializers.ChoiceField(choices=["all", "user", "none"])
     version = serializers.CharField()
@@ -224,10 +233,16 @@ class LegSerializer(serializers.ModelSerializer):
     createdAt = serializers.DateTimeField(source="created_at")
     mediaConnectedAt = serializers.DateTimeField(source="media_connected_at", allow_null=True)
     mediaEndedAt = serializers.DateTimeField(source="media_ended_at", allow_null=True)
+    supervisorMode = serializers.CharField(
+        source="supervisor_mode",
+        help_text="a supervisor's mode now (monitor, whisper, barge); empty for other legs"
+        " and a supervisor who left",
+    )
     leftAt = serializers.DateTimeField(
         source="left_at",
         allow_null=True,
-        help_text="the party left a call that went on (a transfer); null: still on it",
+        help_text="the party left a call that went on (a transfer, a supervisor leaving);"
+        " null: still on it",
     )
 
     class Meta:
@@ -240,6 +255,7 @@ class LegSerializer(serializers.ModelSerializer):
             "createdAt",
             "mediaConnectedAt",
             "mediaEndedAt",
+            "supervisorMode",
             "leftAt",
         ]
 
@@ -395,6 +411,9 @@ class CallSerializer(serializers.ModelSerializer):
 
         for leg_data in data["legs"]:
             leg_data["party"] = name_for(leg_data["party"])
+        if not settings.CALLBRIDGE_TELL_USER_SUPERVISOR:
+            # Not told of supervisors (calls.supervision): not shown their legs either.
+            data["legs"] = [leg for leg in data["legs"] if leg["role"] != "supervisor"]
         if data["endedBy"] is not None:
             data["endedBy"]["name"] = name_for(data["endedBy"]["name"])
         if data["recording"] is not None:

@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from callbridge.client_address import client_ip
-from calls import callbacks, calling, notes, playback, policy, queue_stats, timeline
+from calls import callbacks, calling, notes, playback, policy, queue_stats, supervision, timeline
 from calls import hold as holding
 from calls import transfer as transferring
 from calls.api.notes_serializers import (
@@ -44,6 +44,7 @@ from calls.api.serializers import (
     RecordingSerializer,
     SessionCreatedSerializer,
     SessionCreateSerializer,
+    SuperviseRequestSerializer,
     TimelineEventSerializer,
     TransferRequestSerializer,
 )
@@ -468,6 +469,31 @@ class CallViewSet(viewsets.GenericViewSet):
         body = TransferRequestSerializer(data=json_object(request))
         body.is_valid(raise_exception=True)
         transferring.transfer(principal_of(request), call, body.validated_data["to"])
+        return self._call_response(call)
+
+    @extend_schema(
+        summary="Supervise another operator's active call (supervisors only): join it, or "
+        "switch mode — monitor (hear both), whisper (the operator hears you), barge "
+        "(three-way); then send your offer to webrtc/offer",
+        request=SuperviseRequestSerializer,
+        responses={200: CallSerializer, **ERRORS},
+    )
+    @action(detail=True, methods=["post"], url_path="supervise")
+    def supervise(self, request: Request, callID: str) -> Response:
+        call = self.get_object()
+        body = json_object(request)
+        supervision.supervise(principal_of(request), call, body.get("mode"))
+        return self._call_response(call)
+
+    @extend_schema(
+        summary="Stop supervising the call (its supervisor only): your leg leaves it",
+        request=None,
+        responses={200: CallSerializer, **ERRORS},
+    )
+    @action(detail=True, methods=["post"], url_path="supervise/stop")
+    def stop_supervising(self, request: Request, callID: str) -> Response:
+        call = self.get_object()
+        supervision.stop(principal_of(request), call)
         return self._call_response(call)
 
     @extend_schema(

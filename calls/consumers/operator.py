@@ -1,8 +1,9 @@
 """/ws/operator: the live feed of every call, end-user presence and operator status, for
 operators only. What an operator sends here: their availability
 (`{"type": "status", "availability": "available" | "away" | "offline"}`) and the in-call
-controls of REST (`{"type": "hold" | "resume", "callID": …}`, `{"type": "transfer",
-"callID": …, "to": {"operator": username} | {"queue": id}}`, table CALL_VERBS); the
+controls of REST (`{"type": "hold" | "resume" | "monitor" | "whisper" | "barge" |
+"stopSupervising", "callID": …}`, `{"type": "transfer", "callID": …, "to": {"operator":
+username} | {"queue": id}}`, table CALL_VERBS); the
 feed's events are the answer (`operator.status`, `call.held`, …), a refusal is an
 `error` (with `callSid` when it names a call).
 
@@ -23,7 +24,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
-from calls import availability, callbacks, events, hold, revocation, transfer
+from calls import availability, callbacks, events, hold, revocation, supervision, transfer
 from calls.calling import parse_uuid
 from calls.consumers import throttle
 from calls.consumers.credential_watch import CredentialWatch
@@ -42,6 +43,10 @@ CALL_VERBS: dict[str, Callable[[Principal, Call, dict[str, Any]], object]] = {
     "transfer": lambda principal, call, message: transfer.transfer(
         principal, call, message.get("to")
     ),
+    "monitor": lambda principal, call, _: supervision.supervise(principal, call, "monitor"),
+    "whisper": lambda principal, call, _: supervision.supervise(principal, call, "whisper"),
+    "barge": lambda principal, call, _: supervision.supervise(principal, call, "barge"),
+    "stopSupervising": lambda principal, call, _: supervision.stop(principal, call),
 }
 
 

@@ -24,7 +24,7 @@ from calls.consumers.credential_watch import CredentialWatch
 from calls.consumers.dispatch import EventsWithoutDatabaseHop
 from calls.errors import CallbridgeError, ErrorCode
 from calls.events import OPERATORS_GROUP, call_group, publish_presence, session_group
-from calls.models import CallState
+from calls.models import CallState, Leg
 from calls.principals import Principal
 from calls.routing import waiting
 from calls.signaling import dialects, payloads, protocol
@@ -211,6 +211,7 @@ class SignalConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketCo
                     leg_id=str(mine.pk) if mine else "",
                     media_state=mine.media_state if mine else None,
                     held=call.is_held,
+                    supervisor_mode=_supervisor_mode(principal, legs),
                 )
             )
         await self._send(payloads.registered(principal.role, resumable))
@@ -391,3 +392,11 @@ class SignalConsumer(EventsWithoutDatabaseHop, CredentialWatch, AsyncWebsocketCo
 
     async def _send(self, message: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(message))
+
+
+def _supervisor_mode(principal: Principal, legs: list[Leg]) -> str | None:
+    """The call's supervisor mode as `register` tells it (an end user: only if told)."""
+    if principal.role == "user" and not settings.CALLBRIDGE_TELL_USER_SUPERVISOR:
+        return None
+    leg = next((leg for leg in legs if leg.role == "supervisor" and leg.left_at is None), None)
+    return leg.supervisor_mode if leg is not None else None

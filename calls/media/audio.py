@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from fractions import Fraction
-from typing import cast
+from typing import Protocol, cast
 
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -60,12 +60,19 @@ class AudioSubscription:
         self._frames: deque[AudioFrame] = deque(maxlen=depth)
         self._ready = asyncio.Event()
         self.dropped = 0
+        self.wake: asyncio.Event | None = None  # a mix waiting for any of its parts
 
     def put(self, frame: AudioFrame) -> None:
         if len(self._frames) == self._frames.maxlen:
             self.dropped += 1
         self._frames.append(frame)
         self._ready.set()
+        if self.wake is not None:
+            self.wake.set()
+
+    def pop(self) -> AudioFrame | None:
+        """The oldest queued frame, without waiting (None: nothing queued)."""
+        return self._frames.popleft() if self._frames else None
 
     def drain(self) -> list[AudioFrame]:
         """Every queued frame, without waiting."""
@@ -81,6 +88,53 @@ class AudioSubscription:
                 async with asyncio.timeout(within):  # not wait_for: no inner task
                     await self._ready.wait()
         return self._frames.popleft() if self._frames else None
+
+
+class AudioSource(Protocol):
+    """What a leg hears from: one subscription, or a mix of several."""
+
+    async def get(self, within: float) -> AudioFrame | None: ...
+
+
+class AudioMix:
+    """Several parties heard as one (a leg that must hear two others: a whisper to the
+    operator, a barge). Paced by the hearing leg's clock, not by its sources: at each
+    frame's due time one frame from each source that has one, summed (saturating); a
+    source with nothing yet is silent in that frame. Following the first source to
+    deliver instead would send a frame per arrival of each, twice the real rate."""
+
+    def __init__(self, parts: list[AudioSubscription]) -> None:
+        self.parts = parts
+        self._wake = asyncio.Event()
+        for part in parts:
+            part.wake = self._wake
+
+    async def get(self, within: float) -> AudioFrame | None:
+        await asyncio.sleep(max(within - SOURCE_SLACK_S, 0.0))  # until the frame is due
+        frames = [frame for part in self.parts if (frame := part.pop()) is not None]
+        if not frames:  # nobody yet: wait the slack for whoever comes first
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(within, SOURCE_SLACK_S)):
+                    await self._wake.wait()
+            frames = [frame for part in self.parts if (frame := part.pop()) is not None]
+        return sum_frames(frames) if frames else None
+
+
+def sum_frames(frames: list[AudioFrame]) -> AudioFrame:
+    """One stereo s16 frame that is the sum of `frames` (saturating; padded to the longest)."""
+    parts = []
+    for frame in frames:
+        channels = len(frame.layout.channels)
+        samples = frame.to_ndarray().reshape(-1, channels).astype(np.int32)
+        parts.append(samples if channels == 2 else np.repeat(samples[:, :1], 2, axis=1))
+    total = np.zeros((max(len(p) for p in parts), 2), dtype=np.int32)
+    for samples in parts:
+        total[: len(samples)] += samples
+    mixed = np.clip(total, -32768, 32767).astype(np.int16).reshape(1, -1)
+    out = AudioFrame.from_ndarray(mixed, format="s16", layout="stereo")
+    out.sample_rate = SAMPLE_RATE
+    return out
 
 
 class AudioFanout:
@@ -192,7 +246,7 @@ class OutboundAudioTrack(MediaStreamTrack):
 
     def __init__(self) -> None:
         super().__init__()
-        self._source: AudioSubscription | None = None
+        self._source: AudioSource | None = None
         self.overlays: dict[str, Playback] = {}
         # Called when the last overlay finishes (the leg may go back to forwarding).
         self.on_overlays_done: Callable[[], None] | None = None
@@ -206,7 +260,7 @@ class OutboundAudioTrack(MediaStreamTrack):
         # on the decode path: the hold audio). Nothing is pushed while nobody subscribes.
         self.heard = AudioFanout()
 
-    def use(self, source: AudioSubscription | None) -> None:
+    def use(self, source: AudioSource | None) -> None:
         """Hear `source` from now on (None: silence)."""
         self._source = source
         self._held = False

@@ -29,7 +29,7 @@ from av import AudioFrame
 
 from calls.errors import CallbridgeError, ErrorCode
 from calls.media.aiortc_internals import LegTransport, admit_peer_reflexive, ice_connections
-from calls.media.audio import AudioSubscription, InboundAudio, OutboundAudioTrack
+from calls.media.audio import AudioMix, AudioSubscription, InboundAudio, OutboundAudioTrack
 from calls.media.candidates import (
     CandidateBudget,
     CandidateRules,
@@ -117,6 +117,7 @@ class LegPeer:
         self._reporting = True
         self._closed = False
         self._listening: tuple[InboundAudio, AudioSubscription] | RtpTap | None = None
+        self._mixing: list[tuple[InboundAudio, AudioSubscription]] = []  # listen_to_all
         self._timers: list[asyncio.Task[None]] = []
         # Per peer connection: a reconnect (a new offer) is a new connection, a new budget.
         self._candidates = CandidateBudget(settings.candidate_rules)
@@ -230,7 +231,27 @@ class LegPeer:
         self.outbound.use(subscription)
         return True
 
+    def listen_to_all(self, origins: list[LegPeer]) -> set[str]:
+        """Hear every one of `origins` at once (a supervisor hearing both parties, an
+        operator hearing the caller and a whisper): one origin is `listen_to`'s (forwarded
+        where it can be); two or more are decoded and mixed. Returns the roles whose audio
+        must be decoded for this."""
+        if len(origins) <= 1:
+            origin = origins[0] if origins else None
+            return {origin.role} if origin and self.listen_to(origin) else set()
+        self._stop_listening()
+        self._mixing = [
+            (origin.inbound, origin.inbound.subscribe())
+            for origin in origins
+            if origin.inbound is not None  # a leg that sends nothing adds nothing
+        ]
+        self.outbound.use(AudioMix([subscription for _, subscription in self._mixing]))
+        return {origin.role for origin in origins}
+
     def _stop_listening(self) -> None:
+        for source, subscription in self._mixing:
+            source.unsubscribe(subscription)
+        self._mixing = []
         if isinstance(self._listening, RtpTap):
             self._listening.listeners.discard(self.outlet)
         elif self._listening is not None:

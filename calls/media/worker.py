@@ -76,6 +76,15 @@ class CallMedia:
         self.held, self.hold_audio, self.resume_on = False, None, None
         return True
 
+    # A supervisor's mode (protocol.Supervise; None: nobody supervises): see supervised_ears.
+    supervision: str | None = None
+
+    def parties_ears(self) -> dict[str, tuple[str, ...]]:
+        """Whom each party hears: itself (echo), or the other party."""
+        if self.mode == "echo":
+            return {role: (role,) for role in self.legs}
+        return {"user": ("operator",), "operator": ("user",)}
+
     def route(self) -> None:
         """Point every leg's ears at the right mouth: itself (echo), the other party, or
         nobody while held (silence; the caller's with the hold audio mixed in); and every
@@ -84,12 +93,15 @@ class CallMedia:
         decoded; the rest is forwarded as it came."""
         self._place_hold_audio()
         decoded: set[str] = set()
+        ears = supervised_ears(self.parties_ears(), self.supervision)
+        if self.held:
+            ears = held_ears(ears)
         for role, peer in self.legs.items():
-            origin = role if self.mode == "echo" else ("operator" if role == "user" else "user")
-            if self.held:
-                peer.listen_to(None, silence=True)
-            elif peer.listen_to(self.legs.get(origin)):
-                decoded.add(origin)
+            mouths = [self.legs[origin] for origin in ears.get(role, ()) if origin in self.legs]
+            if mouths:
+                decoded |= peer.listen_to_all(mouths)
+            else:  # nobody to hear (held): encoded silence, see LegPeer.listen_to
+                peer.listen_to(None, silence=self.held)
         for peer in self.legs.values():
             peer.capture_into([])
             peer.capture_heard_into([])
@@ -126,7 +138,8 @@ class CallMedia:
 
     @property
     def idle(self) -> bool:
-        """Nothing left to keep (a held call keeps its hold for legs that reconnect)."""
+        """Nothing left to keep (a held call keeps its hold for legs that reconnect; a
+        supervision is remembered apart: MediaWorker.supervisions)."""
         return not self.legs and not self.recorders and not self.held
 
     def stop_waiting_audio(self) -> None:
@@ -139,6 +152,38 @@ class CallMedia:
 
     def find(self, leg_id: str) -> LegPeer | None:
         return next((peer for peer in self.legs.values() if peer.leg_id == leg_id), None)
+
+
+SUPERVISOR_ROLE = "supervisor"
+
+
+def supervised_ears(
+    ears: dict[str, tuple[str, ...]], mode: str | None
+) -> dict[str, tuple[str, ...]]:
+    """`ears` (whom each party hears) with a supervisor in `mode`: it hears both parties in
+    every mode; in whisper the operator hears it too, in barge everyone does. Nobody hears
+    it, and it hears nobody, before its mode is known or after it left."""
+    if mode is None:
+        return {**ears, SUPERVISOR_ROLE: ()}
+    heard_by = {"monitor": (), "whisper": ("operator",), "barge": ("user", "operator")}[mode]
+    supervised = {
+        role: (*mouths, SUPERVISOR_ROLE) if role in heard_by else mouths
+        for role, mouths in ears.items()
+    }
+    supervised[SUPERVISOR_ROLE] = ("user", "operator")
+    return supervised
+
+
+def held_ears(ears: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """`ears` while the caller is on hold: the parties do not hear each other (the caller
+    hears the hold audio); a supervisor and the operator still hear each other where the
+    mode lets the operator hear it (coaching during a hold reaches no caller)."""
+    held: dict[str, tuple[str, ...]] = {role: () for role in ears}
+    if SUPERVISOR_ROLE in ears.get("operator", ()):
+        held["operator"] = (SUPERVISOR_ROLE,)
+    if ears.get(SUPERVISOR_ROLE):
+        held[SUPERVISOR_ROLE] = ("operator",)
+    return held
 
 
 class RecentIds:
@@ -222,6 +267,10 @@ class MediaWorker:
         self.ended_calls = RecentIds()
         self.stopped_recordings = RecentIds()
         self.hold_seqs = LatestSeqs()
+        self.supervise_seqs = LatestSeqs()
+        # The supervision of calls whose media this worker forgot (no legs yet, or none
+        # left): a leg that connects later hears by it. Bounded like the seqs.
+        self.supervisions: OrderedDict[str, str] = OrderedDict()
         self._handler_of: dict[type[protocol.Request], Handler] = {}
         self._on(protocol.Offer, self._offer)
         self._on(protocol.Candidate, self._candidate)
@@ -234,6 +283,7 @@ class MediaWorker:
         self._on(protocol.Hold, self._hold)
         self._on(protocol.TransferOut, self._transfer_out)
         self._on(protocol.TransferIn, self._transfer_in)
+        self._on(protocol.Supervise, self._supervise)
 
     @property
     def peer_count(self) -> int:
@@ -327,7 +377,9 @@ class MediaWorker:
             )
         if call_id in self.ended_calls:
             raise CallbridgeError(ErrorCode.CALL_STATE, "the call has ended")
-        call = self.calls.get(call_id) or CallMedia(call_id, offer.mode)
+        call = self.calls.get(call_id) or CallMedia(
+            call_id, offer.mode, supervision=self.supervisions.get(call_id)
+        )
         holder = call.legs.get(role)
         if holder is not None and holder.leg_id != leg_id:
             # Only the same leg reconnects; another leg never replaces a party's media
@@ -384,6 +436,7 @@ class MediaWorker:
 
     async def _end_call(self, call_id: str, reason: str) -> None:
         self.ended_calls.add(call_id)
+        self.supervisions.pop(call_id, None)
         call = self.calls.pop(call_id, None)
         if call is None:
             return
@@ -485,6 +538,32 @@ class MediaWorker:
             self.calls[hold.call] = call
         call.route()
         return protocol.HoldSet(held=call.held)
+
+    async def _supervise(self, supervise: protocol.Supervise) -> protocol.SupervisionSet:
+        """A supervisor's mode (see supervised_ears), or its leaving: its leg is closed."""
+        if supervise.call in self.ended_calls:
+            raise CallbridgeError(ErrorCode.CALL_STATE, "the call has ended")
+        call = self.calls.get(supervise.call) or CallMedia(
+            supervise.call, "bridge", supervision=self.supervisions.get(supervise.call)
+        )
+        if not self.supervise_seqs.advance(supervise.call, supervise.seq):
+            return protocol.SupervisionSet(mode=call.supervision)  # overtaken
+        call.supervision = supervise.mode
+        self.supervisions.pop(supervise.call, None)
+        if supervise.mode is not None:
+            self.supervisions[supervise.call] = supervise.mode
+            while len(self.supervisions) > self.supervise_seqs.size:
+                self.supervisions.popitem(last=False)
+        leaving = call.legs.pop(SUPERVISOR_ROLE, None) if supervise.mode is None else None
+        logger.info("call %s supervision: %s", supervise.call, supervise.mode or "none")
+        if call.idle:
+            self.calls.pop(supervise.call, None)
+        else:
+            self.calls[supervise.call] = call
+        call.route()
+        if leaving is not None:
+            await leaving.close("closed")
+        return protocol.SupervisionSet(mode=call.supervision)
 
     async def _record_start(self, start: protocol.RecordStart) -> protocol.RecordingStarted:
         call_id, recording_id = start.call, start.recording

@@ -10,6 +10,7 @@ from calls.models.call import (
     Leg,
     LegRole,
     MediaState,
+    SupervisorMode,
 )
 from calls.models.callback import CallbackRequest, CallbackState
 from calls.models.consent import ConsentMethod, RecordingConsent
@@ -79,6 +80,7 @@ __all__ = [
     "RecordingKind",
     "RecordingState",
     "StopReason",
+    "SupervisorMode",
     "Transfer",
     "TransferKind",
     "TransferOutcome",

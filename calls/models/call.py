@@ -71,6 +71,15 @@ class LegRole(models.TextChoices):
     USER = "user"
     OPERATOR = "operator"
     SYSTEM = "system"
+    # A staff member with `calls.supervise_calls` on another operator's call (monitor,
+    # whisper, barge: calls/supervision.py); a party of its own, with its own leg.
+    SUPERVISOR = "supervisor"
+
+
+class SupervisorMode(models.TextChoices):
+    MONITOR = "monitor", "monitor (hears both, heard by nobody)"
+    WHISPER = "whisper", "whisper (heard by the operator only)"
+    BARGE = "barge", "barge (three-way)"
 
 
 class MediaState(models.TextChoices):
@@ -237,7 +246,11 @@ class Call(models.Model):
     class Meta:
         ordering = ["-created_at"]
         # The one operator permission (calls.operators): answer, place and watch calls.
-        permissions = [("operate_calls", "Can answer and place calls")]
+        permissions = [
+            ("operate_calls", "Can answer and place calls"),
+            # calls.supervision: monitor, whisper to and barge into other operators' calls.
+            ("supervise_calls", "Can monitor, whisper to and barge into calls"),
+        ]
         constraints = [
             models.CheckConstraint(
                 name="call_final_state_has_end",
@@ -532,6 +545,10 @@ class Call(models.Model):
             Call.objects.filter(pk=call.pk).update(**changes)
             for field, value in changes.items():
                 setattr(call, field, value)
+            if "ended_at" in changes:  # a supervisor leaves with the call
+                call.legs.filter(role=LegRole.SUPERVISOR, left_at=None).update(
+                    left_at=now, supervisor_mode=""
+                )
             data: dict[str, Any] = {"from": previous, "state": target}
             leg = None
             if target == CallState.ACTIVE:
@@ -852,20 +869,38 @@ class Leg(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     media_connected_at = models.DateTimeField(null=True, blank=True)
     media_ended_at = models.DateTimeField(null=True, blank=True)
-    # The party left a call that goes on (a transfer): from then on not a party; the
-    # legs of a call with their created_at / left_at say who was on it when.
+    # Supervisor legs only (calls/supervision.py): the mode now, and when they left (a
+    # supervisor who left keeps the leg, for the record; joining again is a new leg).
+    supervisor_mode = models.CharField(max_length=16, choices=SupervisorMode.choices, blank=True)
+    # The party left a call that goes on (a transfer, a supervisor leaving): from then on
+    # not a party; the legs of a call with their created_at / left_at say who was on it when.
     left_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at"]
         constraints = [
             # One user leg and one operator leg at a time per call; system legs (echo,
-            # playback, recorder) may be several, legs that left any number.
+            # playback, recorder) may be several, legs that left any number; supervisor
+            # legs one at a time (below).
             models.UniqueConstraint(
                 fields=["call", "role"],
-                condition=~models.Q(role="system") & models.Q(left_at=None),
+                condition=~models.Q(role__in=("system", "supervisor")) & models.Q(left_at=None),
                 name="one_current_leg_per_human_role",
-            )
+            ),
+            # One supervisor on a call at a time: two starting at once, the database
+            # lets one in.
+            models.UniqueConstraint(
+                fields=["call"],
+                condition=models.Q(role="supervisor", left_at=None),
+                name="one_supervisor_at_a_time",
+            ),
+            models.CheckConstraint(
+                name="leg_supervisor_mode_only_while_supervising",
+                condition=(
+                    models.Q(role="supervisor", left_at=None) & ~models.Q(supervisor_mode="")
+                )
+                | (~models.Q(role="supervisor", left_at=None) & models.Q(supervisor_mode="")),
+            ),
         ]
 
     def __str__(self) -> str:

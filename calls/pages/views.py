@@ -21,6 +21,7 @@ from calls.limits import LobbyThrottle
 from calls.models import AudioFile, EndUserSession
 from calls.notes import SUPERVISOR_PERMISSION
 from calls.operators import is_operator_user
+from calls.supervision import is_supervisor_user
 from calls.tokens import token_kind
 
 LOBBY_NAME_MAX = 60
@@ -154,6 +155,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "notesMaxChars": settings.CALLBRIDGE_NOTES_MAX_CHARS,
         # Supervisors get the notes box on everyone's calls (the API decides anyway).
         "notesSupervisor": request.user.has_perm(SUPERVISOR_PERMISSION),
+        # Monitor / Whisper / Barge on other operators' calls (calls.supervision).
+        "callSupervisor": is_supervisor_user(request.user),
         **ice_configuration(f"staff-{request.user.pk}"),
     }
     context = {

@@ -89,6 +89,9 @@ class CallSnapshot:
     held_by: str = ""
     # Ringing again after a transfer, to whom ("operator bob", "queue sales"): operators only.
     transferring: str | None = None
+    # A supervisor on the call now: its mode (None: nobody) and its account (operators only).
+    supervisor_mode: str | None = None
+    supervised_by: str = ""
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,8 @@ class ResumableCall:
     leg_id: str  # "" when the registering party has no leg in it yet
     media_state: str | None
     held: bool = False  # on hold: the end-user page says so after a reload
+    # A supervisor's mode now (None: none, or an end user who is not told of supervisors).
+    supervisor_mode: str | None = None
 
 
 # --- through the channel layer ---------------------------------------------------------------
@@ -224,6 +229,8 @@ def _details(wire_name: str, data: Mapping[str, Any], call: CallSnapshot) -> Jso
         details["callbackID"] = data["callback"].get("callbackID")
     if wire_name in TRANSFER_EVENTS:
         details.update({key: data[key] for key in ("transferID", "outcome") if key in data})
+    if wire_name in protocol.SUPERVISOR_EVENTS:
+        details["supervisorMode"] = data.get("mode")  # what the supervisor does now (left: did)
     if wire_name in HOLD_EVENTS:
         details["held"] = wire_name == "call.held"
         if "heldS" in data:
@@ -358,6 +365,7 @@ def call_summary(call: CallSnapshot) -> JsonObject:
         "legs": [
             {"legID": leg.leg_id, "role": leg.role, "mediaState": leg.media_state}
             for leg in call.legs
+            if leg.role != "supervisor" or leg.media_state not in ("closed", "failed")
         ],
         "consentMissing": list(call.consent_missing),
         "recording": None
@@ -379,6 +387,8 @@ def call_summary(call: CallSnapshot) -> JsonObject:
         "heldAt": call.held_at,
         "heldBy": call.held_by or None,
         "transferring": call.transferring,
+        "supervisorMode": call.supervisor_mode,
+        "supervisedBy": call.supervised_by or None,
     }
 
 
@@ -439,6 +449,7 @@ def registered(role: str, calls: Sequence[ResumableCall]) -> JsonObject:
             "sessionId": call.leg_id,
             "mediaState": call.media_state,
             "held": call.held,
+            "supervisorMode": call.supervisor_mode,
         }
         for call in calls
     ]
@@ -519,7 +530,7 @@ def voicemail_stage_event(call_id: str, data: Mapping[str, Any]) -> JsonObject:
 
 # /ws/operator's client messages: `status` (availability) and the in-call controls, each
 # naming its call (`{"type": "hold", "callID": …}`); the same verbs as REST.
-CALL_VERBS = ("hold", "resume", "transfer")
+CALL_VERBS = ("hold", "resume", "transfer", "monitor", "whisper", "barge", "stopSupervising")
 OPERATOR_REQUESTS = ("status", *CALL_VERBS)
 
 
@@ -529,8 +540,9 @@ def operator_request_type(message: Mapping[str, Any]) -> str:
     if not isinstance(kind, str) or kind not in OPERATOR_REQUESTS:
         raise CallbridgeError(
             ErrorCode.INVALID_MESSAGE,
-            "this socket takes {type: status, availability}, {type: hold | resume, callID}"
-            " and {type: transfer, callID, to}; act otherwise through /api/",
+            "this socket takes {type: status, availability}, {type: hold | resume | monitor |"
+            " whisper | barge | stopSupervising, callID} and {type: transfer, callID, to};"
+            " act otherwise through /api/",
         )
     return kind
 

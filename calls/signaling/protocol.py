@@ -323,6 +323,7 @@ def error(session_id: str, failure: CallbridgeError, call_sid: str = "") -> dict
 
 
 # --- call records → wire events ------------------------------------------------------------
+SUPERVISOR_EVENTS = frozenset({"supervisor.joined", "supervisor.mode_changed", "supervisor.left"})
 PASSED_THROUGH = frozenset(
     {
         "call.answered",
@@ -363,4 +364,9 @@ def wire_event_name(
         return record_name
     if record_name == "callback.requested":
         return record_name if my_role == caller_role else None  # the caller's confirmation
+    if data.get("role") == "supervisor" and my_role == "user":
+        return None  # a supervisor's media states are the operators' business
+    if record_name in SUPERVISOR_EVENTS:
+        # The end user only if the deployment tells them (recorded with the event).
+        return record_name if my_role != "user" or data.get("userTold") else None
     return MEDIA_EVENTS.get(record_name)

@@ -9,7 +9,7 @@ Schema — wire keys; every message also has "type" and "v" (the protocol versio
 
 Requests, to a worker's channel `media.<name>` (`worker_channel`); handled in order per
 call. Each may carry `reply_to` (a channel) and `request_id` (echoed in the reply).
-`role` is user|operator, `mode` bridge|echo, `to` user|operator|both; ids are strings.
+`role` is user|operator|supervisor, `mode` bridge|echo, `to` user|operator|both; ids are strings.
   media.offer        Offer        {call, leg, role, mode, kind, sdp} → media.answer {sdp}.
                      `kind`: create (a new call: refused while the worker drains),
                      answer (refused when another party's leg holds that role), attach.
@@ -49,6 +49,10 @@ call. Each may carry `reply_to` (a channel) and `request_id` (echoed in the repl
                      it has already; its connection may come after this message), so the
                      caller hears the hold audio up to the new operator's first packet.
                      `seq` as Hold's (call.transfer_completed's id); a later Hold cancels it.
+  media.supervise    Supervise    {call, mode, seq} → media.supervision_set. `mode`
+                     (monitor | whisper | barge) is who hears the `supervisor` leg and whom
+                     it hears; null: the supervisor left (its leg is closed). `seq` (the
+                     supervisor.* event's id) orders them as Hold's does.
 
 Replies, to the request's `reply_to`, each echoing its request_id, call and leg (null for
 requests without a leg):
@@ -61,6 +65,7 @@ requests without a leg):
   media.play_stopped PlayStopped       {}
   media.hold_set     HoldSet           {held}: what the call is now (after an ignored
                                         overtaken Hold, what it still is)
+  media.supervision_set SupervisionSet {mode}: the supervision now (null: none)
   media.error        Error             {code, message, recoverable}: any request refused or
                                         failed, and the answer to a message that does not
                                         parse (when it names a reply_to)
@@ -88,10 +93,11 @@ from typing import Any, ClassVar, Generic, TypeAlias, TypeGuard, TypeVar
 from calls.errors import CallbridgeError, ErrorCode
 
 # v2: Play.loop, PlayStop.playback (waiting audio); v3: Hold (hold / resume);
-# v4: TransferOut, TransferIn (blind transfer)
+# v4: TransferOut, TransferIn (blind transfer); Supervise, the supervisor role
 VERSION = 4
 
-ROLES = ("user", "operator")
+ROLES = ("user", "operator", "supervisor")
+SUPERVISOR_MODES = ("monitor", "whisper", "barge")
 MODES = ("bridge", "echo")
 PLAY_TARGETS = ("user", "operator", "both")
 
@@ -194,6 +200,12 @@ class PlayStopped(Reply):
 class HoldSet(Reply):
     TYPE = "media.hold_set"
     held: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class SupervisionSet(Reply):
+    TYPE = "media.supervision_set"
+    mode: str | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -324,6 +336,14 @@ class TransferIn(RequestFor[HoldSet]):
     seq: int
 
 
+@dataclass(frozen=True, kw_only=True)
+class Supervise(RequestFor[SupervisionSet]):
+    TYPE = "media.supervise"
+    REPLY = SupervisionSet
+    mode: str | None  # one of SUPERVISOR_MODES; None: the supervisor left
+    seq: int  # the deciding CallEvent's id: later decisions have higher ones
+
+
 Message = Request | Reply
 
 REQUEST_TYPES: tuple[type[Request], ...] = (
@@ -338,6 +358,7 @@ REQUEST_TYPES: tuple[type[Request], ...] = (
     Hold,
     TransferOut,
     TransferIn,
+    Supervise,
 )
 REPLY_TYPES: tuple[type[Reply], ...] = (
     Answer,
@@ -347,6 +368,7 @@ REPLY_TYPES: tuple[type[Reply], ...] = (
     Playing,
     PlayStopped,
     HoldSet,
+    SupervisionSet,
     Error,
 )
 
@@ -544,6 +566,11 @@ _PARSERS: dict[str, Callable[[_Fields], Message]] = {
         **_request(f), leg=f.text("leg"), seq=f.integer("seq"), path=f.optional_text("path")
     ),
     TransferIn.TYPE: lambda f: TransferIn(**_request(f), leg=f.text("leg"), seq=f.integer("seq")),
+    Supervise.TYPE: lambda f: Supervise(
+        **_request(f),
+        mode=None if f.raw.get("mode") is None else f.choice("mode", SUPERVISOR_MODES),
+        seq=f.integer("seq"),
+    ),
     Answer.TYPE: lambda f: Answer(**_reply(f), sdp=f.text("sdp")),
     Closed.TYPE: lambda f: Closed(**_reply(f)),
     RecordingStarted.TYPE: lambda f: RecordingStarted(**_reply(f)),
@@ -551,6 +578,7 @@ _PARSERS: dict[str, Callable[[_Fields], Message]] = {
     Playing.TYPE: lambda f: Playing(**_reply(f), duration_s=f.number("durationS")),
     PlayStopped.TYPE: lambda f: PlayStopped(**_reply(f)),
     HoldSet.TYPE: lambda f: HoldSet(**_reply(f), held=f.flag("held")),
+    SupervisionSet.TYPE: lambda f: SupervisionSet(**_reply(f), mode=f.optional_text("mode")),
     Error.TYPE: lambda f: Error(
         **_reply(f),
         code=_error_code(f),

@@ -7,10 +7,12 @@
 // call; every held call shows "on hold" (for supervisors too) from the feed. Transfer my
 // active call to an available operator or a queue (blind): I leave it and wrap up; a
 // call transferred to me rings with Answer, a transferring call says to whom.
+// Supervisors: Monitor / Whisper / Barge on other operators' active calls (supervise.js).
 import {CallAlerts} from "./alerts.js";
 import {CallbackLists} from "./callbacks.js";
 import {LevelMeter, Microphone, formatDuration} from "./media.js";
 import {CallMedia, qualityWarnings} from "./peer.js";
+import {Supervision} from "./supervise.js";
 import {WrapUp} from "./wrapup.js";
 import {VoicemailList} from "./voicemails.js";
 
@@ -55,6 +57,7 @@ let mine = null;            // {callID, media, answeredAt}
 let idleText = "Not in a call.";  // after a call: how it ended
 let tickers = [];
 let wrapUp = null;          // the notes box (made once `api` exists, below)
+let supervision = null;     // supervisors' modes (made once `api` exists, below)
 
 // --- REST --------------------------------------------------------------------------------
 async function api(method, path, body) {
@@ -441,6 +444,13 @@ function render() {
     li.dataset.callId = call.callID;
     const meta = li.querySelector(".meta");
     if (call.heldAt) li.insertBefore(badge("on hold", "held"), meta);
+    if (call.supervisorMode) {
+      li.insertBefore(badge(`${call.supervisorMode}: ${call.supervisedBy || "a supervisor"}`,
+                            "supervised"), meta);
+    }
+    if (config.callSupervisor) {
+      li.append(...supervision.controls(call, {me: config.operator, button}));
+    }
     // While held, how long the caller has been waiting on hold.
     const tick = () => {
       meta.textContent = call.heldAt
@@ -553,6 +563,7 @@ function onFeed(message) {
                                          : `${name(data.call)}'s call no longer rings for you.`);
     }
     if (data.call) calls.set(data.call.callID, data.call);
+    supervision.onEvent(data, message.callSid);
     voicemails.onEvent(data);
     if (data.name === "presence.online") online.set(data.session.sessionId, data.session);
     if (data.name === "presence.offline") online.delete(data.session.sessionId);
@@ -602,6 +613,8 @@ function operatorChanged(data) {
 // --- controls and timers -------------------------------------------------------------------
 wrapUp = new WrapUp({api, notesMaxChars: config.notesMaxChars,
                      supervisor: config.notesSupervisor});
+supervision = new Supervision({api, iceServers: config.iceServers,
+                               microphone: ensureMicrophone, announce});
 ui.hangup.addEventListener("click", () => mine && hangUp(mine.callID));
 ui.transfer.addEventListener("submit", async (event) => {
   event.preventDefault();

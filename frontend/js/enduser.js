@@ -1,6 +1,7 @@
 // The end-user call page: call the operators, take their calls, test the microphone; says
-// when the operator has put the call on hold (call.held / call.resumed, or on registering)
-// and "Transferring you…" from a transfer until the next operator takes the call.
+// when the operator has put the call on hold (call.held / call.resumed, or on registering),
+// "Transferring you…" from a transfer until the next operator takes the call, and when a
+// supervisor listens or joins in (supervisor.*, where the deployment tells).
 import {Microphone, Ringer, formatDuration} from "./media.js";
 import {CallMedia} from "./peer.js";
 import {SignalSocket} from "./signaling.js";
@@ -14,6 +15,7 @@ const ui = {
   accept: $("accept"), decline: $("decline"), microphone: $("microphone"), level: $("level"),
   remote: $("remote"), note: $("note"), place: $("place"), held: $("held"),
   transferring: $("transferring"),
+  supervisor: $("supervisor"),
   recording: $("recording"), consent: $("consent"),
   consentText: $("consent-text"), consentVersion: $("consent-version"),
   consentYes: $("consent-yes"), consentNo: $("consent-no"), withdraw: $("withdraw"),
@@ -143,6 +145,12 @@ async function handle(message) {
     case "call.transfer_completed":
       if (call && call.callSid === message.callSid) show(ui.transferring, false);
       return;
+    case "supervisor.joined":
+    case "supervisor.mode_changed":
+    case "supervisor.left":
+      // Told only where the deployment tells end users (CALLBRIDGE_TELL_USER_SUPERVISOR).
+      if (call && call.callSid === message.callSid) showSupervisor(data);
+      return;
     case "call.answered":
       if (call && call.callSid === message.callSid) {
         show(ui.transferring, false);
@@ -227,10 +235,24 @@ function showHeld(held) {
   }
 }
 
+// A supervisor on the call: whether they can hear us, and whether we hear them.
+const SUPERVISOR_TEXT = {
+  monitor: "A supervisor joined the call and is listening.",
+  whisper: "A supervisor joined the call and is listening (they speak to the operator only).",
+  barge: "A supervisor joined the conversation: you can hear each other.",
+};
+
+function showSupervisor(data) {
+  const mode = data.name === "supervisor.left" ? null : data.supervisorMode;
+  ui.supervisor.textContent = mode ? SUPERVISOR_TEXT[mode] || "" : "";
+  show(ui.supervisor, Boolean(mode));
+}
+
 function onRegistered(data) {
   const open = (data.calls || []).find((c) => c.sessionId);
   const mineNow = call && (data.calls || []).find((c) => c.callSid === call.callSid);
   if (mineNow) showHeld(Boolean(mineNow.held));
+  if (mineNow) showSupervisor({name: "registered", supervisorMode: mineNow.supervisorMode});
   if (call) {
     // The socket came back: media usually survived; if not, reconnect it.
     if (call.media?.pc.connectionState !== "connected") reconnectMedia();

@@ -84,6 +84,35 @@ async def launch(
 
 # Listens to an <audio> element's stream with an AnalyserNode (in headless chromium
 # inbound-rtp audioLevel stays 0) and returns the loudest frequency every 100 ms.
+# The level (dB, the loudest of the bins within 15 Hz) of each of `tones` in what an audio
+# element plays, averaged over `samples` readings 100 ms apart: for ears that hear a mix.
+LEVELS_OF_AUDIO_ELEMENT = """
+async ({selector, tones, samples = 15}) => {
+  const audio = document.querySelector(selector);
+  const context = new AudioContext();
+  await context.resume();
+  const analyser = context.createAnalyser();
+  analyser.fftSize = 8192;
+  analyser.smoothingTimeConstant = 0;
+  context.createMediaStreamSource(audio.srcObject).connect(analyser);
+  const bins = new Float32Array(analyser.frequencyBinCount);
+  const hzPerBin = context.sampleRate / analyser.fftSize;
+  const sums = tones.map(() => 0);
+  for (let i = 0; i < samples; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    analyser.getFloatFrequencyData(bins);
+    tones.forEach((tone, t) => {
+      let best = -Infinity;
+      const from = Math.floor((tone - 15) / hzPerBin), to = Math.ceil((tone + 15) / hzPerBin);
+      for (let k = from; k <= to; k++) best = Math.max(best, bins[k]);
+      sums[t] += Math.max(best, -160);
+    });
+  }
+  await context.close();  // a context left running keeps pulling the stream
+  return sums.map((sum) => sum / samples);
+}
+"""
+
 PEAKS_OF_AUDIO_ELEMENT = """
 async ({selector, samples, smoothing = 0.8}) => {
   const audio = document.querySelector(selector);
