@@ -125,6 +125,7 @@ async def test_it_keeps_media_flowing_when_the_socket_drops_and_resumes_the_leg(
                 "sessionId": bridged.user_leg,
                 "mediaState": "connected",
                 "held": False,
+                "supervisorMode": None,
             }
         ]
         # The resumed socket speaks for that leg, and the call's events reach it.
