@@ -124,7 +124,9 @@ async def test_it_plays_every_library_format_to_whom_wagos_play_names(
         hearers = ["user", "operator"] if to == "both" else [to or "user"]
         await asyncio.gather(*(peers[role].hears_in_mix(tone) for role in hearers))
         for role in set(peers) - set(hearers):
-            assert peers[role].sink.strength(tone, last_seconds=0.5) < 0.02, (suffix, role)
+            # Not heard: far below the 0.2 that `hears_in_mix` needs (the other party's
+            # Opus-coded voice leaves a few hundredths near any frequency under load).
+            assert peers[role].sink.strength(tone, last_seconds=0.5) < 0.06, (suffix, role)
         stopped = await live_call.post(
             f"/api/calls/{live_call.call_id}/play/stop", live_call.operator_token
         )
