@@ -47,7 +47,7 @@ from calls.models import (
 )
 from calls.models.call import CallQuerySet
 from calls.signaling import payloads
-from calls.workers import link
+from calls.workers import link, protocol
 
 logger = logging.getLogger(__name__)
 
@@ -375,6 +375,16 @@ class EventPublisher:
             return False
         loop.call_soon_threadsafe(self._queue.put_nowait, send)
         return True
+
+
+def tell_worker(worker: str, message: protocol.Request) -> None:
+    """Send a media worker a message that wants no reply (the record is the truth), from
+    any thread, in the publisher's order (send_from_any_thread)."""
+
+    async def send() -> None:
+        await link.send(worker, message)
+
+    send_from_any_thread(send)
 
 
 def send_from_any_thread(send: Send) -> None:

@@ -21,11 +21,11 @@ from typing import Any
 from django.conf import settings
 
 from calls import policy
-from calls.events import send_from_any_thread
+from calls.events import tell_worker
 from calls.model_signals import call_event_recorded
 from calls.models import AudioFile, Call, CallEvent, Recording
 from calls.principals import Principal
-from calls.workers import link, protocol
+from calls.workers import protocol
 
 logger = logging.getLogger(__name__)
 
@@ -112,11 +112,7 @@ def on_call_event(sender: Any, event: CallEvent, **kwargs: Any) -> None:
             path=audio.file.path if audio is not None else None,
         )
         worker = call.media_worker
-
-        async def send() -> None:  # no reply wanted: the record is the truth
-            await link.send(worker, message)
-
-        send_from_any_thread(send)
+        tell_worker(worker, message)
     except Exception:
         logger.exception(
             "hold: could not tell the media of %s of call %s", event.name, event.call_id

@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from calls import consent, policy
 from calls.errors import CallbridgeError, CallStateError, ErrorCode
-from calls.events import send_from_any_thread
+from calls.events import tell_worker
 from calls.model_signals import call_event_recorded
 from calls.models import (
     Call,
@@ -44,7 +44,7 @@ from calls.models import (
     SupervisorMode,
 )
 from calls.principals import Principal
-from calls.workers import link, protocol
+from calls.workers import protocol
 
 logger = logging.getLogger(__name__)
 
@@ -185,11 +185,7 @@ def on_call_event(sender: Any, event: CallEvent, **kwargs: Any) -> None:
             mode=None if left else str(event.data["mode"]),
             seq=event.pk,
         )
-
-        async def send() -> None:  # no reply wanted: the record is the truth
-            await link.send(worker, message)
-
-        send_from_any_thread(send)
+        tell_worker(worker, message)
     except Exception:
         logger.exception(
             "supervision: could not tell the media of %s of call %s", event.name, event.call_id

@@ -24,12 +24,12 @@ from django.contrib.auth import get_user_model
 
 from calls import hold, policy, recordings
 from calls.errors import CallbridgeError, CallStateError, ErrorCode
-from calls.events import send_from_any_thread
+from calls.events import tell_worker
 from calls.model_signals import call_event_recorded
 from calls.models import Call, CallEvent, LegRole, Queue, StopReason
 from calls.operators import is_operator_user
 from calls.principals import Principal
-from calls.workers import link, protocol
+from calls.workers import protocol
 
 logger = logging.getLogger(__name__)
 
@@ -112,11 +112,7 @@ def on_call_event(sender: Any, event: CallEvent, **kwargs: Any) -> None:
         else:
             message = protocol.TransferIn(call=str(call.pk), leg=leg, seq=event.pk)
         worker = call.media_worker
-
-        async def send() -> None:  # no reply wanted: the record is the truth
-            await link.send(worker, message)
-
-        send_from_any_thread(send)
+        tell_worker(worker, message)
     except Exception:
         logger.exception(
             "transfer: could not tell the media of %s of call %s", event.name, event.call_id

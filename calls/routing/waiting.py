@@ -31,9 +31,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from callbridge.channel_layer import configured_layer
-from calls.events import send_from_any_thread, session_group
+from calls.events import send_from_any_thread, session_group, tell_worker
 from calls.models import Call, CallEvent, CallState, Queue
-from calls.workers import link, protocol
+from calls.workers import protocol
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +222,4 @@ def _greet(worker: str, call: Call) -> None:
 
 def _send(worker: str, message: protocol.Request) -> None:
     # No reply wanted: a refusal (the operator is already there) needs no action.
-    async def send() -> None:
-        await link.send(worker, message)
-
-    send_from_any_thread(send)
+    tell_worker(worker, message)
