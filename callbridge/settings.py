@@ -274,6 +274,8 @@ CALLBRIDGE_VOICEMAIL_NOTICE_TEXT = env_str(
 )
 CALLBRIDGE_MEDIA_GRACE_S = env_int("CALLBRIDGE_MEDIA_GRACE_S", 60, minimum=1, maximum=3600)
 CALLBRIDGE_ICE_TIMEOUT_S = env_int("CALLBRIDGE_ICE_TIMEOUT_S", 20, minimum=1, maximum=300)
+# Seconds between two quality samples of a leg (loss, jitter, RTT → MOS; docs/quality.md).
+CALLBRIDGE_QUALITY_INTERVAL_S = env_int("CALLBRIDGE_QUALITY_INTERVAL_S", 5, minimum=1, maximum=60)
 # Local addresses the media worker advertises as ICE host candidates (comma-separated IPs).
 # Empty: every interface except loopback (aioice's default).
 CALLBRIDGE_ICE_HOST_ADDRESSES = env_ip_list("CALLBRIDGE_ICE_HOST_ADDRESSES")

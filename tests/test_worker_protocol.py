@@ -82,13 +82,46 @@ EVERY_MESSAGE: list[protocol.Message] = [
         recoverable=True,
         **ECHOED,
     ),
+    protocol.QualityAlert(
+        call="c-1",
+        leg="l-1",
+        name="quality.warning",
+        mos=2.61,
+        r=50.9,
+        loss_percent=20.0,
+        jitter_ms=12.5,
+        rtt_ms=None,
+    ),
+    protocol.QualityAlert(
+        call="c-1",
+        leg="l-1",
+        name="quality.cleared",
+        mos=4.4,
+        r=93.2,
+        loss_percent=0.0,
+        jitter_ms=1.0,
+        rtt_ms=2.5,
+    ),
+    protocol.QualitySummary(
+        call="c-1",
+        leg="l-1",
+        samples=12,
+        mos_min=2.61,
+        mos_avg=3.9,
+        loss_percent=4.17,
+        jitter_ms=3.2,
+        rtt_ms=None,
+        warnings=1,
+    ),
 ]
 SAFE_TYPES = (str, int, float, bool, type(None), list, dict)
 OFFER = protocol.encode(EVERY_MESSAGE[0])
 CANDIDATE = protocol.encode(EVERY_MESSAGE[2])
 STOP_WITH_CUTOFF = protocol.encode(EVERY_MESSAGE[8])
 RECORDED = protocol.encode(protocol.Recorded(result=FILE))
-ERROR = protocol.encode(EVERY_MESSAGE[-1])
+ERROR = protocol.encode(EVERY_MESSAGE[-4])
+ALERT = protocol.encode(EVERY_MESSAGE[-3])
+SUMMARY = protocol.encode(EVERY_MESSAGE[-1])
 
 
 def assert_channel_layer_safe(value: Any) -> None:
@@ -104,11 +137,9 @@ def assert_channel_layer_safe(value: Any) -> None:
 
 
 def test_it_has_an_example_of_every_message_type() -> None:
-    assert {type(m) for m in EVERY_MESSAGE} == {
-        *protocol.REQUEST_TYPES,
-        *protocol.REPLY_TYPES,
-    }
-    types = [t.TYPE for t in protocol.REQUEST_TYPES] + [t.TYPE for t in protocol.REPLY_TYPES]
+    kinds = (*protocol.REQUEST_TYPES, *protocol.REPLY_TYPES, *protocol.REPORT_TYPES)
+    assert {type(m) for m in EVERY_MESSAGE} == set(kinds)
+    types = [t.TYPE for t in kinds]
     assert len(set(types)) == len(types)
 
 
@@ -225,6 +256,15 @@ def test_it_checks_the_version_before_anything_else() -> None:
             {**protocol.encode(protocol.Supervise(call="c-1", mode="barge", seq=1)), "mode": "x"},
             "media.supervise: mode must be one of monitor, whisper, barge, not 'x'",
         ),
+        (
+            {**ALERT, "name": "quality.great"},
+            "media.quality_alert: name must be one of quality.warning, quality.cleared,"
+            " not 'quality.great'",
+        ),
+        (
+            {**SUMMARY, "mosAvg": "3.9"},
+            "media.quality_summary: mosAvg must be a number, not str",
+        ),
     ],
 )
 def test_it_says_what_is_wrong_with_a_malformed_message(raw: Any, says: str) -> None:
@@ -274,6 +314,9 @@ class NoReports:
         self, recording_id: str, reason: str, by: str, result: protocol.RecordedFile
     ) -> None:
         raise AssertionError("nothing is recorded in these tests")
+
+    async def leg_quality(self, report: protocol.Report) -> None:
+        raise AssertionError("no leg has media in these tests")
 
 
 @dataclass

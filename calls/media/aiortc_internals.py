@@ -18,14 +18,22 @@ tests/test_aiortc_internals.py fails loudly if an upgrade moves any of it:
 - `aiortc.rtp.compute_audio_level_dbov(frame)`: what the sender calls on every frame it
   encodes (RFC 6465 level), a pure-Python loop over every sample.
 - `RTCRtpSender._ssrc`; `RTCRtpReceiver._RTCRtpReceiver__remote_streams`, the per-SSRC
-  `StreamStatistics` its RTCP receiver reports are built from.
+  `StreamStatistics` its RTCP receiver reports are built from (`packets_expected`,
+  `packets_received`, `jitter` read; never `fraction_lost`, whose reading resets it).
+- `RTCRtpSender._handle_rtcp_packet(packet)`: the coroutine the DTLS transport's RTCP
+  router awaits (looked up on the instance) with every parsed RTCP packet whose report
+  blocks name the sender's SSRC; `RtcpRrPacket` / `RtcpSrPacket` `.reports` with
+  `ssrc`, `fraction_lost`, `packets_lost`, `jitter`, `lsr`, `dlsr`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aioice.ice
@@ -36,6 +44,7 @@ import pylibsrtp
 from aiortc import RTCRtpTransceiver
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpreceiver import StreamStatistics
+from aiortc.rtp import RtcpRrPacket, RtcpSrPacket
 from av import AudioFrame
 
 logger = logging.getLogger(__name__)
@@ -242,3 +251,99 @@ class LegTransport:
             return False
         self._sendto(protected, self._address)
         return True
+
+
+# --- what the server sees of a leg's quality (calls/media/quality.py judges it) ----------
+_RTCP_SR = 200
+_LSR_KEPT = 8  # sender reports remembered for RTT: a receiver reports on a recent one
+
+
+@dataclass(frozen=True)
+class ReceiverReport:
+    """One RTCP report block about what the server sends (RFC 3550 §6.4.1)."""
+
+    fraction_lost: int  # of 256, since the previous report
+    packets_lost: int  # cumulative
+    jitter: int  # in RTP timestamp units
+    rtt_s: float | None  # from LSR / DLSR, when it names a sender report we sent
+
+
+@dataclass(frozen=True)
+class Received:
+    """The server's own count of what a leg's client sent (all its SSRCs so far)."""
+
+    expected: int
+    received: int
+    jitter: int  # RTP timestamp units (the latest SSRC's)
+
+
+class QualityProbe:
+    """Reads one leg's quality without changing aiortc's behaviour: the receiver's
+    statistics (fed by aiortc, or by the forwarding tap), and the RTCP receiver reports the
+    client sends about the server's stream, with the round trip measured against the sender
+    reports as they left (the forwarding path rewrites them: aiortc's own RTT is then wrong).
+
+    Install before anything else wraps the transport's `_send_rtp` (RtpOutlet does), so
+    the sender reports seen are the ones on the wire."""
+
+    def __init__(self, transceiver: RTCRtpTransceiver) -> None:
+        sender = transceiver.sender
+        dtls = sender.transport
+        if not isinstance(dtls, RTCDtlsTransport):
+            raise RuntimeError("aiortc changed: the sender's transport is not RTCDtlsTransport")
+        self._ssrc: int = sender._ssrc
+        self._statistics: dict[int, StreamStatistics] = (
+            transceiver.receiver._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+        )
+        self._sent_reports: OrderedDict[int, float] = OrderedDict()  # LSR → when it left
+        self._reports: list[ReceiverReport] = []
+        send_rtp = dtls._send_rtp
+
+        async def watch_sent(data: bytes) -> None:
+            self._note_sent(data)
+            await send_rtp(data)
+
+        # Shadows aiortc's method on this one transport (mypy forbids assigning to a method).
+        dtls._send_rtp = watch_sent  # type: ignore[method-assign]
+        handle_rtcp = sender._handle_rtcp_packet
+
+        async def watch_rtcp(packet: Any) -> None:
+            if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+                self._note_reports(packet)
+            await handle_rtcp(packet)
+
+        # Shadows the method on this one sender (the router looks it up on the instance).
+        sender._handle_rtcp_packet = watch_rtcp  # type: ignore[method-assign]
+
+    def _note_sent(self, data: bytes) -> None:
+        # A compound RTCP packet starts with our sender report: note its NTP's middle bits.
+        if len(data) < 16 or data[1] != _RTCP_SR or int.from_bytes(data[4:8], "big") != self._ssrc:
+            return
+        self._sent_reports[int.from_bytes(data[10:14], "big")] = time.monotonic()
+        while len(self._sent_reports) > _LSR_KEPT:
+            self._sent_reports.popitem(last=False)
+
+    def _note_reports(self, packet: RtcpRrPacket | RtcpSrPacket) -> None:
+        now = time.monotonic()
+        for block in packet.reports:
+            if block.ssrc != self._ssrc:
+                continue
+            sent_at = self._sent_reports.get(block.lsr) if block.lsr else None
+            rtt = None if sent_at is None else max(now - sent_at - block.dlsr / 65536, 0.0)
+            report = ReceiverReport(block.fraction_lost, block.packets_lost, block.jitter, rtt)
+            self._reports.append(report)
+            del self._reports[:-_LSR_KEPT]  # bounded if nobody reads them
+
+    def take_reports(self) -> list[ReceiverReport]:
+        """The receiver reports since the last call."""
+        reports, self._reports = self._reports, []
+        return reports
+
+    def received(self) -> Received:
+        streams = list(self._statistics.values())
+        started = [s for s in streams if s.max_seq is not None]
+        return Received(
+            expected=sum(s.packets_expected for s in started),
+            received=sum(s.packets_received for s in started),
+            jitter=started[-1].jitter if started else 0,
+        )

@@ -28,7 +28,12 @@ from aiortc.sdp import candidate_from_sdp
 from av import AudioFrame
 
 from calls.errors import CallbridgeError, ErrorCode
-from calls.media.aiortc_internals import LegTransport, admit_peer_reflexive, ice_connections
+from calls.media.aiortc_internals import (
+    LegTransport,
+    QualityProbe,
+    admit_peer_reflexive,
+    ice_connections,
+)
 from calls.media.audio import AudioMix, AudioSubscription, InboundAudio, OutboundAudioTrack
 from calls.media.candidates import (
     CandidateBudget,
@@ -38,6 +43,8 @@ from calls.media.candidates import (
     withhold_end_of_candidates,
 )
 from calls.media.forwarding import RtpOutlet, RtpTap
+from calls.media.leg_quality import LegQuality, QualityChange, SampleHook
+from calls.media.quality import Summary
 from calls.signaling.protocol import MAX_SDP_BYTES
 
 logger = logging.getLogger(__name__)
@@ -54,9 +61,13 @@ class PeerSettings:
     forwarding: bool = True
     # Which remote ICE candidates a connection may use, and how many (candidates.py).
     candidate_rules: CandidateRules = field(default_factory=CandidateRules)
+    # How often a connected leg's quality is sampled (calls/media/quality.py).
+    quality_interval_s: float = 5.0
 
 
 StateCallback = Callable[["LegPeer", str], None]
+# A quality warning raised or cleared while connected, or the leg's summary as it closes.
+QualityCallback = Callable[["LegPeer", "QualityChange | Summary"], None]
 
 
 def _opus_only() -> list[RTCRtpCodecCapability]:
@@ -102,6 +113,8 @@ class LegPeer:
         settings: PeerSettings,
         on_state: StateCallback,
         on_inbound: Callable[[LegPeer], None],
+        on_quality: QualityCallback | None = None,
+        on_quality_sample: SampleHook | None = None,
     ) -> None:
         self.leg_id = leg_id
         self.role = role
@@ -114,6 +127,10 @@ class LegPeer:
         self.outlet: RtpOutlet | None = None
         self._on_state = on_state
         self._on_inbound = on_inbound
+        self._on_quality = on_quality
+        self._on_quality_sample = on_quality_sample
+        self.quality: LegQuality | None = None  # set up with the answer
+        self._sampling = False
         self._reporting = True
         self._closed = False
         self._listening: tuple[InboundAudio, AudioSubscription] | RtpTap | None = None
@@ -160,6 +177,8 @@ class LegPeer:
             raise _bad_offer("the SDP offer could not be answered") from None
         for connection in ice_connections(self.pc.getTransceivers()):
             admit_peer_reflexive(connection, self._admits_peer_reflexive)
+        # Before the forwarding outlet wraps the transport: the probe sees the wire's reports.
+        self.quality = LegQuality(QualityProbe(transceiver), self._on_quality_sample)
         if self.settings.forwarding:
             self._start_forwarding(transceiver, self.pc.localDescription.sdp)
         self._set_state("connecting")
@@ -297,6 +316,9 @@ class LegPeer:
         if state == "connected":
             self._set_state("connected")
             self._start_timer(self._watch_inbound())
+            if not self._sampling:
+                self._sampling = True
+                self._start_timer(self._sample_quality())
         elif state == "failed":
             # Connected before: the network went away (a reconnect may follow).
             self._set_state("disconnected" if self.state != "connecting" else "failed")
@@ -321,6 +343,29 @@ class LegPeer:
             elif self.state == "disconnected" and silent_for <= self.settings.inactivity_s:
                 self._set_state("connected")
 
+    async def _sample_quality(self) -> None:
+        while not self._closed and self.quality is not None:
+            await asyncio.sleep(self.settings.quality_interval_s)
+            if self.state != "connected":
+                continue  # no media (a network gone): the watchdog's business, not quality's
+            measured = self.quality.sample()
+            if measured is None:
+                continue
+            sample, change = measured
+            if change is not None:
+                logger.info(
+                    "leg %s (%s) %s: MOS %.2f (loss %.1f%%, jitter %.0f ms, RTT %s ms)",
+                    self.leg_id,
+                    self.role,
+                    change.verdict.value,
+                    sample.mos,
+                    sample.loss_percent,
+                    sample.jitter_ms,
+                    "?" if sample.rtt_ms is None else f"{sample.rtt_ms:.0f}",
+                )
+                if self._on_quality is not None:
+                    self._on_quality(self, change)
+
     def _start_timer(self, coroutine: Coroutine[None, None, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._timers.append(task)
@@ -341,6 +386,9 @@ class LegPeer:
         self._reporting = report
         self._set_state(final_state)
         self._closed = True
+        summary = self.quality.summary() if self.quality is not None else None
+        if summary is not None and self._on_quality is not None:
+            self._on_quality(self, summary)  # also a replaced connection's: the leg goes on
         self._stop_listening()
         current = asyncio.current_task()
         for task in self._timers:

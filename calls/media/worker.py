@@ -23,7 +23,9 @@ import numpy as np
 from calls.audio_decoding import UnusableAudio, decode_mono
 from calls.errors import CallbridgeError, ErrorCode
 from calls.media.audio import Playback
+from calls.media.leg_quality import QualityChange, SampleHook
 from calls.media.peer import LegPeer, PeerSettings
+from calls.media.quality import Summary
 from calls.media.recorder import CHANNELS, RENDERS_AT_ONCE, CallRecorder
 from calls.workers import protocol
 from calls.workers.protocol import worker_channel
@@ -45,6 +47,8 @@ class LegReporter(Protocol):
     async def recording_finished(
         self, recording_id: str, reason: str, by: str, result: protocol.RecordedFile
     ) -> None: ...
+
+    async def leg_quality(self, report: protocol.Report) -> None: ...
 
 
 HOLD_PLAYBACK = "hold"  # the overlay id of the hold audio on the held caller's leg
@@ -271,6 +275,8 @@ class MediaWorker:
         # The supervision of calls whose media this worker forgot (no legs yet, or none
         # left): a leg that connects later hears by it. Bounded like the seqs.
         self.supervisions: OrderedDict[str, str] = OrderedDict()
+        # Every leg's every quality sample (calls/media/quality.py), e.g. for metrics.
+        self.quality_sample_hook: SampleHook | None = None
         self._handler_of: dict[type[protocol.Request], Handler] = {}
         self._on(protocol.Offer, self._offer)
         self._on(protocol.Candidate, self._candidate)
@@ -392,6 +398,8 @@ class MediaWorker:
             settings=self.peer_settings,
             on_state=lambda p, state: self._report(call_id, p, state),
             on_inbound=lambda _: self._reroute(call_id),
+            on_quality=lambda p, measured: self._report_quality(call_id, p, measured),
+            on_quality_sample=self.quality_sample_hook,
         )
         peer.outbound.on_overlays_done = lambda: self._reroute(call_id)
         try:
@@ -629,6 +637,38 @@ class MediaWorker:
         self._reports.put_nowait(self.reporter.leg_state(call_id, peer.leg_id, state))
         if state == "failed":
             asyncio.get_running_loop().create_task(self._drop_failed(call_id, peer))
+
+    def _report_quality(
+        self, call_id: str, peer: LegPeer, measured: QualityChange | Summary
+    ) -> None:
+        """A warning raised or cleared, or a closing connection's summary: to the reporter,
+        in order with the leg's states (a summary after its `closed`)."""
+        report: protocol.Report
+        if isinstance(measured, QualityChange):
+            sample = measured.sample
+            report = protocol.QualityAlert(
+                call=call_id,
+                leg=peer.leg_id,
+                name=measured.verdict.value,
+                mos=sample.mos,
+                r=sample.r,
+                loss_percent=round(sample.loss_percent, 2),
+                jitter_ms=round(sample.jitter_ms, 1),
+                rtt_ms=None if sample.rtt_ms is None else round(sample.rtt_ms, 1),
+            )
+        else:
+            report = protocol.QualitySummary(
+                call=call_id,
+                leg=peer.leg_id,
+                samples=measured.samples,
+                mos_min=measured.mos_min,
+                mos_avg=measured.mos_avg,
+                loss_percent=measured.loss_percent,
+                jitter_ms=measured.jitter_ms,
+                rtt_ms=measured.rtt_ms,
+                warnings=measured.warnings,
+            )
+        self._reports.put_nowait(self.reporter.leg_quality(report))
 
     async def _drop_failed(self, call_id: str, peer: LegPeer) -> None:
         call = self.calls.get(call_id)

@@ -875,6 +875,15 @@ class Leg(models.Model):
     # The party left a call that goes on (a transfer, a supervisor leaving): from then on
     # not a party; the legs of a call with their created_at / left_at say who was on it when.
     left_at = models.DateTimeField(null=True, blank=True)
+    # Server-side call quality (calls/media/quality.py), stored when the leg's media
+    # connection ends (a reconnect's connections merged): no samples, no figures.
+    quality_samples = models.PositiveIntegerField(default=0)
+    mos_min = models.FloatField(null=True, blank=True)
+    mos_avg = models.FloatField(null=True, blank=True)
+    loss_percent = models.FloatField(null=True, blank=True)
+    jitter_ms = models.FloatField(null=True, blank=True)
+    rtt_ms = models.FloatField(null=True, blank=True)
+    quality_warnings = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["created_at"]
@@ -905,6 +914,16 @@ class Leg(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role} leg {str(self.pk)[:8]} ({self.party})"
+
+    def record_quality_change(self, name: str, data: dict[str, Any]) -> CallEvent | None:
+        """`quality.warning` / `quality.cleared` for this leg (the media worker decides
+        them), on a call not over yet: a late report after the end adds nothing."""
+        with transaction.atomic():
+            call = Call.objects.select_for_update().get(pk=self.call_id)
+            if call.state not in OPEN_STATES:
+                return None
+            detail = {"legID": str(self.pk), "role": self.role, **data}
+            return call.record_event(name, SYSTEM, detail, leg=self)
 
     def set_media_state(self, state: MediaState | str) -> CallEvent | None:
         """Record a media state change (the media worker reports them) and its event.

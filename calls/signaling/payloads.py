@@ -225,6 +225,9 @@ def _details(wire_name: str, data: Mapping[str, Any], call: CallSnapshot) -> Jso
         details.update({key: data[key] for key in VOICEMAIL_KEYS if key in data})
     if wire_name.startswith("media."):
         details.update(legID=data.get("legID"), role=data.get("role"), media=data.get("state"))
+    if wire_name in protocol.QUALITY_EVENTS:
+        details.update(legID=data.get("legID"), role=data.get("role"))
+        details.update({key: data[key] for key in protocol.QUALITY_KEYS if key in data})
     if wire_name.startswith("callback.") and isinstance(data.get("callback"), Mapping):
         details["callbackID"] = data["callback"].get("callbackID")
     if wire_name in TRANSFER_EVENTS:
@@ -264,6 +267,8 @@ def party_event(event: CallEventSnapshot, viewer_role: str, my_leg: str) -> Json
     name = protocol.wire_event_name(event.name, dict(event.data), call.caller_role, viewer_role)
     if name is None:
         return None
+    if name in protocol.QUALITY_EVENTS and (not my_leg or event.data.get("legID") != my_leg):
+        return None  # another party's network is not this party's business
     return protocol.event(my_leg, call.call_id, name, **_details(name, event.data, call))
 
 

@@ -324,6 +324,9 @@ def error(session_id: str, failure: CallbridgeError, call_sid: str = "") -> dict
 
 # --- call records → wire events ------------------------------------------------------------
 SUPERVISOR_EVENTS = frozenset({"supervisor.joined", "supervisor.mode_changed", "supervisor.left"})
+# A leg's server-side quality (calls/media/quality.py): told to that leg's party only.
+QUALITY_EVENTS = frozenset({"quality.warning", "quality.cleared"})
+QUALITY_KEYS = ("metric", "value", "r", "lossPercent", "jitterMs", "rttMs")
 PASSED_THROUGH = frozenset(
     {
         "call.answered",
@@ -366,6 +369,8 @@ def wire_event_name(
         return record_name if my_role == caller_role else None  # the caller's confirmation
     if data.get("role") == "supervisor" and my_role == "user":
         return None  # a supervisor's media states are the operators' business
+    if record_name in QUALITY_EVENTS:
+        return record_name  # whose leg it is: payloads.party_event
     if record_name in SUPERVISOR_EVENTS:
         # The end user only if the deployment tells them (recorded with the event).
         return record_name if my_role != "user" or data.get("userTold") else None

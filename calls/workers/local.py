@@ -27,6 +27,7 @@ def build_media_worker(name: str = "", host_addresses: list[str] | None = None) 
         peer_settings=PeerSettings(
             ice_servers=stun,
             ice_timeout_s=settings.CALLBRIDGE_ICE_TIMEOUT_S,
+            quality_interval_s=settings.CALLBRIDGE_QUALITY_INTERVAL_S,
             forwarding=settings.CALLBRIDGE_MEDIA_PATH == "forward",
             candidate_rules=CandidateRules(
                 max_remote=settings.CALLBRIDGE_ICE_MAX_REMOTE_CANDIDATES,

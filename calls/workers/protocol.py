@@ -69,6 +69,15 @@ requests without a leg):
   media.error        Error             {code, message, recoverable}: any request refused or
                                         failed, and the answer to a message that does not
                                         parse (when it names a reply_to)
+Reports, from a worker about one of its legs (no reply; the worker hands them to its
+LegReporter, which records them: calls/workers/reporter.py):
+  media.quality_alert   QualityAlert    {call, leg, name, mos, r, lossPercent, jitterMs,
+                                         rttMs}: `name` quality.warning | quality.cleared,
+                                         with the sample that decided it (rttMs null:
+                                         not measured yet). calls/media/quality.py says how.
+  media.quality_summary QualitySummary  {call, leg, samples, mosMin, mosAvg, lossPercent,
+                                         jitterMs, rttMs, warnings}: a leg's connection
+                                         ended; what its samples came to.
 Keys the channel layer adds (channels-redis' `__asgi_channel__`) are ignored.
 
 Versions: a message is accepted only if its "v" is exactly VERSION; older and newer are
@@ -93,8 +102,10 @@ from typing import Any, ClassVar, Generic, TypeAlias, TypeGuard, TypeVar
 from calls.errors import CallbridgeError, ErrorCode
 
 # v2: Play.loop, PlayStop.playback (waiting audio); v3: Hold (hold / resume);
-# v4: TransferOut, TransferIn (blind transfer); Supervise, the supervisor role
-VERSION = 4
+# v4: TransferOut, TransferIn (blind transfer); Supervise, the supervisor role;
+# v5: reports QualityAlert, QualitySummary (server-side call quality)
+VERSION = 5
+QUALITY_VERDICTS = ("quality.warning", "quality.cleared")
 
 ROLES = ("user", "operator", "supervisor")
 SUPERVISOR_MODES = ("monitor", "whisper", "barge")
@@ -344,7 +355,38 @@ class Supervise(RequestFor[SupervisionSet]):
     seq: int  # the deciding CallEvent's id: later decisions have higher ones
 
 
-Message = Request | Reply
+# --- reports (worker → its LegReporter) ---------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class Report:
+    TYPE: ClassVar[str]
+    call: str
+    leg: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class QualityAlert(Report):
+    TYPE = "media.quality_alert"
+    name: str  # one of QUALITY_VERDICTS
+    mos: float
+    r: float
+    loss_percent: float
+    jitter_ms: float
+    rtt_ms: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class QualitySummary(Report):
+    TYPE = "media.quality_summary"
+    samples: int
+    mos_min: float
+    mos_avg: float
+    loss_percent: float
+    jitter_ms: float
+    rtt_ms: float | None
+    warnings: int
+
+
+Message = Request | Reply | Report
 
 REQUEST_TYPES: tuple[type[Request], ...] = (
     Offer,
@@ -371,6 +413,7 @@ REPLY_TYPES: tuple[type[Reply], ...] = (
     SupervisionSet,
     Error,
 )
+REPORT_TYPES: tuple[type[Report], ...] = (QualityAlert, QualitySummary)
 
 
 def leg_of(request: Request) -> str | None:
@@ -393,6 +436,11 @@ _WIRE_NAMES = {
     "sdp_mid": "sdpMid",
     "sdp_mline_index": "sdpMLineIndex",
     "duration_s": "durationS",
+    "loss_percent": "lossPercent",
+    "jitter_ms": "jitterMs",
+    "rtt_ms": "rttMs",
+    "mos_min": "mosMin",
+    "mos_avg": "mosAvg",
 }
 
 
@@ -585,6 +633,27 @@ _PARSERS: dict[str, Callable[[_Fields], Message]] = {
         message=f.text("message"),
         recoverable=f.flag("recoverable"),
     ),
+    QualityAlert.TYPE: lambda f: QualityAlert(
+        call=f.text("call"),
+        leg=f.text("leg"),
+        name=f.choice("name", QUALITY_VERDICTS),
+        mos=f.number("mos"),
+        r=f.number("r"),
+        loss_percent=f.number("lossPercent"),
+        jitter_ms=f.number("jitterMs"),
+        rtt_ms=f.optional_number("rttMs"),
+    ),
+    QualitySummary.TYPE: lambda f: QualitySummary(
+        call=f.text("call"),
+        leg=f.text("leg"),
+        samples=f.integer("samples"),
+        mos_min=f.number("mosMin"),
+        mos_avg=f.number("mosAvg"),
+        loss_percent=f.number("lossPercent"),
+        jitter_ms=f.number("jitterMs"),
+        rtt_ms=f.optional_number("rttMs"),
+        warnings=f.integer("warnings"),
+    ),
 }
 
 
@@ -612,14 +681,23 @@ def parse(raw: object) -> Message:
 def parse_request(raw: object) -> Request:
     message = parse(raw)
     if not isinstance(message, Request):
-        raise ProtocolError(f"{message.TYPE} is a reply, not a request")
+        kind = "a reply" if isinstance(message, Reply) else "a report"
+        raise ProtocolError(f"{message.TYPE} is {kind}, not a request")
     return message
 
 
 def parse_reply(raw: object) -> Reply:
     message = parse(raw)
     if not isinstance(message, Reply):
-        raise ProtocolError(f"{message.TYPE} is a request, not a reply")
+        kind = "a request" if isinstance(message, Request) else "a report"
+        raise ProtocolError(f"{message.TYPE} is {kind}, not a reply")
+    return message
+
+
+def parse_report(raw: object) -> Report:
+    message = parse(raw)
+    if not isinstance(message, Report):
+        raise ProtocolError(f"{message.TYPE} is not a report")
     return message
 
 
