@@ -20,6 +20,8 @@ from aiortc.stats import RTCInboundRtpStreamStats
 from calls.media import aiortc_internals
 from calls.media.aiortc_internals import (
     LegTransport,
+    QualityProbe,
+    ReceiverReport,
     advertise_host_addresses,
     audio_level_dbov,
     is_rtcp,
@@ -214,3 +216,35 @@ async def check_our_own_packets_arrive(
     await collect(0.2)
     assert arrived == [packet]
     assert f"a=ssrc:{sending.sender_ssrc} " in pair.a.localDescription.sdp
+
+
+async def test_the_quality_probe_reads_reports_and_measures_the_round_trip() -> None:
+    # Installed before RTP flows, as LegPeer does: every sender report leaving is seen, and
+    # the peer's receiver reports (aiortc sends one about every second) reach it parsed.
+    pair = Pair()
+    probes: list[QualityProbe] = []
+
+    def install() -> None:
+        probes.extend(QualityProbe(pc.getTransceivers()[0]) for pc in (pair.a, pair.b))
+
+    await pair.connect(install)
+    probe, receiving = probes
+    try:
+        reports: list[ReceiverReport] = []
+        async with asyncio.timeout(10):
+            while not any(r.rtt_s is not None for r in reports):
+                await asyncio.sleep(0.2)
+                reports += probe.take_reports()
+        assert reports, "RTCRtpSender._handle_rtcp_packet no longer gets the receiver reports"
+        measured = [r.rtt_s for r in reports if r.rtt_s is not None]
+        assert all(0 <= rtt < 1 for rtt in measured), measured  # loopback: well under 1 s
+        assert reports[-1].highest_sequence > 0 and reports[-1].upstream_gaps == 0
+        received = receiving.received()
+        assert received.expected >= received.received > 10, (
+            "RTCRtpReceiver.__remote_streams or StreamStatistics moved"
+        )
+        # aiortc still gets them: its own stats name the remote-inbound stream.
+        stats = await asyncio.wait_for(pair.a.getSenders()[0].getStats(), 5)
+        assert any(s.type == "remote-inbound-rtp" for s in stats.values())
+    finally:
+        await pair.close()

@@ -264,6 +264,8 @@ class ReceiverReport:
 
     fraction_lost: int  # of 256, since the previous report
     packets_lost: int  # cumulative
+    highest_sequence: int  # extended highest sequence number received
+    upstream_gaps: int  # sequence numbers the server skipped itself, as the report came
     jitter: int  # in RTP timestamp units
     rtt_s: float | None  # from LSR / DLSR, when it names a sender report we sent
 
@@ -297,6 +299,9 @@ class QualityProbe:
         )
         self._sent_reports: OrderedDict[int, float] = OrderedDict()  # LSR → when it left
         self._reports: list[ReceiverReport] = []
+        # The forwarding path's outlet passes on the gaps of the leg it forwards: those are
+        # not this leg's loss (RtpOutlet.skipped); zero where aiortc numbers its own packets.
+        self.upstream_gaps: Callable[[], int] = lambda: 0
         send_rtp = dtls._send_rtp
 
         async def watch_sent(data: bytes) -> None:
@@ -330,7 +335,14 @@ class QualityProbe:
                 continue
             sent_at = self._sent_reports.get(block.lsr) if block.lsr else None
             rtt = None if sent_at is None else max(now - sent_at - block.dlsr / 65536, 0.0)
-            report = ReceiverReport(block.fraction_lost, block.packets_lost, block.jitter, rtt)
+            report = ReceiverReport(
+                fraction_lost=block.fraction_lost,
+                packets_lost=block.packets_lost,
+                highest_sequence=block.highest_sequence,
+                upstream_gaps=self.upstream_gaps(),
+                jitter=block.jitter,
+                rtt_s=rtt,
+            )
             self._reports.append(report)
             del self._reports[:-_LSR_KEPT]  # bounded if nobody reads them
 

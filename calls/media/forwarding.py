@@ -93,6 +93,10 @@ class RtpOutlet:
         self._last_at: float | None = None
         self.packets = 0
         self.octets = 0
+        # Sequence numbers skipped in what was forwarded (lost before reaching the server):
+        # the client reports them lost, but they are not this leg's loss (call quality).
+        self.skipped = 0
+        self._last_in_seq = 0
         # Recordings of what this leg hears (a held caller: the hold audio): payloads sent.
         self.captures: list[Callable[[bytes], None]] = []
         transport.intercept_outgoing(
@@ -105,6 +109,10 @@ class RtpOutlet:
         if source is not self._source:
             self._rebase(source, sequence, timestamp)
             second |= 0x80  # marker: the start of a talkspurt
+        else:
+            step = (sequence - self._last_in_seq) & 0xFFFF
+            self.skipped += step - 1 if step < 0x8000 else -1  # a late packet fills a gap
+        self._last_in_seq = sequence
         # CSRCs and header extensions are dropped: the extension ids belong to the other SDP.
         offset = payload_offset(clear)
         sequence = (sequence + self._seq_offset) & 0xFFFF

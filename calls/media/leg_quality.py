@@ -36,8 +36,9 @@ SampleHook = Callable[[QualitySample], None]
 
 class LegQuality:
     def __init__(self, probe: QualityProbe, on_sample: SampleHook | None = None) -> None:
-        self._probe = probe
+        self.probe = probe
         self._received_loss = LossCounter()
+        self._sent_loss = LossCounter(from_first=True)
         self._rtt_ms: float | None = None  # the latest measured (reports may carry none)
         self._window = QualityWindow()
         self._tally = Tally()
@@ -49,19 +50,22 @@ class LegQuality:
 
     def sample(self) -> tuple[QualitySample, QualityChange | None] | None:
         """Measure the interval since the last call; None if nothing flowed either way."""
-        counted = self._probe.received()
+        counted = self.probe.received()
         received = Direction(
             self._received_loss.interval(counted.expected, counted.received),
             counted.jitter / _TICKS_PER_MS,
         )
-        reports = self._probe.take_reports()
+        reports = self.probe.take_reports()
         sent = Direction(None, None)
         if reports:
-            # The worst report of the interval (a client reports about every second).
-            sent = Direction(
-                100 * max(r.fraction_lost for r in reports) / 256,
-                reports[-1].jitter / _TICKS_PER_MS,
+            # Cumulative counts, less the gaps the server forwarded from the other leg: what
+            # this leg's own network lost (fraction_lost would blame it for the other's).
+            last = reports[-1]
+            lost_here = last.packets_lost - last.upstream_gaps
+            loss = self._sent_loss.interval(
+                last.highest_sequence, last.highest_sequence - lost_here
             )
+            sent = Direction(loss, last.jitter / _TICKS_PER_MS if loss is not None else None)
             rtts = [r.rtt_s for r in reports if r.rtt_s is not None]
             if rtts:
                 self._rtt_ms = 1000 * rtts[-1]

@@ -218,7 +218,9 @@ class LegPeer:
         payload_type = int(match.group(1))
         transport = LegTransport(transceiver)
         self.tap = RtpTap(transport, payload_type, name=self.leg_id, on_frame=self._decoded)
-        self.outlet = RtpOutlet(transport, payload_type)
+        outlet = self.outlet = RtpOutlet(transport, payload_type)
+        if self.quality is not None:
+            self.quality.probe.upstream_gaps = lambda: outlet.skipped
 
     # --- routing -------------------------------------------------------------------------
     def listen_to(self, origin: LegPeer | None, *, silence: bool = False) -> bool:

@@ -110,14 +110,21 @@ def leg_sample(received: Direction, sent: Direction, rtt_ms: float | None) -> Qu
 
 class LossCounter:
     """Loss over each interval from cumulative counts (packets expected and received so
-    far): a counter's own history, so reading it changes nothing elsewhere."""
+    far): a counter's own history, so reading it changes nothing elsewhere. With
+    `from_first`, counts start at the first reading (a receiver report's extended highest
+    sequence number starts wherever the stream's numbering did)."""
 
-    def __init__(self) -> None:
+    def __init__(self, from_first: bool = False) -> None:
         self._expected = 0
         self._received = 0
+        self._waiting_for_first = from_first
 
     def interval(self, expected: int, received: int) -> float | None:
         """Loss % since the last call; None if no packet was expected meanwhile."""
+        if self._waiting_for_first:
+            self._waiting_for_first = False
+            self._expected, self._received = expected, received
+            return None
         expected_now = expected - self._expected
         received_now = received - self._received
         self._expected, self._received = expected, received
