@@ -102,6 +102,8 @@ LEG_FIELDS = (
     "created_at",
     "media_connected_at",
     "media_ended_at",
+    "mos_avg",
+    "mos_min",
 )
 RECORDING_FIELDS = ("call_id", "id", "kind", "state", "started_at", "duration_s", "sha256")
 
@@ -194,7 +196,7 @@ def record(
         "talkS": _seconds(call["answered_at"], call["ended_at"]),
         "holdS": hold_seconds(holds),
         "disposition": call["call_notes__disposition__code"],
-        "mos": None,  # the server-side call quality (issue 17, item 3) is not measured yet
+        "mos": call_mos(legs),
         "legs": [
             {
                 "legID": str(leg["id"]),
@@ -204,6 +206,8 @@ def record(
                 "createdAt": _iso(leg["created_at"]),
                 "mediaConnectedAt": _iso(leg["media_connected_at"]),
                 "mediaEndedAt": _iso(leg["media_ended_at"]),
+                "mosAvg": leg["mos_avg"],
+                "mosMin": leg["mos_min"],
             }
             for leg in legs
         ],
@@ -219,6 +223,17 @@ def record(
             for rec in recordings
         ],
     }
+
+
+def call_mos(legs: list[dict[str, Any]]) -> float | None:
+    """The call's MOS: its worse party's (the lower average of the user's and operator's
+    legs; a supervisor's own line is not the call's). None: no leg was measured."""
+    parties = [
+        leg["mos_avg"]
+        for leg in legs
+        if leg["role"] in (LegRole.USER, LegRole.OPERATOR) and leg["mos_avg"] is not None
+    ]
+    return min(parties, default=None)
 
 
 def csv_row(record: dict[str, Any]) -> list[str]:

@@ -70,7 +70,20 @@ class LegInline(ReadOnlyInline):
         "media_ended_at",
         "supervisor_mode",  # supervisor legs: the mode now
         "left_at",  # a transfer or a supervisor leaving: who was on the call when
+        "quality",
     )
+
+    @admin.display(description="call quality (server-side)")
+    def quality(self, leg: Leg) -> str:
+        """The leg's summary, stored when its media ended (calls/media/quality.py)."""
+        if not leg.quality_samples:
+            return "not measured"
+        rtt = "not measured" if leg.rtt_ms is None else f"{leg.rtt_ms:.0f} ms"
+        warnings = f" · {leg.quality_warnings} warning(s)" if leg.quality_warnings else ""
+        return (
+            f"MOS {leg.mos_avg:.2f} avg, {leg.mos_min:.2f} min · loss {leg.loss_percent:.1f}% · "
+            f"jitter {leg.jitter_ms:.0f} ms · RTT {rtt} · {leg.quality_samples} samples{warnings}"
+        )
 
 
 class TransferInline(ReadOnlyInline):

@@ -227,6 +227,34 @@ class RecordingSerializer(serializers.ModelSerializer):
         ]
 
 
+class LegQualitySerializer(serializers.Serializer):
+    """A leg's server-side call quality, stored when its media ended (docs/quality.md)."""
+
+    samples = serializers.IntegerField(help_text="samples taken (one every few seconds)")
+    mosMin = serializers.FloatField(help_text="the lowest sample's MOS (1-4.5)")
+    mosAvg = serializers.FloatField(help_text="the samples' average MOS")
+    lossPercent = serializers.FloatField(help_text="packets lost, average per sample, %")
+    jitterMs = serializers.FloatField(help_text="interarrival jitter, average, ms")
+    rttMs = serializers.FloatField(
+        allow_null=True, help_text="RTCP round trip, average; null: never measured"
+    )
+    warnings = serializers.IntegerField(help_text="quality.warning events raised")
+
+
+def leg_quality(leg: Leg) -> dict[str, Any] | None:
+    if not leg.quality_samples:
+        return None
+    return {
+        "samples": leg.quality_samples,
+        "mosMin": leg.mos_min,
+        "mosAvg": leg.mos_avg,
+        "lossPercent": leg.loss_percent,
+        "jitterMs": leg.jitter_ms,
+        "rttMs": leg.rtt_ms,
+        "warnings": leg.quality_warnings,
+    }
+
+
 class LegSerializer(serializers.ModelSerializer):
     legID = serializers.UUIDField(source="id", help_text="the leg's WebSocket sessionId")
     mediaState = serializers.CharField(source="media_state")
@@ -244,6 +272,9 @@ class LegSerializer(serializers.ModelSerializer):
         help_text="the party left a call that went on (a transfer, a supervisor leaving);"
         " null: still on it",
     )
+    quality = serializers.SerializerMethodField(
+        help_text="server-side call quality once the leg's media ended; null: no samples"
+    )
 
     class Meta:
         model = Leg
@@ -257,7 +288,12 @@ class LegSerializer(serializers.ModelSerializer):
             "mediaEndedAt",
             "supervisorMode",
             "leftAt",
+            "quality",
         ]
+
+    @extend_schema_field(LegQualitySerializer(allow_null=True))
+    def get_quality(self, leg: Leg) -> dict[str, Any] | None:
+        return leg_quality(leg)
 
 
 class EndedBySerializer(serializers.Serializer):

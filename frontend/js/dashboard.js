@@ -533,6 +533,30 @@ function focusAnswer(callID) {
   ui.lists.ringing.querySelector(`li[data-call-id="${callID}"] button.primary`)?.focus();
 }
 
+// --- server-side call quality (quality.warning / quality.cleared on the feed) -------------
+// callID → Map(leg role → the MOS that raised its warning): legs with a warning now.
+const serverQuality = new Map();
+
+function onQualityEvent(data, callID) {
+  if (data.name === "call.ended") {
+    serverQuality.delete(callID);
+    return;
+  }
+  if (data.name !== "quality.warning" && data.name !== "quality.cleared") return;
+  const legs = serverQuality.get(callID) || new Map();
+  if (data.name === "quality.warning") legs.set(data.role, data.value);
+  else legs.delete(data.role);
+  if (legs.size) serverQuality.set(callID, legs);
+  else serverQuality.delete(callID);
+}
+
+// The server's warnings about my call's legs, in words (empty: none).
+function serverQualityWarnings(callID) {
+  const whose = {user: "the caller's", operator: "your", supervisor: "the supervisor's"};
+  return [...(serverQuality.get(callID) || new Map())].map(([role, mos]) =>
+    `${whose[role] || role} connection is poor (server MOS ${Number(mos).toFixed(1)})`);
+}
+
 // --- the live feed -------------------------------------------------------------------------
 function onFeed(message) {
   if (message.type === "snapshot") {
@@ -563,6 +587,7 @@ function onFeed(message) {
                                          : `${name(data.call)}'s call no longer rings for you.`);
     }
     if (data.call) calls.set(data.call.callID, data.call);
+    onQualityEvent(data, message.callSid);
     supervision.onEvent(data, message.callSid);
     voicemails.onEvent(data);
     if (data.name === "presence.online") online.set(data.session.sessionId, data.session);
@@ -721,7 +746,7 @@ setInterval(async () => {
   if (mine?.answeredAt) ui.timer.textContent = formatDuration((Date.now() - mine.answeredAt) / 1000);
   if (mine?.media?.pc.connectionState === "connected") {
     const reading = await mine.media.quality();
-    const warnings = qualityWarnings(reading);
+    const warnings = [...serverQualityWarnings(mine.callID), ...qualityWarnings(reading)];
     const parts = [`RTT ${reading.rttMs ?? "–"} ms`, `jitter ${reading.jitterMs ?? "–"} ms`,
                    `loss ${reading.lossPercent == null ? "–" : reading.lossPercent.toFixed(1)}%`];
     ui.quality.textContent = (warnings.length ? `Warning: ${warnings.join(", ")}. ` : "") +
