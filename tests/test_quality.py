@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 
 from calls.media import quality
+from calls.media.aiortc_internals import Received, ReceiverReport
+from calls.media.leg_quality import LegQuality
 from calls.media.quality import (
     Direction,
     LossCounter,
@@ -149,3 +151,70 @@ def test_it_summarises_a_leg_and_merges_a_reconnect() -> None:
     assert both.samples == 4 and both.mos_min == summary.mos_min and both.warnings == 1
     assert both.mos_avg == pytest.approx((summary.mos_avg * 3 + 4.4) / 4, abs=0.01)
     assert both.rtt_ms == 40.0
+
+
+class ScriptedProbe:
+    """What QualityProbe reads off aiortc, scripted: cumulative counts and reports."""
+
+    def __init__(self) -> None:
+        self.counted = Received(expected=0, received=0, jitter=0)
+        self.reports: list[ReceiverReport] = []
+        self.upstream_gaps = lambda: 0
+
+    def received(self) -> Received:
+        return self.counted
+
+    def take_reports(self) -> list[ReceiverReport]:
+        reports, self.reports = self.reports, []
+        return reports
+
+
+def report(highest: int, lost: int, gaps: int = 0, rtt_s: float | None = 0.02) -> ReceiverReport:
+    return ReceiverReport(
+        fraction_lost=0,
+        packets_lost=lost,
+        highest_sequence=highest,
+        upstream_gaps=gaps,
+        jitter=96,  # 2 ms at 48 kHz
+        rtt_s=rtt_s,
+    )
+
+
+def test_a_legs_meter_blames_it_only_for_its_own_loss() -> None:
+    probe = ScriptedProbe()
+    meter = LegQuality(probe)  # type: ignore[arg-type]  # scripted: the two reads it makes
+    assert meter.sample() is None  # nothing flowed yet
+    probe.counted = Received(expected=50, received=50, jitter=96)
+    probe.reports = [report(highest=70_000, lost=0)]  # the first report is the baseline
+    measured = meter.sample()
+    assert measured is not None and measured[0].loss_percent == 0
+    assert measured[0].rtt_ms == 20 and measured[0].jitter_ms == 2
+    # 50 more sent; the client lost 20, but the server forwarded 15 gaps from the other
+    # leg: 5 are this leg's (10 %); the server received all the client sent.
+    probe.counted = Received(expected=100, received=100, jitter=96)
+    probe.reports = [report(highest=70_050, lost=20, gaps=15, rtt_s=None)]
+    measured = meter.sample()
+    assert measured is not None and measured[0].loss_percent == 10
+    assert measured[0].rtt_ms == 20  # the last measured round trip stands
+    # Now the client's own sending loses 30 % (the server's count), reports say nothing.
+    for _ in range(2):
+        probe.counted = Received(
+            expected=probe.counted.expected + 50, received=probe.counted.received + 35, jitter=96
+        )
+        measured = meter.sample()
+    assert measured is not None and measured[0].loss_percent == 30
+    assert measured[1] is not None and measured[1].verdict is Verdict.WARNING  # 3 of 3 poor
+
+    # A reconnect: the new connection's meter clears the warning the old one raised.
+    reconnected = ScriptedProbe()
+    after = LegQuality(reconnected)  # type: ignore[arg-type]
+    after.carry_on_from(meter)
+    verdicts = []
+    for n in range(1, 6):
+        reconnected.counted = Received(expected=50 * n, received=50 * n, jitter=96)
+        measured = after.sample()
+        assert measured is not None
+        verdicts.append(measured[1].verdict if measured[1] else None)
+    assert verdicts == [None, None, None, Verdict.CLEARED, None]
+    summary = meter.summary()
+    assert summary is not None and summary.samples == 4 and summary.warnings == 1

@@ -82,5 +82,10 @@ class LegQuality:
             self._tally.warnings += 1
         return measured, QualityChange(verdict, measured) if verdict else None
 
+    def carry_on_from(self, previous: LegQuality) -> None:
+        """The same leg's new connection (a reconnect) goes on judging where the old one
+        stopped: a warning raised before is cleared by this one, not forgotten."""
+        self._window = previous._window
+
     def summary(self) -> Summary | None:
         return self._tally.summary()

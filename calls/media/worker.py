@@ -413,6 +413,8 @@ class MediaWorker:
         if role == "operator":
             call.stop_waiting_audio()  # the answer: caller and operator hear each other only
         if previous is not None:
+            if previous.quality is not None and peer.quality is not None:
+                peer.quality.carry_on_from(previous.quality)
             await previous.close(report=False)  # reconnect: the new connection replaces it
         call.route()
         return protocol.Answer(sdp=answer)
