@@ -14,9 +14,10 @@ from django.test import Client
 from django.urls import reverse
 
 from calls.events import event_message, summarised_calls
-from calls.models import Call, CallEvent, Leg
+from calls.models import Call, CallEvent, Leg, WebhookDelivery, WebhookEndpoint
 from calls.principals import Principal
 from calls.signaling import payloads
+from calls.webhooks import outbox, signing
 from calls.workers import protocol
 from calls.workers.reporter import record_leg_quality
 from tests.support.rest_client import streamed_body
@@ -57,6 +58,9 @@ def test_it_records_a_warning_for_the_leg_and_tells_only_its_party_and_the_feed(
     answered: Call, operator: Principal
 ) -> None:
     user_leg, operator_leg = answered.legs.get(role="user"), answered.legs.get(role="operator")
+    hooked = WebhookEndpoint.objects.create(
+        url="https://hooks.example.com/in", secret=signing.new_secret(), event_filter="quality.*"
+    )
     record_leg_quality(alert(user_leg))
     event = CallEvent.objects.get(call=answered, name="quality.warning")
     assert event.leg_id == user_leg.pk and event.actor_role == "system"
@@ -91,6 +95,12 @@ def test_it_records_a_warning_for_the_leg_and_tells_only_its_party_and_the_feed(
     cleared = CallEvent.objects.get(call=answered, name="quality.cleared")
     told = payloads.party_event(seen(cleared), "user", str(user_leg.pk))
     assert told is not None and told["data"]["value"] == 4.4
+    # Webhooks follow call events: one delivery each, the figures in the payload.
+    deliveries = WebhookDelivery.objects.filter(endpoint=hooked).order_by("id")
+    assert [d.event.name for d in deliveries] == ["quality.warning", "quality.cleared"]
+    sent = json.loads(outbox.payload(deliveries[0].event))
+    assert sent["type"] == "quality.warning" and sent["data"]["legID"] == str(user_leg.pk)
+    assert sent["data"]["details"]["value"] == 2.61
 
     # A report that comes after the end, or about a leg nobody knows, adds nothing.
     answered.hang_up(operator)
