@@ -164,6 +164,9 @@ async function handle(message) {
     case "media.connected":
     case "media.disconnected":
       return onMediaEvent(message);
+    case "quality.warning":
+    case "quality.cleared":
+      return onQualityEvent(message);
     case "consent.requested":
       if (call && call.callSid === message.callSid && (data.missing || []).includes("user")) {
         show(ui.consent, true);
@@ -307,6 +310,16 @@ function onMediaEvent(message) {
     ui.note.textContent = message.data.name === "media.disconnected"
       ? "The operator's connection dropped; waiting for them to come back…" : "";
   }
+}
+
+// The server's estimate of our own leg's network (only our leg's reach this socket).
+const POOR_CONNECTION = "Your connection is poor: you may be hard to hear. " +
+                        "A wired connection or a stronger signal helps.";
+
+function onQualityEvent(message) {
+  if (!call || call.callSid !== message.callSid || message.data.legID !== call.sessionId) return;
+  if (message.data.name === "quality.warning") ui.note.textContent = POOR_CONNECTION;
+  else if (ui.note.textContent === POOR_CONNECTION) ui.note.textContent = "";
 }
 
 // --- calls -----------------------------------------------------------------------------
