@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 
+from calls.background import background_tasks
+from calls.media.quality import QualitySample
 from calls.models import ApiToken, CallEvent, EndUserSession, Leg
 from calls.signaling.protocol import QUALITY_EVENTS
 from tests.support.live_call import OPERATOR_TONE, USER_TONE
@@ -50,6 +52,9 @@ async def summarised(leg_id: str) -> Leg:
 async def test_it_warns_of_the_lossy_leg_only_and_clears_when_it_heals(
     quality_every_second: None, asgi_app: Any, relay: LossyRelay
 ) -> None:
+    # Where every sample goes besides the leg's judgement (metrics observe the MOS here).
+    samples: list[QualitySample] = []
+    background_tasks.get("media-worker").quality_sample_hook = samples.append
     _, user_token = await sync_to_async(EndUserSession.create)(ttl_seconds=600, display_name="Ada")
     _, operator_token = await sync_to_async(ApiToken.create)("desk")
     feed = await operator_feed(asgi_app, "alice")
@@ -106,6 +111,9 @@ async def test_it_warns_of_the_lossy_leg_only_and_clears_when_it_heals(
         assert lossy.mos_avg is not None and lossy.mos_min <= lossy.mos_avg
         assert clean.mos_min is not None and clean.mos_min >= 3.5
         assert clean.quality_warnings == 0
+        # Every sample of both legs went to the hook: as many as the summaries counted.
+        assert len(samples) == lossy.quality_samples + clean.quality_samples
+        assert min(sample.mos for sample in samples) == lossy.mos_min
     finally:
         await user_peer.close()
         await operator_peer.close()
