@@ -233,10 +233,11 @@ class Generator:
         gc.freeze()
         return supervised
 
-    async def barge(self, calls: list[BenchCall]) -> None:
-        """Every supervisor in `calls` barges: both parties' ears now mix (decode + encode)."""
+    async def switch(self, calls: list[BenchCall], mode: str) -> None:
+        """Every supervisor in `calls` switches to `mode` (whisper: the operator's ear mixes;
+        barge: both parties' ears do — decode, sum, encode)."""
         assert self.target is not None
-        await asyncio.gather(*(self.target.supervise(call.handle, "barge") for call in calls))
+        await asyncio.gather(*(self.target.supervise(call.handle, mode) for call in calls))
 
     def supervisor_tracks(self, calls: list[BenchCall]) -> float | None:
         """The smallest share, over supervisors and their two tracks, of the sound packets
@@ -512,13 +513,14 @@ async def run(args: argparse.Namespace) -> None:
 
 async def supervised_steps(generator: Generator, n: int) -> list[dict]:
     """The same `n` calls with a supervisor monitoring every `--supervise-every`-th (its
-    two forwarded tracks received), then with each of those supervisors barging."""
+    two forwarded tracks received), then with each of those supervisors whispering (the
+    operator's ear mixed), then barging (both parties' ears mixed)."""
     args = generator.args
     supervised = await generator.add_supervisors(args.supervise_every)
     steps = []
-    for mode in ("monitor", "barge"):
-        if mode == "barge":
-            await generator.barge(supervised)
+    for mode in ("monitor", "whisper", "barge"):
+        if mode != "monitor":
+            await generator.switch(supervised, mode)
         await asyncio.sleep(args.settle)
         step = await generator.measure(n, [], recording=False, supervision=mode)
         step.update(

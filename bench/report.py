@@ -142,6 +142,7 @@ def summarize_supervision(steps: list[Step]) -> dict[str, Any] | None:
     ears: decode + mix + encode), from the step where every supervisor barges."""
     off = next((s for s in steps if not s.get("supervision")), None)
     on = next((s for s in steps if s.get("supervision") == "monitor"), None)
+    whisper = next((s for s in steps if s.get("supervision") == "whisper"), None)
     barge = next((s for s in steps if s.get("supervision") == "barge"), None)
     if off is None or on is None or not off["calls_per_core"] or not on["calls_per_core"]:
         return None
@@ -155,12 +156,11 @@ def summarize_supervision(steps: list[Step]) -> dict[str, Any] | None:
         "target_met": share >= MONITORED_TARGET,
         "tracks_received": on["supervisor_tracks_received"],
     }
-    if barge is not None:
-        extra = (barge["server_cpu_pct"] - on["server_cpu_pct"]) / barge["supervised_calls"]
-        result.update(
-            barge_extra_cpu_pct=round(extra, 2),
-            barge_tracks_received=barge["supervisor_tracks_received"],
-        )
+    for mode, step in (("whisper", whisper), ("barge", barge)):
+        if step is not None:
+            extra = (step["server_cpu_pct"] - on["server_cpu_pct"]) / step["supervised_calls"]
+            result[f"{mode}_extra_cpu_pct"] = round(extra, 2)
+            result[f"{mode}_tracks_received"] = step["supervisor_tracks_received"]
     return result
 
 
@@ -235,11 +235,12 @@ def summary_text(summary: dict[str, Any]) -> str:
             f" supervisors got {_fmt(v['tracks_received'], '{:.1%}')} of each party's packets"
             " on its own track"
         )
-        if "barge_extra_cpu_pct" in v:
-            lines.append(
-                f"  one barge adds {v['barge_extra_cpu_pct']:.2f}% of a core (both parties' ears"
-                " mixed)"
-            )
+        for mode, mixed in (("whisper", "the operator's ear"), ("barge", "both parties' ears")):
+            if f"{mode}_extra_cpu_pct" in v:
+                lines.append(
+                    f"  one {mode} adds {v[f'{mode}_extra_cpu_pct']:.2f}% of a core over"
+                    f" monitoring ({mixed} mixed)"
+                )
     return "\n".join(lines)
 
 
@@ -416,7 +417,7 @@ def markdown(results: dict[str, Any], chart_name: str, analysis: str = "") -> st
         parts += ["## callbridge, recording off vs on", "", table(results["recording"]), ""]
     if results.get("supervision"):
         parts += [
-            "## callbridge, 10 % of calls monitored vs none, then barging",
+            "## callbridge, 10 % of calls monitored vs none, then whispering, barging",
             "",
             table(results["supervision"]),
             "",
@@ -486,6 +487,7 @@ HOW_IT_MEASURES = """## How it measures
   receive-only, as the dashboard sends; its leg sends a tone like a microphone. Measured
   again: calls per core against the unmonitored step (target ≥ 90 %), and the share of
   each party's tone packets that reached the supervisor on that party's own track (by
-  SSRC). Then every supervisor barges and it is measured once more: the server CPU that
-  added, per barge, is a barge's cost (both parties' ears decoded, mixed, re-encoded).
+  SSRC). Then every supervisor whispers, then barges, each measured once more: the server
+  CPU that added over monitoring, per supervised call, is a whisper's cost (the operator's
+  ear decoded, mixed, re-encoded) and a barge's (both parties' ears).
 """
