@@ -1,8 +1,8 @@
 """A supervisor whose browser offers two audio m-lines (the dashboard's): each party on its
-own track, forwarded; by tone in one real call through monitor, whisper and barge, with a
-recording started while barging (the supervisor's consent counted) that holds the
-supervisor's voice in the operator's channel while barging only; what is decoded in each
-mode; nothing left behind after."""
+own track, forwarded; by tone in one real call through monitor, whisper, barge (and a hold
+in it), with a recording started while barging (the supervisor's consent counted) that
+holds the supervisor's voice in the operator's channel while barging only; what is decoded
+in each mode; nothing left behind after."""
 
 from __future__ import annotations
 
@@ -136,6 +136,23 @@ async def test_it_forwards_each_party_on_its_own_track_and_records_a_barge(
         await ears_are(barge, TONES)
         if media_path == "forward":
             assert decoding(legs) == {"user", "operator", "supervisor"}
+
+        # On hold the caller's track goes quiet and the operator's stays the operator's;
+        # the supervisor and the operator still hear each other, the caller neither.
+        held = await call.post(f"{calls}/hold", call.operator_token)
+        assert held.status_code == 200, held.json()
+        await ears_are(
+            [
+                (hears_user, ()),
+                (hears_operator, (OPERATOR_TONE,)),
+                (user, ()),
+                (operator, (SUPERVISOR_TONE,)),
+            ],
+            TONES,
+        )
+        resumed = await call.post(f"{calls}/resume", call.operator_token)
+        assert resumed.status_code == 200, resumed.json()
+        await ears_are(barge, TONES)
 
         # A recording started while barging needs the barging supervisor's consent too.
         await call.consent_all()
