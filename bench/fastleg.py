@@ -37,6 +37,7 @@ import asyncio
 import re
 import struct
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -79,9 +80,12 @@ def _is_rtp(data: bytes) -> bool:
 class FastLeg:
     """One client peer connection sending pre-encoded Opus and counting what it hears."""
 
-    def __init__(self, name: str, probe: bool = False) -> None:
+    def __init__(self, name: str, probe: bool = False, tracks: int = 1) -> None:
         advertise_host_addresses(["127.0.0.1"])  # aioice never offers loopback by itself
         self.name = name
+        # Audio m-lines offered: a supervisor's leg offers 2 (the second receive-only) and
+        # is sent each party on its own SSRC, counted apart in received_sound_by_ssrc.
+        self.tracks = tracks
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.connected = asyncio.Event()
         self.connected_at: float | None = None  # perf_counter time it became connected
@@ -92,6 +96,7 @@ class FastLeg:
         self.sent_sound = 0
         self.received = 0
         self.received_sound = 0
+        self.received_sound_by_ssrc: Counter[int] = Counter()
         self.onsets: list[float] = []  # perf_counter times pulses began (probe legs)
         self.undecodable = 0
         self._payload_type = 111
@@ -123,6 +128,8 @@ class FastLeg:
         """Our offer SDP (Opus only, sendrecv, every candidate included)."""
         transceiver = self.pc.addTransceiver("audio", direction="sendrecv")
         transceiver.setCodecPreferences(_opus_only())
+        for _ in range(self.tracks - 1):
+            self.pc.addTransceiver("audio", direction="recvonly").setCodecPreferences(_opus_only())
         await self.pc.setLocalDescription(await self.pc.createOffer())
         sdp = self.pc.localDescription.sdp
         self._payload_type = int(_OPUS_PT.search(sdp).group(1))
@@ -193,6 +200,8 @@ class FastLeg:
         payload_length = len(data) - _rtp_header_length(data) - self._tag_length
         if payload_length >= SOUND_MIN_BYTES:
             self.received_sound += 1
+            if self.tracks > 1:
+                self.received_sound_by_ssrc[int.from_bytes(data[8:12], "big")] += 1
         if self.detector is not None:
             arrival = time.perf_counter()
             try:  # an exception here would close the socket (asyncio's fatal-error path)
@@ -206,6 +215,7 @@ class FastLeg:
 
     def reset_counters(self) -> None:
         self.sent = self.sent_sound = self.received = self.received_sound = 0
+        self.received_sound_by_ssrc.clear()
         self.onsets.clear()
 
     async def close(self) -> None:

@@ -88,6 +88,7 @@ class BenchCall:
     handle: CallHandle
     user: FastLeg
     operator: FastLeg
+    supervisor: FastLeg | None = None  # two tracks: the user's and the operator's
 
 
 class Generator:
@@ -96,6 +97,7 @@ class Generator:
         self.args = args
         self.user_payloads = encode_payloads(440.0)
         self.operator_payloads = encode_payloads(880.0)
+        self.supervisor_payloads = encode_payloads(1250.0)
         self.calls: list[BenchCall] = []
         self.groups: list[list[Sender]] = [[] for _ in range(GROUPS)]
         self.senders: dict[FastLeg, Sender] = {}
@@ -202,6 +204,54 @@ class Generator:
         self.calls.append(BenchCall(CallHandle(f"direct-{index}"), user, operator))
         return connected, connected
 
+    async def add_supervisors(self, every: int) -> list[BenchCall]:
+        """A supervisor in monitor mode on every `every`-th call (at least one): a staff
+        session joins (`…/supervise`), then its leg offers two audio m-lines, the second
+        receive-only, and sends its microphone (a 1250 Hz tone nobody hears) like a browser."""
+        supervised = self.calls[every - 1 :: every] or self.calls[:1]
+        semaphore = asyncio.Semaphore(self.args.parallel)
+
+        async def one(call: BenchCall) -> None:
+            assert self.target is not None
+            async with semaphore:
+                await self.target.supervise(call.handle, "monitor")
+                leg = FastLeg(f"supervisor-{call.handle.call_id}", tracks=2)
+                try:
+                    await leg.accept(
+                        await self.target.offer_as_supervisor(call.handle, await leg.offer())
+                    )
+                    await leg.wait_connected(self.args.connect_timeout)
+                except Exception:
+                    await leg.close()
+                    raise
+                leg.take_over()
+                self._add_sender(leg, self.supervisor_payloads, peer_probe=False)
+                call.supervisor = leg
+
+        await asyncio.gather(*(one(call) for call in supervised))
+        gc.collect()
+        gc.freeze()
+        return supervised
+
+    async def switch(self, calls: list[BenchCall], mode: str) -> None:
+        """Every supervisor in `calls` switches to `mode` (whisper: the operator's ear mixes;
+        barge: both parties' ears do — decode, sum, encode)."""
+        assert self.target is not None
+        await asyncio.gather(*(self.target.supervise(call.handle, mode) for call in calls))
+
+    def supervisor_tracks(self, calls: list[BenchCall]) -> float | None:
+        """The smallest share, over supervisors and their two tracks, of the sound packets
+        the supervised party sent in the window that reached the supervisor on that party's
+        own track (a supervisor given one track, or one mixed, scores 0)."""
+        shares = []
+        for call in calls:
+            if call.supervisor is None:
+                continue
+            tracks = sorted(call.supervisor.received_sound_by_ssrc.values(), reverse=True)[:2]
+            sent = min(call.user.sent_sound, call.operator.sent_sound)
+            shares.append(min(tracks) / sent if len(tracks) == 2 and sent else 0.0)
+        return round(min(shares), 4) if shares else None
+
     async def add_calls(self, count: int) -> list[float]:
         self.late_max = 0.0
         semaphore = asyncio.Semaphore(self.args.parallel)
@@ -234,7 +284,13 @@ class Generator:
                 samples.append(onset - before[-1])
         return samples
 
-    async def measure(self, n_calls: int, connect_times: list[float], recording: bool) -> dict:
+    async def measure(
+        self,
+        n_calls: int,
+        connect_times: list[float],
+        recording: bool,
+        supervision: str | None = None,
+    ) -> dict:
         args = self.args
         if self.ticker is not None and self.ticker.done():
             self.ticker.result()  # the send clock died: raise its error, don't measure silence
@@ -298,6 +354,7 @@ class Generator:
             "target": args.target,
             "calls": n_calls,
             "recording": recording,
+            "supervision": supervision,  # None, or the mode of the supervised calls
             "setup_failures": self.setup_failures,
             "send_failures": self.send_failures,
             "window_s": round(elapsed, 2),
@@ -364,7 +421,7 @@ class Generator:
             await asyncio.gather(
                 *(self.target.hang_up(c.handle) for c in self.calls), return_exceptions=True
             )
-        legs = [leg for c in self.calls for leg in (c.user, c.operator)]
+        legs = [leg for c in self.calls for leg in (c.user, c.operator, c.supervisor) if leg]
         legs += list(self.direct or ())
         await asyncio.gather(*(leg.close() for leg in legs), return_exceptions=True)
 
@@ -396,7 +453,9 @@ async def run(args: argparse.Namespace) -> None:
     elif args.target == "stock":
         target = StockTarget(args.url)
     else:
-        target = CallbridgeTarget(args.url, args.token)
+        # The supervisor's session comes in the environment (bench.media made it).
+        supervisor = os.environ.get("BENCH_SUPERVISOR_SESSION", "")
+        target = CallbridgeTarget(args.url, args.token, supervisor)
     generator = Generator(target, args)
     ticker = generator.ticker = asyncio.get_running_loop().create_task(generator.tick())
     first: dict | None = None  # the first step: is this path over the bound when idle?
@@ -439,6 +498,10 @@ async def run(args: argparse.Namespace) -> None:
                     recorded["stop_error"] = repr(error)
                 print(json.dumps(recorded), flush=True)
                 break  # recordings stay on: this run ends here
+            if args.supervise_at and n == args.supervise_at and args.target != "stock":
+                for supervised_step in await supervised_steps(generator, n):
+                    print(json.dumps(supervised_step), flush=True)
+                break  # supervisors stay on: this run ends here
             if not step["ramp_ok"] and not args.keep_going:
                 break
     finally:
@@ -446,6 +509,31 @@ async def run(args: argparse.Namespace) -> None:
         await generator.close()
         if target is not None:
             await target.close()
+
+
+async def supervised_steps(generator: Generator, n: int) -> list[dict]:
+    """The same `n` calls with a supervisor monitoring every `--supervise-every`-th (its
+    two forwarded tracks received), then with each of those supervisors whispering (the
+    operator's ear mixed), then barging (both parties' ears mixed)."""
+    args = generator.args
+    supervised = await generator.add_supervisors(args.supervise_every)
+    steps = []
+    for mode in ("monitor", "whisper", "barge"):
+        if mode != "monitor":
+            await generator.switch(supervised, mode)
+        await asyncio.sleep(args.settle)
+        step = await generator.measure(n, [], recording=False, supervision=mode)
+        step.update(
+            requested_calls=n,
+            supervised_calls=len(supervised),
+            supervisor_tracks_received=generator.supervisor_tracks(supervised),
+            loss_ok=None,
+            latency_ok=None,
+            growth_ok=None,
+            ramp_ok=None,
+        )
+        steps.append(step)
+    return steps
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -468,6 +556,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connect-timeout", type=float, default=30.0)
     parser.add_argument("--latency-bound", type=float, default=20.0, help="ms, added p95")
     parser.add_argument("--record-at", type=int, default=None)
+    parser.add_argument(
+        "--supervise-at", type=int, default=None, help="N for supervisors monitoring vs none"
+    )
+    parser.add_argument("--supervise-every", type=int, default=10, help="every k-th call")
     parser.add_argument("--keep-going", action="store_true", help="run every step")
     parser.add_argument("--no-uvloop", action="store_true")
     return parser.parse_args(argv)

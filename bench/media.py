@@ -43,6 +43,7 @@ class RunningServer:
     pid: int
     lag_file: Path
     token: str = ""
+    supervisor_session: str = ""  # a logged-in supervisor's session key (callbridge)
 
 
 def raise_open_files_limit() -> None:
@@ -81,17 +82,38 @@ def callbridge_env(data_dir: Path, lag_file: Path, media_path: str | None) -> di
     return env
 
 
+# A staff user in the supervisors' group, logged in: its session key is printed (the
+# supervision step's REST calls carry it as the dashboard's browser would).
+MAKE_SUPERVISOR = """
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.contrib.sessions.backends.db import SessionStore
+from calls.operators import operators_group
+from calls.supervision import supervisors_group
+user = get_user_model().objects.create_user("bench-supervisor", is_staff=True)
+user.groups.add(operators_group(), supervisors_group())
+session = SessionStore()
+session[SESSION_KEY] = str(user.pk)
+session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+session.set_expiry(7 * 24 * 3600)
+session.create()
+print(session.session_key)
+"""
+
+
 @functools.cache
-def migrated_database() -> tuple[Path, str]:
-    """A migrated database holding the generator's API token, made once a run: each
-    callbridge server starts from a copy of it (migrate + createapitoken: ~4 s a server)."""
+def migrated_database() -> tuple[Path, str, str]:
+    """A migrated database holding the generator's API token and a supervisor's session
+    (returned with it), made once a run: each callbridge server starts from a copy of it
+    (migrate + createapitoken: ~4 s a server)."""
     folder = Path(tempfile.mkdtemp(prefix="callbridge-bench-db-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     env = outside_environment()
     env["CALLBRIDGE_DATA_DIR"] = str(folder)
     manage(env, "migrate", "--noinput")
     token = manage(env, "createapitoken", "bench", "--quiet").strip()
-    return folder / "db.sqlite3", token
+    supervisor_session = manage(env, "shell", "-c", MAKE_SUPERVISOR).strip().splitlines()[-1]
+    return folder / "db.sqlite3", token, supervisor_session
 
 
 @contextmanager
@@ -105,18 +127,20 @@ def serve(target: str, work: Path) -> Iterator[RunningServer]:
     if target == "stock":
         env = dict(os.environ, CALLBRIDGE_LOOP_LAG_FILE=str(lag_file))
         command = [sys.executable, "-m", "bench.stock_relay", "--port", str(port)]
-        url, token = f"ws://127.0.0.1:{port}", ""
+        url, token, supervisor = f"ws://127.0.0.1:{port}", "", ""
     else:
         media_path = "decode" if target == "callbridge-decode" else None
         env = callbridge_env(data_dir, lag_file, media_path)
         (data_dir / "static").mkdir()  # STATIC_ROOT: WhiteNoise warns without it
-        database, token = migrated_database()
+        database, token, supervisor = migrated_database()
         shutil.copy2(database, data_dir / "db.sqlite3")
+        # The same SECRET_KEY (generated into the data dir): the supervisor's session holds.
+        shutil.copy2(database.parent / "secret_key", data_dir / "secret_key")
         command = [sys.executable, "manage.py", "serve", "--port", str(port)]
         url = f"http://127.0.0.1:{port}"
     pinned_command = [*pinned(SERVER_CORE), *command]
     with listening(pinned_command, port, log, env, within=60, stop_within=20) as process:
-        yield RunningServer(target, url, process.pid, lag_file, token)
+        yield RunningServer(target, url, process.pid, lag_file, token, supervisor)
 
 
 def run_generator(
@@ -144,7 +168,10 @@ def run_generator(
     command += [f"--{key.replace('_', '-')}={value}" for key, value in extra.items()]
     if args.keep_going:
         command.append("--keep-going")
-    with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True) as generator:  # noqa: S603
+    env = {**os.environ, "BENCH_SUPERVISOR_SESSION": server.supervisor_session}  # not on argv
+    with subprocess.Popen(  # noqa: S603
+        command, cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env
+    ) as generator:
         try:
             for line in generator.stdout or ():
                 if line.startswith("{"):
@@ -175,6 +202,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-bound", type=float, default=20.0, help="ms added, p95")
     parser.add_argument("--record-at", type=int, default=5, help="N for recording on vs off")
     parser.add_argument(
+        "--supervise-at",
+        type=int,
+        default=40,
+        help="N for 10%% of calls monitored vs none, then barging (0 to skip)",
+    )
+    parser.add_argument(
         "--calibrate-steps",
         default="50,100,200,300",
         help="calls per step of the generator-alone run ('' to skip)",
@@ -204,6 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.smoke:
         args.steps, args.stock_steps, args.calibrate_steps = "1,2", "1", "2"
         args.window, args.settle, args.record_at = 2.0, 0.5, 1
+        args.supervise_at = 2  # one call supervised: the step's path, not its numbers
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     command = "python -m bench.media " + " ".join(argv if argv is not None else sys.argv[1:])
     started = time.time()
@@ -216,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
         "note": args.note,
         "series": {},
         "recording": [],
+        "supervision": [],
         "calibration": [],
     }
     json_path = args.json or (args.out.with_suffix(".json") if args.out else None)
@@ -252,6 +287,17 @@ def run_all(args: argparse.Namespace, targets: list[str], results: dict) -> None
                         str(args.record_at),
                         results["recording"],
                         record_at=str(args.record_at),
+                    )
+            if target == "callbridge" and args.supervise_at:
+                # A fresh server: N calls measured, then every tenth monitored, then barging.
+                print(f"== {target}: 10% monitored vs none at {args.supervise_at}", flush=True)
+                with serve(target, Path(tmp) / "supervision") as server:
+                    run_generator(
+                        server,
+                        args,
+                        str(args.supervise_at),
+                        results["supervision"],
+                        supervise_at=str(args.supervise_at),
                     )
     if args.calibrate_steps:
         # The generator alone (direct pairs): how many calls it can drive on its core.

@@ -127,7 +127,41 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
                 recorded_s=rec["recorded_s"],
                 extra_with_stop_pct=round((total / off[0]["cpu_per_call_pct"] - 1) * 100, 1),
             )
+    supervision = summarize_supervision(results.get("supervision") or [])
+    if supervision:
+        summary["supervision"] = supervision
     return summary
+
+
+MONITORED_TARGET = 0.9  # issue 16: calls per core with 10 % monitored ≥ 90 % of none
+
+
+def summarize_supervision(steps: list[Step]) -> dict[str, Any] | None:
+    """Calls per core with every tenth call monitored against none (the same calls, the
+    same server, one after the other), and the server CPU one barge adds (its two mixed
+    ears: decode + mix + encode), from the step where every supervisor barges."""
+    off = next((s for s in steps if not s.get("supervision")), None)
+    on = next((s for s in steps if s.get("supervision") == "monitor"), None)
+    whisper = next((s for s in steps if s.get("supervision") == "whisper"), None)
+    barge = next((s for s in steps if s.get("supervision") == "barge"), None)
+    if off is None or on is None or not off["calls_per_core"] or not on["calls_per_core"]:
+        return None
+    share = on["calls_per_core"] / off["calls_per_core"]
+    result: dict[str, Any] = {
+        "calls": off["calls"],
+        "supervised": on["supervised_calls"],
+        "calls_per_core_off": off["calls_per_core"],
+        "calls_per_core_monitored": on["calls_per_core"],
+        "share_pct": round(share * 100, 1),
+        "target_met": share >= MONITORED_TARGET,
+        "tracks_received": on["supervisor_tracks_received"],
+    }
+    for mode, step in (("whisper", whisper), ("barge", barge)):
+        if step is not None:
+            extra = (step["server_cpu_pct"] - on["server_cpu_pct"]) / step["supervised_calls"]
+            result[f"{mode}_extra_cpu_pct"] = round(extra, 2)
+            result[f"{mode}_tracks_received"] = step["supervisor_tracks_received"]
+    return result
 
 
 def _fmt(value: Any, pattern: str = "{:.1f}") -> str:
@@ -145,6 +179,7 @@ def _loss(value: float | None) -> str:
 def progress_line(step: Step) -> str:
     return (
         f"  {step['target']:<18} N={step['calls']:<4}{' rec' if step['recording'] else ''}"
+        f"{' ' + step['supervision'] if step.get('supervision') else ''}"
         f" cpu/call {_fmt(step['cpu_per_call_pct'], '{:.2f}')}%"
         f" loss {_loss(step['loss_user_to_operator'])}/{_loss(step['loss_operator_to_user'])}"
         f" added p95 {_fmt(step['added_p95_ms'])} ms"
@@ -157,7 +192,7 @@ def progress_line(step: Step) -> str:
 def summary_text(summary: dict[str, Any]) -> str:
     lines = []
     for target, s in summary.items():
-        if target in ("ratio", "recording", "generator"):
+        if target in ("ratio", "recording", "generator", "supervision"):
             continue
         lines.append(
             f"{target}: held {s['max_calls_loss']} calls at <0.5% loss"
@@ -190,6 +225,22 @@ def summary_text(summary: dict[str, Any]) -> str:
                 f" {r['calls']} x {r['recorded_s']} s recorded: {r['extra_with_stop_pct']:+.1f}%"
                 " in all"
             )
+    if "supervision" in summary:
+        v = summary["supervision"]
+        met = "met" if v["target_met"] else "NOT met"
+        lines.append(
+            f"{v['supervised']} of {v['calls']} calls monitored: {_fmt(v['calls_per_core_off'])}"
+            f" → {_fmt(v['calls_per_core_monitored'])} calls/core ({v['share_pct']}% of"
+            f" unmonitored; target ≥ {MONITORED_TARGET:.0%}: {met});"
+            f" supervisors got {_fmt(v['tracks_received'], '{:.1%}')} of each party's packets"
+            " on its own track"
+        )
+        for mode, mixed in (("whisper", "the operator's ear"), ("barge", "both parties' ears")):
+            if f"{mode}_extra_cpu_pct" in v:
+                lines.append(
+                    f"  one {mode} adds {v[f'{mode}_extra_cpu_pct']:.2f}% of a core over"
+                    f" monitoring ({mixed} mixed)"
+                )
     return "\n".join(lines)
 
 
@@ -225,7 +276,9 @@ def table(steps: list[Step]) -> str:
             _loss(step[key]) if pattern is None else _fmt(step[key], pattern)
             for key, _, pattern in COLUMNS
         ]
-        if step["recording"]:
+        if step.get("supervision"):
+            verdict = f"{step['supervised_calls']} {step['supervision']}"
+        elif step["recording"]:
             verdict = "recording"
         elif step["loss_ok"] and step["latency_ok"]:
             verdict = "yes"
@@ -290,6 +343,7 @@ def _shared_machine_warning(results: dict[str, Any]) -> list[str]:
     """A loud note when other processes used the pinned cores during the windows."""
     steps = [s for series in results["series"].values() for s in series]
     steps += results.get("recording") or []
+    steps += results.get("supervision") or []
     server = max((s.get("others_on_server_core_pct") or 0 for s in steps), default=0)
     generator = max((s.get("others_on_generator_core_pct") or 0 for s in steps), default=0)
     if max(server, generator) < 10:
@@ -361,6 +415,13 @@ def markdown(results: dict[str, Any], chart_name: str, analysis: str = "") -> st
         ]
     if results.get("recording"):
         parts += ["## callbridge, recording off vs on", "", table(results["recording"]), ""]
+    if results.get("supervision"):
+        parts += [
+            "## callbridge, 10 % of calls monitored vs none, then whispering, barging",
+            "",
+            table(results["supervision"]),
+            "",
+        ]
     parts += [HOW_IT_MEASURES.format(bound=results["latency_bound_ms"])]
     return "\n".join(parts)
 
@@ -420,4 +481,13 @@ HOW_IT_MEASURES = """## How it measures
   file is written): the server CPU that took — its reaped children included, so a
   renderer process counts — minus what the calls cost meanwhile, is spread over the
   recorded call-seconds ("in all").
+- **Supervised**: a fresh server gets `--supervise-at` calls, measured; then a supervisor
+  (a staff login in the supervisors' group) monitors every tenth call (at least one):
+  `POST /api/calls/{{id}}/supervise` and an offer of two audio m-lines, the second
+  receive-only, as the dashboard sends; its leg sends a tone like a microphone. Measured
+  again: calls per core against the unmonitored step (target ≥ 90 %), and the share of
+  each party's tone packets that reached the supervisor on that party's own track (by
+  SSRC). Then every supervisor whispers, then barges, each measured once more: the server
+  CPU that added over monitoring, per supervised call, is a whisper's cost (the operator's
+  ear decoded, mixed, re-encoded) and a barge's (both parties' ears).
 """

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import secrets
 import time
 import urllib.error
 import urllib.request
@@ -31,6 +32,34 @@ class CallHandle:
     tokens: dict[str, str] = field(default_factory=dict)  # role -> credential
 
 
+class StaffSession:
+    """A logged-in staff member's REST calls: its session cookie and a CSRF token, as the
+    dashboard sends them. Supervisor modes are for staff sessions only, never for API
+    tokens (calls/supervision.py); bench.media makes the session in the database."""
+
+    def __init__(self, base_url: str, session_key: str) -> None:
+        self.base_url = base_url
+        self.csrf = secrets.token_hex(16)  # a 32-character secret, in cookie and header
+        self.cookie = f"sessionid={session_key}; csrftoken={self.csrf}"
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        request = urllib.request.Request(  # noqa: S310 (our own http:// base URL)
+            self.base_url + path,
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "Cookie": self.cookie,
+                "X-CSRFToken": self.csrf,
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as response:  # noqa: S310
+                return json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            raise RuntimeError(f"POST {path}: {error.code} {error.read()[:300]!r}") from None
+
+
 class Target(Protocol):
     async def create_call(self, index: int) -> CallHandle: ...
     async def answer(self, call: CallHandle) -> None: ...
@@ -38,15 +67,20 @@ class Target(Protocol):
     async def record(self, call: CallHandle) -> None: ...
     async def stop_recording(self, call: CallHandle) -> None: ...
     async def hang_up(self, call: CallHandle) -> None: ...
+    async def supervise(self, call: CallHandle, mode: str) -> None: ...
+    async def offer_as_supervisor(self, call: CallHandle, sdp: str) -> str: ...
     async def ws_round_trip(self) -> float: ...
     async def leg_states(self) -> dict[str, int] | None: ...
     async def close(self) -> None: ...
 
 
 class CallbridgeTarget:
-    def __init__(self, base_url: str, api_token: str) -> None:
+    def __init__(self, base_url: str, api_token: str, supervisor_session: str = "") -> None:
         self.base_url = base_url.rstrip("/")
         self.api_token = api_token
+        # A supervisor's session key (supervise()); none: the step cannot run.
+        self._supervisor = StaffSession(self.base_url, supervisor_session)
+        self._has_supervisor = bool(supervisor_session)
         # urllib is blocking: a pool big enough for a batch of parallel call set-ups.
         self._pool = ThreadPoolExecutor(max_workers=24, thread_name_prefix="rest")
         self._ws: Any = None
@@ -120,6 +154,21 @@ class CallbridgeTarget:
     async def hang_up(self, call: CallHandle) -> None:
         await self._post(f"/api/calls/{call.call_id}/hangup", self.api_token)
 
+    async def _as_supervisor(self, path: str, body: dict[str, Any]) -> Any:
+        if not self._has_supervisor:
+            raise RuntimeError("no supervisor session given (bench.media makes one)")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._supervisor.post, path, body)
+
+    async def supervise(self, call: CallHandle, mode: str) -> None:
+        await self._as_supervisor(f"/api/calls/{call.call_id}/supervise", {"mode": mode})
+
+    async def offer_as_supervisor(self, call: CallHandle, sdp: str) -> str:
+        answer = await self._as_supervisor(
+            f"/api/calls/{call.call_id}/webrtc/offer", {"type": "offer", "sdp": sdp}
+        )
+        return str(answer["sdp"])
+
     async def ws_round_trip(self) -> float:
         if self._ws is None:
             self._probe_token = await self._session("bench signaling probe")
@@ -174,6 +223,12 @@ class StockTarget:
 
     async def hang_up(self, call: CallHandle) -> None:
         await self._request({"type": "hangup", "call": call.call_id})
+
+    async def supervise(self, call: CallHandle, mode: str) -> None:
+        raise NotImplementedError("the stock relay has no supervisors")
+
+    async def offer_as_supervisor(self, call: CallHandle, sdp: str) -> str:
+        raise NotImplementedError("the stock relay has no supervisors")
 
     async def ws_round_trip(self) -> float:
         if self._probe is None:

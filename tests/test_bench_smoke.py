@@ -54,7 +54,14 @@ def test_it_runs_the_smoke_benchmark_end_to_end(tmp_path: Path) -> None:
             assert step["latency_samples"] > 0  # the pulses made it through the bridge
             assert step["ws_samples"] > 0
     assert [s["recording"] for s in results["recording"]] == [False, True]
-    assert {"callbridge", "stock", "ratio", "recording"} <= set(results["summary"])
+    # One call of two monitored, whispered to, barged into: the supervisor got each party's
+    # packets on that party's own track (the numbers themselves are for a quiet machine).
+    supervised = results["supervision"]
+    assert [s["supervision"] for s in supervised] == [None, "monitor", "whisper", "barge"]
+    assert all(s["setup_failures"] == 0 for s in supervised)
+    assert all(s["supervisor_tracks_received"] > 0.9 for s in supervised[1:])
+    assert {"callbridge", "stock", "ratio", "recording", "supervision"} <= set(results["summary"])
+    assert "monitored vs none" in out.read_text()
 
     report = out.read_text()
     assert "| N |" in report and "## stock" in report and "Versions:" in report

@@ -110,6 +110,19 @@ def test_it_drops_offered_candidates_beyond_the_cap_or_refused_and_keeps_the_res
     assert filtered.sdp.startswith("v=0\r\nm=audio") and filtered.sdp.endswith("a=sendrecv\r\n")
 
 
+def test_it_keeps_a_bundled_offers_copies_of_its_candidates_in_every_m_line() -> None:
+    # A supervisor's two audio m-lines repeat the candidates (bundled); aiortc takes the
+    # shared transport's from the last m-line, so the copies stay. A repeat within one
+    # m-line, or a refused one repeated, is still dropped; the copies cost no budget.
+    usable, refused = f"a={candidate('127.0.0.1', 6000)}", f"a={candidate('224.0.0.1', 5000)}"
+    section = f"m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n{usable}\r\n{refused}\r\n"
+    sdp = f"v=0\r\n{section}{usable}\r\n{section}"
+    filtered = filter_offer(sdp, CandidateBudget(CandidateRules(max_remote=1)))
+    kept = f"m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n{usable}\r\n"
+    assert filtered.sdp == f"v=0\r\n{kept}{kept}"
+    assert filtered.dropped == {Verdict.REFUSE: 2, Verdict.IGNORE: 1}
+
+
 def test_it_withholds_the_end_of_candidates_while_none_was_usable() -> None:
     head = "v=0\r\nm=audio 9 X 111\r\n"
     sdp = head + "a=candidate:1 1 udp 1 x.local 5000 typ host\r\na=end-of-candidates\r\n"

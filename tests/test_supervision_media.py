@@ -20,39 +20,18 @@ from tests.support.live_call import (
     start_live_call,
 )
 from tests.support.media_peers import ClientPeer, hear_each_other
+from tests.support.media_peers import ears_are as sink_ears_are
 from tests.support.resources import Resources, settle_to
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.media, pytest.mark.timeout(120)]
 
 SUPERVISOR_TONE = 1250  # no harmonic of the user's 440 Hz or the operator's 880 Hz
 TONES = (USER_TONE, OPERATOR_TONE, SUPERVISOR_TONE)
-HEARD, NOT_HEARD = 0.15, 0.02  # a tone's share of what an ear heard
-SILENT = 100.0  # RMS of an ear that hears nothing (a tone here is ~6900)
 
 
 async def ears_are(expected: dict[ClientPeer, Iterable[float]]) -> None:
-    """Each peer hears exactly its tones (several: mixed) and none of the others, over the
-    last second, once the change has reached every ear."""
-    await asyncio.gather(
-        *(
-            peer.hears_in_mix(tone, strength=HEARD)
-            for peer, tones in expected.items()
-            for tone in tones
-        )
-    )
-    for peer in expected:
-        peer.sink.clear()
-    await asyncio.sleep(1.2)
-    for peer, tones in expected.items():
-        if not tones:  # nothing audible (silence, or no packets at all)
-            assert peer.sink.seconds == 0 or peer.sink.rms(last_seconds=1.0) < SILENT
-            continue
-        for tone in TONES:
-            share = peer.sink.strength(tone, last_seconds=1.0)
-            if tone in tones:
-                assert share > HEARD, (tone, share)
-            else:
-                assert share < NOT_HEARD, (tone, share)
+    """Each peer hears exactly its tones and none of the others (media_peers.ears_are)."""
+    await sink_ears_are([(peer.sink, tones) for peer, tones in expected.items()], TONES)
 
 
 @pytest.fixture(params=["forward", "decode"])

@@ -222,14 +222,19 @@ class LegTransport:
     def intercept_outgoing(
         self, on_rtp: Callable[[bytes], None], on_rtcp: Callable[[bytes], bytes]
     ) -> None:
-        """aiortc's outgoing RTP goes to `on_rtp` instead; RTCP passes through `on_rtcp`."""
+        """aiortc's outgoing RTP of this transceiver's sender goes to `on_rtp` instead; RTCP
+        passes through `on_rtcp`. Bundled senders share one transport: each interception
+        takes only its own SSRC's packets and passes the rest on to the one before it."""
         send_rtp = self.dtls._send_rtp
+        own_ssrc = self.sender_ssrc.to_bytes(4, "big")
 
         async def intercepted(data: bytes) -> None:
             if is_rtcp(data):
                 await send_rtp(on_rtcp(data))
-            else:
+            elif data[8:12] == own_ssrc:
                 on_rtp(data)
+            else:
+                await send_rtp(data)  # another sender's (its own interception, or the wire)
 
         # Shadows aiortc's method on this one transport (mypy forbids assigning to a method).
         self.dtls._send_rtp = intercepted  # type: ignore[method-assign]

@@ -160,8 +160,21 @@ def filter_offer(sdp: str, budget: CandidateBudget) -> FilteredOffer:
     """
     kept: list[str] = []
     dropped: dict[Verdict, int] = {}
+    # A bundled offer with several m-lines (a supervisor's two audio tracks) repeats its
+    # candidates in each; aiortc takes the shared transport's from the last m-line, so a
+    # copy of one kept in an earlier m-line is kept too (the budget counted it there).
+    earlier: set[str] = set()
+    this_section: set[str] = set()
     # Lines and fields exactly as aiortc's parser splits them (str.splitlines, str.split).
     for line in sdp.splitlines(keepends=True):
+        if line.startswith("m="):
+            earlier |= this_section
+            this_section = set()
+        same = line.rstrip("\r\n")
+        if line.startswith(_CANDIDATE) and same in earlier and same not in this_section:
+            this_section.add(same)
+            kept.append(line)
+            continue
         bits = line.removeprefix(_CANDIDATE).split() if line.startswith(_CANDIDATE) else []
         port = _integer(bits[5]) if len(bits) >= 8 else None
         if port is not None:
@@ -169,6 +182,7 @@ def filter_offer(sdp: str, budget: CandidateBudget) -> FilteredOffer:
             if verdict is not Verdict.USE:
                 dropped[verdict] = dropped.get(verdict, 0) + 1
                 continue
+            this_section.add(same)
         kept.append(line)
     if withhold_end_of_candidates(budget):
         kept = [line for line in kept if line.rstrip("\r\n") != _END_OF_CANDIDATES]

@@ -7,7 +7,9 @@ own (niced) process. The capture file sits next to the WAV (`<name>.wav.capture`
 then, so an interrupted recording can still be rendered.
 
 File: MAGIC, then records of (channel: u8, microseconds since start: u64, length: u16,
-Opus payload); channel 0 is the end user (left), 1 the operator (right).
+Opus payload); channel 0 is the end user (left), 1 the operator (right), 2 a barging
+supervisor (rendered into the right channel: WAV_CHANNEL_OF). Captures without
+channel 2 (every one before barges were recorded) render as they always did.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pathlib import Path
 
 MAGIC = b"callbridge opus capture 1\n"
 RECORD = struct.Struct("<BQH")
+PARTIES = ("user", "operator", "supervisor")  # by a record's channel number
+WAV_CHANNEL_OF = (0, 1, 1)  # where each lands in the stereo WAV: the supervisor is mixed right
 
 
 def capture_path(wav_path: Path) -> Path:

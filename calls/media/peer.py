@@ -68,6 +68,7 @@ class PeerSettings:
 StateCallback = Callable[["LegPeer", str], None]
 # A quality warning raised or cleared while connected, or the leg's summary as it closes.
 QualityCallback = Callable[["LegPeer", "QualityChange | Summary"], None]
+MAX_TRACKS = 2  # audio tracks one leg may hear on (a supervisor: each party apart)
 
 
 def _opus_only() -> list[RTCRtpCodecCapability]:
@@ -115,6 +116,7 @@ class LegPeer:
         on_inbound: Callable[[LegPeer], None],
         on_quality: QualityCallback | None = None,
         on_quality_sample: SampleHook | None = None,
+        tracks: int = 1,
     ) -> None:
         self.leg_id = leg_id
         self.role = role
@@ -135,6 +137,10 @@ class LegPeer:
         self._closed = False
         self._listening: tuple[InboundAudio, AudioSubscription] | RtpTap | None = None
         self._mixing: list[tuple[InboundAudio, AudioSubscription]] = []  # listen_to_all
+        # Up to `tracks` audio m-lines answered with a sender each: the first is
+        # `outbound`/`outlet`, the others are these (see listen_on_tracks).
+        self._tracks_wanted = max(1, min(tracks, MAX_TRACKS))
+        self.extra_ears: list[ExtraEar] = []
         self._timers: list[asyncio.Task[None]] = []
         # Per peer connection: a reconnect (a new offer) is a new connection, a new budget.
         self._candidates = CandidateBudget(settings.candidate_rules)
@@ -154,6 +160,7 @@ class LegPeer:
         sender = self.pc.addTrack(self.outbound)
         transceiver = next(t for t in self.pc.getTransceivers() if t.sender is sender)
         transceiver.setCodecPreferences(_opus_only())
+        self._add_extra_ears(offer_sdp)
         try:
             # What aiortc parses is exactly what the candidate rules have filtered.
             filtered = filter_offer(with_explicit_directions(offer_sdp), self._candidates)
@@ -181,6 +188,7 @@ class LegPeer:
         self.quality = LegQuality(QualityProbe(transceiver), self._on_quality_sample)
         if self.settings.forwarding:
             self._start_forwarding(transceiver, self.pc.localDescription.sdp)
+            self._start_forwarding_extra_ears(self.pc.localDescription.sdp)
         self._set_state("connecting")
         self._start_timer(self._ice_deadline())
         return self.pc.localDescription.sdp
@@ -221,6 +229,49 @@ class LegPeer:
         outlet = self.outlet = RtpOutlet(transport, payload_type)
         if self.quality is not None:
             self.quality.probe.upstream_gaps = lambda: outlet.skipped
+
+    def _add_extra_ears(self, offer_sdp: str) -> None:
+        """A sender for each audio m-line past the first, up to the tracks this leg may
+        hear on (added before the offer is applied: aiortc pairs them with its m-lines)."""
+        offered = offer_sdp.replace("\r\n", "\n").count("\nm=audio ")
+        for _ in range(min(offered, self._tracks_wanted) - 1):
+            track = OutboundAudioTrack()
+            sender = self.pc.addTrack(track)
+            transceiver = next(t for t in self.pc.getTransceivers() if t.sender is sender)
+            transceiver.setCodecPreferences(_opus_only())
+            self.extra_ears.append(ExtraEar(track, transceiver))
+
+    def _start_forwarding_extra_ears(self, answer_sdp: str) -> None:
+        sections = answer_sdp.replace("\r\n", "\n").split("\nm=")[1:]
+        for ear in self.extra_ears:
+            mid = ear.transceiver.mid
+            section = next((s for s in sections if f"\na=mid:{mid}\n" in s + "\n"), "")
+            match = _OPUS_RTPMAP.search("\n" + section)
+            if match is None or ear.transceiver.currentDirection in ("recvonly", "inactive"):
+                continue  # no Opus or nothing to send there: this ear stays on the decode path
+            # Bundled (one transport per connection): the tap is the first track's; each
+            # outlet takes only its own sender's packets (LegTransport.intercept_outgoing).
+            ear.outlet = RtpOutlet(LegTransport(ear.transceiver), int(match.group(1)))
+
+    @property
+    def track_count(self) -> int:
+        """Audio tracks this leg hears on (1 unless the offer carried more and the leg may)."""
+        return 1 + len(self.extra_ears)
+
+    def listen_on_tracks(
+        self, per_track: list[list[LegPeer]], *, silence: bool = False
+    ) -> set[str]:
+        """Hear `per_track[i]` on track i: the first track as listen_to_all (or nothing),
+        each other one forwarded where it can be. Returns the roles that must be decoded."""
+        first, *others = per_track
+        decoded = self.listen_to_all(first) if first else set()
+        if not first:
+            self.listen_to(None, silence=silence)
+        for ear, origins in zip(self.extra_ears, others, strict=False):
+            origin = origins[0] if origins else None
+            if ear.listen_to(origin, silence=silence) and origin is not None:
+                decoded.add(origin.role)
+        return decoded
 
     # --- routing -------------------------------------------------------------------------
     def listen_to(self, origin: LegPeer | None, *, silence: bool = False) -> bool:
@@ -405,4 +456,52 @@ class LegPeer:
         if self.inbound is not None:
             await self.inbound.stop()
         self.outbound.stop()
+        for ear in self.extra_ears:
+            ear.close()
         await self.pc.close()
+
+
+class ExtraEar:
+    """One more audio track a leg hears on, past its first (a supervisor hears the end
+    user on the first and the operator on this one): forwarded packets where both legs
+    forward, else decoded frames; encoded silence or nothing when there is nobody."""
+
+    def __init__(self, track: OutboundAudioTrack, transceiver: RTCRtpTransceiver) -> None:
+        self.outbound = track
+        self.transceiver = transceiver
+        self.outlet: RtpOutlet | None = None  # forwarding path, set up with the answer
+        self._listening: tuple[InboundAudio, AudioSubscription] | RtpTap | None = None
+
+    def listen_to(self, origin: LegPeer | None, *, silence: bool = False) -> bool:
+        """Hear `origin` (None: nobody); whether its audio must be decoded for this."""
+        self._stop_listening()
+        if self.outlet is not None and not (origin is None and silence):
+            if origin is None:
+                self.outbound.hold()
+                self.outlet.pause()
+                return False
+            if origin.tap is not None:
+                origin.tap.listeners.add(self.outlet)
+                self._listening = origin.tap
+                self.outbound.hold()
+                return False
+        if origin is None or origin.inbound is None:
+            self.outbound.use(None)
+            return False
+        subscription = origin.inbound.subscribe()
+        self._listening = (origin.inbound, subscription)
+        self.outbound.use(subscription)
+        return True
+
+    def _stop_listening(self) -> None:
+        if isinstance(self._listening, RtpTap):
+            if self.outlet is not None:
+                self._listening.listeners.discard(self.outlet)
+        elif self._listening is not None:
+            source, subscription = self._listening
+            source.unsubscribe(subscription)
+        self._listening = None
+
+    def close(self) -> None:
+        self._stop_listening()
+        self.outbound.stop()

@@ -1,4 +1,6 @@
 """Records a call: one stereo WAV, left = end user, right = operator, on wall-clock time.
+A barging supervisor (heard by both parties) is mixed into the right channel, the call
+centre's side: the file stays the stereo every player and consumer reads.
 
 Every 20 ms of wall-clock time becomes exactly 960 samples per channel: what the leg sent
 meanwhile, or silence if it sent nothing (a gap, a reconnect) — so one leg's trouble never
@@ -26,7 +28,7 @@ import numpy as np
 from av import AudioFrame
 
 from calls.media.audio import FRAME_SAMPLES, AudioFanout, AudioSubscription
-from calls.media.capture import PacketCapture, capture_path
+from calls.media.capture import PARTIES, PacketCapture, capture_path
 from calls.media.render import render
 from calls.media.wav import MAX_BACKLOG, TICK_S, RecordingResult, WavWriter, measure
 
@@ -67,6 +69,15 @@ class ChannelFeed:
         out[:available] = self.buffer[:available]
         self.buffer = self.buffer[available:]
         return out
+
+
+def mixed(*channels: np.ndarray) -> np.ndarray:
+    """Samples of several parties in one channel (summed, saturating)."""
+    total = np.zeros(len(channels[0]), dtype=np.int32)
+    for channel in channels:
+        total += channel
+    clipped: np.ndarray = np.clip(total, -32768, 32767).astype(np.int16)
+    return clipped
 
 
 def _first_channel(frame: AudioFrame) -> np.ndarray:
@@ -112,7 +123,7 @@ class CallRecorder:
         # Renders at once per worker: many recordings stopping together (a shutdown, a
         # burst of hang-ups) must not start a process each on a busy media core.
         self._render_slots = render_slots or asyncio.Semaphore(1)
-        self.channels = {role: ChannelFeed() for role in CHANNELS}
+        self.channels = {role: ChannelFeed() for role in PARTIES}
         self._capture: PacketCapture | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[RecordingResult] | None = None
@@ -130,7 +141,7 @@ class CallRecorder:
     def packet_sink(self, role: str) -> Callable[[bytes], None]:
         """Forwarding path: what `role`'s tap calls with every Opus payload."""
         assert self._capture is not None, "start() first"
-        return self._capture.sink(CHANNELS.index(role))
+        return self._capture.sink(PARTIES.index(role))
 
     async def start(self) -> None:
         """Open the file (errors surface here), then record until stop()."""
@@ -212,7 +223,10 @@ class CallRecorder:
                 due = int((loop.time() - started) / TICK_S)
                 while ticks < due:
                     left = self.channels["user"].take(FRAME_SAMPLES)
-                    right = self.channels["operator"].take(FRAME_SAMPLES)
+                    right = mixed(
+                        self.channels["operator"].take(FRAME_SAMPLES),
+                        self.channels["supervisor"].take(FRAME_SAMPLES),
+                    )
                     pending.append(np.column_stack((left, right)).tobytes())
                     ticks += 1
                 if len(pending) >= FLUSH_TICKS:

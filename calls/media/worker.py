@@ -101,6 +101,9 @@ class CallMedia:
         if self.held:
             ears = held_ears(ears)
         for role, peer in self.legs.items():
+            if peer.track_count > 1:  # a supervisor hearing each party on its own track
+                decoded |= self._listen_on_tracks(peer, ears.get(role, ()))
+                continue
             mouths = [self.legs[origin] for origin in ears.get(role, ()) if origin in self.legs]
             if mouths:
                 decoded |= peer.listen_to_all(mouths)
@@ -126,8 +129,31 @@ class CallMedia:
                     recorder.listen(role, recorded.outbound.heard)
                 else:
                     recorder.listen(role, None)
+            decoded |= self._record_barging_supervisor(recorder)
         for role, peer in self.legs.items():
             peer.decode_inbound(role in decoded)
+
+    def _listen_on_tracks(self, peer: LegPeer, mouths: tuple[str, ...]) -> set[str]:
+        """A leg with several tracks hears each mouth on its own track (tracks_heard);
+        returns the roles that must be decoded for it (none where both legs forward)."""
+        per_track = [
+            [self.legs[origin] for origin in track if origin in self.legs]
+            for track in tracks_heard(mouths, peer.track_count)
+        ]
+        return peer.listen_on_tracks(per_track, silence=self.held)
+
+    def _record_barging_supervisor(self, recorder: CallRecorder) -> set[str]:
+        """While barging (and not held) the supervisor is heard by both parties, so is
+        recorded: mixed into the operator's channel (recorder.py). Returns the roles that
+        must be decoded for it (the decode path's recorder takes frames)."""
+        supervisor = self.legs.get(SUPERVISOR_ROLE)
+        recorded = supervisor if self.supervision == "barge" and not self.held else None
+        if recorder.takes_packets:
+            if recorded is not None:
+                recorded.capture_into([recorder.packet_sink(SUPERVISOR_ROLE)])
+            return set()
+        recorder.listen(SUPERVISOR_ROLE, recorded.inbound if recorded else None)
+        return {SUPERVISOR_ROLE} if recorded is not None else set()
 
     def _place_hold_audio(self) -> None:
         """The hold audio is on the held caller's leg exactly while held (also on a leg
@@ -176,6 +202,20 @@ def supervised_ears(
     }
     supervised[SUPERVISOR_ROLE] = ("user", "operator")
     return supervised
+
+
+SUPERVISOR_TRACKS = ("user", "operator")  # a two-track supervisor's tracks, in m-line order
+
+
+def tracks_heard(mouths: tuple[str, ...], tracks: int) -> list[tuple[str, ...]]:
+    """What each of a leg's `tracks` hears, given whom it hears (`mouths`): on one track,
+    all of them (mixed when several); on two (a supervisor's offer with two audio
+    m-lines), the end user on the first and the operator on the second, each forwarded
+    as it came — nothing decoded for the supervisor's ears, and a track stays its
+    party's through every mode (nothing there while that party is not heard)."""
+    if tracks < 2:
+        return [mouths]
+    return [(role,) if role in mouths else () for role in SUPERVISOR_TRACKS]
 
 
 def held_ears(ears: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
@@ -395,6 +435,7 @@ class MediaWorker:
         peer = LegPeer(
             leg_id=leg_id,
             role=role,
+            tracks=len(SUPERVISOR_TRACKS) if role == SUPERVISOR_ROLE else 1,
             settings=self.peer_settings,
             on_state=lambda p, state: self._report(call_id, p, state),
             on_inbound=lambda _: self._reroute(call_id),

@@ -1,15 +1,19 @@
 // One media connection to the server: our microphone out, the far side's audio in.
 
 export class CallMedia {
-  constructor({iceServers, audioElement, onState, onCandidate}) {
+  // `moreAudioElements`: one more receive-only audio m-line each, its track played there
+  // (a supervisor hears the caller on `audioElement`, the operator on the next one).
+  constructor({iceServers, audioElement, onState, onCandidate, moreAudioElements = []}) {
     this.pc = new RTCPeerConnection({iceServers: iceServers || []});
     this.audioElement = audioElement;
+    this.moreAudioElements = moreAudioElements;
     this.onState = onState || (() => {});
     this.onCandidate = onCandidate || (() => {});
     this.sender = null;
     this.muted = false;
     this.remoteStream = null;
     this.pc.ontrack = (event) => {
+      if (this.moreAudioElements.length) return this.playApart(event);
       this.remoteStream = event.streams[0] || new MediaStream([event.track]);
       this.audioElement.srcObject = this.remoteStream;
       this.audioElement.play().catch(() => {});
@@ -27,9 +31,25 @@ export class CallMedia {
     const opus = RTCRtpSender.getCapabilities?.("audio")?.codecs
       .filter((codec) => codec.mimeType.toLowerCase() === "audio/opus");
     if (opus?.length && transceiver?.setCodecPreferences) transceiver.setCodecPreferences(opus);
+    for (const _ of this.moreAudioElements) {
+      const more = this.pc.addTransceiver("audio", {direction: "recvonly"});
+      if (opus?.length && more.setCodecPreferences) more.setCodecPreferences(opus);
+    }
     await this.pc.setLocalDescription(await this.pc.createOffer());
     if (gather) await this.gathered();
     return this.pc.localDescription.sdp;
+  }
+
+  // Each received track in its own element, by m-line (the server sends them in one
+  // stream: played together, only one of them would reach a Web Audio analyser).
+  playApart(event) {
+    const index = this.pc.getTransceivers().indexOf(event.transceiver);
+    const element = index > 0 ? this.moreAudioElements[index - 1] : this.audioElement;
+    if (!element) return;
+    const stream = new MediaStream([event.track]);
+    if (index === 0) this.remoteStream = stream;
+    element.srcObject = stream;
+    element.play().catch(() => {});
   }
 
   gathered() {
@@ -84,6 +104,7 @@ export class CallMedia {
     this.pc.onconnectionstatechange = null;
     this.pc.close();
     if (this.audioElement.srcObject === this.remoteStream) this.audioElement.srcObject = null;
+    for (const element of this.moreAudioElements) element.srcObject = null;
   }
 }
 

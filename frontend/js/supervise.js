@@ -1,7 +1,9 @@
 // Supervisor modes on the dashboard (supervisors only; the server checks anyway): Monitor /
 // Whisper / Barge on other operators' active calls, Leave on the one being supervised.
 // The supervisor's own media connection (REST offer, ICE gathered) plays what the server
-// sends: both parties, and in a barge or a whisper it carries the supervisor's voice.
+// sends: the caller and the operator on two tracks of their own (two audio m-lines, each
+// party's packets forwarded as they came), and in a barge or a whisper it carries the
+// supervisor's voice.
 import {CallMedia} from "./peer.js";
 
 export const MODES = [
@@ -10,6 +12,14 @@ export const MODES = [
   ["barge", "Barge", "three-way: everyone hears everyone"],
 ];
 
+function audioElement(id) {
+  const audio = document.createElement("audio");
+  audio.autoplay = true;
+  audio.id = id;
+  document.body.append(audio);
+  return audio;
+}
+
 export class Supervision {
   constructor({api, iceServers, microphone, announce}) {
     this.api = api;
@@ -17,10 +27,8 @@ export class Supervision {
     this.microphone = microphone;  // () => Promise<MediaStream>
     this.announce = announce;
     this.current = null;  // {callID, media}
-    this.audio = document.createElement("audio");
-    this.audio.autoplay = true;
-    this.audio.id = "supervisor-audio";
-    document.body.append(this.audio);
+    this.audio = audioElement("supervisor-audio");  // the caller
+    this.operatorAudio = audioElement("supervisor-audio-operator");
   }
 
   // Join in `mode` or switch to it (no new offer while connected).
@@ -36,6 +44,7 @@ export class Supervision {
     const media = new CallMedia({
       iceServers: this.iceServers,
       audioElement: this.audio,
+      moreAudioElements: [this.operatorAudio],
       onState: (state) => {
         if (state === "failed" && this.current?.media === media) {
           this.connect(callID).catch(() => {});  // the leg reconnects while supervising

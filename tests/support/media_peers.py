@@ -10,6 +10,7 @@ import asyncio
 import fractions
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -186,20 +187,77 @@ class ClientPeer:
     ) -> None:
         """Wait until `frequency` is plainly part of the last half second heard, with other
         sounds over it (a file played over the other party's voice)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        level = 0.0
-        while loop.time() < deadline:
-            await asyncio.sleep(0.1)
-            if self.sink.seconds >= 0.5:
-                level = self.sink.strength(frequency, last_seconds=0.5)
-                if level > strength:
-                    return
-        raise AssertionError(f"{frequency} Hz never rose above {strength} (last {level:.3f})")
+        await sink_hears_in_mix(self.sink, frequency, within, strength)
 
     async def close(self) -> None:
         await self.sink.stop()
         await self.pc.close()
+
+
+async def sink_hears_in_mix(
+    sink: AudioSink, frequency: float, within: float = 8.0, strength: float = 0.2
+) -> None:
+    """Wait until `frequency` is plainly part of the last half second `sink` heard."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    level = 0.0
+    while loop.time() < deadline:
+        await asyncio.sleep(0.1)
+        if sink.seconds >= 0.5:
+            level = sink.strength(frequency, last_seconds=0.5)
+            if level > strength:
+                return
+    raise AssertionError(f"{frequency} Hz never rose above {strength} (last {level:.3f})")
+
+
+HEARD, NOT_HEARD = 0.15, 0.02  # a tone's share of what an ear heard
+QUIET = 100.0  # RMS of an ear that hears nothing (a tone here is ~6900)
+
+
+async def ears_are(
+    expected: Iterable[tuple[AudioSink, Iterable[float]]], tones: Iterable[float]
+) -> None:
+    """Each ear (sink) hears exactly its tones (several: mixed) and none of the other
+    `tones`, over the last second, once the change has reached every ear."""
+    pairs = [(sink, tuple(heard)) for sink, heard in expected]
+    await asyncio.gather(
+        *(sink_hears_in_mix(sink, tone, strength=HEARD) for sink, heard in pairs for tone in heard)
+    )
+    for sink, _ in pairs:
+        sink.clear()
+    await asyncio.sleep(1.2)
+    for sink, heard in pairs:
+        if not heard:  # nothing audible (silence, or no packets at all)
+            assert sink.seconds == 0 or sink.rms(last_seconds=1.0) < QUIET
+            continue
+        for tone in tones:
+            share = sink.strength(tone, last_seconds=1.0)
+            if tone in heard:
+                assert share > HEARD, (tone, share)
+            else:
+                assert share < NOT_HEARD, (tone, share)
+
+
+class TwoTrackPeer(ClientPeer):
+    """A supervisor's browser (frontend/js/supervise.js): its tone out on the first audio
+    m-line, a second one it only receives on; what each track brings in its own sink, in
+    m-line order (`sinks[0]` the end user, `sinks[1]` the operator)."""
+
+    def __init__(self, frequency: float) -> None:
+        super().__init__(frequency)
+        self.pc.remove_listener("track", self.sink.attach)
+        self.pc.addTransceiver("audio", direction="recvonly")
+        self.sinks = (self.sink, AudioSink())
+        self.pc.on("track", self._attach)
+
+    def _attach(self, track: MediaStreamTrack) -> None:
+        transceivers = self.pc.getTransceivers()
+        index = next(i for i, t in enumerate(transceivers) if t.receiver.track is track)
+        self.sinks[index].attach(track)
+
+    async def close(self) -> None:
+        await self.sinks[1].stop()
+        await super().close()
 
 
 async def hear_each_other(*expected: tuple[ClientPeer, float]) -> None:
