@@ -157,7 +157,7 @@ class Claimed:
 
 
 def claim(host: str) -> Claimed | None:
-    """The oldest pending job, taken into a free slot of `host` (at most
+    """The newest recording's pending job, taken into a free slot of `host` (at most
     CALLBRIDGE_TRANSCRIBE_CONCURRENCY at once per host, held by a unique constraint on
     (host, slot) among running jobs), or None. Jobs whose recordings' consents do not
     allow a transcript are settled as refused on the way."""
@@ -173,7 +173,9 @@ def claim(host: str) -> Claimed | None:
         job = (
             Transcript.objects.filter(state=TranscriptState.PENDING)
             .select_related("recording__call")
-            .order_by("created_at", "pk")
+            # Newest recordings first: a backlog (transcripts just switched on) never
+            # keeps today's calls waiting.
+            .order_by("-recording__ended_at", "pk")
             .first()
         )
         if job is None or not free:

@@ -201,7 +201,7 @@ class RecordingAdmin(ReadOnlyAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         fields = [field.name for field in Recording._meta.fields] + ["consents_relied_on"]
-        return ["audio", "transcript", "on_hold", *fields]
+        return ["audio", "transcript_lines", "on_hold", *fields]
 
     @admin.display(description="on hold (seconds into the recording)")
     def on_hold(self, recording: Recording) -> str:
@@ -231,7 +231,7 @@ class RecordingAdmin(ReadOnlyAdmin):
         )
 
     @admin.display(description="transcript")
-    def transcript(self, recording: Recording) -> str:
+    def transcript_lines(self, recording: Recording) -> str:
         return transcript_panel(recording)
 
     def get_urls(self) -> list[Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -48,7 +48,11 @@ class TranscriptSerializer(serializers.Serializer):
     model = serializers.CharField(source="model_name")
     modelSha256 = serializers.CharField(source="model_sha256")
     language = serializers.CharField()
-    utterances = UtteranceSerializer(many=True, help_text="in time order; empty until done")
+    utterances = serializers.SerializerMethodField(help_text="in time order; empty until done")
+
+    @extend_schema_field(UtteranceSerializer(many=True))
+    def get_utterances(self, transcript: Transcript) -> Any:
+        return UtteranceSerializer(self.context["lines"], many=True).data
 
 
 class TranscriptView(APIView):
@@ -78,9 +82,7 @@ class TranscriptView(APIView):
         lines = transcripts.read_lines(
             transcript, user=principal.user, username=principal.label, ip=client_ip(request)
         )
-        body: dict[str, Any] = dict(TranscriptSerializer(transcript).data)
-        body["utterances"] = UtteranceSerializer(lines, many=True).data
-        return Response(body)
+        return Response(TranscriptSerializer(transcript, context={"lines": lines}).data)
 
 
 class TranscriptMatchSerializer(serializers.Serializer):

@@ -13,6 +13,7 @@ import subprocess
 import wave
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,6 +46,7 @@ class SpokenCall:
     seconds: float
     # What each channel says, in order, and when each turn starts (seconds).
     turns: list[tuple[int, float, str]]
+    facts: dict[str, Any]  # the writer's: duration, size, SHA-256 (Recording.finish's result)
 
     def reference(self, channel: int) -> str:
         return " ".join(text for ch, _, text in self.turns if ch == channel)
@@ -83,8 +85,8 @@ def spoken_call(path: Path, script: list[tuple[int, str]] = CALL_SCRIPT) -> Spok
     samples = (np.concatenate(pieces) * 32767).astype("<i2")
     writer = WavWriter(path)
     writer.append(samples.tobytes())
-    writer.close()
-    return SpokenCall(path, len(samples) / RATE, turns)
+    facts = writer.close().as_dict()
+    return SpokenCall(path, len(samples) / RATE, turns, facts)
 
 
 # --- Word error rate ---------------------------------------------------------------------
