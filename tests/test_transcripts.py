@@ -7,6 +7,7 @@ read in the recordings' access log; searched. The word error rate on the evaluat
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -17,7 +18,6 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.conf import settings as django_settings
 from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
 from django.db import IntegrityError, transaction
@@ -25,95 +25,28 @@ from django.test import Client
 from django.utils import timezone
 
 from calls import transcripts
-from calls.consent import consents_relied_on, record_answer
 from calls.media.transcribe import EXIT_UNAVAILABLE, MODEL_FILES_SHA256
-from calls.media.wav import WavWriter
 from calls.models import (
     ApiToken,
-    Call,
     CallEvent,
     EndUserSession,
     Recording,
     RecordingAccess,
-    StopReason,
     Transcript,
     TranscriptState,
     Utterance,
 )
-from calls.principals import Principal
 from calls.recordings import recordings_dir
 from calls.transcriber import TranscriptWorker, run_pending
 from tests.support.queues import client_of, make_operator
+from tests.support.real_services import running_postgres
 from tests.support.rest_client import assert_error, bearer_client
+from tests.support.settings_process import run_with_env
 from tests.support.speech import spoken_call, word_error_rate
+from tests.support.transcripts import HEARD, recorded, silence, transcribed
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_WER = 0.25
-
-# What the child prints (calls.media.transcribe's Result), for the bookkeeping tests that
-# need a transcript but not the model: the model's own run is the end-to-end test's.
-HEARD = {
-    "model": "whisper-tiny.en (CTranslate2 int8)",
-    "model_sha256": MODEL_FILES_SHA256["model.bin"],
-    "language": "en",
-    "audio_s": 2.0,
-    "cpu_s": 0.1,
-    "lines": [
-        {"channel": 1, "start_s": 0.2, "end_s": 0.6, "text": "Good morning, Maria speaking."},
-        {"channel": 0, "start_s": 0.7, "end_s": 0.9, "text": "My parcel has not arrived."},
-    ],
-}
-
-
-def silence(path: Path) -> dict[str, Any]:
-    writer = WavWriter(path)
-    writer.append(bytes(48000 * 4))  # a second of stereo silence
-    return writer.close().as_dict()
-
-
-def recorded(
-    name: str,
-    make_wav: Callable[[Path], dict[str, Any]] = silence,
-    *,
-    consent: bool = True,
-    withdraw: bool = False,
-) -> Recording:
-    """A bridged call between Ada (end user) and Maria Rossi (staff operator), recorded
-    with both parties' consent (the policy's own check) and finished with `make_wav`'s file."""
-    session, _ = EndUserSession.create(ttl_seconds=600, display_name="Ada")
-    maria = make_operator(f"maria-{name[:8]}")
-    maria.first_name, maria.last_name = "Maria", "Rossi"
-    maria.save()
-    ada, operator = Principal.end_user(session), Principal.staff(maria)
-    call = Call.start(by=ada, mode="bridge", media_worker="embedded")
-    call.answer(operator)
-    version = django_settings.CALLBRIDGE_CONSENT_POLICY_VERSION
-    if consent:
-        for principal, method in ((ada, "page"), (operator, "dashboard")):
-            record_answer(
-                principal, call, granted=True, policy_version=version, method=method,
-                ip=None, user_agent="test",
-            )  # fmt: skip
-    recording = Recording.begin(call, operator, name, consents=consents_relied_on)
-    facts = make_wav(recordings_dir() / name)
-    reason = StopReason.STOPPED
-    if withdraw:
-        record_answer(
-            ada, call, granted=False, policy_version=version, method="page", ip=None,
-            user_agent="test",
-        )  # fmt: skip
-        reason = StopReason.CONSENT_WITHDRAWN
-    recording.finish(reason=reason, by=operator.label, result=facts)
-    return recording
-
-
-def transcribed(recording: Recording, host: str = "here") -> Transcript:
-    """Queue, claim and complete `recording`'s job with HEARD (no model run)."""
-    transcripts.queue_finished_recordings()
-    job = transcripts.claim(host)
-    assert job is not None and job.recording_id == str(recording.pk)
-    assert transcripts.complete(job, HEARD)
-    return Transcript.objects.get(recording=recording)
 
 
 @pytest.fixture
@@ -221,7 +154,8 @@ def test_it_reads_transcripts_only_with_the_listen_permission_and_logs_each_read
     assert [m["recordingID"] for m in found] == [str(recording.pk)]
     assert found[0]["transcriptUrl"] == url
     assert archiver.get("/api/transcripts?q=invoice").json() == []
-    assert_error(archiver.get("/api/transcripts?q="), 400, "INVALID_ARGUMENT")
+    for bad in ("", "a\x00b", "x" * 201):
+        assert_error(archiver.get("/api/transcripts", {"q": bad}), 400, "INVALID_ARGUMENT")
 
     carol = listener()
     admin = Client()
@@ -368,3 +302,34 @@ def test_it_retries_a_failed_attempt_then_gives_up(on: Any) -> None:
     assert transcript.state == "failed" and transcript.attempts == 2
     assert "transcriber failed (exit 1)" in transcript.error
     assert not CallEvent.objects.filter(name="transcript.ready").exists()
+
+
+@pytest.mark.daphne  # a real PostgreSQL and two manage.py processes
+def test_it_claims_each_job_once_and_searches_full_text_on_postgresql(tmp_path: Path) -> None:
+    with running_postgres() as url:
+        env = {
+            "DATABASE_URL": url,
+            "MEDIA_ROOT": str(tmp_path),
+            "CALLBRIDGE_TRANSCRIBE": "true",
+            "CALLBRIDGE_TRANSCRIBE_CONCURRENCY": "1",
+        }
+        migrated = run_with_env(env, "manage.py", "migrate", "--noinput")
+        assert migrated.returncode == 0, migrated.stderr
+        probe = (
+            "import json; from tests.support.transcripts import race_on_this_database as race; "
+            "print(json.dumps(race()))"
+        )
+        ran = run_with_env(env, "manage.py", "shell", "-c", probe)
+        assert ran.returncode == 0, ran.stderr
+    outcome = json.loads(ran.stdout.splitlines()[-1])
+    # Eight claims at once for one host with one slot: one job runs; then eight hosts at
+    # once for the one left: one takes it.
+    assert outcome["one_host"] == 1 and outcome["many_hosts"] == 1
+    assert outcome["distinct_jobs"] == 2
+    # Full-text: English stems, phrases, exclusions.
+    assert (outcome["stemmed"], outcome["phrase"], outcome["excluded"], outcome["none"]) == (
+        2,
+        2,
+        0,
+        0,
+    )

@@ -112,8 +112,9 @@ class TranscriptSearchView(APIView):
     def get(self, request: Request) -> Response:
         require_may_listen(principal_of(request))
         terms = request.query_params.get("q", "").strip()
-        if not terms or len(terms) > 200:
-            raise CallbridgeError(ErrorCode.INVALID_ARGUMENT, "q: 1 to 200 characters")
+        if not terms or len(terms) > 200 or not terms.isprintable():
+            # (PostgreSQL refuses NUL in a query: refused here, not as a server error.)
+            raise CallbridgeError(ErrorCode.INVALID_ARGUMENT, "q: 1 to 200 printable characters")
         found = transcripts.search(
             Transcript.objects.filter(state=TranscriptState.DONE, purged_at=None).select_related(
                 "recording"
