@@ -186,6 +186,14 @@ def claim(host: str) -> Claimed | None:
                 state=TranscriptState.REFUSED, error=refusal, finished_at=timezone.now()
             )
             continue
+        if not (recordings_dir() / job.recording.file_name).is_file():
+            # Storage trouble, not a decision: failed, and an admin may queue it again.
+            Transcript.objects.filter(pk=job.pk, state=TranscriptState.PENDING).update(
+                state=TranscriptState.FAILED,
+                error=f"the recording's file is missing on {host}",
+                finished_at=timezone.now(),
+            )
+            continue
         now = timezone.now()
         try:
             with transaction.atomic():
@@ -208,10 +216,16 @@ def claim(host: str) -> Claimed | None:
 
 def _unfit(recording: Recording) -> str | None:
     if recording.purged_at is not None or recording.state != RecordingState.FINISHED:
-        return "the recording's file is gone or was never finished"
-    if not (recordings_dir() / recording.file_name).is_file():
-        return "the recording's file is missing"
+        return "the recording's file was deleted (retention) or never finished"
     return consent_refusal(recording)
+
+
+def queue_again(jobs: QuerySet[Transcript]) -> int:
+    """Failed jobs back in the queue with fresh attempts (the admin's action, once the
+    cause is fixed); refused, done and purged ones stay as they are."""
+    return jobs.filter(state=TranscriptState.FAILED, purged_at=None).update(
+        state=TranscriptState.PENDING, attempts=0, error="", finished_at=None
+    )
 
 
 def renew(job: Claimed) -> bool:

@@ -257,6 +257,26 @@ def test_it_takes_at_most_n_jobs_per_host_and_retries_a_crashed_hosts_job(on: An
 
 
 @pytest.mark.django_db
+def test_it_fails_a_job_whose_file_is_missing_and_an_admin_queues_it_again(on: Any) -> None:
+    recording = recorded("lost.wav")
+    (recordings_dir() / "lost.wav").unlink()  # shared storage trouble
+    transcripts.queue_finished_recordings()
+    assert transcripts.claim("here") is None
+    lost = Transcript.objects.get(recording=recording)
+    assert lost.state == "failed" and lost.error == "the recording's file is missing on here"
+
+    silence(recordings_dir() / "lost.wav")  # restored
+    admin = Client()
+    admin.force_login(listener())
+    chosen = {"action": "queue_again", "_selected_action": [lost.pk]}
+    assert admin.post("/admin/calls/transcript/", chosen).status_code == 302
+    lost.refresh_from_db()
+    assert (lost.state, lost.attempts, lost.error) == ("pending", 0, "")
+    job = transcripts.claim("here")
+    assert job is not None and job.transcript_id == lost.pk
+
+
+@pytest.mark.django_db
 def test_it_fails_clearly_when_the_model_is_missing_or_not_the_pinned_one(
     on: Any, tmp_path: Path
 ) -> None:

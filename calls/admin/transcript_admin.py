@@ -43,6 +43,7 @@ class TranscriptAdmin(ReadOnlyAdmin):
     search_help_text = "Words said in the call (full-text search on PostgreSQL)"
     list_select_related = ["recording"]
     exclude = ["text"]
+    actions = ["queue_again"]
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.has_perm(LISTEN)
@@ -58,6 +59,11 @@ class TranscriptAdmin(ReadOnlyAdmin):
         self, request: HttpRequest, queryset: QuerySet[Transcript], search_term: str
     ) -> tuple[QuerySet[Transcript], bool]:
         return transcripts.search(queryset, search_term), False
+
+    @admin.action(description="Queue the selected failed transcripts again")
+    def queue_again(self, request: HttpRequest, queryset: QuerySet[Transcript]) -> None:
+        count = transcripts.queue_again(queryset)
+        self.message_user(request, f"{count} failed transcript(s) queued again.")
 
     @admin.display(description="recording")
     def recording_link(self, transcript: Transcript) -> str:
