@@ -123,6 +123,27 @@ async def test_it_transcribes_a_finished_recording_by_party_in_the_background(
     assert event.data["utterances"] == len(lines)
 
 
+@pytest.mark.media  # a transcribing child, stopped
+@pytest.mark.django_db(transaction=True)
+async def test_it_puts_a_running_job_back_uncounted_when_its_process_stops(on: Any) -> None:
+    recording = await sync_to_async(recorded)("stopping.wav")
+    worker = asyncio.create_task(TranscriptWorker(host="test-host").run())
+
+    async def running() -> None:
+        jobs = Transcript.objects.filter(recording=recording, state="running")
+        while not await jobs.aexists():  # noqa: ASYNC110 (the database, as a reader sees it)
+            await asyncio.sleep(0.05)
+
+    try:
+        # The child takes longer than this to import faster-whisper and load the model.
+        await asyncio.wait_for(running(), 30)
+    finally:
+        worker.cancel()
+        await asyncio.wait_for(asyncio.gather(worker, return_exceptions=True), 15)
+    job = await Transcript.objects.aget(recording=recording)
+    assert (job.state, job.attempts, job.host, job.slot) == ("pending", 0, "", None)
+
+
 @pytest.mark.django_db
 def test_it_reads_transcripts_only_with_the_listen_permission_and_logs_each_read(
     on: Any, make_session: Callable[..., tuple[EndUserSession, str]]
