@@ -111,7 +111,7 @@ class TranscriptWorker:
             while True:
                 await database_sync_to_async(transcripts.queue_finished_recordings)()
                 while len(self._jobs) < settings.CALLBRIDGE_TRANSCRIBE_CONCURRENCY:
-                    job = await database_sync_to_async(transcripts.claim)(self.host)
+                    job = await self._claim()
                     if job is None:
                         break
                     task = asyncio.create_task(self._work(job), name="callbridge:transcript")
@@ -123,15 +123,32 @@ class TranscriptWorker:
                 task.cancel()
             await asyncio.gather(*self._jobs, return_exceptions=True)
 
-    async def _work(self, job: transcripts.Claimed) -> None:
-        child = await asyncio.create_subprocess_exec(
-            *transcripts.child_command(job.wav),
-            cwd=PROJECT_ROOT,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        finished = asyncio.ensure_future(child.communicate())
+    async def _claim(self) -> transcripts.Claimed | None:
+        # A claim runs to its end in its thread even if this task is cancelled meanwhile
+        # (shutdown): a job it took then goes straight back to the queue, uncounted.
+        claiming = asyncio.ensure_future(database_sync_to_async(transcripts.claim)(self.host))
         try:
+            return await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            job = await claiming
+            if job is not None:
+                await database_sync_to_async(release)(job)
+            raise
+
+    async def _work(self, job: transcripts.Claimed) -> None:
+        starting = asyncio.ensure_future(
+            asyncio.create_subprocess_exec(
+                *transcripts.child_command(job.wav),
+                cwd=PROJECT_ROOT,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        )
+        child: asyncio.subprocess.Process | None = None
+        try:
+            # Shielded: stopped while the child starts, it is still found and killed.
+            child = await asyncio.shield(starting)
+            finished = asyncio.ensure_future(child.communicate())
             while True:
                 done, _ = await asyncio.wait(
                     {finished}, timeout=settings.CALLBRIDGE_TRANSCRIBE_LEASE_S / 3
@@ -139,16 +156,20 @@ class TranscriptWorker:
                 if done:
                     break
                 if not await database_sync_to_async(transcripts.renew)(job):
-                    child.kill()
+                    child.kill()  # taken again elsewhere: this attempt is not ours now
                     await finished
                     return
             out, err = finished.result()
             await database_sync_to_async(_outcome)(job, child.returncode or 0, out, err)
         except asyncio.CancelledError:
-            with contextlib.suppress(ProcessLookupError):
-                child.kill()
+            # This process stops: the child goes with it, the job back to the queue.
             with contextlib.suppress(Exception):
-                await asyncio.shield(finished)
+                child = child or await starting
+            if child is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.kill()
+                with contextlib.suppress(Exception):
+                    await child.wait()
             await asyncio.shield(database_sync_to_async(release)(job))
             raise
         except Exception:
