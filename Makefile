@@ -63,7 +63,7 @@ TEST_PROCESSES ?= -n 2 --dist loadfile
 # database, single aiortc peers), on two processes (pytest-xdist: each has its own test
 # database, channel layer and media worker), stopping at the first failure. `make test`
 # runs everything.
-test-fast: $(VENV)/.installed
+test-fast: $(VENV)/.installed $(VENV)/.transcribe-installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
