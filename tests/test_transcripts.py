@@ -328,6 +328,25 @@ def test_it_fails_clearly_when_the_model_is_missing_or_not_the_pinned_one(
     assert tampered.returncode == EXIT_UNAVAILABLE and "Traceback" not in tampered.stderr
     assert "refusing to load it" in tampered.stderr
 
+    # The extra not installed at all: the background task says so once and returns (the
+    # server goes on), the command says so and fails; neither with a traceback.
+    without_extra = "\n".join(
+        [
+            "import sys; sys.modules['faster_whisper'] = None  # as if never installed",
+            "import asyncio, django; django.setup()",
+            "from calls.transcriber import TranscriptWorker",
+            "asyncio.run(TranscriptWorker().run())",
+            "from django.core.management import execute_from_command_line",
+            "execute_from_command_line(['manage.py', 'transcribe'])",
+        ]
+    )
+    env = {"CALLBRIDGE_TRANSCRIBE": "true", "DJANGO_SETTINGS_MODULE": "callbridge.settings"}
+    bare = run_with_env(env, "-c", without_extra)
+    assert bare.returncode == 1 and "Traceback" not in bare.stderr, bare.stderr
+    hint = "the faster_whisper package is missing: install the optional extra"
+    assert f"CALLBRIDGE_TRANSCRIBE is on but this host cannot transcribe: {hint}" in bare.stderr
+    assert f"CommandError: this host cannot transcribe: {hint}" in bare.stderr
+
     on.CALLBRIDGE_TRANSCRIBE = False
     with pytest.raises(CommandError, match="CALLBRIDGE_TRANSCRIBE"):
         call_command("transcribe")
