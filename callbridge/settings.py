@@ -411,6 +411,24 @@ CALLBRIDGE_WEBHOOK_RECHECK_S = env_int("CALLBRIDGE_WEBHOOK_RECHECK_S", 5, minimu
 # Endpoints may resolve to private, loopback or link-local addresses only when this is on
 # (an admin could otherwise point callbridge at internal services: SSRF).
 CALLBRIDGE_WEBHOOK_ALLOW_PRIVATE = env_bool("CALLBRIDGE_WEBHOOK_ALLOW_PRIVATE", False)
+
+# --- Transcripts (docs/transcripts.md; needs the `callbridge[transcribe]` extra) ---
+# Off by default. On: every finished recording whose consents allow it is transcribed in
+# the background by the serving processes, at most CONCURRENCY at once per host, each in
+# a niced child process (one CPU core, ~320 MB), retried up to MAX_ATTEMPTS times; a job
+# whose host stops renewing its lease for LEASE_S is taken again. POLL_S: how often a
+# host looks for work.
+CALLBRIDGE_TRANSCRIBE = env_bool("CALLBRIDGE_TRANSCRIBE", False)
+CALLBRIDGE_TRANSCRIBE_CONCURRENCY = env_int(
+    "CALLBRIDGE_TRANSCRIBE_CONCURRENCY", 1, minimum=1, maximum=64
+)
+CALLBRIDGE_TRANSCRIBE_MAX_ATTEMPTS = env_int(
+    "CALLBRIDGE_TRANSCRIBE_MAX_ATTEMPTS", 3, minimum=1, maximum=20
+)
+CALLBRIDGE_TRANSCRIBE_LEASE_S = env_int(
+    "CALLBRIDGE_TRANSCRIBE_LEASE_S", 60, minimum=5, maximum=3600
+)
+CALLBRIDGE_TRANSCRIBE_POLL_S = env_int("CALLBRIDGE_TRANSCRIBE_POLL_S", 10, minimum=1, maximum=3600)
 # Uploads (audio files) are private like everything else callbridge writes
 # (callbridge.private_files: every process runs with umask 077).
 FILE_UPLOAD_PERMISSIONS = 0o600

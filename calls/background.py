@@ -16,6 +16,7 @@ from django.conf import settings
 
 from calls.deadlines import CallDeadlines
 from calls.events import EventPublisher
+from calls.transcriber import TranscriptWorker
 from calls.webhooks.sender import WebhookSender
 from calls.workers.local import build_media_worker
 from calls.workers.placement import MediaWorkerWatch
@@ -85,4 +86,13 @@ def _log_unexpected_exit(task: asyncio.Task[None]) -> None:
         logger.error("background service %s died", task.get_name(), exc_info=task.exception())
 
 
-background_tasks = BackgroundTasks(default_tasks)
+def serving_tasks() -> dict[str, BackgroundTask]:
+    """The defaults, and the transcripts' worker where transcripts are on (it starts
+    last, so stops first: a job it gives up goes back to the queue)."""
+    tasks = default_tasks()
+    if settings.CALLBRIDGE_TRANSCRIBE:
+        tasks["transcripts"] = TranscriptWorker()
+    return tasks
+
+
+background_tasks = BackgroundTasks(serving_tasks)

@@ -45,6 +45,8 @@ def test_it_generates_a_valid_schema_without_warnings(tmp_path: Path) -> None:
         "/api/calls/export",
         "/api/recordings",
         "/api/recordings/{recordingID}/audio",
+        "/api/recordings/{recordingID}/transcript",
+        "/api/transcripts",
         "/api/dispositions",
         "/api/operators",
         "/api/operators/me/status",

@@ -276,3 +276,15 @@ def test_it_confirms_a_callback_to_its_caller_and_shows_operators_the_request() 
         )
         shown = payloads.feed_event(recorded(name, {"callback": request}, ended))["data"]
         assert (shown["name"], shown["callback"], shown["callbackID"]) == (name, request, "cb-1")
+
+
+def test_it_tells_operators_a_transcript_is_ready_and_the_parties_nothing() -> None:
+    ready = recorded("transcript.ready", {"recordingID": "rec-1", "utterances": 11})
+    assert payloads.party_event(ready, "user", "leg-user") is None
+    assert payloads.party_event(ready, "operator", "leg-operator") is None
+    shown = payloads.feed_event(ready)["data"]
+    assert (shown["name"], shown["recordingID"], shown["utterances"]) == (
+        "transcript.ready",
+        "rec-1",
+        11,
+    )

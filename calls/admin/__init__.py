@@ -7,6 +7,7 @@ from calls.admin import (  # noqa: F401  (registers)
     credentials_admin,
     notes_admin,
     queue_admin,
+    transcript_admin,
     webhook_admin,
 )
 

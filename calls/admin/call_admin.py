@@ -21,6 +21,7 @@ from django.utils.html import format_html
 
 from callbridge.client_address import client_ip
 from calls import cdr, recording_files
+from calls.admin.transcript_panel import transcript_panel
 from calls.errors import CallStateError
 from calls.hold import hold_periods
 from calls.models import (
@@ -213,7 +214,7 @@ class RecordingAdmin(ReadOnlyAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         fields = [field.name for field in Recording._meta.fields] + ["consents_relied_on"]
-        return ["audio", "on_hold", *fields]
+        return ["audio", "transcript_lines", "on_hold", *fields]
 
     @admin.display(description="on hold (seconds into the recording)")
     def on_hold(self, recording: Recording) -> str:
@@ -241,6 +242,10 @@ class RecordingAdmin(ReadOnlyAdmin):
             url,
             url,
         )
+
+    @admin.display(description="transcript")
+    def transcript_lines(self, recording: Recording) -> str:
+        return transcript_panel(recording)
 
     def get_urls(self) -> list[Any]:
         audio = path(

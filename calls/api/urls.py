@@ -13,6 +13,7 @@ from calls.api.queue_views import (
     QueueStatsView,
 )
 from calls.api.recording_views import RecordingAudioView, RecordingListView
+from calls.api.transcript_views import TranscriptSearchView, TranscriptView
 from calls.api.views import (
     CallViewSet,
     DispositionListView,
@@ -44,6 +45,12 @@ urlpatterns = [
     path(
         "recordings/<str:recordingID>/audio", RecordingAudioView.as_view(), name="recording-audio"
     ),
+    path(
+        "recordings/<str:recordingID>/transcript",
+        TranscriptView.as_view(),
+        name="recording-transcript",
+    ),
+    path("transcripts", TranscriptSearchView.as_view(), name="transcript-search"),
     path("voicemails", VoicemailListView.as_view(), name="voicemail-list"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -39,6 +39,7 @@ from calls.models.recording import (
     RecordingState,
     StopReason,
 )
+from calls.models.transcript import Transcript, TranscriptState, Utterance
 from calls.models.transfer import Transfer, TransferKind, TransferOutcome
 from calls.models.webhook import DeliveryState, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
@@ -81,9 +82,12 @@ __all__ = [
     "RecordingState",
     "StopReason",
     "SupervisorMode",
+    "Transcript",
+    "TranscriptState",
     "Transfer",
     "TransferKind",
     "TransferOutcome",
+    "Utterance",
     "WebhookAttempt",
     "WebhookDelivery",
     "WebhookEndpoint",

@@ -164,6 +164,7 @@ def _instant(unix_time: float | None) -> datetime | None:
 class AccessAction(models.TextChoices):
     LISTEN = "listen"
     DOWNLOAD = "download"
+    TRANSCRIPT = "transcript"  # read its transcript (the admin's page or the API)
 
 
 class RecordingAccess(AppendOnlyModel):

@@ -234,6 +234,8 @@ def _details(wire_name: str, data: Mapping[str, Any], call: CallSnapshot) -> Jso
         details.update({key: data[key] for key in ("transferID", "outcome") if key in data})
     if wire_name in protocol.SUPERVISOR_EVENTS:
         details["supervisorMode"] = data.get("mode")  # what the supervisor does now (left: did)
+    if wire_name == "transcript.ready":  # operators only: parties are never told of it
+        details.update({key: data[key] for key in ("recordingID", "utterances") if key in data})
     if wire_name in HOLD_EVENTS:
         details["held"] = wire_name == "call.held"
         if "heldS" in data:

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
+from calls import transcripts
 from calls.models import Recording, RecordingState
 from calls.recordings import recordings_dir
 
@@ -16,7 +17,8 @@ from calls.recordings import recordings_dir
 class Command(BaseCommand):
     help = (
         "Delete the files of recordings that ended more than CALLBRIDGE_RECORDING_RETENTION_DAYS "
-        "ago. The record stays (hash, size, consents) with when and why the file was deleted."
+        "ago. The record stays (hash, size, consents) with when and why the file was deleted; "
+        "its transcript's words are deleted with it (a tombstone stays)."
     )
 
     def add_arguments(self, parser: Any) -> None:
@@ -41,6 +43,8 @@ class Command(BaseCommand):
             if options["dry_run"]:
                 self.stdout.write(f"would delete {recording.file_name}")
                 continue
+            # Its transcript's words go first: none outlives the audio they came from.
+            transcripts.purge_with_recording(recording, reason)
             (recordings_dir() / recording.file_name).unlink(missing_ok=True)
             Recording.objects.filter(pk=recording.pk).update(
                 purged_at=timezone.now(), purge_reason=reason
