@@ -213,6 +213,7 @@ def memory_in_use() -> tuple[int, int]:
     return sys.getallocatedblocks(), resident_pages * os.sysconf("SC_PAGE_SIZE")
 
 
+@pytest.mark.bulk
 def test_it_exports_100000_calls_in_constant_memory(operator_client: Any) -> None:
     start = timezone.now().replace(microsecond=0) - timedelta(days=3)
     many_calls(100_000, start, Queue.objects.default())
