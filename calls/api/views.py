@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 
 from callbridge.client_address import client_ip
 from calls import callbacks, calling, notes, playback, policy, queue_stats, supervision, timeline
+from calls import consult as consulting
 from calls import hold as holding
 from calls import transfer as transferring
 from calls.api.notes_serializers import (
@@ -469,6 +470,45 @@ class CallViewSet(viewsets.GenericViewSet):
         body = TransferRequestSerializer(data=json_object(request))
         body.is_valid(raise_exception=True)
         transferring.transfer(principal_of(request), call, body.validated_data["to"])
+        return self._call_response(call)
+
+    @extend_schema(
+        summary="Attended transfer, step 1 (its operator only): the caller is held and the "
+        "operator or queue member named rings; once they answer (their offer to webrtc/offer) "
+        "you talk to them, the caller hearing the hold audio",
+        request=TransferRequestSerializer,
+        responses={200: CallSerializer, **ERRORS},
+    )
+    @action(detail=True, methods=["post"], url_path="consult")
+    def consult(self, request: Request, callID: str) -> Response:
+        call = self.get_object()
+        body = TransferRequestSerializer(data=json_object(request))
+        body.is_valid(raise_exception=True)
+        consulting.consult(principal_of(request), call, body.validated_data["to"])
+        return self._call_response(call)
+
+    @extend_schema(
+        summary="Complete the attended transfer (its operator only): the consulted operator "
+        "and the caller talk, you leave the call",
+        request=None,
+        responses={200: CallSerializer, **ERRORS},
+    )
+    @action(detail=True, methods=["post"], url_path="consult/complete")
+    def complete_consult(self, request: Request, callID: str) -> Response:
+        call = self.get_object()
+        consulting.complete(principal_of(request), call)
+        return self._call_response(call)
+
+    @extend_schema(
+        summary="Cancel the consult (its operator, or the consulted operator hanging up): "
+        "back to the caller and its operator",
+        request=None,
+        responses={200: CallSerializer, **ERRORS},
+    )
+    @action(detail=True, methods=["post"], url_path="consult/cancel")
+    def cancel_consult(self, request: Request, callID: str) -> Response:
+        call = self.get_object()
+        consulting.cancel(principal_of(request), call)
         return self._call_response(call)
 
     @extend_schema(

@@ -92,6 +92,11 @@ class CallSnapshot:
     # A supervisor on the call now: its mode (None: nobody) and its account (operators only).
     supervisor_mode: str | None = None
     supervised_by: str = ""
+    # An attended transfer's consult under way (operators only): the consulted operator's
+    # account, whether they answered, and who consults them (the call's operator).
+    consulting: str | None = None
+    consult_answered: bool = False
+    consult_by: str = ""
 
 
 @dataclass(frozen=True)
@@ -255,6 +260,15 @@ HOLD_EVENTS = ("call.held", "call.resumed")
 TRANSFER_EVENTS = ("call.transfer_started", "call.transfer_completed", "call.transfer_failed")
 # What the feed adds of a transfer (operators only: it names operators' accounts).
 TRANSFER_KEYS = ("kind", "toOperator", "toQueue", "party")
+# An attended transfer's steps (calls/models/consult.py): on the feed only (the caller
+# hears the hold, and is told `call.held` / `call.resumed`).
+CONSULT_EVENTS = (
+    "call.consult_started",
+    "call.consult_answered",
+    "call.consult_completed",
+    "call.consult_cancelled",
+)
+CONSULT_KEYS = ("transferID", "kind", "outcome", "reason", "toOperator", "toQueue", "party")
 
 
 def party_event(event: CallEventSnapshot, viewer_role: str, my_leg: str) -> JsonObject | None:
@@ -315,6 +329,8 @@ def feed_event(event: CallEventSnapshot) -> JsonObject:
     }
     if name in TRANSFER_EVENTS:
         details.update({key: data[key] for key in TRANSFER_KEYS if key in data})
+    if name in CONSULT_EVENTS:
+        details.update({key: data[key] for key in CONSULT_KEYS if key in data})
     if "callback" in data:  # the request as it is now (callback.* records)
         details["callback"] = data["callback"]
     return protocol.event(
@@ -389,6 +405,13 @@ def call_summary(call: CallSnapshot) -> JsonObject:
         "transferring": call.transferring,
         "supervisorMode": call.supervisor_mode,
         "supervisedBy": call.supervised_by or None,
+        "consult": None
+        if call.consulting is None
+        else {
+            "operator": call.consulting,
+            "answered": call.consult_answered,
+            "by": call.consult_by,
+        },
     }
 
 
