@@ -56,6 +56,18 @@ def consult(principal: Principal, call: Call, to: object) -> CallEvent:
     return consults.start(call, principal, to_user=to_user, queue=to_queue)
 
 
+def rings_for(principal: Principal, call: Call) -> bool:
+    """The call's consult rings this staff operator now."""
+    user = principal.user if principal.kind == "staff" else None
+    return user is not None and consults.rings_for(call, user.pk)
+
+
+def answer(principal: Principal, call: Call) -> CallEvent:
+    """The consulted operator answers without media yet (REST `answer`; their offer then
+    connects their leg). Their offer answers it as well (calls.calling)."""
+    return consults.answer(call, principal)
+
+
 def complete(principal: Principal, call: Call) -> CallEvent:
     """The consulted operator takes the call. FORBIDDEN unless the call's operator party;
     CALL_STATE unless a consult is open and answered."""

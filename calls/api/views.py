@@ -325,12 +325,17 @@ class CallViewSet(viewsets.GenericViewSet):
         return self._call_response(call, status.HTTP_201_CREATED)
 
     @extend_schema(
-        summary="Answer a ringing call", request=None, responses={200: CallSerializer, **ERRORS}
+        summary="Answer a ringing call (or a consult ringing for you: your leg joins it)",
+        request=None,
+        responses={200: CallSerializer, **ERRORS},
     )
     @action(detail=True, methods=["post"])
     def answer(self, request: Request, callID: str) -> Response:
         principal = principal_of(request)
         call = self.get_object()
+        if consulting.rings_for(principal, call):  # an attended transfer's consult
+            consulting.answer(principal, call)
+            return self._call_response(call)
         policy.require_may_answer(principal, call)
         call.answer(principal)  # its offer settles in the same transaction (routing.offers)
         return self._call_response(call)

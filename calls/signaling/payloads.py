@@ -553,7 +553,18 @@ def voicemail_stage_event(call_id: str, data: Mapping[str, Any]) -> JsonObject:
 
 # /ws/operator's client messages: `status` (availability) and the in-call controls, each
 # naming its call (`{"type": "hold", "callID": …}`); the same verbs as REST.
-CALL_VERBS = ("hold", "resume", "transfer", "monitor", "whisper", "barge", "stopSupervising")
+CALL_VERBS = (
+    "hold",
+    "resume",
+    "transfer",
+    "monitor",
+    "whisper",
+    "barge",
+    "stopSupervising",
+    "consult",
+    "completeConsult",
+    "cancelConsult",
+)
 OPERATOR_REQUESTS = ("status", *CALL_VERBS)
 
 
@@ -564,8 +575,8 @@ def operator_request_type(message: Mapping[str, Any]) -> str:
         raise CallbridgeError(
             ErrorCode.INVALID_MESSAGE,
             "this socket takes {type: status, availability}, {type: hold | resume | monitor |"
-            " whisper | barge | stopSupervising, callID} and {type: transfer, callID, to};"
-            " act otherwise through /api/",
+            " whisper | barge | stopSupervising | completeConsult | cancelConsult, callID} and"
+            " {type: transfer | consult, callID, to}; act otherwise through /api/",
         )
     return kind
 
