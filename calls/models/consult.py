@@ -205,6 +205,8 @@ def complete(call: Call, by: Principal) -> CallEvent:
             "party": target.party,
             "toOperatorID": target.user_id,
         }
+        if consult.to_user is not None:
+            data["toOperator"] = consult.to_user.get_username()
         event = locked.record_event("call.consult_completed", by, data, leg=target)
         _resume(locked, by, now)
     call._copy_from(Call.objects.get(pk=call.pk))
@@ -257,6 +259,8 @@ def _cancel(
         "legID": str(target.pk) if target is not None else None,
         "toOperatorID": consult.to_user_id,
     }
+    if consult.to_user is not None:
+        data["toOperator"] = consult.to_user.get_username()
     event = call.record_event("call.consult_cancelled", by, data, leg=target)
     _resume(call, by, now)
     return event
