@@ -70,7 +70,9 @@ def legs(call: Call) -> list[tuple[str, str, bool]]:
     return [(leg.role, leg.party, leg.left_at is None) for leg in found]
 
 
-def test_it_consults_cancels_consults_again_and_completes(make_session: Session) -> None:
+def test_it_consults_cancels_consults_again_and_completes(
+    make_session: Session, admin_client: Any
+) -> None:
     alice, bob = make_operator("alice"), make_operator("bob")
     call, _ = talking(make_session, alice)
 
@@ -134,6 +136,9 @@ def test_it_consults_cancels_consults_again_and_completes(make_session: Session)
     timeline = client_of(bob).get(f"/api/calls/{call.pk}/events").json()
     listed = [e["name"] for e in timeline if "consult" in e["name"]]
     assert listed[-2:] == ["call.consult_answered", "call.consult_completed"]
+    # Admin: the call's page lists both consults and the timeline's consult steps.
+    page = admin_client.get(f"/admin/calls/call/{call.pk}/change/").content.decode()
+    assert page.count("attended") >= 2 and "call.consult_completed" in page
     # Bob has the call's controls now; alice has none, and is in wrap-up or idle.
     assert post(bob, call, "hold").status_code == 200
     assert_error(post(alice, call, "resume"), 403, "FORBIDDEN")
