@@ -26,9 +26,9 @@ from calls import recordings
 from calls.errors import CallStateError
 from calls.events import tell_worker
 from calls.model_signals import call_event_recorded
-from calls.models import Call, CallEvent, StopReason
+from calls.models import Call, CallEvent, LegRole, StopReason
 from calls.models import consult as consults
-from calls.principals import Principal
+from calls.principals import SYSTEM, Principal
 from calls.routing import engine
 from calls.transfer import _require_operator_party, _target
 from calls.workers import protocol
@@ -93,8 +93,16 @@ def cancel(principal: Principal, call: Call) -> CallEvent:
     return consults.cancel(call, principal)
 
 
+# The consulted operator's connection ended for good (their page closed, the network gone
+# past reconnecting): as if they hung up on the consult.
+TARGET_GONE = frozenset({"media.closed", "media.failed"})
+
+
 def on_call_event(sender: Any, event: CallEvent, **kwargs: Any) -> None:
     """Receiver of call_event_recorded (after commit): the media follow the record."""
+    if event.name in TARGET_GONE and event.data.get("role") == LegRole.CONSULT:
+        _target_gone(event)
+        return
     if event.name not in MEDIA_EVENTS:
         return  # the common case costs no query
     try:
@@ -113,6 +121,19 @@ def on_call_event(sender: Any, event: CallEvent, **kwargs: Any) -> None:
         logger.exception(
             "consult: could not tell the media of %s of call %s", event.name, event.call_id
         )
+
+
+def _target_gone(event: CallEvent) -> None:
+    try:
+        call = Call.objects.get(pk=event.call_id)
+        open_ = call.open_consult()
+        if open_ is None or str(open_.to_leg_id) != event.data.get("legID"):
+            return  # over already (its own end closed that connection)
+        consults.cancel(call, SYSTEM, reason="target_left")
+    except CallStateError:
+        return  # ended meanwhile (completed, cancelled, the call over)
+    except Exception:
+        logger.exception("consult: could not end the consult of call %s", event.call_id)
 
 
 def connect_receivers() -> None:

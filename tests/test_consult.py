@@ -247,6 +247,23 @@ def test_it_cancels_when_the_target_declines_or_lets_it_ring_out(make_session: S
     assert_error(answer(bob, call.pk), 409, "CALL_STATE")  # nothing rings for him
 
 
+def test_it_cancels_when_the_consulted_operators_connection_ends(make_session: Session) -> None:
+    """Their page closed (the worker reports the leg `closed`): as if they hung up; a
+    connection that ends after the consult did changes nothing."""
+    alice, bob = make_operator("alice"), make_operator("bob")
+    call, _ = talking(make_session, alice)
+    assert consult_to(alice, call, {"operator": "bob"}).status_code == 200
+    assert answer(bob, call.pk).status_code == 200
+    leg = call.legs.get(role="consult")
+    leg.set_media_state("connected")
+    leg.set_media_state("closed")  # what the media worker reports
+    call.refresh_from_db()
+    assert (call.state, call.is_held, call.operator_user) == ("active", False, alice)
+    cancelled = call.events.get(name="call.consult_cancelled")
+    assert (cancelled.actor_role, cancelled.data["reason"]) == ("system", "target_left")
+    assert names(call, "call.")[-1] == "call.resumed"
+
+
 def test_it_ends_the_consult_with_the_call_when_the_caller_hangs_up(
     make_session: Session,
 ) -> None:
