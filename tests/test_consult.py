@@ -26,6 +26,7 @@ from calls.models import (
 )
 from calls.principals import Principal
 from calls.routing import offers
+from calls.signaling.protocol import wire_event_name
 from tests.support.queues import (
     answer,
     client_of,
@@ -328,6 +329,16 @@ async def test_it_consults_over_the_operator_socket_and_tells_the_feeds(
     finally:
         for client in (alice_feed, bob_feed):
             await client.close()
+
+
+def test_it_tells_the_steps_to_operators_and_only_the_hold_to_the_caller() -> None:
+    for name in ("call.consult_started", "call.consult_completed", "call.consult_cancelled"):
+        assert wire_event_name(name, {}, "user", "operator") == name
+        assert wire_event_name(name, {}, "user", "user") is None
+    consulted_media = {"role": "consult", "legID": "l-3"}
+    assert wire_event_name("media.connected", consulted_media, "user", "user") is None
+    assert wire_event_name("media.connected", consulted_media, "user", "operator")
+    assert wire_event_name("call.held", {"consult": True}, "user", "user") == "call.held"
 
 
 def test_it_says_who_hears_whom_during_a_consult() -> None:

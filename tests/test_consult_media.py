@@ -80,6 +80,9 @@ async def test_it_consults_cancels_and_completes_by_tone(
         held = await call.user.expect("event", "call.held")
         assert "consult" not in str(held["data"])  # the caller is told of a hold, no more
         peers.append(await take_call(bob_http, call.call_id, BOB_TONE))
+        # The operator's own socket (/ws/signal) is told each step; the caller is not.
+        told = await call.operator.expect("event", "call.consult_answered")
+        assert told["data"]["transferID"] and "toOperator" not in told["data"]
         await consulting(call, peers[0])
         running = await Recording.objects.aget(pk=recording.json()["recordingID"])
         assert running.state == "recording"  # a consult is a hold: the recording goes on

@@ -38,15 +38,6 @@ from calls.models.queue import OfferOutcome, Queue, QueueOffer
 from calls.models.transfer import Transfer, TransferKind, TransferOutcome
 from calls.principals import SYSTEM, Principal
 
-CONSULT_EVENTS = frozenset(
-    {
-        "call.consult_started",
-        "call.consult_answered",
-        "call.consult_completed",
-        "call.consult_cancelled",
-    }
-)
-
 
 def _locked_active(call: Call) -> Call:
     locked = Call.objects.select_for_update().get(pk=call.pk)

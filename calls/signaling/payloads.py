@@ -234,6 +234,9 @@ def _details(wire_name: str, data: Mapping[str, Any], call: CallSnapshot) -> Jso
         details["callbackID"] = data["callback"].get("callbackID")
     if wire_name in TRANSFER_EVENTS:
         details.update({key: data[key] for key in ("transferID", "outcome") if key in data})
+    if wire_name in protocol.CONSULT_EVENTS:
+        consult_keys = ("transferID", "outcome", "reason")
+        details.update({key: data[key] for key in consult_keys if key in data})
     if wire_name in protocol.SUPERVISOR_EVENTS:
         details["supervisorMode"] = data.get("mode")  # what the supervisor does now (left: did)
     if wire_name in HOLD_EVENTS:
@@ -260,14 +263,10 @@ HOLD_EVENTS = ("call.held", "call.resumed")
 TRANSFER_EVENTS = ("call.transfer_started", "call.transfer_completed", "call.transfer_failed")
 # What the feed adds of a transfer (operators only: it names operators' accounts).
 TRANSFER_KEYS = ("kind", "toOperator", "toQueue", "party")
-# An attended transfer's steps (calls/models/consult.py): on the feed only (the caller
-# hears the hold, and is told `call.held` / `call.resumed`).
-CONSULT_EVENTS = (
-    "call.consult_started",
-    "call.consult_answered",
-    "call.consult_completed",
-    "call.consult_cancelled",
-)
+# An attended transfer's steps (calls/models/consult.py): the feed names the operators;
+# /ws/signal's operator party gets transferID / outcome / reason, its end user nothing
+# (they hear the hold, and are told `call.held` / `call.resumed`).
+CONSULT_EVENTS = protocol.CONSULT_EVENTS
 CONSULT_KEYS = ("transferID", "kind", "outcome", "reason", "toOperator", "toQueue", "party")
 
 

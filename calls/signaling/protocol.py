@@ -324,6 +324,15 @@ def error(session_id: str, failure: CallbridgeError, call_sid: str = "") -> dict
 
 # --- call records → wire events ------------------------------------------------------------
 SUPERVISOR_EVENTS = frozenset({"supervisor.joined", "supervisor.mode_changed", "supervisor.left"})
+# An attended transfer's steps: the operators' business (the caller is told the hold only).
+CONSULT_EVENTS = frozenset(
+    {
+        "call.consult_started",
+        "call.consult_answered",
+        "call.consult_completed",
+        "call.consult_cancelled",
+    }
+)
 PASSED_THROUGH = frozenset(
     {
         "call.answered",
@@ -364,8 +373,10 @@ def wire_event_name(
         return record_name
     if record_name == "callback.requested":
         return record_name if my_role == caller_role else None  # the caller's confirmation
-    if data.get("role") == "supervisor" and my_role == "user":
-        return None  # a supervisor's media states are the operators' business
+    if data.get("role") in ("supervisor", "consult") and my_role == "user":
+        return None  # a supervisor's (or consulted operator's) media: the operators' business
+    if record_name in CONSULT_EVENTS:
+        return record_name if my_role != "user" else None
     if record_name in SUPERVISOR_EVENTS:
         # The end user only if the deployment tells them (recorded with the event).
         return record_name if my_role != "user" or data.get("userTold") else None
