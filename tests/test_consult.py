@@ -4,7 +4,7 @@ complete (the target takes the call); who may (the call's operator party; the ta
 hang up on the consult), bad targets and states changing nothing, complete and cancel at
 the same instant (one wins), the target declining or letting it ring out, the caller
 hanging up mid-consult, the same over /ws/operator. Who hears whom, by tone:
-tests/test_consult_media.py; the pure ears function is tested at the end."""
+tests/test_transfer_media.py; the pure ears function is tested at the end."""
 
 from __future__ import annotations
 
