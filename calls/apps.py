@@ -16,11 +16,12 @@ class CallsConfig(AppConfig):
             publish_operator_status, dispatch_uid="calls.events.operator_status"
         )
 
-        from calls import hold, revocation, supervision, transfer
+        from calls import consult, hold, revocation, supervision, transfer
 
         revocation.connect_receivers()
         hold.connect_receivers()
         transfer.connect_receivers()
+        consult.connect_receivers()
         supervision.connect_receivers()
 
         from calls.routing import triggers

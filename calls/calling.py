@@ -20,6 +20,7 @@ from django.db import IntegrityError, transaction
 from calls import limits, policy
 from calls.errors import CallbridgeError, CallStateError, ErrorCode
 from calls.models import Call, CallMode, EndUserSession, Leg, LegRole, MediaState, Queue
+from calls.models import consult as consults
 from calls.principals import Principal
 from calls.signaling.protocol import CallDetails
 from calls.workers.placement import choose_worker
@@ -123,6 +124,9 @@ def plan_offer(
             call.mode,
             call.media_worker,
         )
+    consulting = _consult_plan(principal, call)
+    if consulting is not None:
+        return consulting
     legs = list(call.legs.filter(role=principal.role, left_at=None))  # left: no longer a party
     mine = next((leg for leg in legs if principal.owns(leg)), None)
     if mine is not None:
@@ -136,6 +140,21 @@ def plan_offer(
     # Someone else holds this role's place (or the call is not ringing for you): joining
     # another party's call is never a side effect of an offer.
     raise CallbridgeError(ErrorCode.FORBIDDEN, "you have no place in this call")
+
+
+def _consult_plan(principal: Principal, call: Call) -> OfferPlan | None:
+    """An attended transfer's consulted operator: their offer answers the consult ringing
+    for them (a leg of its own, role `consult`), or reconnects their consult leg."""
+    if principal.user is None or principal.kind != "staff":
+        return None
+    leg = consults.target_leg(call)
+    if leg is not None and principal.owns(leg):
+        return OfferPlan(OfferKind.ATTACH, call.pk, leg.pk, leg.role, call.mode, call.media_worker)
+    if leg is None and consults.rings_for(call, principal.user.pk):
+        return OfferPlan(
+            OfferKind.ANSWER, call.pk, uuid.uuid4(), LegRole.CONSULT, call.mode, call.media_worker
+        )
+    return None
 
 
 def _new_call(principal: Principal, mode: str, queue: Queue | None) -> OfferPlan:
@@ -221,6 +240,9 @@ def commit_offer(principal: Principal, plan: OfferPlan) -> None:
             if taken and Call.objects.filter(external_id=details.external_id).exists():
                 raise _call_sid_taken() from None
             raise
+    elif plan.kind == OfferKind.ANSWER and plan.role == LegRole.CONSULT:
+        call = Call.objects.get(pk=plan.call_id)
+        consults.answer(call, principal, leg_id=plan.leg_id, media_state=MediaState.CONNECTING)
     elif plan.kind == OfferKind.ANSWER:
         call = Call.objects.get(pk=plan.call_id)
         policy.require_may_answer(principal, call)

@@ -43,6 +43,7 @@ from calls.models import (
     Queue,
     QueueOffer,
     Transfer,
+    TransferKind,
     TransferOutcome,
 )
 from calls.models.call import CallQuerySet
@@ -66,6 +67,7 @@ def call_snapshot(call: Call) -> payloads.CallSnapshot:
     """What the sockets may be told of a call, read once (load it with summarised_calls)."""
     latest = call.latest_recording
     transfer = _open_transfer(call)
+    blind = transfer is not None and transfer.kind != TransferKind.ATTENDED
     return payloads.CallSnapshot(
         call_id=str(call.pk),
         state=call.state,
@@ -93,7 +95,8 @@ def call_snapshot(call: Call) -> payloads.CallSnapshot:
         # A transfer ringing one operator: only they may answer, whatever the queue.
         open_answer=(call.queue is None or call.queue.open_answer)
         and not (transfer is not None and transfer.to_user_id is not None),
-        transferring=transfer.target_label if transfer is not None else None,
+        transferring=transfer.target_label if transfer is not None and blind else None,
+        **_consulting(transfer if not blind else None),
         offers=tuple(
             payloads.OfferSnapshot(offer.operator.get_username(), offer.deadline.isoformat())
             for offer in _pending_offers(call)
@@ -106,6 +109,17 @@ def call_snapshot(call: Call) -> payloads.CallSnapshot:
         held_by=call.held_by,
         **_supervision(call),
     )
+
+
+def _consulting(consult: Transfer | None) -> dict[str, Any]:
+    """An attended transfer's consult under way: whom, and whether they answered."""
+    if consult is None or consult.to_user is None:
+        return {}
+    return {
+        "consulting": consult.to_user.get_username(),
+        "consult_answered": consult.answered_at is not None,
+        "consult_by": consult.by,
+    }
 
 
 def _supervision(call: Call) -> dict[str, Any]:

@@ -64,6 +64,8 @@ EVERY_MESSAGE: list[protocol.Message] = [
     protocol.TransferIn(call="c-1", leg="l-2", seq=45, **ROUTED),
     protocol.Supervise(call="c-1", mode="whisper", seq=46, **ROUTED),
     protocol.Supervise(call="c-1", mode=None, seq=47),
+    protocol.ConsultEnd(call="c-1", leg="l-3", completed=True, leaving="l-2", **ROUTED),
+    protocol.ConsultEnd(call="c-1", leg=None, completed=False),
     protocol.Answer(sdp="v=0\r\n", **ECHOED),
     protocol.Closed(**ECHOED),
     protocol.RecordingStarted(request_id="r-1", call="c-1"),

@@ -96,6 +96,7 @@ class TransferInline(ReadOnlyInline):
         "to_user",
         "to_queue",
         "started_at",
+        "answered_at",  # attended: when the consulted operator answered
         "outcome",
         "ended_at",
         "to_leg",

@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 
 from callbridge.client_address import client_ip
 from calls import callbacks, calling, notes, playback, policy, queue_stats, supervision, timeline
+from calls import consult as consulting
 from calls import hold as holding
 from calls import transfer as transferring
 from calls.api.notes_serializers import (
@@ -324,12 +325,17 @@ class CallViewSet(viewsets.GenericViewSet):
         return self._call_response(call, status.HTTP_201_CREATED)
 
     @extend_schema(
-        summary="Answer a ringing call", request=None, responses={200: CallSerializer, **ERRORS}
+        summary="Answer a ringing call (or a consult ringing for you: your leg joins it)",
+        request=None,
+        responses={200: CallSerializer, **ERRORS},
     )
     @action(detail=True, methods=["post"])
     def answer(self, request: Request, callID: str) -> Response:
         principal = principal_of(request)
         call = self.get_object()
+        if consulting.rings_for(principal, call):  # an attended transfer's consult
+            consulting.answer(principal, call)
+            return self._call_response(call)
         policy.require_may_answer(principal, call)
         call.answer(principal)  # its offer settles in the same transaction (routing.offers)
         return self._call_response(call)
@@ -469,6 +475,45 @@ class CallViewSet(viewsets.GenericViewSet):
         body = TransferRequestSerializer(data=json_object(request))
         body.is_valid(raise_exception=True)
         transferring.transfer(principal_of(request), call, body.validated_data["to"])
+        return self._call_response(call)
+
+    @extend_schema(
+        summary="Attended transfer, step 1 (its operator only): the caller is held and the "
+        "operator or queue member named rings; once they answer (their offer to webrtc/offer) "
+        "you talk to them, the caller hearing the hold audio",
+        request=TransferRequestSerializer,
+        responses={200: CallSerializer, **ERRORS},
+    )
+    @action(detail=True, methods=["post"], url_path="consult")
+    def consult(self, request: Request, callID: str) -> Response:
+        call = self.get_object()
+        body = TransferRequestSerializer(data=json_object(request))
+        body.is_valid(raise_exception=True)
+        consulting.consult(principal_of(request), call, body.validated_data["to"])
+        return self._call_response(call)
+
+    @extend_schema(
+        summary="Complete the attended transfer (its operator only): the consulted operator "
+        "and the caller talk, you leave the call",
+        request=None,
+        responses={200: CallSerializer, **ERRORS},
+    )
+    @action(detail=True, methods=["post"], url_path="consult/complete")
+    def complete_consult(self, request: Request, callID: str) -> Response:
+        call = self.get_object()
+        consulting.complete(principal_of(request), call)
+        return self._call_response(call)
+
+    @extend_schema(
+        summary="Cancel the consult (its operator, or the consulted operator hanging up): "
+        "back to the caller and its operator",
+        request=None,
+        responses={200: CallSerializer, **ERRORS},
+    )
+    @action(detail=True, methods=["post"], url_path="consult/cancel")
+    def cancel_consult(self, request: Request, callID: str) -> Response:
+        call = self.get_object()
+        consulting.cancel(principal_of(request), call)
         return self._call_response(call)
 
     @extend_schema(

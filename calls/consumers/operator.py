@@ -2,9 +2,9 @@
 operators only. What an operator sends here: their availability
 (`{"type": "status", "availability": "available" | "away" | "offline"}`) and the in-call
 controls of REST (`{"type": "hold" | "resume" | "monitor" | "whisper" | "barge" |
-"stopSupervising", "callID": …}`, `{"type": "transfer", "callID": …, "to": {"operator":
-username} | {"queue": id}}`, table CALL_VERBS); the
-feed's events are the answer (`operator.status`, `call.held`, …), a refusal is an
+"stopSupervising" | "completeConsult" | "cancelConsult", "callID": …}`, `{"type":
+"transfer" | "consult", "callID": …, "to": {"operator": username} | {"queue": id}}`, table
+CALL_VERBS); the feed's events are the answer (`operator.status`, `call.held`, …), a refusal is an
 `error` (with `callSid` when it names a call).
 
 An operator is an active staff user holding `calls.operate_calls` (calls.operators). The
@@ -24,7 +24,16 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
-from calls import availability, callbacks, events, hold, revocation, supervision, transfer
+from calls import (
+    availability,
+    callbacks,
+    consult,
+    events,
+    hold,
+    revocation,
+    supervision,
+    transfer,
+)
 from calls.calling import parse_uuid
 from calls.consumers import throttle
 from calls.consumers.credential_watch import CredentialWatch
@@ -47,6 +56,9 @@ CALL_VERBS: dict[str, Callable[[Principal, Call, dict[str, Any]], object]] = {
     "whisper": lambda principal, call, _: supervision.supervise(principal, call, "whisper"),
     "barge": lambda principal, call, _: supervision.supervise(principal, call, "barge"),
     "stopSupervising": lambda principal, call, _: supervision.stop(principal, call),
+    "consult": lambda principal, call, message: consult.consult(principal, call, message.get("to")),
+    "completeConsult": lambda principal, call, _: consult.complete(principal, call),
+    "cancelConsult": lambda principal, call, _: consult.cancel(principal, call),
 }
 
 

@@ -100,6 +100,8 @@ class CallMedia:
         ears = supervised_ears(self.parties_ears(), self.supervision)
         if self.held:
             ears = held_ears(ears)
+        if CONSULT_ROLE in self.legs:
+            ears = consulting_ears(ears)
         for role, peer in self.legs.items():
             if peer.track_count > 1:  # a supervisor hearing each party on its own track
                 decoded |= self._listen_on_tracks(peer, ears.get(role, ()))
@@ -230,6 +232,22 @@ def held_ears(ears: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
     return held
 
 
+CONSULT_ROLE = "consult"
+
+
+def consulting_ears(ears: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """`ears` (held: the caller hears only the hold audio) with an attended transfer's
+    consulted operator on the line: it and the operator hear each other, and nobody else
+    hears it but a supervisor (who hears the operator's side in every mode). It hears the
+    operator only: a supervisor's mode is about the call's own parties."""
+    consulting = dict(ears)
+    consulting["operator"] = (*ears.get("operator", ()), CONSULT_ROLE)
+    consulting[CONSULT_ROLE] = ("operator",)
+    if ears.get(SUPERVISOR_ROLE):
+        consulting[SUPERVISOR_ROLE] = (*ears[SUPERVISOR_ROLE], CONSULT_ROLE)
+    return consulting
+
+
 class RecentIds:
     """The last `size` ids seen (a bounded set): calls that ended, recordings stopped.
 
@@ -330,6 +348,7 @@ class MediaWorker:
         self._on(protocol.TransferOut, self._transfer_out)
         self._on(protocol.TransferIn, self._transfer_in)
         self._on(protocol.Supervise, self._supervise)
+        self._on(protocol.ConsultEnd, self._consult_end)
 
     @property
     def peer_count(self) -> int:
@@ -615,6 +634,34 @@ class MediaWorker:
         if leaving is not None:
             await leaving.close("closed")
         return protocol.SupervisionSet(mode=call.supervision)
+
+    async def _consult_end(self, end: protocol.ConsultEnd) -> protocol.Closed:
+        """A consult is over: the consulted leg is closed, or (completed) takes the
+        operator's place and the first operator's leg is closed (see consulting_ears)."""
+        call = self.calls.get(end.call)
+        if call is None:
+            return protocol.Closed()
+        consulted = call.find(end.leg) if end.leg else None
+        closing: list[LegPeer] = []
+        if end.completed:
+            leaving = call.find(end.leaving) if end.leaving else None
+            if leaving is not None and leaving.role == "operator":
+                del call.legs["operator"]
+                closing.append(leaving)
+            if consulted is not None and consulted.role == CONSULT_ROLE:
+                del call.legs[CONSULT_ROLE]
+                consulted.role = "operator"
+                call.legs["operator"] = consulted
+        elif consulted is not None and consulted.role == CONSULT_ROLE:
+            del call.legs[CONSULT_ROLE]
+            closing.append(consulted)
+        logger.info("call %s: consult %s", end.call, "completed" if end.completed else "ended")
+        call.route()
+        for peer in closing:
+            await peer.close("closed")
+        if call.idle:
+            self.calls.pop(end.call, None)
+        return protocol.Closed()
 
     async def _record_start(self, start: protocol.RecordStart) -> protocol.RecordingStarted:
         call_id, recording_id = start.call, start.recording

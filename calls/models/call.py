@@ -24,7 +24,7 @@ from calls.models.append_only import AppendOnlyModel
 from calls.models.credentials import ApiToken, EndUserSession
 from calls.models.operator_status import Availability, OperatorStatus
 from calls.models.queue import OfferOutcome, Queue, QueueOffer
-from calls.models.transfer import Transfer, TransferOutcome
+from calls.models.transfer import Transfer, TransferKind, TransferOutcome
 from calls.principals import SYSTEM, Principal
 
 
@@ -74,6 +74,9 @@ class LegRole(models.TextChoices):
     # A staff member with `calls.supervise_calls` on another operator's call (monitor,
     # whisper, barge: calls/supervision.py); a party of its own, with its own leg.
     SUPERVISOR = "supervisor"
+    # The target of an attended transfer while consulted (calls/models/consult.py): it
+    # talks to the operator, the caller held; completing makes this leg the operator's.
+    CONSULT = "consult"
 
 
 class SupervisorMode(models.TextChoices):
@@ -545,10 +548,10 @@ class Call(models.Model):
             Call.objects.filter(pk=call.pk).update(**changes)
             for field, value in changes.items():
                 setattr(call, field, value)
-            if "ended_at" in changes:  # a supervisor leaves with the call
-                call.legs.filter(role=LegRole.SUPERVISOR, left_at=None).update(
-                    left_at=now, supervisor_mode=""
-                )
+            if "ended_at" in changes:  # a supervisor (and a consulted target) leaves with it
+                call.legs.filter(
+                    role__in=(LegRole.SUPERVISOR, LegRole.CONSULT), left_at=None
+                ).update(left_at=now, supervisor_mode="")
             data: dict[str, Any] = {"from": previous, "state": target}
             leg = None
             if target == CallState.ACTIVE:
@@ -590,6 +593,9 @@ class Call(models.Model):
                 )
             if call.is_held == held:
                 raise CallStateError("the call is on hold already" if held else "it is not on hold")
+            if not held and call.open_consult() is not None:
+                # The consult holds the caller: it ends by completing or cancelling it.
+                raise CallStateError("a consult is under way: complete or cancel it")
             now = timezone.now()
             data: dict[str, Any] = {"state": call.state}
             if held:
@@ -637,6 +643,8 @@ class Call(models.Model):
                 raise CallStateError("only a call from an end user can be transferred")
             if (by.user, by.api_token) != (call.operator_user, call.operator_token):
                 raise CallStateError("the call has another operator now")
+            if call.open_transfer() is not None:  # a consult: complete or cancel it first
+                raise CallStateError("a consult is under way: complete or cancel it")
             now = timezone.now()
             queue = to_queue or call.queue or Queue.objects.default()
             leaving = [
@@ -717,6 +725,12 @@ class Call(models.Model):
 
     def open_transfer(self) -> Transfer | None:
         return self.transfers.filter(outcome=TransferOutcome.PENDING).first()
+
+    def open_consult(self) -> Transfer | None:
+        """The attended transfer under way (calls/models/consult.py), if any."""
+        return self.transfers.filter(
+            outcome=TransferOutcome.PENDING, kind=TransferKind.ATTENDED
+        ).first()
 
     def rings_by_offer_only(self) -> bool:
         """Only an operator it is offered to may answer it: a queue without open
@@ -820,6 +834,9 @@ def _settle_transfer(
         if outcome == TransferOutcome.COMPLETED
         else ("call.transfer_failed")
     )
+    if open_.kind == TransferKind.ATTENDED:  # the call ended mid-consult
+        name = "call.consult_cancelled"
+        data.update(kind=open_.kind, reason=outcome)
     call.record_event(name, by, data, leg=leg)
 
 

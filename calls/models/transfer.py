@@ -2,7 +2,8 @@
 
 One row per transfer, opened by `Call.transfer` under the call's row lock and ended
 exactly once (`outcome` from pending) by whatever settles it: the answer that takes the
-call (`completed`), the target letting its ring run out or declining it (`unanswered`:
+call (`completed`; attended: the operator completing the consult), the consult called off
+(`cancelled`, attended only), the target letting its ring run out or declining it (`unanswered`:
 the call falls back to its queue's line), or the call ending first (`call_ended`). The
 database keeps it to one open transfer per call (a partial unique index), whatever the
 timing of two transfers at once.
@@ -18,6 +19,9 @@ from django.utils import timezone
 
 class TransferKind(models.TextChoices):
     BLIND = "blind"
+    # Attended: the operator consults the target first (caller held), then completes or
+    # cancels (calls/models/consult.py).
+    ATTENDED = "attended"
 
 
 class TransferOutcome(models.TextChoices):
@@ -25,6 +29,7 @@ class TransferOutcome(models.TextChoices):
     COMPLETED = "completed"  # the target (or the queue's member) answered
     UNANSWERED = "unanswered"  # the operator let it ring out or declined: back to the line
     CALL_ENDED = "call_ended"  # the caller hung up (or the call ended) first
+    CANCELLED = "cancelled"  # attended: the consult was called off, back to the caller
 
 
 class Transfer(models.Model):
@@ -51,10 +56,12 @@ class Transfer(models.Model):
     outcome = models.CharField(
         max_length=16, choices=TransferOutcome.choices, default=TransferOutcome.PENDING
     )
-    # The leg of whoever took the call (completed only).
+    # The leg of whoever took the call (completed only; attended: from the target's answer).
     to_leg = models.ForeignKey(
         "calls.Leg", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    # Attended: when the target answered the consult (None: it rang, or still rings).
+    answered_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["started_at", "id"]

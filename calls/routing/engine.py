@@ -209,6 +209,14 @@ def route(queue_id: int) -> list[Offered]:
     return offered
 
 
+def next_free_member(queue: Queue, exclude: int | None = None) -> int | None:
+    """The member the queue would offer a call to now, by its strategy (an attended
+    transfer's target; read without locks: the consult locks and re-checks them)."""
+    order = offer_order(queue.strategy, _free_candidates(queue, timezone.now()))
+    free = [candidate.operator_id for group in order for candidate in group]
+    return next((user_id for user_id in free if user_id != exclude), None)
+
+
 def route_safely(queue_ids: set[int] | list[int]) -> list[Offered]:
     """Route each queue; a failure is logged, not raised (called after commit, where the
     caller's work is already done and the deadlines service retries)."""

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from calls.errors import CallbridgeError, ErrorCode
 from calls.model_signals import operator_status_changed
-from calls.models import Call, CallEvent, Leg
+from calls.models import Call, CallEvent, Leg, consult
 from calls.models.call import transfer_unanswered
 from calls.models.operator_status import Availability, OperatorStatus
 from calls.models.queue import OfferOutcome, QueueOffer
@@ -60,8 +60,12 @@ def end_offers(
             },
         )
         if outcome in (OfferOutcome.MISSED, OfferOutcome.DECLINED):
-            # A transfer that rang this one operator: the call goes back to its line.
-            transfer_unanswered(offer.call, outcome, now)
+            # A consult that rang this operator is cancelled; a transfer that rang this
+            # one operator: the call goes back to its line.
+            if not consult.unanswered(offer.call, outcome, now):
+                transfer_unanswered(offer.call, outcome, now)
+        elif outcome == OfferOutcome.CANCELLED:
+            consult.unanswered(offer.call, "withdrawn", now)  # the target went away
         ended.append(offer)
     return ended
 
@@ -95,6 +99,10 @@ def on_call_event_saved(sender: Any, instance: CallEvent, created: bool, **kwarg
         _ended(instance)
     elif instance.name == "call.transfer_started":
         _transferred(instance)
+    elif instance.name == "call.consult_answered":
+        _consult_answered(instance)
+    elif instance.name in ("call.consult_completed", "call.consult_cancelled"):
+        _consult_ended(instance)
 
 
 def _answered(event: CallEvent) -> None:
@@ -163,6 +171,42 @@ def _transferred(event: CallEvent) -> None:
     announce_status(freed | ({target} if isinstance(target, int) else set()))
     queues = {call.queue_id} if call.queue_id is not None and target is None else set()
     transaction.on_commit(lambda: route_after_commit(queues, freed))
+
+
+def _consult_answered(event: CallEvent) -> None:
+    """The consulted operator answered: their offer ends `answered`."""
+    target = event.data.get("toOperatorID")
+    if not isinstance(target, int):
+        return
+    OperatorStatus.objects.select_for_update().filter(user_id=target).update(missed_in_a_row=0)
+    end_offers(pending(call=event.call, operator_id=target), OfferOutcome.ANSWERED, timezone.now())
+    announce_status([target])
+
+
+def _consult_ended(event: CallEvent) -> None:
+    """A consult is over: an offer still ringing the target is cancelled and the target is
+    free again; completed, the first operator left the call (their wrap-up starts, as a
+    blind transfer's)."""
+    call = event.call
+    freed = {
+        offer.operator_id
+        for offer in end_offers(pending(call=call), OfferOutcome.CANCELLED, timezone.now())
+    }
+    target = event.data.get("toOperatorID")
+    if event.name == "call.consult_cancelled" and isinstance(target, int):
+        freed.add(target)
+    leaving_leg = event.data.get("fromLegID")
+    leaving = Leg.objects.filter(pk=leaving_leg).values_list("user_id", flat=True).first()
+    if event.name == "call.consult_completed" and leaving is not None:
+        now = event.created_at
+        wrap_up_s = call.queue.wrap_up_s if call.queue is not None else 0
+        OperatorStatus.objects.select_for_update().filter(user_id=leaving).update(
+            last_call_ended_at=now,
+            wrap_up_until=now + timedelta(seconds=wrap_up_s) if wrap_up_s else None,
+        )
+        freed.add(leaving)
+    announce_status(freed | ({target} if isinstance(target, int) else set()))
+    transaction.on_commit(lambda: route_after_commit(set(), freed))
 
 
 def decline(call_id: Any, user_id: int) -> None:

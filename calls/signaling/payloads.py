@@ -92,6 +92,11 @@ class CallSnapshot:
     # A supervisor on the call now: its mode (None: nobody) and its account (operators only).
     supervisor_mode: str | None = None
     supervised_by: str = ""
+    # An attended transfer's consult under way (operators only): the consulted operator's
+    # account, whether they answered, and who consults them (the call's operator).
+    consulting: str | None = None
+    consult_answered: bool = False
+    consult_by: str = ""
 
 
 @dataclass(frozen=True)
@@ -232,6 +237,9 @@ def _details(wire_name: str, data: Mapping[str, Any], call: CallSnapshot) -> Jso
         details["callbackID"] = data["callback"].get("callbackID")
     if wire_name in TRANSFER_EVENTS:
         details.update({key: data[key] for key in ("transferID", "outcome") if key in data})
+    if wire_name in protocol.CONSULT_EVENTS:
+        consult_keys = ("transferID", "outcome", "reason")
+        details.update({key: data[key] for key in consult_keys if key in data})
     if wire_name in protocol.SUPERVISOR_EVENTS:
         details["supervisorMode"] = data.get("mode")  # what the supervisor does now (left: did)
     if wire_name == "transcript.ready":  # operators only: parties are never told of it
@@ -260,6 +268,11 @@ HOLD_EVENTS = ("call.held", "call.resumed")
 TRANSFER_EVENTS = ("call.transfer_started", "call.transfer_completed", "call.transfer_failed")
 # What the feed adds of a transfer (operators only: it names operators' accounts).
 TRANSFER_KEYS = ("kind", "toOperator", "toQueue", "party")
+# An attended transfer's steps (calls/models/consult.py): the feed names the operators;
+# /ws/signal's operator party gets transferID / outcome / reason, its end user nothing
+# (they hear the hold, and are told `call.held` / `call.resumed`).
+CONSULT_EVENTS = protocol.CONSULT_EVENTS
+CONSULT_KEYS = ("transferID", "kind", "outcome", "reason", "toOperator", "toQueue", "party")
 
 
 def party_event(event: CallEventSnapshot, viewer_role: str, my_leg: str) -> JsonObject | None:
@@ -322,6 +335,8 @@ def feed_event(event: CallEventSnapshot) -> JsonObject:
     }
     if name in TRANSFER_EVENTS:
         details.update({key: data[key] for key in TRANSFER_KEYS if key in data})
+    if name in CONSULT_EVENTS:
+        details.update({key: data[key] for key in CONSULT_KEYS if key in data})
     if "callback" in data:  # the request as it is now (callback.* records)
         details["callback"] = data["callback"]
     return protocol.event(
@@ -396,6 +411,13 @@ def call_summary(call: CallSnapshot) -> JsonObject:
         "transferring": call.transferring,
         "supervisorMode": call.supervisor_mode,
         "supervisedBy": call.supervised_by or None,
+        "consult": None
+        if call.consulting is None
+        else {
+            "operator": call.consulting,
+            "answered": call.consult_answered,
+            "by": call.consult_by,
+        },
     }
 
 
@@ -537,7 +559,18 @@ def voicemail_stage_event(call_id: str, data: Mapping[str, Any]) -> JsonObject:
 
 # /ws/operator's client messages: `status` (availability) and the in-call controls, each
 # naming its call (`{"type": "hold", "callID": …}`); the same verbs as REST.
-CALL_VERBS = ("hold", "resume", "transfer", "monitor", "whisper", "barge", "stopSupervising")
+CALL_VERBS = (
+    "hold",
+    "resume",
+    "transfer",
+    "monitor",
+    "whisper",
+    "barge",
+    "stopSupervising",
+    "consult",
+    "completeConsult",
+    "cancelConsult",
+)
 OPERATOR_REQUESTS = ("status", *CALL_VERBS)
 
 
@@ -548,8 +581,8 @@ def operator_request_type(message: Mapping[str, Any]) -> str:
         raise CallbridgeError(
             ErrorCode.INVALID_MESSAGE,
             "this socket takes {type: status, availability}, {type: hold | resume | monitor |"
-            " whisper | barge | stopSupervising, callID} and {type: transfer, callID, to};"
-            " act otherwise through /api/",
+            " whisper | barge | stopSupervising | completeConsult | cancelConsult, callID} and"
+            " {type: transfer | consult, callID, to}; act otherwise through /api/",
         )
     return kind
 

@@ -327,6 +327,15 @@ SUPERVISOR_EVENTS = frozenset({"supervisor.joined", "supervisor.mode_changed", "
 # A leg's server-side quality (calls/media/quality.py): told to that leg's party only.
 QUALITY_EVENTS = frozenset({"quality.warning", "quality.cleared"})
 QUALITY_KEYS = ("metric", "value", "r", "lossPercent", "jitterMs", "rttMs")
+# An attended transfer's steps: the operators' business (the caller is told the hold only).
+CONSULT_EVENTS = frozenset(
+    {
+        "call.consult_started",
+        "call.consult_answered",
+        "call.consult_completed",
+        "call.consult_cancelled",
+    }
+)
 PASSED_THROUGH = frozenset(
     {
         "call.answered",
@@ -367,10 +376,12 @@ def wire_event_name(
         return record_name
     if record_name == "callback.requested":
         return record_name if my_role == caller_role else None  # the caller's confirmation
-    if data.get("role") == "supervisor" and my_role == "user":
-        return None  # a supervisor's media states are the operators' business
+    if data.get("role") in ("supervisor", "consult") and my_role == "user":
+        return None  # a supervisor's (or consulted operator's) media: the operators' business
     if record_name in QUALITY_EVENTS:
         return record_name  # whose leg it is: payloads.party_event
+    if record_name in CONSULT_EVENTS:
+        return record_name if my_role != "user" else None
     if record_name in SUPERVISOR_EVENTS:
         # The end user only if the deployment tells them (recorded with the event).
         return record_name if my_role != "user" or data.get("userTold") else None

@@ -9,7 +9,8 @@ Schema — wire keys; every message also has "type" and "v" (the protocol versio
 
 Requests, to a worker's channel `media.<name>` (`worker_channel`); handled in order per
 call. Each may carry `reply_to` (a channel) and `request_id` (echoed in the reply).
-`role` is user|operator|supervisor, `mode` bridge|echo, `to` user|operator|both; ids are strings.
+`role` is user|operator|supervisor|consult, `mode` bridge|echo, `to` user|operator|both;
+ids are strings.
   media.offer        Offer        {call, leg, role, mode, kind, sdp} → media.answer {sdp}.
                      `kind`: create (a new call: refused while the worker drains),
                      answer (refused when another party's leg holds that role), attach.
@@ -53,6 +54,12 @@ call. Each may carry `reply_to` (a channel) and `request_id` (echoed in the repl
                      (monitor | whisper | barge) is who hears the `supervisor` leg and whom
                      it hears; null: the supervisor left (its leg is closed). `seq` (the
                      supervisor.* event's id) orders them as Hold's does.
+  media.consult_end  ConsultEnd   {call, leg, completed, leaving} → media.closed. An
+                     attended transfer's consult is over. The consulted operator's leg
+                     (role `consult`: while on the line it and the operator hear each other
+                     only, the caller being held) is closed (`completed` false), or becomes
+                     the call's `operator` leg, the first operator's leg `leaving` closed
+                     (`completed` true). The hold ends by the Hold that follows.
 
 Replies, to the request's `reply_to`, each echoing its request_id, call and leg (null for
 requests without a leg):
@@ -103,11 +110,12 @@ from calls.errors import CallbridgeError, ErrorCode
 
 # v2: Play.loop, PlayStop.playback (waiting audio); v3: Hold (hold / resume);
 # v4: TransferOut, TransferIn (blind transfer); Supervise, the supervisor role;
-# v5: reports QualityAlert, QualitySummary (server-side call quality)
-VERSION = 5
+# v5: reports QualityAlert, QualitySummary (server-side call quality);
+# v6: ConsultEnd and the consult role (attended transfer)
+VERSION = 6
 QUALITY_VERDICTS = ("quality.warning", "quality.cleared")
 
-ROLES = ("user", "operator", "supervisor")
+ROLES = ("user", "operator", "supervisor", "consult")
 SUPERVISOR_MODES = ("monitor", "whisper", "barge")
 MODES = ("bridge", "echo")
 PLAY_TARGETS = ("user", "operator", "both")
@@ -355,6 +363,15 @@ class Supervise(RequestFor[SupervisionSet]):
     seq: int  # the deciding CallEvent's id: later decisions have higher ones
 
 
+@dataclass(frozen=True, kw_only=True)
+class ConsultEnd(RequestFor[Closed]):
+    TYPE = "media.consult_end"
+    REPLY = Closed
+    leg: str | None  # the consulted operator's leg (None: it never answered)
+    completed: bool  # True: that leg becomes the operator's; False: it is closed
+    leaving: str | None = None  # completed: the first operator's leg, closed
+
+
 # --- reports (worker → its LegReporter) ---------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class Report:
@@ -401,6 +418,7 @@ REQUEST_TYPES: tuple[type[Request], ...] = (
     TransferOut,
     TransferIn,
     Supervise,
+    ConsultEnd,
 )
 REPLY_TYPES: tuple[type[Reply], ...] = (
     Answer,
@@ -618,6 +636,12 @@ _PARSERS: dict[str, Callable[[_Fields], Message]] = {
         **_request(f),
         mode=None if f.raw.get("mode") is None else f.choice("mode", SUPERVISOR_MODES),
         seq=f.integer("seq"),
+    ),
+    ConsultEnd.TYPE: lambda f: ConsultEnd(
+        **_request(f),
+        leg=f.optional_text("leg"),
+        completed=f.flag("completed"),
+        leaving=f.optional_text("leaving"),
     ),
     Answer.TYPE: lambda f: Answer(**_reply(f), sdp=f.text("sdp")),
     Closed.TYPE: lambda f: Closed(**_reply(f)),

@@ -8,8 +8,10 @@
 // active call to an available operator or a queue (blind): I leave it and wrap up; a
 // call transferred to me rings with Answer, a transferring call says to whom.
 // Supervisors: Monitor / Whisper / Barge on other operators' active calls (supervise.js).
+// Attended transfer: Consult first / Complete / Cancel, and the consult ringing (consult.js).
 import {CallAlerts} from "./alerts.js";
 import {CallbackLists} from "./callbacks.js";
+import {ConsultControls} from "./consult.js";
 import {LevelMeter, Microphone, formatDuration} from "./media.js";
 import {CallMedia, qualityWarnings} from "./peer.js";
 import {Supervision} from "./supervise.js";
@@ -41,6 +43,7 @@ const REASONS = {
   server_restart: "server restarted", no_operator: "nobody free",
   callback_requested: "callback requested", voicemail: "left a message",
   transferred: "you transferred it",
+  consult_ended: "the consult ended",
 };
 
 const calls = new Map();    // callID → call summary
@@ -58,6 +61,7 @@ let idleText = "Not in a call.";  // after a call: how it ended
 let tickers = [];
 let wrapUp = null;          // the notes box (made once `api` exists, below)
 let supervision = null;     // supervisors' modes (made once `api` exists, below)
+let consults = null;        // attended transfer (made once `api` exists, below)
 
 // --- REST --------------------------------------------------------------------------------
 async function api(method, path, body) {
@@ -132,6 +136,7 @@ function setMyStatus(text) {
   ui.quality.hidden = !inCall;
   renderHold(mine ? calls.get(mine.callID) : null);
   renderTransfer(mine ? calls.get(mine.callID) : null);
+  consults?.render(mine ? calls.get(mine.callID) : null, inCall);
 }
 
 // Transfer: my answered bridge call, to an operator who is free now or to a queue (the
@@ -237,7 +242,11 @@ function renderMine() {
   }
   const call = calls.get(mine.callID);
   const who = call?.displayName || "the end user";
-  if (!call || call.state === "ringing") {
+  const consulting = consults.status(call, who, operatorName);
+  if (consulting) {
+    setMyStatus(consulting);
+    ui.timer.hidden = false;
+  } else if (!call || call.state === "ringing") {
     setMyStatus(`Calling ${who}…`);
   } else if (call.heldAt) {
     setMyStatus(`${who} is on hold: they hear the hold audio, not you; you hear nothing.`);
@@ -262,6 +271,12 @@ function endMine(reason) {
 }
 
 async function hangUp(callID) {
+  if (mine?.callID === callID && consults.isTarget(calls.get(callID))) {
+    // Consulted: hanging up ends the consult, not the caller's call.
+    await consults.cancel(callID).catch((error) => problem(error.message));
+    endMine("consult_ended");
+    return;
+  }
   try {
     await api("POST", `/calls/${callID}/hangup`);
   } catch (error) {
@@ -409,7 +424,8 @@ function render() {
   const ended = all.filter((c) => !["ringing", "active"].includes(c.state)).slice(0, 20);
   tickers = [];
 
-  ui.lists.ringing.replaceChildren(...ringing.map((call) => {
+  ui.lists.ringing.replaceChildren(...all.filter((c) => consults.ringsForMe(c)).map(consultItem),
+                                   ...ringing.map((call) => {
     const inbound = call.direction === "inbound";
     const li = item(inbound ? `${name(call)} is calling` : `Calling ${name(call)}`, "");
     li.dataset.callId = call.callID;
@@ -444,6 +460,11 @@ function render() {
     li.dataset.callId = call.callID;
     const meta = li.querySelector(".meta");
     if (call.heldAt) li.insertBefore(badge("on hold", "held"), meta);
+    if (call.consult) {
+      const consulted = `consulting ${operatorName(call.consult.operator)}` +
+                        (call.consult.answered ? "" : " (ringing)");
+      li.insertBefore(badge(consulted, "consulting"), meta);
+    }
     if (call.supervisorMode) {
       li.insertBefore(badge(`${call.supervisorMode}: ${call.supervisedBy || "a supervisor"}`,
                             "supervised"), meta);
@@ -496,9 +517,20 @@ function render() {
   }
   renderMyAvailability();
   renderMine();
-  alerts.update(all.filter(ringsForMe).map((call) => ({
+  alerts.update(all.filter((c) => ringsForMe(c) || consults.ringsForMe(c)).map((call) => ({
     callID: call.callID, caller: name(call), queueName: call.queue ? call.queueName : "",
   })));
+}
+
+// A consult ringing for me: who consults me about whom; Answer connects my media to it.
+function consultItem(call) {
+  const by = operatorName(call.consult.by.replace(/^operator /, ""));
+  const li = item(`${by} wants to consult you`, `about ${name(call)}, on hold`,
+                  button("Answer", "primary", () => connectMine(call.callID)),
+                  button("Decline", "", () => api("POST", `/calls/${call.callID}/decline`)));
+  li.dataset.callId = call.callID;
+  li.dataset.consult = "true";
+  return li;
 }
 
 // --- calling end users (the online list, missed calls, callback requests) ----------------
@@ -593,10 +625,15 @@ function onFeed(message) {
     if (data.name === "presence.online") online.set(data.session.sessionId, data.session);
     if (data.name === "presence.offline") online.delete(data.session.sessionId);
     if (data.name === "call.answered" && mine?.callID === message.callSid) mine.answeredAt = Date.now();
+    if (data.name === "call.consult_answered" && mine?.callID === message.callSid &&
+        data.toOperator === config.operator) mine.answeredAt = Date.now();
     if (data.name === "call.ended" && mine?.callID === message.callSid) endMine(data.reason);
     // Transferred (here, or from another of my tabs): the server closed my media.
     if (data.name === "call.transfer_started" && mine?.callID === message.callSid &&
         data.call?.operator !== config.operator) endMine("transferred");
+    if (consults.endsMine(data, message.callSid, mine?.callID)) {
+      endMine(data.name === "call.consult_completed" ? "transferred" : "consult_ended");
+    }
     if (["call.held", "call.resumed"].includes(data.name) && mine?.callID === message.callSid) {
       announce(data.name === "call.held" ? `${name(data.call)} is on hold.`
                                          : `${name(data.call)} is back with you.`);
@@ -640,6 +677,31 @@ wrapUp = new WrapUp({api, notesMaxChars: config.notesMaxChars,
                      supervisor: config.notesSupervisor});
 supervision = new Supervision({api, iceServers: config.iceServers,
                                microphone: ensureMicrophone, announce});
+consults = new ConsultControls({
+  api, me: config.operator, announce, problem,
+  ui: {
+    transfer: ui.transfer, hold: ui.hold, consulting: $("my-consulting"),
+    complete: $("my-consult-complete"),
+    hideForTarget: [ui.consent, ui.record, ui.recordStop, ui.consentGive, ui.playback],
+  },
+});
+$("my-consult").addEventListener("click", async () => {
+  if (!mine || !ui.transferTo.value) return;
+  const [kind, ...rest] = ui.transferTo.value.split(":");
+  try {
+    const call = await consults.start(mine.callID, {[kind]: rest.join(":")});
+    calls.set(call.callID, {...calls.get(call.callID), heldAt: call.heldAt});
+    render();
+  } catch (error) {
+    problem(error.message);
+  }
+});
+$("my-consult-complete").addEventListener("click", () => {
+  if (mine) consults.complete(mine.callID).catch((error) => problem(error.message));
+});
+$("my-consult-cancel").addEventListener("click", () => {
+  if (mine) consults.cancel(mine.callID).catch((error) => problem(error.message));
+});
 ui.hangup.addEventListener("click", () => mine && hangUp(mine.callID));
 ui.transfer.addEventListener("submit", async (event) => {
   event.preventDefault();
