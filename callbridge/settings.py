@@ -409,6 +409,17 @@ CALLBRIDGE_WEBHOOK_RECHECK_S = env_int("CALLBRIDGE_WEBHOOK_RECHECK_S", 5, minimu
 # Endpoints may resolve to private, loopback or link-local addresses only when this is on
 # (an admin could otherwise point callbridge at internal services: SSRF).
 CALLBRIDGE_WEBHOOK_ALLOW_PRIVATE = env_bool("CALLBRIDGE_WEBHOOK_ALLOW_PRIVATE", False)
+# --- Metrics (issue 17): GET /metrics in Prometheus' text format --------------------------
+# Scrapers prove themselves with this bearer token, or come from these addresses/networks
+# (the client address of callbridge.client_address). Neither set: /metrics answers 404.
+CALLBRIDGE_METRICS_TOKEN = env_str("CALLBRIDGE_METRICS_TOKEN")
+if CALLBRIDGE_METRICS_TOKEN and len(CALLBRIDGE_METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured("CALLBRIDGE_METRICS_TOKEN must be at least 16 characters")
+CALLBRIDGE_METRICS_ALLOWED = env_network_list("CALLBRIDGE_METRICS_ALLOWED")
+# The event-loop lag metric's sampling interval (0: off).
+CALLBRIDGE_METRICS_LOOP_LAG_INTERVAL_MS = env_int(
+    "CALLBRIDGE_METRICS_LOOP_LAG_INTERVAL_MS", 1000, minimum=0, maximum=60_000
+)
 # Uploads (audio files) are private like everything else callbridge writes
 # (callbridge.private_files: every process runs with umask 077).
 FILE_UPLOAD_PERMISSIONS = 0o600

@@ -93,6 +93,7 @@ class RtpOutlet:
         self._last_at: float | None = None
         self.packets = 0
         self.octets = 0
+        self.forwarded = 0  # packets of other legs (not aiortc's own): calls.metrics
         # Recordings of what this leg hears (a held caller: the hold audio): payloads sent.
         self.captures: list[Callable[[bytes], None]] = []
         transport.intercept_outgoing(
@@ -125,6 +126,8 @@ class RtpOutlet:
             self._last_seq = sequence
             self._last_ts = timestamp
             self._last_at = time.monotonic()
+            if source is not ENCODER:
+                self.forwarded += 1
             for capture in self.captures:
                 capture(rtp_payload(clear))
 
@@ -212,6 +215,9 @@ class RtpTap:
                 for frame in self._decoder.decode(payload):
                     self._on_frame(frame)
         return True
+
+    def packets_lost(self) -> int:
+        return self._transport.packets_lost()
 
     def stop(self) -> None:
         self.listeners.clear()
