@@ -24,7 +24,8 @@ from collections.abc import Iterable, Iterator
 
 from django.db.models import Count, Min
 from django.utils import timezone
-from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -197,8 +198,9 @@ class _ThisProcess(Collector):
         return REGISTRY.collect()
 
 
-def scrape() -> bytes:
-    """The whole `/metrics` answer in Prometheus' text format."""
+def scrape(accept: str = "") -> tuple[bytes, str]:
+    """The whole `/metrics` answer and its content type: the format the scraper's Accept
+    header asks for (OpenMetrics or Prometheus text 1.0.0), else Prometheus text 0.0.4."""
     registry = CollectorRegistry(auto_describe=False)
     path = metrics.multiprocess_dir()
     if path is not None:
@@ -207,4 +209,5 @@ def scrape() -> bytes:
     else:
         registry.register(_ThisProcess())
     registry.register(DatabaseCollector())
-    return generate_latest(registry)
+    encoder, content_type = choose_encoder(accept)
+    return encoder(registry), content_type

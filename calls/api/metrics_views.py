@@ -10,7 +10,6 @@ from functools import lru_cache
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from callbridge.client_address import Network, client_ip, parse_networks
 from calls.metrics_scrape import scrape
@@ -65,6 +64,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         if token_set:
             return _refused(401, "the metrics token is required")
         return _refused(403, "forbidden")
-    response = HttpResponse(scrape(), content_type=CONTENT_TYPE_LATEST)
+    body, content_type = scrape(request.headers.get("Accept", ""))
+    response = HttpResponse(body, content_type=content_type)
     response["Cache-Control"] = "no-store"
     return response
