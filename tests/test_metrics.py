@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +20,12 @@ from tests.support.live_call import end_live_call, start_live_call
 from tests.support.live_server import running_server
 
 TOKEN = "metrics-token-0123456789abcdef"
+DASHBOARD = Path(__file__).resolve().parent.parent / "docs/grafana-dashboard.json"
+SAMPLE_SUFFIXES = {
+    "counter": ("_total",),
+    "histogram": ("_bucket", "_count", "_sum"),
+    "gauge": ("",),
+}
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -82,6 +90,27 @@ def test_it_refuses_scrapers_without_the_token_or_an_allowed_address(settings: A
     assert get(TOKEN).status_code == 403
     settings.CALLBRIDGE_METRICS_ALLOWED = ["192.168.0.0/16"]
     assert get().status_code == 403
+
+
+@pytest.mark.django_db
+def test_it_ships_a_grafana_dashboard_of_metrics_that_exist(settings: Any) -> None:
+    settings.CALLBRIDGE_METRICS_TOKEN = TOKEN
+    text = Client().get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).content
+    # Every family is described even with no sample yet (no separate worker, no lag yet).
+    described = dict(re.findall(r"^# TYPE (callbridge_\S+) (\S+)$", text.decode(), re.M))
+    families = {name.removesuffix("_total"): kind for name, kind in described.items()}
+    exposed = {name + suffix for name, kind in families.items() for suffix in SAMPLE_SUFFIXES[kind]}
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    named: set[str] = set()
+    for expr in exprs:
+        names = set(re.findall(r"\b(callbridge_[a-z_]+)", expr))
+        assert names, expr
+        assert names <= exposed, f"{expr}: no metric {sorted(names - exposed)}"
+        named |= names
+    # …and the dashboard shows every family.
+    shown = {re.sub(r"_(total|bucket|count|sum)$", "", name) for name in named}
+    assert set(families) <= shown, sorted(set(families) - shown)
 
 
 async def scrape(http: AsyncClient) -> Samples:
