@@ -50,12 +50,19 @@ class DatabaseCollector(Collector):
     """The deployment's state, one aggregate query per kind of row."""
 
     def collect(self) -> Iterator[Metric]:
-        yield from _calls()
-        yield from _legs_and_workers()
+        # Open calls grouped by state, queue and worker: both the calls and the workers' load.
+        open_calls = list(
+            Call.objects.filter(state__in=OPEN_STATES)
+            .order_by()  # no default ordering in the GROUP BY
+            .values_list("state", "queue__public_id", "media_worker")
+            .annotate(count=Count("pk"))
+        )
+        yield _calls(open_calls)
+        yield from _legs_and_workers(open_calls)
         yield from _webhooks()
 
 
-def _calls() -> Iterator[Metric]:
+def _calls(open_calls: list[tuple[str, str | None, str, int]]) -> Metric:
     calls = GaugeMetricFamily(
         "callbridge_calls",
         "Open calls by state and queue (public id; empty: no queue)",
@@ -66,20 +73,14 @@ def _calls() -> Iterator[Metric]:
         for state in sorted(OPEN_STATES)
         for queue in ["", *Queue.objects.values_list("public_id", flat=True)]
     }
-    rows = (
-        Call.objects.filter(state__in=OPEN_STATES)
-        .order_by()  # no default ordering in the GROUP BY
-        .values_list("state", "queue__public_id")
-        .annotate(count=Count("pk"))
-    )
-    for state, queue, count in rows:
-        counted[(state, queue or "")] = count
+    for state, queue, _, count in open_calls:
+        counted[(state, queue or "")] = counted.get((state, queue or ""), 0) + count
     for (state, queue), count in sorted(counted.items()):
         calls.add_metric([state, queue], count)
-    yield calls
+    return calls
 
 
-def _legs_and_workers() -> Iterator[Metric]:
+def _legs_and_workers(open_calls: list[tuple[str, str | None, str, int]]) -> Iterator[Metric]:
     legs = GaugeMetricFamily(
         "callbridge_legs",
         "Legs of open calls (parties still on them) by role and media state",
@@ -101,14 +102,8 @@ def _legs_and_workers() -> Iterator[Metric]:
         legs.add_metric([role, media_state], count)
     yield legs
 
-    open_calls = (
-        Call.objects.filter(state__in=OPEN_STATES)
-        .order_by()
-        .values_list("media_worker")
-        .annotate(count=Count("pk"))
-    )
-    for worker, count in open_calls:
-        by_worker.setdefault(worker, {"calls": 0, "legs": 0})["calls"] = count
+    for _, _, worker, count in open_calls:
+        by_worker.setdefault(worker, {"calls": 0, "legs": 0})["calls"] += count
     live = {row.name: row for row in MediaWorkerStatus.objects.live()}
     for name in live:  # a live worker with nothing on it is shown at 0
         by_worker.setdefault(name, {"calls": 0, "legs": 0})
