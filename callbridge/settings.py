@@ -416,6 +416,15 @@ CALLBRIDGE_METRICS_TOKEN = env_str("CALLBRIDGE_METRICS_TOKEN")
 if CALLBRIDGE_METRICS_TOKEN and len(CALLBRIDGE_METRICS_TOKEN) < 16:
     raise ImproperlyConfigured("CALLBRIDGE_METRICS_TOKEN must be at least 16 characters")
 CALLBRIDGE_METRICS_ALLOWED = env_network_list("CALLBRIDGE_METRICS_ALLOWED")
+# prometheus_client's multiprocess mode (docs/deploy.md#metrics): the one directory every
+# process of the host writes its metrics to. prometheus_client reads the variable itself
+# (when first imported, after these settings); this only refuses a missing directory.
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR")
+if PROMETHEUS_MULTIPROC_DIR and not Path(PROMETHEUS_MULTIPROC_DIR).is_dir():
+    raise ImproperlyConfigured(
+        f"PROMETHEUS_MULTIPROC_DIR={PROMETHEUS_MULTIPROC_DIR!r} is not a directory: create it"
+        " before the processes start"
+    )
 # The event-loop lag metric's sampling interval (0: off).
 CALLBRIDGE_METRICS_LOOP_LAG_INTERVAL_MS = env_int(
     "CALLBRIDGE_METRICS_LOOP_LAG_INTERVAL_MS", 1000, minimum=0, maximum=60_000
