@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import os
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics, multiprocess
 
@@ -49,6 +50,12 @@ LOOP_LAG_SECONDS = Histogram(
     ["process"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+# Counted after commit, in whichever process ended the call (calls.apps connects it).
+CALLS_ENDED = Counter(
+    "callbridge_calls_ended",
+    "Calls that reached a final state, by that state and the end reason",
+    ["state", "reason"],
+)
 # Per process (a `pid` label in multiprocess mode; a dead process's value is dropped).
 LOOP_LAG_MAX_SECONDS = Gauge(
     "callbridge_event_loop_lag_max_seconds",
@@ -73,6 +80,14 @@ def count_packets(forwarded: int, lost: int) -> None:
         PACKETS_FORWARDED.inc(forwarded)
     if lost > 0:
         PACKETS_LOST.inc(lost)
+
+
+def on_call_event(event: Any, **_: Any) -> None:
+    """Receiver of calls.model_signals.call_event_recorded (sent after commit)."""
+    if event.name == "call.ended":
+        CALLS_ENDED.labels(
+            str(event.data.get("state", "")), str(event.data.get("reason", ""))
+        ).inc()
 
 
 def observe_loop_lag(process: str, seconds: float) -> None:

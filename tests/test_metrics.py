@@ -169,6 +169,10 @@ async def test_it_counts_a_real_call(asgi_app: Any, settings: Any, tmp_path: Pat
         assert not sum(values_of(after, "callbridge_calls").values())
         assert not sum(values_of(after, "callbridge_legs").values())
         assert value(after, "callbridge_call_setup_seconds_count") == setups
+        ended = {"state": "ended", "reason": "hangup"}
+        assert value(after, "callbridge_calls_ended_total", **ended) == (
+            value(before, "callbridge_calls_ended_total", **ended) + 1
+        )
     finally:
         await end_live_call(call)
 
