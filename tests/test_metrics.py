@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import os
 import re
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,8 +51,18 @@ def values_of(samples: Samples, name: str) -> dict[frozenset[tuple[str, str]], f
 
 
 @pytest.mark.django_db
-def test_it_refuses_scrapers_without_the_token_or_an_allowed_address(settings: Any) -> None:
+def test_it_refuses_scrapers_without_the_token_or_an_allowed_address(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     client = Client()  # REMOTE_ADDR 127.0.0.1
+    compared: list[tuple[Any, Any]] = []
+    real = hmac.compare_digest
+
+    def spy(a: Any, b: Any) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
 
     def get(token: str | None = None, scheme: str = "Bearer") -> Any:
         headers = {"Authorization": f"{scheme} {token}"} if token is not None else {}
@@ -64,6 +77,7 @@ def test_it_refuses_scrapers_without_the_token_or_an_allowed_address(settings: A
     missing = get()
     assert missing.status_code == 401 and missing["WWW-Authenticate"].startswith("Bearer")
     assert get(TOKEN[:-1] + "X").status_code == 403
+    assert ((TOKEN[:-1] + "X").encode(), TOKEN.encode()) in compared  # in constant time
     assert get(TOKEN + "X").status_code == 403
     assert get(TOKEN, scheme="Basic").status_code == 401
     assert TOKEN.encode() not in missing.content
@@ -177,6 +191,18 @@ async def test_it_counts_a_real_call(asgi_app: Any, settings: Any, tmp_path: Pat
         await end_live_call(call)
 
 
+def forwarded_scrape(server: Any, forwarded_for: str) -> int:
+    """A scrape without the token through the (trusted) proxy on 127.0.0.1."""
+    request = urllib.request.Request(
+        server.url + "/metrics", headers={"X-Forwarded-For": forwarded_for}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
 def helper(server: Any, code: str) -> None:
     """Another process of the deployment (same PROMETHEUS_MULTIPROC_DIR) runs `code`."""
     server.manage("shell", "-c", f"from calls import metrics; {code}")
@@ -191,6 +217,8 @@ def test_it_sums_the_processes_of_a_host_in_one_scrape(tmp_path: Path) -> None:
         PROMETHEUS_MULTIPROC_DIR=str(shared),
         CALLBRIDGE_METRICS_TOKEN=TOKEN,
         CALLBRIDGE_METRICS_LOOP_LAG_INTERVAL_MS="20",
+        CALLBRIDGE_METRICS_ALLOWED="10.9.0.0/16",
+        CALLBRIDGE_TRUSTED_PROXIES="127.0.0.1",
     ) as server:
         # Two short-lived processes each observe a MOS sample and a lag daphne never has;
         # the second is killed with its per-process gauge still set: the scrape forgets it.
@@ -226,5 +254,11 @@ def test_it_sums_the_processes_of_a_host_in_one_scrape(tmp_path: Path) -> None:
         assert value(samples, "callbridge_webhook_backlog") == 0
         status, _, _ = server.request("GET", "/metrics", "wrong-token-wrong-token")
         assert status == 403
+        # Allowed addresses are judged on the client address: behind the trusted proxy, the
+        # address it forwarded, not the proxy's.
+        assert forwarded_scrape(server, "10.9.8.7") == 200
+        assert forwarded_scrape(server, "10.1.1.1") == 401
+        assert forwarded_scrape(server, "10.1.1.1, 10.9.8.7") == 200  # the proxy's entry
+        assert forwarded_scrape(server, "10.9.8.7, 10.1.1.1") == 401  # the client's claim
     log = server.log.read_text()
     assert "/metrics" in log and TOKEN not in log
