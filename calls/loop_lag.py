@@ -1,5 +1,5 @@
 """Event-loop lag samplers: a file for benchmarks (off unless CALLBRIDGE_LOOP_LAG_FILE is
-set) and the Prometheus metrics (`start_metrics`, on by default at one sample a second).
+set) and the Prometheus metrics (`LoopLagMeter`, on by default at one sample a second).
 
 Every 50 ms a task asks to sleep 50 ms and records how late it woke up: that lateness is
 how long anything else on the loop (signaling, media) waited for its turn. Each sample is
@@ -51,31 +51,27 @@ def start_from_env(loop: asyncio.AbstractEventLoop) -> asyncio.Task[None] | None
 # --- the metrics sampler (calls.metrics; on by default) -----------------------------------
 METRICS_WINDOW = 10  # samples per reported maximum
 
-_metered: dict[int, asyncio.Task[None]] = {}
 
-
-async def meter_lag(process: str, interval_s: float) -> None:
+class LoopLagMeter:
     """The same measure at a low rate, into the process's Prometheus metrics: a histogram
-    of every sample and the largest lag of the last METRICS_WINDOW samples."""
-    loop = asyncio.get_running_loop()
-    window: list[float] = []
-    while True:
-        asked = loop.time()
-        await asyncio.sleep(interval_s)
-        lag_s = max(loop.time() - asked - interval_s, 0.0)
-        metrics.observe_loop_lag(process, lag_s)
-        window.append(lag_s)
-        if len(window) >= METRICS_WINDOW:
-            metrics.set_loop_lag_max(process, max(window))
-            window.clear()
+    of every sample and the largest lag of the last METRICS_WINDOW samples. A background
+    service of the serving processes (calls.background) and of the media workers."""
 
+    def __init__(self, process: str, interval_s: float) -> None:
+        self.process = process
+        self.interval_s = interval_s
 
-def start_metrics(
-    loop: asyncio.AbstractEventLoop, process: str, interval_s: float
-) -> asyncio.Task[None] | None:
-    """Meter `loop`'s lag every `interval_s` (once per loop); None when off (0)."""
-    if interval_s <= 0 or id(loop) in _metered:
-        return None
-    task = loop.create_task(meter_lag(process, interval_s), name="callbridge:loop-lag-metrics")
-    _metered[id(loop)] = task
-    return task
+    async def run(self) -> None:
+        if self.interval_s <= 0:
+            return  # off (CALLBRIDGE_METRICS_LOOP_LAG_INTERVAL_MS=0)
+        loop = asyncio.get_running_loop()
+        window: list[float] = []
+        while True:
+            asked = loop.time()
+            await asyncio.sleep(self.interval_s)
+            lag_s = max(loop.time() - asked - self.interval_s, 0.0)
+            metrics.observe_loop_lag(self.process, lag_s)
+            window.append(lag_s)
+            if len(window) >= METRICS_WINDOW:
+                metrics.set_loop_lag_max(self.process, max(window))
+                window.clear()

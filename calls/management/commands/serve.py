@@ -35,7 +35,6 @@ def start_services() -> None:
     loop = asyncio.get_event_loop()  # daphne sets its asyncio reactor's loop before this
     background_tasks.ensure_started(loop)
     loop_lag.start_from_env(loop)  # benchmarks only (bench/): off unless its env var is set
-    loop_lag.start_metrics(loop, "serve", settings.CALLBRIDGE_METRICS_LOOP_LAG_INTERVAL_MS / 1000)
 
 
 async def stop_services() -> None:
