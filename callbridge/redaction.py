@@ -3,8 +3,8 @@
 callbridge never logs a token on purpose (tests/test_security.py); this is the net under
 everything else that reaches the console through logging (Django, daphne/Twisted,
 aiortc, a traceback's message): tokens keep only their public prefix, webhook signing
-secrets (`whsec_…`) are masked whole, and the configured
-secrets (SECRET_KEY, the TURN secret, database and Redis passwords) are masked.
+secrets (`whsec_…`) are masked whole, and the configured secrets (SECRET_KEY, the TURN
+secret, the metrics token, database and Redis passwords) are masked.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ def _configured_secrets() -> tuple[str, ...]:
     values = {
         str(settings.SECRET_KEY),
         str(getattr(settings, "CALLBRIDGE_TURN_SECRET", "")),
+        str(getattr(settings, "CALLBRIDGE_METRICS_TOKEN", "")),
         str(database.get("PASSWORD") or ""),
         _password_of(str(getattr(settings, "REDIS_URL", ""))),
     }

@@ -429,6 +429,27 @@ CALLBRIDGE_TRANSCRIBE_LEASE_S = env_int(
     "CALLBRIDGE_TRANSCRIBE_LEASE_S", 60, minimum=5, maximum=3600
 )
 CALLBRIDGE_TRANSCRIBE_POLL_S = env_int("CALLBRIDGE_TRANSCRIBE_POLL_S", 10, minimum=1, maximum=3600)
+
+# --- Metrics (issue 17): GET /metrics in Prometheus' text format --------------------------
+# Scrapers prove themselves with this bearer token, or come from these addresses/networks
+# (the client address of callbridge.client_address). Neither set: /metrics answers 404.
+CALLBRIDGE_METRICS_TOKEN = env_str("CALLBRIDGE_METRICS_TOKEN")
+if CALLBRIDGE_METRICS_TOKEN and len(CALLBRIDGE_METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured("CALLBRIDGE_METRICS_TOKEN must be at least 16 characters")
+CALLBRIDGE_METRICS_ALLOWED = env_network_list("CALLBRIDGE_METRICS_ALLOWED")
+# prometheus_client's multiprocess mode (docs/deploy.md#metrics): the one directory every
+# process of the host writes its metrics to. prometheus_client reads the variable itself
+# (when first imported, after these settings); this only refuses a missing directory.
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR")
+if PROMETHEUS_MULTIPROC_DIR and not Path(PROMETHEUS_MULTIPROC_DIR).is_dir():
+    raise ImproperlyConfigured(
+        f"PROMETHEUS_MULTIPROC_DIR={PROMETHEUS_MULTIPROC_DIR!r} is not a directory: create it"
+        " before the processes start"
+    )
+# The event-loop lag metric's sampling interval (0: off).
+CALLBRIDGE_METRICS_LOOP_LAG_INTERVAL_MS = env_int(
+    "CALLBRIDGE_METRICS_LOOP_LAG_INTERVAL_MS", 1000, minimum=0, maximum=60_000
+)
 # Uploads (audio files) are private like everything else callbridge writes
 # (callbridge.private_files: every process runs with umask 077).
 FILE_UPLOAD_PERMISSIONS = 0o600

@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from calls.api.metrics_views import metrics_view
 from calls.api.voisnap import HubNegotiateView
 from calls.pages.views import dashboard
 
@@ -11,6 +12,8 @@ urlpatterns = [
     path("call/", include("calls.api.wago_urls")),
     # Voisnap's WebRtcHub: negotiate here, the WebSocket in calls.consumers.routing.
     path("hubs/webrtc/negotiate", HubNegotiateView.as_view(), name="webrtc-hub-negotiate"),
+    # Prometheus (token or allowed addresses; 404 until one is configured).
+    path("metrics", metrics_view, name="metrics"),
     path("", include("calls.pages.urls")),
 ]
 

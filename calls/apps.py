@@ -24,6 +24,10 @@ class CallsConfig(AppConfig):
         consult.connect_receivers()
         supervision.connect_receivers()
 
+        from calls import metrics
+
+        call_event_recorded.connect(metrics.on_call_event, dispatch_uid="calls.metrics")
+
         from calls.routing import triggers
 
         triggers.connect()

@@ -16,6 +16,7 @@ from django.conf import settings
 
 from calls.deadlines import CallDeadlines
 from calls.events import EventPublisher
+from calls.loop_lag import LoopLagMeter
 from calls.transcriber import TranscriptWorker
 from calls.webhooks.sender import WebhookSender
 from calls.workers.local import build_media_worker
@@ -39,6 +40,7 @@ def default_tasks() -> dict[str, BackgroundTask]:
             "call-deadlines": CallDeadlines(),
             "media-worker-watch": MediaWorkerWatch(),
             "webhook-sender": WebhookSender(),
+            "loop-lag-metrics": _loop_lag_meter(),
         }
     return {
         "event-publisher": EventPublisher(),
@@ -46,7 +48,12 @@ def default_tasks() -> dict[str, BackgroundTask]:
         "call-deadlines": CallDeadlines(),
         "media-worker": build_media_worker(),
         "webhook-sender": WebhookSender(),
+        "loop-lag-metrics": _loop_lag_meter(),
     }
+
+
+def _loop_lag_meter() -> LoopLagMeter:
+    return LoopLagMeter("serve", settings.CALLBRIDGE_METRICS_LOOP_LAG_INTERVAL_MS / 1000)
 
 
 class BackgroundTasks:

@@ -1,4 +1,5 @@
-"""Event-loop lag sampler for benchmarks: off unless CALLBRIDGE_LOOP_LAG_FILE is set.
+"""Event-loop lag samplers: a file for benchmarks (off unless CALLBRIDGE_LOOP_LAG_FILE is
+set) and the Prometheus metrics (`LoopLagMeter`, on by default at one sample a second).
 
 Every 50 ms a task asks to sleep 50 ms and records how late it woke up: that lateness is
 how long anything else on the loop (signaling, media) waited for its turn. Each sample is
@@ -12,6 +13,8 @@ import asyncio
 import os
 import time
 from pathlib import Path
+
+from calls import metrics
 
 INTERVAL_S = 0.05
 FLUSH_EVERY = 20  # samples: about once a second
@@ -43,3 +46,32 @@ def start_from_env(loop: asyncio.AbstractEventLoop) -> asyncio.Task[None] | None
     task = loop.create_task(sample_lag(Path(target)), name="callbridge:loop-lag")
     _running[id(loop)] = task
     return task
+
+
+# --- the metrics sampler (calls.metrics; on by default) -----------------------------------
+METRICS_WINDOW = 10  # samples per reported maximum
+
+
+class LoopLagMeter:
+    """The same measure at a low rate, into the process's Prometheus metrics: a histogram
+    of every sample and the largest lag of the last METRICS_WINDOW samples. A background
+    service of the serving processes (calls.background) and of the media workers."""
+
+    def __init__(self, process: str, interval_s: float) -> None:
+        self.process = process
+        self.interval_s = interval_s
+
+    async def run(self) -> None:
+        if self.interval_s <= 0:
+            return  # off (CALLBRIDGE_METRICS_LOOP_LAG_INTERVAL_MS=0)
+        loop = asyncio.get_running_loop()
+        window: list[float] = []
+        while True:
+            asked = loop.time()
+            await asyncio.sleep(self.interval_s)
+            lag_s = max(loop.time() - asked - self.interval_s, 0.0)
+            metrics.observe_loop_lag(self.process, lag_s)
+            window.append(lag_s)
+            if len(window) >= METRICS_WINDOW:
+                metrics.set_loop_lag_max(self.process, max(window))
+                window.clear()

@@ -31,7 +31,13 @@ import websockets
 from standardwebhooks.webhooks import Webhook
 
 from tests.support import consent_races
-from tests.support.cluster import WORKER_TIMEOUT_S, Cluster, MediaWorkerProcess, running_cluster
+from tests.support.cluster import (
+    METRICS_TOKEN,
+    WORKER_TIMEOUT_S,
+    Cluster,
+    MediaWorkerProcess,
+    running_cluster,
+)
 from tests.support.live_server import Server
 from tests.support.media_peers import ClientPeer, hear_each_other
 from tests.support.real_socket import RealSocket
@@ -157,10 +163,22 @@ async def test_it_spreads_calls_over_both_workers_with_audio_through_either_daph
 ) -> None:
     a, b = cluster.daphnes
     token = await asyncio.to_thread(cluster.token, "spread")
+    setups_before = (await metrics_of(b))["callbridge_call_setup_seconds_count"]
     first = await bridged_call(cluster, sockets, peers, user_via=a, operator_via=b, token=token)
     second = await bridged_call(cluster, sockets, peers, user_via=b, operator_via=a, token=token)
     placed = {await asyncio.to_thread(cluster.worker_of, call["id"]) for call in (first, second)}
     assert placed == {worker.name for worker in workers}
+
+    # Either daphne's /metrics sums the host's processes (multiprocess mode): the set-ups
+    # the two media worker processes observed, their loop lag, their load from the database.
+    scraped = await metrics_of(a)
+    assert scraped["callbridge_call_setup_seconds_count"] == setups_before + 4
+    for worker in workers:
+        assert scraped[f'callbridge_media_worker_calls{{worker="{worker.name}"}}'] == 1
+        assert scraped[f'callbridge_media_worker_legs{{worker="{worker.name}"}}'] == 2
+        assert scraped[f'callbridge_media_worker_capacity_calls{{worker="{worker.name}"}}'] == 50
+        assert scraped[f'callbridge_media_worker_up{{state="running",worker="{worker.name}"}}'] == 1
+    assert scraped['callbridge_event_loop_lag_seconds_count{process="mediaworker"}'] > 0
 
     # Recording started through one daphne, stopped through the other: the owning worker
     # writes the file (shared storage), each party on its own channel.
@@ -188,6 +206,17 @@ async def test_it_spreads_calls_over_both_workers_with_audio_through_either_daph
             assert ended["data"]["reason"] == "hangup"
         legs = (await rest(a, "GET", f"/api/calls/{call['id']}", token))["legs"]
         await _eventually_closed(a, call["id"], token, legs)
+
+
+async def metrics_of(server: Server) -> dict[str, float]:
+    """`/metrics` of one daphne as {sample with its labels: value}."""
+    status, text, _ = await asyncio.to_thread(server.request, "GET", "/metrics", METRICS_TOKEN)
+    assert status == 200, text
+    return {
+        line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
 
 
 async def _eventually_closed(server: Server, call_id: str, token: str, legs: list) -> None:

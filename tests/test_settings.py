@@ -105,6 +105,9 @@ def test_it_selects_postgres_and_redis_from_urls() -> None:
         ({"CALLBRIDGE_ICE_ALLOWED_NETWORKS": "10.0.0.0/8,lan"}, "not an IP address or network"),
         ({"CALLBRIDGE_TRUSTED_PROXIES": "nginx.internal"}, "CALLBRIDGE_TRUSTED_PROXIES"),
         ({"CALLBRIDGE_LOGIN_FAILURE_LIMIT": "0"}, "CALLBRIDGE_LOGIN_FAILURE_LIMIT"),
+        ({"CALLBRIDGE_METRICS_TOKEN": "too-short"}, "at least 16 characters"),
+        ({"CALLBRIDGE_METRICS_ALLOWED": "prometheus.lan"}, "not an IP address or network"),
+        ({"PROMETHEUS_MULTIPROC_DIR": "/nonexistent/metrics"}, "is not a directory"),
     ],
 )
 def test_it_refuses_to_start_with_bad_configuration(env: dict[str, str], message: str) -> None:

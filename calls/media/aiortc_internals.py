@@ -218,6 +218,14 @@ class LegTransport:
         # add() reads only these two fields: a whole RtpPacket per packet is what the probe saves.
         statistics.add(self._probe)  # type: ignore[arg-type]
 
+    def packets_lost(self) -> int:
+        """Packets the leg sent that never arrived (sequence gaps), over its streams."""
+        return sum(
+            statistics.packets_lost
+            for statistics in self._statistics.values()
+            if statistics.max_seq is not None
+        )
+
     # --- outgoing ------------------------------------------------------------------------
     def intercept_outgoing(
         self, on_rtp: Callable[[bytes], None], on_rtcp: Callable[[bytes], bytes]

@@ -97,6 +97,7 @@ class RtpOutlet:
         # the client reports them lost, but they are not this leg's loss (call quality).
         self.skipped = 0
         self._last_in_seq = 0
+        self.forwarded = 0  # packets of other legs (not aiortc's own): calls.metrics
         # Recordings of what this leg hears (a held caller: the hold audio): payloads sent.
         self.captures: list[Callable[[bytes], None]] = []
         transport.intercept_outgoing(
@@ -133,6 +134,8 @@ class RtpOutlet:
             self._last_seq = sequence
             self._last_ts = timestamp
             self._last_at = time.monotonic()
+            if source is not ENCODER:
+                self.forwarded += 1
             for capture in self.captures:
                 capture(rtp_payload(clear))
 
@@ -220,6 +223,9 @@ class RtpTap:
                 for frame in self._decoder.decode(payload):
                     self._on_frame(frame)
         return True
+
+    def packets_lost(self) -> int:
+        return self._transport.packets_lost()
 
     def stop(self) -> None:
         self.listeners.clear()

@@ -27,6 +27,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 from av import AudioFrame
 
+from calls import metrics
 from calls.errors import CallbridgeError, ErrorCode
 from calls.media.aiortc_internals import (
     LegTransport,
@@ -142,6 +143,10 @@ class LegPeer:
         self._tracks_wanted = max(1, min(tracks, MAX_TRACKS))
         self.extra_ears: list[ExtraEar] = []
         self._timers: list[asyncio.Task[None]] = []
+        # calls.metrics: when the offer came (set-up latency), what was counted so far.
+        self.offered_at: float | None = None
+        self._counted_forwarded = 0
+        self._counted_lost = 0
         # Per peer connection: a reconnect (a new offer) is a new connection, a new budget.
         self._candidates = CandidateBudget(settings.candidate_rules)
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=list(settings.ice_servers)))
@@ -151,6 +156,7 @@ class LegPeer:
     # --- negotiation ---------------------------------------------------------------------
     async def answer(self, offer_sdp: str) -> str:
         """Our answer SDP, all candidates included; INVALID_ARGUMENT if the offer is unusable."""
+        self.offered_at = time.monotonic()
         if len(offer_sdp.encode()) > MAX_SDP_BYTES:
             raise _bad_offer("the SDP offer is too large")
         if not offer_sdp.startswith("v=0"):
@@ -367,6 +373,8 @@ class LegPeer:
     async def _on_connection_state(self) -> None:
         state = self.pc.connectionState
         if state == "connected":
+            if self.state == "connecting" and self.offered_at is not None:
+                metrics.observe_setup(time.monotonic() - self.offered_at)
             self._set_state("connected")
             self._start_timer(self._watch_inbound())
             if not self._sampling:
@@ -405,6 +413,7 @@ class LegPeer:
             if measured is None:
                 continue
             sample, change = measured
+            metrics.observe_mos(sample.mos)
             if change is not None:
                 logger.info(
                     "leg %s (%s) %s: MOS %.2f (loss %.1f%%, jitter %.0f ms, RTT %s ms)",
@@ -431,6 +440,16 @@ class LegPeer:
         if self._reporting:
             self._on_state(self, state)
 
+    # --- metrics -------------------------------------------------------------------------
+    def count_packets(self) -> None:
+        """Add what the forwarding path forwarded to this leg and lost from it since the
+        last count to calls.metrics (the worker calls this periodically and at close)."""
+        if self.tap is None or self.outlet is None:
+            return
+        forwarded, lost = self.outlet.forwarded, self.tap.packets_lost()
+        metrics.count_packets(forwarded - self._counted_forwarded, lost - self._counted_lost)
+        self._counted_forwarded, self._counted_lost = forwarded, max(lost, self._counted_lost)
+
     # --- teardown ------------------------------------------------------------------------
     async def close(self, final_state: str = "closed", *, report: bool = True) -> None:
         """Close the peer connection and everything it owns. Idempotent."""
@@ -451,6 +470,7 @@ class LegPeer:
             await asyncio.gather(
                 *(t for t in self._timers if t is not current), return_exceptions=True
             )
+        self.count_packets()
         if self.tap is not None:
             self.tap.stop()
         if self.inbound is not None:

@@ -187,6 +187,7 @@ class CallMedia:
 
 
 SUPERVISOR_ROLE = "supervisor"
+PACKET_COUNT_INTERVAL_S = 1.0  # calls.metrics: packets forwarded / lost, per batch
 
 
 def supervised_ears(
@@ -356,6 +357,7 @@ class MediaWorker:
 
     async def run(self) -> None:
         reporting = asyncio.get_running_loop().create_task(self._report_in_order())
+        counting = asyncio.get_running_loop().create_task(self._count_packets())
         logger.info("media worker %s listening on %s", self.name, self.channel)
         try:
             while True:
@@ -364,6 +366,7 @@ class MediaWorker:
                 self._handlers.add(task)
                 task.add_done_callback(self._handlers.discard)
         finally:
+            counting.cancel()
             await self.close_all()
             await self._reports.put(None)
             await asyncio.gather(reporting, return_exceptions=True)
@@ -768,6 +771,18 @@ class MediaWorker:
             if call.idle:
                 self.calls.pop(call_id, None)
         await peer.close("failed")
+
+    async def _count_packets(self) -> None:
+        """Packets forwarded and lost into calls.metrics, in batches: once a second for
+        every leg (and at each leg's close), never per packet."""
+        while True:
+            await asyncio.sleep(PACKET_COUNT_INTERVAL_S)
+            try:
+                for call in list(self.calls.values()):
+                    for peer in list(call.legs.values()):
+                        peer.count_packets()
+            except Exception:
+                logger.exception("media worker %s: packet counts failed", self.name)
 
     async def _report_in_order(self) -> None:
         while (report := await self._reports.get()) is not None:

@@ -22,6 +22,7 @@ from tests.support.real_services import running_postgres, running_redis
 
 # Short, so a killed worker is noticed within seconds.
 WORKER_TIMEOUT_S = 3
+METRICS_TOKEN = "cluster-metrics-token-0123456789"
 
 
 @dataclass
@@ -109,7 +110,11 @@ def running_cluster(data_dir: Path) -> Iterator[Cluster]:
     with ExitStack() as stack:
         redis_url = stack.enter_context(running_redis(data_dir))
         database_url = stack.enter_context(running_postgres())
+        # One host: every process writes its metrics here, either daphne sums them.
+        (data_dir / "prometheus").mkdir()
         env = {
+            "PROMETHEUS_MULTIPROC_DIR": str(data_dir / "prometheus"),
+            "CALLBRIDGE_METRICS_TOKEN": METRICS_TOKEN,
             "REDIS_URL": redis_url,
             "DATABASE_URL": database_url,
             "CALLBRIDGE_EMBEDDED_MEDIA_WORKER": "false",

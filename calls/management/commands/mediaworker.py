@@ -19,6 +19,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from callbridge.private_files import secure_data_directories
+from calls import loop_lag
 from calls.events import EventPublisher
 from calls.models import EndReason
 from calls.workers import placement
@@ -83,6 +84,10 @@ async def serve(name: str, addresses: list[str], capacity: int, drain_timeout_s:
     working = loop.create_task(worker.run(), name="callbridge:media-worker")
     await heartbeat.announce()  # placeable once this returns (and "running" is logged)
     beating = loop.create_task(heartbeat.run(), name="callbridge:heartbeat")
+    lag = loop_lag.LoopLagMeter(
+        "mediaworker", settings.CALLBRIDGE_METRICS_LOOP_LAG_INTERVAL_MS / 1000
+    )
+    metering = loop.create_task(lag.run(), name="callbridge:loop-lag-metrics")
 
     signals = asyncio.Queue[int]()
     for number in (signal.SIGTERM, signal.SIGINT):
@@ -116,6 +121,8 @@ async def serve(name: str, addresses: list[str], capacity: int, drain_timeout_s:
         logger.warning("media worker %s: some call events were not delivered", name)
     publishing.cancel()
     await asyncio.gather(publishing, return_exceptions=True)
+    metering.cancel()
+    await asyncio.gather(metering, return_exceptions=True)
     logger.info("media worker %s stopped", name)
 
 
