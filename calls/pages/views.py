@@ -54,34 +54,41 @@ def queue_param(request: HttpRequest) -> str:
     return value if QUEUE_PARAM.fullmatch(value) else ""
 
 
+def session_problem(token: str) -> tuple[EndUserSession | None, str, int]:
+    """The session a page's token stands for, or what is wrong with it (text, HTTP status)."""
+    session = EndUserSession.objects.find(token) if token_kind(token) == "cbs" else None
+    if session is None:
+        return None, "This call link is not valid. Ask for a new one.", 401
+    if session.is_revoked:
+        return None, "This call link was withdrawn. Ask for a new one.", 401
+    if session.is_expired:
+        return None, "This call link has expired. Ask for a new one.", 410
+    return session, "", 200
+
+
+def session_config(request: HttpRequest, session: EndUserSession, token: str) -> dict[str, Any]:
+    """What the page's script needs for one session (the token included: it is theirs)."""
+    return {
+        "token": token,
+        "sessionId": str(session.pk),
+        "displayName": session.display_name,
+        "expiresAt": session.expires_at.isoformat(),
+        "signalPath": "/ws/signal",
+        "queue": queue_param(request),
+        **consent_config(),
+        **ice_configuration(f"end_user-{session.pk}", not_after=session.expires_at),
+    }
+
+
 @require_GET
 def enduser_page(request: HttpRequest) -> HttpResponse:
     token = request.GET.get("token", "")
     if not token and settings.CALLBRIDGE_PUBLIC_LOBBY:
         return _lobby(request)
-    session = EndUserSession.objects.find(token) if token_kind(token) == "cbs" else None
-    if session is None:
-        problem, status = "This call link is not valid. Ask for a new one.", 401
-    elif session.is_revoked:
-        problem, status = "This call link was withdrawn. Ask for a new one.", 401
-    elif session.is_expired:
-        problem, status = "This call link has expired. Ask for a new one.", 410
-    else:
-        problem, status = "", 200
-    context: dict[str, Any] = {"problem": problem, "session": None, "config": None}
-    if not problem:
-        assert session is not None
-        context["session"] = session
-        context["config"] = {
-            "token": token,
-            "sessionId": str(session.pk),
-            "displayName": session.display_name,
-            "expiresAt": session.expires_at.isoformat(),
-            "signalPath": "/ws/signal",
-            "queue": queue_param(request),
-            **consent_config(),
-            **ice_configuration(f"end_user-{session.pk}", not_after=session.expires_at),
-        }
+    session, problem, status = session_problem(token)
+    context: dict[str, Any] = {"problem": problem, "session": session, "config": None}
+    if session is not None:
+        context["config"] = session_config(request, session, token)
     return _no_store(render(request, "enduser/page.html", context, status=status))
 
 

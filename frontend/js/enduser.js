@@ -2,13 +2,23 @@
 // when the operator has put the call on hold (call.held / call.resumed, or on registering),
 // "Transferring you…" from a transfer until the next operator takes the call, and when a
 // supervisor listens or joins in (supervisor.*, where the deployment tells).
+import {pageConfig, tellHost} from "./embedded.js";
 import {Microphone, Ringer, formatDuration} from "./media.js";
 import {CallMedia} from "./peer.js";
 import {SignalSocket} from "./signaling.js";
 import {VoicemailPanel} from "./voicemail.js";
 
-const config = JSON.parse(document.getElementById("config").textContent);
 const $ = (id) => document.getElementById(id);
+const config = await pageConfig(JSON.parse($("config").textContent)).catch((error) => {
+  // Framed without a usable token (or not framed at all): say so, tell the host, stop here.
+  document.body.dataset.state = "unavailable";
+  $("status").textContent = "The call cannot start.";
+  $("problem").textContent = error.message;
+  $("problem").hidden = false;
+  tellHost("error", {code: error.code || "HANDLER_ERROR", message: error.message});
+  return new Promise(() => {});  // never settles: the rest of this module never runs
+});
+if (config.embed && config.displayName) $("greeting").textContent = `Hello, ${config.displayName}.`;
 const ui = {
   status: $("status"), problem: $("problem"), timer: $("timer"), incoming: $("incoming"),
   call: $("call"), test: $("test"), hangup: $("hangup"), mute: $("mute"), retry: $("retry"),
@@ -43,6 +53,7 @@ const microphone = new Microphone({
   meter: ui.level,
   onProblem: (error) => {
     setProblem(error.message);
+    tellHost("error", {code: "MICROPHONE", kind: error.kind, message: error.message});
     setState("mic-problem", "Your microphone is not available.");
   },
 });
@@ -112,12 +123,14 @@ async function handle(message) {
     case "registered": return onRegistered(data);
     case "call.ringing":
       if (call && call.callSid === message.callSid) setState("calling", "Calling the operators…");
+      if (call && call.callSid === message.callSid) tellCall("ringing", {direction: "outbound"});
       return;
     case "call.incoming":
       if (!call && !incoming) {
         incoming = message.callSid;
         ringer.start();
         setState("incoming", "Incoming call…");
+        tellHost("ringing", {direction: "inbound", callSid: incoming});
       }
       return;
     case "queue.waiting": return onWaiting(message);
@@ -189,6 +202,7 @@ async function handle(message) {
         ringer.stop();
         incoming = null;
         setState("ended", "You missed a call.");
+        tellHost("ended", {callSid: message.callSid, reason: data.reason});
       }
       if (call && call.callSid === message.callSid) finish(data.reason);
       return;
@@ -275,6 +289,8 @@ async function onAnswer(message) {
   if (!call || call.sessionId && call.sessionId !== message.sessionId) return;
   call.callSid = message.callSid;
   call.sessionId = message.sessionId;
+  // Our own call is ringing once the server took the offer (call.ringing says so too).
+  if (call.outbound && !call.answeredAt) tellCall("ringing", {direction: "outbound"});
   await call.media.accept(message.data.sdp);
   for (const candidate of call.pending.splice(0)) sendCandidate(candidate);
 }
@@ -287,6 +303,7 @@ function onError(message) {
     return;
   }
   setProblem(error.message);
+  tellHost("error", {code: error.code, message: error.message, callSid: message.callSid || null});
   ui.callbackAsk.disabled = false;  // a refused callback request may be asked again
   if (call && !call.sessionId) {  // our offer was refused: there is no call
     closeMedia();
@@ -310,10 +327,18 @@ function onMediaEvent(message) {
 }
 
 // --- calls -----------------------------------------------------------------------------
+// The host page (when framed) hears of real calls only, each event once: not of echo tests.
+function tellCall(type, detail = {}) {
+  if (!call || call.mode !== "bridge" || call.told?.includes(type)) return;
+  call.told = [...(call.told || []), type];
+  tellHost(type, {callSid: call.callSid || null, ...detail});
+}
+
 async function startCall(mode, callSid = null) {
   setProblem("");
   const stream = await ensureMicrophone();
-  call = {callSid, sessionId: "", mode, pending: [], answeredAt: mode === "echo" ? Date.now() : null};
+  call = {callSid, sessionId: "", mode, pending: [], answeredAt: mode === "echo" ? Date.now() : null,
+          outbound: !callSid};
   await connectMedia(stream);
   // An echo test or an accepted call shows "Connecting…" until the media connects.
   if (mode === "bridge" && !callSid) setState("calling", "Calling the operators…");
@@ -381,6 +406,7 @@ async function reconnectMedia() {
 
 function connected() {
   const testing = call.mode === "echo";
+  tellCall("connected");
   setState(testing ? "testing" : "connected",
            testing ? "Testing your microphone: you should hear yourself." :
              call.held ? "On hold." : "Connected.");
@@ -415,6 +441,7 @@ async function answerConsent(granted) {
 }
 
 function finish(reason) {
+  tellCall("ended", {reason: reason || "hangup"});
   voicemail.close();
   show(ui.consent, false);
   show(ui.held, false);
@@ -456,6 +483,7 @@ ui.accept.addEventListener("click", () => {
 ui.decline.addEventListener("click", () => {
   ringer.stop();
   socket.send({type: "hangup", callSid: incoming});
+  tellHost("ended", {callSid: incoming, reason: "rejected"});
   incoming = null;
   setState("idle", "Ready.");
 });
