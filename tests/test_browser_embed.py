@@ -1,0 +1,150 @@
+"""An integrator's page on another origin embeds the call button (frontend/embed.js)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from callbridge.local_server import free_port
+from tests.support.live_server import Server, running_server
+from tests.support.pages import (
+    DESKTOP,
+    OPERATOR_TONE,
+    USER_TONE,
+    end_user_link,
+    heard,
+    mostly,
+    my_status_is,
+    open_page,
+    operator_dashboard,
+    screenshot,
+    status_is,
+)
+from tests.support.static_site import static_site
+
+pytestmark = [pytest.mark.browser, pytest.mark.daphne]
+
+
+@pytest.fixture(scope="module")
+def host_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def embed_server(tmp_path_factory: pytest.TempPathFactory, host_port: int) -> Iterator[Server]:
+    """A server that lets only the host page's origin frame it."""
+    with running_server(
+        tmp_path_factory.mktemp("callbridge-embed"),
+        CALLBRIDGE_EMBED_ORIGINS=f"http://127.0.0.1:{host_port}",
+    ) as running:
+        yield running
+
+
+def host_page(server: Server, token: str) -> str:
+    """An integrator's page: its backend made the session and hands the token to the script."""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Shop</title>
+<style>body {{ font-family: system-ui; margin: 2rem; }} .hero {{ max-width: 36rem; }}</style>
+</head><body>
+<main class="hero"><h1>Example Shop</h1>
+<p>Questions about your order? Press <strong>Call us</strong> and talk to our team
+in your browser.</p></main>
+<script src="{server.url}/static/embed.js"></script>
+<script>
+  window.events = [];
+  Callbridge.mount({{
+    getToken: async () => {json.dumps(token)},
+    onEvent: (event) => window.events.push(event),
+  }});
+</script>
+</body></html>"""
+
+
+async def events_of(page: Any) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = await page.evaluate("window.events")
+    return result
+
+
+async def test_it_calls_from_a_host_page_and_tells_it_what_happens_only_where_allowed(
+    embed_server: Server, playwright: Any, tmp_path: Path, host_port: int
+) -> None:
+    server = embed_server
+    url, api_token = await end_user_link(server)
+    token = parse_qs(urlsplit(url).query)["token"][0]
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text(host_page(server, token))
+
+    operator_browser, dashboard = await operator_dashboard(server, playwright, tmp_path)
+    with static_site(site, host_port) as origin:
+        user_browser, page, errors = await open_page(
+            playwright, tmp_path, USER_TONE, f"{origin}/index.html", DESKTOP
+        )
+        try:
+            await page.get_by_role("button", name="Call us").click()
+            frame_element = await page.wait_for_selector("iframe.cb-embed-panel")
+            assert await frame_element.get_attribute("allow") == "microphone; autoplay"
+            frame = await frame_element.content_frame()
+            assert frame.url == f"{server.url}/talk/embed/"  # no token in its URL
+            await status_is(frame, "Ready.")
+            await frame.wait_for_function(
+                "document.getElementById('greeting').textContent === 'Hello, Ada.'"
+            )
+            await screenshot(page, "embed-host-page")
+
+            await frame.get_by_role("button", name="Call", exact=True).click()
+            ringing = dashboard.locator("#ringing li", has_text="Ada is calling")
+            await ringing.wait_for()
+            await ringing.get_by_role("button", name="Answer").click()
+            await status_is(frame, "Connected.")
+            await my_status_is(dashboard, "Talking with Ada.")
+            assert mostly(await heard(frame), OPERATOR_TONE)
+            assert mostly(await heard(dashboard), USER_TONE)
+            await screenshot(page, "embed-host-page-in-call")
+
+            await frame.get_by_role("button", name="Hang up").click()
+            await my_status_is(dashboard, "Call ended (hung up)")
+            await page.wait_for_function("window.events.some((e) => e.type === 'ended')")
+            events = await events_of(page)
+            assert [event["type"] for event in events] == [
+                "ready",
+                "ringing",
+                "connected",
+                "ended",
+            ]
+            assert all(event["source"] == "callbridge" for event in events)
+            call_ids = {event["callSid"] for event in events[1:]}
+            assert len(call_ids) == 1 and None not in call_ids
+            assert (events[1]["direction"], events[3]["reason"]) == ("outbound", "hangup")
+            assert errors == []
+        finally:
+            await user_browser.close()
+            await operator_browser.close()
+
+    _, call, _ = await asyncio.to_thread(
+        server.request, "GET", f"/api/calls/{call_ids.pop()}", api_token
+    )
+    assert (call["state"], call["endReason"]) == ("ended", "hangup")
+    assert token not in server.log.read_text(errors="replace")
+
+    # Another origin, not configured: the browser refuses to frame the page.
+    with static_site(site) as stranger:
+        browser, page, errors = await open_page(
+            playwright, tmp_path, USER_TONE, f"{stranger}/index.html", DESKTOP
+        )
+        try:
+            async with page.expect_console_message(
+                lambda message: "frame-ancestors" in message.text
+            ):
+                await page.get_by_role("button", name="Call us").click()
+            frame = await (await page.wait_for_selector("iframe.cb-embed-panel")).content_frame()
+            assert not frame.url.startswith(server.url)  # its document never loaded
+            assert await events_of(page) == []
+        finally:
+            await browser.close()
