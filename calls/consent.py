@@ -11,7 +11,16 @@ from django.db import transaction
 
 from calls import policy
 from calls.errors import CallbridgeError, CallStateError, ErrorCode
-from calls.models import Call, ConsentMethod, Leg, LegRole, RecordingConsent, SupervisorMode
+from calls.models import (
+    Branding,
+    Call,
+    ConsentMethod,
+    Leg,
+    LegRole,
+    RecordingConsent,
+    SupervisorMode,
+)
+from calls.models.branding import SINGLETON_ID
 from calls.principals import PartyKey, Principal, party_key_of
 
 # Which ways of consenting each kind of party may claim.
@@ -22,8 +31,29 @@ METHODS_BY_KIND = {
 }
 
 
+@dataclass(frozen=True)
+class ConsentNotice:
+    version: str
+    text: str
+
+
+def current_notice() -> ConsentNotice:
+    """The notice people agree to: the admin's branding (text and version together), else
+    the settings'. Consents record its version and its text's SHA-256."""
+    brand = (
+        Branding.objects.filter(pk=SINGLETON_ID)
+        .only("consent_text", "consent_policy_version")
+        .first()
+    )
+    if brand is not None and brand.consent_text and brand.consent_policy_version:
+        return ConsentNotice(brand.consent_policy_version, brand.consent_text)
+    return ConsentNotice(
+        settings.CALLBRIDGE_CONSENT_POLICY_VERSION, settings.CALLBRIDGE_CONSENT_TEXT
+    )
+
+
 def consent_text_sha256() -> str:
-    return hashlib.sha256(settings.CALLBRIDGE_CONSENT_TEXT.encode()).hexdigest()
+    return hashlib.sha256(current_notice().text.encode()).hexdigest()
 
 
 def required_roles(call: Call) -> set[str]:
@@ -73,7 +103,7 @@ def _counts(consent: RecordingConsent | None) -> TypeGuard[RecordingConsent]:
     return (
         consent is not None
         and consent.granted
-        and consent.policy_version == settings.CALLBRIDGE_CONSENT_POLICY_VERSION
+        and consent.policy_version == current_notice().version
         and consent.text_sha256 == consent_text_sha256()
     )
 
@@ -113,7 +143,7 @@ def consent_status(call: Call) -> ConsentStatus:
             missing.append(role)
     return ConsentStatus(
         policy=settings.CALLBRIDGE_RECORDING_CONSENT,
-        version=settings.CALLBRIDGE_CONSENT_POLICY_VERSION,
+        version=current_notice().version,
         required=required,
         missing=missing,
         relied_on=relied_on,
@@ -142,11 +172,12 @@ def record_answer(
     """Record the principal's own consent (or withdrawal) for `call` (its parties, who
     may answer it, and its supervisor now, as a supervisor)."""
     _require_may_consent(principal, call)
-    if policy_version != settings.CALLBRIDGE_CONSENT_POLICY_VERSION:
+    current_version = current_notice().version
+    if policy_version != current_version:
         raise CallbridgeError(
             ErrorCode.INVALID_ARGUMENT,
             f"policy {policy_version!r} is not the current consent policy "
-            f"({settings.CALLBRIDGE_CONSENT_POLICY_VERSION!r}): show the current text",
+            f"({current_version!r}): show the current text",
         )
     if method not in METHODS_BY_KIND.get(principal.kind, set()):
         raise CallbridgeError(

@@ -22,7 +22,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from calls.errors import ErrorCode, error_body
-from calls.pages.views import queue_param, session_config, session_problem
+from calls.pages.views import page_context, queue_param, session_config, session_problem
 
 # A token is ~50 characters: anything much longer is not one.
 MAX_BODY_BYTES = 2048
@@ -49,7 +49,7 @@ def embed_page(request: HttpRequest) -> HttpResponse:
         "sessionPath": reverse("enduser-embed-session"),
         "queue": queue_param(request),
     }
-    context = {"problem": "", "session": None, "config": config}
+    context = page_context("", None, config)
     return _framable(render(request, "enduser/page.html", context))
 
 

@@ -10,15 +10,17 @@ from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.middleware.csrf import get_token
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
+from calls.branding import page_branding
+from calls.consent import current_notice
 from calls.ice import ice_configuration
 from calls.limits import LobbyThrottle
-from calls.models import AudioFile, EndUserSession
+from calls.models import AudioFile, Branding, EndUserSession
 from calls.notes import SUPERVISOR_PERMISSION
 from calls.operators import is_operator_user
 from calls.supervision import is_supervisor_user
@@ -30,10 +32,11 @@ LOBBY_COOKIE = "callbridge_lobby"
 
 
 def consent_config() -> dict[str, str]:
+    notice = current_notice()  # the admin's branding may replace the settings' notice
     return {
         "consentPolicy": settings.CALLBRIDGE_RECORDING_CONSENT,
-        "consentVersion": settings.CALLBRIDGE_CONSENT_POLICY_VERSION,
-        "consentText": settings.CALLBRIDGE_CONSENT_TEXT,
+        "consentVersion": notice.version,
+        "consentText": notice.text,
     }
 
 
@@ -80,15 +83,33 @@ def session_config(request: HttpRequest, session: EndUserSession, token: str) ->
     }
 
 
+def page_context(problem: str, session: EndUserSession | None, config: Any) -> dict[str, Any]:
+    """The end-user page template's context: the branding (calls.branding) with it."""
+    return {"problem": problem, "session": session, "config": config, "brand": page_branding()}
+
+
+@require_GET
+def brand_logo(request: HttpRequest) -> HttpResponse:
+    """The branding's logo (validated on upload; kept in the database, not MEDIA_ROOT)."""
+    brand = Branding.current()
+    if not brand.logo_sha256:
+        raise Http404("no logo")
+    response = HttpResponse(bytes(brand.logo), content_type=brand.logo_type)
+    # Its URL carries the hash (`?v=`): a new logo is a new URL.
+    response["Cache-Control"] = "public, max-age=86400"
+    response["Content-Security-Policy"] = "default-src 'none'"
+    response["Cross-Origin-Resource-Policy"] = "cross-origin"  # embedding sites may show it
+    return response
+
+
 @require_GET
 def enduser_page(request: HttpRequest) -> HttpResponse:
     token = request.GET.get("token", "")
     if not token and settings.CALLBRIDGE_PUBLIC_LOBBY:
         return _lobby(request)
     session, problem, status = session_problem(token)
-    context: dict[str, Any] = {"problem": problem, "session": session, "config": None}
-    if session is not None:
-        context["config"] = session_config(request, session, token)
+    config = session_config(request, session, token) if session is not None else None
+    context = page_context(problem, session, config)
     return _no_store(render(request, "enduser/page.html", context, status=status))
 
 
@@ -127,11 +148,9 @@ def _lobby(request: HttpRequest) -> HttpResponse:
 def _too_many_lobby_sessions(request: HttpRequest, throttle: LobbyThrottle) -> HttpResponse:
     """RATE_LIMITED (429): this address made its share of new lobby sessions."""
     wait = math.ceil(throttle.wait() or 1)
-    context = {
-        "problem": "Too many new calls from your network. Try again in a few minutes.",
-        "session": None,
-        "config": None,
-    }
+    context = page_context(
+        "Too many new calls from your network. Try again in a few minutes.", None, None
+    )
     response = render(request, "enduser/page.html", context, status=429)
     response["Retry-After"] = str(wait)
     return _no_store(response)

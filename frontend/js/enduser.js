@@ -92,6 +92,9 @@ function setState(state, text) {
   show(ui.incoming, state === "incoming");
   show(ui.retry, state === "mic-problem");
   show(ui.timer, state === "connected" || state === "testing");
+  // The branding's waiting text, while our call rings or waits in a queue.
+  const waiting = $("waiting");
+  show(waiting, state === "calling" && waiting.textContent.trim() !== "");
 }
 
 function setProblem(text) {
