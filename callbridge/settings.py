@@ -191,6 +191,11 @@ CORS_ALLOW_HEADERS = ("accept", "authorization", "content-type", "token", "x-csr
 # session token and hear its events. Empty: the page cannot be framed at all. Every other
 # page keeps X-Frame-Options: DENY (the admin is never frameable).
 CALLBRIDGE_EMBED_ORIGINS = env_origin_list("CALLBRIDGE_EMBED_ORIGINS")
+# The end-user page's preflight (microphone, echo round trip, TURN; the report kept with
+# the session): before_call runs it once when the page is ready; on_demand only when asked.
+CALLBRIDGE_PREFLIGHT = env_choice(
+    "CALLBRIDGE_PREFLIGHT", "before_call", ("before_call", "on_demand")
+)
 
 # --- REST framework ---------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -38,10 +38,11 @@ def host_port() -> int:
 
 @pytest.fixture(scope="module")
 def embed_server(tmp_path_factory: pytest.TempPathFactory, host_port: int) -> Iterator[Server]:
-    """A server that lets only the host page's origin frame it."""
+    """A server that lets only the host page's origin frame it; pages check first."""
     with running_server(
         tmp_path_factory.mktemp("callbridge-embed"),
         CALLBRIDGE_EMBED_ORIGINS=f"http://127.0.0.1:{host_port}",
+        CALLBRIDGE_PREFLIGHT="before_call",
     ) as running:
         yield running
 
@@ -71,7 +72,15 @@ async def events_of(page: Any) -> list[dict[str, Any]]:
     return result
 
 
-async def test_it_calls_from_a_host_page_and_tells_it_what_happens_only_where_allowed(
+async def preflight_of(server: Server, token: str, call_id: str) -> dict[str, Any]:
+    status, report, _ = await asyncio.to_thread(
+        server.request, "GET", f"/api/calls/{call_id}/preflight", token
+    )
+    assert status == 200, report
+    return report
+
+
+async def test_it_calls_from_a_host_page_after_a_preflight_and_tells_it_only_where_allowed(
     embed_server: Server, playwright: Any, tmp_path: Path, host_port: int
 ) -> None:
     server = embed_server
@@ -92,15 +101,26 @@ async def test_it_calls_from_a_host_page_and_tells_it_what_happens_only_where_al
             assert await frame_element.get_attribute("allow") == "microphone; autoplay"
             frame = await frame_element.content_frame()
             assert frame.url == f"{server.url}/talk/embed/"  # no token in its URL
-            await status_is(frame, "Ready.")
             await frame.wait_for_function(
                 "document.getElementById('greeting').textContent === 'Hello, Ada.'"
             )
+            # Before the first call the page checks (an echo call through the server) and
+            # says how it went in plain language.
+            result = frame.locator("#preflight")
+            await result.wait_for()
+            await status_is(frame, "Ready.")
+            assert await result.get_attribute("data-verdict") == "good"
+            assert "Your microphone and connection work." in await result.inner_text()
             await screenshot(page, "embed-host-page")
 
             await frame.get_by_role("button", name="Call", exact=True).click()
             ringing = dashboard.locator("#ringing li", has_text="Ada is calling")
             await ringing.wait_for()
+            # The operator sees the caller's preflight on the ringing call.
+            line = ringing.locator(".preflight")
+            await line.wait_for()
+            assert (await line.inner_text()).startswith("preflight ok RTT ")
+            await screenshot(dashboard, "dashboard-ringing-preflight")
             await ringing.get_by_role("button", name="Answer").click()
             await status_is(frame, "Connected.")
             await my_status_is(dashboard, "Talking with Ada.")
@@ -122,6 +142,12 @@ async def test_it_calls_from_a_host_page_and_tells_it_what_happens_only_where_al
             call_ids = {event["callSid"] for event in events[1:]}
             assert len(call_ids) == 1 and None not in call_ids
             assert (events[1]["direction"], events[3]["reason"]) == ("outbound", "hangup")
+
+            # On demand: a second report, filed like the first.
+            await frame.get_by_role("button", name="Check my connection").click()
+            await status_is(frame, "Checking")
+            await status_is(frame, "Ready.")
+            assert len(await events_of(page)) == 4  # the echo calls told the host nothing
             assert errors == []
         finally:
             await user_browser.close()
@@ -132,6 +158,12 @@ async def test_it_calls_from_a_host_page_and_tells_it_what_happens_only_where_al
     )
     assert (call["state"], call["endReason"]) == ("ended", "hangup")
     assert token not in server.log.read_text(errors="replace")
+    report = await preflight_of(server, api_token, call["callID"])
+    assert (report["verdict"], report["report"]["trigger"]) == ("good", "on_demand")
+    echo = report["report"]["echo"]
+    assert echo["ok"] and echo["packetsReceived"] > 50 and echo["lossPercent"] == 0
+    assert 0 <= echo["rttMs"] < 300 and report["report"]["microphone"]["level"] > 0.05
+    assert report["report"]["turn"] == {"configured": False, "reachable": None}
 
     # Another origin, not configured: the browser refuses to frame the page.
     with static_site(site) as stranger:

@@ -78,6 +78,8 @@ def session_config(request: HttpRequest, session: EndUserSession, token: str) ->
         "expiresAt": session.expires_at.isoformat(),
         "signalPath": "/ws/signal",
         "queue": queue_param(request),
+        # Check microphone and connection before the first call, or only when asked.
+        "preflight": settings.CALLBRIDGE_PREFLIGHT,
         **consent_config(),
         **ice_configuration(f"end_user-{session.pk}", not_after=session.expires_at),
     }

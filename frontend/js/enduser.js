@@ -5,6 +5,7 @@
 import {pageConfig, tellHost} from "./embedded.js";
 import {Microphone, Ringer, formatDuration} from "./media.js";
 import {CallMedia} from "./peer.js";
+import {echoStats, fileReport, microphoneLevel, showResult, turnCheck} from "./preflight.js";
 import {SignalSocket} from "./signaling.js";
 import {VoicemailPanel} from "./voicemail.js";
 
@@ -30,6 +31,7 @@ const ui = {
   consentText: $("consent-text"), consentVersion: $("consent-version"),
   consentYes: $("consent-yes"), consentNo: $("consent-no"), withdraw: $("withdraw"),
   callback: $("callback"), callbackNote: $("callback-note"), callbackAsk: $("callback-ask"),
+  preflight: $("preflight"), preflightRun: $("preflight-run"),
 };
 ui.consentText.textContent = config.consentText;
 ui.consentVersion.textContent = config.consentVersion;
@@ -79,18 +81,22 @@ function show(element, visible) {
 function setState(state, text) {
   document.body.dataset.state = state;
   ui.status.textContent = text;
-  const inCall = ["calling", "connecting", "connected", "reconnecting", "testing"].includes(state);
+  const inCall = ["calling", "connecting", "connected", "reconnecting", "testing", "preflight"]
+    .includes(state);
   const staged = state === "voicemail";  // the voicemail panel has its own buttons
-  const hangupLabel = call?.mode === "echo" ? "Stop the test" : "Hang up";
+  const hangupLabel = state === "preflight" ? "Skip the check" :
+    call?.mode === "echo" ? "Stop the test" : "Hang up";
   const ready = !inCall && state !== "incoming" && microphone.stream !== null;
   show(ui.call, !inCall && !staged && state !== "incoming" && state !== "mic-problem");
   show(ui.test, !inCall && !staged && state !== "incoming" && state !== "mic-problem");
   ui.call.disabled = ui.test.disabled = !ready || staged;
   show(ui.hangup, inCall);
   ui.hangup.textContent = hangupLabel;
-  show(ui.mute, inCall);
   show(ui.incoming, state === "incoming");
   show(ui.retry, state === "mic-problem");
+  show(ui.preflightRun, !inCall && !staged && state !== "incoming" && state !== "mic-problem");
+  ui.preflightRun.disabled = !ready || staged;
+  show(ui.mute, inCall && state !== "preflight");
   show(ui.timer, state === "connected" || state === "testing");
   // The branding's waiting text, while our call rings or waits in a queue.
   const waiting = $("waiting");
@@ -286,6 +292,8 @@ function onRegistered(data) {
     setState(microphone.stream ? "idle" : document.body.dataset.state || "idle",
              microphone.stream ? "Ready." : ui.status.textContent);
   }
+  registeredOnce = true;
+  maybePreflightBeforeCalling();
 }
 
 async function onAnswer(message) {
@@ -337,11 +345,11 @@ function tellCall(type, detail = {}) {
   tellHost(type, {callSid: call.callSid || null, ...detail});
 }
 
-async function startCall(mode, callSid = null) {
+async function startCall(mode, callSid = null, extra = {}) {
   setProblem("");
   const stream = await ensureMicrophone();
   call = {callSid, sessionId: "", mode, pending: [], answeredAt: mode === "echo" ? Date.now() : null,
-          outbound: !callSid};
+          outbound: !callSid, ...extra};
   await connectMedia(stream);
   // An echo test or an accepted call shows "Connecting…" until the media connects.
   if (mode === "bridge" && !callSid) setState("calling", "Calling the operators…");
@@ -408,6 +416,10 @@ async function reconnectMedia() {
 }
 
 function connected() {
+  if (call.preflight) {  // the preflight's echo: measured by runPreflight, no timer
+    call.preflight.connected();
+    return;
+  }
   const testing = call.mode === "echo";
   tellCall("connected");
   setState(testing ? "testing" : "connected",
@@ -452,6 +464,7 @@ function finish(reason) {
   show(ui.recording, false);
   show(ui.withdraw, false);
   const testing = call?.mode === "echo";
+  const wasPreflight = Boolean(call?.preflight);
   closeMedia();
   call = null;
   clearInterval(timerHandle);
@@ -461,7 +474,88 @@ function finish(reason) {
   show(ui.callback, false);
   ui.callbackAsk.disabled = false;
   ui.callbackNote.value = "";
+  if (wasPreflight) return;  // runPreflight says what comes next
   setState("ended", testing ? "Microphone test finished." : END_REASONS[reason] || "The call has ended.");
+}
+
+// --- preflight ---------------------------------------------------------------------------
+// Before the first call (config.preflight "before_call") and on demand ("Check my
+// connection"): the microphone's level, an echo call through the server measured for a
+// few seconds (you do not hear it), TURN if configured; the server judges and keeps it.
+let preflightDone = false;
+let registeredOnce = false;
+let checking = null;  // the preflight running now: {skipped, stop()}
+
+async function runPreflight(trigger) {
+  if (call || incoming || checking) return;
+  const run = checking = {skipped: false, stop: () => {}};
+  try {
+    await preflight(trigger, run);
+  } finally {
+    checking = null;
+  }
+}
+
+async function preflight(trigger, run) {
+  setProblem("");
+  ui.preflight.hidden = true;
+  setState("preflight", "Checking your microphone and connection…");
+  const turn = turnCheck(config.iceServers);
+  const report = {trigger, microphone: {ok: false}, echo: {ok: false, packetsReceived: 0,
+                  packetsLost: 0, problem: "not tried"}, turn: {configured: false}};
+  try {
+    await ensureMicrophone();
+    report.microphone = {ok: true, level: await microphoneLevel(microphone.meter)};
+  } catch (error) {
+    report.microphone = {ok: false, level: 0, problem: String(error.message).slice(0, 200)};
+  }
+  if (report.microphone.ok && !run.skipped) report.echo = await echoCheck(run);
+  report.turn = await turn;
+  if (run.skipped) {  // "Skip the check": nothing to report
+    if (!call && !incoming) setState("idle", "Ready.");
+    return;
+  }
+  let result;
+  try {
+    result = await fileReport(config.token, report);
+  } catch (error) {
+    result = {verdict: report.microphone.ok && report.echo.ok ? "good" : "problem",
+              findings: [error.message]};
+  }
+  preflightDone = true;
+  if (call || incoming) return;  // a call came in meanwhile: leave its state alone
+  showResult(ui.preflight, result);
+  setState(microphone.stream ? "idle" : "mic-problem", microphone.stream ? "Ready." :
+    "Your microphone is not available.");
+}
+
+async function echoCheck(run) {
+  ui.remote.muted = true;  // measured, not heard
+  let connectedNow;
+  const connectedSoon = new Promise((resolve) => { connectedNow = resolve; });
+  run.stop = () => connectedNow(false);
+  try {
+    await startCall("echo", null, {preflight: {connected: () => connectedNow(true)}});
+    setState("preflight", "Checking your connection…");
+    const up = await Promise.race([connectedSoon, new Promise((r) => setTimeout(() => r(false), 10000))]);
+    if (!up || !call?.media) {
+      return {ok: false, packetsReceived: 0, packetsLost: 0,
+              problem: "the connection to the service did not open"};
+    }
+    return await echoStats(call.media.pc);
+  } catch (error) {
+    return {ok: false, packetsReceived: 0, packetsLost: 0, problem: String(error).slice(0, 200)};
+  } finally {
+    if (call?.preflight) hangUp();
+    ui.remote.muted = false;
+  }
+}
+
+function maybePreflightBeforeCalling() {
+  if (config.preflight !== "before_call" || preflightDone || !registeredOnce) return;
+  if (call || incoming || !microphone.stream) return;
+  preflightDone = true;
+  runPreflight("before_call").catch(console.error);
 }
 
 // --- buttons ---------------------------------------------------------------------------
@@ -476,7 +570,14 @@ function hangUp() {
   finish("hangup");
 }
 
-ui.hangup.addEventListener("click", hangUp);
+ui.hangup.addEventListener("click", () => {
+  if (checking) {  // "Skip the check"
+    checking.skipped = true;
+    checking.stop();
+  }
+  hangUp();
+});
+ui.preflightRun.addEventListener("click", () => runPreflight("on_demand").catch(console.error));
 ui.accept.addEventListener("click", () => {
   ringer.stop();
   const callSid = incoming;
@@ -511,5 +612,8 @@ ui.microphone.addEventListener("change", () =>
 
 setState("checking", "Checking your microphone…");
 ensureMicrophone()
-  .then(() => { if (!call && !incoming) setState("idle", "Ready."); })
+  .then(() => {
+    if (!call && !incoming) setState("idle", "Ready.");
+    maybePreflightBeforeCalling();
+  })
   .catch(() => {});
