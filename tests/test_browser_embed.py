@@ -62,9 +62,18 @@ in your browser.</p></main>
   Callbridge.mount({{
     getToken: async () => {json.dumps(token)},
     onEvent: (event) => window.events.push(event),
+    accent: "#0b6e4f",
   }});
 </script>
 </body></html>"""
+
+
+BRAND = (
+    "from calls.models import Branding; Branding.objects.update_or_create(pk=1, defaults=dict("
+    "display_name='Example Shop', accent_color='#0b6e4f', "
+    "welcome_text='Our team answers from 9 to 5.', "
+    "waiting_text='Thanks for waiting: the next free person will answer.'))"
+)
 
 
 async def events_of(page: Any) -> list[dict[str, Any]]:
@@ -90,6 +99,7 @@ async def test_it_calls_from_a_host_page_after_a_preflight_and_tells_it_only_whe
     site.mkdir()
     (site / "index.html").write_text(host_page(server, token))
 
+    await asyncio.to_thread(server.manage, "shell", "-c", BRAND)  # as an admin would
     operator_browser, dashboard = await operator_dashboard(server, playwright, tmp_path)
     with static_site(site, host_port) as origin:
         user_browser, page, errors = await open_page(
@@ -111,11 +121,26 @@ async def test_it_calls_from_a_host_page_after_a_preflight_and_tells_it_only_whe
             await status_is(frame, "Ready.")
             assert await result.get_attribute("data-verdict") == "good"
             assert "Your microphone and connection work." in await result.inner_text()
+            # The branding: its name, texts and accent (a CSS variable the buttons use).
+            assert await frame.locator("h1").inner_text() == "Example Shop"
+            assert await frame.locator("#welcome").inner_text() == "Our team answers from 9 to 5."
+            assert (
+                await frame.evaluate(
+                    "getComputedStyle(document.getElementById('call')).backgroundColor"
+                )
+                == "rgb(11, 110, 79)"
+            )
             await screenshot(page, "embed-host-page")
 
             await frame.get_by_role("button", name="Call", exact=True).click()
             ringing = dashboard.locator("#ringing li", has_text="Ada is calling")
             await ringing.wait_for()
+            waiting = frame.locator("#waiting")
+            assert (
+                await waiting.inner_text()
+                == "Thanks for waiting: the next free person will answer."
+            )
+            assert await waiting.is_visible()
             # The operator sees the caller's preflight on the ringing call.
             line = ringing.locator(".preflight")
             await line.wait_for()
