@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from callbridge.local_server import free_port
+from tests.support.browser import launch
 from tests.support.live_server import Server, running_server
 from tests.support.pages import (
     DESKTOP,
@@ -205,3 +206,31 @@ async def test_it_calls_from_a_host_page_after_a_preflight_and_tells_it_only_whe
             assert await events_of(page) == []
         finally:
             await browser.close()
+
+
+async def test_it_reports_a_blocked_microphone_for_support(
+    embed_server: Server, playwright: Any
+) -> None:
+    url, _ = await end_user_link(embed_server, "Cy")
+    browser = await launch(playwright, None, allow_microphone=False)
+    try:
+        page = await (await browser.new_context()).new_page()
+        page.set_default_timeout(20_000)
+        await page.goto(url)
+        result = page.locator("#preflight[data-verdict='problem']")
+        await result.wait_for()
+        assert "The microphone does not work: Microphone access is blocked" in (
+            await result.inner_text()
+        )
+        assert await page.get_by_role("button", name="Try again").is_visible()
+    finally:
+        await browser.close()
+    stored = await asyncio.to_thread(
+        embed_server.manage,
+        "shell",
+        "-c",
+        "from calls.models import PreflightReport as P; "
+        "r = P.objects.get(session__display_name='Cy'); print(r.verdict, r.report['echo']['ok'])",
+    )
+    # (the shell may first say what it imported)
+    assert stored.strip().splitlines()[-1].split() == ["problem", "False"]  # no echo tried

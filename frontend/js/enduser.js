@@ -135,6 +135,11 @@ async function handle(message) {
       if (call && call.callSid === message.callSid) tellCall("ringing", {direction: "outbound"});
       return;
     case "call.incoming":
+      if (call?.preflight && checking) {  // an operator calls: the check gives way
+        checking.skipped = true;
+        checking.stop();
+        hangUp();
+      }
       if (!call && !incoming) {
         incoming = message.callSid;
         ringer.start();
@@ -509,6 +514,7 @@ async function preflight(trigger, run) {
   } catch (error) {
     report.microphone = {ok: false, level: 0, problem: String(error.message).slice(0, 200)};
   }
+  if (call || incoming) run.skipped = true;  // a call came first: the check gives way
   if (report.microphone.ok && !run.skipped) report.echo = await echoCheck(run);
   report.turn = await turn;
   if (run.skipped) {  // "Skip the check": nothing to report
@@ -551,9 +557,11 @@ async function echoCheck(run) {
   }
 }
 
+let microphoneFailed = false;  // on opening the page: worth a report for support too
+
 function maybePreflightBeforeCalling() {
   if (config.preflight !== "before_call" || preflightDone || !registeredOnce) return;
-  if (call || incoming || !microphone.stream) return;
+  if (call || incoming || !(microphone.stream || microphoneFailed)) return;
   preflightDone = true;
   runPreflight("before_call").catch(console.error);
 }
@@ -616,4 +624,7 @@ ensureMicrophone()
     if (!call && !incoming) setState("idle", "Ready.");
     maybePreflightBeforeCalling();
   })
-  .catch(() => {});
+  .catch(() => {
+    microphoneFailed = true;
+    maybePreflightBeforeCalling();
+  });
