@@ -11,6 +11,7 @@ from PIL import Image, UnidentifiedImageError
 
 from calls.contrast import accent_problem, outline_accent, readable_accent
 from calls.models import Branding
+from calls.models.branding import DEFAULT_ACCENT
 
 LOGO_MAX_BYTES = 256 * 1024
 LOGO_MAX_SIDE = 1024  # pixels: a logo, not a photograph (and no decompression bombs)
@@ -51,7 +52,7 @@ def readable_accent_or_default(colour: str) -> str:
     try:
         return readable_accent(colour)
     except ValueError:
-        return readable_accent(Branding._meta.get_field("accent_color").get_default())
+        return DEFAULT_ACCENT
 
 
 def validate_logo(content: bytes) -> str:
