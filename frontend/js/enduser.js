@@ -319,7 +319,9 @@ function onError(message) {
     return;
   }
   setProblem(error.message);
-  tellHost("error", {code: error.code, message: error.message, callSid: message.callSid || null});
+  if (!call?.preflight) {  // the preflight reports its own failures
+    tellHost("error", {code: error.code, message: error.message, callSid: message.callSid || null});
+  }
   ui.callbackAsk.disabled = false;  // a refused callback request may be asked again
   if (call && !call.sessionId) {  // our offer was refused: there is no call
     closeMedia();
