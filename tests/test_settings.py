@@ -105,6 +105,8 @@ def test_it_selects_postgres_and_redis_from_urls() -> None:
         ({"CALLBRIDGE_ICE_ALLOWED_NETWORKS": "10.0.0.0/8,lan"}, "not an IP address or network"),
         ({"CALLBRIDGE_TRUSTED_PROXIES": "nginx.internal"}, "CALLBRIDGE_TRUSTED_PROXIES"),
         ({"CALLBRIDGE_LOGIN_FAILURE_LIMIT": "0"}, "CALLBRIDGE_LOGIN_FAILURE_LIMIT"),
+        ({"CALLBRIDGE_EMBED_ORIGINS": "https://shop.example.com/page"}, "is not an origin"),
+        ({"CALLBRIDGE_PREFLIGHT": "always"}, "CALLBRIDGE_PREFLIGHT"),
     ],
 )
 def test_it_refuses_to_start_with_bad_configuration(env: dict[str, str], message: str) -> None:
