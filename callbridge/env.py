@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -84,6 +85,34 @@ def env_url_list(
             wanted = "/".join(f"{scheme}:" for scheme in schemes)
             raise ImproperlyConfigured(f"{name}: {url!r} is not a {wanted} URL")
     return urls
+
+
+def env_origin_list(name: str, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Comma-separated web origins (`scheme://host[:port]`, http or https, nothing else),
+    normalised as browsers serialise them (lower case, no default port)."""
+    origins = []
+    for item in env_list(name, environ=environ):
+        parts = urlsplit(item)
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        default_port = {"http": 80, "https": 443}.get(parts.scheme.lower())
+        if (
+            default_port is None
+            or not parts.hostname
+            or port == -1
+            or parts.username
+            or parts.password
+            or parts.path not in ("", "/")
+            or parts.query
+            or parts.fragment
+        ):
+            raise ImproperlyConfigured(f"{name}: {item!r} is not an origin (scheme://host[:port])")
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname.lower()
+        suffix = "" if port in (None, default_port) else f":{port}"
+        origins.append(f"{parts.scheme.lower()}://{host}{suffix}")
+    return origins
 
 
 def env_choice(

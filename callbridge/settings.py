@@ -19,6 +19,7 @@ from callbridge.env import (
     env_ip_list,
     env_list,
     env_network_list,
+    env_origin_list,
     env_rate,
     env_str,
     env_url_list,
@@ -184,6 +185,17 @@ X_FRAME_OPTIONS = "DENY"
 CORS_ALLOWED_ORIGINS = env_list("CALLBRIDGE_CORS_ORIGINS")
 CORS_URLS_REGEX = r"^/(api|call)/.*$"
 CORS_ALLOW_HEADERS = ("accept", "authorization", "content-type", "token", "x-csrftoken")
+
+# --- Embedding (integrators' pages framing the end-user page: docs/embedding.md) ----------
+# The only origins that may frame /talk/embed/ (its CSP frame-ancestors), hand it a
+# session token and hear its events. Empty: the page cannot be framed at all. Every other
+# page keeps X-Frame-Options: DENY (the admin is never frameable).
+CALLBRIDGE_EMBED_ORIGINS = env_origin_list("CALLBRIDGE_EMBED_ORIGINS")
+# The end-user page's preflight (microphone, echo round trip, TURN; the report kept with
+# the session): before_call runs it once when the page is ready; on_demand only when asked.
+CALLBRIDGE_PREFLIGHT = env_choice(
+    "CALLBRIDGE_PREFLIGHT", "before_call", ("before_call", "on_demand")
+)
 
 # --- REST framework ---------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -11,7 +11,16 @@ from django.db import transaction
 
 from calls import policy
 from calls.errors import CallbridgeError, CallStateError, ErrorCode
-from calls.models import Call, ConsentMethod, Leg, LegRole, RecordingConsent, SupervisorMode
+from calls.models import (
+    Branding,
+    Call,
+    ConsentMethod,
+    Leg,
+    LegRole,
+    RecordingConsent,
+    SupervisorMode,
+)
+from calls.models.branding import SINGLETON_ID
 from calls.principals import PartyKey, Principal, party_key_of
 
 # Which ways of consenting each kind of party may claim.
@@ -22,8 +31,33 @@ METHODS_BY_KIND = {
 }
 
 
+@dataclass(frozen=True)
+class ConsentNotice:
+    version: str
+    text: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+def current_notice() -> ConsentNotice:
+    """The notice people agree to: the admin's branding (text and version together), else
+    the settings'. Consents record its version and its text's SHA-256."""
+    brand = (
+        Branding.objects.filter(pk=SINGLETON_ID)
+        .only("consent_text", "consent_policy_version")
+        .first()
+    )
+    if brand is not None and brand.consent_text and brand.consent_policy_version:
+        return ConsentNotice(brand.consent_policy_version, brand.consent_text)
+    return ConsentNotice(
+        settings.CALLBRIDGE_CONSENT_POLICY_VERSION, settings.CALLBRIDGE_CONSENT_TEXT
+    )
+
+
 def consent_text_sha256() -> str:
-    return hashlib.sha256(settings.CALLBRIDGE_CONSENT_TEXT.encode()).hexdigest()
+    return current_notice().sha256
 
 
 def required_roles(call: Call) -> set[str]:
@@ -56,7 +90,7 @@ def barging_leg(call: Call) -> Leg | None:
 
 def counts_for(call: Call, leg: Leg) -> bool:
     """Whether the party of `leg` has a consent that counts now."""
-    return _counts(current_consents(call).get(party_key_of(leg)))
+    return _counts(current_consents(call).get(party_key_of(leg)), current_notice())
 
 
 def current_consents(call: Call) -> dict[PartyKey, RecordingConsent]:
@@ -69,12 +103,12 @@ def current_consents(call: Call) -> dict[PartyKey, RecordingConsent]:
     return latest
 
 
-def _counts(consent: RecordingConsent | None) -> TypeGuard[RecordingConsent]:
+def _counts(consent: RecordingConsent | None, notice: ConsentNotice) -> TypeGuard[RecordingConsent]:
     return (
         consent is not None
         and consent.granted
-        and consent.policy_version == settings.CALLBRIDGE_CONSENT_POLICY_VERSION
-        and consent.text_sha256 == consent_text_sha256()
+        and consent.policy_version == notice.version
+        and consent.text_sha256 == notice.sha256
     )
 
 
@@ -105,15 +139,16 @@ def consent_status(call: Call) -> ConsentStatus:
     }
     missing: list[str] = []
     relied_on: list[RecordingConsent] = []
+    notice = current_notice()  # read once: one query per status, not per party
     for role in required:
         consent = latest.get(present[role]) if role in present else None
-        if _counts(consent):
+        if _counts(consent, notice):
             relied_on.append(consent)
         else:
             missing.append(role)
     return ConsentStatus(
         policy=settings.CALLBRIDGE_RECORDING_CONSENT,
-        version=settings.CALLBRIDGE_CONSENT_POLICY_VERSION,
+        version=notice.version,
         required=required,
         missing=missing,
         relied_on=relied_on,
@@ -142,11 +177,12 @@ def record_answer(
     """Record the principal's own consent (or withdrawal) for `call` (its parties, who
     may answer it, and its supervisor now, as a supervisor)."""
     _require_may_consent(principal, call)
-    if policy_version != settings.CALLBRIDGE_CONSENT_POLICY_VERSION:
+    notice = current_notice()  # one read: the version checked is the text recorded
+    if policy_version != notice.version:
         raise CallbridgeError(
             ErrorCode.INVALID_ARGUMENT,
             f"policy {policy_version!r} is not the current consent policy "
-            f"({settings.CALLBRIDGE_CONSENT_POLICY_VERSION!r}): show the current text",
+            f"({notice.version!r}): show the current text",
         )
     if method not in METHODS_BY_KIND.get(principal.kind, set()):
         raise CallbridgeError(
@@ -165,7 +201,7 @@ def record_answer(
             **party,
             granted=granted,
             policy_version=policy_version,
-            text_sha256=consent_text_sha256(),
+            text_sha256=notice.sha256,
             method=method,
             ip=ip,
             user_agent=user_agent[:300],

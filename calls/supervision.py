@@ -149,7 +149,7 @@ def _require_consent_to_barge(call: Call, leg: Leg | None) -> None:
             "this call is being recorded: give your consent (while monitoring) before barging",
             details={
                 "missing": [LegRole.SUPERVISOR],
-                "policy": settings.CALLBRIDGE_CONSENT_POLICY_VERSION,
+                "policy": consent.current_notice().version,
             },
         )
 

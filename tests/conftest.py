@@ -16,6 +16,7 @@ from calls.models import ApiToken, Call, EndUserSession
 from calls.principals import Principal
 from tests.support.live_call import live_call  # noqa: F401  (a shared fixture)
 from tests.support.live_server import Server, running_server
+from tests.support.pages import playwright  # noqa: F401  (a shared fixture)
 from tests.support.rest_client import bearer_client
 
 

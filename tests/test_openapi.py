@@ -20,6 +20,7 @@ def test_it_generates_a_valid_schema_without_warnings(tmp_path: Path) -> None:
     assert set(schema["paths"]) == {
         "/api/webrtc/config",
         "/api/sessions",
+        "/api/sessions/me/preflight",
         "/api/v1/webrtc/sessions",
         "/api/calls",
         "/api/calls/{callID}",
@@ -45,6 +46,7 @@ def test_it_generates_a_valid_schema_without_warnings(tmp_path: Path) -> None:
         "/api/calls/{callID}/webrtc/close",
         "/api/calls/{callID}/disposition",
         "/api/calls/{callID}/events",
+        "/api/calls/{callID}/preflight",
         "/api/calls/export",
         "/api/recordings",
         "/api/recordings/{recordingID}/audio",

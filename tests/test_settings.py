@@ -108,6 +108,8 @@ def test_it_selects_postgres_and_redis_from_urls() -> None:
         ({"CALLBRIDGE_METRICS_TOKEN": "too-short"}, "at least 16 characters"),
         ({"CALLBRIDGE_METRICS_ALLOWED": "prometheus.lan"}, "not an IP address or network"),
         ({"PROMETHEUS_MULTIPROC_DIR": "/nonexistent/metrics"}, "is not a directory"),
+        ({"CALLBRIDGE_EMBED_ORIGINS": "https://shop.example.com/page"}, "is not an origin"),
+        ({"CALLBRIDGE_PREFLIGHT": "always"}, "CALLBRIDGE_PREFLIGHT"),
     ],
 )
 def test_it_refuses_to_start_with_bad_configuration(env: dict[str, str], message: str) -> None:

@@ -2,10 +2,12 @@ from django.contrib import admin
 
 from calls.admin import (  # noqa: F401  (registers)
     audio_admin,
+    branding_admin,
     call_admin,
     callback_admin,
     credentials_admin,
     notes_admin,
+    preflight_admin,
     queue_admin,
     transcript_admin,
     webhook_admin,

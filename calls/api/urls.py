@@ -4,6 +4,7 @@ from rest_framework.routers import SimpleRouter
 
 from calls.api.callback_views import CallbackCallView, CallbackCloseView, CallbackListView
 from calls.api.export_views import CallExportView
+from calls.api.preflight_views import CallPreflightView, PreflightCreateView
 from calls.api.queue_views import (
     MyStatusView,
     OperatorListView,
@@ -29,6 +30,8 @@ router.register("calls", CallViewSet, basename="call")
 urlpatterns = [
     path("webrtc/config", WebRtcConfigView.as_view(), name="webrtc-config"),
     path("sessions", SessionCreateView.as_view(), name="session-create"),
+    path("sessions/me/preflight", PreflightCreateView.as_view(), name="preflight-create"),
+    path("calls/<uuid:callID>/preflight", CallPreflightView.as_view(), name="call-preflight"),
     path("v1/webrtc/sessions", VoisnapSessionCreateView.as_view(), name="voisnap-session-create"),
     path("operators", OperatorListView.as_view(), name="operator-list"),
     path("operators/me/status", MyStatusView.as_view(), name="operator-my-status"),

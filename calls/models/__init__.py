@@ -1,5 +1,6 @@
 from calls.models.activity import Activity, activities, activity_of
 from calls.models.audio_file import AudioFile
+from calls.models.branding import Branding
 from calls.models.call import (
     Call,
     CallDirection,
@@ -23,6 +24,7 @@ from calls.models.operator_status import (
     OperatorStatus,
     operator_users,
 )
+from calls.models.preflight import PreflightReport, PreflightVerdict
 from calls.models.queue import (
     DEFAULT_QUEUE_PUBLIC_ID,
     OfferOutcome,
@@ -51,6 +53,7 @@ __all__ = [
     "ApiToken",
     "AudioFile",
     "Availability",
+    "Branding",
     "Call",
     "CallDirection",
     "CallEvent",
@@ -72,6 +75,8 @@ __all__ = [
     "OfferOutcome",
     "OperatorStatus",
     "Overflow",
+    "PreflightReport",
+    "PreflightVerdict",
     "Queue",
     "QueueOffer",
     "QueueStrategy",

@@ -1,8 +1,12 @@
 from django.urls import path
 
-from calls.pages.views import enduser_page
+from calls.pages.embed import embed_page, embed_session
+from calls.pages.views import brand_logo, enduser_page
 
 urlpatterns = [
     path("talk/", enduser_page, name="enduser-page"),
+    path("talk/embed/", embed_page, name="enduser-embed"),
+    path("talk/embed/session", embed_session, name="enduser-embed-session"),
+    path("talk/brand/logo", brand_logo, name="enduser-logo"),
 ]
 # The dashboard lives under /admin/ (see callbridge/urls.py).

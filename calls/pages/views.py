@@ -10,15 +10,17 @@ from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.middleware.csrf import get_token
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
+from calls.branding import page_branding
+from calls.consent import current_notice
 from calls.ice import ice_configuration
 from calls.limits import LobbyThrottle
-from calls.models import AudioFile, EndUserSession
+from calls.models import AudioFile, Branding, EndUserSession
 from calls.notes import SUPERVISOR_PERMISSION
 from calls.operators import is_operator_user
 from calls.supervision import is_supervisor_user
@@ -30,10 +32,11 @@ LOBBY_COOKIE = "callbridge_lobby"
 
 
 def consent_config() -> dict[str, str]:
+    notice = current_notice()  # the admin's branding may replace the settings' notice
     return {
         "consentPolicy": settings.CALLBRIDGE_RECORDING_CONSENT,
-        "consentVersion": settings.CALLBRIDGE_CONSENT_POLICY_VERSION,
-        "consentText": settings.CALLBRIDGE_CONSENT_TEXT,
+        "consentVersion": notice.version,
+        "consentText": notice.text,
     }
 
 
@@ -54,34 +57,61 @@ def queue_param(request: HttpRequest) -> str:
     return value if QUEUE_PARAM.fullmatch(value) else ""
 
 
+def session_problem(token: str) -> tuple[EndUserSession | None, str, int]:
+    """The session a page's token stands for, or what is wrong with it (text, HTTP status)."""
+    session = EndUserSession.objects.find(token) if token_kind(token) == "cbs" else None
+    if session is None:
+        return None, "This call link is not valid. Ask for a new one.", 401
+    if session.is_revoked:
+        return None, "This call link was withdrawn. Ask for a new one.", 401
+    if session.is_expired:
+        return None, "This call link has expired. Ask for a new one.", 410
+    return session, "", 200
+
+
+def session_config(request: HttpRequest, session: EndUserSession, token: str) -> dict[str, Any]:
+    """What the page's script needs for one session (the token included: it is theirs)."""
+    return {
+        "token": token,
+        "sessionId": str(session.pk),
+        "displayName": session.display_name,
+        "expiresAt": session.expires_at.isoformat(),
+        "signalPath": "/ws/signal",
+        "queue": queue_param(request),
+        # Check microphone and connection before the first call, or only when asked.
+        "preflight": settings.CALLBRIDGE_PREFLIGHT,
+        **consent_config(),
+        **ice_configuration(f"end_user-{session.pk}", not_after=session.expires_at),
+    }
+
+
+def page_context(problem: str, session: EndUserSession | None, config: Any) -> dict[str, Any]:
+    """The end-user page template's context: the branding (calls.branding) with it."""
+    return {"problem": problem, "session": session, "config": config, "brand": page_branding()}
+
+
+@require_GET
+def brand_logo(request: HttpRequest) -> HttpResponse:
+    """The branding's logo (validated on upload; kept in the database, not MEDIA_ROOT)."""
+    brand = Branding.current()
+    if not brand.logo_sha256:
+        raise Http404("no logo")
+    response = HttpResponse(bytes(brand.logo), content_type=brand.logo_type)
+    # Its URL carries the hash (`?v=`): a new logo is a new URL.
+    response["Cache-Control"] = "public, max-age=86400"
+    response["Content-Security-Policy"] = "default-src 'none'"
+    response["Cross-Origin-Resource-Policy"] = "cross-origin"  # embedding sites may show it
+    return response
+
+
 @require_GET
 def enduser_page(request: HttpRequest) -> HttpResponse:
     token = request.GET.get("token", "")
     if not token and settings.CALLBRIDGE_PUBLIC_LOBBY:
         return _lobby(request)
-    session = EndUserSession.objects.find(token) if token_kind(token) == "cbs" else None
-    if session is None:
-        problem, status = "This call link is not valid. Ask for a new one.", 401
-    elif session.is_revoked:
-        problem, status = "This call link was withdrawn. Ask for a new one.", 401
-    elif session.is_expired:
-        problem, status = "This call link has expired. Ask for a new one.", 410
-    else:
-        problem, status = "", 200
-    context: dict[str, Any] = {"problem": problem, "session": None, "config": None}
-    if not problem:
-        assert session is not None
-        context["session"] = session
-        context["config"] = {
-            "token": token,
-            "sessionId": str(session.pk),
-            "displayName": session.display_name,
-            "expiresAt": session.expires_at.isoformat(),
-            "signalPath": "/ws/signal",
-            "queue": queue_param(request),
-            **consent_config(),
-            **ice_configuration(f"end_user-{session.pk}", not_after=session.expires_at),
-        }
+    session, problem, status = session_problem(token)
+    config = session_config(request, session, token) if session is not None else None
+    context = page_context(problem, session, config)
     return _no_store(render(request, "enduser/page.html", context, status=status))
 
 
@@ -120,11 +150,9 @@ def _lobby(request: HttpRequest) -> HttpResponse:
 def _too_many_lobby_sessions(request: HttpRequest, throttle: LobbyThrottle) -> HttpResponse:
     """RATE_LIMITED (429): this address made its share of new lobby sessions."""
     wait = math.ceil(throttle.wait() or 1)
-    context = {
-        "problem": "Too many new calls from your network. Try again in a few minutes.",
-        "session": None,
-        "config": None,
-    }
+    context = page_context(
+        "Too many new calls from your network. Try again in a few minutes.", None, None
+    )
     response = render(request, "enduser/page.html", context, status=429)
     response["Retry-After"] = str(wait)
     return _no_store(response)

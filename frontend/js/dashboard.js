@@ -14,6 +14,7 @@ import {CallbackLists} from "./callbacks.js";
 import {ConsultControls} from "./consult.js";
 import {LevelMeter, Microphone, formatDuration} from "./media.js";
 import {CallMedia, qualityWarnings} from "./peer.js";
+import {PreflightLines} from "./preflight-line.js";
 import {Supervision} from "./supervise.js";
 import {WrapUp} from "./wrapup.js";
 import {VoicemailList} from "./voicemails.js";
@@ -46,6 +47,7 @@ const REASONS = {
   consult_ended: "the consult ended",
 };
 
+const preflightLines = new PreflightLines();
 const calls = new Map();    // callID → call summary
 const online = new Map();   // sessionId → session summary
 const operators = new Map();  // username → {operator, displayName, availability, activity}
@@ -421,7 +423,9 @@ function render() {
   const all = [...calls.values()].sort((a, b) => Date.parse(b.createdAt) - Date.parse(a.createdAt));
   const ringing = all.filter((c) => c.state === "ringing");
   const active = all.filter((c) => c.state === "active");
-  const ended = all.filter((c) => !["ringing", "active"].includes(c.state)).slice(0, 20);
+  // Echo calls (a caller's microphone test or preflight) are no conversation: not listed.
+  const ended = all.filter((c) => !["ringing", "active"].includes(c.state) && c.mode !== "echo")
+    .slice(0, 20);
   tickers = [];
 
   ui.lists.ringing.replaceChildren(...all.filter((c) => consults.ringsForMe(c)).map(consultItem),
@@ -448,6 +452,7 @@ function render() {
       li.append(button("Cancel", "danger", () => hangUp(call.callID)));
     }
     li.append(link("Details", callUrl(call.callID)));
+    preflightLines.attach(li, call);  // the caller's preflight report, if their page made one
     return withCallerDetails(li, call);
   }));
 

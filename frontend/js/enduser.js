@@ -2,13 +2,24 @@
 // when the operator has put the call on hold (call.held / call.resumed, or on registering),
 // "Transferring you…" from a transfer until the next operator takes the call, and when a
 // supervisor listens or joins in (supervisor.*, where the deployment tells).
+import {pageConfig, tellHost} from "./embedded.js";
 import {Microphone, Ringer, formatDuration} from "./media.js";
 import {CallMedia} from "./peer.js";
+import {echoStats, fileReport, microphoneLevel, showResult, turnCheck} from "./preflight.js";
 import {SignalSocket} from "./signaling.js";
 import {VoicemailPanel} from "./voicemail.js";
 
-const config = JSON.parse(document.getElementById("config").textContent);
 const $ = (id) => document.getElementById(id);
+const config = await pageConfig(JSON.parse($("config").textContent)).catch((error) => {
+  // Framed without a usable token (or not framed at all): say so, tell the host, stop here.
+  document.body.dataset.state = "unavailable";
+  $("status").textContent = "The call cannot start.";
+  $("problem").textContent = error.message;
+  $("problem").hidden = false;
+  tellHost("error", {code: error.code || "HANDLER_ERROR", message: error.message});
+  return new Promise(() => {});  // never settles: the rest of this module never runs
+});
+if (config.embed && config.displayName) $("greeting").textContent = `Hello, ${config.displayName}.`;
 const ui = {
   status: $("status"), problem: $("problem"), timer: $("timer"), incoming: $("incoming"),
   call: $("call"), test: $("test"), hangup: $("hangup"), mute: $("mute"), retry: $("retry"),
@@ -20,6 +31,7 @@ const ui = {
   consentText: $("consent-text"), consentVersion: $("consent-version"),
   consentYes: $("consent-yes"), consentNo: $("consent-no"), withdraw: $("withdraw"),
   callback: $("callback"), callbackNote: $("callback-note"), callbackAsk: $("callback-ask"),
+  preflight: $("preflight"), preflightRun: $("preflight-run"),
 };
 ui.consentText.textContent = config.consentText;
 ui.consentVersion.textContent = config.consentVersion;
@@ -43,6 +55,7 @@ const microphone = new Microphone({
   meter: ui.level,
   onProblem: (error) => {
     setProblem(error.message);
+    tellHost("error", {code: "MICROPHONE", kind: error.kind, message: error.message});
     setState("mic-problem", "Your microphone is not available.");
   },
 });
@@ -68,19 +81,26 @@ function show(element, visible) {
 function setState(state, text) {
   document.body.dataset.state = state;
   ui.status.textContent = text;
-  const inCall = ["calling", "connecting", "connected", "reconnecting", "testing"].includes(state);
+  const inCall = ["calling", "connecting", "connected", "reconnecting", "testing", "preflight"]
+    .includes(state);
   const staged = state === "voicemail";  // the voicemail panel has its own buttons
-  const hangupLabel = call?.mode === "echo" ? "Stop the test" : "Hang up";
+  const hangupLabel = state === "preflight" ? "Skip the check" :
+    call?.mode === "echo" ? "Stop the test" : "Hang up";
   const ready = !inCall && state !== "incoming" && microphone.stream !== null;
   show(ui.call, !inCall && !staged && state !== "incoming" && state !== "mic-problem");
   show(ui.test, !inCall && !staged && state !== "incoming" && state !== "mic-problem");
   ui.call.disabled = ui.test.disabled = !ready || staged;
   show(ui.hangup, inCall);
   ui.hangup.textContent = hangupLabel;
-  show(ui.mute, inCall);
   show(ui.incoming, state === "incoming");
   show(ui.retry, state === "mic-problem");
+  show(ui.preflightRun, !inCall && !staged && state !== "incoming" && state !== "mic-problem");
+  ui.preflightRun.disabled = !ready || staged;
+  show(ui.mute, inCall && state !== "preflight");
   show(ui.timer, state === "connected" || state === "testing");
+  // The branding's waiting text, while our call rings or waits in a queue.
+  const waiting = $("waiting");
+  show(waiting, state === "calling" && waiting.textContent.trim() !== "");
 }
 
 function setProblem(text) {
@@ -112,12 +132,19 @@ async function handle(message) {
     case "registered": return onRegistered(data);
     case "call.ringing":
       if (call && call.callSid === message.callSid) setState("calling", "Calling the operators…");
+      if (call && call.callSid === message.callSid) tellCall("ringing", {direction: "outbound"});
       return;
     case "call.incoming":
+      if (call?.preflight && checking) {  // an operator calls: the check gives way
+        checking.skipped = true;
+        checking.stop();
+        hangUp();
+      }
       if (!call && !incoming) {
         incoming = message.callSid;
         ringer.start();
         setState("incoming", "Incoming call…");
+        tellHost("ringing", {direction: "inbound", callSid: incoming});
       }
       return;
     case "queue.waiting": return onWaiting(message);
@@ -192,6 +219,7 @@ async function handle(message) {
         ringer.stop();
         incoming = null;
         setState("ended", "You missed a call.");
+        tellHost("ended", {callSid: message.callSid, reason: data.reason});
       }
       if (call && call.callSid === message.callSid) finish(data.reason);
       return;
@@ -272,12 +300,16 @@ function onRegistered(data) {
     setState(microphone.stream ? "idle" : document.body.dataset.state || "idle",
              microphone.stream ? "Ready." : ui.status.textContent);
   }
+  registeredOnce = true;
+  maybePreflightBeforeCalling();
 }
 
 async function onAnswer(message) {
   if (!call || call.sessionId && call.sessionId !== message.sessionId) return;
   call.callSid = message.callSid;
   call.sessionId = message.sessionId;
+  // Our own call is ringing once the server took the offer (call.ringing says so too).
+  if (call.outbound && !call.answeredAt) tellCall("ringing", {direction: "outbound"});
   await call.media.accept(message.data.sdp);
   for (const candidate of call.pending.splice(0)) sendCandidate(candidate);
 }
@@ -290,6 +322,9 @@ function onError(message) {
     return;
   }
   setProblem(error.message);
+  if (!call?.preflight) {  // the preflight reports its own failures
+    tellHost("error", {code: error.code, message: error.message, callSid: message.callSid || null});
+  }
   ui.callbackAsk.disabled = false;  // a refused callback request may be asked again
   if (call && !call.sessionId) {  // our offer was refused: there is no call
     closeMedia();
@@ -323,10 +358,18 @@ function onQualityEvent(message) {
 }
 
 // --- calls -----------------------------------------------------------------------------
-async function startCall(mode, callSid = null) {
+// The host page (when framed) hears of real calls only, each event once: not of echo tests.
+function tellCall(type, detail = {}) {
+  if (!call || call.mode !== "bridge" || call.told?.includes(type)) return;
+  call.told = [...(call.told || []), type];
+  tellHost(type, {callSid: call.callSid || null, ...detail});
+}
+
+async function startCall(mode, callSid = null, extra = {}) {
   setProblem("");
   const stream = await ensureMicrophone();
-  call = {callSid, sessionId: "", mode, pending: [], answeredAt: mode === "echo" ? Date.now() : null};
+  call = {callSid, sessionId: "", mode, pending: [], answeredAt: mode === "echo" ? Date.now() : null,
+          outbound: !callSid, ...extra};
   await connectMedia(stream);
   // An echo test or an accepted call shows "Connecting…" until the media connects.
   if (mode === "bridge" && !callSid) setState("calling", "Calling the operators…");
@@ -393,7 +436,12 @@ async function reconnectMedia() {
 }
 
 function connected() {
+  if (call.preflight) {  // the preflight's echo: measured by runPreflight, no timer
+    call.preflight.connected();
+    return;
+  }
   const testing = call.mode === "echo";
+  tellCall("connected");
   setState(testing ? "testing" : "connected",
            testing ? "Testing your microphone: you should hear yourself." :
              call.held ? "On hold." : "Connected.");
@@ -428,6 +476,7 @@ async function answerConsent(granted) {
 }
 
 function finish(reason) {
+  tellCall("ended", {reason: reason || "hangup"});
   voicemail.close();
   show(ui.consent, false);
   show(ui.held, false);
@@ -435,6 +484,7 @@ function finish(reason) {
   show(ui.recording, false);
   show(ui.withdraw, false);
   const testing = call?.mode === "echo";
+  const wasPreflight = Boolean(call?.preflight);
   closeMedia();
   call = null;
   clearInterval(timerHandle);
@@ -444,7 +494,91 @@ function finish(reason) {
   show(ui.callback, false);
   ui.callbackAsk.disabled = false;
   ui.callbackNote.value = "";
+  if (wasPreflight) return;  // runPreflight says what comes next
   setState("ended", testing ? "Microphone test finished." : END_REASONS[reason] || "The call has ended.");
+}
+
+// --- preflight ---------------------------------------------------------------------------
+// Before the first call (config.preflight "before_call") and on demand ("Check my
+// connection"): the microphone's level, an echo call through the server measured for a
+// few seconds (you do not hear it), TURN if configured; the server judges and keeps it.
+let preflightDone = false;
+let registeredOnce = false;
+let checking = null;  // the preflight running now: {skipped, stop()}
+
+async function runPreflight(trigger) {
+  if (call || incoming || checking) return;
+  const run = checking = {skipped: false, stop: () => {}};
+  try {
+    await preflight(trigger, run);
+  } finally {
+    checking = null;
+  }
+}
+
+async function preflight(trigger, run) {
+  setProblem("");
+  ui.preflight.hidden = true;
+  setState("preflight", "Checking your microphone and connection…");
+  const turn = turnCheck(config.iceServers);
+  const report = {trigger, microphone: {ok: false}, echo: {ok: false, packetsReceived: 0,
+                  packetsLost: 0, problem: "not tried"}, turn: {configured: false}};
+  try {
+    await ensureMicrophone();
+    report.microphone = {ok: true, level: await microphoneLevel(microphone.meter)};
+  } catch (error) {
+    report.microphone = {ok: false, level: 0, problem: String(error.message).slice(0, 200)};
+  }
+  if (call || incoming) run.skipped = true;  // a call came first: the check gives way
+  if (report.microphone.ok && !run.skipped) report.echo = await echoCheck(run);
+  report.turn = await turn;
+  if (run.skipped) {  // "Skip the check": nothing to report
+    if (!call && !incoming) setState("idle", "Ready.");
+    return;
+  }
+  let result;
+  try {
+    result = await fileReport(config.token, report);
+  } catch (error) {
+    result = {verdict: report.microphone.ok && report.echo.ok ? "good" : "problem",
+              findings: [error.message]};
+  }
+  preflightDone = true;
+  if (call || incoming) return;  // a call came in meanwhile: leave its state alone
+  showResult(ui.preflight, result);
+  setState(microphone.stream ? "idle" : "mic-problem", microphone.stream ? "Ready." :
+    "Your microphone is not available.");
+}
+
+async function echoCheck(run) {
+  ui.remote.muted = true;  // measured, not heard
+  let connectedNow;
+  const connectedSoon = new Promise((resolve) => { connectedNow = resolve; });
+  run.stop = () => connectedNow(false);
+  try {
+    await startCall("echo", null, {preflight: {connected: () => connectedNow(true)}});
+    setState("preflight", "Checking your connection…");
+    const up = await Promise.race([connectedSoon, new Promise((r) => setTimeout(() => r(false), 10000))]);
+    if (!up || !call?.media) {
+      return {ok: false, packetsReceived: 0, packetsLost: 0,
+              problem: "the connection to the service did not open"};
+    }
+    return await echoStats(call.media.pc);
+  } catch (error) {
+    return {ok: false, packetsReceived: 0, packetsLost: 0, problem: String(error).slice(0, 200)};
+  } finally {
+    if (call?.preflight) hangUp();
+    ui.remote.muted = false;
+  }
+}
+
+let microphoneFailed = false;  // on opening the page: worth a report for support too
+
+function maybePreflightBeforeCalling() {
+  if (config.preflight !== "before_call" || preflightDone || !registeredOnce) return;
+  if (call || incoming || !(microphone.stream || microphoneFailed)) return;
+  preflightDone = true;
+  runPreflight("before_call").catch(console.error);
 }
 
 // --- buttons ---------------------------------------------------------------------------
@@ -459,7 +593,14 @@ function hangUp() {
   finish("hangup");
 }
 
-ui.hangup.addEventListener("click", hangUp);
+ui.hangup.addEventListener("click", () => {
+  if (checking) {  // "Skip the check"
+    checking.skipped = true;
+    checking.stop();
+  }
+  hangUp();
+});
+ui.preflightRun.addEventListener("click", () => runPreflight("on_demand").catch(console.error));
 ui.accept.addEventListener("click", () => {
   ringer.stop();
   const callSid = incoming;
@@ -469,6 +610,7 @@ ui.accept.addEventListener("click", () => {
 ui.decline.addEventListener("click", () => {
   ringer.stop();
   socket.send({type: "hangup", callSid: incoming});
+  tellHost("ended", {callSid: incoming, reason: "rejected"});
   incoming = null;
   setState("idle", "Ready.");
 });
@@ -493,5 +635,11 @@ ui.microphone.addEventListener("change", () =>
 
 setState("checking", "Checking your microphone…");
 ensureMicrophone()
-  .then(() => { if (!call && !incoming) setState("idle", "Ready."); })
-  .catch(() => {});
+  .then(() => {
+    if (!call && !incoming) setState("idle", "Ready.");
+    maybePreflightBeforeCalling();
+  })
+  .catch(() => {
+    microphoneFailed = true;
+    maybePreflightBeforeCalling();
+  });

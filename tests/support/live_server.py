@@ -95,6 +95,9 @@ def running_server(
         CALLBRIDGE_DATA_DIR=str(data_dir),
         CALLBRIDGE_RING_TIMEOUT_S="2",
         CALLBRIDGE_ICE_HOST_ADDRESSES="127.0.0.1",
+        # Pages check their connection only when asked: a test measuring a call does not
+        # want an echo call first (tests of the preflight turn it on).
+        CALLBRIDGE_PREFLIGHT="on_demand",
     )
     env.update(extra_env)  # may override the defaults above
     running = Server.on_free_port(env, data_dir / "serve.log")
