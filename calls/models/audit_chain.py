@@ -1,0 +1,116 @@
+"""The audit hash chains: one per audit table, each row linked to the one before it.
+
+A row is written once (AppendOnlyModel) and sealed just after its transaction commits: in
+a short transaction of its own, under the chain head's row lock, it gets the next
+position (`chain_seq`), the previous row's hash and its own hash (calls/audit_format.py).
+Sealing after the commit, not inside the inserting transaction, is deliberate: a call's
+transaction holds call, leg and operator locks; holding the one global head lock from its
+first event to its commit would serialize every transition and could deadlock with a
+transaction holding those rows. The sealer holds nothing but the head, so it neither
+waits on nor blocks a call. `chain_seq` is unique: two sealers can never fork a chain."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+from django.db import models, transaction
+
+from calls.audit_format import GENESIS, canonical, link
+from calls.models.append_only import AppendOnlyModel
+
+logger = logging.getLogger(__name__)
+
+SEAL_BATCH = 500
+
+
+class AuditChainHead(models.Model):
+    """Where each chain ends: the row every sealer locks, and what `verify_audit` compares
+    the chain's last row with (a deleted tail shows as a head past the last row)."""
+
+    chain = models.CharField(max_length=64, primary_key=True)
+    seq = models.PositiveBigIntegerField("rows sealed", default=0)
+    hash = models.CharField("last row's hash", max_length=64, default=GENESIS)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "audit chain"
+
+    def __str__(self) -> str:
+        return f"{self.chain} @ {self.seq}"
+
+
+class ChainedModel(AppendOnlyModel):
+    """An append-only audit row in its table's hash chain. Subclasses name the fields the
+    hash covers (CHAIN_FIELDS, by attribute name) and why any other field is left out
+    (CHAIN_UNHASHED): tests/test_audit_chain.py holds every field to one or the other."""
+
+    CHAIN_FIELDS: ClassVar[tuple[str, ...]] = ()
+    CHAIN_UNHASHED: ClassVar[dict[str, str]] = {}
+    CHAIN_WRITTEN_AT: ClassVar[str] = "created_at"  # when the row was written
+
+    chain_seq = models.PositiveBigIntegerField(
+        "chain position", null=True, blank=True, unique=True, editable=False
+    )
+    chain_prev = models.CharField("previous hash", max_length=64, blank=True, editable=False)
+    chain_hash = models.CharField("hash", max_length=64, blank=True, editable=False)
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        super().save(*args, **kwargs)
+        model = type(self)
+        # robust: the row is committed whatever happens here; a row left unsealed is
+        # sealed by the next one (or by verify_audit).
+        transaction.on_commit(lambda: seal(model), using=self._state.db, robust=True)
+
+
+def seal(model: type[ChainedModel]) -> int:
+    """Chain every committed row of `model` not yet in its chain; how many were sealed."""
+    return seal_rows(model, AuditChainHead, model.CHAIN_FIELDS)
+
+
+def seal_rows(model: Any, head_model: Any, fields: tuple[str, ...]) -> int:
+    """`seal` for a model and head model given (the migration passes historical ones)."""
+    unsealed: models.QuerySet[Any] = models.QuerySet(model).filter(chain_seq=None)
+    if not unsealed.exists():  # the common case after a concurrent sealer took ours
+        return 0
+    chain = model._meta.label_lower
+    sealed = 0
+    with transaction.atomic():
+        head = _locked_head(model, head_model, chain)
+        while batch := list(unsealed.order_by("pk").values_list("pk", *fields)[:SEAL_BATCH]):
+            for pk, *values in batch:
+                seq = head.seq + 1
+                row = dict(zip(fields, values, strict=True))
+                digest = link(head.hash, canonical(chain, seq, row))
+                # Bypasses the append-only guard for the chain columns only, once.
+                models.QuerySet(model).filter(pk=pk, chain_seq=None).update(
+                    chain_seq=seq, chain_prev=head.hash, chain_hash=digest
+                )
+                head.seq, head.hash = seq, digest
+            sealed += len(batch)
+        head.save(update_fields=["seq", "hash", "updated_at"])
+    return sealed
+
+
+def _locked_head(model: Any, head_model: Any, chain: str) -> Any:
+    head = head_model.objects.select_for_update().filter(chain=chain).first()
+    if head is not None:
+        return head
+    # No head (a fresh database, or one flushed): it starts where the chain's rows end.
+    tail = (
+        models.QuerySet(model)
+        .exclude(chain_seq=None)
+        .order_by("-chain_seq")
+        .values_list("chain_seq", "chain_hash")
+        .first()
+    )
+    seq, digest = tail if tail is not None else (0, GENESIS)
+    if tail is not None:
+        logger.warning("audit chain %s had no head: restarted from its row %s", chain, seq)
+    head, _ = head_model.objects.select_for_update().get_or_create(
+        chain=chain, defaults={"seq": seq, "hash": digest}
+    )
+    return head
