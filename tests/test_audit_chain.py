@@ -31,7 +31,7 @@ from calls.models import (
     RecordingAccess,
     RecordingConsent,
 )
-from calls.models.audit_chain import ChainedModel, seal
+from calls.models.audit_chain import ChainedModel, _Sealer, seal
 from calls.principals import Principal
 from calls.recording_files import log_access
 from tests.support.queues import in_threads
@@ -303,6 +303,22 @@ def test_it_seals_rows_left_unsealed_and_names_them_when_old(
     code, out, _ = verify_audit("--seal")
     assert code == 0
     assert f"calls.callevent: sealed {pending} row(s)" in out
+    assert not models.QuerySet(CallEvent).filter(chain_seq=None).exists()
+
+
+def test_it_seals_once_per_transaction_and_table(
+    operator: Principal,
+    make_session: Callable[..., tuple[EndUserSession, str]],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        caller = Principal.end_user(make_session()[0])
+        call = Call.start(by=caller, mode="bridge", media_worker="embedded")
+        call.answer(operator)
+        call.hang_up(caller)
+    sealers = [callback for callback in callbacks if isinstance(callback, _Sealer)]
+    assert [sealer.model for sealer in sealers] == [CallEvent]
+    assert call.events.count() >= 3
     assert not models.QuerySet(CallEvent).filter(chain_seq=None).exists()
 
 

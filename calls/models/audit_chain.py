@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
-from django.db import models, transaction
+from django.db import connections, models, router, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 from calls.audit_format import GENESIS, canonical, link
 from calls.models.append_only import AppendOnlyModel
@@ -60,10 +61,30 @@ class ChainedModel(AppendOnlyModel):
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         super().save(*args, **kwargs)
-        model = type(self)
-        # robust: the row is committed whatever happens here; a row left unsealed is
-        # sealed by the next one (or by verify_audit).
-        transaction.on_commit(lambda: seal(model), using=self._state.db, robust=True)
+        _seal_on_commit(type(self), self._state.db or router.db_for_write(type(self)))
+
+
+class _Sealer:
+    """The on-commit callback sealing one model's rows: one per transaction, however many
+    rows it wrote (recognised in the connection's pending callbacks)."""
+
+    def __init__(self, model: type[ChainedModel]) -> None:
+        self.model = model
+
+    def __call__(self) -> None:
+        seal(self.model)  # looked up at commit: the benchmark times it
+
+
+def _seal_on_commit(model: type[ChainedModel], using: str) -> None:
+    connection = connections[using]
+    if connection.in_atomic_block and any(
+        isinstance(pending[1], _Sealer) and pending[1].model is model
+        for pending in connection.run_on_commit  # (savepoints, callback, robust)
+    ):
+        return
+    # robust: the row is committed whatever happens here; a row left unsealed is sealed
+    # by the next one (or by verify_audit --seal).
+    transaction.on_commit(_Sealer(model), using=using, robust=True)
 
 
 def seal(model: type[ChainedModel]) -> int:
@@ -74,13 +95,14 @@ def seal(model: type[ChainedModel]) -> int:
 def seal_rows(model: Any, head_model: Any, fields: tuple[str, ...]) -> int:
     """`seal` for a model and head model given (the migration passes historical ones)."""
     unsealed: models.QuerySet[Any] = models.QuerySet(model).filter(chain_seq=None)
-    if not unsealed.exists():  # the common case after a concurrent sealer took ours
-        return 0
     chain = model._meta.label_lower
     sealed = 0
-    with transaction.atomic():
+    using = router.db_for_write(model)
+    with transaction.atomic(using=using):
+        _without_waiting_for_the_disk(connections[using])
         head = _locked_head(model, head_model, chain)
-        while batch := list(unsealed.order_by("pk").values_list("pk", *fields)[:SEAL_BATCH]):
+        while True:
+            batch = list(unsealed.order_by("pk").values_list("pk", *fields)[:SEAL_BATCH])
             for pk, *values in batch:
                 seq = head.seq + 1
                 row = dict(zip(fields, values, strict=True))
@@ -91,14 +113,27 @@ def seal_rows(model: Any, head_model: Any, fields: tuple[str, ...]) -> int:
                 )
                 head.seq, head.hash = seq, digest
             sealed += len(batch)
-        head.save(update_fields=["seq", "hash", "updated_at"])
+            if len(batch) < SEAL_BATCH:  # the last one: no query to learn that
+                break
+        if sealed:  # else a concurrent sealer took them
+            head.save(update_fields=["seq", "hash", "updated_at"])
     return sealed
 
 
+def _without_waiting_for_the_disk(connection: BaseDatabaseWrapper) -> None:
+    """A seal's commit need not wait for the WAL flush (PostgreSQL): the rows it seals are
+    already durable, and a seal lost in a crash leaves them unsealed for the next sealer
+    (WAL order: nothing committed after it survives without it). It halves the cost."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+
+
 def _locked_head(model: Any, head_model: Any, chain: str) -> Any:
-    head = head_model.objects.select_for_update().filter(chain=chain).first()
-    if head is not None:
-        return head
+    try:
+        return head_model.objects.select_for_update().get(chain=chain)
+    except head_model.DoesNotExist:
+        pass
     # No head (a fresh database, or one flushed): it starts where the chain's rows end.
     tail = (
         models.QuerySet(model)
