@@ -1,37 +1,30 @@
 """What the audit chain costs a call event: each event's transaction timed from its start
 to its commit returning (the seal runs on commit), with and without the seal.
 
-    .venv/bin/python -m bench.audit_chain [--events 2000] [--postgres]
+    .venv/bin/python -m bench.audit_chain [--events 2000]
+    DATABASE_URL=postgres://…/scratch .venv/bin/python -m bench.audit_chain
 
-SQLite in a temporary data directory by default; --postgres starts a throwaway
-PostgreSQL (tests/support/real_services.py). Events go one at a time, as a call's
-transitions do; the figures are per event."""
+SQLite in a temporary data directory, or the database DATABASE_URL names (a scratch one:
+it is migrated and written to). Events go one at a time, as a call's transitions do; the
+figures are per event."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
-from pathlib import Path
+from contextlib import contextmanager
 from typing import Any
 
 
 @contextmanager
-def database(postgres: bool) -> Iterator[None]:
-    with ExitStack() as stack:
-        data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        os.environ["CALLBRIDGE_DATA_DIR"] = str(data_dir)
+def database() -> Iterator[None]:
+    with tempfile.TemporaryDirectory() as data_dir:
+        os.environ["CALLBRIDGE_DATA_DIR"] = data_dir
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "callbridge.settings")
-        if postgres:
-            sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-            from tests.support.real_services import running_postgres
-
-            os.environ["DATABASE_URL"] = stack.enter_context(running_postgres())
         import django
         from django.core.management import call_command
 
@@ -93,9 +86,8 @@ def measure(events: int, block: int = 50) -> dict[str, list[float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=2000)
-    parser.add_argument("--postgres", action="store_true")
     args = parser.parse_args()
-    with database(args.postgres):
+    with database():
         results = measure(args.events)
     ms = {name: [s * 1000 for s in values] for name, values in results.items()}
     for name, values in ms.items():
