@@ -322,6 +322,23 @@ def test_it_seals_once_per_transaction_and_table(
     assert not models.QuerySet(CallEvent).filter(chain_seq=None).exists()
 
 
+def test_it_shows_each_rows_place_in_the_chain_and_each_head_in_the_admin(
+    chained: Call, admin_client: Any
+) -> None:
+    heads = admin_client.get("/admin/calls/auditchainhead/")
+    assert heads.status_code == 200
+    for model in CHAINED:
+        last = in_chain(model)[-1]
+        assert model._meta.label_lower in heads.text and last.chain_hash in heads.text
+    call_page = admin_client.get(f"/admin/calls/call/{chained.pk}/change/")
+    assert call_page.status_code == 200
+    for row in [*in_chain(CallEvent), *in_chain(RecordingConsent)]:
+        assert row.chain_hash in call_page.text
+    assert admin_client.get("/admin/calls/auditchainhead/add/").status_code == 403
+    head = AuditChainHead.objects.get(chain="calls.callevent")
+    assert admin_client.post(f"/admin/calls/auditchainhead/{head.pk}/delete/").status_code == 403
+
+
 def test_it_hashes_every_field_of_an_audit_row_or_says_why_not() -> None:
     for model in CHAINED:
         columns = {field.attname for field in model._meta.concrete_fields}
