@@ -7,7 +7,8 @@ operators answering one call on PostgreSQL: exactly one wins; twenty callers in 
 round-robin queue answered by four operators through the other daphne: each once, nobody
 double-booked, five each; then one caller at a time reaches each operator in turn.
 Webhooks: both daphnes' senders share the PostgreSQL outbox: each event sent once, in
-order per call.
+order per call. Audit: calls placed through both daphnes at once leave one hash chain,
+without a fork or a gap, that `verify_audit` finds intact (and names an altered row of).
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import asyncio
 import json
 import re
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from itertools import pairwise
@@ -770,3 +773,57 @@ async def test_it_sends_each_webhook_once_in_order_from_two_daphnes_sharing_the_
     for call_id in calls:
         in_arrival = [d["eventID"] for d in mine if d["callID"] == call_id]
         assert in_arrival == sorted(in_arrival) and len(in_arrival) >= 3, call_id
+
+
+@pytest.mark.timeout(300)  # four manage.py processes on a loaded machine
+def test_it_keeps_one_audit_chain_when_both_daphnes_record_at_once(
+    cluster: Cluster, workers: list[MediaWorkerProcess]
+) -> None:
+    """Sixteen callers place and hang up calls through both daphnes at the same instant:
+    every event is sealed once, in one chain with no fork and no gap, and verify_audit
+    finds it intact (with what the module's other tests recorded); a row altered in
+    PostgreSQL is named, with exit code 1."""
+    daphnes = cluster.daphnes
+    token = cluster.token("audit-callers")
+    sessions = []
+    for n in range(16):
+        status, body, _ = daphnes[0].request(
+            "POST", "/api/sessions", token, {"displayName": f"audited{n}"}
+        )
+        assert status == 201, body
+        sessions.append(body["sessionToken"])
+    start = threading.Barrier(len(sessions))
+
+    def place_and_hang_up(n: int) -> tuple[int, int]:
+        via = daphnes[n % 2]
+        start.wait(timeout=20)
+        placed, call, _ = via.request("POST", "/api/calls", sessions[n], {})
+        ended, _, _ = via.request("POST", f"/api/calls/{call['callID']}/hangup", sessions[n])
+        return placed, ended
+
+    with ThreadPoolExecutor(len(sessions)) as pool:
+        outcomes = list(pool.map(place_and_hang_up, range(len(sessions))))
+    # 409: the routing engine ended it first (nobody is available to answer).
+    assert all(placed == 201 and ended in (200, 409) for placed, ended in outcomes), outcomes
+    [(rows, positions, last, unsealed)] = cluster.query(
+        "SELECT count(*), count(DISTINCT chain_seq), max(chain_seq),"
+        " count(*) - count(chain_seq) FROM calls_callevent"
+    )
+    assert (positions, last, unsealed) == (rows, rows, 0)
+    out = daphnes[1].manage("verify_audit")
+    assert f"calls.callevent: intact, {rows} rows" in out
+    assert out.strip().endswith("Every audit chain is intact.")
+
+    middle = rows // 2
+    [(row_id, actor)] = cluster.query(
+        "SELECT id, actor FROM calls_callevent WHERE chain_seq = %s", middle
+    )
+    alter = "UPDATE calls_callevent SET actor = %s WHERE id = %s RETURNING id"
+    cluster.query(alter, "mallory", row_id)
+    try:
+        with pytest.raises(subprocess.CalledProcessError) as failed:
+            daphnes[0].manage("verify_audit")
+    finally:
+        cluster.query(alter, actor, row_id)  # the module's cluster is shared
+    assert failed.value.returncode == 1
+    assert f"calls.callevent: row id {row_id} (position {middle}): altered" in failed.value.stderr

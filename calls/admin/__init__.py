@@ -2,6 +2,7 @@ from django.contrib import admin
 
 from calls.admin import (  # noqa: F401  (registers)
     audio_admin,
+    audit_admin,
     branding_admin,
     call_admin,
     callback_admin,

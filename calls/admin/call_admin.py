@@ -39,6 +39,9 @@ from calls.models import (
 from calls.models.call import CallQuerySet
 from calls.principals import Principal, staff_user
 
+# Audit rows show where they sit in their hash chain (empty for a moment after the write).
+CHAIN_COLUMNS = ("chain_seq", "chain_hash")
+
 
 class ReadOnlyInline(admin.TabularInline):
     extra = 0
@@ -106,7 +109,14 @@ class TransferInline(ReadOnlyInline):
 class CallEventInline(ReadOnlyInline):
     model = CallEvent
     verbose_name_plural = "event timeline"
-    fields = readonly_fields = ("created_at", "name", "actor", "actor_role", "data")
+    fields = readonly_fields = (
+        "created_at",
+        "name",
+        "actor",
+        "actor_role",
+        "data",
+        *CHAIN_COLUMNS,
+    )
     ordering = ["created_at", "id"]
 
 
@@ -149,6 +159,7 @@ class ConsentInline(ReadOnlyInline):
         "method",
         "ip",
         "user_agent",
+        *CHAIN_COLUMNS,
     )
 
 
@@ -184,7 +195,7 @@ class RecordingInline(ReadOnlyInline):
 class AccessInline(ReadOnlyInline):
     model = RecordingAccess
     verbose_name_plural = "who listened or downloaded"
-    fields = readonly_fields = ("at", "username", "action", "ip")
+    fields = readonly_fields = ("at", "username", "action", "ip", *CHAIN_COLUMNS)
 
 
 @admin.register(Recording)

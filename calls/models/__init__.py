@@ -1,5 +1,6 @@
 from calls.models.activity import Activity, activities, activity_of
 from calls.models.audio_file import AudioFile
+from calls.models.audit_chain import AuditChainHead
 from calls.models.branding import Branding
 from calls.models.call import (
     Call,
@@ -52,6 +53,7 @@ __all__ = [
     "Activity",
     "ApiToken",
     "AudioFile",
+    "AuditChainHead",
     "Availability",
     "Branding",
     "Call",

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from calls.errors import CallbridgeError, CallStateError, ErrorCode
 from calls.model_signals import call_event_recorded
-from calls.models.append_only import AppendOnlyModel
+from calls.models.audit_chain import ChainedModel
 from calls.models.credentials import ApiToken, EndUserSession
 from calls.models.operator_status import Availability, OperatorStatus
 from calls.models.queue import OfferOutcome, Queue, QueueOffer
@@ -1002,8 +1002,10 @@ class Leg(models.Model):
         )
 
 
-class CallEvent(AppendOnlyModel):
-    """One entry of a call's history. Written once, never changed or deleted."""
+class CallEvent(ChainedModel):
+    """One entry of a call's history. Written once, never changed or deleted; chained."""
+
+    CHAIN_FIELDS = ("call_id", "leg_id", "name", "actor", "actor_role", "data", "created_at")
 
     call = models.ForeignKey(Call, on_delete=models.PROTECT, related_name="events")
     leg = models.ForeignKey(

@@ -6,9 +6,12 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from calls.models.append_only import AppendOnlyModel
+from calls.models.audit_chain import ChainedModel
 from calls.models.call import Call, LegRole
 from calls.models.credentials import ApiToken, EndUserSession
+
+# Links the database clears when a credential or user is deleted: who it was is `party`.
+_CLEARED = "set to NULL when the credential or user is deleted; `party` keeps who"
 
 
 class ConsentMethod(models.TextChoices):
@@ -18,8 +21,26 @@ class ConsentMethod(models.TextChoices):
     VOICEMAIL = "voicemail", "leaving a voicemail (after its notice)"
 
 
-class RecordingConsent(AppendOnlyModel):
+class RecordingConsent(ChainedModel):
     """One party's answer for one call. The latest row per party is its current answer."""
+
+    CHAIN_FIELDS = (
+        "call_id",
+        "role",
+        "party",
+        "granted",
+        "policy_version",
+        "text_sha256",
+        "method",
+        "created_at",
+        "ip",
+        "user_agent",
+    )
+    CHAIN_UNHASHED = {
+        "session_id": _CLEARED,
+        "user_id": _CLEARED,
+        "api_token_id": _CLEARED,
+    }
 
     call = models.ForeignKey(Call, on_delete=models.PROTECT, related_name="consents")
     role = models.CharField(max_length=16, choices=LegRole.choices)

@@ -12,7 +12,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from calls.errors import CallStateError
-from calls.models.append_only import AppendOnlyModel
+from calls.models.audit_chain import ChainedModel
 from calls.models.call import Call, CallState
 from calls.models.consent import RecordingConsent
 from calls.principals import Principal
@@ -167,8 +167,12 @@ class AccessAction(models.TextChoices):
     TRANSCRIPT = "transcript"  # read its transcript (the admin's page or the API)
 
 
-class RecordingAccess(AppendOnlyModel):
+class RecordingAccess(ChainedModel):
     """Who listened to or downloaded a recording, when, from where."""
+
+    CHAIN_FIELDS = ("recording_id", "username", "action", "at", "ip")
+    CHAIN_UNHASHED = {"user_id": "set to NULL when the user is deleted; `username` keeps who"}
+    CHAIN_WRITTEN_AT = "at"
 
     recording = models.ForeignKey(Recording, on_delete=models.PROTECT, related_name="accesses")
     user = models.ForeignKey(
