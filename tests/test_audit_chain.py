@@ -406,6 +406,7 @@ def peak_growth(work: Callable[[], Any]) -> tuple[Any, int]:
         sampler.join(timeout=5)
 
 
+@pytest.mark.bulk
 def test_it_walks_100000_rows_in_constant_memory(chained: Call) -> None:
     append_chained_events(chained, 10_000)
     (small_code, small_out, _), small_peak = peak_growth(verify_audit)
