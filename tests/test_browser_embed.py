@@ -33,7 +33,7 @@ from tests.support.static_site import static_site
 
 pytestmark = [pytest.mark.browser, pytest.mark.daphne]
 
-LOSS_PERCENT = 20
+LOSS_PERCENT = 10
 
 
 @pytest.fixture(scope="module")
