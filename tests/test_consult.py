@@ -24,12 +24,13 @@ from calls.models import (
     Transfer,
     activity_of,
 )
-from calls.principals import Principal
 from calls.routing import offers
 from calls.signaling.protocol import wire_event_name
 from tests.support.queues import (
     answer,
+    answered_call,
     client_of,
+    event_names,
     in_threads,
     make_operator,
     make_queue,
@@ -44,14 +45,6 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 Session = Callable[..., tuple[EndUserSession, str]]
 
 
-def talking(make_session: Session, operator: Any) -> tuple[Call, str]:
-    """An end user's call in the default queue, answered by `operator`: (call, user token)."""
-    session, token = make_session("Ada")
-    call = Call.start(by=Principal.end_user(session), mode="bridge", media_worker="embedded")
-    assert answer(operator, call.pk).status_code == 200
-    return call, token
-
-
 def post(user: Any, call: Call, verb: str, body: Any = None) -> Any:
     path = f"/api/calls/{call.pk}/{verb}"
     return client_of(user).post(path, body, format="json") if body else client_of(user).post(path)
@@ -59,10 +52,6 @@ def post(user: Any, call: Call, verb: str, body: Any = None) -> Any:
 
 def consult_to(user: Any, call: Call, to: Any) -> Any:
     return post(user, call, "consult", {"to": to})
-
-
-def names(call: Call, *prefixes: str) -> list[str]:
-    return [n for n in call.events.values_list("name", flat=True) if n.startswith(prefixes)]
 
 
 def legs(call: Call) -> list[tuple[str, str, bool]]:
@@ -75,7 +64,7 @@ def test_it_consults_cancels_consults_again_and_completes(
     make_session: Session, admin_client: Any
 ) -> None:
     alice, bob = make_operator("alice"), make_operator("bob")
-    call, _ = talking(make_session, alice)
+    call, _ = answered_call(make_session, alice)
 
     # Consult: the caller is held, bob rings (his offer), the call stays alice's.
     response = consult_to(alice, call, {"operator": "bob"})
@@ -122,7 +111,7 @@ def test_it_consults_cancels_consults_again_and_completes(
         "cancelled",
         "completed",
     ]
-    assert names(call, "call.consult", "call.held", "call.resumed") == [
+    assert event_names(call, "call.consult", "call.held", "call.resumed") == [
         "call.held",
         "call.consult_started",
         "call.consult_answered",
@@ -152,7 +141,7 @@ def test_it_refuses_wrong_parties_bad_targets_and_states_changing_nothing(
     alice, bob, carol = make_operator("alice"), make_operator("bob"), make_operator("carol")
     make_operator("away", available=False)
     make_queue("empty", [])
-    call, user_token = talking(make_session, alice)
+    call, user_token = answered_call(make_session, alice)
     path = f"/api/calls/{call.pk}/consult"
 
     # Nobody but the call's operator consults, completes or cancels.
@@ -179,7 +168,7 @@ def test_it_refuses_wrong_parties_bad_targets_and_states_changing_nothing(
     assert_error(post(alice, call, "consult/cancel"), 409, "CALL_STATE")
     call.refresh_from_db()
     assert (call.is_held, call.operator_user) == (False, alice)
-    assert not Transfer.objects.exists() and names(call, "call.consult", "call.held") == []
+    assert not Transfer.objects.exists() and event_names(call, "call.consult", "call.held") == []
     assert not QueueOffer.objects.filter(outcome=OfferOutcome.PENDING).exists()
 
     # Mid-consult: no second consult or transfer, no resume, no complete before the answer;
@@ -190,7 +179,7 @@ def test_it_refuses_wrong_parties_bad_targets_and_states_changing_nothing(
     assert_error(post(alice, call, "resume"), 409, "CALL_STATE")
     assert_error(post(alice, call, "consult/complete"), 409, "CALL_STATE")
     assert_error(answer(carol, call.pk), 409, "CALL_STATE")
-    other, _ = talking(make_session, carol)
+    other, _ = answered_call(make_session, carol)
     assert_error(consult_to(carol, other, {"operator": "bob"}), 409, "CALL_STATE")  # ringing
     assert Transfer.objects.filter(outcome="pending").count() == 1
     assert call.legs.filter(role="consult").count() == 0
@@ -205,7 +194,7 @@ def test_it_lets_one_of_complete_and_cancel_at_the_same_instant_win(
     make_session: Session,
 ) -> None:
     alice, bob = make_operator("alice"), make_operator("bob")
-    call, _ = talking(make_session, alice)
+    call, _ = answered_call(make_session, alice)
     for _ in range(3):
         assert consult_to(alice, call, {"operator": bob.username}).status_code == 200
         assert answer(bob, call.pk).status_code == 200
@@ -222,13 +211,13 @@ def test_it_lets_one_of_complete_and_cancel_at_the_same_instant_win(
         assert call.legs.filter(role__in=("operator", "consult"), left_at=None).count() == 1
         if settled.outcome == "completed":
             alice, bob = bob, alice  # the call is bob's: he consults alice next time
-    ends = names(call, "call.consult_completed", "call.consult_cancelled")
-    assert len(ends) == 3 and names(call, "call.resumed").__len__() == 3
+    ends = event_names(call, "call.consult_completed", "call.consult_cancelled")
+    assert len(ends) == 3 and event_names(call, "call.resumed").__len__() == 3
 
 
 def test_it_cancels_when_the_target_declines_or_lets_it_ring_out(make_session: Session) -> None:
     alice, bob = make_operator("alice"), make_operator("bob")
-    call, _ = talking(make_session, alice)
+    call, _ = answered_call(make_session, alice)
 
     assert consult_to(alice, call, {"operator": "bob"}).status_code == 200
     offers.decline(call.pk, bob.pk)
@@ -252,7 +241,7 @@ def test_it_cancels_when_the_consulted_operators_connection_ends(make_session: S
     """Their page closed (the worker reports the leg `closed`): as if they hung up; a
     connection that ends after the consult did changes nothing."""
     alice, bob = make_operator("alice"), make_operator("bob")
-    call, _ = talking(make_session, alice)
+    call, _ = answered_call(make_session, alice)
     assert consult_to(alice, call, {"operator": "bob"}).status_code == 200
     assert answer(bob, call.pk).status_code == 200
     leg = call.legs.get(role="consult")
@@ -262,7 +251,7 @@ def test_it_cancels_when_the_consulted_operators_connection_ends(make_session: S
     assert (call.state, call.is_held, call.operator_user) == ("active", False, alice)
     cancelled = call.events.get(name="call.consult_cancelled")
     assert (cancelled.actor_role, cancelled.data["reason"]) == ("system", "target_left")
-    assert names(call, "call.")[-1] == "call.resumed"
+    assert event_names(call, "call.")[-1] == "call.resumed"
 
 
 def test_it_ends_the_consult_with_the_call_when_the_caller_hangs_up(
@@ -270,7 +259,7 @@ def test_it_ends_the_consult_with_the_call_when_the_caller_hangs_up(
 ) -> None:
     alice, bob = make_operator("alice"), make_operator("bob")
     make_queue("sales", [bob])
-    call, user_token = talking(make_session, alice)
+    call, user_token = answered_call(make_session, alice)
     # A queue as target: its free member rings.
     assert consult_to(alice, call, {"queue": "sales"}).status_code == 200
     assert Transfer.objects.get().to_user == bob
@@ -281,7 +270,7 @@ def test_it_ends_the_consult_with_the_call_when_the_caller_hangs_up(
     call.refresh_from_db()
     assert (call.state, call.held_at) == ("ended", None)
     assert Transfer.objects.get().outcome == "call_ended"
-    assert names(call, "call.")[-2:] == ["call.ended", "call.consult_cancelled"]
+    assert event_names(call, "call.")[-2:] == ["call.ended", "call.consult_cancelled"]
     assert call.legs.filter(role="consult", left_at=None).count() == 0
     assert activity_of(bob.pk) == Activity.IDLE
 
@@ -295,7 +284,7 @@ async def test_it_consults_over_the_operator_socket_and_tells_the_feeds(
     bob_feed = await operator_feed(asgi_app, "bob")
     for feed in (alice_feed, bob_feed):
         await feed.receive()  # the snapshot
-    call, _ = await sync_to_async(talking)(make_session, alice)
+    call, _ = await sync_to_async(answered_call)(make_session, alice)
     call_id = str(call.pk)
     try:
         for feed, message, code in [

@@ -30,7 +30,9 @@ from calls.routing import offers
 from calls.workers import link, protocol
 from tests.support.queues import (
     answer,
+    answered_call,
     client_of,
+    event_names,
     in_threads,
     make_operator,
     make_queue,
@@ -45,20 +47,8 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 Session = Callable[..., tuple[EndUserSession, str]]
 
 
-def talking(make_session: Session, operator: Any) -> tuple[Call, str]:
-    """An end user's call in the default queue, answered by `operator`: (call, user token)."""
-    session, token = make_session("Ada")
-    call = Call.start(by=Principal.end_user(session), mode="bridge", media_worker="embedded")
-    assert answer(operator, call.pk).status_code == 200
-    return call, token
-
-
 def post_transfer(user: Any, call: Call, to: Any) -> Any:
     return client_of(user).post(f"/api/calls/{call.pk}/transfer", {"to": to}, format="json")
-
-
-def names(call: Call, *prefixes: str) -> list[str]:
-    return [n for n in call.events.values_list("name", flat=True) if n.startswith(prefixes)]
 
 
 def operator_legs(call: Call) -> list[tuple[str, bool]]:
@@ -70,7 +60,7 @@ def operator_legs(call: Call) -> list[tuple[str, bool]]:
 def test_it_transfers_to_a_queue_whose_member_answers(make_session: Session) -> None:
     alice, bob = make_operator("alice"), make_operator("bob")
     make_queue("sales", [bob])
-    call, _ = talking(make_session, alice)
+    call, _ = answered_call(make_session, alice)
     answered_at = Call.objects.get(pk=call.pk).answered_at
 
     response = post_transfer(alice, call, {"queue": "sales"})
@@ -99,7 +89,7 @@ def test_it_transfers_to_a_queue_whose_member_answers(make_session: Session) -> 
     )
     completed = call.events.get(name="call.transfer_completed")
     assert completed.data["legID"] == str(done.to_leg_id) and completed.data["party"]
-    assert names(call, "call.") == [
+    assert event_names(call, "call.") == [
         "call.created",
         "call.answered",
         "call.transfer_started",
@@ -118,7 +108,7 @@ def test_it_transfers_to_a_queue_whose_member_answers(make_session: Session) -> 
 
 def test_it_rings_only_the_operator_and_falls_back_to_the_line(make_session: Session) -> None:
     alice, bob, carol = make_operator("alice"), make_operator("bob"), make_operator("carol")
-    call, _ = talking(make_session, alice)
+    call, _ = answered_call(make_session, alice)
 
     assert post_transfer(alice, call, {"operator": "bob"}).status_code == 200
     offer = pending_of(bob)
@@ -155,13 +145,13 @@ def test_it_refuses_bad_transfers_and_changes_nothing(
     make_operator("olive", available=False)
     get_user_model().objects.create_user(username="plain", password="x", is_staff=True)
     make_queue("sales", [bob])
-    call, user_token = talking(make_session, alice)
+    call, user_token = answered_call(make_session, alice)
     path = f"/api/calls/{call.pk}/transfer"
     _, token = api_token
     outsiders = [bearer_client(user_token), bearer_client(token), client_of(bob)]
     for client in outsiders:
         assert_error(client.post(path, {"to": {"queue": "sales"}}, format="json"), 403, "FORBIDDEN")
-    busy_call, _ = talking(make_session, make_operator("busy"))
+    busy_call, _ = answered_call(make_session, make_operator("busy"))
     for to, status, code in [
         (None, 400, "INVALID_MESSAGE"),
         ("bob", 400, "INVALID_ARGUMENT"),
@@ -183,7 +173,7 @@ def test_it_refuses_bad_transfers_and_changes_nothing(
     call.refresh_from_db()
     assert (call.state, call.operator_user) == ("active", alice)
     assert operator_legs(call) == [("operator alice", True)]
-    assert not Transfer.objects.exists() and names(call, "call.transfer") == []
+    assert not Transfer.objects.exists() and event_names(call, "call.transfer") == []
     assert not QueueOffer.objects.filter(outcome=OfferOutcome.PENDING).exists()
     assert busy_call.pk != call.pk
     # A call the operator placed (outbound) is not transferred (yet): nothing changes.
@@ -204,7 +194,7 @@ def test_it_refuses_bad_transfers_and_changes_nothing(
 def test_it_lets_one_of_two_transfers_at_once_win(make_session: Session) -> None:
     alice, bob = make_operator("alice"), make_operator("bob")
     make_queue("sales", [make_operator("carol")])
-    call, _ = talking(make_session, alice)
+    call, _ = answered_call(make_session, alice)
     staff = Principal.staff(alice)
     targets: list[Any] = [{"operator": "bob"}, {"queue": "sales"}]
     results = in_threads(
@@ -213,7 +203,7 @@ def test_it_lets_one_of_two_transfers_at_once_win(make_session: Session) -> None
     refused = [r for r in results if isinstance(r, CallbridgeError)]
     assert [r.code for r in refused] == ["CALL_STATE"], results
     assert Transfer.objects.filter(call=call).count() == 1
-    assert names(call, "call.transfer") == ["call.transfer_started"]
+    assert event_names(call, "call.transfer") == ["call.transfer_started"]
     assert QueueOffer.objects.filter(call=call, outcome=OfferOutcome.PENDING).count() == 1
     assert Call.objects.get(pk=call.pk).legs.filter(left_at=None, role="operator").count() == 0
     assert bob.pk  # one of the two rang
@@ -223,7 +213,7 @@ def test_it_settles_everything_when_the_caller_hangs_up_mid_transfer(
     make_session: Session,
 ) -> None:
     alice, bob = make_operator("alice"), make_operator("bob")
-    call, user_token = talking(make_session, alice)
+    call, user_token = answered_call(make_session, alice)
     assert post_transfer(alice, call, {"operator": "bob"}).status_code == 200
     hung_up = bearer_client(user_token).post(f"/api/calls/{call.pk}/hangup")
     assert hung_up.status_code == 200, hung_up.json()
@@ -232,7 +222,7 @@ def test_it_settles_everything_when_the_caller_hangs_up_mid_transfer(
     assert pending_of(bob) is None
     assert QueueOffer.objects.get(call=call).outcome == "cancelled"
     assert Transfer.objects.get(call=call).outcome == "call_ended"
-    assert names(call, "call.")[-2:] == ["call.ended", "call.transfer_failed"]
+    assert event_names(call, "call.")[-2:] == ["call.ended", "call.transfer_failed"]
     assert activity_of(bob.pk) == Activity.IDLE
     assert call.legs.filter(role="operator", left_at=None).count() == 0
     # Nothing rings any more: bob answering finds the call over.
@@ -250,7 +240,7 @@ async def test_it_transfers_over_the_operator_socket_and_tells_the_feeds(
     bob = await get_user_model().objects.aget(username="bob")
     for user in (alice, bob):
         await sync_to_async(_available)(user)
-    call, _ = await sync_to_async(talking)(make_session, alice)
+    call, _ = await sync_to_async(answered_call)(make_session, alice)
     call_id = str(call.pk)
 
     refusals = [

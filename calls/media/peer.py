@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from aiortc import (
     RTCConfiguration,
@@ -290,24 +291,8 @@ class LegPeer:
         `origin`'s audio must be decoded for this.
         """
         self._stop_listening()
-        overlays = bool(self.outbound.overlays)
-        if self.outlet is not None and not overlays and not (origin is None and silence):
-            if origin is None:
-                self.outbound.hold()  # nothing to hear: send nothing
-                self.outlet.pause()  # what comes next (the same source, later) is a new talkspurt
-                return False
-            if origin.tap is not None:
-                origin.tap.listeners.add(self.outlet)
-                self._listening = origin.tap
-                self.outbound.hold()
-                return False
-        if origin is None or origin.inbound is None:
-            self.outbound.use(None)
-            return False
-        subscription = origin.inbound.subscribe()
-        self._listening = (origin.inbound, subscription)
-        self.outbound.use(subscription)
-        return True
+        # Overlays (a playback mixed over the voice) need decoded frames, not packets.
+        return _point_ear(self, origin, silence=silence, forward=not self.outbound.overlays)
 
     def listen_to_all(self, origins: list[LegPeer]) -> set[str]:
         """Hear every one of `origins` at once (a supervisor hearing both parties, an
@@ -330,12 +315,7 @@ class LegPeer:
         for source, subscription in self._mixing:
             source.unsubscribe(subscription)
         self._mixing = []
-        if isinstance(self._listening, RtpTap):
-            self._listening.listeners.discard(self.outlet)
-        elif self._listening is not None:
-            source, subscription = self._listening
-            source.unsubscribe(subscription)
-        self._listening = None
+        _release_ear(self)
 
     def decode_inbound(self, wanted: bool) -> None:
         """Whether this leg's own audio must be decoded (recording, mixing)."""
@@ -481,6 +461,49 @@ class LegPeer:
         await self.pc.close()
 
 
+class _Ear(Protocol):
+    """What hears one source on one track: a leg's first track (LegPeer) or another
+    (ExtraEar)."""
+
+    outbound: OutboundAudioTrack
+    outlet: RtpOutlet | None
+    _listening: tuple[InboundAudio, AudioSubscription] | RtpTap | None
+
+
+def _point_ear(ear: _Ear, origin: LegPeer | None, *, silence: bool, forward: bool) -> bool:
+    """Point a released `ear` at `origin` (None: nobody): its packets forwarded where both
+    sides forward and `forward` allows, else its decoded frames; whether `origin`'s audio
+    must be decoded for this. Nobody with `silence`: encoded silence, else nothing sent."""
+    if ear.outlet is not None and forward and not (origin is None and silence):
+        if origin is None:
+            ear.outbound.hold()  # nothing to hear: send nothing
+            ear.outlet.pause()  # what comes next (the same source, later) is a new talkspurt
+            return False
+        if origin.tap is not None:
+            origin.tap.listeners.add(ear.outlet)
+            ear._listening = origin.tap
+            ear.outbound.hold()
+            return False
+    if origin is None or origin.inbound is None:
+        ear.outbound.use(None)
+        return False
+    subscription = origin.inbound.subscribe()
+    ear._listening = (origin.inbound, subscription)
+    ear.outbound.use(subscription)
+    return True
+
+
+def _release_ear(ear: _Ear) -> None:
+    """Stop whatever `ear` listens to (a tap's packets or a decoded subscription)."""
+    if isinstance(ear._listening, RtpTap):
+        if ear.outlet is not None:
+            ear._listening.listeners.discard(ear.outlet)
+    elif ear._listening is not None:
+        source, subscription = ear._listening
+        source.unsubscribe(subscription)
+    ear._listening = None
+
+
 class ExtraEar:
     """One more audio track a leg hears on, past its first (a supervisor hears the end
     user on the first and the operator on this one): forwarded packets where both legs
@@ -495,32 +518,10 @@ class ExtraEar:
     def listen_to(self, origin: LegPeer | None, *, silence: bool = False) -> bool:
         """Hear `origin` (None: nobody); whether its audio must be decoded for this."""
         self._stop_listening()
-        if self.outlet is not None and not (origin is None and silence):
-            if origin is None:
-                self.outbound.hold()
-                self.outlet.pause()
-                return False
-            if origin.tap is not None:
-                origin.tap.listeners.add(self.outlet)
-                self._listening = origin.tap
-                self.outbound.hold()
-                return False
-        if origin is None or origin.inbound is None:
-            self.outbound.use(None)
-            return False
-        subscription = origin.inbound.subscribe()
-        self._listening = (origin.inbound, subscription)
-        self.outbound.use(subscription)
-        return True
+        return _point_ear(self, origin, silence=silence, forward=True)
 
     def _stop_listening(self) -> None:
-        if isinstance(self._listening, RtpTap):
-            if self.outlet is not None:
-                self._listening.listeners.discard(self.outlet)
-        elif self._listening is not None:
-            source, subscription = self._listening
-            source.unsubscribe(subscription)
-        self._listening = None
+        _release_ear(self)
 
     def close(self) -> None:
         self._stop_listening()

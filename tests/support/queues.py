@@ -112,3 +112,18 @@ def ring_out(*offers: QueueOffer | None) -> None:
     past = timezone.now() - timedelta(seconds=1)
     QueueOffer.objects.filter(pk__in=[o.pk for o in offers if o is not None]).update(deadline=past)
     routing_deadlines.sweep()
+
+
+def answered_call(
+    make_session: Callable[..., tuple[EndUserSession, str]], operator: Any
+) -> tuple[Call, str]:
+    """An end user's call in the default queue, answered by `operator`: (call, user token)."""
+    session, token = make_session("Ada")
+    call = Call.start(by=Principal.end_user(session), mode="bridge", media_worker="embedded")
+    assert answer(operator, call.pk).status_code == 200
+    return call, token
+
+
+def event_names(call: Call, *prefixes: str) -> list[str]:
+    """The names of the call's events that start with one of `prefixes`, oldest first."""
+    return [n for n in call.events.values_list("name", flat=True) if n.startswith(prefixes)]
