@@ -1,6 +1,7 @@
 """The end-user page in two shipped languages, in real chromium: in each state of a real
 call (ready after its preflight, calling, connected, consent asked, ended) the page shows
-no English text of the catalogues (docs/pages.md#languages)."""
+no English text of the catalogues (docs/pages.md#languages); nor does the operators'
+dashboard afterwards, with those calls in its lists."""
 
 from __future__ import annotations
 
@@ -24,10 +25,17 @@ from tests.support.pages import (
 pytestmark = [pytest.mark.browser, pytest.mark.daphne]
 
 # What a person perceives: the rendered text, the title, and the names and descriptions
-# assistive technology reads out (of elements that are shown).
+# assistive technology reads out (of elements that are shown) — less the texts an admin or
+# integrator entered (consent and voicemail notices, branding), shown as entered, and the
+# admin's sidebar of model names around the dashboard (Django admin's, not the dashboard's).
 RENDERED_TEXT = """() => {
   const shown = (element) => element.getClientRects().length > 0;
-  const parts = [document.title, document.body.innerText];
+  let text = document.body.innerText;
+  for (const id of ["consent-text", "voicemail-text", "welcome", "waiting", "nav-sidebar"]) {
+    const element = document.getElementById(id);
+    if (element && element.innerText) text = text.replace(element.innerText, "");
+  }
+  const parts = [document.title, text];
   for (const element of document.querySelectorAll("[aria-label], [title], [alt], [placeholder]")) {
     if (!shown(element)) continue;
     for (const name of ["aria-label", "title", "alt", "placeholder"]) {
@@ -124,5 +132,15 @@ async def test_it_shows_no_english_text_in_any_state_of_a_call_in_german_and_spa
                 await browser.close()
             assert seen == {state: [] for state in seen}, f"English on the {language} page"
             assert len(seen) == 6
+        # The operator's dashboard in either language, its recent calls listing both calls.
+        for language, live in (("de", "Live."), ("es", "En directo.")):
+            await dashboard.goto(f"{server.url}/admin/dashboard/?lang={language}")
+            await dashboard.wait_for_function(
+                "(live) => document.getElementById('feed').textContent === live", arg=live
+            )
+            await dashboard.locator("#recent li").nth(1).wait_for()
+            assert await dashboard.get_attribute("html", "lang") == language
+            found = await untranslated(dashboard, english_patterns(language))
+            assert found == [], language
     finally:
         await operator_browser.close()

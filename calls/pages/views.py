@@ -198,7 +198,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     }
     context = {
         **admin.site.each_context(request),
-        "title": "Operator dashboard",
+        "title": _("Operator dashboard"),
         "config": config,
     }
     response = render(request, "admin/calls/dashboard.html", context)
