@@ -75,3 +75,48 @@ async def test_it_has_no_serious_accessibility_violation_in_any_state(
         await browser.close()
         await operator_browser.close()
     assert found == {state: [] for state in found}
+
+
+async def press_on(page: Any, element_id: str, key: str | None) -> None:
+    """Tab (forward only) until `element_id` has the focus, then press `key` on it."""
+    for _ in range(80):
+        if await page.evaluate("(id) => document.activeElement?.id === id", element_id):
+            if key:
+                await page.keyboard.press(key)
+            return
+        await page.keyboard.press("Tab")
+    raise AssertionError(f"#{element_id} never took the focus by Tab")
+
+
+async def test_it_makes_a_whole_call_by_keyboard_alone(
+    server: Server, playwright: Any, tmp_path: Path
+) -> None:
+    """The caller calls (Enter), the operator answers (Enter on Answer), the caller mutes
+    and unmutes (Space) and hangs up (Enter): Tab, Enter and Space only, no pointer."""
+    url, _ = await end_user_link(server, "Kim")
+    operator_browser, dashboard = await operator_dashboard(server, playwright, tmp_path)
+    browser, page, errors = await open_page(playwright, tmp_path, USER_TONE, url)
+    try:
+        # The operator waits on the last control before the ringing list (the test's ring
+        # timeout is short): the next Tab is the ringing call's Answer.
+        await press_on(dashboard, "microphone", None)
+        await state_is(page, "idle")
+        await press_on(page, "call", "Enter")
+        await state_is(page, "calling")
+        ringing = dashboard.locator("#ringing li", has_text="Kim is calling")
+        await ringing.wait_for()
+        await dashboard.keyboard.press("Tab")
+        await dashboard.keyboard.press("Enter")
+        await state_is(page, "connected")
+        await my_status_is(dashboard, "Talking with Kim.")
+        await press_on(page, "mute", " ")
+        assert await page.get_attribute("#mute", "aria-pressed") == "true"
+        await page.keyboard.press(" ")
+        assert await page.get_attribute("#mute", "aria-pressed") == "false"
+        await press_on(page, "hangup", "Enter")
+        await state_is(page, "ended")
+        await my_status_is(dashboard, "Call ended")
+        assert errors == []
+    finally:
+        await browser.close()
+        await operator_browser.close()
