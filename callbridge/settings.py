@@ -61,6 +61,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # The language: `?lang=`, then Accept-Language, then CALLBRIDGE_DEFAULT_LANGUAGE.
+    "calls.pages.language.PageLanguageMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -82,6 +84,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "calls.pages.language.page_language",
             ],
         },
     },
@@ -151,7 +154,13 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LANGUAGE_CODE = "en-us"
+# The languages the pages ship complete translations for (calls/locale, docs/pages.md).
+LANGUAGES = [("en", "English"), ("de", "Deutsch"), ("es", "Español")]
+# The integrator's default: a visitor whose browser asks for none of LANGUAGES gets it.
+LANGUAGE_CODE = env_choice(
+    "CALLBRIDGE_DEFAULT_LANGUAGE", "en", tuple(code for code, _ in LANGUAGES)
+)
+LOCALE_PATHS = [BASE_DIR / "calls" / "locale"]
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True

@@ -13,6 +13,9 @@ import math
 from typing import Any
 
 from django.db import transaction
+from django.utils import translation
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from calls.errors import CallbridgeError, ErrorCode
 from calls.models import Call, EndUserSession, PreflightReport, PreflightVerdict
@@ -26,6 +29,11 @@ RTT_WARNING_MS = 300
 JITTER_WARNING_MS = 30
 LOSS_WARNING_PERCENT = 3
 QUIET_LEVEL = 0.01
+# The problems the page's own checks name (frontend/js/preflight.js): shown translated.
+PAGE_PROBLEMS = (
+    gettext_noop("no sound came back from the service"),
+    gettext_noop("no relay address from the TURN server"),
+)
 TRIGGERS = ("before_call", "on_demand")
 
 # section -> field -> (kind, bound): numbers are 0..bound; strings up to bound characters.
@@ -112,46 +120,64 @@ def validate(body: Any) -> dict[str, Any]:
     return report
 
 
+def _problem(text: str) -> str:
+    return _(text) if text in PAGE_PROBLEMS else text
+
+
 def assess(report: dict[str, Any]) -> tuple[str, list[str]]:
-    """A validated report's verdict and its findings in plain language, worst first."""
+    """A validated report's verdict and its findings in plain language, worst first, in the
+    active language (stored in English: `file_report`; shown translated: `findings`)."""
     problems: list[str] = []
     warnings: list[str] = []
     microphone, echo, turn = report["microphone"], report["echo"], report["turn"]
     if not microphone["ok"]:
         problems.append(
-            "The microphone does not work"
-            + (f": {microphone['problem']}" if microphone.get("problem") else ".")
+            _("The microphone does not work: %(problem)s") % {"problem": microphone["problem"]}
+            if microphone.get("problem")
+            else _("The microphone does not work.")
         )
     elif microphone.get("level", 1) < QUIET_LEVEL:
-        warnings.append("The microphone is very quiet or muted: the operator may not hear you.")
+        warnings.append(_("The microphone is very quiet or muted: the operator may not hear you."))
     if not echo["ok"]:
         problems.append(
-            "Sound could not travel to the service and back: a call would not connect"
-            + (f" ({echo['problem']})." if echo.get("problem") else ".")
+            _(
+                "Sound could not travel to the service and back: "
+                "a call would not connect (%(problem)s)."
+            )
+            % {"problem": _problem(echo["problem"])}
+            if echo.get("problem")
+            else _("Sound could not travel to the service and back: a call would not connect.")
         )
     else:
         if (echo.get("rttMs") or 0) > RTT_WARNING_MS:
             warnings.append(
-                f"The connection is slow (round trip {echo['rttMs']:.0f} ms): "
-                "you may talk over each other."
+                _("The connection is slow (round trip %(ms)s ms): you may talk over each other.")
+                % {"ms": f"{echo['rttMs']:.0f}"}
             )
         if (echo.get("jitterMs") or 0) > JITTER_WARNING_MS:
             warnings.append(
-                f"The connection is unsteady (jitter {echo['jitterMs']:.0f} ms): "
-                "sound may break up."
+                _("The connection is unsteady (jitter %(ms)s ms): sound may break up.")
+                % {"ms": f"{echo['jitterMs']:.0f}"}
             )
         if (echo.get("lossPercent") or 0) > LOSS_WARNING_PERCENT:
             warnings.append(
-                f"Some sound was lost on the way ({echo['lossPercent']:.1f}% of packets): "
-                "sound may break up."
+                _("Some sound was lost on the way (%(percent)s%% of packets): sound may break up.")
+                % {"percent": f"{echo['lossPercent']:.1f}"}
             )
     if turn["configured"] and turn.get("reachable") is False:
-        warnings.append("The relay server could not be reached: calls from some networks may fail.")
+        warnings.append(
+            _("The relay server could not be reached: calls from some networks may fail.")
+        )
     if problems:
         return PreflightVerdict.PROBLEM, problems + warnings
     if warnings:
         return PreflightVerdict.WARNING, warnings
-    return PreflightVerdict.GOOD, ["Everything works: your microphone and the connection."]
+    return PreflightVerdict.GOOD, [_("Everything works: your microphone and the connection.")]
+
+
+def findings(report: PreflightReport) -> list[str]:
+    """A stored report's findings in the active language (they are stored in English)."""
+    return assess(report.report)[1]
 
 
 def file_report(principal: Principal, body: Any, user_agent: str) -> PreflightReport:
@@ -161,7 +187,8 @@ def file_report(principal: Principal, body: Any, user_agent: str) -> PreflightRe
             ErrorCode.FORBIDDEN, "Only the end user's own page may file a preflight report"
         )
     report = validate(body)
-    verdict, findings = assess(report)
+    with translation.override("en"):  # stored in English; translated when shown
+        verdict, found = assess(report)
     with transaction.atomic():
         session = EndUserSession.objects.select_for_update().get(pk=principal.session.pk)
         if session.preflight_reports.count() >= PREFLIGHT_MAX_PER_SESSION:
@@ -173,7 +200,7 @@ def file_report(principal: Principal, body: Any, user_agent: str) -> PreflightRe
         return PreflightReport.objects.create(
             session=session,
             verdict=verdict,
-            findings=findings,
+            findings=found,
             report=report,
             user_agent=user_agent[:300],
         )

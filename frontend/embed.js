@@ -37,6 +37,7 @@
     var server = new URL(options.server || scriptOrigin).origin;
     var frameUrl = new URL("/talk/embed/", server);
     if (options.queue) frameUrl.searchParams.set("queue", options.queue);
+    if (options.lang) frameUrl.searchParams.set("lang", options.lang);  // else the browser's
     var onEvent = typeof options.onEvent === "function" ? options.onEvent : function () {};
     var label = options.label || "Call us";
     var container = options.container || document.body;

@@ -110,6 +110,7 @@ def test_it_selects_postgres_and_redis_from_urls() -> None:
         ({"PROMETHEUS_MULTIPROC_DIR": "/nonexistent/metrics"}, "is not a directory"),
         ({"CALLBRIDGE_EMBED_ORIGINS": "https://shop.example.com/page"}, "is not an origin"),
         ({"CALLBRIDGE_PREFLIGHT": "always"}, "CALLBRIDGE_PREFLIGHT"),
+        ({"CALLBRIDGE_DEFAULT_LANGUAGE": "fr"}, "CALLBRIDGE_DEFAULT_LANGUAGE"),
     ],
 )
 def test_it_refuses_to_start_with_bad_configuration(env: dict[str, str], message: str) -> None:

@@ -9,6 +9,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
 from calls.models import PreflightReport
+from calls.preflight import findings as preflight_findings
 
 
 @admin.register(PreflightReport)
@@ -32,10 +33,10 @@ class PreflightReportAdmin(admin.ModelAdmin):
 
     @admin.display(description="first finding")
     def summary(self, report: PreflightReport) -> str:
-        return report.findings[0] if report.findings else ""
+        shown = preflight_findings(report)  # stored in English, shown in the admin's language
+        return shown[0] if shown else ""
 
     @admin.display(description="findings")
     def findings_list(self, report: PreflightReport) -> str:
-        return format_html(
-            "<ul>{}</ul>", format_html_join("", "<li>{}</li>", ((f,) for f in report.findings))
-        )
+        shown = ((finding,) for finding in preflight_findings(report))
+        return format_html("<ul>{}</ul>", format_html_join("", "<li>{}</li>", shown))

@@ -16,6 +16,7 @@ from calls.api.views import ERRORS, principal_of
 from calls.errors import CallbridgeError, ErrorCode
 from calls.models import Call, PreflightReport
 from calls.preflight import MAX_REPORT_BYTES, file_report, latest_for_call
+from calls.preflight import findings as preflight_findings
 
 
 class PreflightSerializer(serializers.Serializer):
@@ -23,12 +24,17 @@ class PreflightSerializer(serializers.Serializer):
     sessionId = serializers.UUIDField(source="session_id")
     createdAt = serializers.DateTimeField(source="created_at")
     verdict = serializers.CharField(help_text="good, warning or problem")
-    findings = serializers.ListField(child=serializers.CharField(), help_text="worst first")
+    findings = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="worst first, in the request's language (Accept-Language, ?lang=)",
+    )
     report = serializers.DictField(help_text="what the page measured (microphone, echo, turn)")
 
 
 def preflight_json(report: PreflightReport) -> dict[str, Any]:
-    return dict(PreflightSerializer(report).data)
+    data = dict(PreflightSerializer(report).data)
+    data["findings"] = preflight_findings(report)  # stored in English, shown translated
+    return data
 
 
 class PreflightCreateView(APIView):

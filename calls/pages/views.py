@@ -14,6 +14,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.middleware.csrf import get_token
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
 from calls.branding import page_branding
@@ -23,6 +24,7 @@ from calls.limits import LobbyThrottle
 from calls.models import AudioFile, Branding, EndUserSession
 from calls.notes import SUPERVISOR_PERMISSION
 from calls.operators import is_operator_user
+from calls.pages.language import LANG_PARAM, supported_language
 from calls.supervision import is_supervisor_user
 from calls.tokens import token_kind
 
@@ -61,11 +63,11 @@ def session_problem(token: str) -> tuple[EndUserSession | None, str, int]:
     """The session a page's token stands for, or what is wrong with it (text, HTTP status)."""
     session = EndUserSession.objects.find(token) if token_kind(token) == "cbs" else None
     if session is None:
-        return None, "This call link is not valid. Ask for a new one.", 401
+        return None, _("This call link is not valid. Ask for a new one."), 401
     if session.is_revoked:
-        return None, "This call link was withdrawn. Ask for a new one.", 401
+        return None, _("This call link was withdrawn. Ask for a new one."), 401
     if session.is_expired:
-        return None, "This call link has expired. Ask for a new one.", 410
+        return None, _("This call link has expired. Ask for a new one."), 410
     return session, "", 200
 
 
@@ -115,6 +117,13 @@ def enduser_page(request: HttpRequest) -> HttpResponse:
     return _no_store(render(request, "enduser/page.html", context, status=status))
 
 
+def _page_url(request: HttpRequest, token: str) -> str:
+    """The page for a lobby visitor's session, in the language the link asked for."""
+    url = f"{reverse('enduser-page')}?token={token}"
+    language = supported_language(request.GET.get(LANG_PARAM, ""))
+    return f"{url}&{LANG_PARAM}={language}" if language else url
+
+
 def _lobby(request: HttpRequest) -> HttpResponse:
     """CALLBRIDGE_PUBLIC_LOBBY: anyone may call; each visitor gets an anonymous session.
 
@@ -123,7 +132,7 @@ def _lobby(request: HttpRequest) -> HttpResponse:
     kept = request.COOKIES.get(LOBBY_COOKIE, "")
     session = EndUserSession.objects.find(kept) if token_kind(kept) == "cbs" else None
     if session is not None and session.is_usable and (session.metadata or {}).get("lobby"):
-        return _no_store(HttpResponseRedirect(f"{reverse('enduser-page')}?token={kept}"))
+        return _no_store(HttpResponseRedirect(_page_url(request, kept)))
     throttle = LobbyThrottle()
     # DRF types a DRF Request and view; this throttle reads only the request's META.
     if not throttle.allow_request(request, None):  # type: ignore[arg-type]
@@ -131,10 +140,10 @@ def _lobby(request: HttpRequest) -> HttpResponse:
     name = request.GET.get("name", "").strip()[:LOBBY_NAME_MAX]
     session, token = EndUserSession.create(
         ttl_seconds=settings.CALLBRIDGE_SESSION_TTL_S,
-        display_name=name or "Visitor",
+        display_name=name or _("Visitor"),
         metadata={"lobby": True},
     )
-    response = HttpResponseRedirect(f"{reverse('enduser-page')}?token={token}")
+    response = HttpResponseRedirect(_page_url(request, token))
     response.set_cookie(
         LOBBY_COOKIE,
         token,
@@ -151,7 +160,7 @@ def _too_many_lobby_sessions(request: HttpRequest, throttle: LobbyThrottle) -> H
     """RATE_LIMITED (429): this address made its share of new lobby sessions."""
     wait = math.ceil(throttle.wait() or 1)
     context = page_context(
-        "Too many new calls from your network. Try again in a few minutes.", None, None
+        _("Too many new calls from your network. Try again in a few minutes."), None, None
     )
     response = render(request, "enduser/page.html", context, status=429)
     response["Retry-After"] = str(wait)
@@ -189,7 +198,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     }
     context = {
         **admin.site.each_context(request),
-        "title": "Operator dashboard",
+        "title": _("Operator dashboard"),
         "config": config,
     }
     response = render(request, "admin/calls/dashboard.html", context)

@@ -50,8 +50,10 @@ export class CallAlerts {
   notify(call) {
     if (!("Notification" in window) || Notification.permission !== "granted") return null;
     try {
-      const body = call.queueName ? `Waiting in ${call.queueName}` : "Calling the operators";
-      const notification = new Notification(`${call.caller} is calling`, {
+      const body = call.queueName
+        ? interpolate(gettext("Waiting in %(queue)s"), {queue: call.queueName}, true)
+        : gettext("Calling the operators");
+      const notification = new Notification(interpolate(gettext("%(name)s is calling"), {name: call.caller}, true), {
         body, tag: `callbridge-${call.callID}`, requireInteraction: true,
       });
       notification.onclick = () => {
@@ -78,7 +80,8 @@ export class CallAlerts {
     const toggle = () => {
       const ringing = this.ringing.values().next().value;
       on = !on;
-      document.title = on && ringing ? `☎ ${ringing.caller} is calling` : this.title;
+      document.title = on && ringing
+        ? `☎ ${interpolate(gettext("%(name)s is calling"), {name: ringing.caller}, true)}` : this.title;
     };
     toggle();
     this.flashTimer = setInterval(toggle, FLASH_MS);

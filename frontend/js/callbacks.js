@@ -8,9 +8,9 @@ const PENDING = new Set(["open", "calling"]);
 const MISSED_REASONS = new Set(["missed", "rejected", "no_operator", "callback_requested",
                                 "voicemail"]);
 export const MISSED_LABELS = {
-  missed: "rang out", rejected: "rejected", no_operator: "nobody free",
-  callback_requested: "asked for a callback", voicemail: "left a voicemail",
-  cancelled: "gave up waiting",
+  missed: gettext("rang out"), rejected: gettext("rejected"), no_operator: gettext("nobody free"),
+  callback_requested: gettext("asked for a callback"), voicemail: gettext("left a voicemail"),
+  cancelled: gettext("gave up waiting"),
 };
 
 const startOfToday = () => new Date(new Date().setHours(0, 0, 0, 0)).getTime();
@@ -61,15 +61,18 @@ export class CallbackLists {
       const dot = document.createElement("span");
       dot.className = `dot ${online ? "online" : "offline"}`;
       dot.setAttribute("role", "img");
-      dot.setAttribute("aria-label", online ? "online" : "offline");
-      dot.title = online ? "their page is open" : "offline: they cannot be called back now";
+      dot.setAttribute("aria-label", online ? gettext("online") : gettext("offline"));
+      dot.title = online ? gettext("their page is open") : gettext("offline: they cannot be called back now");
       li.querySelector(".who").prepend(dot);
       const meta = li.querySelector(".meta");
       const tick = () => {
         const parts = [request.queueName || request.queue,
-                       `waiting ${view.formatDuration(view.since(request.requestedAt))}`];
-        if (request.state === "calling") parts.push(`calling (${request.handledBy})`);
-        if (request.attempts) parts.push(`tried ${request.attempts}×`);
+                       interpolate(gettext("waiting %(duration)s"),
+                                   {duration: view.formatDuration(view.since(request.requestedAt))}, true)];
+        if (request.state === "calling") {
+          parts.push(interpolate(gettext("calling (%(operator)s)"), {operator: request.handledBy}, true));
+        }
+        if (request.attempts) parts.push(interpolate(gettext("tried %(count)s×"), {count: request.attempts}, true));
         meta.textContent = parts.join(" · ");
       };
       tick();
@@ -81,14 +84,14 @@ export class CallbackLists {
         li.append(note);
       }
       if (request.state === "open") {
-        const callBack = view.button("Call back", "primary",
+        const callBack = view.button(gettext("Call back"), "primary",
                                      () => view.callBack(request.callbackID, request.displayName));
         callBack.disabled = !online || view.isBusy();
         li.append(callBack);
       }
-      li.append(view.button("Done", "", () => view.api(
+      li.append(view.button(gettext("Done"), "", () => view.api(
         "POST", `/callbacks/${request.callbackID}/close`, {outcome: "done"})));
-      li.append(view.link("Details", view.callUrl(request.callID)));
+      li.append(view.link(gettext("Details"), view.callUrl(request.callID)));
       return li;
     }));
   }
@@ -105,9 +108,9 @@ export class CallbackLists {
       const li = view.item(call.displayName || "anonymous",
                            [call.queueName || call.queue, reason, at].filter(Boolean).join(" · "));
       if (call.sessionId && view.isOnline(call.sessionId) && !view.isBusy(call.sessionId)) {
-        li.append(view.button("Call", "", () => view.call(call.sessionId, call.displayName)));
+        li.append(view.button(gettext("Call"), "", () => view.call(call.sessionId, call.displayName)));
       }
-      li.append(view.link("Details", view.callUrl(call.callID)));
+      li.append(view.link(gettext("Details"), view.callUrl(call.callID)));
       return li;
     }));
   }

@@ -34,13 +34,13 @@ export class ConsultControls {
     if (this.isMine(call)) {
       const them = operatorName(call.consult.operator);
       return call.consult.answered
-        ? `Consulting ${them}: you hear each other; ${who} is on hold and hears neither of you.`
-        : `Calling ${them} to consult; ${who} is on hold.`;
+        ? interpolate(gettext("Consulting %(operator)s: you hear each other; %(name)s is on hold and hears neither of you."), {operator: them, name: who}, true)
+        : interpolate(gettext("Calling %(operator)s to consult; %(name)s is on hold."), {operator: them, name: who}, true);
     }
     if (this.isTarget(call) && call.consult.answered) {
       const by = call.consult.by.replace(/^operator /, "");
-      return `${operatorName(by)} is consulting you about ${who}, who is on hold and does not ` +
-             "hear you.";
+      return interpolate(gettext("%(operator)s is consulting you about %(name)s, who is on hold and does not hear you."),
+                         {operator: operatorName(by), name: who}, true);
     }
     return null;
   }
@@ -64,17 +64,19 @@ export class ConsultControls {
   endsMine(data, callID, mineID) {
     if (callID !== mineID) return false;
     if (data.name === "call.consult_completed" && data.call?.operator !== this.me) {
-      this.announce(`${data.toOperator || "They"} took the call.`);
+      this.announce(data.toOperator
+        ? interpolate(gettext("%(operator)s took the call."), {operator: data.toOperator}, true)
+        : gettext("They took the call."));
       return true;
     }
     if (data.name === "call.consult_cancelled" && data.toOperator === this.me) {
-      this.announce("The consult ended.");
+      this.announce(gettext("The consult ended."));
       return true;
     }
     if (data.name === "call.consult_completed" && data.call?.operator === this.me) {
-      this.announce("The call is yours now.");
+      this.announce(gettext("The call is yours now."));
     }
-    if (data.name === "call.consult_cancelled") this.announce("The consult ended: back to the caller.");
+    if (data.name === "call.consult_cancelled") this.announce(gettext("The consult ended: back to the caller."));
     return false;
   }
 

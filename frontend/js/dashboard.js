@@ -4,7 +4,7 @@
 // waiting callers, every operator's status; a queued call shows Answer only to the
 // operator it is offered to (the server refuses anyone else anyway). My call's notes and
 // disposition: wrapup.js, during the call and in its wrap-up. Hold / Resume on my active
-// call; every held call shows "on hold" (for supervisors too) from the feed. Transfer my
+// call; every held call shows gettext("on hold") (for supervisors too) from the feed. Transfer my
 // active call to an available operator or a queue (blind): I leave it and wrap up; a
 // call transferred to me rings with Answer, a transferring call says to whom.
 // Supervisors: Monitor / Whisper / Barge on other operators' active calls (supervise.js).
@@ -21,6 +21,8 @@ import {VoicemailList} from "./voicemails.js";
 
 const config = JSON.parse(document.getElementById("config").textContent);
 const $ = (id) => document.getElementById(id);
+// A translated text with its %(name)s placeholders filled in.
+const fmt = (text, values) => interpolate(text, values, true);
 const ui = {
   feed: $("feed"), status: $("my-status"), timer: $("my-timer"), problem: $("my-problem"),
   quality: $("quality"), hangup: $("my-hangup"), mute: $("my-mute"), hold: $("my-hold"),
@@ -39,12 +41,13 @@ const ui = {
   },
 };
 const REASONS = {
-  hangup: "hung up", missed: "missed", rejected: "rejected", cancelled: "cancelled",
-  media_timeout: "connection lost", media_failure: "connection failed",
-  server_restart: "server restarted", no_operator: "nobody free",
-  callback_requested: "callback requested", voicemail: "left a message",
-  transferred: "you transferred it",
-  consult_ended: "the consult ended",
+  hangup: gettext("hung up"), missed: gettext("missed"), rejected: gettext("rejected"),
+  cancelled: gettext("cancelled"),
+  media_timeout: gettext("connection lost"), media_failure: gettext("connection failed"),
+  server_restart: gettext("server restarted"), no_operator: gettext("nobody free"),
+  callback_requested: gettext("callback requested"), voicemail: gettext("left a message"),
+  transferred: gettext("you transferred it"),
+  consult_ended: gettext("the consult ended"),
 };
 
 const preflightLines = new PreflightLines();
@@ -52,14 +55,19 @@ const calls = new Map();    // callID → call summary
 const online = new Map();   // sessionId → session summary
 const operators = new Map();  // username → {operator, displayName, availability, activity}
 const queues = new Map();   // public id → {queue, name, strategy, members}
-const ACTIVITIES = {idle: "idle", ringing: "ringing", busy: "in a call", wrap_up: "wrapping up"};
+const ACTIVITIES = {idle: gettext("idle"), ringing: gettext("ringing"), busy: gettext("in a call"), wrap_up: gettext("wrapping up")};
+const AVAILABILITIES = {available: gettext("available"), away: gettext("away"), offline: gettext("offline")};
+const STRATEGIES = {
+  ring_all: gettext("ring all"), longest_idle: gettext("longest idle"), round_robin: gettext("round robin"),
+};
+const availabilityText = (availability) => AVAILABILITIES[availability] || availability;
 const alerts = new CallAlerts({onFocus: (callID) => focusAnswer(callID)});
 const farMeter = new LevelMeter(ui.farLevel);
 const microphone = new Microphone({
   select: ui.microphone, meter: ui.level, onProblem: (error) => problem(error.message),
 });
 let mine = null;            // {callID, media, answeredAt}
-let idleText = "Not in a call.";  // after a call: how it ended
+let idleText = gettext("Not in a call.");  // after a call: how it ended
 let tickers = [];
 let wrapUp = null;          // the notes box (made once `api` exists, below)
 let supervision = null;     // supervisors' modes (made once `api` exists, below)
@@ -103,9 +111,13 @@ const ringsForMe = (call) => inboundRinging(call) && !mine && (
   Boolean(myOffer(call)) || (!queued(call) && myStatus()?.availability === "available"));
 
 function describeStatus(status) {
-  if (!status) return "offline";
+  if (!status) return availabilityText("offline");
   return status.availability === "offline" && status.activity === "idle"
-    ? "offline" : `${status.availability}, ${ACTIVITIES[status.activity] || status.activity}`;
+    ? availabilityText("offline")
+    : fmt(gettext("%(availability)s, %(activity)s"), {
+      availability: availabilityText(status.availability),
+      activity: ACTIVITIES[status.activity] || status.activity,
+    });
 }
 
 function renderMyAvailability() {
@@ -114,7 +126,7 @@ function renderMyAvailability() {
   for (const element of ui.availability) {
     element.setAttribute("aria-pressed", String(element.dataset.availability === availability));
   }
-  ui.activity.textContent = `You are ${describeStatus(status)}.`;
+  ui.activity.textContent = fmt(gettext("You are %(status)s."), {status: describeStatus(status)});
 }
 
 async function setAvailability(availability) {
@@ -124,7 +136,9 @@ async function setAvailability(availability) {
   const status = await api("PUT", "/operators/me/status", {availability});
   operators.set(config.operator, {...myStatus(), ...status, operator: config.operator});
   // Said once: whichever comes first, this answer or the feed's operator.status.
-  if (before !== status.availability) announce(`You are now ${status.availability}.`);
+  if (before !== status.availability) {
+    announce(fmt(gettext("You are now %(availability)s."), {availability: availabilityText(status.availability)}));
+  }
   render();
 }
 
@@ -173,7 +187,7 @@ function renderHold(call) {
   const holdable = Boolean(mine && call && call.state === "active" && call.mode === "bridge");
   const held = holdable && Boolean(call.heldAt);
   ui.hold.hidden = !holdable;
-  ui.hold.textContent = held ? "Resume" : "Hold";
+  ui.hold.textContent = held ? gettext("Resume") : gettext("Hold");
   ui.hold.setAttribute("aria-pressed", String(held));
 }
 
@@ -191,16 +205,16 @@ async function connectMine(callID) {
         farMeter.attach(media.remoteStream);
         renderMine();
       } else if (state === "failed") {
-        setMyStatus("Reconnecting…");
+        setMyStatus(gettext("Reconnecting…"));
         connectMine(callID).catch((error) => problem(error.message));
       }
     },
   });
   media.setMuted(ui.mute.getAttribute("aria-pressed") === "true");
   mine = {callID, media, answeredAt: mine?.callID === callID ? mine.answeredAt : null};
-  idleText = "Not in a call.";
+  idleText = gettext("Not in a call.");
   wrapUp.open(calls.get(callID) || {callID});
-  setMyStatus("Connecting…");
+  setMyStatus(gettext("Connecting…"));
   const sdp = await media.offer(stream, {gather: true});
   try {
     const answer = await api("POST", `/calls/${callID}/webrtc/offer`, {type: "offer", sdp});
@@ -208,7 +222,7 @@ async function connectMine(callID) {
   } catch (error) {
     media.close();
     if (mine?.media === media) mine = null;
-    setMyStatus("Not in a call.");
+    setMyStatus(gettext("Not in a call."));
     throw error;
   }
 }
@@ -220,8 +234,8 @@ function renderRecording(call) {
   const running = recording?.state === "recording";
   ui.consent.hidden = !active;
   ui.consent.textContent = missing.length
-    ? `Recording consent missing from: ${missing.join(", ")}.`
-    : "Recording consent: everyone agreed.";
+    ? fmt(gettext("Recording consent missing from: %(parties)s."), {parties: missing.join(", ")})
+    : gettext("Recording consent: everyone agreed.");
   ui.consentGive.hidden = !active || !missing.includes("operator");
   ui.consentGive.title = config.consentText;
   ui.record.hidden = !active || running;
@@ -231,7 +245,7 @@ function renderRecording(call) {
   if (recording) {
     ui.recordingLink.href = config.recordingAdminUrl.replace(
       "00000000-0000-0000-0000-000000000000", recording.recordingID);
-    ui.recordingLink.textContent = running ? "● Recording" : "Recording";
+    ui.recordingLink.textContent = running ? gettext("● Recording") : gettext("Recording");
   }
 }
 
@@ -243,21 +257,21 @@ function renderMine() {
     return;
   }
   const call = calls.get(mine.callID);
-  const who = call?.displayName || "the end user";
+  const who = call?.displayName || gettext("the end user");
   const consulting = consults.status(call, who, operatorName);
   if (consulting) {
     setMyStatus(consulting);
     ui.timer.hidden = false;
   } else if (!call || call.state === "ringing") {
-    setMyStatus(`Calling ${who}…`);
+    setMyStatus(fmt(gettext("Calling %(name)s…"), {name: who}));
   } else if (call.heldAt) {
-    setMyStatus(`${who} is on hold: they hear the hold audio, not you; you hear nothing.`);
+    setMyStatus(fmt(gettext("%(name)s is on hold: they hear the hold audio, not you; you hear nothing."), {name: who}));
     ui.timer.hidden = false;
   } else if (mine.media?.pc.connectionState === "connected") {
-    setMyStatus(`Talking with ${who}.`);
+    setMyStatus(fmt(gettext("Talking with %(name)s."), {name: who}));
     ui.timer.hidden = false;
   } else {
-    setMyStatus("Connecting…");
+    setMyStatus(gettext("Connecting…"));
   }
 }
 
@@ -268,7 +282,8 @@ function endMine(reason) {
   farMeter.detach();
   mine = null;
   ui.timer.hidden = true;
-  idleText = reason ? `Call ended (${REASONS[reason] || reason}).` : "Not in a call.";
+  idleText = reason ? fmt(gettext("Call ended (%(reason)s)."), {reason: REASONS[reason] || reason})
+    : gettext("Not in a call.");
   setMyStatus(idleText);
 }
 
@@ -325,15 +340,15 @@ const voicemails = new VoicemailList({
   list: $("voicemails"), empty: $("voicemails-empty"), note: $("voicemails-note"), callUrl,
 });
 const since = (iso) => (Date.now() - Date.parse(iso)) / 1000;
-const name = (call) => call.displayName || (call.mode === "echo" ? "echo test" : "anonymous");
+const name = (call) => call.displayName || (call.mode === "echo" ? gettext("echo test") : gettext("anonymous"));
 const until = (iso) => (Date.parse(iso) - Date.now()) / 1000;
 const operatorName = (username) => operators.get(username)?.displayName || username;
 
 // What a gateway client (PolyAI's) said of its call: its numbers and its own callSid.
 function callerDetails(call) {
   const parts = [];
-  if (call.caller) parts.push(`from ${call.caller}`);
-  if (call.callee) parts.push(`to ${call.callee}`);
+  if (call.caller) parts.push(fmt(gettext("from %(number)s"), {number: call.caller}));
+  if (call.callee) parts.push(fmt(gettext("to %(number)s"), {number: call.callee}));
   if (call.externalId) parts.push(`callSid ${call.externalId}`);
   return parts.join(" · ");
 }
@@ -354,13 +369,14 @@ function ringingMeta(call, offer, withQueue = true) {
   const waited = formatDuration(since(call.queuedAt || call.createdAt));
   if (call.direction !== "inbound" || !call.queue) return waited;
   const parts = withQueue ? [call.queueName || call.queue] : [];
-  if (call.transferring) parts.push(`transferred to ${call.transferring}`);
-  parts.push(`waiting ${waited}`);
+  if (call.transferring) parts.push(fmt(gettext("transferred to %(target)s"), {target: call.transferring}));
+  parts.push(fmt(gettext("waiting %(duration)s"), {duration: waited}));
   if (offer) {
-    parts.push(`answer within ${formatDuration(until(offer.deadline))}`);
+    parts.push(fmt(gettext("answer within %(duration)s"), {duration: formatDuration(until(offer.deadline))}));
   } else if (queued(call)) {
     const rung = (call.offers || []).map((o) => operatorName(o.operator));
-    parts.push(rung.length ? `ringing ${rung.join(", ")}` : "waiting for a free operator");
+    parts.push(rung.length ? fmt(gettext("ringing %(operators)s"), {operators: rung.join(", ")})
+      : gettext("waiting for a free operator"));
   }
   return parts.join(" · ");
 }
@@ -373,9 +389,9 @@ function badge(text, kind) {
 }
 
 function operatorItem(status) {
-  const you = status.operator === config.operator ? " (you)" : "";
+  const you = status.operator === config.operator ? ` ${gettext("(you)")}` : "";
   const li = item(`${status.displayName || status.operator}${you}`, "",
-                  badge(status.availability, status.availability),
+                  badge(availabilityText(status.availability), status.availability),
                   badge(ACTIVITIES[status.activity] || status.activity, status.activity));
   li.querySelector(".meta").remove();
   li.setAttribute("aria-label", `${status.displayName || status.operator}${you}: ${describeStatus(status)}`);
@@ -391,15 +407,16 @@ function renderQueues(all) {
   ui.lists.queues.replaceChildren(...[...queues.values()].map((queue) => {
     const section = document.createElement("section");
     section.className = "queue";
-    section.setAttribute("aria-label", `Queue ${queue.name}`);
+    section.setAttribute("aria-label", fmt(gettext("Queue %(queue)s"), {queue: queue.name}));
     const waiting = waitingCalls.filter((c) => c.queue === queue.queue);
     const members = (queue.members || []).map((username) => operators.get(username)).filter(Boolean);
     const free = members.filter((m) => m.availability === "available" && m.activity === "idle");
     const title = document.createElement("h3");
     const meta = document.createElement("span");
     meta.className = "meta";
-    meta.textContent = `${waiting.length} waiting · ${free.length} of ${members.length} free` +
-                       (queue.strategy ? ` · ${queue.strategy.replace("_", " ")}` : "");
+    meta.textContent = fmt(gettext("%(waiting)s waiting · %(free)s of %(members)s free"),
+                           {waiting: waiting.length, free: free.length, members: members.length}) +
+                       (queue.strategy ? ` · ${STRATEGIES[queue.strategy] || queue.strategy}` : "");
     title.append(queue.name, meta);
     const list = document.createElement("ul");
     list.className = "calls";
@@ -412,7 +429,7 @@ function renderQueues(all) {
     }));
     const who = document.createElement("ul");
     who.className = "calls members";
-    who.setAttribute("aria-label", `Members of ${queue.name}`);
+    who.setAttribute("aria-label", fmt(gettext("Members of %(queue)s"), {queue: queue.name}));
     who.append(...members.map(operatorItem));
     section.append(title, list, who);
     return section;
@@ -431,7 +448,8 @@ function render() {
   ui.lists.ringing.replaceChildren(...all.filter((c) => consults.ringsForMe(c)).map(consultItem),
                                    ...ringing.map((call) => {
     const inbound = call.direction === "inbound";
-    const li = item(inbound ? `${name(call)} is calling` : `Calling ${name(call)}`, "");
+    const li = item(inbound ? fmt(gettext("%(name)s is calling"), {name: name(call)})
+      : fmt(gettext("Calling %(name)s"), {name: name(call)}), "");
     li.dataset.callId = call.callID;
     const meta = li.querySelector(".meta");
     const offer = myOffer(call);
@@ -439,19 +457,19 @@ function render() {
     tick();
     tickers.push(tick);
     if (inbound && mayAnswer(call)) {
-      li.append(button("Answer", "primary", () => connectMine(call.callID)));
+      li.append(button(gettext("Answer"), "primary", () => connectMine(call.callID)));
       // Rejecting a queued call would end it for the caller: declining passes it on.
       if (queued(call)) {
-        li.append(button("Decline", "", () => api("POST", `/calls/${call.callID}/decline`)));
+        li.append(button(gettext("Decline"), "", () => api("POST", `/calls/${call.callID}/decline`)));
       } else {
-        li.append(button("Reject", "danger", () => api("POST", `/calls/${call.callID}/reject`)));
+        li.append(button(gettext("Reject"), "danger", () => api("POST", `/calls/${call.callID}/reject`)));
       }
     } else if (inbound) {
       // Not mine to answer: a supervisor sees whom it rings, no buttons that would fail.
     } else {
-      li.append(button("Cancel", "danger", () => hangUp(call.callID)));
+      li.append(button(gettext("Cancel"), "danger", () => hangUp(call.callID)));
     }
-    li.append(link("Details", callUrl(call.callID)));
+    li.append(link(gettext("Details"), callUrl(call.callID)));
     preflightLines.attach(li, call);  // the caller's preflight report, if their page made one
     return withCallerDetails(li, call);
   }));
@@ -460,18 +478,18 @@ function render() {
     const started = call.answeredAt || call.createdAt;
     const li = item(`${name(call)}${call.operator ? ` ↔ ${call.operator}` : ""}`,
                     formatDuration(since(started)),
-                    button("Hang up", "danger", () => hangUp(call.callID)),
-                    link("Details", callUrl(call.callID)));
+                    button(gettext("Hang up"), "danger", () => hangUp(call.callID)),
+                    link(gettext("Details"), callUrl(call.callID)));
     li.dataset.callId = call.callID;
     const meta = li.querySelector(".meta");
-    if (call.heldAt) li.insertBefore(badge("on hold", "held"), meta);
+    if (call.heldAt) li.insertBefore(badge(gettext("on hold"), "held"), meta);
     if (call.consult) {
-      const consulted = `consulting ${operatorName(call.consult.operator)}` +
-                        (call.consult.answered ? "" : " (ringing)");
+      const consulted = fmt(call.consult.answered ? gettext("consulting %(operator)s")
+        : gettext("consulting %(operator)s (ringing)"), {operator: operatorName(call.consult.operator)});
       li.insertBefore(badge(consulted, "consulting"), meta);
     }
     if (call.supervisorMode) {
-      li.insertBefore(badge(`${call.supervisorMode}: ${call.supervisedBy || "a supervisor"}`,
+      li.insertBefore(badge(`${call.supervisorMode}: ${call.supervisedBy || gettext("a supervisor")}`,
                             "supervised"), meta);
     }
     if (config.callSupervisor) {
@@ -480,7 +498,7 @@ function render() {
     // While held, how long the caller has been waiting on hold.
     const tick = () => {
       meta.textContent = call.heldAt
-        ? `${formatDuration(since(started))} · held ${formatDuration(since(call.heldAt))}`
+        ? fmt(gettext("%(duration)s · held %(held)s"), {duration: formatDuration(since(started)), held: formatDuration(since(call.heldAt))})
         : formatDuration(since(started));
     };
     tick();
@@ -491,9 +509,9 @@ function render() {
   ui.lists.online.replaceChildren(...[...online.values()].map((session) => {
     const busy = all.some((c) => c.sessionId === session.sessionId && c.mode === "bridge" &&
                                  ["ringing", "active", "voicemail"].includes(c.state));
-    const li = item(session.displayName || "anonymous", busy ? "in a call" : "available");
+    const li = item(session.displayName || gettext("anonymous"), busy ? gettext("in a call") : availabilityText("available"));
     if (!busy) {
-      li.append(button("Call", "primary", () => callSession(session.sessionId, session.displayName)));
+      li.append(button(gettext("Call"), "primary", () => callSession(session.sessionId, session.displayName)));
     }
     return li;
   }));
@@ -507,12 +525,12 @@ function render() {
     const talk = call.answeredAt && call.endedAt
       ? formatDuration((Date.parse(call.endedAt) - Date.parse(call.answeredAt)) / 1000) : "—";
     const how = REASONS[call.endReason] || call.endReason ||
-      (call.state === "voicemail" ? "in voicemail" : call.state);
+      (call.state === "voicemail" ? gettext("in voicemail") : call.state);
     const outcome = [how, talk];
     if (call.disposition) outcome.push(call.disposition);
-    const actions = [link("Details", callUrl(call.callID))];
+    const actions = [link(gettext("Details"), callUrl(call.callID))];
     if (call.answeredAt && (call.operator === config.operator || config.notesSupervisor)) {
-      actions.unshift(button("Notes", "", () => wrapUp.open(call, {ended: true})));
+      actions.unshift(button(gettext("Notes"), "", () => wrapUp.open(call, {ended: true})));
     }
     return withCallerDetails(item(name(call), outcome.join(" · "), ...actions), call);
   }));
@@ -530,9 +548,10 @@ function render() {
 // A consult ringing for me: who consults me about whom; Answer connects my media to it.
 function consultItem(call) {
   const by = operatorName(call.consult.by.replace(/^operator /, ""));
-  const li = item(`${by} wants to consult you`, `about ${name(call)}, on hold`,
-                  button("Answer", "primary", () => connectMine(call.callID)),
-                  button("Decline", "", () => api("POST", `/calls/${call.callID}/decline`)));
+  const li = item(fmt(gettext("%(operator)s wants to consult you"), {operator: by}),
+                  fmt(gettext("about %(name)s, on hold"), {name: name(call)}),
+                  button(gettext("Answer"), "primary", () => connectMine(call.callID)),
+                  button(gettext("Decline"), "", () => api("POST", `/calls/${call.callID}/decline`)));
   li.dataset.callId = call.callID;
   li.dataset.consult = "true";
   return li;
@@ -589,9 +608,13 @@ function onQualityEvent(data, callID) {
 
 // The server's warnings about my call's legs, in words (empty: none).
 function serverQualityWarnings(callID) {
-  const whose = {user: "the caller's", operator: "your", supervisor: "the supervisor's"};
+  const whose = {
+    user: gettext("The caller's connection is poor (server MOS %(mos)s)"),
+    operator: gettext("Your connection is poor (server MOS %(mos)s)"),
+    supervisor: gettext("The supervisor's connection is poor (server MOS %(mos)s)"),
+  };
   return [...(serverQuality.get(callID) || new Map())].map(([role, mos]) =>
-    `${whose[role] || role} connection is poor (server MOS ${Number(mos).toFixed(1)})`);
+    fmt(whose[role] || `${role}: MOS %(mos)s`, {mos: Number(mos).toFixed(1)}));
 }
 
 // --- the live feed -------------------------------------------------------------------------
@@ -610,18 +633,19 @@ function onFeed(message) {
     const data = message.data;
     callbackLists.event(data);
     if (data.name === "callback.requested" && isMyQueue(data.callback?.queue)) {
-      announce(`${data.callback.displayName || "A caller"} asked to be called back ` +
-               `(${data.callback.queueName}).`);
+      announce(fmt(gettext("%(name)s asked to be called back (%(queue)s)."), {
+        name: data.callback.displayName || gettext("A caller"), queue: data.callback.queueName}));
     }
     if (data.name === "operator.status") operatorChanged(data);
     if (data.name === "queue.offered" && data.operator === config.operator) {
-      announce(`${name(data.call)} is calling you from ${data.call.queueName || data.queue}: ` +
-               `${Math.round(until(data.deadline))} seconds to answer.`);
+      announce(fmt(gettext("%(name)s is calling you from %(queue)s: %(seconds)s seconds to answer."), {
+        name: name(data.call), queue: data.call.queueName || data.queue,
+        seconds: Math.round(until(data.deadline))}));
     }
     if (data.name === "queue.offer_ended" && data.operator === config.operator &&
         data.outcome !== "answered") {
-      announce(data.outcome === "missed" ? `You missed ${name(data.call)}'s call.`
-                                         : `${name(data.call)}'s call no longer rings for you.`);
+      announce(fmt(data.outcome === "missed" ? gettext("You missed %(name)s's call.")
+        : gettext("%(name)s's call no longer rings for you."), {name: name(data.call)}));
     }
     if (data.call) calls.set(data.call.callID, data.call);
     onQualityEvent(data, message.callSid);
@@ -640,8 +664,8 @@ function onFeed(message) {
       endMine(data.name === "call.consult_completed" ? "transferred" : "consult_ended");
     }
     if (["call.held", "call.resumed"].includes(data.name) && mine?.callID === message.callSid) {
-      announce(data.name === "call.held" ? `${name(data.call)} is on hold.`
-                                         : `${name(data.call)} is back with you.`);
+      announce(fmt(data.name === "call.held" ? gettext("%(name)s is on hold.")
+        : gettext("%(name)s is back with you."), {name: name(data.call)}));
     }
   }
   render();
@@ -652,17 +676,17 @@ function connectFeed(attempt = 0) {
   const socket = new WebSocket(`${scheme}://${location.host}${config.feedPath}`);
   socket.onopen = () => {
     attempt = 0;
-    ui.feed.textContent = "Live.";
+    ui.feed.textContent = gettext("Live.");
     ui.feed.dataset.live = "true";
   };
   socket.onmessage = (event) => onFeed(JSON.parse(event.data));
   socket.onclose = (event) => {
     if (event.code === 4401) {  // logged out, deactivated or no longer an operator
-      ui.feed.textContent = "Signed out: log in again to see the live feed.";
+      ui.feed.textContent = gettext("Signed out: log in again to see the live feed.");
       ui.feed.dataset.live = "false";
       return;
     }
-    ui.feed.textContent = "Live feed lost: reconnecting…";
+    ui.feed.textContent = gettext("Live feed lost: reconnecting…");
     ui.feed.dataset.live = "false";
     setTimeout(() => connectFeed(attempt + 1), Math.min(10000, 500 * 2 ** attempt));
   };
@@ -673,7 +697,7 @@ function operatorChanged(data) {
   const before = operators.get(status.operator);
   operators.set(status.operator, {...before, ...status});
   if (status.operator === config.operator && before?.availability !== status.availability) {
-    announce(`You are now ${status.availability}.`);
+    announce(fmt(gettext("You are now %(availability)s."), {availability: availabilityText(status.availability)}));
   }
 }
 
@@ -765,13 +789,14 @@ ui.record.addEventListener("click", async () => {
     await api("POST", `/calls/${mine.callID}/record`);
   } catch (error) {
     problem(error.code === "CONSENT_REQUIRED"
-      ? `Not recording: ${error.message}. The end user has been asked.` : error.message);
+      ? fmt(gettext("Not recording: %(reason)s. The end user has been asked."), {reason: error.message})
+      : error.message);
   }
 });
 ui.playFile.replaceChildren(...config.audioFiles.map((audio) => {
   const option = document.createElement("option");
   option.value = audio.name;
-  option.textContent = `${audio.name} (${audio.durationS} s)`;
+  option.textContent = fmt(gettext("%(name)s (%(seconds)s s)"), {name: audio.name, seconds: audio.durationS});
   return option;
 }));
 ui.play.addEventListener("click", async () => {
@@ -802,7 +827,7 @@ ui.recordStop.addEventListener("click", async () => {
 ui.mute.addEventListener("click", () => {
   const muted = ui.mute.getAttribute("aria-pressed") !== "true";
   ui.mute.setAttribute("aria-pressed", String(muted));
-  ui.mute.textContent = muted ? "Unmute" : "Mute";
+  ui.mute.textContent = muted ? gettext("Unmute") : "Mute";
   mine?.media?.setMuted(muted);
 });
 ui.microphone.addEventListener("change", () =>
@@ -814,9 +839,12 @@ setInterval(async () => {
   if (mine?.media?.pc.connectionState === "connected") {
     const reading = await mine.media.quality();
     const warnings = [...serverQualityWarnings(mine.callID), ...qualityWarnings(reading)];
-    const parts = [`RTT ${reading.rttMs ?? "–"} ms`, `jitter ${reading.jitterMs ?? "–"} ms`,
-                   `loss ${reading.lossPercent == null ? "–" : reading.lossPercent.toFixed(1)}%`];
-    ui.quality.textContent = (warnings.length ? `Warning: ${warnings.join(", ")}. ` : "") +
+    const parts = [interpolate(gettext("RTT %s ms"), [reading.rttMs ?? "–"]),
+                   interpolate(gettext("jitter %s ms"), [reading.jitterMs ?? "–"]),
+                   interpolate(gettext("loss %s"), [
+                     reading.lossPercent == null ? "–" : `${reading.lossPercent.toFixed(1)}%`])];
+    ui.quality.textContent = (warnings.length
+      ? fmt(gettext("Warning: %(warnings)s."), {warnings: warnings.join(", ")}) + " " : "") +
                              parts.join(" · ");
     ui.quality.classList.toggle("warning", warnings.length > 0);
   }

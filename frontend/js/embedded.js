@@ -50,7 +50,7 @@ export async function pageConfig(inline) {
   embedded = true;
   origins = inline.embedOrigins || [];
   if (window.parent === window) {
-    throw new EmbedProblem("FORBIDDEN", "This page works inside the website that offers the call.");
+    throw new EmbedProblem("FORBIDDEN", gettext("This page works inside the website that offers the call."));
   }
   const token = tokenFromHost();
   tellHost("ready");
@@ -62,7 +62,7 @@ export async function pageConfig(inline) {
   });
   const body = await response.json().catch(() => ({}));
   if (!response.ok) {
-    throw new EmbedProblem(body.code || "HANDLER_ERROR", body.message || "The call could not start.");
+    throw new EmbedProblem(body.code || "HANDLER_ERROR", body.message || gettext("The call could not start."));
   }
   return {...body, ...inline};  // the page's own (queue, embed) win over the session's
 }

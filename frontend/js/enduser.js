@@ -13,13 +13,14 @@ const $ = (id) => document.getElementById(id);
 const config = await pageConfig(JSON.parse($("config").textContent)).catch((error) => {
   // Framed without a usable token (or not framed at all): say so, tell the host, stop here.
   document.body.dataset.state = "unavailable";
-  $("status").textContent = "The call cannot start.";
+  $("status").textContent = gettext("The call cannot start.");
   $("problem").textContent = error.message;
   $("problem").hidden = false;
   tellHost("error", {code: error.code || "HANDLER_ERROR", message: error.message});
   return new Promise(() => {});  // never settles: the rest of this module never runs
 });
-if (config.embed && config.displayName) $("greeting").textContent = `Hello, ${config.displayName}.`;
+if (config.embed && config.displayName) $("greeting").textContent =
+  interpolate(gettext("Hello, %(name)s."), {name: config.displayName}, true);
 const ui = {
   status: $("status"), problem: $("problem"), timer: $("timer"), incoming: $("incoming"),
   call: $("call"), test: $("test"), hangup: $("hangup"), mute: $("mute"), retry: $("retry"),
@@ -37,16 +38,16 @@ ui.consentText.textContent = config.consentText;
 ui.consentVersion.textContent = config.consentVersion;
 
 const END_REASONS = {
-  hangup: "The call has ended.",
-  missed: "Nobody answered. Please try again later.",
-  rejected: "The call was declined.",
-  cancelled: "The call was cancelled.",
-  media_timeout: "The connection was lost.",
-  media_failure: "The connection failed.",
-  server_restart: "The service restarted. Please call again.",
-  callback_requested: "We will call you back. Keep this page open to take our call.",
-  no_operator: "Nobody could take your call. Please try again later.",
-  voicemail: "Thank you: your message was sent.",
+  hangup: gettext("The call has ended."),
+  missed: gettext("Nobody answered. Please try again later."),
+  rejected: gettext("The call was declined."),
+  cancelled: gettext("The call was cancelled."),
+  media_timeout: gettext("The connection was lost."),
+  media_failure: gettext("The connection failed."),
+  server_restart: gettext("The service restarted. Please call again."),
+  callback_requested: gettext("We will call you back. Keep this page open to take our call."),
+  no_operator: gettext("Nobody could take your call. Please try again later."),
+  voicemail: gettext("Thank you: your message was sent."),
 };
 
 const ringer = new Ringer();
@@ -56,7 +57,7 @@ const microphone = new Microphone({
   onProblem: (error) => {
     setProblem(error.message);
     tellHost("error", {code: "MICROPHONE", kind: error.kind, message: error.message});
-    setState("mic-problem", "Your microphone is not available.");
+    setState("mic-problem", gettext("Your microphone is not available."));
   },
 });
 const voicemail = new VoicemailPanel({
@@ -84,8 +85,8 @@ function setState(state, text) {
   const inCall = ["calling", "connecting", "connected", "reconnecting", "testing", "preflight"]
     .includes(state);
   const staged = state === "voicemail";  // the voicemail panel has its own buttons
-  const hangupLabel = state === "preflight" ? "Skip the check" :
-    call?.mode === "echo" ? "Stop the test" : "Hang up";
+  const hangupLabel = state === "preflight" ? gettext("Skip the check") :
+    call?.mode === "echo" ? gettext("Stop the test") : gettext("Hang up");
   const ready = !inCall && state !== "incoming" && microphone.stream !== null;
   show(ui.call, !inCall && !staged && state !== "incoming" && state !== "mic-problem");
   show(ui.test, !inCall && !staged && state !== "incoming" && state !== "mic-problem");
@@ -119,7 +120,7 @@ const socket = new SignalSocket(config.signalPath, {
   onopen: () => socket.sendNow({type: "register", sessionId: "", authToken: config.token}),
   onmessage: handle,
   onstatus: (status) => {
-    if (status === "reconnecting" && call) setState("reconnecting", "Reconnecting…");
+    if (status === "reconnecting" && call) setState("reconnecting", gettext("Reconnecting…"));
   },
 });
 
@@ -131,7 +132,7 @@ async function handle(message) {
   switch (data.name) {
     case "registered": return onRegistered(data);
     case "call.ringing":
-      if (call && call.callSid === message.callSid) setState("calling", "Calling the operators…");
+      if (call && call.callSid === message.callSid) setState("calling", gettext("Calling the operators…"));
       if (call && call.callSid === message.callSid) tellCall("ringing", {direction: "outbound"});
       return;
     case "call.incoming":
@@ -143,7 +144,7 @@ async function handle(message) {
       if (!call && !incoming) {
         incoming = message.callSid;
         ringer.start();
-        setState("incoming", "Incoming call…");
+        setState("incoming", gettext("Incoming call…"));
         tellHost("ringing", {direction: "inbound", callSid: incoming});
       }
       return;
@@ -154,7 +155,7 @@ async function handle(message) {
         showPlace(null);
         voicemail.offer(message.callSid, data);
         show(ui.callback, data.callback === true);  // or a callback, until a message starts
-        setState("voicemail", "Nobody is free to take your call right now.");
+        setState("voicemail", gettext("Nobody is free to take your call right now."));
       }
       return;
     case "call.held":
@@ -166,7 +167,7 @@ async function handle(message) {
       if (call && call.callSid === message.callSid) {
         showHeld(false);
         show(ui.transferring, true);
-        ui.status.textContent = "Transferring you…";
+        ui.status.textContent = gettext("Transferring you…");
       }
       return;
     case "call.transfer_completed":
@@ -185,7 +186,7 @@ async function handle(message) {
         showPlace(null);
         show(ui.callback, false);
         if (call.media?.pc.connectionState === "connected") connected();
-        else setState("connecting", "Connecting…");
+        else setState("connecting", gettext("Connecting…"));
       }
       return;
     case "media.connected":
@@ -218,7 +219,7 @@ async function handle(message) {
       if (incoming === message.callSid) {
         ringer.stop();
         incoming = null;
-        setState("ended", "You missed a call.");
+        setState("ended", gettext("You missed a call."));
         tellHost("ended", {callSid: message.callSid, reason: data.reason});
       }
       if (call && call.callSid === message.callSid) finish(data.reason);
@@ -253,7 +254,8 @@ function showPlace(waiting) {
   // position null: moved to a queue that tells no place (the default one).
   const place = waiting?.position ? waiting : null;
   ui.place.textContent = place
-    ? `Waiting — you are number ${place.position} in line for ${place.queueName}.` : "";
+    ? interpolate(gettext("Waiting — you are number %(position)s in line for %(queue)s."),
+                  {position: place.position, queue: place.queueName}, true) : "";
   show(ui.place, Boolean(place));
 }
 
@@ -262,15 +264,15 @@ function showHeld(held) {
   if (call) call.held = held;
   show(ui.held, Boolean(call?.held));
   if (call?.answeredAt && document.body.dataset.state === "connected") {
-    ui.status.textContent = call.held ? "On hold." : "Connected.";
+    ui.status.textContent = call.held ? gettext("On hold.") : gettext("Connected.");
   }
 }
 
 // A supervisor on the call: whether they can hear us, and whether we hear them.
 const SUPERVISOR_TEXT = {
-  monitor: "A supervisor joined the call and is listening.",
-  whisper: "A supervisor joined the call and is listening (they speak to the operator only).",
-  barge: "A supervisor joined the conversation: you can hear each other.",
+  monitor: gettext("A supervisor joined the call and is listening."),
+  whisper: gettext("A supervisor joined the call and is listening (they speak to the operator only)."),
+  barge: gettext("A supervisor joined the conversation: you can hear each other."),
 };
 
 function showSupervisor(data) {
@@ -298,7 +300,7 @@ function onRegistered(data) {
     reconnectMedia();
   } else if (!incoming) {
     setState(microphone.stream ? "idle" : document.body.dataset.state || "idle",
-             microphone.stream ? "Ready." : ui.status.textContent);
+             microphone.stream ? gettext("Ready.") : ui.status.textContent);
   }
   registeredOnce = true;
   maybePreflightBeforeCalling();
@@ -329,7 +331,7 @@ function onError(message) {
   if (call && !call.sessionId) {  // our offer was refused: there is no call
     closeMedia();
     call = null;
-    setState("idle", "Ready.");
+    setState("idle", gettext("Ready."));
   }
 }
 
@@ -343,13 +345,13 @@ function onMediaEvent(message) {
   }
   if (!mine && call.mode === "bridge") {
     ui.note.textContent = message.data.name === "media.disconnected"
-      ? "The operator's connection dropped; waiting for them to come back…" : "";
+      ? gettext("The operator's connection dropped; waiting for them to come back…") : "";
   }
 }
 
 // The server's estimate of our own leg's network (only our leg's reach this socket).
-const POOR_CONNECTION = "Your connection is poor: you may be hard to hear. " +
-                        "A wired connection or a stronger signal helps.";
+const POOR_CONNECTION = gettext(
+  "Your connection is poor: you may be hard to hear. A wired connection or a stronger signal helps.");
 
 function onQualityEvent(message) {
   if (!call || call.callSid !== message.callSid || message.data.legID !== call.sessionId) return;
@@ -372,8 +374,8 @@ async function startCall(mode, callSid = null, extra = {}) {
           outbound: !callSid, ...extra};
   await connectMedia(stream);
   // An echo test or an accepted call shows "Connecting…" until the media connects.
-  if (mode === "bridge" && !callSid) setState("calling", "Calling the operators…");
-  else setState("connecting", "Connecting…");
+  if (mode === "bridge" && !callSid) setState("calling", gettext("Calling the operators…"));
+  else setState("connecting", gettext("Connecting…"));
 }
 
 async function connectMedia(stream) {
@@ -415,7 +417,7 @@ function onMediaState(media, state) {
   } else if (state === "failed") {
     reconnectMedia();
   } else if (state === "disconnected") {
-    setState("reconnecting", "Reconnecting…");
+    setState("reconnecting", gettext("Reconnecting…"));
     clearTimeout(reconnectTimer);
     reconnectTimer = setTimeout(() => {
       if (call?.media === media && media.pc.connectionState !== "connected") reconnectMedia();
@@ -425,7 +427,7 @@ function onMediaState(media, state) {
 
 async function reconnectMedia() {
   if (!call || !call.callSid) return;
-  setState("reconnecting", "Reconnecting…");
+  setState("reconnecting", gettext("Reconnecting…"));
   closeMedia();
   call.sessionId = "";  // the answer names our (same) leg again
   try {
@@ -443,8 +445,8 @@ function connected() {
   const testing = call.mode === "echo";
   tellCall("connected");
   setState(testing ? "testing" : "connected",
-           testing ? "Testing your microphone: you should hear yourself." :
-             call.held ? "On hold." : "Connected.");
+           testing ? gettext("Testing your microphone: you should hear yourself.") :
+             call.held ? gettext("On hold.") : gettext("Connected."));
   ui.note.textContent = "";
   clearInterval(timerHandle);
   const start = call.answeredAt || Date.now();
@@ -467,12 +469,12 @@ async function answerConsent(granted) {
   });
   if (!response.ok) {
     const error = await response.json().catch(() => ({}));
-    setProblem(error.message || "Your answer could not be saved.");
+    setProblem(error.message || gettext("Your answer could not be saved."));
     return;
   }
   show(ui.consent, false);
-  ui.note.textContent = granted ? "Thank you: you agreed to be recorded." :
-    "You said no: this call will not be recorded.";
+  ui.note.textContent = granted ? gettext("Thank you: you agreed to be recorded.") :
+    gettext("You said no: this call will not be recorded.");
 }
 
 function finish(reason) {
@@ -495,7 +497,7 @@ function finish(reason) {
   ui.callbackAsk.disabled = false;
   ui.callbackNote.value = "";
   if (wasPreflight) return;  // runPreflight says what comes next
-  setState("ended", testing ? "Microphone test finished." : END_REASONS[reason] || "The call has ended.");
+  setState("ended", testing ? gettext("Microphone test finished.") : END_REASONS[reason] || gettext("The call has ended."));
 }
 
 // --- preflight ---------------------------------------------------------------------------
@@ -519,7 +521,7 @@ async function runPreflight(trigger) {
 async function preflight(trigger, run) {
   setProblem("");
   ui.preflight.hidden = true;
-  setState("preflight", "Checking your microphone and connection…");
+  setState("preflight", gettext("Checking your microphone and connection…"));
   const turn = turnCheck(config.iceServers);
   const report = {trigger, microphone: {ok: false}, echo: {ok: false, packetsReceived: 0,
                   packetsLost: 0, problem: "not tried"}, turn: {configured: false}};
@@ -533,7 +535,7 @@ async function preflight(trigger, run) {
   if (report.microphone.ok && !run.skipped) report.echo = await echoCheck(run);
   report.turn = await turn;
   if (run.skipped) {  // "Skip the check": nothing to report
-    if (!call && !incoming) setState("idle", "Ready.");
+    if (!call && !incoming) setState("idle", gettext("Ready."));
     return;
   }
   let result;
@@ -546,8 +548,8 @@ async function preflight(trigger, run) {
   preflightDone = true;
   if (call || incoming) return;  // a call came in meanwhile: leave its state alone
   showResult(ui.preflight, result);
-  setState(microphone.stream ? "idle" : "mic-problem", microphone.stream ? "Ready." :
-    "Your microphone is not available.");
+  setState(microphone.stream ? "idle" : "mic-problem", microphone.stream ? gettext("Ready.") :
+    gettext("Your microphone is not available."));
 }
 
 async function echoCheck(run) {
@@ -557,7 +559,7 @@ async function echoCheck(run) {
   run.stop = () => connectedNow(false);
   try {
     await startCall("echo", null, {preflight: {connected: () => connectedNow(true)}});
-    setState("preflight", "Checking your connection…");
+    setState("preflight", gettext("Checking your connection…"));
     const up = await Promise.race([connectedSoon, new Promise((r) => setTimeout(() => r(false), 10000))]);
     if (!up || !call?.media) {
       return {ok: false, packetsReceived: 0, packetsLost: 0,
@@ -612,7 +614,7 @@ ui.decline.addEventListener("click", () => {
   socket.send({type: "hangup", callSid: incoming});
   tellHost("ended", {callSid: incoming, reason: "rejected"});
   incoming = null;
-  setState("idle", "Ready.");
+  setState("idle", gettext("Ready."));
 });
 ui.callbackAsk.addEventListener("click", askForCallback);
 ui.consentYes.addEventListener("click", () => answerConsent(true).catch(console.error));
@@ -621,22 +623,22 @@ ui.withdraw.addEventListener("click", () => answerConsent(false).catch(console.e
 ui.mute.addEventListener("click", () => {
   const muted = ui.mute.getAttribute("aria-pressed") !== "true";
   ui.mute.setAttribute("aria-pressed", String(muted));
-  ui.mute.textContent = muted ? "Unmute" : "Mute";
+  ui.mute.textContent = muted ? gettext("Unmute") : gettext("Mute");
   call?.media?.setMuted(muted);
 });
 ui.retry.addEventListener("click", async () => {
   try {
     await ensureMicrophone();
-    setState("idle", "Ready.");
+    setState("idle", gettext("Ready."));
   } catch (error) { /* the message is on the page */ }
 });
 ui.microphone.addEventListener("change", () =>
   microphone.change(async (stream) => call?.media?.useMicrophone(stream)));
 
-setState("checking", "Checking your microphone…");
+setState("checking", gettext("Checking your microphone…"));
 ensureMicrophone()
   .then(() => {
-    if (!call && !incoming) setState("idle", "Ready.");
+    if (!call && !incoming) setState("idle", gettext("Ready."));
     maybePreflightBeforeCalling();
   })
   .catch(() => {

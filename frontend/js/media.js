@@ -29,25 +29,26 @@ export function describeMicrophoneError(error) {
   const name = error && error.name;
   if (name === "NotAllowedError" || name === "SecurityError") {
     return new MicrophoneError("denied",
-      "Microphone access is blocked. Allow the microphone for this site in your browser's " +
-      "address bar, then press Try again.");
+      gettext("Microphone access is blocked. Allow the microphone for this site in your " +
+              "browser's address bar, then press Try again."));
   }
   if (name === "NotFoundError" || name === "OverconstrainedError") {
     return new MicrophoneError("missing",
-      "No microphone was found. Connect one, then press Try again.");
+      gettext("No microphone was found. Connect one, then press Try again."));
   }
   if (name === "NotReadableError" || name === "AbortError") {
     return new MicrophoneError("busy",
-      "Your microphone is busy in another application. Close it there, then press Try again.");
+      gettext("Your microphone is busy in another application. Close it there, then press Try again."));
   }
-  return new MicrophoneError("unknown", `The microphone could not be opened (${name || error}).`);
+  return new MicrophoneError("unknown", interpolate(
+    gettext("The microphone could not be opened (%(error)s)."), {error: name || error}, true));
 }
 
 export async function openMicrophone(deviceId = rememberedMicrophone()) {
   if (!window.isSecureContext || !navigator.mediaDevices?.getUserMedia) {
     throw new MicrophoneError("insecure",
-      "This page is not secure (it must be opened over HTTPS), so the browser will not " +
-      "let it use your microphone.");
+      gettext("This page is not secure (it must be opened over HTTPS), so the browser will " +
+              "not let it use your microphone."));
   }
   const processing = audioProcessingEnabled();
   const audio = {
@@ -74,7 +75,8 @@ export async function fillMicrophoneSelect(select, current) {
   select.replaceChildren(...microphones.map((device, index) => {
     const option = document.createElement("option");
     option.value = device.deviceId;
-    option.textContent = device.label || `Microphone ${index + 1}`;
+    option.textContent = device.label ||
+      interpolate(gettext("Microphone %(number)s"), {number: index + 1}, true);
     option.selected = device.deviceId === current;
     return option;
   }));

@@ -114,13 +114,13 @@ export const QUALITY_LIMITS = {rttMs: 300, jitterMs: 30, lossPercent: 3};
 export function qualityWarnings(reading) {
   const warnings = [];
   if (reading.rttMs != null && reading.rttMs > QUALITY_LIMITS.rttMs) {
-    warnings.push(`high delay (${reading.rttMs} ms)`);
+    warnings.push(interpolate(gettext("high delay (%s ms)"), [reading.rttMs]));
   }
   if (reading.jitterMs != null && reading.jitterMs > QUALITY_LIMITS.jitterMs) {
-    warnings.push(`unsteady audio (jitter ${reading.jitterMs} ms)`);
+    warnings.push(interpolate(gettext("unsteady audio (jitter %s ms)"), [reading.jitterMs]));
   }
   if (reading.lossPercent != null && reading.lossPercent > QUALITY_LIMITS.lossPercent) {
-    warnings.push(`audio dropping (${reading.lossPercent.toFixed(1)}% lost)`);
+    warnings.push(interpolate(gettext("audio dropping (%s lost)"), [`${reading.lossPercent.toFixed(1)}%`]));
   }
   return warnings;
 }

@@ -2,7 +2,7 @@
 // (GET /api/calls/{id}/preflight: the latest report of the caller's session). Fetched once
 // per call and kept, since the ringing list is redrawn on every feed event.
 
-const VERDICTS = {good: "preflight ok", warning: "preflight: warnings", problem: "preflight: problem"};
+const VERDICTS = {good: gettext("preflight ok"), warning: gettext("preflight: warnings"), problem: gettext("preflight: problem")};
 
 export class PreflightLines {
   constructor() {
@@ -33,13 +33,13 @@ function line(report) {
   element.className = `preflight ${report.verdict}`;
   const echo = report.report.echo || {};
   const numbers = [
-    echo.rttMs != null ? `RTT ${Math.round(echo.rttMs)} ms` : "",
-    echo.jitterMs != null ? `jitter ${Math.round(echo.jitterMs)} ms` : "",
-    echo.lossPercent != null ? `loss ${echo.lossPercent.toFixed(1)}%` : "",
+    echo.rttMs != null ? interpolate(gettext("RTT %s ms"), [Math.round(echo.rttMs)]) : "",
+    echo.jitterMs != null ? interpolate(gettext("jitter %s ms"), [Math.round(echo.jitterMs)]) : "",
+    echo.lossPercent != null ? interpolate(gettext("loss %s"), [`${echo.lossPercent.toFixed(1)}%`]) : "",
   ].filter(Boolean).join(" · ");
   const verdict = document.createElement("strong");
   verdict.textContent = VERDICTS[report.verdict] || report.verdict;
   element.append(verdict, ` ${numbers}${numbers ? " — " : ""}${report.findings.join(" ")}`);
-  element.title = `Checked ${new Date(report.createdAt).toLocaleTimeString()}`;
+  element.title = interpolate(gettext("Checked %s"), [new Date(report.createdAt).toLocaleTimeString()]);
   return element;
 }

@@ -80,18 +80,20 @@ export async function turnCheck(iceServers, ms = 5000) {
 export async function fileReport(token, report) {
   const response = await fetch("/api/sessions/me/preflight", {
     method: "POST",
-    headers: {"Content-Type": "application/json", Authorization: `Bearer ${token}`},
+    headers: {"Content-Type": "application/json", Authorization: `Bearer ${token}`,
+              // The findings come back in the page's language (?lang= included).
+              "Accept-Language": document.documentElement.lang},
     body: JSON.stringify(report),
   });
   const body = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(body.message || "The report could not be saved.");
+  if (!response.ok) throw new Error(body.message || gettext("The report could not be saved."));
   return body;
 }
 
 const HEADINGS = {
-  good: "Your microphone and connection work.",
-  warning: "A call should work, but:",
-  problem: "A call would not work:",
+  good: gettext("Your microphone and connection work."),
+  warning: gettext("A call should work, but:"),
+  problem: gettext("A call would not work:"),
 };
 
 // The plain-language result (the server's findings; ours if it could not be reached).

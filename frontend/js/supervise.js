@@ -7,9 +7,9 @@
 import {CallMedia} from "./peer.js";
 
 export const MODES = [
-  ["monitor", "Monitor", "hear both parties; nobody hears you"],
-  ["whisper", "Whisper", "the operator hears you, the caller does not"],
-  ["barge", "Barge", "three-way: everyone hears everyone"],
+  ["monitor", gettext("Monitor"), gettext("hear both parties; nobody hears you")],
+  ["whisper", gettext("Whisper"), gettext("the operator hears you, the caller does not")],
+  ["barge", gettext("Barge"), gettext("three-way: everyone hears everyone")],
 ];
 
 function audioElement(id) {
@@ -93,7 +93,7 @@ export class Supervision {
       element.dataset.supervise = mode;
       return element;
     });
-    if (mineNow) buttons.push(button("Leave", "danger", () => this.leave()));
+    if (mineNow) buttons.push(button(gettext("Leave"), "danger", () => this.leave()));
     return buttons;
   }
 }

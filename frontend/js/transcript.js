@@ -9,7 +9,8 @@ async function show(panel) {
   const list = panel.querySelector(".cb-transcript-lines");
   const response = await fetch(panel.dataset.url, {credentials: "same-origin"});
   if (!response.ok) {
-    list.textContent = `The transcript could not be loaded (${response.status}).`;
+    list.textContent = interpolate(
+      gettext("The transcript could not be loaded (%s)."), [response.status]);
     return;
   }
   const {utterances} = await response.json();
@@ -30,7 +31,7 @@ async function show(panel) {
     item.append(seek);
     return item;
   }));
-  if (!utterances.length) list.textContent = "Nothing was said (no speech found).";
+  if (!utterances.length) list.textContent = gettext("Nothing was said (no speech found).");
 }
 
 for (const panel of document.querySelectorAll(".cb-transcript")) {

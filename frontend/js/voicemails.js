@@ -28,8 +28,8 @@ export class VoicemailList {
     const body = await response.json().catch(() => ({}));
     if (!response.ok) {
       this.note.textContent = response.status === 403
-        ? "You may not list voicemails (it needs the permission to view recordings)."
-        : body.message || "Voicemails could not be loaded.";
+        ? gettext("You may not list voicemails (it needs the permission to view recordings).")
+        : body.message || gettext("Voicemails could not be loaded.");
       this.note.hidden = false;
       this.list.replaceChildren();
       this.empty.hidden = true;
@@ -49,27 +49,27 @@ export class VoicemailList {
     const meta = document.createElement("span");
     meta.className = "meta";
     const when = new Date(voicemail.startedAt).toLocaleString();
-    const length = voicemail.durationS === null ? "recording…" : formatDuration(voicemail.durationS);
+    const length = voicemail.durationS === null ? gettext("recording…") : formatDuration(voicemail.durationS);
     meta.textContent = `${voicemail.queueName || voicemail.queue || ""} · ${when} · ${length}`;
     const heard = document.createElement("span");
     heard.className = voicemail.listened ? "badge" : "badge new";
-    heard.textContent = voicemail.listened ? "heard" : "new";
+    heard.textContent = voicemail.listened ? gettext("heard") : gettext("new");
     li.append(who, meta, heard);
     if (voicemail.audioUrl) {
       const audio = document.createElement("audio");
       audio.controls = true;
       audio.preload = "none";
       audio.src = voicemail.audioUrl;
-      audio.setAttribute("aria-label", `Message from ${who.textContent}`);
+      audio.setAttribute("aria-label", interpolate(gettext("Message from %(name)s"), {name: who.textContent}, true));
       audio.addEventListener("play", () => {
         heard.className = "badge";
-        heard.textContent = "heard";
+        heard.textContent = gettext("heard");
       }, {once: true});
       li.append(audio);
     }
     const details = document.createElement("a");
     details.href = this.callUrl(voicemail.callID);
-    details.textContent = "Details";
+    details.textContent = gettext("Details");
     li.append(details);
     return li;
   }

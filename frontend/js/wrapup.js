@@ -41,12 +41,13 @@ export class WrapUp {
     this.callID = call.callID;
     this.call = call;
     this.ui.root.hidden = false;
-    this.ui.title.textContent = `${call.displayName || "the end user"}'s call` +
-      (ended ? " — wrap-up" : "");
+    this.ui.title.textContent = interpolate(
+      ended ? gettext("%(name)s's call — wrap-up") : gettext("%(name)s's call"),
+      {name: call.displayName || gettext("the end user")}, true);
     if (!same) {
       this.ui.notes.value = "";
       this.ui.code.value = "";
-      this.setState("Loading…");
+      this.setState(gettext("Loading…"));
     }
     try {
       this.codes = await this.api("GET", "/dispositions");  // admin may have added some
@@ -61,7 +62,7 @@ export class WrapUp {
       }
       this.renderDirty();
     } catch (error) {
-      this.setState(`Could not load the notes: ${error.message}`, "failed");
+      this.setState(interpolate(gettext("Could not load the notes: %(reason)s"), {reason: error.message}, true), "failed");
     }
   }
 
@@ -71,7 +72,7 @@ export class WrapUp {
   }
 
   close() {
-    if (this.dirty && !window.confirm("Discard the notes you have not saved?")) return;
+    if (this.dirty && !window.confirm(gettext("Discard the notes you have not saved?"))) return;
     this.callID = null;
     this.ui.root.hidden = true;
     this.onClose();
@@ -85,7 +86,7 @@ export class WrapUp {
     if (body.disposition && !pickable.some((c) => c.code === body.disposition.code)) {
       options.push(new Option(`${body.disposition.label} (retired)`, body.disposition.code));
     }
-    this.ui.code.replaceChildren(new Option("— no disposition —", ""), ...options);
+    this.ui.code.replaceChildren(new Option(gettext("— no disposition —"), ""), ...options);
     this.saved = {code: body.disposition?.code || "", notes: body.notes};
     this.ui.code.value = this.saved.code;
     this.ui.notes.value = body.notes;
@@ -96,15 +97,15 @@ export class WrapUp {
 
   renderDirty() {
     const left = this.ui.notes.maxLength - this.ui.notes.value.length;
-    this.ui.count.textContent = `${left} characters left`;
+    this.ui.count.textContent = interpolate(gettext("%(count)s characters left"), {count: left}, true);
     const until = this.editableUntil && !this.supervisor
-      ? ` You can change them until ${clock(this.editableUntil)}.` : "";
+      ? ` ${interpolate(gettext("You can change them until %(time)s."), {time: clock(this.editableUntil)}, true)}` : "";
     if (this.dirty) {
-      this.setState(`Not saved yet.${until}`, "dirty");
+      this.setState(`${gettext("Not saved yet.")}${until}`, "dirty");
     } else if (this.lastSaved) {
-      this.setState(`Saved at ${clock(this.lastSaved)}.${until}`, "saved");
+      this.setState(`${interpolate(gettext("Saved at %(time)s."), {time: clock(this.lastSaved)}, true)}${until}`, "saved");
     } else {
-      this.setState(`Nothing saved yet.${until}`);
+      this.setState(`${gettext("Nothing saved yet.")}${until}`);
     }
   }
 
@@ -118,10 +119,10 @@ export class WrapUp {
       this.fill(latest);
       this.ui.code.value = typed.code;
       this.ui.notes.value = typed.notes;
-      this.setState(`Not saved: ${latest.updatedBy} changed them meanwhile. Yours are still ` +
-                    "here: Save notes again to replace theirs.", "failed");
+      this.setState(interpolate(gettext("Not saved: %(operator)s changed them meanwhile. Yours are still here: Save notes again to replace theirs."),
+                                {operator: latest.updatedBy}, true), "failed");
     } catch (error) {
-      this.setState(`Not saved: ${error.message}`, "failed");
+      this.setState(interpolate(gettext("Not saved: %(reason)s"), {reason: error.message}, true), "failed");
     }
   }
 
@@ -136,7 +137,7 @@ export class WrapUp {
     const body = {code: this.ui.code.value || null, notes: this.ui.notes.value,
                   revision: this.revision};
     this.ui.save.disabled = true;
-    this.setState("Saving…", "saving");
+    this.setState(gettext("Saving…"), "saving");
     try {
       const saved = await this.api("PUT", `/calls/${callID}/disposition`, body);
       if (this.callID !== callID) return;
@@ -153,7 +154,7 @@ export class WrapUp {
       if (error.code === "CALL_STATE" && this.callID === callID) {
         await this.behindBy(callID);
       } else {
-        this.setState(`Not saved: ${error.message}`, "failed");
+        this.setState(interpolate(gettext("Not saved: %(reason)s"), {reason: error.message}, true), "failed");
       }
     } finally {
       this.ui.save.disabled = false;
