@@ -115,3 +115,9 @@ async def my_status_is(page: Any, text: str) -> None:
     await page.wait_for_function(
         "(text) => document.getElementById('my-status').textContent.includes(text)", arg=text
     )
+
+
+async def call_state(server: Server, token: str, call_id: str) -> dict[str, Any]:
+    """The call as `GET /api/calls/{id}` shows it to `token`."""
+    _, call, _ = await asyncio.to_thread(server.request, "GET", f"/api/calls/{call_id}", token)
+    return call
