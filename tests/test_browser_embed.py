@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,8 @@ async def test_it_calls_from_a_host_page_after_a_preflight_and_tells_it_only_whe
             frame_element = await page.wait_for_selector("iframe.cb-embed-panel")
             assert await frame_element.get_attribute("allow") == "microphone; autoplay"
             frame = await frame_element.content_frame()
+            # The frame exists before its first navigation commits (its URL still "").
+            await frame.wait_for_url(re.compile(r".*/talk/embed/.*"))
             assert frame.url == f"{server.url}/talk/embed/"  # no token in its URL
             await frame.wait_for_function(
                 "document.getElementById('greeting').textContent === 'Hello, Ada.'"
