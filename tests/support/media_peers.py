@@ -214,28 +214,53 @@ HEARD, NOT_HEARD = 0.15, 0.02  # a tone's share of what an ear heard
 QUIET = 100.0  # RMS of an ear that hears nothing (a tone here is ~6900)
 
 
+def _ear_matches(
+    sink: AudioSink, heard: tuple[float, ...], tones: tuple[float, ...], seconds: float
+) -> bool:
+    """Whether the last `seconds` `sink` heard are exactly `heard` (nothing audible if empty)."""
+    if sink.seconds < seconds:
+        return not heard and sink.seconds == 0
+    if not heard:
+        return sink.rms(last_seconds=seconds) < QUIET
+    return all(
+        (sink.strength(tone, last_seconds=seconds) > HEARD)
+        if tone in heard
+        else (sink.strength(tone, last_seconds=seconds) < NOT_HEARD)
+        for tone in tones
+    )
+
+
 async def ears_are(
-    expected: Iterable[tuple[AudioSink, Iterable[float]]], tones: Iterable[float]
+    expected: Iterable[tuple[AudioSink, Iterable[float]]],
+    tones: Iterable[float],
+    within: float = 8.0,
 ) -> None:
     """Each ear (sink) hears exactly its tones (several: mixed) and none of the other
-    `tones`, over the last second, once the change has reached every ear."""
+    `tones`, over a whole second, once the change has reached every ear: a tone that
+    stops must have stopped too (audio queued on a busy machine arrives late), so the
+    wait is for every ear to match over its last half second."""
     pairs = [(sink, tuple(heard)) for sink, heard in expected]
-    await asyncio.gather(
-        *(sink_hears_in_mix(sink, tone, strength=HEARD) for sink, heard in pairs for tone in heard)
-    )
+    all_tones = tuple(tones)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not all(_ear_matches(sink, heard, all_tones, 0.5) for sink, heard in pairs):
+        if loop.time() > deadline:
+            break  # the checks below say which ear is wrong
+        await asyncio.sleep(0.1)
     for sink, _ in pairs:
         sink.clear()
     await asyncio.sleep(1.2)
-    for sink, heard in pairs:
+    for index, (sink, heard) in enumerate(pairs):
         if not heard:  # nothing audible (silence, or no packets at all)
-            assert sink.seconds == 0 or sink.rms(last_seconds=1.0) < QUIET
+            level = sink.rms(last_seconds=1.0) if sink.seconds else 0.0
+            assert level < QUIET, f"ear {index} should hear nothing, RMS {level:.0f}"
             continue
-        for tone in tones:
+        for tone in all_tones:
             share = sink.strength(tone, last_seconds=1.0)
             if tone in heard:
-                assert share > HEARD, (tone, share)
+                assert share > HEARD, (index, tone, share)
             else:
-                assert share < NOT_HEARD, (tone, share)
+                assert share < NOT_HEARD, (index, tone, share)
 
 
 class TwoTrackPeer(ClientPeer):
