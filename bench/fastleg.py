@@ -50,7 +50,7 @@ from aiortc import (
 )
 
 from bench.audio import FRAME_SAMPLES, SOUND_MIN_BYTES, PulseDetector
-from calls.media.aiortc_internals import advertise_host_addresses
+from calls.media.aiortc_internals import advertise_host_addresses, end_ice_pacing_when_done
 
 _HEADER = struct.Struct("!BBHII")
 _OPUS_PT = re.compile(r"a=rtpmap:(\d+) opus/48000", re.IGNORECASE)
@@ -82,6 +82,7 @@ class FastLeg:
 
     def __init__(self, name: str, probe: bool = False, tracks: int = 1) -> None:
         advertise_host_addresses(["127.0.0.1"])  # aioice never offers loopback by itself
+        end_ice_pacing_when_done()  # a browser's ICE ends when its checks do (as the server's)
         self.name = name
         # Audio m-lines offered: a supervisor's leg offers 2 (the second receive-only) and
         # is sent each party on its own SSRC, counted apart in received_sound_by_ssrc.

@@ -28,6 +28,7 @@ import numpy as np
 from bench.audio import LOOP_FRAMES, PULSE_FRAME, Payloads, encode_payloads
 from bench.fastleg import FastLeg
 from bench.targets import CallbridgeTarget, CallHandle, StockTarget, Target
+from calls import setup_trace
 
 TICK_S = 0.005  # legs are split in 4 groups, one group sent every 5 ms: 20 ms per leg
 GROUPS = 4
@@ -75,6 +76,24 @@ def ms(value: float | None) -> float | None:
     return None if value is None else round(value * 1000, 2)
 
 
+def trace_client_stages(
+    handle: CallHandle, load: int, **legs: tuple[float, float, float, float]
+) -> None:
+    """The generator's side of each leg's set-up for calls.setup_trace (when tracing):
+    when it asked (for the call, or to answer it), posted its offer, got the answer, and
+    saw the leg connected (ICE and DTLS done) — perf_counter times, written as unix time."""
+    if not setup_trace.enabled():
+        return
+    to_unix = time.time() - time.perf_counter()
+    for role, moments in legs.items():
+        leg = handle.legs.get(role)
+        if leg is None:
+            continue
+        stages = ("client.requested", "client.posted", "client.answered", "client.connected")
+        for stage, moment in zip(stages, moments, strict=True):
+            setup_trace.mark(leg, stage, moment + to_unix, load=load, role=role)
+
+
 @dataclass
 class Sender:
     leg: FastLeg
@@ -109,6 +128,7 @@ class Generator:
         self.direct: tuple[FastLeg, FastLeg] | None = None
         self.setup_failures = 0
         self.send_failures = 0
+        self.probe_index = itertools.count(1_000_000)  # set-up probes' call numbers
 
     # ---- sending ---------------------------------------------------------------------
     def _add_sender(self, leg: FastLeg, payloads: Payloads, peer_probe: bool) -> None:
@@ -161,20 +181,30 @@ class Generator:
             self._add_sender(leg, payloads, peer_probe=True)
         self.direct = (a, b)
 
-    async def _connect_call(self, index: int, probe: bool) -> tuple[float, float]:
-        """One bridged call; returns both legs' offer→connected times."""
+    async def _connect_call(
+        self, index: int, probe: bool, keep: bool = True
+    ) -> tuple[float, float]:
+        """One bridged call; returns both legs' offer→connected times. Not `keep`: hung up
+        once connected (a set-up probe: measured, not added to the load)."""
         if self.target is None:
             return await self._connect_direct_call(index, probe)
+        load = len(self.calls)
+        requested = time.perf_counter()
         handle = await self.target.create_call(index)
         user, operator = FastLeg(f"user-{index}", probe), FastLeg(f"operator-{index}", probe)
         try:
             user_offer = await user.offer()
             user_posted = time.perf_counter()
-            await user.accept(await self.target.offer(handle, "user", user_offer))
+            user_sdp = await self.target.offer(handle, "user", user_offer)
+            user_answered = time.perf_counter()
+            await user.accept(user_sdp)
+            answer_requested = time.perf_counter()
             await self.target.answer(handle)
             operator_offer = await operator.offer()
             operator_posted = time.perf_counter()
-            await operator.accept(await self.target.offer(handle, "operator", operator_offer))
+            operator_sdp = await self.target.offer(handle, "operator", operator_offer)
+            operator_answered = time.perf_counter()
+            await operator.accept(operator_sdp)
             await user.wait_connected(self.args.connect_timeout)
             await operator.wait_connected(self.args.connect_timeout)
         except Exception:
@@ -182,11 +212,22 @@ class Generator:
             await operator.close()
             raise
         assert user.connected_at is not None and operator.connected_at is not None
+        trace_client_stages(
+            handle,
+            load,
+            user=(requested, user_posted, user_answered, user.connected_at),
+            operator=(answer_requested, operator_posted, operator_answered, operator.connected_at),
+        )
+        times = user.connected_at - user_posted, operator.connected_at - operator_posted
+        if not keep:
+            await self.target.hang_up(handle)
+            await asyncio.gather(user.close(), operator.close())
+            return times
         for leg, payloads in ((user, self.user_payloads), (operator, self.operator_payloads)):
             leg.take_over()
             self._add_sender(leg, payloads, peer_probe=probe)
         self.calls.append(BenchCall(handle, user, operator))
-        return user.connected_at - user_posted, operator.connected_at - operator_posted
+        return times
 
     async def _connect_direct_call(self, index: int, probe: bool) -> tuple[float, float]:
         """Calibration (`--target generator`): the two legs talk to each other, no server,
@@ -252,9 +293,52 @@ class Generator:
             shares.append(min(tracks) / sent if len(tracks) == 2 and sent else 0.0)
         return round(min(shares), 4) if shares else None
 
-    async def add_calls(self, count: int) -> list[float]:
+    async def probe_setups(self, count: int, interval: float) -> list[float]:
+        """`count` calls set up one at a time, `interval` s apart, each hung up once both
+        legs connected: offer→connected of a single set-up at this load."""
+        times: list[float] = []
+        for _ in range(count):
+            started = time.perf_counter()
+            try:
+                times += await self._connect_call(next(self.probe_index), probe=False, keep=False)
+            except Exception as error:
+                logger.warning("set-up probe failed: %r", error)
+                self.setup_failures += 1
+            await asyncio.sleep(max(0.0, interval - (time.perf_counter() - started)))
+        return times
+
+    async def burst(self, count: int) -> dict[str, Any]:
+        """`count` calls asked for at the same instant (a restart's reconnect storm): the
+        time until every leg is connected, set-ups per second, and the WebSocket round
+        trip measured meanwhile."""
+        assert self.target is not None
+        rtts: list[float] = []
+        started = time.perf_counter()
+        setting_up = asyncio.ensure_future(self.add_calls(count, parallel=count))
+        while not setting_up.done():
+            try:
+                rtts.append(await asyncio.wait_for(self.target.ws_round_trip(), 30))
+            except Exception as error:
+                logger.warning("ws probe failed: %r", error)
+                rtts.append(float("inf"))
+            await asyncio.sleep(0.05)
+        connect_times = await setting_up
+        elapsed = time.perf_counter() - started
+        connected = len(connect_times) // 2
+        return {
+            "burst_calls": count,
+            "burst_connected": connected,
+            "burst_s": round(elapsed, 2),
+            "setups_per_s": round(connected / elapsed, 1),
+            "burst_offer_connected_p50_ms": ms(percentile(connect_times, 50)),
+            "burst_offer_connected_p95_ms": ms(percentile(connect_times, 95)),
+            "burst_ws_rtt_p99_ms": ms(percentile(rtts, 99)),
+            "burst_ws_samples": len(rtts),
+        }
+
+    async def add_calls(self, count: int, parallel: int | None = None) -> list[float]:
         self.late_max = 0.0
-        semaphore = asyncio.Semaphore(self.args.parallel)
+        semaphore = asyncio.Semaphore(parallel or self.args.parallel)
         first = len(self.calls)
 
         async def one(index: int) -> tuple[float, float] | None:
@@ -461,11 +545,24 @@ async def run(args: argparse.Namespace) -> None:
     first: dict | None = None  # the first step: is this path over the bound when idle?
     try:
         await generator.start_direct_pair()
+        if args.burst:
+            # From zero, as after a restart: the burst, then one measured window of it.
+            burst = await generator.burst(args.burst)
+            await asyncio.sleep(args.settle)
+            step = await generator.measure(len(generator.calls), [], recording=False)
+            step.update(burst, requested_calls=args.burst, kind="burst")
+            print(json.dumps(step), flush=True)
+            return
         for n in args.steps:
             connect_times = await generator.add_calls(n - len(generator.calls))
             await asyncio.sleep(args.settle)
             step = await generator.measure(len(generator.calls), connect_times, recording=False)
             step["requested_calls"] = n
+            if args.setup_probes:
+                probes = await generator.probe_setups(args.setup_probes, args.probe_interval)
+                step["probe_offer_connected_p50_ms"] = ms(percentile(probes, 50))
+                step["probe_offer_connected_p95_ms"] = ms(percentile(probes, 95))
+                step["probe_setups"] = len(probes) // 2
             loss_ok, latency_ok = held(step, args.latency_bound)
             step.update(loss_ok=loss_ok, latency_ok=latency_ok)
             first = first or step
@@ -560,6 +657,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--supervise-at", type=int, default=None, help="N for supervisors monitoring vs none"
     )
     parser.add_argument("--supervise-every", type=int, default=10, help="every k-th call")
+    parser.add_argument(
+        "--setup-probes",
+        type=int,
+        default=0,
+        help="after each step: this many calls set up one at a time (then hung up)",
+    )
+    parser.add_argument("--probe-interval", type=float, default=0.5, help="s between probes")
+    parser.add_argument(
+        "--burst", type=int, default=0, help="only: this many calls asked for at once"
+    )
     parser.add_argument("--keep-going", action="store_true", help="run every step")
     parser.add_argument("--no-uvloop", action="store_true")
     return parser.parse_args(argv)

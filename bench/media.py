@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import report
+from bench import report, setup_profile
 from callbridge.local_server import ROOT, free_port, listening, manage, outside_environment
 
 DEFAULT_STEPS = "2,5,10,20,40,80,120,160,200,250,300,400"
@@ -79,6 +79,8 @@ def callbridge_env(data_dir: Path, lag_file: Path, media_path: str | None) -> di
     )
     if media_path:
         env["CALLBRIDGE_MEDIA_PATH"] = media_path
+    if os.environ.get("CALLBRIDGE_SETUP_TRACE"):  # --setup-trace: every process marks stages
+        env["CALLBRIDGE_SETUP_TRACE"] = os.environ["CALLBRIDGE_SETUP_TRACE"]
     return env
 
 
@@ -165,6 +167,7 @@ def run_generator(
         f"--server-core={SERVER_CORE}",
         f"--generator-core={GENERATOR_CORE}",
     ]
+    command += [f"--setup-probes={args.setup_probes}", f"--probe-interval={args.probe_interval}"]
     command += [f"--{key.replace('_', '-')}={value}" for key, value in extra.items()]
     if args.keep_going:
         command.append("--keep-going")
@@ -220,6 +223,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--work-dir", type=Path, default=None, help="keep server logs and data here"
     )
+    parser.add_argument(
+        "--setup-probes",
+        type=int,
+        default=0,
+        help="after each step, this many single call set-ups (measured, then hung up)",
+    )
+    parser.add_argument("--probe-interval", type=float, default=0.5, help="s between probes")
+    parser.add_argument(
+        "--burst",
+        default="",
+        help="comma-separated N: per target, a fresh server asked for N calls at once",
+    )
+    parser.add_argument(
+        "--setup-trace",
+        action="store_true",
+        help="trace each set-up's stages (calls/setup_trace.py) and report the profile",
+    )
     parser.add_argument("--note", default="", help="a line for the report (conditions, purpose)")
     parser.add_argument("--smoke", action="store_true", help="a few seconds, tiny N (CI)")
     parser.add_argument(
@@ -252,6 +272,8 @@ def main(argv: list[str] | None = None) -> None:
         "recording": [],
         "supervision": [],
         "calibration": [],
+        "burst": [],
+        "setup_profile": {},
     }
     json_path = args.json or (args.out.with_suffix(".json") if args.out else None)
     try:
@@ -272,11 +294,23 @@ def run_all(args: argparse.Namespace, targets: list[str], results: dict) -> None
         else:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="callbridge-bench-"))
         for target in targets:
+            trace = Path(tmp) / f"setup-trace-{target}.jsonl"
+            if args.setup_trace:
+                os.environ["CALLBRIDGE_SETUP_TRACE"] = str(trace)  # the servers' and ours
+            for burst in [int(n) for n in args.burst.split(",") if n.strip()]:
+                print(f"== {target}: a burst of {burst} calls at once", flush=True)
+                with serve(target, Path(tmp) / f"burst-{burst}") as server:
+                    run_generator(server, args, str(burst), results["burst"], burst=str(burst))
             steps = args.stock_steps or args.steps if target == "stock" else args.steps
-            print(f"== {target}: steps {steps}", flush=True)
-            results["series"][target] = []
-            with serve(target, Path(tmp)) as server:
-                run_generator(server, args, steps, results["series"][target])
+            if steps:
+                print(f"== {target}: steps {steps}", flush=True)
+                results["series"][target] = []
+                with serve(target, Path(tmp)) as server:
+                    run_generator(server, args, steps, results["series"][target])
+            if args.setup_trace:
+                os.environ.pop("CALLBRIDGE_SETUP_TRACE", None)
+                if trace.exists():
+                    results["setup_profile"][target] = setup_profile.profile(trace)
             if target == "callbridge" and args.record_at:
                 # A fresh server: N calls measured, then all of them recorded and measured.
                 print(f"== {target}: recording off vs on at {args.record_at} calls", flush=True)

@@ -30,6 +30,7 @@ HTTP_TIMEOUT_S = 60
 class CallHandle:
     call_id: str
     tokens: dict[str, str] = field(default_factory=dict)  # role -> credential
+    legs: dict[str, str] = field(default_factory=dict)  # role -> the server's leg id
 
 
 class StaffSession:
@@ -141,6 +142,7 @@ class CallbridgeTarget:
             call.tokens[role],
             {"type": "offer", "sdp": sdp},
         )
+        call.legs[role] = answer["sessionId"]  # calls.setup_trace follows legs by this id
         return answer["sdp"]
 
     async def record(self, call: CallHandle) -> None:

@@ -6,6 +6,8 @@ Two real aiortc peers on 127.0.0.1; every LegTransport operation is exercised on
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import inspect
 import re
 import struct
 import tomllib
@@ -13,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from importlib.metadata import version
 from pathlib import Path
 
+import aioice.ice
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.stats import RTCInboundRtpStreamStats
@@ -248,3 +251,25 @@ async def test_the_quality_probe_reads_reports_and_measures_the_round_trip() -> 
         assert any(s.type == "remote-inbound-rtp" for s in stats.values())
     finally:
         await pair.close()
+
+
+def test_the_replaced_ice_connect_mirrors_aioices_own() -> None:
+    """end_ice_pacing_when_done replaces aioice's Connection.connect with a copy less one
+    wait: an aioice whose connect() changed must be read again before it is replaced."""
+    source = inspect.getsource(aioice.ice.Connection.connect)
+    if aioice.ice.Connection.connect is aiortc_internals._connect_without_a_last_tick:
+        source = inspect.getsource(aiortc_internals._original_connect)
+    assert hashlib.sha256(source.encode()).hexdigest() == aiortc_internals.ORIGINAL_CONNECT_SHA256
+
+
+async def test_ice_connects_as_before_with_the_pacing_wait_ended() -> None:
+    aiortc_internals.end_ice_pacing_when_done()
+    connected = Pair()
+    try:
+        await connected.connect()  # ICE, then DTLS over it, within its timeout
+        for pc in (connected.a, connected.b):
+            (connection,) = aiortc_internals.ice_connections(pc.getTransceivers())
+            assert connection._query_consent_task is not None  # consent checks run, as before
+            assert connection._nominated[1] is not None
+    finally:
+        await connected.close()

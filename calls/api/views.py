@@ -17,7 +17,17 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from callbridge.client_address import client_ip
-from calls import callbacks, calling, notes, playback, policy, queue_stats, supervision, timeline
+from calls import (
+    callbacks,
+    calling,
+    notes,
+    playback,
+    policy,
+    queue_stats,
+    setup_trace,
+    supervision,
+    timeline,
+)
 from calls import consult as consulting
 from calls import hold as holding
 from calls import transfer as transferring
@@ -624,7 +634,12 @@ class CallViewSet(viewsets.GenericViewSet):
     def webrtc_offer(self, request: Request, callID: str) -> Response:
         body = OfferSerializer(data=json_object(request))
         body.is_valid(raise_exception=True)
-        plan, sdp = answer_offer(principal_of(request), callID, body.validated_data["sdp"])
+        plan, sdp = answer_offer(
+            principal_of(request),
+            callID,
+            body.validated_data["sdp"],
+            arrived=setup_trace.arrival_of(request._request),
+        )
         return Response(
             {
                 "callID": str(plan.call_id),

@@ -28,7 +28,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 from av import AudioFrame
 
-from calls import metrics
+from calls import metrics, setup_trace
 from calls.errors import CallbridgeError, ErrorCode
 from calls.media.aiortc_internals import (
     LegTransport,
@@ -153,6 +153,8 @@ class LegPeer:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=list(settings.ice_servers)))
         self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_connection_state)
+        if setup_trace.enabled():
+            self.pc.on("iceconnectionstatechange", self._trace_ice)
 
     # --- negotiation ---------------------------------------------------------------------
     async def answer(self, offer_sdp: str) -> str:
@@ -172,7 +174,9 @@ class LegPeer:
             # What aiortc parses is exactly what the candidate rules have filtered.
             filtered = filter_offer(with_explicit_directions(offer_sdp), self._candidates)
             offer = RTCSessionDescription(sdp=filtered.sdp, type="offer")
+            setup_trace.mark(self.leg_id, "aiortc.parsed")
             await self.pc.setRemoteDescription(offer)
+            setup_trace.mark(self.leg_id, "aiortc.remote_set")
         except Exception as error:  # aiortc raises many kinds on malformed SDP
             logger.info("leg %s: unusable offer: %r", self.leg_id, error)
             if "codec" in str(error).lower():
@@ -350,9 +354,13 @@ class LegPeer:
         self.inbound = InboundAudio(track, name=self.leg_id, pump=not self.settings.forwarding)
         self._on_inbound(self)
 
+    def _trace_ice(self) -> None:
+        setup_trace.mark(self.leg_id, f"ice.{self.pc.iceConnectionState}")
+
     async def _on_connection_state(self) -> None:
         state = self.pc.connectionState
         if state == "connected":
+            setup_trace.mark(self.leg_id, "media.connected")
             if self.state == "connecting" and self.offered_at is not None:
                 metrics.observe_setup(time.monotonic() - self.offered_at)
             self._set_state("connected")

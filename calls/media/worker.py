@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from calls import setup_trace
 from calls.audio_decoding import UnusableAudio, decode_mono
 from calls.errors import CallbridgeError, ErrorCode
 from calls.media.audio import Playback
@@ -439,6 +440,7 @@ class MediaWorker:
     # --- handlers ------------------------------------------------------------------------
     async def _offer(self, offer: protocol.Offer) -> protocol.Answer:
         call_id, leg_id, role = offer.call, offer.leg, offer.role
+        setup_trace.mark(leg_id, "worker.received")
         if offer.kind == protocol.OfferKind.CREATE and not self.accepting_new_calls:
             raise CallbridgeError(
                 ErrorCode.MEDIA_BRIDGE_FAILURE, "that media worker is draining; call again"
@@ -470,6 +472,7 @@ class MediaWorker:
         except BaseException:
             await peer.close(report=False)  # a bad offer changes nothing
             raise
+        setup_trace.mark(leg_id, "worker.answered")
         self.calls[call_id] = call
         previous = call.legs.get(role)
         call.legs[role] = peer

@@ -7,7 +7,11 @@ from aiortc import RTCIceServer
 from django.conf import settings
 
 from callbridge.channel_layer import configured_layer
-from calls.media.aiortc_internals import advertise_host_addresses, use_numpy_audio_level
+from calls.media.aiortc_internals import (
+    advertise_host_addresses,
+    end_ice_pacing_when_done,
+    use_numpy_audio_level,
+)
 from calls.media.candidates import CandidateRules, parse_networks
 from calls.media.peer import PeerSettings
 from calls.media.worker import MediaWorker
@@ -19,6 +23,7 @@ def build_media_worker(name: str = "", host_addresses: list[str] | None = None) 
     addresses = settings.CALLBRIDGE_ICE_HOST_ADDRESSES if host_addresses is None else host_addresses
     advertise_host_addresses(addresses)
     use_numpy_audio_level()
+    end_ice_pacing_when_done()
     stun = tuple(RTCIceServer(urls=url) for url in settings.CALLBRIDGE_STUN_URLS)
     return MediaWorker(
         name=name or settings.CALLBRIDGE_MEDIA_WORKER_NAME,

@@ -7,6 +7,7 @@ import logging
 from channels.db import database_sync_to_async
 from django.db import transaction
 
+from calls import setup_trace
 from calls.media.quality import Summary, merged
 from calls.models import Leg, MediaState, Recording
 from calls.workers.protocol import QualityAlert, QualitySummary, RecordedFile, Report
@@ -21,6 +22,8 @@ def record_leg_state(leg_id: str, state: str) -> None:
         logger.info("media state %s for unknown leg %s ignored", state, leg_id)
         return
     leg.set_media_state(state)
+    if state == MediaState.CONNECTED:
+        setup_trace.mark(leg_id, "records.connected")
 
 
 def record_recording_finished(
