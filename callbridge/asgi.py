@@ -16,13 +16,13 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (after
 
 from callbridge.client_address import ClientAddressMiddleware  # noqa: E402
 from callbridge.lifespan import ServicesLifespan  # noqa: E402
+from calls import setup_trace  # noqa: E402
 from calls.consumers.routing import websocket_urlpatterns  # noqa: E402
 
 # types-channels wants its own pattern type here, which Django's path() never returns.
 websocket_app = URLRouter(websocket_urlpatterns)  # type: ignore[arg-type]
 # The client address is settled once, before anything reads it (HTTP and WebSocket alike).
+http_app = setup_trace.StampArrival(django_asgi_app) if setup_trace.enabled() else django_asgi_app
 application = ServicesLifespan(
-    ClientAddressMiddleware(
-        ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_app})
-    )
+    ClientAddressMiddleware(ProtocolTypeRouter({"http": http_app, "websocket": websocket_app}))
 )
