@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 
-from django.core.asgi import get_asgi_application
-
+from callbridge.http_handler import get_one_hop_asgi_application
 from callbridge.private_files import restrict_new_files
 
 restrict_new_files()  # before settings create the data dir (any ASGI server)
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "callbridge.settings")
-django_asgi_app = get_asgi_application()
+django_asgi_app = get_one_hop_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (after Django set-up)
 

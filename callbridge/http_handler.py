@@ -1,0 +1,40 @@
+"""Django's ASGI handler, with each request's middleware and view run in one thread hop.
+
+Every view here is synchronous (DRF, the admin, the pages) and so is every middleware's
+work. Django's own ASGIHandler builds an asynchronous middleware chain instead: each
+`MiddlewareMixin` hops to a thread for `process_request` and again for
+`process_response`, and WhiteNoise (synchronous only) hops back to the event loop for the
+rest of the chain — some twenty thread/loop switches a request, each waiting its turn on
+an event loop that may be busy relaying media (the embedded media worker shares it). A
+call set-up is five requests: under load those waits were most of its time
+(docs/PERFORMANCE.md, set-up profile). Here the chain is built synchronous and run in a
+single hop, as a WSGI server would run it; the request still gets its own thread
+(Django's per-request thread-sensitive context), so requests run side by side as before.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import django
+from asgiref.sync import sync_to_async
+from django.core.handlers.asgi import ASGIHandler
+from django.http import HttpRequest, HttpResponseBase
+
+
+class OneHopASGIHandler(ASGIHandler):
+    def load_middleware(self, is_async: bool = False) -> None:
+        super().load_middleware(is_async=False)  # a synchronous chain, whatever is asked
+
+    async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
+        # get_response: URL conf, the chain, closing and error logging, in this one thread.
+        response: HttpResponseBase = await sync_to_async(self.get_response, thread_sensitive=True)(
+            request
+        )
+        return response
+
+
+def get_one_hop_asgi_application() -> Any:
+    """`django.core.asgi.get_asgi_application`, with the handler above."""
+    django.setup(set_prefix=False)
+    return OneHopASGIHandler()
