@@ -18,6 +18,7 @@ from pathlib import Path
 import aioice.ice
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc.rtcdtlstransport import SRTP_PROFILES
 from aiortc.stats import RTCInboundRtpStreamStats
 
 from calls.media import aiortc_internals
@@ -273,3 +274,24 @@ async def test_ice_connects_as_before_with_the_pacing_wait_ended() -> None:
             assert connection._nominated[1] is not None
     finally:
         await connected.close()
+
+
+async def test_peer_connections_share_one_dtls_certificate_and_still_connect() -> None:
+    aiortc_internals.share_dtls_certificate()
+    connected = Pair()
+    try:
+        await connected.connect()
+        fingerprints = {
+            re.search(r"a=fingerprint:(.+)", pc.localDescription.sdp).group(1)  # type: ignore[union-attr]
+            for pc in (connected.a, connected.b)
+        }
+        assert len(fingerprints) == 1  # one certificate: both peers of this process show it
+    finally:
+        await connected.close()
+    shared = aiortc_internals._SharedDtlsCertificate(lifetime_s=60)
+    certificate = shared()
+    assert shared() is certificate
+    context = certificate._create_ssl_context(srtp_profiles=SRTP_PROFILES)
+    assert certificate._create_ssl_context(srtp_profiles=SRTP_PROFILES) is context
+    renewed = aiortc_internals._SharedDtlsCertificate(lifetime_s=0.0)
+    assert renewed() is not renewed()  # a new certificate once its lifetime has passed

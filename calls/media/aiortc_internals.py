@@ -15,6 +15,11 @@ tests/test_aiortc_internals.py fails loudly if an upgrade moves any of it:
   attribute, also for checks deferred until connect()) for every authenticated incoming
   check, after the response is sent; it learns peer-reflexive candidates and starts
   triggered checks. `Connection._remote_candidates` (each with `_network_host`, `port`).
+- `RTCCertificate.generateCertificate()` (a classmethod): what every RTCPeerConnection
+  calls for its DTLS certificate; `RTCCertificate._create_ssl_context(srtp_profiles=)`:
+  what RTCDtlsTransport.start calls on it for each handshake.
+- aioice's `Connection.connect` (replaced whole, see _connect_without_a_last_tick) and the
+  members it uses: `_check_periodic`, `_check_list_state`, `_check_list`, `_early_checks`.
 - `aiortc.rtp.compute_audio_level_dbov(frame)`: what the sender calls on every frame it
   encodes (RFC 6465 level), a pure-Python loop over every sample.
 - `RTCRtpSender._ssrc`; `RTCRtpReceiver._RTCRtpReceiver__remote_streams`, the per-SSRC
@@ -43,7 +48,7 @@ import aiortc.rtp
 import numpy as np
 import pylibsrtp
 from aiortc import RTCRtpTransceiver
-from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport
 from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import RtcpRrPacket, RtcpSrPacket
 from av import AudioFrame
@@ -123,6 +128,51 @@ async def _connect_without_a_last_tick(self: aioice.Connection) -> None:
 def end_ice_pacing_when_done() -> None:
     """Process-wide: ICE connections finish as soon as their check list does (above)."""
     aioice.ice.Connection.connect = _connect_without_a_last_tick  # type: ignore[method-assign]
+
+
+class _SharedDtlsCertificate:
+    """What `RTCCertificate.generateCertificate` returns once installed: one certificate
+    for every peer connection of this process, made again every `lifetime_s`, with one
+    SSL context per SRTP profile list (aiortc made a key pair and certificate for each
+    connection and a context for each handshake: ~0.8 ms of the media loop per leg). A
+    browser likewise keeps one certificate for many connections; the fingerprint in each
+    answer names it, and its private key never leaves this process."""
+
+    def __init__(self, lifetime_s: float) -> None:
+        self.lifetime_s = lifetime_s
+        self._certificate: RTCCertificate | None = None
+        self._made_at = 0.0
+
+    def __call__(self) -> RTCCertificate:
+        now = time.monotonic()
+        if self._certificate is None or now - self._made_at > self.lifetime_s:
+            self._certificate = self._with_shared_contexts(_original_generate_certificate())
+            self._made_at = now
+        return self._certificate
+
+    @staticmethod
+    def _with_shared_contexts(certificate: RTCCertificate) -> RTCCertificate:
+        make_context = certificate._create_ssl_context
+        contexts: dict[tuple[bytes, ...], Any] = {}
+
+        def shared_context(srtp_profiles: list[Any]) -> Any:
+            key = tuple(profile.openssl_profile for profile in srtp_profiles)
+            if key not in contexts:
+                contexts[key] = make_context(srtp_profiles=srtp_profiles)
+            return contexts[key]
+
+        # An instance attribute: RTCDtlsTransport.start calls it on the certificate.
+        certificate._create_ssl_context = shared_context  # type: ignore[method-assign]
+        return certificate
+
+
+_original_generate_certificate = RTCCertificate.generateCertificate
+DTLS_CERTIFICATE_LIFETIME_S = 3600.0  # aiortc's certificates are valid for 30 days
+
+
+def share_dtls_certificate(lifetime_s: float = DTLS_CERTIFICATE_LIFETIME_S) -> None:
+    """Process-wide: peer connections share one DTLS certificate (see above)."""
+    RTCCertificate.generateCertificate = _SharedDtlsCertificate(lifetime_s)  # type: ignore[method-assign]
 
 
 def ice_connections(transceivers: Sequence[RTCRtpTransceiver]) -> list[aioice.Connection]:

@@ -10,6 +10,7 @@ from callbridge.channel_layer import configured_layer
 from calls.media.aiortc_internals import (
     advertise_host_addresses,
     end_ice_pacing_when_done,
+    share_dtls_certificate,
     use_numpy_audio_level,
 )
 from calls.media.candidates import CandidateRules, parse_networks
@@ -24,6 +25,7 @@ def build_media_worker(name: str = "", host_addresses: list[str] | None = None) 
     advertise_host_addresses(addresses)
     use_numpy_audio_level()
     end_ice_pacing_when_done()
+    share_dtls_certificate()
     stun = tuple(RTCIceServer(urls=url) for url in settings.CALLBRIDGE_STUN_URLS)
     return MediaWorker(
         name=name or settings.CALLBRIDGE_MEDIA_WORKER_NAME,
