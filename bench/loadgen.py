@@ -44,6 +44,29 @@ def process_cpu_s(pid: int) -> float:
     return sum(int(x) for x in fields[11:15]) / CLOCK_TICKS
 
 
+def tree_cpu_s(pid: int) -> float:
+    """`process_cpu_s` of a process plus every descendant alive now: PostgreSQL's backends
+    are its postmaster's children (and the postmaster `runuser`'s, as root). One that exits
+    moves into its parent's reaped-children time (one ending between the reads of its parent
+    and itself is missed once: rare, backends live as long as their connections)."""
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            total += process_cpu_s(current)
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(child) for child in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # gone between two reads
+    return total
+
+
+def named_pids(spec: str) -> dict[str, int]:
+    """`daphne=12,postgres=34` → {"daphne": 12, "postgres": 34}."""
+    pairs = (item.split("=", 1) for item in spec.split(",") if item.strip())
+    return {name.strip(): int(pid) for name, pid in pairs}
+
+
 def core_busy_s(core: int) -> float:
     """Seconds core `core` spent busy (anything but idle/iowait), from /proc/stat."""
     for line in Path("/proc/stat").read_text().splitlines():
@@ -384,6 +407,7 @@ class Generator:
         self.late.clear()
         rtts: list[float] = []
         cpu0, gen0, wall0 = process_cpu_s(args.server_pid), process_cpu_s(os.getpid()), time.time()
+        by_process0 = {name: tree_cpu_s(pid) for name, pid in args.server_pids.items()}
         busy0 = core_busy_s(args.server_core), core_busy_s(args.generator_core)
         drops0 = udp_receive_buffer_errors()
         start = time.perf_counter()
@@ -403,6 +427,7 @@ class Generator:
         wall1 = time.time()
         elapsed = time.perf_counter() - start
         cpu1, gen1 = process_cpu_s(args.server_pid), process_cpu_s(os.getpid())
+        by_process1 = {name: tree_cpu_s(pid) for name, pid in args.server_pids.items()}
         busy1 = core_busy_s(args.server_core), core_busy_s(args.generator_core)
         rss = process_rss_mb(args.server_pid)
         await asyncio.sleep(args.drain)  # sound still in flight (and the lag file's flush)
@@ -428,6 +453,13 @@ class Generator:
             direct = self._latencies(a, b) + self._latencies(b, a)
         direct_p50 = percentile(direct, 50) or 0.0
         server_cpu = (cpu1 - cpu0) / elapsed * 100
+        # A multi-process server (cluster): each process's share; the server is their sum.
+        cpu_by_process = {
+            name: round((by_process1[name] - by_process0[name]) / elapsed * 100, 1)
+            for name in args.server_pids
+        }
+        if cpu_by_process:
+            server_cpu = sum(cpu_by_process.values())
         gen_cpu = (gen1 - gen0) / elapsed * 100
         per_call = server_cpu / n_calls if n_calls else None
         # What other processes took from our cores: a busy machine skews every number.
@@ -446,6 +478,7 @@ class Generator:
             "cpu_per_call_pct": round(per_call, 2) if per_call else None,
             "calls_per_core": round(100 / per_call, 1) if per_call else None,
             "generator_cpu_pct": round(gen_cpu, 1),
+            **({"server_cpu_by_process": cpu_by_process} if cpu_by_process else {}),
             "others_on_server_core_pct": round(max(others_server_core, 0.0), 1),
             "others_on_generator_core_pct": round(max(others_generator_core, 0.0), 1),
             "loss_user_to_operator": losses["user_to_operator"],
@@ -641,6 +674,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--url", default="", help="http://… (callbridge) or ws://… (stock)")
     parser.add_argument("--token", default="", help="callbridge API token")
     parser.add_argument("--server-pid", type=int, default=0)
+    parser.add_argument(
+        "--server-pids",
+        type=named_pids,
+        default={},
+        help="name=pid,… of a multi-process server: CPU per process (and their sum)",
+    )
     parser.add_argument("--lag-file", default=None)
     parser.add_argument("--server-core", type=int, default=0, help="for the busy-core check")
     parser.add_argument("--generator-core", type=int, default=1)

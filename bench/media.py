@@ -3,10 +3,11 @@
     .venv/bin/python -m bench.media --out docs/PERFORMANCE.md      # full ramp (~10 min)
     .venv/bin/python -m bench.media --smoke                          # seconds, tiny N
 
-For each target (callbridge, the stock aiortc relay, optionally callbridge's decode path)
-this starts a real server pinned to core 0 (`taskset`), then a load generator process
-(bench.loadgen) pinned to core 1 that ramps bridged calls and measures each step. The
-results go to a JSON file, a markdown report and a PNG chart (bench.report).
+For each target (callbridge, the stock aiortc relay, optionally callbridge's decode path
+and the scale-out `cluster`: bench.cluster) this starts a real server pinned to core 0
+(`taskset`), then a load generator process (bench.loadgen) pinned to core 1 that ramps
+bridged calls and measures each step. The results go to a JSON file, a markdown report and
+a PNG chart (bench.report).
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import report, setup_profile
+from bench import cluster, report, setup_profile
 from callbridge.local_server import ROOT, free_port, listening, manage, outside_environment
 
 DEFAULT_STEPS = "2,5,10,20,40,80,120,160,200,250,300,400"
@@ -44,6 +45,9 @@ class RunningServer:
     lag_file: Path
     token: str = ""
     supervisor_session: str = ""  # a logged-in supervisor's session key (callbridge)
+    # Every process of a multi-process server by name (cluster): the generator reports the
+    # CPU of each. Empty: `pid` is the whole server.
+    pids: dict[str, int] = field(default_factory=dict)
 
 
 def raise_open_files_limit() -> None:
@@ -113,9 +117,28 @@ def migrated_database() -> tuple[Path, str, str]:
     env = outside_environment()
     env["CALLBRIDGE_DATA_DIR"] = str(folder)
     manage(env, "migrate", "--noinput")
+    return folder / "db.sqlite3", *bench_users(env)
+
+
+def bench_users(env: dict[str, str]) -> tuple[str, str]:
+    """The generator's API token and a supervisor's session key, made in `env`'s database."""
     token = manage(env, "createapitoken", "bench", "--quiet").strip()
     supervisor_session = manage(env, "shell", "-c", MAKE_SUPERVISOR).strip().splitlines()[-1]
-    return folder / "db.sqlite3", token, supervisor_session
+    return token, supervisor_session
+
+
+@contextmanager
+def serve_cluster(data_dir: Path, lag_file: Path) -> Iterator[RunningServer]:
+    """The scale-out target on core 0 (bench.cluster), with its users made once it runs.
+    `pid` is the media worker's (the RSS that grows with calls); `pids` names them all."""
+    env = callbridge_env(data_dir, lag_file, None)
+    (data_dir / "static").mkdir()  # STATIC_ROOT: WhiteNoise warns without it
+    with cluster.running_cluster(data_dir, env, pinned(SERVER_CORE)) as running:
+        token, supervisor = bench_users(running.env)
+        worker = running.pids["mediaworker"]
+        yield RunningServer(
+            "cluster", running.url, worker, lag_file, token, supervisor, running.pids
+        )
 
 
 @contextmanager
@@ -124,6 +147,10 @@ def serve(target: str, work: Path) -> Iterator[RunningServer]:
     data_dir = work / target
     data_dir.mkdir(parents=True)
     lag_file = data_dir / "loop-lag.txt"
+    if target == "cluster":
+        with serve_cluster(data_dir, lag_file) as server:
+            yield server
+        return
     log = data_dir / "server.log"
     port = free_port()
     if target == "stock":
@@ -168,6 +195,9 @@ def run_generator(
         f"--generator-core={GENERATOR_CORE}",
     ]
     command += [f"--setup-probes={args.setup_probes}", f"--probe-interval={args.probe_interval}"]
+    if server.pids:
+        pids = ",".join(f"{name}={pid}" for name, pid in server.pids.items())
+        command.append(f"--server-pids={pids}")
     command += [f"--{key.replace('_', '-')}={value}" for key, value in extra.items()]
     if args.keep_going:
         command.append("--keep-going")
@@ -195,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--targets",
         default="callbridge,stock",
-        help="comma-separated: callbridge, stock, callbridge-decode",
+        help="comma-separated: callbridge, stock, callbridge-decode, cluster (scale-out)",
     )
     parser.add_argument("--steps", default=DEFAULT_STEPS, help="calls per step")
     parser.add_argument("--stock-steps", default=None, help="steps for the stock relay")

@@ -70,14 +70,22 @@ def summarize_series(steps: list[Step]) -> dict[str, Any]:
         others = last.get("others_on_server_core_pct") or 0
         if limited_by == "server" and others > 20:
             limited_by += f" (sharing its core: other processes used {others:.0f}% of it)"
-    return {
+    summary = {
         "max_calls_loss": best["calls"] if best else 0,
         "max_calls_loss_and_latency": max((s["calls"] for s in held_both), default=0),
         "cpu_per_call_pct": best["cpu_per_call_pct"] if best else None,
         "calls_per_core": best["calls_per_core"] if best else None,
         "added_p95_ms": best["added_p95_ms"] if best else None,
+        "offer_connected_p95_ms": best["offer_connected_p95_ms"] if best else None,
         "limited_by": limited_by,
     }
+    if last is not None and last.get("server_cpu_by_process"):
+        # A multi-process server (cluster): its busiest process at the last step is the
+        # one that saturates first (they share one core).
+        by_process = last["server_cpu_by_process"]
+        summary["cpu_by_process"] = {"calls": last["calls"], "pct": by_process}
+        summary["busiest_process"] = max(by_process, key=by_process.get)
+    return summary
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -94,6 +102,8 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
             "calls_per_core": _ratio(ours["calls_per_core"], stock["calls_per_core"]),
             "max_calls_loss": _ratio(ours["max_calls_loss"], stock["max_calls_loss"]),
         }
+    if "callbridge" in summary and "cluster" in summary:
+        summary["cluster_ratio"] = cluster_ratio(results["series"])
     calibration = results.get("calibration") or []
     if calibration:
         busiest = max(calibration, key=lambda s: s["calls"])
@@ -131,6 +141,26 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     if supervision:
         summary["supervision"] = supervision
     return summary
+
+
+def cluster_ratio(series: dict[str, list[Step]]) -> dict[str, Any]:
+    """The scale-out target against the embedded one measured in the same run (the same
+    core): calls per core and calls held, and set-up time where both ran the same N."""
+    cluster, embedded = summarize_series(series["cluster"]), summarize_series(series["callbridge"])
+    result: dict[str, Any] = {
+        "calls_per_core": _ratio(cluster["calls_per_core"], embedded["calls_per_core"]),
+        "max_calls_loss": _ratio(cluster["max_calls_loss"], embedded["max_calls_loss"]),
+    }
+    held = {s["calls"]: s for s in _ramp(series["cluster"]) if s["loss_ok"]}
+    both = [s for s in _ramp(series["callbridge"]) if s["loss_ok"] and s["calls"] in held]
+    if both:  # the largest N both held: offer → connected p95 side by side
+        embedded_step = max(both, key=lambda s: s["calls"])
+        result["setup_at"] = embedded_step["calls"]
+        result["offer_connected_p95_ms"] = {
+            "cluster": held[embedded_step["calls"]]["offer_connected_p95_ms"],
+            "callbridge": embedded_step["offer_connected_p95_ms"],
+        }
+    return result
 
 
 MONITORED_TARGET = 0.9  # issue 16: calls per core with 10 % monitored ≥ 90 % of none
@@ -177,6 +207,7 @@ def _loss(value: float | None) -> str:
 
 
 def progress_line(step: Step) -> str:
+    by_process = step.get("server_cpu_by_process")
     return (
         f"  {step['target']:<18} N={step['calls']:<4}{' rec' if step['recording'] else ''}"
         f"{' ' + step['supervision'] if step.get('supervision') else ''}"
@@ -186,13 +217,19 @@ def progress_line(step: Step) -> str:
         f" ws p99 {_fmt(step['ws_rtt_p99_ms'])} ms lag p99 {_fmt(step['loop_lag_p99_ms'])} ms"
         f" gen {_fmt(step['generator_cpu_pct'])}%"
         f" others on server core {_fmt(step.get('others_on_server_core_pct'))}%"
+        + (f" [{_by_process(step['server_cpu_by_process'])}]" if by_process else "")
     )
+
+
+def _by_process(cpu: dict[str, float]) -> str:
+    """`mediaworker 61.0, daphne 20.5, …` (% of a core), busiest first."""
+    return ", ".join(f"{name} {pct:.1f}" for name, pct in sorted(cpu.items(), key=lambda x: -x[1]))
 
 
 def summary_text(summary: dict[str, Any]) -> str:
     lines = []
     for target, s in summary.items():
-        if target in ("ratio", "recording", "generator", "supervision"):
+        if target in ("ratio", "recording", "generator", "supervision", "cluster_ratio"):
             continue
         lines.append(
             f"{target}: held {s['max_calls_loss']} calls at <0.5% loss"
@@ -200,12 +237,31 @@ def summary_text(summary: dict[str, Any]) -> str:
             f" {_fmt(s['cpu_per_call_pct'], '{:.2f}')}% CPU/call ="
             f" {_fmt(s['calls_per_core'])} calls/core; limited by {s['limited_by']}"
         )
+        if "cpu_by_process" in s:
+            at = s["cpu_by_process"]
+            lines.append(
+                f"  {target} CPU by process at {at['calls']} calls (% of a core):"
+                f" {_by_process(at['pct'])}; busiest: {s['busiest_process']}"
+            )
     if "ratio" in summary:
         r = summary["ratio"]
         lines.append(
             f"callbridge / stock: {_fmt(r['calls_per_core'])}x calls per core,"
             f" {_fmt(r['max_calls_loss'])}x calls held"
         )
+    if "cluster_ratio" in summary:
+        c = summary["cluster_ratio"]
+        line = (
+            f"cluster / callbridge (embedded): {_fmt(c['calls_per_core'])}x calls per core,"
+            f" {_fmt(c['max_calls_loss'])}x calls held"
+        )
+        if "setup_at" in c:
+            p95 = c["offer_connected_p95_ms"]
+            line += (
+                f"; offer→connected p95 at {c['setup_at']} calls:"
+                f" {_fmt(p95['cluster'], '{:.0f}')} ms vs {_fmt(p95['callbridge'], '{:.0f}')} ms"
+            )
+        lines.append(line)
     if "generator" in summary:
         g = summary["generator"]
         lines.append(
@@ -268,14 +324,21 @@ COLUMNS = [
 
 def table(steps: list[Step]) -> str:
     steps = [{key: None for key, _, _ in COLUMNS} | step for step in steps]  # older results
-    head = "| " + " | ".join(title for _, title, _ in COLUMNS) + " | held |"
-    rule = "|" + "---|" * (len(COLUMNS) + 1)
+    # A multi-process server's steps (cluster) add each process's CPU after the server's.
+    by_process = any(step.get("server_cpu_by_process") for step in steps)
+    titles = [title for _, title, _ in COLUMNS]
+    if by_process:
+        titles.insert(2, "CPU by process %")
+    head = "| " + " | ".join(titles) + " | held |"
+    rule = "|" + "---|" * (len(titles) + 1)
     rows = [head, rule]
     for step in steps:
         cells = [
             _loss(step[key]) if pattern is None else _fmt(step[key], pattern)
             for key, _, pattern in COLUMNS
         ]
+        if by_process:
+            cells.insert(2, _by_process(step.get("server_cpu_by_process") or {}) or "-")
         if step.get("supervision"):
             verdict = f"{step['supervised_calls']} {step['supervision']}"
         elif step["recording"]:
@@ -450,6 +513,14 @@ HOW_IT_MEASURES = """## How it measures
 - **Server CPU** is user+sys of the server process over the window (`/proc/<pid>/stat`,
   all threads, plus children it reaped), not wall time; calls per core = 100 / (CPU % per
   call). RSS from `/proc/<pid>/status` at the end of the window.
+- **Cluster** (`--targets cluster`, `bench/cluster.py`): the scale-out set-up of
+  docs/deploy.md started by the bench — Redis (no persistence), PostgreSQL (a fresh
+  cluster, fsync off), one daphne (`manage.py serve`, no embedded media worker) and one
+  `manage.py mediaworker` — all four pinned to the server's core, so it has the CPU the
+  embedded `callbridge` target has and the two compare (`cluster / callbridge`, measured
+  in the same run). Server CPU is the sum of the four processes' (each with its live
+  descendants: PostgreSQL's backends), each shown in "CPU by process"; the busiest at the
+  last step is the one that saturates first. Loop lag and RSS are the media worker's.
 - **WS round trip**: a separate signaling client sends a message every 100 ms during the
   window and waits for the reply (callbridge: `register` → `registered` on `/ws/signal`
   with an idle end-user session; stock relay: ping → pong).

@@ -1,6 +1,7 @@
 """tests/ and bench/ do not lean on each other: bench never imports tests, and only the
 tests of bench's own modules (test_bench_*.py) import bench. What both need to start a
-server is in callbridge/local_server.py, which imports nothing of either (nor Django).
+server is in callbridge/local_server.py and local_services.py, which import nothing of
+either (nor Django).
 Within tests/, what several files share lives in tests/support/: no file imports a test
 module or conftest."""
 
@@ -44,8 +45,10 @@ def test_only_the_tests_of_bench_import_bench() -> None:
 
 
 def test_the_shared_server_starter_needs_only_the_standard_library() -> None:
-    imported = imported_packages(ROOT / "callbridge" / "local_server.py") - {"__future__"}
-    assert imported <= sys.stdlib_module_names
+    for shared in ("local_server.py", "local_services.py"):
+        imported = imported_modules(ROOT / "callbridge" / shared) - {"callbridge.local_server"}
+        packages = {name.split(".")[0] for name in imported} - {"__future__"}
+        assert packages <= sys.stdlib_module_names, shared
 
 
 def test_tests_share_helpers_through_tests_support_only() -> None:

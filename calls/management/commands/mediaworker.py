@@ -88,6 +88,7 @@ async def serve(name: str, addresses: list[str], capacity: int, drain_timeout_s:
         "mediaworker", settings.CALLBRIDGE_METRICS_LOOP_LAG_INTERVAL_MS / 1000
     )
     metering = loop.create_task(lag.run(), name="callbridge:loop-lag-metrics")
+    loop_lag.start_from_env(loop)  # benchmarks only (bench/): off unless its env var is set
 
     signals = asyncio.Queue[int]()
     for number in (signal.SIGTERM, signal.SIGINT):
