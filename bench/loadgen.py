@@ -336,6 +336,7 @@ class Generator:
         trip measured meanwhile."""
         assert self.target is not None
         rtts: list[float] = []
+        cpu0 = self._server_cpu_s()
         started = time.perf_counter()
         setting_up = asyncio.ensure_future(self.add_calls(count, parallel=count))
         while not setting_up.done():
@@ -347,8 +348,15 @@ class Generator:
             await asyncio.sleep(0.05)
         connect_times = await setting_up
         elapsed = time.perf_counter() - started
+        cpu1 = self._server_cpu_s()
         connected = len(connect_times) // 2
+        # Server CPU per set-up (the calls' media flows meanwhile too: silence, 50 packets
+        # a second per leg, a small share at these durations).
+        per_setup = {
+            name: round((cpu1[name] - cpu0[name]) * 1000 / max(connected, 1), 1) for name in cpu1
+        }
         return {
+            "burst_cpu_ms_per_setup": per_setup,
             "burst_calls": count,
             "burst_connected": connected,
             "burst_s": round(elapsed, 2),
@@ -358,6 +366,12 @@ class Generator:
             "burst_ws_rtt_p99_ms": ms(percentile(rtts, 99)),
             "burst_ws_samples": len(rtts),
         }
+
+    def _server_cpu_s(self) -> dict[str, float]:
+        """CPU seconds so far of each server process (one, "server", unless a cluster)."""
+        if self.args.server_pids:
+            return {name: tree_cpu_s(pid) for name, pid in self.args.server_pids.items()}
+        return {"server": process_cpu_s(self.args.server_pid)}
 
     async def add_calls(self, count: int, parallel: int | None = None) -> list[float]:
         self.late_max = 0.0

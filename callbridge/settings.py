@@ -93,7 +93,17 @@ TEMPLATES = [
 # --- Database ---------------------------------------------------------------------------
 _database_url = env_str("DATABASE_URL")
 if _database_url:
-    DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=60)}
+    # A connection pool per process (psycopg_pool, Django's "pool" option). Each HTTP
+    # request runs in a thread of its own (Django's per-request thread-sensitive context),
+    # so persistent per-thread connections were never reused: a burst of call set-ups
+    # opened one PostgreSQL connection per request — a server process forked and
+    # authenticated each time — until PostgreSQL refused more clients.
+    DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=0)}
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 2,
+        "max_size": env_int("CALLBRIDGE_DATABASE_POOL_SIZE", 20, minimum=2, maximum=1000),
+        "timeout": 20,  # s a request waits for a free connection (then HANDLER_ERROR)
+    }
 else:
     DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)  # SQLite creates no folders
     DATABASES = {

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from django.conf import settings
 
+from calls.audit_sealer import AuditSealer
 from calls.deadlines import CallDeadlines
 from calls.events import EventPublisher
 from calls.loop_lag import LoopLagMeter
@@ -37,6 +38,7 @@ def default_tasks() -> dict[str, BackgroundTask]:
     if not settings.CALLBRIDGE_EMBEDDED_MEDIA_WORKER:
         return {
             "event-publisher": EventPublisher(),
+            "audit-sealer": AuditSealer(),
             "call-deadlines": CallDeadlines(),
             "media-worker-watch": MediaWorkerWatch(),
             "webhook-sender": WebhookSender(),
@@ -44,6 +46,7 @@ def default_tasks() -> dict[str, BackgroundTask]:
         }
     return {
         "event-publisher": EventPublisher(),
+        "audit-sealer": AuditSealer(),  # stops after the reconciler: seals what it ended
         "shutdown-reconciler": ShutdownReconciler(settings.CALLBRIDGE_MEDIA_WORKER_NAME),
         "call-deadlines": CallDeadlines(),
         "media-worker": build_media_worker(),

@@ -4,6 +4,7 @@ missing or inserted row of each; rows chained under concurrency without a fork."
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import sys
 import threading
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from channels.db import database_sync_to_async
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection, models
@@ -21,6 +23,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 from calls import audit_format
+from calls.audit_sealer import AuditSealer
 from calls.consent import record_answer
 from calls.models import (
     AuditChainHead,
@@ -454,3 +457,42 @@ def test_it_chains_rows_written_before_the_chains_in_id_order(
     assert [row.chain_seq for row in rows] == list(range(1, len(rows) + 1))
     code, out, _ = verify_audit()
     assert code == 0 and f"calls.callevent: intact, {len(rows)} rows" in out
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_it_seals_a_serving_processs_commits_in_batches_in_the_background(
+    make_session: Callable[..., tuple[EndUserSession, str]],
+) -> None:
+    """While the background sealer runs, a commit only asks it to seal: the rows wait for
+    its batch (here held for 2 s) and are then chained in commit order; a stopping sealer
+    seals what was asked for last."""
+    sealer = AuditSealer(batch_delay_s=2.0)
+    running = asyncio.ensure_future(sealer.run())
+    session, _ = await database_sync_to_async(make_session)("Caller")
+    caller = Principal.end_user(session)
+
+    def call_and_hang_up() -> int:
+        call = Call.start(by=caller, mode="bridge", media_worker="embedded")
+        call.hang_up(caller)
+        return call.events.count()
+
+    def unsealed() -> int:
+        return CallEvent.objects.filter(chain_seq=None).count()
+
+    try:
+        async with asyncio.timeout(30):
+            await asyncio.sleep(0)  # the sealer starts (and registers) at its first step
+            assert AuditSealer.active is sealer
+            events = sum([await database_sync_to_async(call_and_hang_up)() for _ in range(3)])
+            assert await database_sync_to_async(unsealed)() == events  # none sealed in place
+            while await database_sync_to_async(unsealed)():  # noqa: ASYNC110 (the database)
+                await asyncio.sleep(0.1)  # one batch seals them all
+            more = await database_sync_to_async(call_and_hang_up)()
+    finally:
+        running.cancel()
+        await asyncio.wait_for(asyncio.gather(running, return_exceptions=True), 30)
+    assert await database_sync_to_async(unsealed)() == 0  # the last ones, sealed at the stop
+    rows = await database_sync_to_async(in_chain)(CallEvent)
+    assert [row.chain_seq for row in rows] == list(range(1, events + more + 1))
+    assert (await database_sync_to_async(verify_audit)())[0] == 0
+    assert AuditSealer.active is None

@@ -1,17 +1,20 @@
 """The audit hash chains: one per audit table, each row linked to the one before it.
 
-A row is written once (AppendOnlyModel) and sealed just after its transaction commits: in
-a short transaction of its own, under the chain head's row lock, it gets the next
-position (`chain_seq`), the previous row's hash and its own hash (calls/audit_format.py).
-Sealing after the commit, not inside the inserting transaction, is deliberate: a call's
-transaction holds call, leg and operator locks; holding the one global head lock from its
-first event to its commit would serialize every transition and could deadlock with a
-transaction holding those rows. The sealer holds nothing but the head, so it neither
-waits on nor blocks a call. `chain_seq` is unique: two sealers can never fork a chain."""
+A row is written once (AppendOnlyModel) and sealed after its transaction commits — at
+once, or by the serving process's background sealer, which seals a batch of commits at a
+time (calls/audit_sealer.py) — in a short transaction of its own: under the chain head's
+row lock, it gets the next position (`chain_seq`), the previous row's hash and its own
+hash (calls/audit_format.py). Sealing after the commit, not inside the inserting
+transaction, is deliberate: a call's transaction holds call, leg and operator locks;
+holding the one global head lock from its first event to its commit would serialize every
+transition and could deadlock with a transaction holding those rows. The sealer holds
+nothing but the head, so it neither waits on nor blocks a call. `chain_seq` is unique:
+two sealers can never fork a chain."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from django.db import connections, models, router, transaction
@@ -73,7 +76,23 @@ class _Sealer:
         self.model = model
 
     def __call__(self) -> None:
-        seal(self.model)  # looked up at commit: the benchmark times it
+        if not _seal_later(self.model):
+            seal(self.model)  # looked up at commit: the benchmark times it
+
+
+# A background sealer that takes the seals of this process's commits (calls/audit_sealer.py
+# registers itself while it runs): it returns False when it cannot (then seal in place).
+_background_sealer: Callable[[type[ChainedModel]], bool] | None = None
+
+
+def seal_in_background(request: Callable[[type[ChainedModel]], bool] | None) -> None:
+    global _background_sealer
+    _background_sealer = request
+
+
+def _seal_later(model: type[ChainedModel]) -> bool:
+    request = _background_sealer
+    return request is not None and request(model)
 
 
 def _seal_on_commit(model: type[ChainedModel], using: str) -> None:
