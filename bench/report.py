@@ -10,6 +10,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench import setup_profile
+
 Step = dict[str, Any]
 
 
@@ -485,8 +487,38 @@ def markdown(results: dict[str, Any], chart_name: str, analysis: str = "") -> st
             table(results["supervision"]),
             "",
         ]
+    if results.get("burst"):
+        parts += [
+            "## Set-up bursts (N calls asked for at once)",
+            "",
+            burst_table(results["burst"]),
+            "",
+        ]
+    for target, profile in (results.get("setup_profile") or {}).items():
+        parts += [f"## Set-up profile: {target}", "", setup_profile.markdown(profile), ""]
     parts += [HOW_IT_MEASURES.format(bound=results["latency_bound_ms"])]
     return "\n".join(parts)
+
+
+def burst_table(steps: list[Step]) -> str:
+    """One row per burst: time until every leg connected, set-ups a second, offer →
+    connected, the WebSocket round trip meanwhile, server CPU per set-up."""
+    rows = [
+        "| target | calls | connected | all connected (s) | set-ups/s | offer→connected p50 / p95"
+        " ms | WS RTT p99 ms | server CPU ms per set-up |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for step in steps:
+        cpu = step.get("burst_cpu_ms_per_setup") or {}
+        rows.append(
+            f"| {step['target']} | {step['burst_calls']} | {step['burst_connected']}"
+            f" | {step['burst_s']} | {step['setups_per_s']}"
+            f" | {_fmt(step['burst_offer_connected_p50_ms'], '{:.0f}')}"
+            f" / {_fmt(step['burst_offer_connected_p95_ms'], '{:.0f}')}"
+            f" | {_fmt(step['burst_ws_rtt_p99_ms'], '{:.0f}')}"
+            f" | {', '.join(f'{name} {ms:.0f}' for name, ms in cpu.items())} |"
+        )
+    return "\n".join(rows)
 
 
 HOW_IT_MEASURES = """## How it measures
