@@ -82,8 +82,10 @@ class CallbridgeTarget:
         # A supervisor's session key (supervise()); none: the step cannot run.
         self._supervisor = StaffSession(self.base_url, supervisor_session)
         self._has_supervisor = bool(supervisor_session)
-        # urllib is blocking: a pool big enough for a batch of parallel call set-ups.
-        self._pool = ThreadPoolExecutor(max_workers=24, thread_name_prefix="rest")
+        # urllib is blocking: a thread per request in flight, as many as a burst of set-ups
+        # sends at once (a smaller pool queued requests here, in the generator, and the
+        # set-up profile counted that wait as the network's).
+        self._pool = ThreadPoolExecutor(max_workers=512, thread_name_prefix="rest")
         self._ws: Any = None
         self._probe_token: str | None = None
 
