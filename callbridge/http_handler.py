@@ -14,6 +14,7 @@ single hop, as a WSGI server would run it; the request still gets its own thread
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import django
@@ -23,18 +24,37 @@ from django.http import HttpRequest, HttpResponseBase
 
 
 class OneHopASGIHandler(ASGIHandler):
+    """At most `threads` requests run their synchronous part at once; more wait here, on
+    the event loop, for a turn. Python threads share one interpreter lock: a hundred
+    request threads of a set-up burst each took the lock in turn, and the event loop —
+    which relays every call's media and answers every socket — got one turn in a
+    hundred (offers waited seconds for the media worker; media fell behind)."""
+
+    def __init__(self, threads: int) -> None:
+        super().__init__()
+        self.threads = threads
+        self._turns: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
     def load_middleware(self, is_async: bool = False) -> None:
         super().load_middleware(is_async=False)  # a synchronous chain, whatever is asked
 
     async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
-        # get_response: URL conf, the chain, closing and error logging, in this one thread.
-        response: HttpResponseBase = await sync_to_async(self.get_response, thread_sensitive=True)(
-            request
-        )
+        loop = asyncio.get_running_loop()
+        turns = self._turns.get(loop)
+        if turns is None:  # one per event loop (tests run one loop per test)
+            self._turns = {old: sem for old, sem in self._turns.items() if not old.is_closed()}
+            turns = self._turns[loop] = asyncio.Semaphore(self.threads)
+        async with turns:
+            # get_response: URL conf, the chain, closing and error logging, in one thread.
+            response: HttpResponseBase = await sync_to_async(
+                self.get_response, thread_sensitive=True
+            )(request)
         return response
 
 
 def get_one_hop_asgi_application() -> Any:
     """`django.core.asgi.get_asgi_application`, with the handler above."""
     django.setup(set_prefix=False)
-    return OneHopASGIHandler()
+    from django.conf import settings  # configured by django.setup
+
+    return OneHopASGIHandler(threads=settings.CALLBRIDGE_HTTP_THREADS)

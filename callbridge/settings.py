@@ -122,6 +122,8 @@ else:
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# HTTP requests whose Django part runs at once (callbridge/http_handler.py); more wait.
+CALLBRIDGE_HTTP_THREADS = env_int("CALLBRIDGE_HTTP_THREADS", 8, minimum=1, maximum=1000)
 
 # --- Channel layer ----------------------------------------------------------------------
 # Messages one consumer's channel may hold before the layer silently drops more (its
