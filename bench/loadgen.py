@@ -19,6 +19,7 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -336,6 +337,10 @@ class Generator:
         trip measured meanwhile."""
         assert self.target is not None
         rtts: list[float] = []
+        # Every call's set-up events, as an operator's dashboard receives them.
+        records: dict[str, Counter[str]] = {}
+        watching = asyncio.ensure_future(self.target.watch_feed(records))
+        await asyncio.sleep(1.0)  # its first message (the snapshot) read
         cpu0 = self._server_cpu_s()
         started = time.perf_counter()
         setting_up = asyncio.ensure_future(self.add_calls(count, parallel=count))
@@ -350,6 +355,13 @@ class Generator:
         elapsed = time.perf_counter() - started
         cpu1 = self._server_cpu_s()
         connected = len(connect_times) // 2
+        await asyncio.sleep(3.0)  # the last events on their way
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
+        # Lost: a connected call whose feed lacks any of its set-up's records.
+        expected = Counter({"call.created": 1, "call.answered": 1, "media.connected": 2})
+        calls = [call.handle.call_id for call in self.calls]
+        complete = sum(1 for call in calls if not expected - records.get(call, Counter()))
         # Server CPU per set-up (the calls' media flows meanwhile too: silence, 50 packets
         # a second per leg, a small share at these durations).
         per_setup = {
@@ -365,6 +377,7 @@ class Generator:
             "burst_offer_connected_p95_ms": ms(percentile(connect_times, 95)),
             "burst_ws_rtt_p99_ms": ms(percentile(rtts, 99)),
             "burst_ws_samples": len(rtts),
+            "burst_feed_complete": complete,  # of burst_connected: every set-up event seen
         }
 
     def _server_cpu_s(self) -> dict[str, float]:

@@ -505,8 +505,8 @@ def burst_table(steps: list[Step]) -> str:
     connected, the WebSocket round trip meanwhile, server CPU per set-up."""
     rows = [
         "| target | calls | connected | all connected (s) | set-ups/s | offer→connected p50 / p95"
-        " ms | WS RTT p99 ms | server CPU ms per set-up |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        " ms | WS RTT p99 ms | events complete | server CPU ms per set-up |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for step in steps:
         cpu = step.get("burst_cpu_ms_per_setup") or {}
@@ -516,6 +516,7 @@ def burst_table(steps: list[Step]) -> str:
             f" | {_fmt(step['burst_offer_connected_p50_ms'], '{:.0f}')}"
             f" / {_fmt(step['burst_offer_connected_p95_ms'], '{:.0f}')}"
             f" | {_fmt(step['burst_ws_rtt_p99_ms'], '{:.0f}')}"
+            f" | {step.get('burst_feed_complete', '?')}"
             f" | {', '.join(f'{name} {ms:.0f}' for name, ms in cpu.items())} |"
         )
     return "\n".join(rows)

@@ -71,6 +71,7 @@ class Target(Protocol):
     async def supervise(self, call: CallHandle, mode: str) -> None: ...
     async def offer_as_supervisor(self, call: CallHandle, sdp: str) -> str: ...
     async def ws_round_trip(self) -> float: ...
+    async def watch_feed(self, records: dict[str, Counter[str]]) -> None: ...
     async def leg_states(self) -> dict[str, int] | None: ...
     async def close(self) -> None: ...
 
@@ -173,6 +174,20 @@ class CallbridgeTarget:
         )
         return str(answer["sdp"])
 
+    async def watch_feed(self, records: dict[str, Counter[str]]) -> None:
+        """Read /ws/operator as a supervisor's dashboard does (its session cookie), adding
+        each call event's record name to `records[callSid]`, until cancelled."""
+        if not self._has_supervisor:
+            raise RuntimeError("no supervisor session given (bench.media makes one)")
+        ws_url = self.base_url.replace("http", "ws", 1) + "/ws/operator"
+        headers = {"Cookie": self._supervisor.cookie, "Origin": self.base_url}
+        async with websockets.connect(ws_url, additional_headers=headers, max_size=2**24) as feed:
+            async for raw in feed:
+                message = json.loads(raw)
+                if message.get("type") == "event" and message.get("callSid"):
+                    record = message["data"].get("record") or message["data"].get("name")
+                    records.setdefault(message["callSid"], Counter())[record] += 1
+
     async def ws_round_trip(self) -> float:
         if self._ws is None:
             self._probe_token = await self._session("bench signaling probe")
@@ -233,6 +248,9 @@ class StockTarget:
 
     async def offer_as_supervisor(self, call: CallHandle, sdp: str) -> str:
         raise NotImplementedError("the stock relay has no supervisors")
+
+    async def watch_feed(self, records: dict[str, Counter[str]]) -> None:
+        raise NotImplementedError("the stock relay has no operator feed")
 
     async def ws_round_trip(self) -> float:
         if self._probe is None:
