@@ -15,6 +15,9 @@ single hop, as a WSGI server would run it; the request still gets its own thread
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import django
@@ -45,11 +48,35 @@ class OneHopASGIHandler(ASGIHandler):
             self._turns = {old: sem for old, sem in self._turns.items() if not old.is_closed()}
             turns = self._turns[loop] = asyncio.Semaphore(self.threads)
         async with turns:
-            # get_response: URL conf, the chain, closing and error logging, in one thread.
-            response: HttpResponseBase = await sync_to_async(
-                self.get_response, thread_sensitive=True
-            )(request)
+            held = _turn.set(turns)  # copied into the request's thread (and back)
+            try:
+                # get_response: URL conf, the chain, closing and error logging, in one thread.
+                response: HttpResponseBase = await sync_to_async(
+                    self.get_response, thread_sensitive=True
+                )(request)
+            finally:
+                _turn.reset(held)
         return response
+
+
+# The turn the current request holds (None outside one: sockets, background tasks).
+_turn: ContextVar[asyncio.Semaphore | None] = ContextVar("callbridge_http_turn", default=None)
+
+
+@asynccontextmanager
+async def turn_given_back() -> AsyncIterator[None]:
+    """While a request waits on something else (a media worker's answer, a recording's
+    render: calls/workers/link.py), its turn goes to a waiting request and is taken back
+    after: a worker that does not answer must not hold every turn until it times out."""
+    turns = _turn.get()
+    if turns is None:
+        yield
+        return
+    turns.release()
+    try:
+        yield
+    finally:
+        await turns.acquire()
 
 
 def get_one_hop_asgi_application() -> Any:

@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from callbridge.channel_layer import configured_layer
+from callbridge.http_handler import turn_given_back
 from calls.calling import LegRef, OfferPlan
 from calls.errors import CallbridgeError, ErrorCode
 from calls.workers import protocol
@@ -101,7 +102,7 @@ async def request(
     reply_to = await layer.new_channel()
     await send(worker, replace(message, reply_to=reply_to, request_id=reply_to))
     try:
-        async with asyncio.timeout(within):
+        async with turn_given_back(), asyncio.timeout(within):
             raw = await layer.receive(reply_to)
     except TimeoutError:
         raise CallbridgeError(
