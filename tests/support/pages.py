@@ -62,6 +62,14 @@ def mostly(frequencies: list[float], tone: float) -> bool:
     return bool(frequencies) and len(near) >= 0.8 * len(frequencies)
 
 
+async def each_mostly_hears(*ears: tuple[Any, float]) -> None:
+    """Each (page, tone): the page mostly hears its tone. The pages listen at once (each
+    its own full reading): one reading's time for all of them, not one after another."""
+    readings = await asyncio.gather(*(heard(page) for page, _ in ears))
+    for index, ((_, tone), frequencies) in enumerate(zip(ears, readings, strict=True)):
+        assert mostly(frequencies, tone), (index, tone, frequencies[:8])
+
+
 async def end_user_link(server: Server, name: str = "Ada") -> tuple[str, str]:
     """A new session's page URL and the API token that made it."""
     token = (await asyncio.to_thread(server.manage, "createapitoken", "pages", "--quiet")).strip()
