@@ -46,7 +46,11 @@ async def screenshot(page: Any, name: str) -> None:
 async def heard(
     page: Any, selector: str = "#remote", samples: int = 25, smoothing: float = 0.8
 ) -> list[float]:
-    """The loudest frequency of each reading (a page or a frame) above -90 dB."""
+    """The loudest frequency of each reading (a page or a frame) above -90 dB, once the
+    element plays a stream (a call just answered gets its remote track a moment later)."""
+    await page.wait_for_function(
+        "s => document.querySelector(s)?.srcObject instanceof MediaStream", arg=selector
+    )
     peaks = await page.evaluate(
         PEAKS_OF_AUDIO_ELEMENT, {"selector": selector, "samples": samples, "smoothing": smoothing}
     )
