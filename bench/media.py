@@ -88,11 +88,17 @@ def callbridge_env(data_dir: Path, lag_file: Path, media_path: str | None) -> di
     return env
 
 
-# A staff user in the supervisors' group, logged in: its session key is printed (the
-# supervision step's REST calls carry it as the dashboard's browser would).
-MAKE_SUPERVISOR = """
+# Migrate, make the generator's API token and a staff user in the supervisors' group,
+# logged in: the token and the session key are printed, one a line (the supervision step's
+# REST calls carry the session as the dashboard's browser would). One process, not three:
+# each Django start is seconds of a loaded machine.
+MAKE_USERS = """
+import io
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.contrib.sessions.backends.db import SessionStore
+from django.core.management import call_command
+token = io.StringIO()
+call_command("createapitoken", "bench", quiet=True, stdout=token)
 from calls.operators import operators_group
 from calls.supervision import supervisors_group
 user = get_user_model().objects.create_user("bench-supervisor", is_staff=True)
@@ -103,8 +109,13 @@ session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
 session[HASH_SESSION_KEY] = user.get_session_auth_hash()
 session.set_expiry(7 * 24 * 3600)
 session.create()
+print(token.getvalue().strip())
 print(session.session_key)
 """
+PREPARE_DATABASE = (
+    "from django.core.management import call_command\n"
+    'call_command("migrate", interactive=False, verbosity=0)\n' + MAKE_USERS
+)
 
 
 @functools.cache
@@ -116,14 +127,14 @@ def migrated_database() -> tuple[Path, str, str]:
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     env = outside_environment()
     env["CALLBRIDGE_DATA_DIR"] = str(folder)
-    manage(env, "migrate", "--noinput")
-    return folder / "db.sqlite3", *bench_users(env)
+    token, supervisor_session = manage(env, "shell", "-c", PREPARE_DATABASE).split()[-2:]
+    return folder / "db.sqlite3", token, supervisor_session
 
 
 def bench_users(env: dict[str, str]) -> tuple[str, str]:
-    """The generator's API token and a supervisor's session key, made in `env`'s database."""
-    token = manage(env, "createapitoken", "bench", "--quiet").strip()
-    supervisor_session = manage(env, "shell", "-c", MAKE_SUPERVISOR).strip().splitlines()[-1]
+    """The generator's API token and a supervisor's session key, made in `env`'s (already
+    migrated) database."""
+    token, supervisor_session = manage(env, "shell", "-c", MAKE_USERS).split()[-2:]
     return token, supervisor_session
 
 
@@ -189,6 +200,7 @@ def run_generator(
         f"--steps={steps}",
         f"--window={args.window}",
         f"--settle={args.settle}",
+        f"--drain={args.drain}",
         f"--parallel={args.parallel}",
         f"--latency-bound={args.latency_bound}",
         f"--server-core={SERVER_CORE}",
@@ -231,6 +243,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stock-steps", default=None, help="steps for the stock relay")
     parser.add_argument("--window", type=float, default=10.0, help="seconds measured per step")
     parser.add_argument("--settle", type=float, default=2.0)
+    parser.add_argument(
+        "--drain", type=float, default=1.5, help="seconds after a window for sound in flight"
+    )
     parser.add_argument("--parallel", type=int, default=10, help="calls set up at once")
     parser.add_argument("--latency-bound", type=float, default=20.0, help="ms added, p95")
     parser.add_argument("--record-at", type=int, default=5, help="N for recording on vs off")
@@ -286,7 +301,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.smoke:
         args.steps, args.stock_steps, args.calibrate_steps = "1,2", "1", "2"
-        args.window, args.settle, args.record_at = 2.0, 0.5, 1
+        # Every step kind once, as briefly as still measures something: a window of 1.2 s
+        # holds a pulse (one a second) per leg, 0.5 s of drain lets its echo arrive on a
+        # loopback bridge (the loop-lag file may miss its last flush: no number is judged).
+        args.window, args.settle, args.drain, args.record_at = 1.2, 0.3, 0.5, 1
         args.supervise_at = 2  # one call supervised: the step's path, not its numbers
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     command = "python -m bench.media " + " ".join(argv if argv is not None else sys.argv[1:])

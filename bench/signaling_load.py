@@ -32,6 +32,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -592,8 +593,9 @@ def passed(result: dict[str, Any]) -> bool:
 
 
 @contextmanager
-def load_server(data_dir: Path) -> Iterator[LocalServer]:
-    """`manage.py serve` (the embedded set-up) on a fresh database in `data_dir`."""
+def load_server(data_dir: Path, database: Path | None = None) -> Iterator[LocalServer]:
+    """`manage.py serve` (the embedded set-up) on a fresh database in `data_dir`: migrated
+    here, or a copy of `database` (an empty, migrated SQLite file: the tests have one)."""
     env = outside_environment()
     env.update(
         CALLBRIDGE_DATA_DIR=str(data_dir),
@@ -601,7 +603,10 @@ def load_server(data_dir: Path) -> Iterator[LocalServer]:
         **server_env(),
     )
     server = LocalServer.on_free_port(env, data_dir / "serve.log")
-    server.manage("migrate", "--noinput")
+    if database is None:
+        server.manage("migrate", "--noinput")
+    else:
+        shutil.copy2(database, data_dir / "db.sqlite3")
     (data_dir / "static").mkdir(exist_ok=True)  # STATIC_ROOT: WhiteNoise warns without it
     with serving(server) as running:
         yield running
@@ -658,10 +663,16 @@ def main() -> int:
     parser.add_argument("--think", type=float, default=10.0, help="mean pause between calls")
     parser.add_argument("--talk", type=float, default=0.5, help="seconds an answered call lasts")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument(
+        "--database",
+        type=Path,
+        default=None,
+        help="start from a copy of this empty, migrated SQLite database (else: migrate)",
+    )
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="callbridge-load-") as data,
-        load_server(Path(data)) as server,
+        load_server(Path(data), args.database) as server,
     ):
         result = asyncio.run(
             run_load(

@@ -21,9 +21,8 @@ from tests.support.pages import (
     DESKTOP,
     OPERATOR_TONE,
     USER_TONE,
+    each_mostly_hears,
     end_user_link,
-    heard,
-    mostly,
     my_status_is,
     open_page,
     operator_dashboard,
@@ -158,8 +157,7 @@ async def test_it_calls_from_a_host_page_after_a_preflight_and_tells_it_only_whe
             await ringing.get_by_role("button", name="Answer").click()
             await status_is(frame, "Connected.")
             await my_status_is(dashboard, "Talking with Ada.")
-            assert mostly(await heard(frame), OPERATOR_TONE)
-            assert mostly(await heard(dashboard), USER_TONE)
+            await each_mostly_hears((frame, OPERATOR_TONE), (dashboard, USER_TONE))
             await screenshot(page, "embed-host-page-in-call")
 
             await frame.get_by_role("button", name="Hang up").click()

@@ -14,6 +14,7 @@ from tests.support.pages import (
     OPERATOR_TONE,
     USER_TONE,
     call_state,
+    each_mostly_hears,
     end_user_link,
     heard,
     mostly,
@@ -67,8 +68,7 @@ async def test_it_connects_an_end_user_and_an_operator_who_hear_each_other(
 
         await status_is(page, "Connected.")
         await my_status_is(dashboard, "Talking with Ada.")
-        assert mostly(await heard(page), OPERATOR_TONE)
-        assert mostly(await heard(dashboard), USER_TONE)
+        await each_mostly_hears((page, OPERATOR_TONE), (dashboard, USER_TONE))
         await screenshot(page, "enduser-connected")
         await screenshot(dashboard, "dashboard-in-call")
         _, active, _ = await asyncio.to_thread(
@@ -113,8 +113,7 @@ async def test_it_lets_an_operator_call_an_online_end_user(
         await page.get_by_role("button", name="Accept").click()
         await status_is(page, "Connected.")
         await my_status_is(dashboard, "Talking with Bea.")
-        assert mostly(await heard(page), OPERATOR_TONE)
-        assert mostly(await heard(dashboard), USER_TONE)
+        await each_mostly_hears((page, OPERATOR_TONE), (dashboard, USER_TONE))
         # Hold: Bea's page says so, the dashboard shows it; the operator hears nothing of
         # her (no hold audio is configured: she hears silence), until Resume.
         await dashboard.get_by_role("button", name="Hold", exact=True).click()
@@ -125,16 +124,18 @@ async def test_it_lets_an_operator_call_an_online_end_user(
         await dashboard.locator("#active li", has_text="on hold").wait_for()
         # Unsmoothed readings (a sound that stopped lingers in smoothed ones), 25 in 2.5 s:
         # a new analyser's first window or two may still hold audio from before the hold.
-        assert readings_of(await heard(dashboard, smoothing=0), USER_TONE) <= 3
-        assert readings_of(await heard(page, smoothing=0), OPERATOR_TONE) <= 3
+        dashboard_hears, page_hears = await asyncio.gather(  # both at once
+            heard(dashboard, smoothing=0), heard(page, smoothing=0)
+        )
+        assert readings_of(dashboard_hears, USER_TONE) <= 3
+        assert readings_of(page_hears, OPERATOR_TONE) <= 3
         await screenshot(dashboard, "dashboard-hold")
         await screenshot(page, "enduser-on-hold")
         await dashboard.get_by_role("button", name="Resume").click()
         await status_is(page, "Connected.")
         assert await held.is_hidden()
         await my_status_is(dashboard, "Talking with Bea.")
-        assert mostly(await heard(page), OPERATOR_TONE)
-        assert mostly(await heard(dashboard), USER_TONE)
+        await each_mostly_hears((page, OPERATOR_TONE), (dashboard, USER_TONE))
         await page.get_by_role("button", name="Hang up").click()
         await my_status_is(dashboard, "Call ended")
         assert errors == []

@@ -141,24 +141,29 @@ async def test_it_lets_a_supervisor_monitor_and_barge_from_the_dashboard(
         await row.locator("[data-supervise=monitor][aria-pressed=true]").wait_for()
         await row.locator(".badge.supervised", has_text="monitor").wait_for()
         await page.locator("#supervisor", has_text="is listening").wait_for()
-        await supervisor_hears_both_apart(ann)
-        await ear_hears(page, "#remote", (OPERATOR_TONE,))
-        await ear_hears(op, "#remote", (USER_TONE,))
+        await asyncio.gather(  # the three browsers listen at once
+            supervisor_hears_both_apart(ann),
+            ear_hears(page, "#remote", (OPERATOR_TONE,)),
+            ear_hears(op, "#remote", (USER_TONE,)),
+        )
 
         await row.get_by_role("button", name="Barge").click()
         await row.locator("[data-supervise=barge][aria-pressed=true]").wait_for()
         await page.locator("#supervisor", has_text="hear each other").wait_for()
-        await ear_hears(page, "#remote", (OPERATOR_TONE, SUPERVISOR_TONE))
-        await ear_hears(op, "#remote", (USER_TONE, SUPERVISOR_TONE))
-        await supervisor_hears_both_apart(ann)
+        await asyncio.gather(
+            ear_hears(page, "#remote", (OPERATOR_TONE, SUPERVISOR_TONE)),
+            ear_hears(op, "#remote", (USER_TONE, SUPERVISOR_TONE)),
+            supervisor_hears_both_apart(ann),
+        )
         await screenshot(ann, "dashboard-barge")
         await screenshot(page, "enduser-supervisor")
 
         await row.get_by_role("button", name="Leave").click()
         await page.locator("#supervisor").wait_for(state="hidden")
         await row.locator(".badge.supervised").wait_for(state="detached")
-        await ear_hears(page, "#remote", (OPERATOR_TONE,))
-        await ear_hears(op, "#remote", (USER_TONE,))
+        await asyncio.gather(
+            ear_hears(page, "#remote", (OPERATOR_TONE,)), ear_hears(op, "#remote", (USER_TONE,))
+        )
         await page.get_by_role("button", name="Hang up").click()
         await op.locator("#recent li", has_text="Ada").first.wait_for()
         assert page.errors == [] and op.errors == [] and ann.errors == []

@@ -63,9 +63,10 @@ async def playwright() -> AsyncIterator[Any]:
         yield running
 
 
-def setup_team(server: Server, queue: str, ring_timeout_s: int) -> None:
+def setup_team(server: Server, queue: str, ring_timeout_s: int) -> str:
     """Two operators, op and ann (made once per server), a round-robin queue they both
-    answer, and two disposition codes."""
+    answer, and two disposition codes; an API token's secret, returned (made in the same
+    `manage.py shell`: each Django start is seconds on a loaded machine)."""
     script = (
         "from django.contrib.auth import get_user_model; from calls.models import Queue; "
         "U = get_user_model(); "
@@ -79,9 +80,11 @@ def setup_team(server: Server, queue: str, ring_timeout_s: int) -> None:
         # The codes operators pick from (tests/test_browser_team's notes step).
         "from calls.models import DispositionCode as D; "
         "D.objects.get_or_create(code='callback', defaults={'label': 'Call back'}); "
-        "D.objects.get_or_create(code='resolved', defaults={'label': 'Resolved'})"
+        "D.objects.get_or_create(code='resolved', defaults={'label': 'Resolved'}); "
+        "from django.core.management import call_command; "
+        "call_command('createapitoken', 'team', quiet=True)"
     )
-    server.manage("shell", "-c", script)
+    return server.manage("shell", "-c", script).strip().splitlines()[-1]
 
 
 async def call_queue(server: Server, token: str, name: str, queue: str) -> dict[str, Any]:
@@ -121,8 +124,7 @@ async def availability_of(server: Server, token: str, username: str) -> tuple[st
 async def test_it_rings_only_the_offered_operator_and_notifies_it_in_the_background(
     server: Server, playwright: Any, tmp_path: Path
 ) -> None:
-    await asyncio.to_thread(setup_team, server, "sales", 600)
-    token = (await asyncio.to_thread(server.manage, "createapitoken", "team", "--quiet")).strip()
+    token = await asyncio.to_thread(setup_team, server, "sales", 600)
     browser = await launch(playwright, write_tone_wav(tmp_path / "880.wav", 880))
     try:
         op = await dashboard(server, browser, "op")
@@ -253,8 +255,7 @@ async def write_notes_in_the_call_and_its_wrap_up(
 async def test_it_stops_alerting_when_the_offer_rings_out_and_rings_the_next_operator(
     server: Server, playwright: Any, tmp_path: Path
 ) -> None:
-    await asyncio.to_thread(setup_team, server, "support", 600)
-    token = (await asyncio.to_thread(server.manage, "createapitoken", "team", "--quiet")).strip()
+    token = await asyncio.to_thread(setup_team, server, "support", 600)
     browser = await launch(playwright, write_tone_wav(tmp_path / "880.wav", 880))
     try:
         op = await dashboard(server, browser, "op")

@@ -46,7 +46,11 @@ async def screenshot(page: Any, name: str) -> None:
 async def heard(
     page: Any, selector: str = "#remote", samples: int = 25, smoothing: float = 0.8
 ) -> list[float]:
-    """The loudest frequency of each reading (a page or a frame) above -90 dB."""
+    """The loudest frequency of each reading (a page or a frame) above -90 dB, once the
+    element plays a stream (a call just answered gets its remote track a moment later)."""
+    await page.wait_for_function(
+        "s => document.querySelector(s)?.srcObject instanceof MediaStream", arg=selector
+    )
     peaks = await page.evaluate(
         PEAKS_OF_AUDIO_ELEMENT, {"selector": selector, "samples": samples, "smoothing": smoothing}
     )
@@ -60,6 +64,14 @@ def readings_of(frequencies: list[float], tone: float) -> int:
 def mostly(frequencies: list[float], tone: float) -> bool:
     near = [hz for hz in frequencies if abs(hz - tone) < 30]
     return bool(frequencies) and len(near) >= 0.8 * len(frequencies)
+
+
+async def each_mostly_hears(*ears: tuple[Any, float]) -> None:
+    """Each (page, tone): the page mostly hears its tone. The pages listen at once (each
+    its own full reading): one reading's time for all of them, not one after another."""
+    readings = await asyncio.gather(*(heard(page) for page, _ in ears))
+    for index, ((_, tone), frequencies) in enumerate(zip(ears, readings, strict=True)):
+        assert mostly(frequencies, tone), (index, tone, frequencies[:8])
 
 
 async def end_user_link(server: Server, name: str = "Ada") -> tuple[str, str]:
