@@ -54,14 +54,15 @@ class LiveCall:
         )
 
 
-async def start_live_call(asgi_app: Any) -> LiveCall:
-    """An answered call whose parties hear each other (close it with `end_live_call`)."""
+async def start_live_call(asgi_app: Any, operator_tone: float = OPERATOR_TONE) -> LiveCall:
+    """An answered call whose parties hear each other (close it with `end_live_call`); the
+    user sends USER_TONE, the operator `operator_tone`."""
     _, user_token = await sync_to_async(EndUserSession.create)(ttl_seconds=600, display_name="Ada")
     _, operator_token = await sync_to_async(ApiToken.create)("recorder")
     user, operator = SignalClient(asgi_app), SignalClient(asgi_app)
     await user.connect()
     await operator.connect()
-    user_peer, operator_peer = ClientPeer(USER_TONE), ClientPeer(OPERATOR_TONE)
+    user_peer, operator_peer = ClientPeer(USER_TONE), ClientPeer(operator_tone)
     user_answer = await user.offer(user_token, await user_peer.offer())
     operator_answer = await operator.offer(
         operator_token, await operator_peer.offer(), callSid=user_answer["callSid"]
@@ -71,7 +72,7 @@ async def start_live_call(asgi_app: Any) -> LiveCall:
     await user_peer.wait_connected()
     await operator_peer.wait_connected()
     # Audio flows both ways before we record.
-    await hear_each_other((operator_peer, USER_TONE), (user_peer, OPERATOR_TONE))
+    await hear_each_other((operator_peer, USER_TONE), (user_peer, operator_tone))
     return LiveCall(
         user_answer["callSid"],
         user,
