@@ -355,7 +355,15 @@ class Generator:
         elapsed = time.perf_counter() - started
         cpu1 = self._server_cpu_s()
         connected = len(connect_times) // 2
-        await asyncio.sleep(3.0)  # the last events on their way
+        # Events trail the set-ups (published in order, each with the call's snapshot): wait
+        # until the feed has been quiet for 3 s (at most 10 min from the burst), and how long.
+        seen, quiet_since, drained_at = -1, time.perf_counter(), time.perf_counter()
+        while time.perf_counter() - quiet_since < 3.0 and time.perf_counter() - started < 600:
+            await asyncio.sleep(0.25)
+            now_seen = sum(sum(counts.values()) for counts in records.values())
+            if now_seen != seen:
+                seen, quiet_since = now_seen, time.perf_counter()
+        feed_lag_s = max(0.0, quiet_since - drained_at)
         watching.cancel()
         await asyncio.gather(watching, return_exceptions=True)
         # Lost: a connected call whose feed lacks any of its set-up's records.
@@ -378,6 +386,7 @@ class Generator:
             "burst_ws_rtt_p99_ms": ms(percentile(rtts, 99)),
             "burst_ws_samples": len(rtts),
             "burst_feed_complete": complete,  # of burst_connected: every set-up event seen
+            "burst_feed_lag_s": round(feed_lag_s, 1),  # the last event after the last set-up
         }
 
     def _server_cpu_s(self) -> dict[str, float]:

@@ -517,6 +517,7 @@ def burst_table(steps: list[Step]) -> str:
             f" / {_fmt(step['burst_offer_connected_p95_ms'], '{:.0f}')}"
             f" | {_fmt(step['burst_ws_rtt_p99_ms'], '{:.0f}')}"
             f" | {step.get('burst_feed_complete', '?')}"
+            f"{' (+' + str(step['burst_feed_lag_s']) + ' s)' if 'burst_feed_lag_s' in step else ''}"
             f" | {', '.join(f'{name} {ms:.0f}' for name, ms in cpu.items())} |"
         )
     return "\n".join(rows)

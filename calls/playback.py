@@ -5,8 +5,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from asgiref.sync import async_to_sync
-
 from calls import policy
 from calls.errors import CallbridgeError, CallStateError, ErrorCode
 from calls.models import AudioFile, Call, CallState
@@ -38,7 +36,7 @@ def play(principal: Principal, call: Call, reference: Any, to: str) -> dict[str,
     if call.state != CallState.ACTIVE:
         raise CallStateError(f"only an active call can play audio (it is {call.state})")
     playback_id = str(uuid.uuid4())
-    reply = async_to_sync(link.request)(
+    reply = link.request_from_thread(
         call.media_worker,
         protocol.Play(call=str(call.pk), playback=playback_id, path=audio.file.path, to=to),
     )
@@ -58,5 +56,5 @@ def stop(principal: Principal, call: Call) -> None:
     policy.require_access(principal, call)
     if call.state != CallState.ACTIVE:
         raise CallStateError(f"only an active call plays audio (it is {call.state})")
-    async_to_sync(link.request)(call.media_worker, protocol.PlayStop(call=str(call.pk)))
+    link.request_from_thread(call.media_worker, protocol.PlayStop(call=str(call.pk)))
     call.note_while_active("playback.stopped", principal, {})

@@ -113,7 +113,7 @@ def start_on_worker(call: Call, recording: Recording) -> None:
     start still on its way can never record (the worker remembers the stop and refuses
     the start), record the failure, and raise."""
     try:
-        async_to_sync(link.request)(
+        link.request_from_thread(
             call.media_worker,
             protocol.RecordStart(
                 call=str(call.pk),
@@ -139,7 +139,7 @@ def stop_recording(call: Call, by: str, reason: str, cutoff: datetime | None = N
     # The worker answers once the WAV is rendered: allow ~6 s per minute recorded, and a
     # minute for renders queued ahead of it (many recordings stopping at once).
     recorded_s = (timezone.now() - running.started_at).total_seconds()
-    reply = async_to_sync(link.request)(
+    reply = link.request_from_thread(
         call.media_worker,
         link.record_stop_message(
             call.pk, running.pk, reason, by, cutoff.timestamp() if cutoff is not None else None

@@ -241,7 +241,7 @@ def stop_message(principal: Principal, call_id: str) -> None:
 
 def _finish(call: Call, running: Recording | None, reason: str, by: Principal) -> None:
     if running is not None:
-        reply = async_to_sync(link.request)(
+        reply = link.request_from_thread(
             call.media_worker,
             link.record_stop_message(call.pk, running.pk, reason, by.label),
             within=link.REPLY_TIMEOUT_S + 60,

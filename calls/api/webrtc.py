@@ -25,7 +25,7 @@ def answer_offer(
         setup_trace.mark(plan.leg_id, "http.arrived", arrived)
     setup_trace.mark(plan.leg_id, "view.entered", entered)
     setup_trace.mark(plan.leg_id, "offer.planned")
-    reply = async_to_sync(link.request)(plan.worker, link.offer_message(plan, sdp))
+    reply = link.request_from_thread(plan.worker, link.offer_message(plan, sdp))
     setup_trace.mark(plan.leg_id, "view.answer_back")
     try:
         calling.commit_offer(principal, plan)
@@ -39,5 +39,5 @@ def answer_offer(
 def close_media(principal: Principal, call: Call) -> None:
     """Close the principal's leg media; the call stays (a new offer reconnects)."""
     leg = calling.own_leg(principal, call)
-    async_to_sync(link.request)(leg.worker, link.close_message(leg))
+    link.request_from_thread(leg.worker, link.close_message(leg))
     Leg.objects.get(pk=leg.leg_id).set_media_state(MediaState.CLOSED)

@@ -11,6 +11,9 @@ import uuid
 from dataclasses import replace
 from typing import Any, TypeVar
 
+from asgiref.sync import async_to_sync
+from django.db import connections
+
 from callbridge.channel_layer import configured_layer
 from callbridge.http_handler import turn_given_back
 from calls.calling import LegRef, OfferPlan
@@ -117,6 +120,20 @@ async def request(
             ErrorCode.MEDIA_BRIDGE_FAILURE, f"the media worker answered {reply.TYPE}"
         )
     return reply
+
+
+def request_from_thread(
+    worker: str, message: protocol.RequestFor[R], within: float = REPLY_TIMEOUT_S
+) -> R:
+    """`request`, from a synchronous caller (a REST view's thread). Outside a transaction
+    the thread's database connections are closed first — on PostgreSQL, back to the pool:
+    while it waits, its HTTP turn goes to another request (callbridge/http_handler.py),
+    which needs a connection of its own; a burst of offers waiting on the worker with
+    theirs held emptied the pool."""
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close()
+    return async_to_sync(request)(worker, message, within)
 
 
 def read_reply(raw: dict[str, Any]) -> protocol.Reply:
