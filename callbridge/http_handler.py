@@ -15,6 +15,7 @@ single hop, as a WSGI server would run it; the request still gets its own thread
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -36,7 +37,7 @@ class OneHopASGIHandler(ASGIHandler):
     def __init__(self, threads: int) -> None:
         super().__init__()
         self.threads = threads
-        self._turns: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+        self._turns: dict[asyncio.AbstractEventLoop, Turns] = {}
 
     def load_middleware(self, is_async: bool = False) -> None:
         super().load_middleware(is_async=False)  # a synchronous chain, whatever is asked
@@ -46,21 +47,62 @@ class OneHopASGIHandler(ASGIHandler):
         turns = self._turns.get(loop)
         if turns is None:  # one per event loop (tests run one loop per test)
             self._turns = {old: sem for old, sem in self._turns.items() if not old.is_closed()}
-            turns = self._turns[loop] = asyncio.Semaphore(self.threads)
-        async with turns:
-            held = _turn.set(turns)  # copied into the request's thread (and back)
-            try:
-                # get_response: URL conf, the chain, closing and error logging, in one thread.
-                response: HttpResponseBase = await sync_to_async(
-                    self.get_response, thread_sensitive=True
-                )(request)
-            finally:
-                _turn.reset(held)
+            turns = self._turns[loop] = Turns(self.threads)
+        await turns.take()
+        held = _turn.set(turns)  # copied into the request's thread (and back)
+        try:
+            # get_response: URL conf, the chain, closing and error logging, in one thread.
+            response: HttpResponseBase = await sync_to_async(
+                self.get_response, thread_sensitive=True
+            )(request)
+        finally:
+            _turn.reset(held)
+            turns.give()
         return response
 
 
+class Turns:
+    """A counting semaphore whose turns, once given back by a request that waits on
+    something else, are taken back without waiting: a request whose worker has answered
+    finishes before new requests start (it may run over the count for a moment; the
+    next turns given back repay that first)."""
+
+    def __init__(self, count: int) -> None:
+        self.free = count
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def take(self) -> None:
+        if self.free > 0 and not self._waiting:
+            self.free -= 1
+            return
+        turn = asyncio.get_running_loop().create_future()
+        self._waiting.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.give()  # handed a turn as it was cancelled: pass it on
+            else:
+                self._waiting.remove(turn)
+            raise
+
+    def give(self) -> None:
+        if self.free < 0:
+            self.free += 1  # repays a turn taken back over the count
+            return
+        while self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self.free += 1
+
+    def take_back(self) -> None:
+        self.free -= 1
+
+
 # The turn the current request holds (None outside one: sockets, background tasks).
-_turn: ContextVar[asyncio.Semaphore | None] = ContextVar("callbridge_http_turn", default=None)
+_turn: ContextVar[Turns | None] = ContextVar("callbridge_http_turn", default=None)
 
 
 @asynccontextmanager
@@ -72,11 +114,11 @@ async def turn_given_back() -> AsyncIterator[None]:
     if turns is None:
         yield
         return
-    turns.release()
+    turns.give()
     try:
         yield
     finally:
-        await turns.acquire()
+        turns.take_back()
 
 
 def get_one_hop_asgi_application() -> Any:

@@ -11,8 +11,8 @@ from callbridge import http_handler
 
 
 async def test_a_request_waiting_elsewhere_gives_its_turn_back_meanwhile() -> None:
-    turns = asyncio.Semaphore(1)
-    await turns.acquire()  # the request's own turn, as get_response_async holds it
+    turns = http_handler.Turns(1)
+    await turns.take()  # the request's own turn, as get_response_async holds it
     held = http_handler._turn.set(turns)
     waiting, proceed = asyncio.Event(), asyncio.Event()
 
@@ -27,15 +27,19 @@ async def test_a_request_waiting_elsewhere_gives_its_turn_back_meanwhile() -> No
     try:
         request = asyncio.ensure_future(sync_to_async(view, thread_sensitive=False)())
         await asyncio.wait_for(waiting.wait(), 10)
-        async with asyncio.timeout(10):
-            async with turns:  # another request gets a turn while this one waits
-                pass
+        await asyncio.wait_for(turns.take(), 10)  # another request gets a turn meanwhile
+        queued = asyncio.ensure_future(turns.take())  # and a third waits for one
         proceed.set()
-        await asyncio.wait_for(request, 10)
-        assert turns.locked()  # taken back before its view went on
+        await asyncio.wait_for(request, 10)  # taken back at once, ahead of the third
+        assert turns.free == -1 and not queued.done()
+        turns.give()  # the second request ends: repays the turn taken back over the count
+        await asyncio.sleep(0)
+        assert not queued.done() and turns.free == 0
+        turns.give()  # the first ends: the third's turn
+        await asyncio.wait_for(queued, 10)
+        assert turns.free == 0
     finally:
         http_handler._turn.reset(held)
-    turns.release()
 
 
 async def test_outside_a_request_nothing_is_given_back() -> None:
@@ -50,3 +54,15 @@ def test_the_asgi_application_is_the_one_hop_handler_with_its_turns() -> None:
 
     assert isinstance(django_asgi_app, http_handler.OneHopASGIHandler)
     assert django_asgi_app.threads == settings.CALLBRIDGE_HTTP_THREADS
+
+
+async def test_a_request_that_leaves_while_waiting_for_a_turn_takes_none() -> None:
+    turns = http_handler.Turns(1)
+    await turns.take()
+    waiting = asyncio.ensure_future(turns.take())
+    await asyncio.sleep(0)
+    waiting.cancel()  # its client went away
+    await asyncio.gather(waiting, return_exceptions=True)
+    turns.give()
+    assert turns.free == 1  # the turn was not handed to the request that left
+    await asyncio.wait_for(turns.take(), 10)

@@ -25,6 +25,8 @@ from calls.workers.reconcile import reconcile_at_startup
 # this host (the documented nginx set-up).
 LOOPBACK_PROXIES = ["127.0.0.1", "::1"]
 
+LISTEN_BACKLOG = 1024  # connections the kernel queues before daphne accepts them
+
 # After the services stop, how long the sockets' consumers get to send what the stop
 # published (calls ended with `server_restart`) before daphne cancels them.
 EVENTS_FLUSH_S = 0.5
@@ -153,7 +155,14 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        argv = ["--bind", options["bind"], "--port", str(options["port"])]
+        # The TCP endpoint daphne's --bind/--port would make, with a listen backlog for a
+        # burst of clients (Twisted's default, 50, reset connections when 200 callers
+        # reconnected at once; the kernel caps it at net.core.somaxconn).
+        interface = options["bind"].strip("[]").replace(":", r"\:")
+        argv = [
+            "--endpoint",
+            f"tcp:port={int(options['port'])}:interface={interface}:backlog={LISTEN_BACKLOG}",
+        ]
         for endpoint in options["endpoint"]:
             argv += ["--endpoint", endpoint]
         # Never daphne's --proxy-headers: it believes the left-most, client-written
