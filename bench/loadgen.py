@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import setup_profile
 from bench.audio import LOOP_FRAMES, PULSE_FRAME, Payloads, encode_payloads
 from bench.fastleg import FastLeg
 from bench.targets import CallbridgeTarget, CallHandle, StockTarget, Target
@@ -732,13 +733,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--supervise-at", type=int, default=None, help="N for supervisors monitoring vs none"
     )
     parser.add_argument("--supervise-every", type=int, default=10, help="every k-th call")
-    parser.add_argument(
-        "--setup-probes",
-        type=int,
-        default=0,
-        help="after each step: this many calls set up one at a time (then hung up)",
-    )
-    parser.add_argument("--probe-interval", type=float, default=0.5, help="s between probes")
+    setup_profile.add_probe_arguments(parser)
     parser.add_argument(
         "--burst", type=int, default=0, help="only: this many calls asked for at once"
     )

@@ -268,13 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--work-dir", type=Path, default=None, help="keep server logs and data here"
     )
-    parser.add_argument(
-        "--setup-probes",
-        type=int,
-        default=0,
-        help="after each step, this many single call set-ups (measured, then hung up)",
-    )
-    parser.add_argument("--probe-interval", type=float, default=0.5, help="s between probes")
+    setup_profile.add_probe_arguments(parser)
     parser.add_argument(
         "--burst",
         default="",

@@ -39,6 +39,18 @@ TOTAL = ("client.posted", "client.connected", "offer → connected (what the ben
 RECORDED = ("media.connected", "records.connected", "(after) media state in the database")
 
 
+def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
+    """--setup-probes and --probe-interval, the same for bench.media and bench.loadgen
+    (which bench.media passes them on to)."""
+    parser.add_argument(
+        "--setup-probes",
+        type=int,
+        default=0,
+        help="after each step, this many single call set-ups (measured, then hung up)",
+    )
+    parser.add_argument("--probe-interval", type=float, default=0.5, help="s between probes")
+
+
 def read_legs(path: Path) -> dict[str, dict[str, Any]]:
     """leg id -> {stage: first unix time, "load": n, "role": r}."""
     legs: dict[str, dict[str, Any]] = defaultdict(dict)
