@@ -64,9 +64,9 @@ test: $(VENV)/.installed $(VENV)/.transcribe-installed
 
 # `make test` runs on two processes (pytest-xdist: each has its own test database, channel
 # layer and media worker), a whole test file per process (--dist loadfile: a file's
-# module-scoped servers start once): pytest ~11.5 min on 2 cores shared with another
-# session's work (683 s, 2026-12-01; each process's files ~670 s). CI's bar is 12 min
-# with the installs: the long poles are tests/test_scale_out.py (~155 s) and the browser files.
+# module-scoped servers start once): pytest ~10 min on a quiet 2-core machine (597 s,
+# 2026-12-01 07:51 UTC; 683 s when shared with other work). CI's bar is 12 min with the
+# installs: the long poles are tests/test_scale_out.py (~155 s) and the browser files.
 # `make test TEST_PROCESSES=` runs it in one process.
 TEST_PROCESSES ?= -n 2 --dist loadfile
 
