@@ -753,17 +753,7 @@ class MediaWorker:
                 rtt_ms=None if sample.rtt_ms is None else round(sample.rtt_ms, 1),
             )
         else:
-            report = protocol.QualitySummary(
-                call=call_id,
-                leg=peer.leg_id,
-                samples=measured.samples,
-                mos_min=measured.mos_min,
-                mos_avg=measured.mos_avg,
-                loss_percent=measured.loss_percent,
-                jitter_ms=measured.jitter_ms,
-                rtt_ms=measured.rtt_ms,
-                warnings=measured.warnings,
-            )
+            report = protocol.QualitySummary.of(call_id, peer.leg_id, measured)
         self._reports.put_nowait(self.reporter.leg_quality(report))
 
     async def _drop_failed(self, call_id: str, peer: LegPeer) -> None:

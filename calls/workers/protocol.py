@@ -102,11 +102,12 @@ kept the keys of those unversioned dicts.)
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from enum import StrEnum
 from typing import Any, ClassVar, Generic, TypeAlias, TypeGuard, TypeVar
 
 from calls.errors import CallbridgeError, ErrorCode
+from calls.media.quality import Summary
 
 # v2: Play.loop, PlayStop.playback (waiting audio); v3: Hold (hold / resume);
 # v4: TransferOut, TransferIn (blind transfer); Supervise, the supervisor role;
@@ -401,6 +402,15 @@ class QualitySummary(Report):
     jitter_ms: float
     rtt_ms: float | None
     warnings: int
+
+    @classmethod
+    def of(cls, call: str, leg: str, summary: Summary) -> QualitySummary:
+        """The report of one connection's summary (the worker sends it)."""
+        return cls(call=call, leg=leg, **asdict(summary))
+
+    def summary(self) -> Summary:
+        """The summary reported (the daphne side records it)."""
+        return Summary(**{f.name: getattr(self, f.name) for f in fields(Summary)})
 
 
 Message = Request | Reply | Report

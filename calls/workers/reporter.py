@@ -73,15 +73,7 @@ def _stored_summary(leg: Leg) -> Summary | None:
 def record_quality_summary(report: QualitySummary) -> None:
     """One connection's summary, merged into the leg's (a reconnect is a new connection);
     one write per connection, under the leg's lock (two connections may end together)."""
-    summary = Summary(
-        samples=report.samples,
-        mos_min=report.mos_min,
-        mos_avg=report.mos_avg,
-        loss_percent=report.loss_percent,
-        jitter_ms=report.jitter_ms,
-        rtt_ms=report.rtt_ms,
-        warnings=report.warnings,
-    )
+    summary = report.summary()
     with transaction.atomic():
         leg = Leg.objects.select_for_update().filter(pk=report.leg).first()
         if leg is None:
