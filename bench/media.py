@@ -83,8 +83,11 @@ def callbridge_env(data_dir: Path, lag_file: Path, media_path: str | None) -> di
     )
     if media_path:
         env["CALLBRIDGE_MEDIA_PATH"] = media_path
-    if os.environ.get("CALLBRIDGE_SETUP_TRACE"):  # --setup-trace: every process marks stages
-        env["CALLBRIDGE_SETUP_TRACE"] = os.environ["CALLBRIDGE_SETUP_TRACE"]
+    # --setup-trace: every process marks stages; HTTP threads: tried by hand, e.g.
+    # `CALLBRIDGE_HTTP_THREADS=16 python -m bench.media --burst 200 …`.
+    for passed_on in ("CALLBRIDGE_SETUP_TRACE", "CALLBRIDGE_HTTP_THREADS"):
+        if os.environ.get(passed_on):
+            env[passed_on] = os.environ[passed_on]
     return env
 
 

@@ -19,6 +19,7 @@ from tests.support.pages import (
     each_mostly_hears,
     end_user_link,
     heard,
+    make_queue,
     mostly,
     my_status_is,
     open_page,
@@ -135,11 +136,7 @@ async def test_it_tells_a_caller_in_a_queue_their_place_in_line(
     server: Server, playwright: Any, tmp_path: Path
 ) -> None:
     # A queue with no operator available: the caller waits, first in line.
-    create = (
-        "from calls.models import Queue;"
-        "Queue.objects.get_or_create(public_id='billing', defaults={'name': 'Billing'})"
-    )
-    await asyncio.to_thread(server.manage, "shell", "-c", create)
+    await make_queue(server, "billing", "Billing")
     url, _ = await end_user_link(server, "Cleo")
     user_browser, page, errors = await open_page(
         playwright, tmp_path, USER_TONE, f"{url}&queue=billing"
@@ -166,11 +163,7 @@ async def test_it_calls_back_a_caller_who_asked_while_waiting(
 ) -> None:
     # Nobody answers the help desk: the caller asks to be called back from the page; the
     # dashboard lists the request (and the missed call); Call back rings the same page.
-    create = (
-        "from calls.models import Queue;"
-        "Queue.objects.get_or_create(public_id='helpdesk', defaults={'name': 'Help desk'})"
-    )
-    await asyncio.to_thread(server.manage, "shell", "-c", create)
+    await make_queue(server, "helpdesk", "Help desk")
     url, token = await end_user_link(server, "Dee")
     user_browser, page, errors = await open_page(
         playwright, tmp_path, USER_TONE, f"{url}&queue=helpdesk"
@@ -217,12 +210,9 @@ async def test_it_lets_a_caller_leave_a_message_when_nobody_answers(
     server: Server, playwright: Any, tmp_path: Path
 ) -> None:
     # A queue nobody answers, overflowing to voicemail after a second.
-    create = (
-        "from calls.models import Queue;"
-        "Queue.objects.get_or_create(public_id='after-hours', defaults={'name': 'After hours',"
-        " 'max_wait_s': 1, 'overflow': 'voicemail', 'voicemail_max_s': 30})"
+    await make_queue(
+        server, "after-hours", "After hours", max_wait_s=1, overflow="voicemail", voicemail_max_s=30
     )
-    await asyncio.to_thread(server.manage, "shell", "-c", create)
     url, _ = await end_user_link(server, "Vic")
     operator_browser, dashboard = await operator_dashboard(server, playwright, tmp_path)
     user_browser, page, errors = await open_page(

@@ -104,6 +104,16 @@ async def status_is(page: Any, text: str) -> None:
     )
 
 
+async def make_queue(server: Server, public_id: str, name: str, **fields: Any) -> None:
+    """A queue in `server`'s database (once: an existing one is kept), with `fields`."""
+    defaults = {"name": name, **fields}
+    create = (
+        "from calls.models import Queue;"
+        f"Queue.objects.get_or_create(public_id={public_id!r}, defaults={defaults!r})"
+    )
+    await asyncio.to_thread(server.manage, "shell", "-c", create)
+
+
 async def operator_dashboard(
     server: Server, playwright: Any, tmp_path: Path, username: str = "op", tone: int = OPERATOR_TONE
 ) -> tuple[Any, Any]:
