@@ -70,16 +70,16 @@ test: $(VENV)/.installed $(VENV)/.transcribe-installed
 # `make test TEST_PROCESSES=` runs it in one process.
 TEST_PROCESSES ?= -n 2 --dist loadfile
 
-# The quick loop (about a minute on 2 cores): lint and types, then every test that needs neither a
-# real daphne process, nor Chromium, nor a full two-peer call, nor 100,000 rows (in-process ASGI, the
-# database, single aiortc peers), on two processes (pytest-xdist: each has its own test
+# The quick loop (under 2 minutes on 2 cores): lint and types, then every test that needs neither a
+# real daphne process, nor Chromium, nor a full two-peer call, nor 100,000 rows, nor seconds of
+# its own (`slow`) — in-process ASGI, the database, single aiortc peers — on two processes (pytest-xdist: each has its own test
 # database, channel layer and media worker), stopping at the first failure. `make test`
 # runs everything.
 test-fast: $(VENV)/.installed $(VENV)/.transcribe-installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	tools/run-tests -n 2 -m "not daphne and not browser and not media and not bulk" -x -q $(PYTEST_ARGS)
+	tools/run-tests -n 2 -m "not daphne and not browser and not media and not bulk and not slow" -x -q $(PYTEST_ARGS)
 
 # mypy checks what [tool.mypy] in pyproject.toml lists (~12 s cold, ~2 s from .mypy_cache).
 lint: $(VENV)/.installed

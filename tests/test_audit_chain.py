@@ -459,6 +459,7 @@ def test_it_chains_rows_written_before_the_chains_in_id_order(
     assert code == 0 and f"calls.callevent: intact, {len(rows)} rows" in out
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 async def test_it_seals_a_serving_processs_commits_in_batches_in_the_background(
     make_session: Callable[..., tuple[EndUserSession, str]],

@@ -397,6 +397,7 @@ def test_it_lists_todays_missed_calls_through_the_calls_filters() -> None:
     assert (stats["joined"], stats["answered"]) == (3, 1)
 
 
+@pytest.mark.slow
 async def test_it_expires_an_open_request_when_its_session_expires(asgi_app: Any) -> None:
     def asked_with_a_short_session() -> str:
         queue = make_queue("support", [make_operator("olga", available=False)])

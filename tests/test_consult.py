@@ -135,6 +135,7 @@ def test_it_consults_cancels_consults_again_and_completes(
     assert activity_of(alice.pk) in (Activity.IDLE, Activity.WRAP_UP)
 
 
+@pytest.mark.slow
 def test_it_refuses_wrong_parties_bad_targets_and_states_changing_nothing(
     make_session: Session, api_token: Any
 ) -> None:

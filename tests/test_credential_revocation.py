@@ -188,6 +188,7 @@ async def test_it_closes_an_end_user_socket_when_its_session_expires(clients: An
     assert await closed_unauthorized(page, within=DEADLINE_S + 1) == "Session token expired"
 
 
+@pytest.mark.slow
 async def test_it_lets_a_call_finish_when_the_end_users_session_expires_mid_call(
     clients: Any,
 ) -> None:

@@ -190,6 +190,7 @@ def envelopes(user_token: str, operator_token: str) -> st.SearchStrategy[dict[st
     )
 
 
+@pytest.mark.slow
 @given(st.data())
 @fuzz_settings(examples=300)
 async def test_it_survives_any_message_on_the_signal_socket(

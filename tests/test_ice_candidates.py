@@ -184,6 +184,7 @@ def probed(decoys: list[socket.socket], seen: set[int]) -> set[int]:
     return seen
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 async def test_it_probes_at_most_the_cap_of_400_offered_candidates_and_still_connects(
     asgi_app: Any, user_token: str, decoys: list[socket.socket], settings: Any
@@ -248,6 +249,7 @@ def received_types(decoys: list[socket.socket], seen: dict[int, set[int]]) -> di
     return seen
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 async def test_it_sends_triggered_checks_to_at_most_the_cap_of_new_addresses(
     asgi_app: Any, user_token: str, decoys: list[socket.socket], settings: Any

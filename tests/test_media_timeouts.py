@@ -65,6 +65,7 @@ async def test_it_ends_a_call_whose_media_does_not_come_back(
     assert (call.state, call.end_reason, call.ended_by_role) == ("ended", "media_timeout", "system")
 
 
+@pytest.mark.slow
 async def test_it_notices_a_peer_whose_network_vanished(
     echo_client: tuple[SignalClient, str], settings: Any
 ) -> None:

@@ -48,6 +48,7 @@ def offer(call: Call, user: Any, **fields: Any) -> QueueOffer:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_it_makes_the_default_queue_in_its_migration_reversibly(settings: Any) -> None:
     settings.CALLBRIDGE_RING_TIMEOUT_S = 33

@@ -63,6 +63,7 @@ def assert_never_overlapping() -> None:
                 )
 
 
+@pytest.mark.slow
 def test_it_spreads_twenty_callers_over_four_operators_round_robin(make_session: Session):
     operators = [make_operator(f"op{n}") for n in range(4)]
     queue = make_queue("sales", operators, strategy="round_robin")

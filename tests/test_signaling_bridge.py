@@ -119,6 +119,7 @@ async def test_it_bridges_two_parties_each_hearing_the_other(
     assert await settle_to(baseline) == baseline
 
 
+@pytest.mark.slow
 async def test_it_reconnects_a_leg_after_close(parties: Parties) -> None:
     call_id, user_peer, operator_peer, user_answer, _ = await connect_call(parties)
     try:

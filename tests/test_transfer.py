@@ -138,6 +138,7 @@ def test_it_rings_only_the_operator_and_falls_back_to_the_line(make_session: Ses
     ]
 
 
+@pytest.mark.slow
 def test_it_refuses_bad_transfers_and_changes_nothing(
     make_session: Session, api_token: Any
 ) -> None:
