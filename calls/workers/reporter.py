@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-from django.db import close_old_connections, transaction
+from channels.db import database_sync_to_async
+from django.db import transaction
 
 from calls import setup_trace
 from calls.media.quality import Summary, merged
@@ -100,36 +97,15 @@ def record_leg_quality(report: Report) -> None:
 
 
 class DatabaseLegReporter:
-    """Records the worker's reports in a thread of its own — one, so in the order the
-    worker sends them (it awaits each) — not in the one database thread Channels' socket
-    consumers share: a burst of set-ups reports hundreds of leg states (each an event and
-    its snapshot), and queued behind them the sockets' own reads answered in seconds."""
-
-    def __init__(self) -> None:
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leg-reports")
-
-    async def _recorded(self, record: Callable[..., None], *args: Any) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._thread, _with_fresh_connection, record, *args)
-
     async def leg_state(self, call_id: str, leg_id: str, state: str) -> None:
         if state == MediaState.CONNECTING:
             return  # recorded when the offer was accepted (commit_offer)
-        await self._recorded(record_leg_state, leg_id, state)
+        await database_sync_to_async(record_leg_state)(leg_id, state)
 
     async def recording_finished(
         self, recording_id: str, reason: str, by: str, result: RecordedFile
     ) -> None:
-        await self._recorded(record_recording_finished, recording_id, reason, by, result)
+        await database_sync_to_async(record_recording_finished)(recording_id, reason, by, result)
 
     async def leg_quality(self, report: Report) -> None:
-        await self._recorded(record_leg_quality, report)
-
-
-def _with_fresh_connection(record: Callable[..., None], *args: Any) -> None:
-    """As Channels' database_sync_to_async does around each call: no stale connection."""
-    close_old_connections()
-    try:
-        record(*args)
-    finally:
-        close_old_connections()
+        await database_sync_to_async(record_leg_quality)(report)
