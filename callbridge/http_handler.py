@@ -46,7 +46,7 @@ class OneHopASGIHandler(ASGIHandler):
         loop = asyncio.get_running_loop()
         turns = self._turns.get(loop)
         if turns is None:  # one per event loop (tests run one loop per test)
-            self._turns = {old: sem for old, sem in self._turns.items() if not old.is_closed()}
+            self._turns = {old: t for old, t in self._turns.items() if not old.is_closed()}
             turns = self._turns[loop] = Turns(self.threads)
         await turns.take()
         held = _turn.set(turns)  # copied into the request's thread (and back)

@@ -18,8 +18,7 @@ import logging
 import threading
 from typing import ClassVar
 
-from asgiref.sync import sync_to_async
-from django.db import close_old_connections
+from channels.db import database_sync_to_async
 
 from calls.audit_verify import chained_models
 from calls.models.audit_chain import ChainedModel, seal, seal_in_background
@@ -76,16 +75,9 @@ class AuditSealer:
             wanted, self._wanted = self._wanted, set()
         for model in sorted(wanted, key=lambda m: m._meta.label_lower):
             try:
-                await sync_to_async(_seal_in_thread, thread_sensitive=False)(model)
+                # Not the consumers' shared database thread: a thread of the loop's pool.
+                await database_sync_to_async(seal, thread_sensitive=False)(model)
             except Exception:  # the rows stay unsealed: the next request seals them
                 logger.exception("could not seal %s", model._meta.label_lower)
                 with self._lock:
                     self._wanted.add(model)
-
-
-def _seal_in_thread(model: type[ChainedModel]) -> None:
-    close_old_connections()
-    try:
-        seal(model)
-    finally:
-        close_old_connections()
